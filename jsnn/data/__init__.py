@@ -1,0 +1,53 @@
+"""Data for jsnn: in-memory datasets, on-device augmentation, host batching.
+
+Importing this package does not import tensorflow-datasets or scikit-learn;
+they are loaded only by the dataset that needs them.
+"""
+
+from jsnn.data.augment import (
+    AugmentConfig,
+    AugmentParams,
+    apply_augment,
+    augment_batch,
+    normalize,
+    sample_augment_params,
+)
+from jsnn.data.batches import (
+    epoch_permutation,
+    eval_batches,
+    num_batches,
+    shard_for_process,
+    train_batches,
+)
+from jsnn.data.datasets import (
+    CIFAR_AUGMENT,
+    DATASET_NAMES,
+    DIGITS_AUGMENT,
+    ArrayDataset,
+    DataNotFoundError,
+    channel_stats,
+    default_data_dir,
+    load_dataset,
+)
+
+__all__ = [
+    "ArrayDataset",
+    "AugmentConfig",
+    "AugmentParams",
+    "CIFAR_AUGMENT",
+    "DATASET_NAMES",
+    "DIGITS_AUGMENT",
+    "DataNotFoundError",
+    "apply_augment",
+    "augment_batch",
+    "channel_stats",
+    "default_data_dir",
+    "epoch_permutation",
+    "eval_batches",
+    "load_dataset",
+    "normalize",
+    "num_batches",
+    "sample_augment_params",
+    "shard_for_process",
+    "train_batches",
+]
