@@ -1,0 +1,195 @@
+"""Layers: masked conv / linear, BatchNorm over T×B, and the LIF layer.
+
+Variables live in separate Flax collections, so training code can pass each
+as its own pytree (see ``variables.py``):
+
+  weights      conv / linear kernels (and linear biases)
+  masks        one {0,1} array per kernel, same shape; the forward pass uses kernel * mask
+  bn           BatchNorm scale and bias (absent when BN is non-affine)
+  batch_stats  BatchNorm running mean and variance
+  stats        firing statistics, written only when the collection is mutable
+
+Stateless layers (conv, linear, BN, pooling) see time folded into the batch
+axis, ``[T*B, ...]``; only the LIF layer unfolds to ``[T, B, ...]`` and scans.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jsnn.neuron import LIFConfig, lif_time_major
+
+WEIGHTS, MASKS, BN, BATCH_STATS, STATS = "weights", "masks", "bn", "batch_stats", "stats"
+
+
+def fold_time(x: jax.Array) -> jax.Array:
+    """[T, B, ...] -> [T*B, ...] (time-major blocks: rows t*B .. t*B+B-1 are timestep t)."""
+    return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+
+
+def unfold_time(x: jax.Array, timesteps: int) -> jax.Array:
+    """[T*B, ...] -> [T, B, ...]."""
+    return x.reshape((timesteps, x.shape[0] // timesteps) + x.shape[1:])
+
+
+def kaiming_normal_fan_in(key, shape, dtype=jnp.float32):
+    """N(0, 2/fan_in): PyTorch's kaiming_normal_(mode='fan_in', nonlinearity='relu')."""
+    return nn.initializers.variance_scaling(2.0, "fan_in", "normal")(key, shape, dtype)
+
+
+def signed_constant_fan_in(key, shape, dtype=jnp.float32):
+    """sign(w) * sqrt(2/fan_in) (edge-popup's 'signed constant' weights)."""
+    fan_in = 1
+    for d in shape[:-1]:
+        fan_in *= d
+    sign = jnp.where(jax.random.bernoulli(key, 0.5, shape), 1.0, -1.0)
+    return (sign * jnp.sqrt(2.0 / fan_in)).astype(dtype)
+
+
+WEIGHT_INITS: dict[str, Callable] = {
+    "kaiming_normal": kaiming_normal_fan_in,
+    "signed_constant": signed_constant_fan_in,
+}
+
+
+def _masked_kernel(module: nn.Module, shape) -> jax.Array:
+    if module.weight_init not in WEIGHT_INITS:
+        raise ValueError(f"unknown weight_init {module.weight_init!r}; choose one of {sorted(WEIGHT_INITS)}")
+    init = WEIGHT_INITS[module.weight_init]
+    kernel = module.variable(WEIGHTS, "kernel", lambda: init(module.make_rng("params"), shape)).value
+    mask = module.variable(MASKS, "kernel", jnp.ones, shape, kernel.dtype).value
+    if mask.shape != kernel.shape:
+        raise ValueError(
+            f"mask for {'/'.join(module.scope.path)} has shape {mask.shape}, kernel has {kernel.shape}"
+        )
+    return kernel * mask
+
+
+def _collecting_stats(module: nn.Module) -> bool:
+    return module.is_mutable_collection(STATS) and not module.is_initializing()
+
+
+def _record_input_rate(module: nn.Module, x: jax.Array) -> None:
+    """Per-input-channel spike count and the number of values it was summed over."""
+    if module.input_is_spikes and _collecting_stats(module):
+        module.put_variable(STATS, "input_sum", jnp.sum(x, axis=tuple(range(x.ndim - 1))))
+        module.put_variable(STATS, "input_count", jnp.asarray(x.size // x.shape[-1], jnp.float32))
+
+
+def _record_potential(module: nn.Module, potentials: jax.Array) -> None:
+    """Per-output-channel sums of U and U^2 of the LIF layer this layer feeds."""
+    if _collecting_stats(module):
+        axes = tuple(range(potentials.ndim - 1))
+        module.put_variable(STATS, "potential_sum", jnp.sum(potentials, axis=axes))
+        module.put_variable(STATS, "potential_sq_sum", jnp.sum(jnp.square(potentials), axis=axes))
+        module.put_variable(STATS, "potential_count", jnp.asarray(potentials.size // potentials.shape[-1], jnp.float32))
+
+
+def _batch_norm(module: nn.Module, x: jax.Array, train: bool, bn: "BNConfig") -> jax.Array:
+    """BatchNorm over every axis but the last, with variables in ``module``'s own scope.
+
+    On folded input [T*B, H, W, C] the statistics are over (T, B, H, W)
+    jointly (SPEC §2 default). PyTorch semantics, as in Kim et al.'s code:
+    momentum 0.1, eps 1e-5, the running variance tracks the unbiased batch
+    variance. Under jit with the batch sharded over devices the reductions
+    span the global batch, so BN is synchronised across devices.
+    """
+    c = x.shape[-1]
+    running_mean = module.variable(BATCH_STATS, "mean", jnp.zeros, (c,), jnp.float32)
+    running_var = module.variable(BATCH_STATS, "var", jnp.ones, (c,), jnp.float32)
+    if train:
+        axes = tuple(range(x.ndim - 1))
+        x32 = x.astype(jnp.float32)
+        mean = jnp.mean(x32, axes)
+        var = jnp.mean(jnp.square(x32 - mean), axes)
+        if module.is_mutable_collection(BATCH_STATS) and not module.is_initializing():
+            n = x.size // c
+            m = bn.momentum
+            running_mean.value = (1 - m) * running_mean.value + m * mean
+            running_var.value = (1 - m) * running_var.value + m * var * (n / max(n - 1, 1))
+    else:
+        mean, var = running_mean.value, running_var.value
+    inv = jax.lax.rsqrt(var + bn.epsilon)
+    if bn.affine:
+        scale = module.variable(BN, "scale", lambda: jnp.full((c,), bn.scale_init, jnp.float32)).value
+        bias = module.variable(BN, "bias", jnp.zeros, (c,), jnp.float32).value
+        # one fused multiply-add over the activation instead of two passes
+        return x * (inv * scale).astype(x.dtype) + (bias - mean * inv * scale).astype(x.dtype)
+    return x * inv.astype(x.dtype) - (mean * inv).astype(x.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class BNConfig:
+    """BatchNorm settings. ``scale_init`` = alpha * V_th gives tdBN (Zheng et al. 2021)."""
+
+    affine: bool = True  # edge-popup trains nothing but scores: it uses affine=False
+    momentum: float = 0.1  # PyTorch default, Kim et al.
+    epsilon: float = 1e-5  # PyTorch default
+    scale_init: float = 1.0
+
+
+class ConvBN(nn.Module):
+    """Masked conv (NHWC / HWIO, no bias) followed by BatchNorm, sharing one variable path.
+
+    Keeping the conv and its BN in one scope means weights/P/kernel,
+    masks/P/kernel, bn/P/{scale,bias}, batch_stats/P/{mean,var} and
+    stats/P/... all sit at the same path P, which is what the SF criterion
+    looks up (it needs the BN that follows each kernel).
+    """
+
+    features: int
+    kernel_size: int = 3
+    stride: int = 1
+    weight_init: str = "kaiming_normal"
+    bn: BNConfig = BNConfig()
+    input_is_spikes: bool = True  # False for the encoding layer (it sees the image)
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        if x.ndim != 4:
+            raise ValueError(f"ConvBN expects NHWC input [N, H, W, C], got shape {x.shape}")
+        _record_input_rate(self, x)
+        k = self.kernel_size
+        kernel = _masked_kernel(self, (k, k, x.shape[-1], self.features))
+        pad = k // 2
+        y = jax.lax.conv_general_dilated(
+            x, kernel.astype(x.dtype), (self.stride, self.stride), [(pad, pad), (pad, pad)],
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        return _batch_norm(self, y, train, self.bn)
+
+    def record_potential(self, potentials: jax.Array) -> None:
+        _record_potential(self, potentials)
+
+
+class MaskedDense(nn.Module):
+    """Linear layer [..., in] -> [..., features]; kernel * mask, optional bias (not masked)."""
+
+    features: int
+    use_bias: bool = True
+    weight_init: str = "kaiming_normal"
+    input_is_spikes: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        _record_input_rate(self, x)
+        kernel = _masked_kernel(self, (x.shape[-1], self.features))
+        y = x @ kernel.astype(x.dtype)
+        if self.use_bias:
+            y = y + self.variable(WEIGHTS, "bias", jnp.zeros, (self.features,), jnp.float32).value.astype(x.dtype)
+        return y
+
+    def record_potential(self, potentials: jax.Array) -> None:
+        _record_potential(self, potentials)
+
+
+def lif_folded(x: jax.Array, timesteps: int, config: LIFConfig, return_potential: bool = False):
+    """LIF on folded currents [T*B, ...]: unfold, scan over time, fold back."""
+    out = lif_time_major(unfold_time(x, timesteps), config, return_potential)
+    if return_potential:
+        return fold_time(out[0]), fold_time(out[1])
+    return fold_time(out)

@@ -1,0 +1,58 @@
+"""Pieces shared by every SNN architecture: the spiking conv block and direct encoding."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jsnn.layers import STATS, BNConfig, ConvBN, MaskedDense, fold_time, lif_folded
+from jsnn.neuron import LIFConfig
+
+
+def spike_with_stats(layer: nn.Module, currents: jax.Array, timesteps: int, lif: LIFConfig,
+                     *feeding: nn.Module) -> jax.Array:
+    """LIF over folded currents [T*B, ...]; when statistics are being collected,
+    the membrane potentials are recorded in the scope of every layer in ``feeding``
+    (the layers whose outputs were summed into ``currents``)."""
+    collect = layer.is_mutable_collection(STATS) and not layer.is_initializing()
+    out = lif_folded(currents, timesteps, lif, return_potential=collect)
+    if not collect:
+        return out
+    spikes, potentials = out
+    for f in feeding:
+        f.record_potential(potentials)
+    return spikes
+
+
+def encode(layer: ConvBN, images: jax.Array, timesteps: int, train: bool) -> jax.Array:
+    """Direct encoding: the first conv + BN sees the real-valued image once;
+    its output is repeated over T and folded into the batch -> [T*B, ...]."""
+    if images.ndim != 4:
+        raise ValueError(f"images must be NHWC [B, H, W, C], got shape {images.shape}")
+    x = layer(images, train)
+    return fold_time(jnp.broadcast_to(x, (timesteps,) + x.shape))
+
+
+class SpikingModel(nn.Module):
+    """Base for the architectures: images [B, H, W, C] -> logits [T, B, classes]."""
+
+    num_classes: int
+    timesteps: int = 5  # T = 5: the paper's CIFAR setting
+    lif: LIFConfig = LIFConfig()
+    bn: BNConfig = BNConfig()
+    weight_init: str = "kaiming_normal"
+
+    def check(self):
+        if self.timesteps < 1:
+            raise ValueError(f"timesteps must be >= 1, got {self.timesteps}")
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+
+    def conv_bn(self, features, name, stride=1, kernel_size=3, input_is_spikes=True):
+        return ConvBN(features, kernel_size, stride, self.weight_init, self.bn, input_is_spikes, name=name)
+
+    def dense(self, features, name):
+        return MaskedDense(features, use_bias=True, weight_init=self.weight_init, name=name)
+
+    def logits_per_timestep(self, folded_logits: jax.Array) -> jax.Array:
+        return folded_logits.reshape((self.timesteps, -1, folded_logits.shape[-1]))

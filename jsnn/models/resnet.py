@@ -1,0 +1,69 @@
+"""Res-SNN-19 as in Kim et al.'s code (SPEC §2)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jsnn.layers import BNConfig, ConvBN
+from jsnn.models.common import SpikingModel, encode, spike_with_stats
+from jsnn.neuron import LIFConfig
+
+
+class SpikingBasicBlock(nn.Module):
+    """LIF(BN(conv3x3)) -> BN(conv3x3) + shortcut -> LIF; the shortcut is
+    BN(conv1x1) when the shape changes, identity otherwise."""
+
+    features: int
+    stride: int
+    timesteps: int
+    lif: LIFConfig
+    bn: BNConfig
+    weight_init: str
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        T = self.timesteps
+
+        def conv_bn(name, stride=1, kernel_size=3):
+            return ConvBN(self.features, kernel_size, stride, self.weight_init, self.bn, name=name)
+
+        conv1, conv2 = conv_bn("conv1", self.stride), conv_bn("conv2")
+        h = spike_with_stats(self, conv1(x, train), T, self.lif, conv1)
+        out = conv2(h, train)
+        feeding = [conv2]
+        if self.stride != 1 or x.shape[-1] != self.features:
+            shortcut = conv_bn("shortcut", self.stride, kernel_size=1)
+            out = out + shortcut(x, train)
+            feeding.append(shortcut)
+        else:
+            out = out + x
+        return spike_with_stats(self, out, T, self.lif, *feeding)
+
+
+class SpikingResNet(SpikingModel):
+    """stem conv3x3 -> BN -> LIF; stages of basic blocks (stride 2 at each
+    stage's first block); global average pool -> linear -> LIF -> linear."""
+
+    stem_features: int = 64
+    stage_features: Sequence[int] = (128, 256, 512)
+    stage_blocks: Sequence[int] = (3, 3, 2)
+    hidden_features: int = 256
+
+    @nn.compact
+    def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+        self.check()
+        T = self.timesteps
+        stem = self.conv_bn(self.stem_features, "stem", input_is_spikes=False)
+        x = spike_with_stats(self, encode(stem, images, T, train), T, self.lif, stem)
+        for s, (features, blocks) in enumerate(zip(self.stage_features, self.stage_blocks)):
+            for b in range(blocks):
+                x = SpikingBasicBlock(
+                    features, 2 if b == 0 else 1, T, self.lif, self.bn, self.weight_init, name=f"stage{s}_block{b}"
+                )(x, train)
+        x = jnp.mean(x, axis=(1, 2))
+        fc1 = self.dense(self.hidden_features, name="fc1")
+        x = spike_with_stats(self, fc1(x), T, self.lif, fc1)
+        return self.logits_per_timestep(self.dense(self.num_classes, name="fc2")(x))

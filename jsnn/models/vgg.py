@@ -1,0 +1,39 @@
+"""Plain spiking VGG stacks: SNN-VGG-16 (SPEC §2) and smaller ones built the same way."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+
+from jsnn.models.common import SpikingModel, encode, spike_with_stats
+
+# SNN-VGG-16 (Simonyan & Zisserman config D; Kim et al.): M = 2x2 max pool
+VGG16_PLAN = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+# benchmarks' workload (a): a small SNN-VGG at CIFAR shape
+VGG_SMALL_PLAN = (64, 128, "M", 256, "M", 256, "M")
+# digits (8x8x1) default: trains in about a minute on 2 CPU cores
+DIGITS_PLAN = (32, 64, "M", 128, "M")
+
+
+class SpikingVGG(SpikingModel):
+    """conv3x3 -> BN -> LIF for each number in ``plan``, 2x2 max pool at each "M",
+    then flatten and one linear classifier. The first conv is the encoding layer."""
+
+    plan: Sequence = VGG16_PLAN
+
+    @nn.compact
+    def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+        self.check()
+        T = self.timesteps
+        x, n = None, 0
+        for item in self.plan:
+            if item == "M":
+                x = nn.max_pool(x, (2, 2), (2, 2))
+                continue
+            layer = self.conv_bn(item, name=f"conv{n}", input_is_spikes=x is not None)
+            n += 1
+            currents = encode(layer, images, T, train) if x is None else layer(x, train)
+            x = spike_with_stats(self, currents, T, self.lif, layer)
+        x = x.reshape((x.shape[0], -1))
+        return self.logits_per_timestep(self.dense(self.num_classes, name="fc")(x))

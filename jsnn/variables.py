@@ -1,0 +1,94 @@
+"""A model's variables as separate pytrees, and the one function that applies them.
+
+    weights      every conv / linear kernel (and linear bias)      -> trained by dense / IMP
+    masks        {0,1} per maskable kernel, the kernels' structure -> fixed within an IMP round
+    scores       edge-popup scores, the kernels' structure          -> trained by edge-popup
+    bn           BatchNorm scale / bias ({} when BN is non-affine)
+    batch_stats  BatchNorm running mean / var
+
+``masks`` and ``scores`` have exactly the tree structure of ``kernels(weights)``:
+{layer path: {"kernel": array}}. Every conv and linear kernel is maskable.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import traverse_util
+
+from jsnn.layers import BATCH_STATS, BN, MASKS, STATS, WEIGHTS
+
+PyTree = Any
+
+
+class Variables(NamedTuple):
+    """The pytrees a model runs on (a NamedTuple, so itself a pytree)."""
+
+    weights: PyTree
+    masks: PyTree
+    bn: PyTree
+    batch_stats: PyTree
+
+
+def init_variables(model: nn.Module, key: jax.Array, input_shape) -> Variables:
+    """Initialises ``model`` for images of shape ``input_shape`` = [B, H, W, C]."""
+    if len(input_shape) != 4:
+        raise ValueError(f"input_shape must be [B, H, W, C], got {tuple(input_shape)}")
+    collections = model.init({"params": key}, jnp.zeros(input_shape, jnp.float32), train=False)
+    return Variables(
+        weights=collections[WEIGHTS],
+        masks=collections[MASKS],
+        bn=collections.get(BN, {}),
+        batch_stats=collections[BATCH_STATS],
+    )
+
+
+def kernels(weights: PyTree) -> PyTree:
+    """The maskable kernels of ``weights``, in the tree structure of masks and scores."""
+    flat = traverse_util.flatten_dict(weights)
+    return traverse_util.unflatten_dict({k: v for k, v in flat.items() if k[-1] == "kernel"})
+
+
+def named_kernels(weights: PyTree) -> dict[str, jax.Array]:
+    """{"stage0_block0/conv1": kernel, ...} in a stable (sorted) order."""
+    flat = traverse_util.flatten_dict(kernels(weights))
+    return {"/".join(k[:-1]): flat[k] for k in sorted(flat)}
+
+
+def with_kernels(weights: PyTree, new_kernels: PyTree) -> PyTree:
+    """``weights`` with its kernels replaced by ``new_kernels`` (biases kept)."""
+    flat = traverse_util.flatten_dict(weights)
+    flat.update(traverse_util.flatten_dict(new_kernels))
+    return traverse_util.unflatten_dict(flat)
+
+
+def check_kernel_tree(tree: PyTree, weights: PyTree, what: str = "masks") -> None:
+    """Raises ValueError naming the first layer where ``tree`` does not match the kernels."""
+    want = {"/".join(k): v.shape for k, v in traverse_util.flatten_dict(kernels(weights)).items()}
+    got = {"/".join(k): getattr(v, "shape", None) for k, v in traverse_util.flatten_dict(tree).items()}
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    if missing or extra:
+        raise ValueError(
+            f"{what} do not match the model's kernels: missing {missing or 'none'}, unexpected {extra or 'none'}"
+        )
+    for name, shape in want.items():
+        if tuple(got[name]) != tuple(shape):
+            raise ValueError(f"{what} entry {name} has shape {tuple(got[name])}, kernel has {tuple(shape)}")
+
+
+def apply_model(model: nn.Module, variables: Variables, images: jax.Array, train: bool,
+                collect_stats: bool = False):
+    """Runs the model; returns ``(logits [T, B, classes], new_batch_stats, stats)``.
+
+    In training mode BN uses batch statistics and the running averages are
+    updated (returned); in evaluation mode ``new_batch_stats`` is the input.
+    ``stats`` (firing statistics, see layers.py) is {} unless ``collect_stats``.
+    """
+    collections = {WEIGHTS: variables.weights, MASKS: variables.masks, BATCH_STATS: variables.batch_stats}
+    if variables.bn:
+        collections[BN] = variables.bn
+    mutable = ([BATCH_STATS] if train else []) + ([STATS] if collect_stats else [])
+    logits, updates = model.apply(collections, images, train=train, mutable=mutable)
+    return logits, updates.get(BATCH_STATS, variables.batch_stats), updates.get(STATS, {})
