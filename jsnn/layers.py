@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jsnn.conv import conv2d
 from jsnn.neuron import LIFConfig, lif_time_major
 
 WEIGHTS, MASKS, BN, BATCH_STATS, STATS = "weights", "masks", "bn", "batch_stats", "stats"
@@ -156,10 +157,7 @@ class ConvBN(nn.Module):
         k = self.kernel_size
         kernel = _masked_kernel(self, (k, k, x.shape[-1], self.features))
         pad = k // 2
-        y = jax.lax.conv_general_dilated(
-            x, kernel.astype(x.dtype), (self.stride, self.stride), [(pad, pad), (pad, pad)],
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        )
+        y = conv2d(x, kernel.astype(x.dtype), self.stride, pad)
         return _batch_norm(self, y, train, self.bn)
 
     def record_potential(self, potentials: jax.Array) -> None:
