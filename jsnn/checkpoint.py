@@ -1,0 +1,87 @@
+"""Checkpoints with orbax: save, find the latest, restore with clear errors.
+
+A checkpoint is one pytree (the training state plus whatever the method
+needs to continue: rewind point, pruning round, ...) and a JSON dict of
+bookkeeping (epoch, round, the run's signature). Orbax writes each one to a
+temporary directory and renames it into place, so a crash never leaves a
+half-written checkpoint that looks complete; the newest ``keep`` are kept.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+PyTree = Any
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message says what to do. Nothing is deleted."""
+
+
+class Checkpointer:
+    def __init__(self, directory: str, keep: int = 3):
+        self.directory = os.path.abspath(directory)
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        )
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, step: int, tree: PyTree, meta: dict) -> None:
+        tree = jax.tree.map(np.asarray, tree)  # host copy: device buffers may be donated next step
+        self._manager.save(
+            step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta))
+        )
+        self._manager.wait_until_finished()
+
+    def restore(self, like: PyTree, signature: dict, step: int | None = None) -> tuple[PyTree, dict]:
+        """Restores ``step`` (default: the latest) into the structure of ``like``.
+
+        Raises CheckpointError, deleting nothing, when the files cannot be read
+        or do not belong to this run (other model, shapes or method).
+        """
+        step = self.latest_step() if step is None else step
+        where = os.path.join(self.directory, str(step))
+        try:
+            restored = self._manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
+            )
+            tree, meta = restored["state"], restored["meta"]
+        except Exception as e:  # orbax raises many types for damaged files
+            raise CheckpointError(
+                f"the checkpoint in {where} cannot be read ({type(e).__name__}: {str(e)[:300]}). "
+                "Nothing was deleted. Move that directory aside to resume from an older checkpoint, "
+                "or start over with a new --workdir."
+            ) from None
+        if meta.get("signature") != signature:
+            raise CheckpointError(
+                f"the checkpoint in {where} was written by a different run: {meta.get('signature')} "
+                f"vs this run's {signature}. Nothing was deleted. Use a new --workdir, or rerun with "
+                "the original settings to resume."
+            )
+        return _conform(tree, like, where), meta
+
+
+def _conform(tree: PyTree, like: PyTree, where: str) -> PyTree:
+    """Puts the restored leaves into ``like``'s structure, checking every shape and dtype."""
+    want = jax.tree_util.tree_flatten_with_path(like)[0]
+    got = dict(jax.tree_util.tree_flatten_with_path(tree)[0])
+    got = {jax.tree_util.keystr(k): v for k, v in got.items()}
+    leaves = []
+    for path, leaf in want:
+        name = jax.tree_util.keystr(path)
+        if name not in got:
+            raise CheckpointError(f"the checkpoint in {where} has no entry {name}; it is not from this run. "
+                                  "Nothing was deleted. Use a new --workdir.")
+        value = np.asarray(got[name])
+        if value.shape != np.shape(leaf):
+            raise CheckpointError(f"the checkpoint in {where} has {name} of shape {value.shape}, this run "
+                                  f"expects {np.shape(leaf)}. Nothing was deleted. Use a new --workdir.")
+        leaves.append(value.astype(np.asarray(leaf).dtype if not hasattr(leaf, "dtype") else leaf.dtype))
+    return jax.tree.unflatten(jax.tree.structure(like), leaves)

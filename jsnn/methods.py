@@ -1,0 +1,93 @@
+"""Pruning methods as the one thing they change in training (ARCHITECTURE.md):
+which pytrees the optimizer updates, and how (weights, masks, scores) become
+the variables of the forward pass.
+
+| method        | trained           | forward kernel                                   |
+|---------------|-------------------|--------------------------------------------------|
+| MaskedTraining| weights, bn       | weights * masks (dense = all-ones masks)         |
+|   + dns layers| weights, bn       | weights * masks, gradient to every weight there  |
+| EdgePopup     | scores            | weights * top-k(|scores|) (straight-through)     |
+
+The trainer, data, checkpoint and metrics code never branch on the method.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+from flax import traverse_util
+
+from jsnn.sparsity.edge_popup import masks_from_scores
+from jsnn.variables import Variables
+
+PyTree = Any
+
+
+def _paths(tree: PyTree) -> dict[str, Any]:
+    return {"/".join(k[:-1]): v for k, v in traverse_util.flatten_dict(tree).items()}
+
+
+def _unpaths(flat: dict[str, Any]) -> PyTree:
+    return traverse_util.unflatten_dict({tuple(k.split("/")) + ("kernel",): v for k, v in flat.items()})
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskedTraining:
+    """Dense training and IMP: weights and BN trained, kernel = weights * mask.
+
+    Pruned weights stay exactly zero: the mask zeroes their gradient in the
+    forward pass and ``mask_updates`` zeroes their update (so momentum and
+    weight decay cannot revive them). Layers named in ``dns_layers`` follow
+    dynamic network surgery (SF-IMP-2): the mask acts in the loss's forward
+    pass only, every weight there gets its gradient and update, so a pruned
+    weight can come back at the next pruning step.
+    """
+
+    dns_layers: tuple[str, ...] = ()
+    trainable: tuple[str, ...] = ("weights", "bn")
+
+    def forward_variables(self, weights, masks, scores, bn, batch_stats) -> Variables:
+        del scores
+        if self.dns_layers:
+            w, m = _paths(weights), dict(_paths(masks))
+            for name in self.dns_layers:
+                kernel, mask = w[name], m[name]
+                # forward value kernel * mask, gradient to every entry of kernel
+                w[name] = kernel + jax.lax.stop_gradient(kernel * mask - kernel)
+                m[name] = jax.numpy.ones_like(mask)
+            weights = traverse_util.unflatten_dict(
+                {**traverse_util.flatten_dict(weights), **traverse_util.flatten_dict(_unpaths(w))})
+            masks = _unpaths(m)
+        return Variables(weights, masks, bn, batch_stats)
+
+    def mask_updates(self, updates: dict, masks) -> dict:
+        flat = traverse_util.flatten_dict(updates["weights"])
+        for k, m in _paths(masks).items():
+            if k not in self.dns_layers:
+                key = tuple(k.split("/")) + ("kernel",)
+                flat[key] = flat[key] * m.astype(flat[key].dtype)
+        return {**updates, "weights": traverse_util.unflatten_dict(flat)}
+
+
+@dataclasses.dataclass(frozen=True)
+class EdgePopup:
+    """Edge-popup: only the scores are trained; weights (and BN, if affine) stay frozen.
+
+    ``sparsities`` gives each layer's removed fraction as ((path, s), ...),
+    hashable so the method can be a static argument of jit.
+    """
+
+    sparsities: tuple[tuple[str, float], ...]
+    trainable: tuple[str, ...] = ("scores",)
+
+    def forward_variables(self, weights, masks, scores, bn, batch_stats) -> Variables:
+        del masks
+        edge_masks = masks_from_scores(scores, _unpaths(dict(self.sparsities)))
+        return Variables(weights, edge_masks, bn, batch_stats)
+
+    def mask_updates(self, updates: dict, masks) -> dict:
+        return updates
+
+
+Method = MaskedTraining | EdgePopup

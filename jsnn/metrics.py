@@ -1,0 +1,53 @@
+"""What a run writes for people and programs: metrics.jsonl, config.json, results.json, a progress bar."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from typing import Any, Iterable
+
+from tqdm.auto import tqdm
+
+
+def append_jsonl(path: str, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def read_jsonl(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def write_json(path: str, obj: Any) -> None:
+    """Writes via a temporary file and a rename, so a reader never sees half a file."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: str, default: Any = None) -> Any:
+    if not os.path.exists(path):
+        return default
+    with open(path) as f:
+        return json.load(f)
+
+
+def progress(iterable: Iterable, total: int, description: str, enabled: bool = True):
+    """A progress bar on stderr; plain iteration when disabled or not on a terminal in CI."""
+    return tqdm(iterable, total=total, desc=description, leave=False, dynamic_ncols=True,
+                disable=not enabled, file=sys.stderr, mininterval=1.0)
+
+
+def log(message: str) -> None:
+    tqdm.write(message, file=sys.stdout)
+    sys.stdout.flush()
+
+
+def is_finite(x: float) -> bool:
+    return math.isfinite(float(x))

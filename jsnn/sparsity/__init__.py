@@ -1,0 +1,1 @@
+"""Masks, edge-popup scores, pruning criteria and the firing statistics they use."""

@@ -1,0 +1,62 @@
+"""Edge-popup (Ramanujan et al. 2020; paper Sec. 5, Eq. 11): a mask from the top-k |scores|.
+
+Forward: per layer, keep the weights whose |score| is in the top (1 - sparsity)
+fraction. Backward: straight-through, dL/ds = dL/dm, so every score (of kept
+and dropped weights alike) receives dL/d(w m) * w, the gradient its masked
+weight would get (SPEC §3). Note: the reference code ranks |s| and lets the
+gradient pass through abs(); SPEC §3 and Eq. 11 pass dL/dm to s unchanged,
+which is what this does.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jsnn.sparsity.masks import keep_count, keep_largest
+
+PyTree = Any
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _top_k_mask(scores, k: int):
+    return keep_largest(jnp.abs(scores), k)
+
+
+def _fwd(scores, k):
+    return _top_k_mask(scores, k), None
+
+
+def _bwd(k, _, g):
+    return (g,)
+
+
+_top_k_mask.defvjp(_fwd, _bwd)
+
+
+def top_k_mask(scores: jax.Array, sparsity: float) -> jax.Array:
+    """{0,1} mask keeping round((1 - sparsity) n) largest |scores|; straight-through gradient."""
+    if sparsity == 0.0:  # a dense layer: all ones, gradient still passed straight through
+        return scores + jax.lax.stop_gradient(jnp.ones_like(scores) - scores)
+    return _top_k_mask(scores, keep_count(scores.size, sparsity))
+
+
+def masks_from_scores(scores: PyTree, sparsities: PyTree) -> PyTree:
+    """Per-layer top-k masks; ``sparsities`` is a float per layer (same tree as scores)."""
+    return jax.tree.map(top_k_mask, scores, sparsities)
+
+
+def init_scores(key: jax.Array, kernels: PyTree) -> PyTree:
+    """Kaiming uniform scores, as edge-popup's ``kaiming_uniform_(scores, a=sqrt(5))``:
+    U(-b, b) with b = sqrt(6 / ((1 + a^2) fan_in)) = sqrt(1 / fan_in)."""
+    leaves, treedef = jax.tree.flatten(kernels)
+    keys = jax.random.split(key, len(leaves))
+    out = []
+    for k, w in zip(keys, leaves):
+        fan_in = math.prod(w.shape[:-1])
+        bound = math.sqrt(1.0 / fan_in)
+        out.append(jax.random.uniform(k, w.shape, jnp.float32, -bound, bound))
+    return jax.tree.unflatten(treedef, out)

@@ -1,0 +1,258 @@
+"""The one trainer every method uses: state, jitted steps, and the epoch loop.
+
+``TrainState`` holds the separate pytrees (weights, masks, scores, bn,
+batch_stats) and the optimizer state of whichever of them the method trains.
+``train_step`` and ``eval_step`` are pure functions of the state and a batch,
+jitted once over a device mesh (see ``parallel.py``). ``Trainer`` owns the
+edges: data, progress, metrics, checkpoints.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jsnn import data as jdata
+from jsnn import parallel
+from jsnn.checkpoint import Checkpointer
+from jsnn.config import TrainConfig
+from jsnn.methods import Method
+from jsnn.metrics import append_jsonl, log, progress
+from jsnn.sparsity.masks import sparsity_of
+from jsnn.variables import Variables, apply_model
+
+PyTree = Any
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # optimizer steps taken (drives the schedule and the augmentation key)
+    rng: jax.Array  # raw uint32 key data, so it checkpoints like any array
+    weights: PyTree
+    masks: PyTree
+    scores: PyTree
+    bn: PyTree
+    batch_stats: PyTree
+    opt_state: PyTree
+
+    def trainable(self, method: Method) -> dict:
+        return {name: getattr(self, name) for name in method.trainable}
+
+    def forward_variables(self, method: Method, trainable: dict | None = None) -> Variables:
+        s = self.replace(**trainable) if trainable else self
+        return method.forward_variables(s.weights, s.masks, s.scores, s.bn, s.batch_stats)
+
+
+def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
+    if config.schedule == "cosine":  # cosine to 0 over the run (paper), stepped per batch
+        return optax.cosine_decay_schedule(config.lr, decay_steps=max(1, config.epochs * steps_per_epoch))
+    return optax.constant_schedule(config.lr)
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+    """PyTorch's SGD as Kim et al. use it: weight decay added to the gradient, then momentum."""
+    return optax.chain(
+        optax.add_decayed_weights(config.weight_decay),
+        optax.sgd(learning_rate_schedule(config, steps_per_epoch), momentum=config.momentum),
+    )
+
+
+def create_state(variables: Variables, scores: PyTree, method: Method,
+                 optimizer: optax.GradientTransformation, seed: int) -> TrainState:
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(jax.random.key(seed)),
+        weights=variables.weights, masks=variables.masks, scores=scores, bn=variables.bn,
+        batch_stats=variables.batch_stats, opt_state=None,
+    )
+    return state.replace(opt_state=optimizer.init(state.trainable(method)))
+
+
+def spike_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean over timesteps of the cross-entropy of each timestep's logits (SPEC §1)."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels[None, :]).mean()
+
+
+def predictions(logits: jax.Array) -> jax.Array:
+    """argmax of the logits averaged over time."""
+    return jnp.argmax(logits.mean(axis=0), axis=-1)
+
+
+def preprocess(images: jax.Array, mean, std, augment: jdata.AugmentConfig, key=None) -> jax.Array:
+    x = images.astype(jnp.float32)
+    if key is not None and not augment.is_identity:
+        x = jdata.augment_batch(key, x, augment)
+    return jdata.normalize(x, mean, std)
+
+
+def make_train_step(model, method: Method, optimizer, dataset: jdata.ArrayDataset, augment: jdata.AugmentConfig):
+    def train_step(state: TrainState, images, labels):
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+        x = preprocess(images, dataset.mean, dataset.std, augment, key)
+
+        def loss_fn(trainable):
+            variables = state.forward_variables(method, trainable)
+            logits, new_stats, _ = apply_model(model, variables, x, train=True)
+            return spike_loss(logits, labels), (logits, new_stats)
+
+        trainable = state.trainable(method)
+        (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+        updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
+        updates = method.mask_updates(updates, state.masks)
+        new = state.replace(**optax.apply_updates(trainable, updates))
+        new = new.replace(step=state.step + 1, opt_state=opt_state, batch_stats=new_stats)
+        accuracy = jnp.mean(predictions(logits) == labels)
+        return new, {"loss": loss, "accuracy": accuracy}
+
+    return train_step
+
+
+def make_eval_step(model, method: Method, dataset: jdata.ArrayDataset):
+    def eval_step(state: TrainState, images, labels, valid):
+        x = preprocess(images, dataset.mean, dataset.std, jdata.AugmentConfig())
+        logits, _, _ = apply_model(model, state.forward_variables(method), x, train=False)
+        per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels[None, :]).mean(0)
+        return {"correct": jnp.sum((predictions(logits) == labels) * valid),
+                "loss": jnp.sum(per_example * valid), "count": jnp.sum(valid)}
+
+    return eval_step
+
+
+@dataclasses.dataclass
+class Trainer:
+    """Runs epochs of one method on one dataset over every local device."""
+
+    config: TrainConfig
+    model: Any
+    dataset: jdata.ArrayDataset
+    mesh: Any = None
+
+    def __post_init__(self):
+        self.mesh = self.mesh or parallel.data_mesh()
+        parallel.check_global_batch(self.config.batch_size, self.mesh)
+        n_train = len(self.dataset.train_labels)
+        self.steps_per_epoch = jdata.num_batches(n_train, self.config.batch_size, drop_last=True)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"batch size {self.config.batch_size} exceeds the {n_train} training images")
+        self.optimizer = make_optimizer(self.config, self.steps_per_epoch)
+        self._steps: dict = {}
+
+    # -- jitted steps, one compilation per method ------------------------------------------
+    def _compiled(self, method: Method):
+        if method not in self._steps:
+            repl, batch = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
+            train = jax.jit(make_train_step(self.model, method, self.optimizer, self.dataset, self.dataset.augment),
+                            in_shardings=(repl, batch, batch), out_shardings=(repl, repl), donate_argnums=0)
+            evaluate = jax.jit(make_eval_step(self.model, method, self.dataset),
+                               in_shardings=(repl, batch, batch, batch), out_shardings=repl)
+            self._steps[method] = (train, evaluate)
+        return self._steps[method]
+
+    def new_state(self, variables: Variables, scores: PyTree, method: Method, seed: int) -> TrainState:
+        return parallel.put_replicated(self.mesh, create_state(variables, scores, method, self.optimizer, seed))
+
+    def fresh_optimizer(self, state: TrainState, method: Method, seed: int) -> TrainState:
+        """Same variables, a new optimizer, schedule and augmentation stream (a new IMP round)."""
+        state = state.replace(step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(jax.random.key(seed)),
+                              opt_state=self.optimizer.init(state.trainable(method)))
+        return parallel.put_replicated(self.mesh, state)
+
+    # -- evaluation -------------------------------------------------------------------------
+    def evaluate(self, state: TrainState, method: Method) -> dict:
+        _, eval_step = self._compiled(method)
+        totals = {"correct": 0.0, "loss": 0.0, "count": 0.0}
+        d = self.dataset
+        for images, labels, n_real in jdata.eval_batches(d.test_images, d.test_labels, self.config.batch_size):
+            valid = (np.arange(len(labels)) < n_real).astype(np.float32)
+            out = eval_step(state, *parallel.put_batch(self.mesh, *jdata.shard_for_process(images, labels, valid)))
+            for k in totals:
+                totals[k] += float(out[k])
+        return {"test_accuracy": totals["correct"] / totals["count"], "test_loss": totals["loss"] / totals["count"]}
+
+    # -- the epoch loop -----------------------------------------------------------------------
+    def train_epochs(self, state: TrainState, method: Method, start_epoch: int, *,
+                     data_seed: int, epoch_offset: int = 0, label: dict | None = None,
+                     metrics_path: str | None = None,
+                     on_epoch_end: Callable[[TrainState, int], None] | None = None) -> TrainState:
+        """Trains epochs ``start_epoch .. config.epochs - 1``.
+
+        Each epoch's batch order depends on (data_seed, epoch_offset + epoch)
+        only, so a resumed run sees the batches an uninterrupted one would.
+        ``on_epoch_end(state, epochs_done)`` runs after each epoch (it
+        checkpoints). Raises TrainingDivergedError on a non-finite loss,
+        before anything of that epoch is saved.
+        """
+        train_step, _ = self._compiled(method)
+        cfg, d = self.config, self.dataset
+        label = label or {}
+        for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            batches = jdata.train_batches(d.train_images, d.train_labels, cfg.batch_size, data_seed,
+                                          epoch_offset + epoch)
+            history = []
+            bar = progress(batches, self.steps_per_epoch, f"{_describe(label)}epoch {epoch + 1}/{cfg.epochs}",
+                           cfg.progress)
+            for i, (images, labels) in enumerate(bar):
+                state, m = train_step(state, *parallel.put_batch(self.mesh, *jdata.shard_for_process(images, labels)))
+                history.append(m)
+                if i % 10 == 0 and cfg.progress:
+                    bar.set_postfix(loss=f"{float(m['loss']):.4f}")
+            losses = np.asarray([float(m["loss"]) for m in history])
+            if not np.all(np.isfinite(losses)):
+                bad = int(np.argmax(~np.isfinite(losses)))
+                raise TrainingDivergedError(
+                    f"the loss became {losses[bad]} at {_describe(label)}epoch {epoch + 1}, batch {bad + 1}. "
+                    "The last good checkpoint is kept; lower --lr (or check the data) and rerun the same "
+                    "command to resume from it."
+                )
+            seconds = time.perf_counter() - t0
+            record = {**label, "epoch": epoch + 1, "loss": float(losses.mean()),
+                      "train_accuracy": float(np.mean([float(m["accuracy"]) for m in history])),
+                      "learning_rate": float(learning_rate_schedule(cfg, self.steps_per_epoch)(int(state.step))),
+                      "sparsity": self.sparsity(state, method),
+                      "images_per_sec": self.steps_per_epoch * cfg.batch_size / seconds, "seconds": seconds}
+            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+                record.update(self.evaluate(state, method))
+            if metrics_path and jax.process_index() == 0:
+                append_jsonl(metrics_path, record)
+            log(_epoch_line(record))
+            if on_epoch_end:
+                on_epoch_end(state, epoch + 1)
+        return state
+
+    def sparsity(self, state: TrainState, method: Method) -> float:
+        """Measured fraction of maskable weights that are zero in the forward pass."""
+        return sparsity_of(state.forward_variables(method).masks)
+
+
+def _describe(label: dict) -> str:
+    return "".join(f"{k} {v} " for k, v in label.items())
+
+
+def _epoch_line(r: dict) -> str:
+    test = f" test acc {r['test_accuracy']:.4f}" if "test_accuracy" in r else ""
+    head = _describe({k: v for k, v in r.items() if k in ("round", "sparsity_target")})
+    return (f"{head}epoch {r['epoch']}: loss {r['loss']:.4f} train acc {r['train_accuracy']:.4f}{test} "
+            f"lr {r['learning_rate']:.4g} sparsity {r['sparsity']:.4f} {r['images_per_sec']:.0f} img/s")
+
+
+def checkpoint_tree(state: TrainState, extra: dict | None = None) -> dict:
+    """The plain-dict pytree a checkpoint stores."""
+    return {"state": flax.serialization.to_state_dict(state), "extra": extra or {}}
+
+
+def from_checkpoint_tree(tree: dict, like_state: TrainState) -> TrainState:
+    return flax.serialization.from_state_dict(like_state, tree["state"])
+
+
+def save_checkpoint(ckpt: Checkpointer, step: int, state: TrainState, extra: dict, meta: dict) -> None:
+    ckpt.save(step, checkpoint_tree(state, extra), meta)  # orbax coordinates multi-host writes
