@@ -1,0 +1,192 @@
+"""jsnn.theory: crisis probability against analytic densities, flip counts against a
+hand count, and the strong-LTH construction against an exhaustive, hand-worked case."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jsnn.neuron import LIFConfig
+from jsnn.theory import crisis, slth
+
+
+# ------------------------------------------------------------ crisis probability
+
+
+def test_crisis_mass_uniform_matches_analytic():
+    # U ~ U[0, 2] on an evenly spaced grid (a quadrature of the density 1/2):
+    # P(|U - 1| <= eps) = eps, sup f = 1/2, so the bound 2 eps sup f = eps is tight.
+    u = (jnp.arange(200_000) + 0.5) / 100_000.0
+    for eps in (0.05, 0.1, 0.3):
+        assert float(crisis.crisis_mass(u, 1.0, eps)) == pytest.approx(eps, abs=1e-4)
+        sup = float(crisis.histogram_sup_density(u, 1.0, eps, bin_width=0.01))
+        assert sup == pytest.approx(0.5, rel=1e-3)
+        assert float(crisis.crisis_bound(sup, eps)) == pytest.approx(eps, rel=1e-3)
+    # vector of eps at once
+    np.testing.assert_allclose(crisis.crisis_mass(u, 1.0, jnp.array([0.1, 0.2])), [0.1, 0.2], atol=1e-4)
+
+
+def test_crisis_mass_gaussian_matches_analytic():
+    mu, sigma, th, eps = 0.3, 0.5, 1.0, 0.2
+    exact = 0.5 * (math.erf((th + eps - mu) / (sigma * math.sqrt(2))) - math.erf((th - eps - mu) / (sigma * math.sqrt(2))))
+    assert float(crisis.gaussian_crisis_mass(mu, sigma, th, eps)) == pytest.approx(exact, rel=1e-5)
+    # sup of the density over [0.8, 1.2] is at 0.8, the end nearest the mean
+    pdf = math.exp(-((0.8 - mu) ** 2) / (2 * sigma**2)) / (math.sqrt(2 * math.pi) * sigma)
+    assert float(crisis.gaussian_sup_density(mu, sigma, th, eps)) == pytest.approx(pdf, rel=1e-5)
+    assert exact <= 2 * eps * pdf
+    # quantile grid of the Gaussian: empirical mass and KDE sup close to the analytic values
+    from jax.scipy.special import ndtri
+
+    u = mu + sigma * ndtri((jnp.arange(100_000) + 0.5) / 100_000)
+    assert float(crisis.crisis_mass(u, th, eps)) == pytest.approx(exact, abs=1e-4)
+    m, s = crisis.gaussian_fit(u)
+    assert float(m) == pytest.approx(mu, abs=1e-4) and float(s) == pytest.approx(sigma, rel=1e-3)
+    assert float(crisis.kde_sup_density(u[::10], th, eps)) == pytest.approx(pdf, rel=0.03)
+
+
+def test_carried_error_and_union_bound():
+    np.testing.assert_allclose(crisis.carried_error(0.1, 0.5, jnp.array([1, 2, 3])), [0.1, 0.15, 0.175], rtol=1e-6)
+    assert float(crisis.carried_error(0.1, 0.5)) == pytest.approx(0.2)
+    assert float(crisis.union_bound(0.01, 30)) == pytest.approx(0.3)
+    assert float(crisis.union_bound(0.1, 30)) == 1.0
+
+
+def test_flip_count_one_weight_toy_layer_matches_hand_count():
+    # One neuron, one input weight w = 0.625, beta = 0.5, V_th = 1, input spikes 1,1,1,1.
+    # clean (w = 0.625):   U = .625, .9375, 1.09375 (spike, reset), .625   -> S = 0,0,1,0
+    # perturbed (+0.125):  U = .75, 1.125 (spike), .75, 1.125 (spike)     -> S = 0,1,0,1
+    # second sample: input spikes 1,0,0,1 -> clean U = .625,.3125,.15625,.703125 (no spikes);
+    #   perturbed U = .75,.375,.1875,.84375 (no spikes) -> no flips.
+    cfg = LIFConfig(decay=0.5, threshold=1.0)
+    s_in = jnp.array([[1.0, 1.0], [1.0, 0.0], [1.0, 0.0], [1.0, 1.0]])[:, :, None]  # [T=4, B=2, 1]
+    currents = 0.625 * s_in
+    delta = 0.125 * s_in  # the weight moved by +0.125: |delta| <= eps = 0.125
+    r = crisis.lif_flips(currents, delta, cfg)
+    np.testing.assert_array_equal(r.spikes[:, 0, 0], [0, 0, 1, 0])
+    np.testing.assert_array_equal(r.perturbed_spikes[:, 0, 0], [0, 1, 0, 1])
+    np.testing.assert_array_equal(r.flips[:, :, 0], [[0, 0], [1, 0], [1, 0], [1, 0]])
+    np.testing.assert_array_equal(r.clean_history[:, :, 0], [[1, 1], [1, 1], [0, 1], [0, 1]])
+    rep = crisis.flip_report(r, threshold=1.0, eps=0.125, decay=0.5)
+    assert rep["spike_flip_fraction"] == pytest.approx(3 / 8)
+    assert rep["any_flip_over_T"] == pytest.approx(1 / 2)
+    # per-neuron conditional rates: t=2: 1 flip among 2 clean; t=3, t=4: 0 among 1 clean
+    assert rep["neuron_flip_rate"] == pytest.approx([0.0, 0.5, 0.0, 0.0])
+    # carried error at t=2 is .125 * 1.5 = .1875; clean U at t=2 = .9375 (crisis) and .3125
+    assert rep["neuron_crisis_mass"][1] == pytest.approx(0.5)
+    for f, c in zip(rep["neuron_flip_rate"], rep["neuron_crisis_mass"]):
+        assert f <= c
+
+
+def test_flips_never_exceed_crisis_neighbourhood():
+    # sample by sample: a flip after an agreeing history needs |U - V_th| <= carried error
+    key = jax.random.PRNGKey(0)
+    cur = 0.5 + 0.4 * jax.random.normal(key, (6, 512, 16))
+    cfg = LIFConfig()
+    for kind in ("sign", "uniform", "constant"):
+        d = crisis.perturbation(jax.random.PRNGKey(1), cur.shape, 0.05, kind)
+        assert float(jnp.max(jnp.abs(d))) <= 0.05 + 1e-7
+        r = crisis.lif_flips(cur, d, cfg)
+        for t in range(cur.shape[0]):
+            eps_t = float(crisis.carried_error(0.05, cfg.decay, t + 1))
+            bad = r.flips[t] & r.clean_history[t] & (jnp.abs(r.potentials[t] - cfg.threshold) > eps_t + 1e-6)
+            assert not bool(jnp.any(bad))
+
+
+# --------------------------------------------------------- strong LTH construction
+
+
+@pytest.mark.parametrize("reset,reset_value,decay", [("hard", 0.0, 0.25), ("hard", -0.3, 0.5),
+                                                      ("hard", 0.4, 0.9), ("soft", 0.0, 0.25), ("soft", 0.0, 0.6)])
+def test_relay_condition_matches_exhaustive_simulation(reset, reset_value, decay):
+    cfg = LIFConfig(decay=decay, threshold=0.5, reset=reset, reset_value=reset_value)
+    s = slth.all_spike_trains(1, 8)  # [8, 256, 1]: every input sequence
+    vs = np.linspace(-1.0, 3.0, 161)
+    currents = jnp.asarray(s) * jnp.asarray(vs, jnp.float32)[None, None, :]  # [T, 256, len(vs)]
+    from jsnn.neuron import lif_time_major
+
+    out = np.asarray(lif_time_major(currents, cfg))
+    relays = np.all(out == np.asarray(s), axis=(0, 1))
+    np.testing.assert_array_equal(relays, slth.relay_condition(vs, cfg))
+
+
+def _hand_case():
+    # Target: 2 inputs, 2 outputs, u_th = 0.5, W_hat in [-1/sqrt(2), 1/sqrt(2)].
+    target = np.array([[0.3, 0.6], [-0.4, 0.7]])
+    # Wide layer, 3 candidates per block; block 0 = neurons 0-2 (input 0), block 1 = 3-5 (input 1).
+    layer = slth.WideLayer(
+        v=np.array([0.9, 0.3, 0.6, 0.55, 1.0, -0.5]),
+        w=np.array([[0.1, 0.30, 0.29, 0.7, 0.605, 0.6],
+                    [-0.395, 0.2, 0.1, 0.69, 0.2, 0.7]]),
+        block=np.array([0, 0, 0, 1, 1, 1]),
+    )
+    return target, layer
+
+
+def test_construction_hand_worked_masks():
+    target, layer = _hand_case()
+    cfg = LIFConfig(decay=0.25, threshold=0.5)
+    # relays: v >= 0.5 -> neurons 0, 2, 3, 4 (1 has v = .3, 5 has v = -.5: exact out-weights but no relay)
+    np.testing.assert_array_equal(slth.relay_condition(layer.v, cfg), [1, 0, 1, 1, 1, 0])
+    c = slth.find_masks(target, layer, eps=0.021, config=cfg)
+    # W_hat[0,0]=.3 -> neuron 2 (.29, err .01); W_hat[0,1]=.6 -> 4 (.605, err .005)
+    # W_hat[1,0]=-.4 -> 0 (-.395, err .005); W_hat[1,1]=.7 -> 3 (.69, err .01)
+    np.testing.assert_array_equal(c.choice, [[2, 4], [0, 3]])
+    np.testing.assert_allclose(c.error, [[0.01, 0.005], [0.005, 0.01]], atol=1e-12)
+    assert c.found  # every error <= eps / N = 0.0105
+    m_in, m_out = slth.masks_from_construction(c, layer)
+    np.testing.assert_array_equal(m_out, [[0, 0, 1, 0, 1, 0], [1, 0, 0, 1, 0, 0]])
+    np.testing.assert_array_equal(m_in, [[1, 0], [0, 0], [1, 0], [0, 1], [0, 1], [0, 0]])
+    assert not slth.find_masks(target, layer, eps=0.015, config=cfg).found  # .01 > .015 / 2
+
+
+def test_construction_reproduces_target_on_every_input():
+    target, layer = _hand_case()
+    cfg = LIFConfig(decay=0.25, threshold=0.5)
+    eps, T = 0.021, 4
+    c = slth.find_masks(target, layer, eps, cfg)
+    s = slth.all_spike_trains(2, T)  # all 256 inputs
+    want, u = slth.target_forward(s, target, cfg, return_potential=True)
+    # the margin the proof needs: no target potential within eps / (1 - beta) of u_th
+    margin = float(jnp.min(jnp.abs(u - cfg.threshold)))
+    assert margin > float(crisis.carried_error(eps, cfg.decay))
+    # the full wide layer with both masks applied: all 6 virtual neurons simulated
+    m_in, m_out = slth.masks_from_construction(c, layer)
+    V = slth.full_in_weights(layer, 2) * m_in
+    got, virtual = slth.wide_forward(s, V, layer.w * m_out, cfg, return_virtual=True)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    # the kept virtual neurons relay their inputs exactly; pruned ones never fire
+    np.testing.assert_array_equal(np.asarray(virtual)[..., [0, 2]], s[..., [0, 0]])
+    np.testing.assert_array_equal(np.asarray(virtual)[..., [3, 4]], s[..., [1, 1]])
+    assert not np.asarray(virtual)[..., [1, 5]].any()
+    # the compact pruned network gives the same output
+    Vk, Wk = slth.pruned_network(c, layer)
+    assert Vk.shape == (4, 2)
+    np.testing.assert_array_equal(np.asarray(slth.wide_forward(s, Vk, Wk, cfg)), np.asarray(want))
+
+
+def test_construction_fails_without_margin():
+    # A target potential sitting exactly on the threshold: u = 0.5 at t=1 for input (1, 0),
+    # an approximating weight 0.5 - 0.004 (within eps / N) flips that spike.
+    target = np.array([[0.5, 0.1]])
+    layer = slth.WideLayer(v=np.array([0.9, 0.8]), w=np.array([[0.496, 0.1]]), block=np.array([0, 1]))
+    cfg = LIFConfig(decay=0.25, threshold=0.5)
+    c = slth.find_masks(target, layer, 0.01, cfg)
+    assert c.found
+    s = slth.all_spike_trains(2, 2)
+    Vk, Wk = slth.pruned_network(c, layer)
+    assert np.any(np.asarray(slth.wide_forward(s, Vk, Wk, cfg)) != np.asarray(slth.target_forward(s, target, cfg)))
+
+
+def test_mask_probability_exact_vs_monte_carlo_and_bound():
+    rng = np.random.default_rng(0)
+    cfg = LIFConfig(decay=0.25, threshold=0.5)
+    assert slth.relay_probability(cfg) == pytest.approx(0.25)
+    target = slth.sample_target(rng, 3, 3)
+    eps, n = 0.3, 60
+    exact = slth.mask_exists_probability(target, n, eps, cfg)
+    hits = sum(slth.find_masks(target, slth.sample_wide_layer(rng, 3, 3, n), eps, cfg).found for _ in range(2000))
+    assert hits / 2000 == pytest.approx(exact, abs=0.035)
+    assert 1 - exact <= slth.mask_failure_union_bound(3, 3, n, eps, cfg) + 1e-12
+    assert slth.width_lemma41(4, 0.1, 0.1, cfg) == 4 * math.ceil(4 / (0.25 * 0.1) * math.log(40))
+    assert slth.width_theorem43(4, 0.1, 0.1, cfg, density=1.0, timesteps=1) == math.inf
