@@ -1,15 +1,145 @@
 """The 2-D convolution every ConvBN layer calls (NHWC input, HWIO kernel, symmetric padding).
 
-One function so that a faster implementation (a custom VJP, a sparse-spike
-kernel) can replace it behind the ordinary API, with tests proving equality.
+One function so that a faster implementation can replace it behind the
+ordinary API, with tests proving equality (``tests/test_conv.py``).
+
+Two implementations, identical in value (forward and both gradients):
+
+  "xla"     ``jax.lax.conv_general_dilated`` and XLA's own transpose rules.
+  "custom"  the same forward convolution, with a hand-written VJP:
+              input gradient  = a forward convolution of the output gradient
+                                with the spatially flipped, channel-transposed
+                                kernel (``lhs_dilation`` = stride);
+              filter gradient = matmuls over the strided windows of the
+                                padded input, dW[i, j] = x_pad[:, i::s, j::s, :]^T @ dY
+                                (one per tap, or one im2col matmul for thin inputs).
+
+Why: XLA's CPU backend runs its native convolution backward (the filter
+gradient above all) at about a third of its forward FLOP rate, while the two
+rewrites above are a forward convolution and plain matmuls, which it runs at
+full speed (``benchmarks/conv_layer.py`` measures it). On GPU/TPU cuDNN-style
+backends have fast native backward kernels, so the default there stays "xla".
+
+The default is chosen per backend at trace time (``default_impl``); override
+it for the whole process with ``set_conv_impl("xla" | "custom" | None)`` or
+the environment variable ``JSNN_CONV_IMPL``, or per call with ``impl=``.
+Results agree with "xla" to floating-point rounding (summation order).
 """
 from __future__ import annotations
 
+import functools
+import os
+
 import jax
+import jax.numpy as jnp
+
+_DIMS = ("NHWC", "HWIO", "NHWC")
+IMPLS = ("xla", "custom")
+# backend -> default implementation (measured: benchmarks/conv_layer.py). Backends
+# not listed use "xla".
+BACKEND_DEFAULTS = {"cpu": "custom"}
+
+_override: str | None = None
 
 
-def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+def _check_impl(impl: str) -> str:
+    if impl not in IMPLS:
+        raise ValueError(f"unknown conv implementation {impl!r}; choose one of {IMPLS}")
+    return impl
+
+
+def set_conv_impl(impl: str | None) -> None:
+    """Forces ``impl`` for every later trace of ``conv2d`` (None: back to the per-backend default).
+
+    Functions already compiled by ``jax.jit`` keep the implementation they were traced with.
+    """
+    global _override
+    _override = None if impl is None else _check_impl(impl)
+
+
+def default_impl(backend: str | None = None) -> str:
+    """The implementation ``conv2d`` uses when none is given: the override set with
+    ``set_conv_impl``, else ``$JSNN_CONV_IMPL``, else ``BACKEND_DEFAULTS[backend]``."""
+    if _override is not None:
+        return _override
+    env = os.environ.get("JSNN_CONV_IMPL")
+    if env:
+        return _check_impl(env)
+    return BACKEND_DEFAULTS.get(backend or jax.default_backend(), "xla")
+
+
+def _xla_conv(x, kernel, stride, padding):
     return jax.lax.conv_general_dilated(
-        x, kernel, (stride, stride), [(padding, padding), (padding, padding)],
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        x, kernel, (stride, stride), [(padding, padding), (padding, padding)], dimension_numbers=_DIMS
     )
+
+
+def _input_grad(g, kernel, in_hw, stride, padding):
+    """d conv / d x, as a stride-1 convolution of the (stride-dilated) output gradient."""
+    kh, kw = kernel.shape[:2]
+    flipped = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)  # HWIO -> flipped HW, O<->I
+    pads = []
+    for size, k in zip(in_hw, (kh, kw)):
+        rem = (size + 2 * padding - k) % stride  # input rows the strided windows never reached
+        pads.append((k - 1 - padding, k - 1 - padding + rem))
+    return jax.lax.conv_general_dilated(
+        g, flipped, (1, 1), pads, lhs_dilation=(stride, stride), dimension_numbers=_DIMS
+    )
+
+
+# Filter gradients with kh * kw * Cin below this contract one im2col matrix
+# [N*Ho*Wo, kh*kw*Cin] with dY (a narrow per-tap matrix keeps the matmul's
+# output too small to run fast); wider ones do one matmul per tap, which
+# avoids materialising the patches (measured on 2 CPU cores, benchmarks/conv_layer.py).
+IM2COL_MAX_DEPTH = 1024
+
+
+def _filter_grad(x, g, kernel_shape, stride, padding):
+    """d conv / d kernel: for every tap (i, j), the strided input window^T @ output gradient."""
+    kh, kw, cin, cout = kernel_shape
+    n, ho, wo, _ = g.shape
+    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0))) if padding else x
+    g2 = g.reshape(n * ho * wo, cout)
+    wins = [
+        jax.lax.slice(
+            xp, (0, i, j, 0), (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, cin), (1, stride, stride, 1)
+        ).reshape(n * ho * wo, cin)
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    if len(wins) > 1 and kh * kw * cin < IM2COL_MAX_DEPTH:
+        patches = jnp.concatenate(wins, axis=1)  # [N*Ho*Wo, (i, j, c)] = HWI order
+        return jnp.dot(patches.T, g2, preferred_element_type=g.dtype).reshape(kernel_shape)
+    taps = [jnp.dot(w.T, g2, preferred_element_type=g.dtype) for w in wins]
+    return jnp.stack(taps).reshape(kernel_shape)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _custom_conv(x, kernel, stride, padding):
+    return _xla_conv(x, kernel, stride, padding)
+
+
+def _custom_fwd(x, kernel, stride, padding):
+    return _xla_conv(x, kernel, stride, padding), (x, kernel)
+
+
+def _custom_bwd(stride, padding, res, g):
+    x, kernel = res
+    dx = _input_grad(g, kernel, x.shape[1:3], stride, padding).astype(x.dtype)
+    dk = _filter_grad(x, g, kernel.shape, stride, padding).astype(kernel.dtype)
+    return dx, dk
+
+
+_custom_conv.defvjp(_custom_fwd, _custom_bwd)
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int, impl: str | None = None) -> jax.Array:
+    """2-D convolution, NHWC input ``x`` [N, H, W, C], HWIO ``kernel``, ``padding`` zeros on every side.
+
+    ``impl``: "xla" or "custom" (see the module docstring); None picks
+    ``default_impl()`` for the backend being traced for.
+    """
+    impl = default_impl() if impl is None else _check_impl(impl)
+    if impl == "custom":
+        return _custom_conv(x, kernel, int(stride), int(padding))
+    return _xla_conv(x, kernel, stride, padding)
