@@ -21,14 +21,17 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # method -> dataset -> defaults
     "dense": {
         # Kim et al.: lr 0.1, 300 epochs per round for CIFAR
-        "cifar": dict(model="resnet19", epochs=300, lr=0.1, batch_size=PAPER_BATCH_SIZE, timesteps=PAPER_TIMESTEPS),
+        "cifar": dict(model="resnet19", epochs=300, lr=0.1, batch_size=PAPER_BATCH_SIZE, timesteps=PAPER_TIMESTEPS,
+                      bn_affine=True),
         # digits: the small net, T = 4, a budget of about a minute on 2 CPU cores
-        "digits": dict(model="digits_cnn", epochs=15, lr=0.1, batch_size=64, timesteps=4),
+        "digits": dict(model="digits_cnn", epochs=15, lr=0.1, batch_size=64, timesteps=4, bn_affine=True),
     },
     "edge_popup": {
         # paper Sec. 5 / SPEC §3: lr 0.3, batch 128, T = 5, 300 epochs
-        "cifar": dict(model="vgg16", epochs=300, lr=0.3, batch_size=PAPER_BATCH_SIZE, timesteps=PAPER_TIMESTEPS),
-        "digits": dict(model="digits_cnn", epochs=20, lr=0.3, batch_size=64, timesteps=4),
+        # BN non-affine (SPEC §3 default): nothing but the scores is learned
+        "cifar": dict(model="vgg16", epochs=300, lr=0.3, batch_size=PAPER_BATCH_SIZE, timesteps=PAPER_TIMESTEPS,
+                      bn_affine=False),
+        "digits": dict(model="digits_cnn", epochs=20, lr=0.3, batch_size=64, timesteps=4, bn_affine=False),
     },
 }
 
@@ -60,7 +63,7 @@ class TrainConfig:
     reset: str = "hard"
     detach_reset: bool = True
     remat: bool = False
-    bn_affine: bool = True
+    bn_affine: bool | None = None  # None: the method's preset (edge-popup trains no BN, SPEC §3)
     weight_init: str = "kaiming_normal"
     # bookkeeping
     checkpoint_every: int = 1  # epochs between checkpoints

@@ -34,7 +34,11 @@ def encode(layer: ConvBN, images: jax.Array, timesteps: int, train: bool) -> jax
 
 
 class SpikingModel(nn.Module):
-    """Base for the architectures: images [B, H, W, C] -> logits [T, B, classes]."""
+    """Base for the architectures: images [B, H, W, C] -> logits [T, B, classes].
+
+    Subclasses name their ``encoding_layer`` (the first conv, which sees the
+    image rather than spikes) and their ``classifier_layer`` (the last linear).
+    """
 
     num_classes: int
     timesteps: int = 5  # T = 5: the paper's CIFAR setting

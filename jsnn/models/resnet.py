@@ -1,7 +1,7 @@
 """Res-SNN-19 as in Kim et al.'s code (SPEC §2)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import flax.linen as nn
 import jax
@@ -51,6 +51,8 @@ class SpikingResNet(SpikingModel):
     stage_features: Sequence[int] = (128, 256, 512)
     stage_blocks: Sequence[int] = (3, 3, 2)
     hidden_features: int = 256
+    encoding_layer: ClassVar[str] = "stem"
+    classifier_layer: ClassVar[str] = "fc2"
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:

@@ -1,7 +1,7 @@
 """Plain spiking VGG stacks: SNN-VGG-16 (SPEC §2) and smaller ones built the same way."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import flax.linen as nn
 import jax
@@ -21,6 +21,8 @@ class SpikingVGG(SpikingModel):
     then flatten and one linear classifier. The first conv is the encoding layer."""
 
     plan: Sequence = VGG16_PLAN
+    encoding_layer: ClassVar[str] = "conv0"
+    classifier_layer: ClassVar[str] = "fc"
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:

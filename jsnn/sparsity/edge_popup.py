@@ -1,11 +1,12 @@
 """Edge-popup (Ramanujan et al. 2020; paper Sec. 5, Eq. 11): a mask from the top-k |scores|.
 
 Forward: per layer, keep the weights whose |score| is in the top (1 - sparsity)
-fraction. Backward: straight-through, dL/ds = dL/dm, so every score (of kept
-and dropped weights alike) receives dL/d(w m) * w, the gradient its masked
-weight would get (SPEC §3). Note: the reference code ranks |s| and lets the
-gradient pass through abs(); SPEC §3 and Eq. 11 pass dL/dm to s unchanged,
-which is what this does.
+fraction. Backward: straight-through, the top-k passes dL/dm unchanged to
+|s|, so every score (of kept and dropped weights alike) receives
+dL/d(w m) * w, the gradient its masked weight would get (SPEC §3, Eq. 11),
+times sign(s) from the |.|: as in the reference code (GetSubnet applied to
+scores.abs()). Without the sign, a step on a negative score would move its
+|s| the wrong way, and the search does not learn.
 """
 from __future__ import annotations
 
@@ -22,26 +23,26 @@ PyTree = Any
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _top_k_mask(scores, k: int):
-    return keep_largest(jnp.abs(scores), k)
+def _top_k(magnitudes, k: int):
+    return keep_largest(magnitudes, k)
 
 
-def _fwd(scores, k):
-    return _top_k_mask(scores, k), None
+def _fwd(magnitudes, k):
+    return _top_k(magnitudes, k), None
 
 
 def _bwd(k, _, g):
-    return (g,)
+    return (g,)  # straight through the top-k
 
 
-_top_k_mask.defvjp(_fwd, _bwd)
+_top_k.defvjp(_fwd, _bwd)
 
 
 def top_k_mask(scores: jax.Array, sparsity: float) -> jax.Array:
     """{0,1} mask keeping round((1 - sparsity) n) largest |scores|; straight-through gradient."""
-    if sparsity == 0.0:  # a dense layer: all ones, gradient still passed straight through
-        return scores + jax.lax.stop_gradient(jnp.ones_like(scores) - scores)
-    return _top_k_mask(scores, keep_count(scores.size, sparsity))
+    if sparsity == 0.0:  # a dense layer: all ones
+        return jnp.ones_like(scores)
+    return _top_k(jnp.abs(scores), keep_count(scores.size, sparsity))
 
 
 def masks_from_scores(scores: PyTree, sparsities: PyTree) -> PyTree:

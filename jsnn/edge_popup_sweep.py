@@ -1,0 +1,141 @@
+"""Edge-popup over a list of sparsities (paper Sec. 5, SPEC §3): one resumable run per level.
+
+Each level trains only the scores of a randomly initialised SNN whose weights
+never change, in WORKDIR/sparsity_0.50/ etc.; WORKDIR/results.json collects
+one entry per level and WORKDIR/accuracy_vs_sparsity.png plots them (paper
+Fig. 3 style), with the dense weight-trained network as a reference line.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import numpy as np
+
+from jsnn import plots
+from jsnn.config import TrainConfig
+from jsnn.methods import EdgePopup, MaskedTraining
+from jsnn.metrics import log, read_json, read_jsonl, write_json
+from jsnn.run import METRICS, RESULTS, prepare, signature, train_resumable
+from jsnn.sparsity.edge_popup import init_scores
+from jsnn.sparsity.masks import check_sparsity, layer_sparsity, sparsity_of
+from jsnn.variables import init_variables, kernels, named_kernels
+
+
+@dataclasses.dataclass(frozen=True)
+class EdgePopupOptions:
+    sparsities: tuple[float, ...] = (0.5,)  # fraction REMOVED per layer (0.9 keeps 10%)
+    dense_encoding: bool = False  # keep the first (encoding) layer dense; edge-popup masks it by default
+    dense_classifier: bool = False  # keep the last linear layer dense
+    dense_baseline: str | None = None  # "train": train one in WORKDIR/dense; or a directory holding results.json
+
+    def __post_init__(self):
+        if not self.sparsities:
+            raise ValueError("give at least one sparsity")
+        for s in self.sparsities:
+            check_sparsity(s)
+
+
+def level_dir(workdir: str, sparsity: float) -> str:
+    return os.path.join(workdir, f"sparsity_{sparsity:.2f}")
+
+
+def layer_sparsities(model, weights, sparsity: float, options: EdgePopupOptions) -> tuple:
+    dense = {model.encoding_layer} if options.dense_encoding else set()
+    dense |= {model.classifier_layer} if options.dense_classifier else set()
+    return tuple((name, 0.0 if name in dense else sparsity) for name in named_kernels(weights))
+
+
+def run_level(config: TrainConfig, workdir: str, sparsity: float, options: EdgePopupOptions,
+              prepared=None) -> dict:
+    """Searches one sparsity level; returns its results entry (and writes it to its directory)."""
+    out_dir = level_dir(workdir, sparsity)
+    done = read_json(os.path.join(out_dir, RESULTS))
+    if done is not None:
+        log(f"sparsity {sparsity:.2f}: already complete in {out_dir}")
+        return done["runs"][0]
+    dataset, model, trainer = prepared or prepare(config, out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    key_weights, key_scores = jax.random.split(jax.random.key(config.seed))
+    variables = init_variables(model, key_weights, (1,) + dataset.image_shape)
+    scores = init_scores(key_scores, kernels(variables.weights))
+    method = EdgePopup(layer_sparsities(model, variables.weights, sparsity, options))
+    initial_weights = jax.tree.map(np.array, variables.weights)  # host copy: the step donates its input
+    state = trainer.new_state(variables, scores, method, config.seed)
+    sig = {**signature(config, "edge_popup"), "sparsity": sparsity}
+    state = train_resumable(trainer, out_dir, state, method, sig, label={"sparsity_target": sparsity})
+    unchanged = all(np.array_equal(np.asarray(a), np.asarray(b))
+                    for a, b in zip(jax.tree.leaves(state.weights), jax.tree.leaves(initial_weights)))
+    if not unchanged:  # edge-popup must never train the weights; fail loudly if it did
+        raise AssertionError("edge-popup changed the frozen weights")
+    masks = state.forward_variables(method).masks
+    entry = {"sparsity_target": sparsity, "sparsity": sparsity_of(masks), "layer_sparsity": layer_sparsity(masks),
+             **trainer.evaluate(state, method), "weights_unchanged": unchanged, "epochs": config.epochs}
+    write_json(os.path.join(out_dir, RESULTS), {"method": "edge_popup", "runs": [entry]})
+    plots.training_curves(read_jsonl(os.path.join(out_dir, METRICS)), os.path.join(out_dir, "training_curves.png"),
+                          title=f"edge-popup, sparsity {sparsity:.2f}")
+    return entry
+
+
+def dense_baseline(config: TrainConfig, workdir: str, source: str | None) -> dict | None:
+    """Test accuracy of the dense weight-trained network of the same architecture."""
+    if source is None:
+        return None
+    if source != "train":
+        found = read_json(os.path.join(source, RESULTS))
+        if not found or not found.get("runs"):
+            raise FileNotFoundError(f"--dense-baseline {source}: no {RESULTS} with runs there; "
+                                    "pass a directory written by train/dense.py, or 'train'")
+        return {"test_accuracy": found["runs"][0]["test_accuracy"], "source": os.path.abspath(source)}
+    out_dir = os.path.join(workdir, "dense")
+    dense_config = dataclasses.replace(config, lr=None, epochs=None, bn_affine=True).resolve("dense")
+    dense_config = dataclasses.replace(dense_config, model=config.model, timesteps=config.timesteps,
+                                       batch_size=config.batch_size)
+    entry = train_dense(dense_config, out_dir)
+    return {"test_accuracy": entry["test_accuracy"], "source": out_dir}
+
+
+def train_dense(config: TrainConfig, workdir: str) -> dict:
+    """Trains the weights of a dense SNN (resumable); writes and returns its results entry."""
+    done = read_json(os.path.join(workdir, RESULTS))
+    if done is not None:
+        log(f"dense network: already complete in {workdir}")
+        return done["runs"][0]
+    dataset, model, trainer = prepare(config, workdir)
+    variables = init_variables(model, jax.random.key(config.seed), (1,) + dataset.image_shape)
+    method = MaskedTraining()
+    state = trainer.new_state(variables, {}, method, config.seed)
+    state = train_resumable(trainer, workdir, state, method, signature(config, "dense"))
+    entry = {"sparsity": trainer.sparsity(state, method), **trainer.evaluate(state, method),
+             "epochs": config.epochs}
+    write_json(os.path.join(workdir, RESULTS), {"method": "dense", "runs": [entry]})
+    plots.training_curves(read_jsonl(os.path.join(workdir, METRICS)), os.path.join(workdir, "training_curves.png"),
+                          title="dense SNN")
+    return entry
+
+
+def run(config: TrainConfig, workdir: str, options: EdgePopupOptions) -> dict:
+    """The whole sweep; returns (and writes) WORKDIR/results.json."""
+    os.makedirs(workdir, exist_ok=True)
+    runs = []
+    prepared = None
+    for s in options.sparsities:
+        if prepared is None and read_json(os.path.join(level_dir(workdir, s), RESULTS)) is None:
+            prepared = prepare(config, workdir, {"edge_popup": dataclasses.asdict(options)})
+        runs.append(run_level(config, workdir, s, options, prepared))
+        write_json(os.path.join(workdir, RESULTS), {"method": "edge_popup", "runs": runs})
+    baseline = dense_baseline(config, workdir, options.dense_baseline)
+    results = {"method": "edge_popup", "dataset": config.dataset, "model": config.model, "runs": runs,
+               "dense_baseline": baseline}
+    write_json(os.path.join(workdir, RESULTS), results)
+    plots.accuracy_vs_sparsity(
+        {f"edge-popup ({config.model})": [[(r["sparsity"], r["test_accuracy"]) for r in runs]]},
+        os.path.join(workdir, "accuracy_vs_sparsity.png"),
+        dense_accuracy=baseline["test_accuracy"] if baseline else None,
+        title=f"edge-popup on {config.dataset}, T = {config.timesteps}")
+    for r in runs:
+        log(f"sparsity {r['sparsity']:.4f}: test accuracy {r['test_accuracy']:.4f}")
+    if baseline:
+        log(f"dense baseline: test accuracy {baseline['test_accuracy']:.4f}")
+    return results

@@ -1,0 +1,82 @@
+"""Figures a paper would use: accuracy vs sparsity (paper Fig. 3 / Fig. 5 style), training curves."""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers or CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def accuracy_vs_sparsity(curves: dict[str, Sequence[Sequence[tuple[float, float]]]], path: str, *,
+                         dense_accuracy: float | None = None, x_axis: str = "sparsity",
+                         title: str = "") -> str:
+    """One line per label; each label holds one or more runs (seeds) of (sparsity, accuracy) points.
+
+    Several runs of a label are drawn as mean ± std at each sparsity. ``x_axis`` is
+    "sparsity" (pruned %) or "remaining" (remaining %, log scale as in the paper's Fig. 5).
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=150)
+    markers = "osD^v<>p*h"
+    for i, (label, runs) in enumerate(curves.items()):
+        by_sparsity: dict[float, list[float]] = {}
+        for run in runs:
+            for s, acc in run:
+                by_sparsity.setdefault(round(float(s), 6), []).append(100.0 * acc)
+        xs = np.array(sorted(by_sparsity))
+        mean = np.array([np.mean(by_sparsity[s]) for s in xs])
+        std = np.array([np.std(by_sparsity[s]) for s in xs])
+        xplot = 100.0 * (1.0 - xs) if x_axis == "remaining" else 100.0 * xs
+        n = max(len(v) for v in by_sparsity.values())
+        ax.plot(xplot, mean, marker=markers[i % len(markers)], ms=4, label=label + (f" (n={n})" if n > 1 else ""))
+        if n > 1:
+            ax.fill_between(xplot, mean - std, mean + std, alpha=0.2)
+    if dense_accuracy is not None:
+        ax.axhline(100.0 * dense_accuracy, color="k", ls="--", lw=1, label="dense (weights trained)")
+    if x_axis == "remaining":
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.set_xlabel("remaining weights (%)")
+    else:
+        ax.set_xlabel("sparsity: weights removed (%)")
+    ax.set_ylabel("test accuracy (%)")
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def training_curves(records: list[dict], path: str, group_key: str | None = None, title: str = "") -> str:
+    """Loss and accuracy per epoch from metrics.jsonl records, one line per group (round / level)."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5), dpi=150)
+    groups: dict = {}
+    for r in records:
+        groups.setdefault(r.get(group_key) if group_key else None, []).append(r)
+    for g, rs in groups.items():
+        rs = sorted(rs, key=lambda r: r["epoch"])
+        name = "" if g is None else f"{group_key} {g}"
+        ax_loss.plot([r["epoch"] for r in rs], [r["loss"] for r in rs], label=name or None)
+        test = [(r["epoch"], r["test_accuracy"]) for r in rs if "test_accuracy" in r]
+        ax_acc.plot([r["epoch"] for r in rs], [100 * r["train_accuracy"] for r in rs], ls=":", alpha=0.7)
+        if test:
+            ax_acc.plot(*zip(*[(e, 100 * a) for e, a in test]), label=f"{name} test".strip())
+    ax_loss.set_xlabel("epoch"), ax_loss.set_ylabel("training loss"), ax_loss.set_yscale("log")
+    ax_acc.set_xlabel("epoch"), ax_acc.set_ylabel("accuracy (%) (dotted: train)")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    if len(groups) > 1 and len(groups) <= 16:
+        ax_acc.legend(fontsize=6)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,30 @@
+"""Train the weights of a dense SNN (the reference that pruning is compared with).
+
+    python train/dense.py                       # digits, offline, about a minute on 2 CPU cores
+    python train/dense.py --dataset cifar100    # ResNet-19, T=5, Kim et al.'s settings
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+from flags import add_training_flags, run_cleanly, training_config
+
+from jsnn.edge_popup_sweep import train_dense
+from jsnn.metrics import log
+from jsnn.parallel import maybe_initialize_distributed
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_training_flags(p)
+    args = p.parse_args()
+    maybe_initialize_distributed()
+    config = training_config(args, "dense")
+    workdir = args.workdir or os.path.join("runs", f"dense_{config.dataset}_{config.model}")
+    entry = train_dense(config, workdir)
+    log(f"dense {config.model} on {config.dataset}: test accuracy {entry['test_accuracy']:.4f}")
+
+
+if __name__ == "__main__":
+    run_cleanly(main)

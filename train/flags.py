@@ -1,0 +1,77 @@
+"""Flags shared by the programs in train/, and the clean exit they share.
+
+Every flag left unset takes the preset for the dataset (jsnn/config.py), so
+`--dataset cifar100` alone gives the paper's settings.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from jsnn.config import TrainConfig
+from jsnn.layers import WEIGHT_INITS
+from jsnn.surrogate import surrogate_names
+
+
+def floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def add_training_flags(p: argparse.ArgumentParser) -> None:
+    d = TrainConfig()
+    g = p.add_argument_group("data and model")
+    g.add_argument("--dataset", choices=["digits", "cifar10", "cifar100"], default="digits",
+                   help="digits works offline (scikit-learn's bundled 8x8 digits)")
+    g.add_argument("--data-dir", help="where CIFAR lives: a tfds data dir or the python archives")
+    g.add_argument("--model", choices=["digits_cnn", "vgg_small", "vgg16", "resnet19"])
+    g.add_argument("--timesteps", "-T", type=int)
+    g = p.add_argument_group("optimisation (unset: the dataset's preset)")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int, help="global batch, split over every local device")
+    g.add_argument("--lr", type=float)
+    g.add_argument("--momentum", type=float, default=d.momentum)
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    g.add_argument("--schedule", choices=["cosine", "constant"], default=d.schedule)
+    g.add_argument("--seed", type=int, default=d.seed)
+    g = p.add_argument_group("neuron")
+    g.add_argument("--surrogate", choices=surrogate_names(), default=d.surrogate)
+    g.add_argument("--surrogate-width", type=float, help="alpha / width of the surrogate (family default)")
+    g.add_argument("--decay", type=float, default=d.decay, help="beta, the membrane leak")
+    g.add_argument("--threshold", type=float, default=d.threshold)
+    g.add_argument("--reset", choices=["hard", "soft"], default=d.reset)
+    g.add_argument("--no-detach-reset", dest="detach_reset", action="store_false")
+    g.add_argument("--remat", action="store_true", help="recompute the LIF scan in backward (saves memory)")
+    g.add_argument("--bn-affine", dest="bn_affine", action="store_true", default=None)
+    g.add_argument("--no-bn-affine", dest="bn_affine", action="store_false")
+    g.add_argument("--weight-init", choices=sorted(WEIGHT_INITS), default=d.weight_init)
+    g = p.add_argument_group("run")
+    g.add_argument("--workdir", required=False, help="checkpoints, metrics, results and plots go here")
+    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="epochs")
+    g.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints)
+    g.add_argument("--eval-every", type=int, default=d.eval_every, help="epochs between test evaluations")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+
+def training_config(args: argparse.Namespace, method: str) -> TrainConfig:
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in vars(args).items() if k in fields}).resolve(method)
+
+
+def run_cleanly(main) -> None:
+    """Runs ``main()``; expected failures become one clear line on stderr, not a traceback."""
+    from jsnn.checkpoint import CheckpointError
+    from jsnn.data import DataNotFoundError
+    from jsnn.trainer import TrainingDivergedError
+
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("\ninterrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        sys.exit(130)
+    except (ValueError, FileNotFoundError, DataNotFoundError, CheckpointError, TrainingDivergedError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2 if isinstance(e, ValueError) else 1)
