@@ -26,6 +26,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # digits: the small net, T = 4, a budget of about a minute on 2 CPU cores
         "digits": dict(model="digits_cnn", epochs=15, lr=0.1, batch_size=64, timesteps=4, bn_affine=True),
     },
+    "imp": {
+        # Kim et al.: ResNet-19 (the paper's SF experiments), lr 0.1, 300 epochs per round
+        "cifar": dict(model="resnet19", epochs=300, lr=0.1, batch_size=PAPER_BATCH_SIZE, timesteps=PAPER_TIMESTEPS,
+                      bn_affine=True),
+        # digits: 8 epochs per round (the dense net passes 98% by epoch 4)
+        "digits": dict(model="digits_cnn", epochs=8, lr=0.1, batch_size=64, timesteps=4, bn_affine=True),
+    },
     "edge_popup": {
         # paper Sec. 5 / SPEC §3: lr 0.3, batch 128, T = 5, 300 epochs
         # BN non-affine (SPEC §3 default): nothing but the scores is learned

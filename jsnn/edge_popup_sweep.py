@@ -69,7 +69,7 @@ def run_level(config: TrainConfig, workdir: str, sparsity: float, options: EdgeP
                     for a, b in zip(jax.tree.leaves(state.weights), jax.tree.leaves(initial_weights)))
     if not unchanged:  # edge-popup must never train the weights; fail loudly if it did
         raise AssertionError("edge-popup changed the frozen weights")
-    masks = state.forward_variables(method).masks
+    masks = method.effective_masks(state.masks, state.scores)
     entry = {"sparsity_target": sparsity, "sparsity": sparsity_of(masks), "layer_sparsity": layer_sparsity(masks),
              **trainer.evaluate(state, method), "weights_unchanged": unchanged, "epochs": config.epochs}
     write_json(os.path.join(out_dir, RESULTS), {"method": "edge_popup", "runs": [entry]})

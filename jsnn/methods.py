@@ -61,6 +61,10 @@ class MaskedTraining:
             masks = _unpaths(m)
         return Variables(weights, masks, bn, batch_stats)
 
+    def effective_masks(self, masks, scores) -> PyTree:
+        """The masks the loss's forward pass applies (DNS layers included)."""
+        return masks
+
     def mask_updates(self, updates: dict, masks) -> dict:
         flat = traverse_util.flatten_dict(updates["weights"])
         for k, m in _paths(masks).items():
@@ -82,9 +86,11 @@ class EdgePopup:
     trainable: tuple[str, ...] = ("scores",)
 
     def forward_variables(self, weights, masks, scores, bn, batch_stats) -> Variables:
+        return Variables(weights, self.effective_masks(masks, scores), bn, batch_stats)
+
+    def effective_masks(self, masks, scores) -> PyTree:
         del masks
-        edge_masks = masks_from_scores(scores, _unpaths(dict(self.sparsities)))
-        return Variables(weights, edge_masks, bn, batch_stats)
+        return masks_from_scores(scores, _unpaths(dict(self.sparsities)))
 
     def mask_updates(self, updates: dict, masks) -> dict:
         return updates

@@ -231,7 +231,7 @@ class Trainer:
 
     def sparsity(self, state: TrainState, method: Method) -> float:
         """Measured fraction of maskable weights that are zero in the forward pass."""
-        return sparsity_of(state.forward_variables(method).masks)
+        return sparsity_of(method.effective_masks(state.masks, state.scores))
 
 
 def _describe(label: dict) -> str:

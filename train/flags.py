@@ -21,10 +21,10 @@ def floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def add_training_flags(p: argparse.ArgumentParser) -> None:
+def add_training_flags(p: argparse.ArgumentParser, default_dataset: str = "digits") -> None:
     d = TrainConfig()
     g = p.add_argument_group("data and model")
-    g.add_argument("--dataset", choices=["digits", "cifar10", "cifar100"], default="digits",
+    g.add_argument("--dataset", choices=["digits", "cifar10", "cifar100"], default=default_dataset,
                    help="digits works offline (scikit-learn's bundled 8x8 digits)")
     g.add_argument("--data-dir", help="where CIFAR lives: a tfds data dir or the python archives")
     g.add_argument("--model", choices=["digits_cnn", "vgg_small", "vgg16", "resnet19"])

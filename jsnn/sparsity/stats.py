@@ -1,0 +1,83 @@
+"""Firing statistics for the SF criterion (paper Sec. 6, SPEC §5).
+
+Per maskable kernel at path P whose input is spikes and whose output feeds a
+LIF layer: the firing rate of every input channel (mean spike over
+timesteps, batch and positions) and the mean and standard deviation of every
+output channel's membrane potential U (over timesteps, batch and positions).
+
+Collected with the network in evaluation mode on training batches, without
+augmentation. Each batch returns sums (the jitted pass sums over the whole
+sharded batch, i.e. across devices); the host adds them up in float64, so the
+statistics over N batches are exact sums, not averages of averages.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+
+from jsnn import data as jdata
+from jsnn import parallel
+from jsnn.variables import apply_model
+
+PyTree = Any
+SUM_KEYS = ("input_sum", "input_count", "potential_sum", "potential_sq_sum", "potential_count")
+
+
+def make_stats_step(model, method, dataset):
+    def stats_step(state, images):
+        x = jdata.normalize(images.astype(np.float32), dataset.mean, dataset.std)
+        _, _, stats = apply_model(model, state.forward_variables(method), x, train=False, collect_stats=True)
+        return stats
+
+    return stats_step
+
+
+def finalize(sums: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, np.ndarray]]:
+    """Sums -> {path: {input_rate, potential_mean, potential_std}} (only what was recorded)."""
+    out = {}
+    for path, s in sums.items():
+        entry = {}
+        if "input_sum" in s:
+            entry["input_rate"] = s["input_sum"] / s["input_count"]
+        if "potential_sum" in s:
+            mean = s["potential_sum"] / s["potential_count"]
+            var = np.maximum(s["potential_sq_sum"] / s["potential_count"] - mean ** 2, 0.0)
+            entry["potential_mean"], entry["potential_std"] = mean, np.sqrt(var)
+        out[path] = entry
+    return out
+
+
+def _by_path(tree: PyTree) -> dict[str, dict[str, np.ndarray]]:
+    """Flax's nested stats collection -> {"stage0_block0/conv1": {"input_sum": ...}}."""
+    flat = {}
+
+    def walk(node, prefix):
+        if any(k in SUM_KEYS for k in node):
+            flat["/".join(prefix)] = {k: np.asarray(v, np.float64) for k, v in node.items()}
+        for k, v in node.items():
+            if isinstance(v, dict) or hasattr(v, "items"):
+                walk(v, prefix + (k,))
+
+    walk(tree, ())
+    return flat
+
+
+def collect_statistics(trainer, state, method, num_batches: int, seed: int = 0) -> dict:
+    """Firing statistics over ``num_batches`` training batches (all of them if fewer exist)."""
+    step = jax.jit(make_stats_step(trainer.model, method, trainer.dataset),
+                   in_shardings=(parallel.replicated(trainer.mesh), parallel.batch_sharded(trainer.mesh)),
+                   out_shardings=parallel.replicated(trainer.mesh))
+    d = trainer.dataset
+    totals: dict[str, dict[str, np.ndarray]] = {}
+    batches = jdata.train_batches(d.train_images, d.train_labels, trainer.config.batch_size, seed, epoch=0)
+    for i, (images, _) in enumerate(batches):
+        if i >= num_batches:
+            break
+        (x,) = parallel.put_batch(trainer.mesh, *jdata.shard_for_process(images))
+        for path, sums in _by_path(jax.device_get(step(state, x))).items():
+            into = totals.setdefault(path, {})
+            for k, v in sums.items():
+                into[k] = into.get(k, 0.0) + v
+    return finalize(totals)

@@ -1,0 +1,64 @@
+"""Iterative magnitude pruning with rewinding, and the paper's SF criterion (SF-IMP-1, SF-IMP-2).
+
+    python train/imp.py --criterion sf                      # the paper's CIFAR-100 experiment (ResNet-19, T=5)
+    python train/imp.py --dataset digits --rounds 5         # offline, minutes on 2 CPU cores
+    python train/imp.py --dataset digits --rounds 5 --criterion sf --dns --seeds 0,1,2
+    python train/imp.py --compare runs/imp_a runs/imp_b --out fig.png   # overlay finished runs
+
+With several --seeds each seed runs in WORKDIR/seed_N and WORKDIR/accuracy_vs_sparsity.png
+shows mean ± std over them.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+
+from flags import add_training_flags, run_cleanly, training_config
+
+from jsnn import imp
+from jsnn.metrics import log
+from jsnn.parallel import maybe_initialize_distributed
+from jsnn.sparsity.criteria import CRITERIA
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = imp.IMPOptions()
+    g = p.add_argument_group("pruning")
+    g.add_argument("--criterion", choices=sorted(CRITERIA), default=d.criterion)
+    g.add_argument("--dns", action="store_true", help="SF-IMP-2: dynamic network surgery on encoding/linear layers")
+    g.add_argument("--rounds", type=int, default=d.rounds, help="counting the dense round 0 (Kim et al.: 15)")
+    g.add_argument("--prune-rate", type=float, default=d.prune_rate, help="of the remaining weights, per round")
+    g.add_argument("--rewind-epoch", type=int, help="epoch of round 0 to rewind to (0 = init; CIFAR 20, digits 2)")
+    g.add_argument("--scope", choices=imp.SCOPES,
+                   help="global (default for magnitude), layerwise, or matched (default for sf: each layer "
+                        "loses what global magnitude would take, the criterion picks which)")
+    g.add_argument("--calibration-batches", type=int, default=d.calibration_batches,
+                   help="training batches for the SF firing statistics")
+    g.add_argument("--seeds", help="comma-separated seeds, each run in WORKDIR/seed_N (overrides --seed)")
+    g.add_argument("--compare", nargs="+", metavar="WORKDIR", help="only overlay finished runs into --out")
+    g.add_argument("--out", default="imp_comparison.png", help="figure written by --compare")
+    add_training_flags(p, default_dataset="cifar100")
+    args = p.parse_args()
+    if args.compare:
+        log(f"wrote {imp.compare_plot(args.compare, args.out)}")
+        return
+    maybe_initialize_distributed()
+    config = training_config(args, "imp")
+    options = imp.IMPOptions(args.rounds, args.prune_rate, args.rewind_epoch, args.criterion, args.scope, args.dns,
+                             args.calibration_batches).resolve(config)
+    name = imp.label_of(options).replace(" ", "").replace("(", "_").replace(")", "").replace(",", "_")
+    workdir = args.workdir or os.path.join("runs", f"imp_{config.dataset}_{config.model}_{name}")
+    if not args.seeds:
+        imp.IMPRun(config, options, workdir).run()
+        return
+    seeds = [int(s) for s in args.seeds.split(",")]
+    dirs = [os.path.join(workdir, f"seed_{s}") for s in seeds]
+    for seed, seed_dir in zip(seeds, dirs):
+        imp.IMPRun(dataclasses.replace(config, seed=seed), options, seed_dir).run()
+    log(f"wrote {imp.compare_plot(dirs, os.path.join(workdir, 'accuracy_vs_sparsity.png'))}")
+
+
+if __name__ == "__main__":
+    run_cleanly(main)
