@@ -1,0 +1,1 @@
+"""Throughput benchmarks: jsnn against SpikingJelly, snnTorch, spyx and plain PyTorch (issue #6)."""

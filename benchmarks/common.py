@@ -1,0 +1,107 @@
+"""What every implementation shares: the workloads, the synthetic batch, timing and memory.
+
+All implementations compute the same network (SPEC §1-2 with the rectangle
+surrogate): conv (no bias) -> BatchNorm over T*B -> LIF (decay 0.25, V_th 1,
+hard reset to 0, detached reset, rectangle surrogate of width 1); direct
+encoding (the first conv + BN sees the image once, repeated over T);
+loss = mean over t of cross-entropy; SGD lr 0.1 momentum 0.9.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import resource
+import time
+from typing import Callable
+
+import numpy as np
+
+DECAY, V_TH, V_RESET, RECT_WIDTH = 0.25, 1.0, 0.0, 1.0
+LR, MOMENTUM = 0.1, 0.9
+
+# workload name -> jsnn model name; the VGG plans are jsnn's own (jsnn/models/vgg.py)
+WORKLOADS = {"vgg_small": "vgg_small", "vgg16": "vgg16", "resnet19": "resnet19"}
+NUM_CLASSES = 100
+IMAGE_SHAPE = (32, 32, 3)  # CIFAR, HWC
+
+
+def vgg_plan(workload: str):
+    from jsnn.models.vgg import VGG16_PLAN, VGG_SMALL_PLAN
+
+    return {"vgg_small": VGG_SMALL_PLAN, "vgg16": VGG16_PLAN}[workload]
+
+
+# Res-SNN-19 (SPEC §2): stem 64, stages (128, 256, 512) x (3, 3, 2), hidden 256
+RESNET19 = dict(stem=64, stages=(128, 256, 512), blocks=(3, 3, 2), hidden=256)
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    impl: str
+    workload: str = "vgg_small"
+    mode: str = "train"  # "train" or "infer"
+    batch: int = 32
+    timesteps: int = 5
+    steps: int = 10
+    warmup: int = 2  # untimed steps after the first (compile) step
+    threads: int = 2
+
+
+def make_batch(batch: int, seed: int = 0):
+    """Images NHWC float32 in [0, 1) and integer labels, the same for every implementation."""
+    rng = np.random.default_rng(seed)
+    images = rng.random((batch,) + IMAGE_SHAPE, dtype=np.float32)
+    labels = rng.integers(0, NUM_CLASSES, size=(batch,)).astype(np.int32)
+    return images, labels
+
+
+def train_flops(workload: str, batch: int, timesteps: int) -> float | None:
+    """Multiply-adds x 2 of the convs/linears, fwd + bwd (= 3x fwd), encoding conv once per image."""
+    if workload == "resnet19":
+        return None
+    h, c, flops, first = IMAGE_SHAPE[0], IMAGE_SHAPE[2], 0.0, True
+    for item in vgg_plan(workload):
+        if item == "M":
+            h //= 2
+            continue
+        per_image = 2.0 * h * h * 9 * c * item
+        flops += per_image * (batch if first else batch * timesteps)
+        c, first = item, False
+    flops += 2.0 * h * h * c * NUM_CLASSES * batch * timesteps
+    return 3.0 * flops
+
+
+def rss_bytes() -> int:
+    """Current resident set size of this process."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def time_steps(step: Callable[[], object], sync: Callable[[object], None], case: Case) -> dict:
+    """First call timed alone (compile / first-run cost), ``case.warmup`` untimed, then ``case.steps`` timed."""
+    t0 = time.perf_counter()
+    sync(step())
+    first = time.perf_counter() - t0
+    for _ in range(case.warmup):
+        sync(step())
+    times = []
+    for _ in range(case.steps):
+        t0 = time.perf_counter()
+        sync(step())
+        times.append(time.perf_counter() - t0)
+    times = np.asarray(times)
+    med = float(np.median(times))
+    return {
+        "first_step_s": first,
+        "compile_s": max(first - med, 0.0),
+        "median_step_s": med,
+        "min_step_s": float(times.min()),
+        "max_step_s": float(times.max()),
+        "iqr_step_s": float(np.percentile(times, 75) - np.percentile(times, 25)),
+        "images_per_s": case.batch / med,
+        "step_times_s": [float(t) for t in times],
+    }
