@@ -1,0 +1,143 @@
+"""Training infrastructure: data parallelism, resume, checkpoints, divergence, metrics, CLI errors."""
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jsnn.run
+from jsnn.checkpoint import Checkpointer, CheckpointError
+from jsnn.config import TrainConfig
+from jsnn.data import load_dataset
+from jsnn.methods import MaskedTraining
+from jsnn.run import build_model, train_resumable
+from jsnn.trainer import Trainer, TrainingDivergedError
+from jsnn.variables import init_variables
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+@pytest.fixture(scope="module")
+def small():
+    """A dense digits setup on 256 training images, T = 2: one compilation for the whole module."""
+    full = load_dataset("digits")
+    ds = dataclasses.replace(full, train_images=full.train_images[:256], train_labels=full.train_labels[:256],
+                             test_images=full.test_images[:128], test_labels=full.test_labels[:128])
+    config = TrainConfig(dataset="digits", epochs=3, timesteps=2, batch_size=32, progress=False).resolve("dense")
+    model = build_model(config, ds.num_classes)
+    return config, Trainer(config, model, ds)
+
+
+def fresh_state(trainer, method=MaskedTraining(), seed=0):
+    variables = init_variables(trainer.model, jax.random.key(seed), (1, 8, 8, 1))
+    return trainer.new_state(variables, {}, method, seed)
+
+
+def host(tree):
+    return jax.tree.map(np.asarray, tree)
+
+
+def test_eight_devices_equal_one_device():
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "scripts", "multidevice_step.py")],
+                         env={**ENV, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["n_leaves"] > 10
+    assert result["max_diff"] < 1e-5
+    assert "does not divide over 8 devices" in result["indivisible_error"]
+
+
+def test_interrupted_run_resumes_to_identical_results(small, tmp_path, monkeypatch):
+    config, trainer = small
+    method, sig = MaskedTraining(), jsnn.run.signature(config, "dense")
+    reference = host(train_resumable(trainer, str(tmp_path / "straight"), fresh_state(trainer), method, sig))
+
+    original = jsnn.run.save_checkpoint
+
+    def crash_after_epoch_2(ckpt, step, *args):
+        original(ckpt, step, *args)
+        if step == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(jsnn.run, "save_checkpoint", crash_after_epoch_2)
+    workdir = str(tmp_path / "interrupted")
+    with pytest.raises(KeyboardInterrupt):
+        train_resumable(trainer, workdir, fresh_state(trainer), method, sig)
+    monkeypatch.setattr(jsnn.run, "save_checkpoint", original)
+    resumed = host(train_resumable(trainer, workdir, fresh_state(trainer, seed=1), method, sig))
+    for a, b in zip(jax.tree.leaves(reference), jax.tree.leaves(resumed)):
+        np.testing.assert_array_equal(a, b)
+    records = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    straight = [json.loads(l) for l in open(tmp_path / "straight" / "metrics.jsonl")]
+    assert [r["test_accuracy"] for r in records] == [r["test_accuracy"] for r in straight]
+    assert {"loss", "train_accuracy", "test_accuracy", "learning_rate", "sparsity", "images_per_sec"} <= set(records[0])
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(small, tmp_path):
+    config, trainer = small
+    method, sig = MaskedTraining(), jsnn.run.signature(config, "dense")
+    workdir = str(tmp_path / "run")
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+    state = fresh_state(trainer)
+    jsnn.run.save_checkpoint(ckpt, 1, state, {}, {"epoch": 1, "signature": sig})
+    poisoned = state.replace(weights=jax.tree.map(lambda w: w * jnp.nan, state.weights))
+    with pytest.raises(TrainingDivergedError, match="last good checkpoint is kept"):
+        trainer.train_epochs(poisoned, method, 1, data_seed=0)
+    assert Checkpointer(os.path.join(workdir, "checkpoints")).latest_step() == 1
+
+
+def test_corrupt_or_foreign_checkpoint_is_a_clear_error_and_deletes_nothing(small, tmp_path):
+    config, trainer = small
+    method, sig = MaskedTraining(), jsnn.run.signature(config, "dense")
+    workdir = str(tmp_path / "run")
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+    state = fresh_state(trainer)
+    jsnn.run.save_checkpoint(ckpt, 1, state, {}, {"epoch": 1, "signature": sig})
+    with pytest.raises(CheckpointError, match="different run"):
+        train_resumable(trainer, workdir, state, method, {**sig, "model": "vgg16"})
+    files = sorted(os.path.join(d, f) for d, _, fs in os.walk(workdir) for f in fs)
+    for f in files:  # damage every data file of the checkpoint
+        if os.path.getsize(f) > 0 and "meta" not in f:
+            with open(f, "r+b") as fh:
+                fh.truncate(os.path.getsize(f) // 3)
+    with pytest.raises(CheckpointError, match="cannot be read|Nothing was deleted"):
+        train_resumable(trainer, workdir, state, method, sig)
+    assert sorted(os.path.join(d, f) for d, _, fs in os.walk(workdir) for f in fs) == files
+
+
+def run_program(*args, timeout=120):
+    return subprocess.run([sys.executable, *args], env={**ENV, "JAX_PLATFORMS": "cpu"}, capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+
+
+def test_missing_cifar_and_bad_flags_give_one_clear_line(tmp_path):
+    out = run_program("train/edge_popup.py", "--dataset", "cifar10", "--data-dir", str(tmp_path / "nothing"),
+                      "--workdir", str(tmp_path / "w"))
+    assert out.returncode == 1
+    assert "--data-dir" in out.stderr and "Traceback" not in out.stderr
+    out = run_program("train/edge_popup.py", "--sparsity", "1.5", "--workdir", str(tmp_path / "w"))
+    assert out.returncode == 2 and "sparsity must be" in out.stderr and "Traceback" not in out.stderr
+    out = run_program("train/imp.py", "--dataset", "digits", "--prune-rate", "0", "--workdir", str(tmp_path / "w"))
+    assert out.returncode == 2 and "--prune-rate" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_dense_program_writes_results_config_and_plots(tmp_path):
+    workdir = tmp_path / "dense"
+    out = run_program("train/dense.py", "--epochs", "1", "-T", "2", "--no-progress", "--workdir", str(workdir),
+                      timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = json.load(open(workdir / "results.json"))
+    assert results["runs"][0]["sparsity"] == 0.0 and 0.5 < results["runs"][0]["test_accuracy"] <= 1.0
+    config = json.load(open(workdir / "config.json"))
+    assert config["timesteps"] == 2 and config["model"] == "digits_cnn"
+    assert (workdir / "training_curves.png").stat().st_size > 1000
+    again = run_program("train/dense.py", "--epochs", "1", "-T", "2", "--no-progress", "--workdir", str(workdir))
+    assert again.returncode == 0 and "already complete" in again.stdout
