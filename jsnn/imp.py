@@ -182,18 +182,22 @@ class IMPRun:
                                           metrics_path=self.metrics_path, on_epoch_end=on_epoch_end)
         return state, holder["rewind"]
 
-    def scores(self, state: TrainState) -> dict:
-        """The criterion's scores for the current (trained) state."""
+    def scores(self, state: TrainState, trained_round: int | None = None) -> dict:
+        """The criterion's scores for the current (trained) state; firing statistics, when the
+        criterion needs them, are saved as WORKDIR/firing_stats_round{trained_round}.npz."""
         stats = {}
         if self.options.criterion != "magnitude":
             stats = collect_statistics(self.trainer, state, self.method, self.options.calibration_batches, self.config.seed)
+            if trained_round is not None and jax.process_index() == 0:
+                np.savez(os.path.join(self.workdir, f"firing_stats_round{trained_round}.npz"),
+                         **{f"{path}:{k}": v for path, entry in stats.items() for k, v in entry.items()})
         criterion = get_criterion(self.options.criterion)
         return criterion(state.weights, {"bn": state.bn, "batch_stats": state.batch_stats}, stats,
                          threshold=self.config.threshold, epsilon=self.model.bn.epsilon)
 
     def prune_and_rewind(self, state: TrainState, rewind: dict, round_index: int) -> TrainState:
         """Prunes to round ``round_index``'s sparsity, rewinds the survivors, resets the optimizer."""
-        scores = self.scores(state)
+        scores = self.scores(state, trained_round=round_index - 1)
         magnitudes = get_criterion("magnitude")(state.weights)
         masks = next_masks(scores, state.masks, self.options, round_index, magnitudes, self.method.dns_layers)
         rewound = kernels(rewind["weights"])

@@ -141,3 +141,18 @@ def test_dense_program_writes_results_config_and_plots(tmp_path):
     assert (workdir / "training_curves.png").stat().st_size > 1000
     again = run_program("train/dense.py", "--epochs", "1", "-T", "2", "--no-progress", "--workdir", str(workdir))
     assert again.returncode == 0 and "already complete" in again.stdout
+
+
+def test_cifar_tfds_path_trains_end_to_end_on_mock_data(tmp_path):
+    """The CIFAR code path (tfds data_source -> on-device crop/flip -> jitted step) on tfds mock data."""
+    import tensorflow_datasets as tfds
+
+    from jsnn.edge_popup_sweep import train_dense
+
+    config = TrainConfig(dataset="cifar10", model="digits_cnn", epochs=1, timesteps=2, batch_size=32,
+                         progress=False).resolve("dense")
+    with tfds.testing.mock_data(num_examples=64):
+        entry = train_dense(config, str(tmp_path / "cifar"))
+    assert entry["sparsity"] == 0.0 and 0.0 <= entry["test_accuracy"] <= 1.0
+    records = [json.loads(l) for l in open(tmp_path / "cifar" / "metrics.jsonl")]
+    assert len(records) == 1 and np.isfinite(records[0]["loss"])
