@@ -45,7 +45,7 @@ class IMPOptions:
     criterion: str = "magnitude"  # magnitude | sf
     scope: str | None = None  # None: global for magnitude (Kim et al.), matched for sf (SPEC §5)
     dns: bool = False  # SF-IMP-2: dynamic network surgery on the encoding and linear layers
-    calibration_batches: int = 20  # training batches the SF statistics are collected over
+    calibration_batches: int = 10  # training batches the SF statistics are collected over (cost < 1% of an epoch)
 
     def resolve(self, config: TrainConfig) -> "IMPOptions":
         rewind = self.rewind_epoch
