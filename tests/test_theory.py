@@ -190,3 +190,14 @@ def test_mask_probability_exact_vs_monte_carlo_and_bound():
     assert 1 - exact <= slth.mask_failure_union_bound(3, 3, n, eps, cfg) + 1e-12
     assert slth.width_lemma41(4, 0.1, 0.1, cfg) == 4 * math.ceil(4 / (0.25 * 0.1) * math.log(40))
     assert slth.width_theorem43(4, 0.1, 0.1, cfg, density=1.0, timesteps=1) == math.inf
+
+
+def test_first_rule_picks_first_candidate_within_window():
+    target, layer = _hand_case()
+    cfg = LIFConfig(decay=0.25, threshold=0.5)
+    # eps / N = 0.1: for W_hat[0,1] = .6, relay 3 (.7, err .1) comes before 4 (.605)
+    c = slth.find_masks(target, layer, eps=0.2 + 1e-9, config=cfg, rule="first")
+    np.testing.assert_array_equal(c.choice, [[2, 3], [0, 3]])
+    assert c.found
+    V, W = slth.pruned_network(c, layer, pad_to=4)
+    assert V.shape == (4, 2) and W.shape == (2, 4) and not V[3].any() and not W[:, 3].any()

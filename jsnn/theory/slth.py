@@ -120,21 +120,33 @@ class Construction(NamedTuple):
         return bool(np.all(self.within))
 
 
-def find_masks(target: np.ndarray, layer: WideLayer, eps: float, config: LIFConfig) -> Construction:
-    """For each (i, j): among the relay neurons of block j, the one whose out-weight to
-    output i is closest to W_hat[i, j]."""
+def find_masks(target: np.ndarray, layer: WideLayer, eps: float, config: LIFConfig,
+               rule: str = "closest") -> Construction:
+    """For each (i, j), one relay neuron of block j to carry W_hat[i, j] to output i.
+
+    rule "closest": the relay whose out-weight is nearest W_hat[i, j]. rule "first":
+    the first relay (in sampling order) within eps / n_in, as the proof's existence
+    argument picks it, so the error can be anywhere up to eps / n_in; where none is
+    within, the closest. Either way ``within`` says whether the proof's mask exists.
+    """
+    if rule not in ("closest", "first"):
+        raise ValueError(f"unknown rule {rule!r}; choose closest or first")
     n_out, n_in = target.shape
     relay = relay_condition(layer.v, config)
     choice = np.full((n_out, n_in), -1, np.int64)
     error = np.abs(target).astype(np.float64)
+    rows = np.arange(n_out)
     for j in range(n_in):
         cand = np.flatnonzero((layer.block == j) & relay)
         if cand.size == 0:
             continue
         d = np.abs(layer.w[:, cand] - target[:, j : j + 1])  # [n_out, |cand|]
         best = np.argmin(d, axis=1)
+        if rule == "first":
+            ok = d <= eps / n_in
+            best = np.where(ok.any(axis=1), np.argmax(ok, axis=1), best)
         choice[:, j] = cand[best]
-        error[:, j] = d[np.arange(n_out), best]
+        error[:, j] = d[rows, best]
     return Construction(choice, error, error <= eps / n_in)
 
 
@@ -162,15 +174,23 @@ def full_in_weights(layer: WideLayer, n_in: int) -> np.ndarray:
     return V
 
 
-def pruned_network(construction: Construction, layer: WideLayer) -> tuple[np.ndarray, np.ndarray]:
+def pruned_network(construction: Construction, layer: WideLayer, pad_to: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """The pruned wide layer restricted to its surviving virtual neurons: (V_kept [m, n_in],
     W_kept [n_out, m]). Pruned virtual neurons have no in- or out-weight left, so dropping
-    them changes nothing; ``wide_forward`` on these equals it on the full masked matrices."""
+    them changes nothing; ``wide_forward`` on these equals it on the full masked matrices.
+    ``pad_to`` appends fully pruned neurons (all-zero weights) up to that many, so shapes
+    stay fixed across constructions (at most n_out * n_in neurons survive)."""
     n_in = construction.choice.shape[1]
     m_in, m_out = masks_from_construction(construction, layer)
     keep = np.flatnonzero(m_out.any(axis=0))
     V = full_in_weights(layer, n_in)[keep] * m_in[keep]
     W = (layer.w * m_out)[:, keep]
+    if pad_to is not None:
+        if pad_to < keep.size:
+            raise ValueError(f"pad_to={pad_to} < {keep.size} surviving virtual neurons")
+        V = np.concatenate([V, np.zeros((pad_to - keep.size, n_in))])
+        W = np.concatenate([W, np.zeros((W.shape[0], pad_to - keep.size))], axis=1)
     return V.astype(np.float32), W.astype(np.float32)
 
 
