@@ -32,102 +32,100 @@ DATASET_NAMES = ("digits", "cifar10", "cifar100")
 
 
 class DataNotFoundError(RuntimeError):
-  """The dataset's files are not in the data directory (nothing is downloaded)."""
+    """The dataset's files are not in the data directory (nothing is downloaded)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class ArrayDataset:
-  """A whole dataset in host memory.
+    """A whole dataset in host memory.
 
-  Images are raw uint8 pixels ``[N, H, W, C]`` (NHWC); ``mean``/``std`` are the
-  per-channel statistics of the *train* images in the same raw units, ready
-  for ``augment.normalize``.
-  """
+    Images are raw uint8 pixels ``[N, H, W, C]`` (NHWC); ``mean``/``std`` are the
+    per-channel statistics of the *train* images in the same raw units, ready
+    for ``augment.normalize``.
+    """
 
-  name: str
-  train_images: np.ndarray  # uint8 [N, H, W, C]
-  train_labels: np.ndarray  # int32 [N]
-  test_images: np.ndarray  # uint8 [M, H, W, C]
-  test_labels: np.ndarray  # int32 [M]
-  num_classes: int
-  mean: tuple[float, ...]
-  std: tuple[float, ...]
-  augment: AugmentConfig
+    name: str
+    train_images: np.ndarray  # uint8 [N, H, W, C]
+    train_labels: np.ndarray  # int32 [N]
+    test_images: np.ndarray  # uint8 [M, H, W, C]
+    test_labels: np.ndarray  # int32 [M]
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: AugmentConfig
 
-  @property
-  def image_shape(self) -> tuple[int, int, int]:
-    return tuple(self.train_images.shape[1:])
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_images.shape[1:])
 
 
 def default_data_dir() -> str:
-  """Where tensorflow-datasets looks by default: $TFDS_DATA_DIR or ~/tensorflow_datasets."""
-  return os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+    """Where tensorflow-datasets looks by default: $TFDS_DATA_DIR or ~/tensorflow_datasets."""
+    return os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
 
 
 def load_dataset(name: str, data_dir: str | None = None) -> ArrayDataset:
-  """Loads ``digits``, ``cifar10`` or ``cifar100`` into memory.
+    """Loads ``digits``, ``cifar10`` or ``cifar100`` into memory.
 
-  Args:
-    name: dataset name.
-    data_dir: folder with the prepared data (CIFAR only; digits ships with
-      scikit-learn). Defaults to ``default_data_dir()``.
+    Args:
+      name: dataset name.
+      data_dir: folder with the prepared data (CIFAR only; digits ships with
+        scikit-learn). Defaults to ``default_data_dir()``.
 
-  Raises:
-    ValueError: unknown name.
-    DataNotFoundError: CIFAR files not found under ``data_dir``.
-  """
-  if name == "digits":
-    return load_digits()
-  if name in ("cifar10", "cifar100"):
-    return load_cifar(name, data_dir)
-  raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
+    Raises:
+      ValueError: unknown name.
+      DataNotFoundError: CIFAR files not found under ``data_dir``.
+    """
+    if name == "digits":
+        return load_digits()
+    if name in ("cifar10", "cifar100"):
+        return load_cifar(name, data_dir)
+    raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
 
 
 def _make_dataset(name, train_x, train_y, test_x, test_y, num_classes, augment):
-  train_x = np.ascontiguousarray(train_x, dtype=np.uint8)
-  test_x = np.ascontiguousarray(test_x, dtype=np.uint8)
-  # float64 accumulation: summing 50k*32*32 values in float32 loses digits.
-  mean, std = channel_stats(train_x)
-  return ArrayDataset(
-      name=name,
-      train_images=train_x,
-      train_labels=np.asarray(train_y, dtype=np.int32),
-      test_images=test_x,
-      test_labels=np.asarray(test_y, dtype=np.int32),
-      num_classes=num_classes,
-      mean=mean,
-      std=std,
-      augment=augment,
-  )
+    train_x = np.ascontiguousarray(train_x, dtype=np.uint8)
+    test_x = np.ascontiguousarray(test_x, dtype=np.uint8)
+    # float64 accumulation: summing 50k*32*32 values in float32 loses digits.
+    mean, std = channel_stats(train_x)
+    return ArrayDataset(
+        name=name,
+        train_images=train_x,
+        train_labels=np.asarray(train_y, dtype=np.int32),
+        test_images=test_x,
+        test_labels=np.asarray(test_y, dtype=np.int32),
+        num_classes=num_classes,
+        mean=mean,
+        std=std,
+        augment=augment,
+    )
 
 
 def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-  """Per-channel mean and (population) std of uint8 NHWC images, raw units."""
-  flat = images.reshape(-1, images.shape[-1]).astype(np.float64)
-  return tuple(float(m) for m in flat.mean(0)), tuple(float(s) for s in flat.std(0))
+    """Per-channel mean and (population) std of uint8 NHWC images, raw units."""
+    flat = images.reshape(-1, images.shape[-1]).astype(np.float64)
+    return tuple(float(m) for m in flat.mean(0)), tuple(float(s) for s in flat.std(0))
 
 
 # --------------------------------------------------------------------- digits
 
 
 def load_digits() -> ArrayDataset:
-  """scikit-learn's bundled 8x8 digits: 1797 images, pixel values 0..16.
+    """scikit-learn's bundled 8x8 digits: 1797 images, pixel values 0..16.
 
-  Fixed split: ``train_test_split(test_size=0.2, stratify=labels,
-  random_state=0)``, giving 1437 train and 360 test images with the class
-  proportions of the whole set in both. Stored as uint8 ``[N, 8, 8, 1]`` in
-  the original 0..16 range (mean/std are in those units too).
-  """
-  from sklearn.datasets import load_digits as sk_load_digits
-  from sklearn.model_selection import train_test_split
+    Fixed split: ``train_test_split(test_size=0.2, stratify=labels,
+    random_state=0)``, giving 1437 train and 360 test images with the class
+    proportions of the whole set in both. Stored as uint8 ``[N, 8, 8, 1]`` in
+    the original 0..16 range (mean/std are in those units too).
+    """
+    from sklearn.datasets import load_digits as sk_load_digits
+    from sklearn.model_selection import train_test_split
 
-  bunch = sk_load_digits()
-  images = bunch.images.astype(np.uint8)[..., None]  # [1797, 8, 8, 1]
-  labels = bunch.target.astype(np.int32)
-  train_x, test_x, train_y, test_y = train_test_split(
-      images, labels, test_size=0.2, stratify=labels, random_state=0
-  )
-  return _make_dataset("digits", train_x, train_y, test_x, test_y, 10, DIGITS_AUGMENT)
+    bunch = sk_load_digits()
+    images = bunch.images.astype(np.uint8)[..., None]  # [1797, 8, 8, 1]
+    labels = bunch.target.astype(np.int32)
+    train_x, test_x, train_y, test_y = train_test_split(images, labels, test_size=0.2, stratify=labels, random_state=0)
+    return _make_dataset("digits", train_x, train_y, test_x, test_y, 10, DIGITS_AUGMENT)
 
 
 # ---------------------------------------------------------------------- CIFAR
@@ -155,106 +153,104 @@ _CIFAR_PY = {
 
 
 def load_cifar(name: str, data_dir: str | None = None) -> ArrayDataset:
-  """CIFAR-10/100 from the python archives or a prepared tfds data source."""
-  data_dir = os.path.expanduser(data_dir) if data_dir else default_data_dir()
-  num_classes = _CIFAR_PY[name][4]
-  folder = _find_python_archive(name, data_dir)
-  if folder is not None:
-    splits = _read_python_archive(name, folder)
-  else:
-    splits = _read_tfds(name, data_dir)
-  return _make_dataset(name, *splits, num_classes, CIFAR_AUGMENT)
+    """CIFAR-10/100 from the python archives or a prepared tfds data source."""
+    data_dir = os.path.expanduser(data_dir) if data_dir else default_data_dir()
+    num_classes = _CIFAR_PY[name][4]
+    folder = _find_python_archive(name, data_dir)
+    if folder is not None:
+        splits = _read_python_archive(name, folder)
+    else:
+        splits = _read_tfds(name, data_dir)
+    return _make_dataset(name, *splits, num_classes, CIFAR_AUGMENT)
 
 
 def _find_python_archive(name: str, data_dir: str) -> str | None:
-  """The folder holding the pickled batches, if any.
+    """The folder holding the pickled batches, if any.
 
-  Accepts ``data_dir`` itself, ``data_dir/<archive folder>`` (torchvision's
-  layout) and ``data_dir/<name>/<archive folder>`` (Kim et al.'s layout).
-  """
-  folder_name, train_files, test_files = _CIFAR_PY[name][:3]
-  candidates = [
-      data_dir,
-      os.path.join(data_dir, folder_name),
-      os.path.join(data_dir, name, folder_name),
-  ]
-  for folder in candidates:
-    if all(os.path.isfile(os.path.join(folder, f)) for f in train_files + test_files):
-      return folder
-  return None
+    Accepts ``data_dir`` itself, ``data_dir/<archive folder>`` (torchvision's
+    layout) and ``data_dir/<name>/<archive folder>`` (Kim et al.'s layout).
+    """
+    folder_name, train_files, test_files = _CIFAR_PY[name][:3]
+    candidates = [
+        data_dir,
+        os.path.join(data_dir, folder_name),
+        os.path.join(data_dir, name, folder_name),
+    ]
+    for folder in candidates:
+        if all(os.path.isfile(os.path.join(folder, f)) for f in train_files + test_files):
+            return folder
+    return None
 
 
 def _read_python_archive(name: str, folder: str):
-  _, train_files, test_files, label_key = _CIFAR_PY[name][:4]
+    _, train_files, test_files, label_key = _CIFAR_PY[name][:4]
 
-  def read(files):
-    images, labels = [], []
-    for f in files:
-      with open(os.path.join(folder, f), "rb") as fh:
-        batch = pickle.load(fh, encoding="bytes")
-      data = np.asarray(batch[b"data"], dtype=np.uint8)
-      # Rows are channel-major (1024 R, then G, then B values): CHW -> HWC.
-      images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-      labels.append(np.asarray(batch[label_key], dtype=np.int32))
-    return np.concatenate(images), np.concatenate(labels)
+    def read(files):
+        images, labels = [], []
+        for f in files:
+            with open(os.path.join(folder, f), "rb") as fh:
+                batch = pickle.load(fh, encoding="bytes")
+            data = np.asarray(batch[b"data"], dtype=np.uint8)
+            # Rows are channel-major (1024 R, then G, then B values): CHW -> HWC.
+            images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+            labels.append(np.asarray(batch[label_key], dtype=np.int32))
+        return np.concatenate(images), np.concatenate(labels)
 
-  train_x, train_y = read(train_files)
-  test_x, test_y = read(test_files)
-  return train_x, train_y, test_x, test_y
+    train_x, train_y = read(train_files)
+    test_x, test_y = read(test_files)
+    return train_x, train_y, test_x, test_y
 
 
 def _not_found_message(name: str, data_dir: str, cause: BaseException | None) -> str:
-  display = _CIFAR_PY[name][5]
-  folder = _CIFAR_PY[name][0]
-  msg = (
-      f"{display} not found in {data_dir} (looked for the python archive "
-      f"'{folder}/' and for a tfds '{name}' data source in array_record format; "
-      "nothing is downloaded). Prepare it once, on a machine with internet, in either way:\n"
-      f"  (a) download the python version from https://www.cs.toronto.edu/~kriz/cifar.html "
-      f"and unpack it into {data_dir} (giving {os.path.join(data_dir, folder)}/), or\n"
-      f"  (b) with tensorflow-datasets, which needs TensorFlow installed to *generate* "
-      f"CIFAR (pip install tensorflow; reading it back here does not): "
-      f"`tfds build {name} --data_dir={data_dir} --file_format=array_record` "
-      f"(or in Python: tfds.data_source('{name}', data_dir='{data_dir}', "
-      "builder_kwargs={'file_format': 'array_record'}, download=True)). "
-      "The file format must be array_record, which tfds.data_source reads without "
-      "TensorFlow; with an explicit data_dir tfds otherwise writes tfrecord, "
-      "which cannot be read that way.\n"
-      f"Then pass --data-dir {data_dir} (or set TFDS_DATA_DIR)."
-  )
-  if not os.path.isdir(os.path.join(data_dir, name)):
-    msg += f"\n(There is no tfds folder {os.path.join(data_dir, name)}.)"
-  elif cause is not None:
-    # The folder exists, so tfds's own reason (e.g. prepared as tfrecord) helps.
-    msg += f"\n(tensorflow-datasets reported: {type(cause).__name__}: {cause})"
-  return msg
+    display = _CIFAR_PY[name][5]
+    folder = _CIFAR_PY[name][0]
+    msg = (
+        f"{display} not found in {data_dir} (looked for the python archive "
+        f"'{folder}/' and for a tfds '{name}' data source in array_record format; "
+        "nothing is downloaded). Prepare it once, on a machine with internet, in either way:\n"
+        f"  (a) download the python version from https://www.cs.toronto.edu/~kriz/cifar.html "
+        f"and unpack it into {data_dir} (giving {os.path.join(data_dir, folder)}/), or\n"
+        f"  (b) with tensorflow-datasets, which needs TensorFlow installed to *generate* "
+        f"CIFAR (pip install tensorflow; reading it back here does not): "
+        f"`tfds build {name} --data_dir={data_dir} --file_format=array_record` "
+        f"(or in Python: tfds.data_source('{name}', data_dir='{data_dir}', "
+        "builder_kwargs={'file_format': 'array_record'}, download=True)). "
+        "The file format must be array_record, which tfds.data_source reads without "
+        "TensorFlow; with an explicit data_dir tfds otherwise writes tfrecord, "
+        "which cannot be read that way.\n"
+        f"Then pass --data-dir {data_dir} (or set TFDS_DATA_DIR)."
+    )
+    if not os.path.isdir(os.path.join(data_dir, name)):
+        msg += f"\n(There is no tfds folder {os.path.join(data_dir, name)}.)"
+    elif cause is not None:
+        # The folder exists, so tfds's own reason (e.g. prepared as tfrecord) helps.
+        msg += f"\n(tensorflow-datasets reported: {type(cause).__name__}: {cause})"
+    return msg
 
 
 def _read_tfds(name: str, data_dir: str):
-  try:
-    import tensorflow_datasets as tfds
-  except ImportError as err:
-    raise DataNotFoundError(_not_found_message(name, data_dir, err)) from err
-  try:
-    # download=False: only read what is there; tfds raises (quickly) if the
-    # data is missing or not in a random-access format.
-    train_src, test_src = tfds.data_source(
-        name, split=["train", "test"], data_dir=data_dir, download=False
-    )
-  except Exception as err:  # tfds signals "not prepared" with assorted types
-    raise DataNotFoundError(_not_found_message(name, data_dir, err)) from err
-  train_x, train_y = _read_source(train_src)
-  test_x, test_y = _read_source(test_src)
-  return train_x, train_y, test_x, test_y
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as err:
+        raise DataNotFoundError(_not_found_message(name, data_dir, err)) from err
+    try:
+        # download=False: only read what is there; tfds raises (quickly) if the
+        # data is missing or not in a random-access format.
+        train_src, test_src = tfds.data_source(name, split=["train", "test"], data_dir=data_dir, download=False)
+    except Exception as err:  # tfds signals "not prepared" with assorted types
+        raise DataNotFoundError(_not_found_message(name, data_dir, err)) from err
+    train_x, train_y = _read_source(train_src)
+    test_x, test_y = _read_source(test_src)
+    return train_x, train_y, test_x, test_y
 
 
 def _read_source(source):
-  """All records of a tfds data source as (uint8 [N,32,32,3], int32 [N])."""
-  n = len(source)
-  images = np.empty((n, 32, 32, 3), np.uint8)
-  labels = np.empty((n,), np.int32)
-  for i in range(n):
-    record = source[i]
-    images[i] = record["image"]
-    labels[i] = record["label"]  # for cifar100 'label' is the fine label
-  return images, labels
+    """All records of a tfds data source as (uint8 [N,32,32,3], int32 [N])."""
+    n = len(source)
+    images = np.empty((n, 32, 32, 3), np.uint8)
+    labels = np.empty((n,), np.int32)
+    for i in range(n):
+        record = source[i]
+        images[i] = record["image"]
+        labels[i] = record["label"]  # for cifar100 'label' is the fine label
+    return images, labels
