@@ -201,3 +201,20 @@ def test_first_rule_picks_first_candidate_within_window():
     assert c.found
     V, W = slth.pruned_network(c, layer, pad_to=4)
     assert V.shape == (4, 2) and W.shape == (2, 4) and not V[3].any() and not W[:, 3].any()
+
+
+def test_flip_criterion_pieces():
+    from jsnn.theory import flips
+
+    np.testing.assert_array_equal(flips.rankdata([3.0, 1.0, 3.0, 2.0]), [3.5, 1.0, 3.5, 2.0])
+    a, b = [1.0, 2.0, 3.0, 4.0, 5.0], [5.0, 6.0, 7.0, 8.0, 7.0]
+    # ranks of b: 1, 2, 3.5, 5, 3.5 -> rho = 0.8207826816681233 (scipy.stats.spearmanr)
+    assert flips.spearman(a, b) == pytest.approx(0.8207826816681233)
+    assert flips.spearman(a, a[::-1]) == pytest.approx(-1.0)
+    # weights with flip rates .0 .1 .2 .7; scores order them 2, 0, 3, 1: lowest 50% = weights 2 and 0
+    assert flips.flip_capture([0.0, 0.1, 0.2, 0.7], [0.5, 3.0, 0.1, 2.0], (0.5, 1.0)) == pytest.approx([0.2, 1.0])
+    # removing the one weight of the hand-counted toy neuron flips 1 of 2 samples:
+    # w = .625, V_th = 1, beta = .5; sample 0 input 1,1,1,1 spikes at t=3; sample 1 (1,0,0,1) never spikes
+    s_in = jnp.array([[1.0, 1.0], [1.0, 0.0], [1.0, 0.0], [1.0, 1.0]])
+    rate = flips.removal_flip_rate(0.625 * s_in, s_in, 0.625, 1.0, LIFConfig(decay=0.5, threshold=1.0))
+    assert rate == pytest.approx(0.5)
