@@ -46,7 +46,7 @@ class VGG(nnx.Module):
                 h //= 2
                 continue
             convs.append(nnx.Conv(c, item, (3, 3), padding=1, use_bias=False, rngs=rngs))
-            bns.append(nnx.BatchNorm(item, momentum=0.9, epsilon=1e-5, rngs=rngs))
+            bns.append(nnx.BatchNorm(item, momentum=0.9, epsilon=1e-5, use_fast_variance=False, rngs=rngs))
             c = item
         self.convs, self.bns = nnx.List(convs), nnx.List(bns)
         self.fc = nnx.Linear(c * h * h, num_classes, rngs=rngs)
