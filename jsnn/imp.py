@@ -107,6 +107,7 @@ class IMPRun:
     trainer: Trainer | None = None
 
     def __post_init__(self):
+        self.options = self.options.resolve(self.config)  # idempotent: presets filled, values checked
         if self.trainer is None:
             _, _, self.trainer = prepare(self.config, self.workdir, {"imp": dataclasses.asdict(self.options)})
         t = self.trainer

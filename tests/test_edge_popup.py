@@ -1,0 +1,253 @@
+"""Edge-popup (SPEC §3): frozen weights, exact per-layer counts, the straight-through score
+gradient against a hand computation, and a resumable sweep.
+
+One small digits setup (256 train images, T = 2, batch 64) and one Trainer are
+shared by the tests that train, so each edge-popup level compiles once.
+"""
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jsnn.edge_popup_sweep as eps
+import jsnn.run as jrun
+from jsnn import data as jdata
+from jsnn.config import TrainConfig
+from jsnn.layers import BNConfig
+from jsnn.methods import EdgePopup, MaskedTraining
+from jsnn.models.vgg import SpikingVGG
+from jsnn.run import build_model
+from jsnn.sparsity.edge_popup import init_scores, masks_from_scores, top_k_mask
+from jsnn.sparsity.masks import count_kept, keep_count
+from jsnn.trainer import Trainer, spike_loss
+from jsnn.variables import apply_model, init_variables, kernels, named_kernels
+
+T = 2
+
+
+@pytest.fixture(scope="module")
+def setup():
+    ds = jdata.load_dataset("digits")
+    ds = dataclasses.replace(ds, train_images=ds.train_images[:256], train_labels=ds.train_labels[:256],
+                             test_images=ds.test_images[:128], test_labels=ds.test_labels[:128])
+    config = TrainConfig(timesteps=T, epochs=2, batch_size=64, progress=False).resolve("edge_popup")
+    assert config.bn_affine is False  # SPEC §3 default: nothing but the scores is learned
+    model = build_model(config, ds.num_classes)
+    return ds, config, model, Trainer(config, model, ds)
+
+
+def host(tree):
+    return jax.tree.map(lambda a: np.array(a, copy=True), tree)
+
+
+def fresh(ds, config, model, sparsity, options=eps.EdgePopupOptions()):
+    """As run_level builds it: weights and scores from the config's seed."""
+    key_weights, key_scores = jax.random.split(jax.random.key(config.seed))
+    variables = init_variables(model, key_weights, (1,) + ds.image_shape)
+    scores = init_scores(key_scores, kernels(variables.weights))
+    method = EdgePopup(eps.layer_sparsities(model, variables.weights, sparsity, options))
+    return variables, scores, method
+
+
+# ----------------------------------------------------------------------------- frozen weights
+
+
+def test_weights_bit_identical_after_search(setup):
+    ds, config, model, trainer = setup
+    variables, scores, method = fresh(ds, config, model, 0.5)
+    initial_weights, initial_scores = host(variables.weights), host(scores)
+    initial_masks = host(method.effective_masks(None, scores))
+    state = trainer.new_state(variables, scores, method, config.seed)
+    state = trainer.train_epochs(state, method, 0, data_seed=config.seed)
+    assert state.bn == {}  # non-affine BN: no BN parameters exist to train
+    after = host(state.weights)
+    assert jax.tree.structure(after) == jax.tree.structure(initial_weights)
+    for a, b in zip(jax.tree.leaves(after), jax.tree.leaves(initial_weights)):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()  # bit for bit, biases included
+    # ... while the search did move the scores, and with them the chosen subnetwork
+    moved = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(host(state.scores)),
+                                                      jax.tree.leaves(initial_scores))]
+    assert all(moved)
+    new_masks = host(method.effective_masks(None, state.scores))
+    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(new_masks), jax.tree.leaves(initial_masks)))
+    assert trainer.sparsity(state, method) == pytest.approx(0.5, abs=1e-3)
+
+
+# ----------------------------------------------------------------------------- exact counts
+
+
+def expected_keep(n, s):
+    return max(1, int(round((1.0 - s) * n)))
+
+
+SHAPES = {"a": (7,), "b": (10,), "c": (3, 3, 1, 5), "d": (3, 3, 4, 6), "e": (64, 10), "f": (1, 1, 1, 3)}
+SPARSITIES = (0.1, 0.25, 0.3, 0.5, 0.7, 0.9, 0.99)
+
+
+def test_top_k_keeps_round_of_kept_fraction():
+    rng = np.random.default_rng(0)
+    scores = {name: {"kernel": jnp.asarray(rng.normal(size=shape), jnp.float32)} for name, shape in SHAPES.items()}
+    # one compilation for every (layer size, sparsity) pair
+    all_masks = jax.jit(lambda sc: [masks_from_scores(sc, {name: {"kernel": s} for name in SHAPES})
+                                    for s in SPARSITIES])(scores)
+    for sparsity, masks in zip(SPARSITIES, all_masks):
+        for name, shape in SHAPES.items():
+            n, m, s = int(np.prod(shape)), np.asarray(masks[name]["kernel"]), np.asarray(scores[name]["kernel"])
+            assert m.shape == shape and set(np.unique(m)) <= {0.0, 1.0}
+            assert int(m.sum()) == expected_keep(n, sparsity), (name, sparsity)
+            # the kept ones are the largest |scores| (NumPy ranking; values are distinct)
+            order = np.argsort(-np.abs(s).reshape(-1))
+            ref = np.zeros(n)
+            ref[order[:expected_keep(n, sparsity)]] = 1
+            np.testing.assert_array_equal(m.reshape(-1), ref)
+
+
+def test_top_k_exact_count_with_ties_and_dense():
+    tied = jnp.ones((4, 5))  # every |score| equal: still exactly the count
+    for s in (0.1, 0.5, 0.9):
+        assert int(np.asarray(top_k_mask(tied, s)).sum()) == round((1 - s) * 20)
+    signs = jnp.asarray([[-1.0, 1.0], [1.0, -1.0]])  # |.|: the sign never decides
+    assert int(np.asarray(top_k_mask(signs, 0.5)).sum()) == 2
+    assert np.all(np.asarray(top_k_mask(jnp.asarray(np.arange(-6.0, 6.0).reshape(3, 4)), 0.0)) == 1)
+    assert keep_count(5, 0.99) == 1  # never an empty layer
+
+
+@pytest.mark.parametrize("sparsity", [0.3, 0.9])
+def test_effective_masks_per_layer_counts(setup, sparsity):
+    ds, config, model, _ = setup
+    # shapes only: no need to initialise the network to count its masks
+    weights = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), (1,) + ds.image_shape)).weights
+    scores = init_scores(jax.random.key(1), kernels(weights))
+    method = EdgePopup(eps.layer_sparsities(model, weights, sparsity, eps.EdgePopupOptions()))
+    # dense encoding / classifier options leave exactly those layers whole
+    opts = eps.EdgePopupOptions(sparsities=(sparsity,), dense_encoding=True, dense_classifier=True)
+    partly_dense = EdgePopup(eps.layer_sparsities(model, weights, sparsity, opts))
+    masks, masks_dense = jax.jit(lambda sc: (method.effective_masks(None, sc),
+                                             partly_dense.effective_masks(None, sc)))(scores)
+    sizes = {n: k.size for n, k in named_kernels(weights).items()}
+    got = {n: int(np.asarray(m).sum()) for n, m in named_kernels(masks).items()}
+    assert set(got) == {"conv0", "conv1", "conv2", "fc"}  # first and last layer masked too (SPEC §3)
+    assert got == {n: round((1 - sparsity) * sizes[n]) for n in sizes}
+    got = {n: int(np.asarray(m).sum()) for n, m in named_kernels(masks_dense).items()}
+    assert got["conv0"] == sizes["conv0"] and got["fc"] == sizes["fc"]
+    assert got["conv1"] == round((1 - sparsity) * sizes["conv1"])
+
+
+def test_sparsity_means_fraction_removed():
+    scores = {"a": {"kernel": jnp.asarray(np.random.default_rng(1).normal(size=(10, 10)), jnp.float32)}}
+    masks = masks_from_scores(scores, {"a": {"kernel": 0.9}})
+    assert count_kept(masks) == (10, 100)  # 0.9 keeps 10%, not 90%
+
+
+# ----------------------------------------------------------------------------- the score gradient
+
+
+def test_score_gradient_linear_layer_by_hand():
+    """y = x @ (w * m(s)), L = sum(y * c): dL/dm = w * (x^T c), dL/ds = sign(s) dL/dm (straight-through)."""
+    rng = np.random.default_rng(0)
+    x, w, c = rng.normal(size=(4, 6)), rng.normal(size=(6, 5)), rng.normal(size=(4, 5))
+    s = rng.normal(size=(6, 5))
+
+    def loss(scores):
+        m = top_k_mask(scores, 0.5)
+        return jnp.sum((jnp.asarray(x, jnp.float32) @ (jnp.asarray(w, jnp.float32) * m)) * jnp.asarray(c, jnp.float32))
+
+    g = np.asarray(jax.jit(jax.grad(loss))(jnp.asarray(s, jnp.float32)))
+    expected = np.sign(s) * w * (x.T @ c)
+    np.testing.assert_allclose(g, expected, rtol=1e-5, atol=1e-6)
+    # dropped weights get their (non-zero) gradient too: that is how they can pop back up
+    dropped = np.asarray(top_k_mask(jnp.asarray(s, jnp.float32), 0.5)) == 0
+    assert dropped.sum() == 15 and np.all(g[dropped] != 0)
+    np.testing.assert_allclose(g[dropped], expected[dropped], rtol=1e-5, atol=1e-6)
+
+
+def test_score_gradient_in_spiking_network_equals_masked_weight_gradient():
+    """Through conv, BN, LIF and the classifier: dL/ds = sign(s) * w * dL/dW at W = w * m."""
+    model = SpikingVGG(num_classes=3, plan=(3, 4, "M"), timesteps=T, bn=BNConfig(affine=False))
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(8, 8, 8, 1)) * 2.0, jnp.float32)
+    labels = jnp.arange(8) % 3
+
+    def everything(key):  # one compilation (eager set-up costs more than the network here)
+        variables = init_variables(model, key, (1, 8, 8, 1))
+        scores = init_scores(jax.random.fold_in(key, 1), kernels(variables.weights))
+        method = EdgePopup(tuple((n, 0.5) for n in named_kernels(variables.weights)))
+        masks = method.effective_masks(None, scores)
+        w_eff = jax.tree.map(lambda w, m: w * m, kernels(variables.weights), masks)
+
+        def loss_scores(sc):  # edge-popup's forward pass
+            logits, _, _ = apply_model(model, method.forward_variables(variables.weights, variables.masks, sc,
+                                                                       variables.bn, variables.batch_stats), x, True)
+            return spike_loss(logits, labels)
+
+        def loss_kernels(k):  # the same network with the masked kernels as ordinary weights
+            weights = {**variables.weights, **{n: {**variables.weights[n], **k[n]} for n in k}}
+            logits, _, _ = apply_model(model, MaskedTraining().forward_variables(
+                weights, variables.masks, None, variables.bn, variables.batch_stats), x, True)
+            return spike_loss(logits, labels)
+
+        return variables.weights, scores, masks, jax.grad(loss_scores)(scores), jax.grad(loss_kernels)(w_eff)
+
+    weights, scores, masks, gs, gk = jax.jit(everything)(jax.random.key(1))
+    for name in named_kernels(weights):
+        s, w = np.asarray(scores[name]["kernel"]), np.asarray(weights[name]["kernel"])
+        ref = np.sign(s) * w * np.asarray(gk[name]["kernel"])
+        got = np.asarray(gs[name]["kernel"])
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max())
+        dropped = np.asarray(masks[name]["kernel"]) == 0
+        assert dropped.sum() > 0 and np.count_nonzero(got[dropped]) > 0.5 * dropped.sum(), name
+
+
+# ----------------------------------------------------------------------------- resumable sweep
+
+
+def _comparable(entry):
+    return {k: entry[k] for k in ("sparsity_target", "sparsity", "layer_sparsity", "test_accuracy", "test_loss")}
+
+
+def _metrics(path):
+    with open(path) as f:
+        return [{k: v for k, v in json.loads(line).items() if k not in ("seconds", "images_per_sec")} for line in f]
+
+
+def test_interrupted_sweep_resumes_to_identical_results(setup, tmp_path, monkeypatch, capsys):
+    ds, config, model, trainer = setup
+    monkeypatch.setattr(eps, "prepare", lambda *a, **k: (ds, model, trainer))  # share the compiled steps
+    for name in ("accuracy_vs_sparsity", "training_curves"):  # figures are not under test here
+        monkeypatch.setattr(eps.plots, name, lambda *a, **k: None)
+    options = eps.EdgePopupOptions(sparsities=(0.3, 0.5))
+
+    whole = eps.run(config, str(tmp_path / "whole"), options)
+    assert [r["sparsity_target"] for r in whole["runs"]] == [0.3, 0.5]
+
+    original = jrun.save_checkpoint
+    def crash_after_saving(ckpt, step, state, extra, meta):
+        original(ckpt, step, state, extra, meta)
+        if meta["signature"]["sparsity"] == 0.5 and meta["epoch"] == 1:
+            raise KeyboardInterrupt  # killed just after the level's first epoch was saved
+    monkeypatch.setattr(jrun, "save_checkpoint", crash_after_saving)
+    workdir = str(tmp_path / "interrupted")
+    with pytest.raises(KeyboardInterrupt):
+        eps.run(config, workdir, options)
+    assert os.path.exists(os.path.join(eps.level_dir(workdir, 0.3), "results.json"))
+    assert not os.path.exists(os.path.join(eps.level_dir(workdir, 0.5), "results.json"))
+    monkeypatch.setattr(jrun, "save_checkpoint", original)
+
+    capsys.readouterr()
+    resumed = eps.run(config, workdir, options)
+    out = capsys.readouterr().out
+    assert "sparsity 0.30: already complete" in out
+    assert "resuming from" in out and "at epoch 1/2" in out
+    assert "epoch 1:" not in out  # the finished epoch is not trained again
+    assert [_comparable(r) for r in resumed["runs"]] == [_comparable(r) for r in whole["runs"]]
+    for s in (0.3, 0.5):
+        a = _metrics(os.path.join(eps.level_dir(str(tmp_path / "whole"), s), "metrics.jsonl"))
+        b = _metrics(os.path.join(eps.level_dir(workdir, s), "metrics.jsonl"))
+        assert [r["epoch"] for r in b] == [1, 2] and a == b
+    # rerunning a finished sweep does nothing new and returns the same results
+    again = eps.run(config, workdir, options)
+    assert [_comparable(r) for r in again["runs"]] == [_comparable(r) for r in whole["runs"]]
