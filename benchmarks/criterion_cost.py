@@ -62,7 +62,7 @@ def main():
     method = MaskedTraining()
     variables = init_variables(model, jax.random.key(0), (1, 32, 32, 3))
     state = trainer.new_state(variables, {}, method, seed=0)
-    train_step, _ = trainer._compiled(method)
+    train_step, _ = trainer.jitted_steps(method)
 
     batch = put_batch(trainer.mesh, ds.train_images[:args.batch], ds.train_labels[:args.batch])
     t0 = time.perf_counter()

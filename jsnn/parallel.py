@@ -53,4 +53,6 @@ def put_batch(mesh: Mesh, *arrays: np.ndarray):
 
 
 def put_replicated(mesh: Mesh, tree):
-    return jax.device_put(tree, replicated(mesh))
+    """Copies ``tree`` onto every device; never aliases the caller's buffers, which the
+    train step donates (so the caller's arrays stay usable)."""
+    return jax.device_put(tree, replicated(mesh), may_alias=False)

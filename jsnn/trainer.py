@@ -144,18 +144,18 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise ValueError(f"batch size {self.config.batch_size} exceeds the {n_train} training images")
         self.optimizer = make_optimizer(self.config, self.steps_per_epoch)
-        self._steps: dict = {}
+        self.jit_cache: dict = {}  # jitted functions by (kind, method): compiled once each
 
     # -- jitted steps, one compilation per method ------------------------------------------
-    def _compiled(self, method: Method):
-        if method not in self._steps:
+    def jitted_steps(self, method: Method):
+        if ("steps", method) not in self.jit_cache:
             repl, batch = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
             train = jax.jit(make_train_step(self.model, method, self.optimizer, self.dataset, self.dataset.augment),
                             in_shardings=(repl, batch, batch), out_shardings=(repl, repl), donate_argnums=0)
             evaluate = jax.jit(make_eval_step(self.model, method, self.dataset),
                                in_shardings=(repl, batch, batch, batch), out_shardings=repl)
-            self._steps[method] = (train, evaluate)
-        return self._steps[method]
+            self.jit_cache[("steps", method)] = (train, evaluate)
+        return self.jit_cache[("steps", method)]
 
     def new_state(self, variables: Variables, scores: PyTree, method: Method, seed: int) -> TrainState:
         return parallel.put_replicated(self.mesh, create_state(variables, scores, method, self.optimizer, seed))
@@ -168,7 +168,7 @@ class Trainer:
 
     # -- evaluation -------------------------------------------------------------------------
     def evaluate(self, state: TrainState, method: Method) -> dict:
-        _, eval_step = self._compiled(method)
+        _, eval_step = self.jitted_steps(method)
         totals = {"correct": 0.0, "loss": 0.0, "count": 0.0}
         d = self.dataset
         for images, labels, n_real in jdata.eval_batches(d.test_images, d.test_labels, self.config.batch_size):
@@ -191,7 +191,7 @@ class Trainer:
         checkpoints). Raises TrainingDivergedError on a non-finite loss,
         before anything of that epoch is saved.
         """
-        train_step, _ = self._compiled(method)
+        train_step, _ = self.jitted_steps(method)
         cfg, d = self.config, self.dataset
         label = label or {}
         for epoch in range(start_epoch, cfg.epochs):

@@ -66,9 +66,13 @@ def _by_path(tree: PyTree) -> dict[str, dict[str, np.ndarray]]:
 
 def collect_statistics(trainer, state, method, num_batches: int, seed: int = 0) -> dict:
     """Firing statistics over ``num_batches`` training batches (all of them if fewer exist)."""
-    step = jax.jit(make_stats_step(trainer.model, method, trainer.dataset),
-                   in_shardings=(parallel.replicated(trainer.mesh), parallel.batch_sharded(trainer.mesh)),
-                   out_shardings=parallel.replicated(trainer.mesh))
+    key = ("statistics", method)  # one compilation per trainer and method, not per pruning round
+    if key not in trainer.jit_cache:
+        trainer.jit_cache[key] = jax.jit(
+            make_stats_step(trainer.model, method, trainer.dataset),
+            in_shardings=(parallel.replicated(trainer.mesh), parallel.batch_sharded(trainer.mesh)),
+            out_shardings=parallel.replicated(trainer.mesh))
+    step = trainer.jit_cache[key]
     d = trainer.dataset
     totals: dict[str, dict[str, np.ndarray]] = {}
     batches = jdata.train_batches(d.train_images, d.train_labels, trainer.config.batch_size, seed, epoch=0)
