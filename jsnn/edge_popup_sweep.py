@@ -117,7 +117,6 @@ def train_dense(config: TrainConfig, workdir: str) -> dict:
 
 def run(config: TrainConfig, workdir: str, options: EdgePopupOptions) -> dict:
     """The whole sweep; returns (and writes) WORKDIR/results.json."""
-    os.makedirs(workdir, exist_ok=True)
     runs = []
     prepared = None
     for s in options.sparsities:

@@ -34,8 +34,8 @@ def build_model(config: TrainConfig, num_classes: int):
 
 def prepare(config: TrainConfig, workdir: str, extra_config: dict | None = None):
     """Loads data, builds the model and trainer, writes WORKDIR/config.json."""
+    dataset = jdata.load_dataset(config.dataset, config.data_dir)  # first: missing data leaves no empty workdir
     os.makedirs(workdir, exist_ok=True)
-    dataset = jdata.load_dataset(config.dataset, config.data_dir)
     model = build_model(config, dataset.num_classes)
     trainer = Trainer(config, model, dataset)
     if jax.process_index() == 0:
