@@ -218,3 +218,117 @@ def test_flip_criterion_pieces():
     s_in = jnp.array([[1.0, 1.0], [1.0, 0.0], [1.0, 0.0], [1.0, 1.0]])
     rate = flips.removal_flip_rate(0.625 * s_in, s_in, 0.625, 1.0, LIFConfig(decay=0.5, threshold=1.0))
     assert rate == pytest.approx(0.5)
+
+
+def test_conv_removal_one_weight_toy_layer_matches_hand_count():
+    from jsnn.theory import flips
+
+    # The hand-counted neuron of test_flip_count_one_weight_toy_layer_matches_hand_count as a conv layer:
+    # a 1x1 image, one channel in and out, only the centre tap w = .625 non-zero, BN scale 1.
+    # Removing it: sample 0 (input 1,1,1,1) loses its spike at t=3, sample 1 (1,0,0,1) never spiked -> 1/2.
+    # Removing a border tap changes nothing (it only ever sees the zero padding): 0.
+    cfg = LIFConfig(decay=0.5, threshold=1.0)
+    s_in = jnp.array([[1.0, 1.0], [1.0, 0.0], [1.0, 0.0], [1.0, 1.0]])[:, :, None, None, None]  # [T, B, 1, 1, 1]
+    kernel = jnp.zeros((3, 3, 1, 1)).at[1, 1, 0, 0].set(0.625)
+    currents = 0.625 * s_in
+    taps = jnp.array([[[1, 1, 0]], [[0, 1, 0]]], jnp.int32)
+    rates = flips.conv_removal_flip_rates(currents, s_in, kernel, jnp.ones(1), taps, jnp.zeros(2, jnp.int32), cfg)
+    np.testing.assert_allclose(rates, [0.5, 0.0])
+    assert float(rates[0]) == flips.removal_flip_rate(currents[:, :, 0, 0, 0], s_in[:, :, 0, 0, 0], 0.625, 1.0, cfg)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv_removal_matches_brute_force(stride):
+    # removing g weights = recomputing conv(x, kernel with them zeroed) -> BN -> LIF and counting changed trains
+    from jsnn.conv import conv2d
+    from jsnn.neuron import lif_time_major
+    from jsnn.theory import flips
+
+    T, B, H, cin, cout = 3, 4, 6, 3, 5
+    cfg = LIFConfig()
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
+    x = jax.random.bernoulli(k1, 0.4, (T, B, H, H, cin)).astype(jnp.float32)
+    kernel = jax.random.normal(k2, (3, 3, cin, cout))
+    scale, shift = jax.random.uniform(k3, (cout,), minval=0.5, maxval=2.0), 0.3
+
+    def currents_of(k):
+        y = conv2d(x.reshape((T * B, H, H, cin)), k, stride, 1)
+        return (y * scale + shift).reshape((T, B) + y.shape[1:])
+
+    cur = currents_of(kernel)
+    assert float(jnp.mean(lif_time_major(cur, cfg))) > 0.05
+    rng = np.random.default_rng(0)
+    for g in (1, 4):
+        taps, co = flips.sample_taps(rng, kernel.shape, 12, g)
+        fast = np.asarray(flips.conv_removal_flip_rates(cur, x, kernel, scale, jnp.asarray(taps), jnp.asarray(co),
+                                                        cfg, stride=stride, chunk=5))
+        for n in range(len(co)):
+            k = kernel.at[taps[n, :, 0], taps[n, :, 1], taps[n, :, 2], co[n]].set(0.0)
+            s0 = lif_time_major(cur, cfg)[..., co[n]]
+            s1 = lif_time_major(currents_of(k), cfg)[..., co[n]]
+            assert fast[n] == pytest.approx(float(jnp.mean(jnp.any(s0 != s1, axis=0))), abs=1e-6)
+        assert np.any(fast > 0)
+
+
+def test_sample_taps_and_group_scores():
+    from jsnn.theory import flips
+
+    rng = np.random.default_rng(1)
+    taps, co = flips.sample_taps(rng, (3, 3, 2, 4), 1000, 1)
+    assert taps.shape == (72, 1, 3) and co.shape == (72,)  # every weight once when n exceeds the layer
+    flat = {(int(a), int(b), int(c), int(d)) for (a, b, c), d in zip(taps[:, 0], co)}
+    assert len(flat) == 72
+    taps, co = flips.sample_taps(rng, (3, 3, 2, 4), 50, 5)
+    assert taps.shape == (50, 5, 3) and co.shape == (50,)
+    for t in taps:  # distinct weights within a group
+        assert len({tuple(x) for x in t}) == 5
+    scores = np.arange(72, dtype=float).reshape(3, 3, 2, 4)
+    want = [sum(scores[a, b, c, co[n]] for a, b, c in taps[n]) for n in range(50)]
+    np.testing.assert_allclose(flips.group_scores(scores, taps, co), want)
+    lo, hi = flips.spearman_difference_interval([1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1], [1, 2, 3, 4, 5, 6], 50)
+    assert lo == pytest.approx(2.0) and hi == pytest.approx(2.0)
+
+
+def test_removal_in_digits_model_matches_masked_model():
+    # layer_io gives each ConvBN's exact input and LIF current; removing a weight via the cheap delta
+    # equals re-running the whole model with that weight's mask entry set to 0
+    from flax import traverse_util
+
+    from jsnn.layers import unfold_time
+    from jsnn.models import get_model
+    from jsnn.neuron import lif_time_major
+    from jsnn.theory import flips
+    from jsnn.variables import init_variables
+
+    T = 2
+    model = get_model("digits_cnn", 10, timesteps=T)
+    variables = init_variables(model, jax.random.PRNGKey(0), (1, 8, 8, 1))
+    images = jax.random.normal(jax.random.PRNGKey(1), (6, 8, 8, 1))
+    io = flips.layer_io(model, variables, images)
+    assert list(io) == ["conv0", "conv1", "conv2"]
+    # conv1's input is conv0's spikes
+    s0 = lif_time_major(jnp.broadcast_to(io["conv0"][1], (T,) + io["conv0"][1].shape), model.lif)
+    np.testing.assert_array_equal(unfold_time(io["conv1"][0], T), s0)
+    rng = np.random.default_rng(0)
+    eps = model.bn.epsilon
+    tested = 0
+    for layer, (inp, out) in io.items():
+        enc = layer == model.encoding_layer
+        cur = jnp.broadcast_to(out, (T,) + out.shape) if enc else unfold_time(out, T)
+        x = inp if enc else unfold_time(inp, T)
+        kernel = variables.weights[layer]["kernel"]
+        scale = variables.bn[layer]["scale"] * jax.lax.rsqrt(variables.batch_stats[layer]["var"] + eps)
+        taps, co = flips.sample_taps(rng, kernel.shape, 6, 1)
+        fast = np.asarray(flips.conv_removal_flip_rates(cur, x, kernel, scale, jnp.asarray(taps), jnp.asarray(co),
+                                                        model.lif))
+        for n in range(len(co)):
+            flat = traverse_util.flatten_dict(variables.masks)
+            key = (layer, "kernel")
+            flat[key] = flat[key].at[taps[n, 0, 0], taps[n, 0, 1], taps[n, 0, 2], co[n]].set(0.0)
+            pruned = variables._replace(masks=traverse_util.unflatten_dict(flat))
+            out1 = flips.layer_io(model, pruned, images)[layer][1]
+            cur1 = jnp.broadcast_to(out1, (T,) + out1.shape) if enc else unfold_time(out1, T)
+            a, b = lif_time_major(cur, model.lif)[..., co[n]], lif_time_major(cur1, model.lif)[..., co[n]]
+            assert fast[n] == pytest.approx(float(jnp.mean(jnp.any(a != b, axis=0))), abs=1e-6)
+            tested += fast[n] > 0
+    assert tested > 0

@@ -1,7 +1,8 @@
-"""The paper's theory, checked by measurement (SPEC §6; issue #7 parts 1 and 3).
+"""The paper's theory, checked by measurement (SPEC §6; issue #7 parts 1-3).
 
-    python train/theory.py --workdir /tmp/theory            # both experiments (~1-2 min, 2 CPU cores)
+    python train/theory.py --workdir /tmp/theory            # all three (~3.5 min, 2 CPU cores)
     python train/theory.py --workdir /tmp/theory crisis     # Eq. 6, Lemma 3.2-3.4, Theorem 3.5
+    python train/theory.py --workdir /tmp/theory flips      # does the criterion predict spike flips? (Sec. 6)
     python train/theory.py --workdir /tmp/theory slth       # Lemma 4.1, Theorem 4.3
 
 crisis: trains the digits SNN briefly (``--train_steps``), takes the input currents
@@ -10,10 +11,19 @@ spike flips; next to them, the crisis probability of the clean membrane potentia
 and its bounds 2 eps sup f (histogram, kernel density, Gaussian fits), over one
 step, T steps (carried error eps (1 - beta^t) / (1 - beta)) and a whole layer.
 
+flips: trains the dense digits SNN with jsnn's Trainer (``--flip_epochs``), collects
+SF's firing statistics, and for a sample of weights of every spiking conv layer
+removes each one alone (and random groups of ``--flip_groups`` weights of one output
+channel) and measures the fraction of (test image, position) spike trains of that
+channel that change. The flip rates are compared with the SF score p, with |w| and
+with SF without its density factor: Spearman correlation per layer and the share of
+all measured flips caused by the lowest-scored x%. A few removals are re-measured by
+re-running the whole model with the weight's mask entry set to 0.
+
 slth: builds the wide random SNN of the proof for random small targets, finds the
 proof's masks, and measures over every binary input how often the pruned wide
 network's output spikes differ from the target's, against the theorem's bound and
-the widths it demands. Writes ``crisis.json``/``crisis.png`` and ``slth.json``/``slth.png``.
+the widths it demands. Writes ``NAME.json``/``NAME.png`` for each experiment NAME.
 """
 from __future__ import annotations
 
@@ -35,6 +45,7 @@ import optax  # noqa: E402
 from jsnn.layers import BATCH_STATS, BN, MASKS, WEIGHTS, unfold_time  # noqa: E402
 from jsnn.neuron import LIFConfig, lif_time_major  # noqa: E402
 from jsnn.theory import crisis, slth  # noqa: E402
+from jsnn.theory import flips as flips_mod  # noqa: E402
 
 # ------------------------------------------------------------------ experiment 1
 
@@ -218,6 +229,203 @@ def plot_crisis(res: dict, path: str) -> None:
     plt.close(fig)
 
 
+# ------------------------------------------------------------------ experiment 2
+
+
+def _trained_digits(args):
+    """The dense digits SNN trained by jsnn's own Trainer (``--flip_epochs`` epochs of the dense preset)."""
+    from jsnn.config import TrainConfig
+    from jsnn.methods import MaskedTraining
+    from jsnn.run import prepare
+    from jsnn.variables import init_variables
+
+    config = TrainConfig(dataset="digits", epochs=args.flip_epochs, seed=args.seed, progress=False).resolve("dense")
+    dataset, model, trainer = prepare(config, os.path.join(args.workdir, "flips_dense"))
+    method = MaskedTraining()
+    variables = init_variables(model, jax.random.key(config.seed), (1,) + dataset.image_shape)
+    state = trainer.new_state(variables, {}, method, config.seed)
+    state = trainer.train_epochs(state, method, 0, data_seed=config.seed)
+    return config, dataset, model, trainer, method, state
+
+
+def _lif_currents(out, T: int, encoding: bool):
+    """A ConvBN output as its LIF layer's time-major input [T, B, ...] (encoding layer: repeated over T)."""
+    return jnp.broadcast_to(out, (T,) + out.shape) if encoding else unfold_time(out, T)
+
+
+def _removal_by_mask(model, variables, images, layer, tap, co, encoding):
+    """Reference: the flip rate of one weight measured by re-running the whole model with its mask
+    entry set to 0 (the slow way ``flips.conv_removal_flip_rates`` must agree with)."""
+    from flax import traverse_util
+
+    flat = traverse_util.flatten_dict(variables.masks)
+    key = tuple(layer.split("/")) + ("kernel",)
+    flat[key] = flat[key].at[int(tap[0]), int(tap[1]), int(tap[2]), int(co)].set(0.0)
+    pruned = variables._replace(masks=traverse_util.unflatten_dict(flat))
+
+    @jax.jit
+    def spikes(v):
+        out = flips_mod.layer_io(model, v, images)[layer][1]
+        return lif_time_major(_lif_currents(out, model.timesteps, encoding), model.lif)[..., co]
+
+    return float(jnp.mean(jnp.any(spikes(variables) != spikes(pruned), axis=0)))
+
+
+def run_flips(args) -> dict:
+    from flax import traverse_util
+
+    from jsnn import data as jdata
+    from jsnn.models import SpikingVGG
+    from jsnn.sparsity.criteria import gaussian_density, magnitude, sf, sf_eligible
+    from jsnn.sparsity.stats import collect_statistics
+
+    t0 = time.time()
+    config, dataset, model, trainer, method, state = _trained_digits(args)
+    if not isinstance(model, SpikingVGG):
+        raise ValueError("flips needs a plain spiking VGG: each ConvBN output must be its LIF layer's input")
+    acc = trainer.evaluate(state, method)["test_accuracy"]
+    t_train = time.time() - t0
+    variables = state.forward_variables(method)
+    stats = collect_statistics(trainer, state, method, num_batches=args.stats_batches)
+    bn_eps, th = model.bn.epsilon, model.lif.threshold
+    scores = {"sf": sf(state.weights, {"bn": state.bn, "batch_stats": state.batch_stats}, stats,
+                       threshold=th, epsilon=bn_eps),
+              "magnitude": magnitude(state.weights)}
+    scores = {name: {"/".join(k[:-1]): np.asarray(v) for k, v in traverse_util.flatten_dict(tree).items()}
+              for name, tree in scores.items()}
+    # SF without its density factor: E|dU| = r_i |w gamma_j / sqrt(var_j + eps)| (Eq. 13), to see what
+    # the crisis term N(V_th; mu_j, sigma_j^2) adds; |w| where SF has no statistics (as SF itself)
+    density = {path: np.asarray(gaussian_density(th, s["potential_mean"], np.maximum(s["potential_std"], 1e-6)))
+               for path, s in stats.items() if sf_eligible(stats, path)}
+    scores["sf_without_density"] = {path: (p / density[path] if path in density else p)
+                                    for path, p in scores["sf"].items()}
+    n_img = min(args.flip_images, len(dataset.test_labels))
+    images = jdata.normalize(jnp.asarray(dataset.test_images[:n_img]).astype(np.float32), dataset.mean, dataset.std)
+    io = jax.jit(lambda v, x: flips_mod.layer_io(model, v, x))(variables, images)
+    T = model.timesteps
+    kernels_ = {"/".join(k[:-1]): v for k, v in traverse_util.flatten_dict(variables.weights).items()
+                if k[-1] == "kernel"}
+    masks_ = {"/".join(k[:-1]): v for k, v in traverse_util.flatten_dict(variables.masks).items()}
+    bn = {"/".join(k[:-1]): {} for k in traverse_util.flatten_dict(state.batch_stats)}
+    for k, v in traverse_util.flatten_dict(state.batch_stats).items():
+        bn["/".join(k[:-1])][k[-1]] = v
+    for k, v in traverse_util.flatten_dict(state.bn or {}).items():
+        bn["/".join(k[:-1])][k[-1]] = v
+    fractions = [round(x, 4) for x in np.linspace(0.0, 1.0, 41)]
+    rng = np.random.default_rng(args.seed + 2)
+    res = {"network": config.model, "dataset": config.dataset, "epochs": config.epochs,
+           "test_accuracy": acc, "train_seconds": t_train, "images": n_img, "timesteps": T,
+           "threshold": th, "decay": model.lif.decay, "stats_batches": args.stats_batches,
+           "criteria": list(scores), "headline_fractions": args.flip_fractions, "groups": args.flip_groups,
+           "layers": {}}
+    for layer, (inp, out) in io.items():
+        kernel = kernels_[layer] * masks_[layer]
+        b = bn[layer]
+        scale = jax.lax.rsqrt(b["var"] + bn_eps) * b.get("scale", 1.0)
+        encoding = layer == model.encoding_layer  # its input is the image, the same at every step
+        currents = _lif_currents(out, T, encoding)
+        inputs = inp if encoding else unfold_time(inp, T)
+        spikes = lif_time_major(currents, model.lif)
+        entry = {"kernel_shape": list(kernel.shape), "weights": int(kernel.size), "encoding_layer": bool(encoding),
+                 "firing_rate": float(jnp.mean(spikes)), "by_group": {}}
+        per_channel = int(np.prod(kernel.shape[:-1]))
+        for g in args.flip_groups:
+            if g > 1 and 4 * g > per_channel:  # a group would be most of an output channel's weights
+                continue
+            taps, co = flips_mod.sample_taps(rng, kernel.shape, args.flip_weights, g)
+            t1 = time.time()
+            rate = np.asarray(flips_mod.conv_removal_flip_rates(
+                currents, inputs, kernel, scale, jnp.asarray(taps), jnp.asarray(co), model.lif, chunk=args.flip_chunk))
+            crit = {name: flips_mod.group_scores(sc[layer], taps, co) for name, sc in scores.items()}
+            rep = flips_mod.criterion_report(rate, crit, fractions)
+            row = {"samples": int(rate.size), "seconds": time.time() - t1,
+                   "mean_flip_rate": float(rate.mean()), "zero_flip_fraction": float(np.mean(rate == 0)),
+                   "flip_rate_quantiles": np.quantile(rate, [0.5, 0.9, 0.99, 1.0]).tolist(),
+                   "spearman": {n: rep[n]["spearman"] for n in rep},
+                   "spearman_sf_vs_magnitude": flips_mod.spearman(crit["sf"], crit["magnitude"]),
+                   "spearman_sf_minus_magnitude_95ci": flips_mod.spearman_difference_interval(
+                       crit["sf"], crit["magnitude"], rate, args.bootstrap, seed=args.seed),
+                   "fractions": fractions,
+                   "flip_share_of_lowest": {n: rep[n]["flip_share_of_lowest"] for n in rep},
+                   "flip_share_oracle": flips_mod.flip_capture(rate, rate, fractions), "flip_share_random": fractions,
+                   "headline": {n: {str(x): flips_mod.flip_capture(rate, crit[n], [x])[0]
+                                    for x in args.flip_fractions} for n in crit},
+                   "sample": {"flip_rate": rate[:args.flip_keep].tolist(),
+                              **{n: np.asarray(c[:args.flip_keep]).tolist() for n, c in crit.items()}}}
+            # SF's density factor N(V_th; mu_j, sigma_j^2) per sample: how much it varies, and whether
+            # it predicts what E|dU| leaves unexplained (flips per unit of expected |dU|)
+            dens = crit["sf"] / np.maximum(crit["sf_without_density"], 1e-30)
+            ok = crit["sf_without_density"] > 0
+            row["density_factor_q10_q90_over_median"] = (np.quantile(dens, [0.1, 0.9]) / np.median(dens)).tolist()
+            row["spearman_density_vs_flips_per_dU"] = flips_mod.spearman(
+                dens[ok], rate[ok] / crit["sf_without_density"][ok]) if not encoding else None
+            row["headline"]["oracle"] = {str(x): flips_mod.flip_capture(rate, rate, [x])[0]
+                                         for x in args.flip_fractions}
+            entry["by_group"][str(g)] = row
+        if args.flip_checks:  # a few single weights re-measured by re-running the whole masked model
+            taps, co = flips_mod.sample_taps(rng, kernel.shape, args.flip_checks, 1)
+            fast = np.asarray(flips_mod.conv_removal_flip_rates(
+                currents, inputs, kernel, scale, jnp.asarray(taps), jnp.asarray(co), model.lif, chunk=args.flip_chunk))
+            slow = [_removal_by_mask(model, variables, images, layer, t[0], c, encoding)
+                    for t, c in zip(taps, co)]
+            entry["check_against_masked_model"] = {"fast": fast.tolist(), "masked_model": slow,
+                                                   "max_abs_diff": float(np.max(np.abs(fast - np.asarray(slow))))}
+            if entry["check_against_masked_model"]["max_abs_diff"] > 0:
+                print(f"warning: {layer}: removal flip rates differ from the masked model's: "
+                      f"{entry['check_against_masked_model']}")
+        res["layers"][layer] = entry
+    res["seconds"] = time.time() - t0
+    return res
+
+
+def plot_flips(res: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(res["layers"])
+    fig, axes = plt.subplots(2, len(names), figsize=(4.4 * len(names), 8.0), squeeze=False)
+    colors = {"sf": "tab:red", "magnitude": "tab:blue", "sf_without_density": "tab:orange"}
+    labels = {"sf": "SF score p", "magnitude": "|w|", "sf_without_density": "SF without density (E|dU|)"}
+    for k, name in enumerate(names):
+        L = res["layers"][name]
+        g0 = str(res["groups"][0])
+        row = L["by_group"][g0]
+        ax = axes[0, k]
+        smp = row["sample"]
+        rate = np.asarray(smp["flip_rate"])
+        for crit in res["criteria"]:
+            s = np.asarray(smp[crit])
+            ax.loglog(s / np.median(s[s > 0]), np.maximum(rate, 1e-5), ".", ms=3, alpha=0.5, color=colors.get(crit),
+                      label=f"{labels.get(crit, crit)} (rho={row['spearman'][crit]:.2f})")
+        ax.set_xlabel("criterion score / its median")
+        ax.set_ylabel("measured flip rate (0 shown at 1e-5)")
+        ax.set_title(f"{name} {tuple(L['kernel_shape'])}" + (" (encoding: SF = |w|)" if L["encoding_layer"] else ""),
+                     fontsize=9)
+        ax.legend(fontsize=7)
+        ax = axes[1, k]
+        for g, st in zip(res["groups"], ("-", "--", ":", "-.")):
+            if str(g) not in L["by_group"]:
+                continue
+            r = L["by_group"][str(g)]
+            x = np.asarray(r["fractions"])
+            for crit in res["criteria"]:
+                ax.plot(x, r["flip_share_of_lowest"][crit], st, color=colors.get(crit), lw=2.4 if crit == "sf" else 1.2,
+                        label=f"{labels.get(crit, crit)}, {g} weight(s)")
+            ax.plot(x, r["flip_share_oracle"], st, color="k", lw=0.8, label=f"oracle, {g} weight(s)")
+        ax.plot([0, 1], [0, 1], color="gray", lw=0.8, label="random")
+        ax.set_xlabel("fraction x of sampled weights pruned, lowest score first")
+        ax.set_ylabel("share of all measured flips they cause")
+        if k == len(names) - 1:
+            ax.legend(fontsize=6)
+    fig.suptitle(f"Does the criterion predict spike flips? digits SNN (test acc {res['test_accuracy']:.3f}, "
+                 f"{res['images']} test images, T={res['timesteps']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
 # ------------------------------------------------------------------ experiment 3
 
 
@@ -346,7 +554,7 @@ def plot_slth(res: dict, path: str) -> None:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("experiment", nargs="?", default="all", choices=["all", "crisis", "slth"])
+    p.add_argument("experiment", nargs="?", default="all", choices=["all", "crisis", "flips", "slth"])
     p.add_argument("--workdir", required=True, help="folder for the JSON results and PNG figures")
     p.add_argument("--seed", type=int, default=0)
     g = p.add_argument_group("crisis (experiment 1)")
@@ -358,6 +566,19 @@ def parse_args(argv=None):
     g.add_argument("--eps", type=float, nargs="+", default=[0.003, 0.01, 0.03, 0.1, 0.3])
     g.add_argument("--kinds", nargs="+", default=["sign", "uniform"], help="perturbations: sign, uniform, constant")
     g.add_argument("--kde_samples", type=int, default=20_000, help="potentials subsampled for the KDE")
+    g = p.add_argument_group("flips (experiment 2)")
+    g.add_argument("--flip_epochs", type=int, default=3, help="epochs of jsnn's dense digits training")
+    g.add_argument("--flip_images", type=int, default=256, help="test images whose spike trains are compared")
+    g.add_argument("--flip_weights", type=int, default=2048, help="sampled weights (or groups) per layer")
+    g.add_argument("--flip_groups", type=int, nargs="+", default=[1, 8],
+                   help="weights removed together (random, same output channel)")
+    g.add_argument("--flip_fractions", type=float, nargs="+", default=[0.1, 0.25, 0.5])
+    g.add_argument("--stats_batches", type=int, default=10, help="training batches for SF's firing statistics")
+    g.add_argument("--flip_checks", type=int, default=2,
+                   help="weights per layer re-measured by re-running the whole masked model")
+    g.add_argument("--flip_keep", type=int, default=1000, help="sampled (flip rate, scores) kept in the JSON")
+    g.add_argument("--bootstrap", type=int, default=300, help="resamples for the SF - |w| correlation interval")
+    g.add_argument("--flip_chunk", type=int, default=32, help="removals simulated at once")
     g = p.add_argument_group("slth (experiment 3)")
     g.add_argument("--width_target", type=int, default=4, help="N: target layer is N x N")
     g.add_argument("--slth_timesteps", type=int, default=4)
@@ -376,12 +597,14 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.workdir, exist_ok=True)
-    todo = ["crisis", "slth"] if args.experiment == "all" else [args.experiment]
+    todo = ["crisis", "flips", "slth"] if args.experiment == "all" else [args.experiment]
+    runs = {"crisis": (run_crisis, plot_crisis), "flips": (run_flips, plot_flips), "slth": (run_slth, plot_slth)}
     for name in todo:
-        res = run_crisis(args) if name == "crisis" else run_slth(args)
+        run, plot = runs[name]
+        res = run(args)
         with open(os.path.join(args.workdir, f"{name}.json"), "w") as f:
             json.dump(res, f, indent=1, default=float)
-        (plot_crisis if name == "crisis" else plot_slth)(res, os.path.join(args.workdir, f"{name}.png"))
+        plot(res, os.path.join(args.workdir, f"{name}.png"))
         print(f"{name}: {res['seconds']:.1f}s -> {args.workdir}/{name}.json, {name}.png")
     return 0
 
