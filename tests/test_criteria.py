@@ -20,6 +20,7 @@ from jsnn.sparsity.criteria import get_criterion, magnitude, sf
 from jsnn.sparsity.stats import collect_statistics
 from jsnn.trainer import Trainer
 from jsnn.variables import init_variables
+from tests.reference import numpy_conv_same
 
 EPS = 1e-5
 
@@ -134,17 +135,6 @@ def test_magnitude_criterion_is_abs_of_kernels_only():
 
 
 # ----------------------------------------------------------------------------- statistics pass vs NumPy
-
-
-def numpy_conv_same(x, k):
-    kh, kw, _, o = k.shape
-    ph, pw = kh // 2, kw // 2
-    xp = np.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
-    out = np.zeros(x.shape[:3] + (o,))
-    for i in range(kh):
-        for j in range(kw):
-            out += np.einsum("bhwc,co->bhwo", xp[:, i:i + x.shape[1], j:j + x.shape[2]], k[i, j])
-    return out
 
 
 def numpy_bn_eval(y, scale, bias, mean, var, eps=EPS):
