@@ -332,3 +332,17 @@ def test_removal_in_digits_model_matches_masked_model():
             assert fast[n] == pytest.approx(float(jnp.mean(jnp.any(a != b, axis=0))), abs=1e-6)
             tested += fast[n] > 0
     assert tested > 0
+
+
+def test_experiments_run_slth_writes_results(tmp_path):
+    # the program's library entry point: a tiny slth run writes its JSON and figure; unknown names are refused
+    import json
+
+    from jsnn.theory import experiments
+
+    opts = experiments.TheoryOptions(per_block=(16,), slth_eps=(0.02,), trials=1, max_inputs=256)
+    res = experiments.run(str(tmp_path), ("slth",), opts)
+    assert json.loads((tmp_path / "slth.json").read_text())["trials"] == 1 == res["slth"]["trials"]
+    assert (tmp_path / "slth.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="unknown experiments"):
+        experiments.run(str(tmp_path), ("nope",), opts)

@@ -1,6 +1,7 @@
 """The paper's theory, made executable (SPEC §6): crisis probability and spike flips
-(``crisis``), the strong-LTH construction (``slth``). Pure functions over arrays; the
-program ``train/theory.py`` wires them to networks and writes results and figures."""
+(``crisis``, ``flips``), the strong-LTH construction (``slth``), as pure functions over
+arrays; ``experiments`` wires them to a trained digits SNN and ``figures`` plots the
+results (the program ``train/theory.py`` parses flags and calls ``experiments.run``)."""
 from jsnn.theory import crisis, flips, slth
 
-__all__ = ["crisis", "flips", "slth"]
+__all__ = ["crisis", "experiments", "figures", "flips", "slth"]
