@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on servers or CI
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 
@@ -21,6 +22,7 @@ def accuracy_vs_sparsity(curves: dict[str, Sequence[Sequence[tuple[float, float]
     """
     fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=150)
     markers = "osD^v<>p*h"
+    all_x: set[float] = set()
     for i, (label, runs) in enumerate(curves.items()):
         by_sparsity: dict[float, list[float]] = {}
         for run in runs:
@@ -30,6 +32,7 @@ def accuracy_vs_sparsity(curves: dict[str, Sequence[Sequence[tuple[float, float]
         mean = np.array([np.mean(by_sparsity[s]) for s in xs])
         std = np.array([np.std(by_sparsity[s]) for s in xs])
         xplot = 100.0 * (1.0 - xs) if x_axis == "remaining" else 100.0 * xs
+        all_x.update(round(float(v), 2) for v in xplot)
         n = max(len(v) for v in by_sparsity.values())
         ax.plot(xplot, mean, marker=markers[i % len(markers)], ms=4, label=label + (f" (n={n})" if n > 1 else ""))
         if n > 1:
@@ -39,6 +42,12 @@ def accuracy_vs_sparsity(curves: dict[str, Sequence[Sequence[tuple[float, float]
     if x_axis == "remaining":
         ax.set_xscale("log")
         ax.invert_xaxis()
+        ticks = sorted(all_x)
+        if len(ticks) > 10:  # keep the labels readable: every k-th point
+            ticks = ticks[:: -(-len(ticks) // 10)]
+        ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xlabel("remaining weights (%)")
     else:
         ax.set_xlabel("sparsity: weights removed (%)")

@@ -23,8 +23,15 @@ CASES = [(s, k, p, hw) for s, k, p in itertools.product([1, 2], [1, 3], [0, 1])
          for hw in ([(7, 7), (8, 6)] if s == 2 else [(7, 7)])]
 
 
+@pytest.fixture(params=["vjp", "im2col"])
+def custom_path(request, monkeypatch):
+    """Forces each of "custom"'s two paths: the hand-written VJP, or the small-map im2col matmul."""
+    monkeypatch.setattr(conv, "IM2COL_MAX_OUTPUT_PIXELS", 0 if request.param == "vjp" else 10**9)
+    return request.param
+
+
 @pytest.mark.parametrize("stride,k,padding,hw", CASES)
-def test_custom_vjp_matches_lax(stride, k, padding, hw):
+def test_custom_vjp_matches_lax(stride, k, padding, hw, custom_path):
     kx, kk, kg = jax.random.split(jax.random.PRNGKey(stride * 100 + k * 10 + padding), 3)
     x = jax.random.normal(kx, (3, *hw, 5))
     kernel = jax.random.normal(kk, (k, k, 5, 4))
