@@ -42,10 +42,11 @@ def test_lif_matches_numpy_loop(beta, v_th, v_reset, reset):
     assert 0.05 < s_ref.mean() < 0.95  # the test exercises both spiking and silence
 
 
-def test_remat_changes_nothing():
+@pytest.mark.parametrize("options", [dict(remat=True), dict(unroll=1), dict(unroll=4), dict(unroll=6)])
+def test_remat_and_unroll_change_nothing(options):
     x = jax.random.normal(jax.random.key(1), (6, 4, 8)) + 0.5
     f = lambda cfg: jax.grad(lambda x: jnp.sum(lif_time_major(x, cfg) * jnp.arange(8.0)))(x)
-    np.testing.assert_allclose(f(LIFConfig(remat=True)), f(LIFConfig()), rtol=1e-6)
+    np.testing.assert_allclose(f(LIFConfig(**options)), f(LIFConfig()), rtol=1e-6)
 
 
 def numpy_bptt(x, w, target_weights, beta, v_th, alpha, detach_reset):
