@@ -66,7 +66,6 @@ def torch_grads(module, workload, T, images, labels, weights, bn):
 
 
 def spyx_grads(workload, T, images, labels, weights, bn):
-    import jax
     import jax.numpy as jnp
     import optax
     from flax import nnx

@@ -13,7 +13,6 @@ and writes benchmarks/results/criterion_cost.json.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import statistics

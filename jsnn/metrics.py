@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from typing import Any, Iterable
@@ -20,6 +19,14 @@ def read_jsonl(path: str) -> list[dict]:
         return []
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def write_jsonl(path: str, records: list[dict]) -> None:
+    """Rewrites a .jsonl file via a temporary file and a rename."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    os.replace(tmp, path)
 
 
 def write_json(path: str, obj: Any) -> None:
@@ -47,7 +54,3 @@ def progress(iterable: Iterable, total: int, description: str, enabled: bool = T
 def log(message: str) -> None:
     tqdm.write(message, file=sys.stdout)
     sys.stdout.flush()
-
-
-def is_finite(x: float) -> bool:
-    return math.isfinite(float(x))

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
 
 import jax
 
 from jsnn import data as jdata
 from jsnn.checkpoint import Checkpointer
 from jsnn.config import TrainConfig
-from jsnn.metrics import log, read_jsonl, write_json
+from jsnn.metrics import log, read_jsonl, write_json, write_jsonl
 from jsnn.models import get_model
 from jsnn.neuron import LIFConfig
 from jsnn.layers import BNConfig
@@ -55,9 +54,7 @@ def drop_metrics_after(path: str, keep) -> None:
     records = read_jsonl(path)
     kept = [r for r in records if keep(r)]
     if len(kept) != len(records):
-        import json
-        with open(path, "w") as f:
-            f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in kept)
+        write_jsonl(path, kept)
 
 
 def train_resumable(trainer: Trainer, workdir: str, state: TrainState, method, sig: dict,

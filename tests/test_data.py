@@ -1,6 +1,5 @@
 """Tests for jsnn.data: datasets, augmentation, batching (CPU, offline, fast)."""
 
-import os
 import pickle
 import time
 

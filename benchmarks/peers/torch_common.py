@@ -7,7 +7,6 @@ for the equality check.
 """
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import numpy as np
