@@ -89,9 +89,8 @@ def dense_baseline(config: TrainConfig, workdir: str, source: str | None) -> dic
                                     "pass a directory written by train/dense.py, or 'train'")
         return {"test_accuracy": found["runs"][0]["test_accuracy"], "source": os.path.abspath(source)}
     out_dir = os.path.join(workdir, "dense")
-    dense_config = dataclasses.replace(config, lr=None, epochs=None, bn_affine=True).resolve("dense")
-    dense_config = dataclasses.replace(dense_config, model=config.model, timesteps=config.timesteps,
-                                       batch_size=config.batch_size)
+    # same architecture, T and batch; the dense preset's lr, epochs and affine BN
+    dense_config = dataclasses.replace(config, lr=None, epochs=None, bn_affine=None).resolve("dense")
     entry = train_dense(dense_config, out_dir)
     return {"test_accuracy": entry["test_accuracy"], "source": out_dir}
 
