@@ -19,7 +19,7 @@ import jax
 from flax import traverse_util
 
 from jsnn.sparsity.edge_popup import masks_from_scores
-from jsnn.variables import Variables
+from jsnn.variables import Variables, kernels, with_kernels
 
 PyTree = Any
 
@@ -50,14 +50,14 @@ class MaskedTraining:
     def forward_variables(self, weights, masks, scores, bn, batch_stats) -> Variables:
         del scores
         if self.dns_layers:
-            w, m = _paths(weights), dict(_paths(masks))
+            # kernels only: a layer's bias shares its path and must not stand in for the kernel
+            w, m = _paths(kernels(weights)), dict(_paths(masks))
             for name in self.dns_layers:
                 kernel, mask = w[name], m[name]
                 # forward value kernel * mask, gradient to every entry of kernel
                 w[name] = kernel + jax.lax.stop_gradient(kernel * mask - kernel)
                 m[name] = jax.numpy.ones_like(mask)
-            weights = traverse_util.unflatten_dict(
-                {**traverse_util.flatten_dict(weights), **traverse_util.flatten_dict(_unpaths(w))})
+            weights = with_kernels(weights, _unpaths(w))
             masks = _unpaths(m)
         return Variables(weights, masks, bn, batch_stats)
 

@@ -393,3 +393,18 @@ def test_imp_run_resolves_its_options(setup, tmp_path):
         == "matched"
     with pytest.raises(ValueError, match="scope"):
         imp.IMPRun(config, imp.IMPOptions(scope="bogus"), str(tmp_path / "c"), trainer=trainer)
+
+
+def test_dns_forward_uses_the_kernel_not_the_bias_in_init_order():
+    """Fresh init dicts list a linear layer's kernel before its bias; DNS must still mask the kernel."""
+    import jax.numpy as jnp
+
+    from jsnn.methods import MaskedTraining
+
+    kernel, bias = jnp.arange(6.0).reshape(3, 2) + 1, jnp.asarray([10.0, 20.0])
+    weights = {"fc": {"kernel": kernel, "bias": bias}}  # insertion order as flax init gives it
+    mask = jnp.asarray([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    v = MaskedTraining(dns_layers=("fc",)).forward_variables(weights, {"fc": {"kernel": mask}}, {}, {}, {})
+    np.testing.assert_array_equal(v.weights["fc"]["kernel"], kernel * mask)
+    np.testing.assert_array_equal(v.weights["fc"]["bias"], bias)
+    np.testing.assert_array_equal(v.masks["fc"]["kernel"], jnp.ones_like(mask))
