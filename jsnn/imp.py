@@ -23,7 +23,7 @@ from jsnn import plots
 from jsnn.checkpoint import Checkpointer
 from jsnn.config import TrainConfig, dataset_family
 from jsnn.methods import MaskedTraining
-from jsnn.metrics import log, read_jsonl, write_json
+from jsnn.metrics import log, read_json, read_jsonl, write_json
 from jsnn.run import CHECKPOINTS, METRICS, RESULTS, drop_metrics_after, prepare, signature
 from jsnn.sparsity import masks as M
 from jsnn.sparsity.criteria import get_criterion
@@ -230,8 +230,6 @@ def label_of(options: IMPOptions) -> str:
 
 def compare_plot(workdirs: list[str], path: str) -> str:
     """Overlays IMP runs (paper Fig. 5 style): one line per criterion, mean ± std over seeds."""
-    from jsnn.metrics import read_json
-
     curves: dict[str, list] = {}
     for w in workdirs:
         r = read_json(os.path.join(w, RESULTS))

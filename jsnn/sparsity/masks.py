@@ -5,7 +5,6 @@ weight, 0 removes it. "Sparsity" everywhere in jsnn is the fraction REMOVED.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import jax
@@ -90,14 +89,5 @@ def layer_keep_counts(masks: PyTree) -> PyTree:
     return jax.tree.map(lambda m: int(np.count_nonzero(np.asarray(m))), masks)
 
 
-def layerwise_keep(masks: PyTree, rate: float) -> PyTree:
-    """Each layer keeps round((1 - rate) * its live weights)."""
-    return jax.tree.map(lambda m: int(round(np.count_nonzero(np.asarray(m)) * (1.0 - rate))), masks)
-
-
 def apply_masks(kernels: PyTree, masks: PyTree) -> PyTree:
     return jax.tree.map(lambda w, m: w * m.astype(w.dtype), kernels, masks)
-
-
-def isclose_fraction(a: float, b: float, n: int) -> bool:
-    return math.isclose(a, b, abs_tol=0.5 / n + 1e-12)
