@@ -29,11 +29,14 @@ from pathlib import Path
 
 from benchmarks import common
 
-# name -> (module, description). "jsnn_xla_conv" is jsnn with XLA's native conv VJP;
-# "dense" is the dense bound (same network, ReLU for LIF, in JAX).
+# name -> (module, description). "jsnn_xla_conv" is jsnn with XLA's convolution everywhere
+# (JSNN_CONV_IMPL=xla); "jsnn_ynn" is jsnn without the XLA flag jsnn sets at import (YNNPACK's
+# CPU convolutions, jsnn/xla_flags.py); "dense" is the dense bound (same network, ReLU for
+# LIF, in JAX).
 IMPLS = {
     "jsnn": ("benchmarks.jsnn_impl", "jsnn (default conv2d for the backend)"),
-    "jsnn_xla_conv": ("benchmarks.jsnn_impl", "jsnn with XLA's native conv VJP"),
+    "jsnn_xla_conv": ("benchmarks.jsnn_impl", "jsnn with XLA's convolution everywhere"),
+    "jsnn_ynn": ("benchmarks.jsnn_impl", "jsnn with YNNPACK's CPU convolutions (JSNN_KEEP_XLA_FLAGS=1)"),
     "dense": ("benchmarks.jsnn_impl", "dense bound: ReLU ANN on T*B images, JAX"),
     "torch": ("benchmarks.peers.torch_plain", "plain PyTorch loop"),
     "spikingjelly": ("benchmarks.peers.spikingjelly_impl", "SpikingJelly LIFNode, multi-step"),
@@ -53,6 +56,8 @@ def child_env(threads: int, impl: str) -> dict:
         env[var] = str(threads)
     if impl == "jsnn_xla_conv":
         env["JSNN_CONV_IMPL"] = "xla"
+    if impl == "jsnn_ynn":
+        env["JSNN_KEEP_XLA_FLAGS"] = "1"
     env.setdefault("JAX_PLATFORMS", "cpu")
     return env
 
@@ -79,7 +84,7 @@ def run_child(case: common.Case) -> dict:
         return {"status": "missing", "error": f"{type(e).__name__}: {e}"}
     base = common.rss_bytes()
     try:
-        if case.impl in ("jsnn", "jsnn_xla_conv", "dense"):
+        if case.impl in ("jsnn", "jsnn_xla_conv", "jsnn_ynn", "dense"):
             record = module.run(case, dense=case.impl == "dense")
         else:
             record = module.run(case)
@@ -217,7 +222,9 @@ def ratios(records: list[dict]) -> list[str]:
         if "dense" in v:
             parts.append(f"SNN step / dense-bound step = {v['dense'] / v['jsnn']:.2f}")
         if "jsnn_xla_conv" in v:
-            parts.append(f"custom-VJP conv gain = {v['jsnn'] / v['jsnn_xla_conv']:.2f}x")
+            parts.append(f"tuned conv2d / XLA's conv = {v['jsnn'] / v['jsnn_xla_conv']:.2f}x")
+        if "jsnn_ynn" in v:
+            parts.append(f"Eigen / YNNPACK convolutions = {v['jsnn'] / v['jsnn_ynn']:.2f}x")
         if parts:
             out.append(f"- {w} B={b} T={t} {mode}: " + "; ".join(parts))
     return out

@@ -2,32 +2,39 @@
 
 One function so that a faster implementation can replace it behind the
 ordinary API, with tests proving equality (``tests/test_conv.py``).
+Three implementations, identical in value (forward and both gradients):
 
-Two implementations, identical in value (forward and both gradients):
+  "xla"      ``jax.lax.conv_general_dilated`` and XLA's own transpose rules.
+  "tuned"    the CPU default: XLA's convolution, except where another form
+             is measured faster (``benchmarks/conv_layer.py``, 2 cores, batch 160):
+               * output maps of at most ``IM2COL_MAX_OUTPUT_PIXELS`` pixels
+                 (SNN-VGG-16's 2x2 block): one im2col matmul, differentiated
+                 as matmuls. XLA's CPU convolution collapses there (512->512
+                 at 2x2: 2-3 GFLOP/s against 240-260 for the matmul);
+               * 1x1 kernels (Res-SNN-19's strided shortcuts): the
+                 hand-written VJP below, 1.5x XLA's forward + backward at
+                 256->512, stride 2 (XLA's filter gradient of a strided 1x1
+                 convolution is slow).
+  "custom"   XLA's forward convolution with a hand-written VJP everywhere:
+               input gradient  = a forward convolution of the output gradient
+                                 with the spatially flipped, channel-transposed
+                                 kernel (``lhs_dilation`` = stride);
+               filter gradient = matmuls over the strided windows of the
+                                 padded input (one per tap, or one im2col
+                                 matmul for thin inputs);
+             plus the tiny-map im2col above. It pays where the whole
+             convolution backward is slow: with YNNPACK's CPU convolutions
+             (kept with ``JSNN_KEEP_XLA_FLAGS=1``, see ``jsnn/xla_flags.py``)
+             it trains the small SNN-VGG 1.2x faster than "xla". With XLA's
+             Eigen convolutions, which ``import jsnn`` selects, it runs 3x3
+             layers at 0.7-0.8x "xla".
 
-  "xla"     ``jax.lax.conv_general_dilated`` and XLA's own transpose rules.
-  "custom"  the same forward convolution, with a hand-written VJP:
-              input gradient  = a forward convolution of the output gradient
-                                with the spatially flipped, channel-transposed
-                                kernel (``lhs_dilation`` = stride);
-              filter gradient = matmuls over the strided windows of the
-                                padded input, dW[i, j] = x_pad[:, i::s, j::s, :]^T @ dY
-                                (one per tap, or one im2col matmul for thin inputs).
-
-Why: XLA's CPU backend runs its native convolution backward (the filter
-gradient above all) at about a third of its forward FLOP rate, while the two
-rewrites above are a forward convolution and plain matmuls, which it runs at
-full speed (``benchmarks/conv_layer.py`` measures it). On tiny feature maps
-(output at most ``IM2COL_MAX_OUTPUT_PIXELS``, e.g. SNN-VGG-16's 2x2 block)
-XLA's CPU convolution collapses to 2-3 GFLOP/s (512->512 at 2x2, batch 160),
-so "custom" computes those layers as one im2col matmul, differentiated as
-matmuls: 240 GFLOP/s on the same layer. On GPU/TPU cuDNN-style
-backends have fast native backward kernels, so the default there stays "xla".
-
-The default is chosen per backend at trace time (``default_impl``); override
-it for the whole process with ``set_conv_impl("xla" | "custom" | None)`` or
-the environment variable ``JSNN_CONV_IMPL``, or per call with ``impl=``.
-Results agree with "xla" to floating-point rounding (summation order).
+The default is chosen per backend at trace time (``default_impl``); GPU/TPU
+keep "xla" (cuDNN-style backends have fast native kernels; not measured here:
+no device). Override it for the whole process with
+``set_conv_impl("xla" | "tuned" | "custom" | None)`` or the environment
+variable ``JSNN_CONV_IMPL``, or per call with ``impl=``. Results agree with
+"xla" to floating-point rounding (summation order).
 """
 from __future__ import annotations
 
@@ -38,10 +45,10 @@ import jax
 import jax.numpy as jnp
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
-IMPLS = ("xla", "custom")
+IMPLS = ("xla", "tuned", "custom")
 # backend -> default implementation (measured: benchmarks/conv_layer.py). Backends
 # not listed use "xla".
-BACKEND_DEFAULTS = {"cpu": "custom"}
+BACKEND_DEFAULTS = {"cpu": "tuned"}
 
 _override: str | None = None
 
@@ -118,9 +125,10 @@ def _filter_grad(x, g, kernel_shape, stride, padding):
     return jnp.stack(taps).reshape(kernel_shape)
 
 
-# Output maps of at most this many pixels use the im2col matmul (measured on 2 CPU cores:
-# at 2x2 it is ~100x faster than XLA's conv, at 4x4 on par, at 8x8 slower in the forward).
-IM2COL_MAX_OUTPUT_PIXELS = 16
+# Output maps of at most this many pixels use the im2col matmul (measured on 2 CPU cores
+# with Eigen's convolutions: at 2x2 it is ~80x faster than XLA's conv; at 4x4 XLA's is
+# 1.2x faster, forward + backward).
+IM2COL_MAX_OUTPUT_PIXELS = 4
 
 
 def _windows(x, kh, kw, stride, padding, ho, wo):
@@ -168,15 +176,18 @@ _custom_conv.defvjp(_custom_fwd, _custom_bwd)
 def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int, impl: str | None = None) -> jax.Array:
     """2-D convolution, NHWC input ``x`` [N, H, W, C], HWIO ``kernel``, ``padding`` zeros on every side.
 
-    ``impl``: "xla" or "custom" (see the module docstring); None picks
+    ``impl``: "xla", "tuned" or "custom" (see the module docstring); None picks
     ``default_impl()`` for the backend being traced for.
     """
     impl = default_impl() if impl is None else _check_impl(impl)
-    if impl == "custom":
-        kh, kw = kernel.shape[:2]
-        ho = (x.shape[1] + 2 * padding - kh) // stride + 1
-        wo = (x.shape[2] + 2 * padding - kw) // stride + 1
-        if ho * wo <= IM2COL_MAX_OUTPUT_PIXELS:
-            return _im2col_conv(x, kernel, int(stride), int(padding))
-        return _custom_conv(x, kernel, int(stride), int(padding))
+    if impl == "xla":
+        return _xla_conv(x, kernel, stride, padding)
+    stride, padding = int(stride), int(padding)
+    kh, kw = kernel.shape[:2]
+    ho = (x.shape[1] + 2 * padding - kh) // stride + 1
+    wo = (x.shape[2] + 2 * padding - kw) // stride + 1
+    if ho * wo <= IM2COL_MAX_OUTPUT_PIXELS:
+        return _im2col_conv(x, kernel, stride, padding)
+    if impl == "custom" or kh == kw == 1:
+        return _custom_conv(x, kernel, stride, padding)
     return _xla_conv(x, kernel, stride, padding)

@@ -30,13 +30,15 @@ def custom_path(request, monkeypatch):
     return request.param
 
 
+@pytest.mark.parametrize("impl", ["custom", "tuned"])
 @pytest.mark.parametrize("stride,k,padding,hw", CASES)
-def test_custom_vjp_matches_lax(stride, k, padding, hw, custom_path):
+def test_custom_vjp_matches_lax(stride, k, padding, hw, custom_path, impl):
+    """Each non-XLA path (hand-written VJP, im2col matmul; "tuned" picks per shape) equals lax's conv."""
     kx, kk, kg = jax.random.split(jax.random.PRNGKey(stride * 100 + k * 10 + padding), 3)
     x = jax.random.normal(kx, (3, *hw, 5))
     kernel = jax.random.normal(kk, (k, k, 5, 4))
     ref_out, ref_vjp = jax.vjp(lambda a, b: reference(a, b, stride, padding), x, kernel)
-    out, vjp = jax.jit(lambda a, b: jax.vjp(lambda a, b: conv2d(a, b, stride, padding, impl="custom"), a, b))(x, kernel)
+    out, vjp = jax.jit(lambda a, b: jax.vjp(lambda a, b: conv2d(a, b, stride, padding, impl=impl), a, b))(x, kernel)
     assert out.shape == ref_out.shape
     np.testing.assert_allclose(out, ref_out, rtol=1e-5, atol=1e-5)
     g = jax.random.normal(kg, out.shape)
@@ -86,12 +88,13 @@ def test_whole_model_gradients_match_xla():
         return jnp.mean(logits ** 2)
 
     want = jax.jit(jax.grad(lambda w: loss(w, "xla")))(variables.weights)
-    got = jax.jit(jax.grad(lambda w: loss(w, "custom")))(variables.weights)
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4), got, want)
+    for impl in ("custom", "tuned"):
+        got = jax.jit(jax.grad(lambda w: loss(w, impl)))(variables.weights)
+        jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4), got, want)
 
 
 def test_impl_selection(monkeypatch):
-    assert conv.default_impl("cpu") == "custom"
+    assert conv.default_impl("cpu") == "tuned"
     assert conv.default_impl("gpu") == "xla"
     monkeypatch.setenv("JSNN_CONV_IMPL", "xla")
     assert conv.default_impl("cpu") == "xla"
@@ -102,3 +105,16 @@ def test_impl_selection(monkeypatch):
         conv.set_conv_impl(None)
     with pytest.raises(ValueError, match="unknown conv implementation"):
         conv2d(jnp.zeros((1, 3, 3, 1)), jnp.zeros((1, 1, 1, 1)), 1, 0, impl="fast")
+
+
+def test_tuned_routes_each_shape():
+    """"tuned" uses XLA's conv for ordinary 3x3 maps, the hand-written VJP for 1x1 kernels
+    and one matmul for tiny output maps: read off the jaxprs."""
+    def jaxpr(x_shape, k_shape, stride, padding):
+        x, k = jnp.zeros(x_shape), jnp.zeros(k_shape)
+        return str(jax.make_jaxpr(lambda a, b: conv2d(a, b, stride, padding, impl="tuned"))(x, k))
+
+    assert "conv_general_dilated" in jaxpr((2, 8, 8, 3), (3, 3, 3, 4), 1, 1)
+    assert "custom_vjp_call" in jaxpr((2, 8, 8, 3), (1, 1, 3, 4), 2, 0)
+    tiny = jaxpr((2, 2, 2, 3), (3, 3, 3, 4), 1, 1)
+    assert "dot_general" in tiny and "conv_general_dilated" not in tiny
