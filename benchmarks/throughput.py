@@ -50,8 +50,9 @@ MARK = "@@RESULT@@"
 
 def child_env(threads: int, impl: str) -> dict:
     env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=true "
-                        f"intra_op_parallelism_threads={threads}").strip()
+    # Threads: the affinity mask set in run_child (XLA sizes its pool from it) and the BLAS
+    # variables below. Every XLA_FLAGS token must be a --flag: XLA stops reading at one that is not.
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=true").strip()
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(threads)
     if impl == "jsnn_xla_conv":

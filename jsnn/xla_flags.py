@@ -7,8 +7,9 @@ backward alike (conv 64->128 at 32x32, batch 160: 103 vs 222 GFLOP/s forward,
 66 vs 204 GFLOP/s forward + backward; ``benchmarks/conv_layer.py``). YNNPACK's
 dots stay on: they are as fast as Eigen's in f32 and use AMX in bf16.
 
-So ``import jsnn`` appends ``--xla_cpu_experimental_ynn_fusion_type=-individual_convolution``
-to ``XLA_FLAGS`` (the leading "-" removes one entry from XLA's default list),
+So ``import jsnn`` puts ``--xla_cpu_experimental_ynn_fusion_type=-individual_convolution``
+first in ``XLA_FLAGS`` (the leading "-" removes one entry from XLA's default
+list; first, because XLA stops reading at a token that is not a ``--`` flag),
 unless
 
   * ``XLA_FLAGS`` already says something about ``xla_cpu_experimental_ynn_fusion_type``
@@ -53,5 +54,5 @@ def configure(environ=os.environ) -> bool:
             stacklevel=3,
         )
         return False
-    environ["XLA_FLAGS"] = f"{flags} {CPU_CONV_FLAG}".strip()
+    environ["XLA_FLAGS"] = f"{CPU_CONV_FLAG} {flags}".strip()
     return True

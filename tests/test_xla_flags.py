@@ -5,11 +5,13 @@ import sys
 from jsnn import xla_flags
 
 
-def test_configure_appends_the_flag():
-    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+def test_configure_adds_the_flag_first():
+    """First: XLA ignores every flag after a token that is not a --flag."""
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8 not_a_flag=1"}
     assert xla_flags.configure(env) or xla_flags._backends_started()
     if not xla_flags._backends_started():
-        assert env["XLA_FLAGS"].split() == ["--xla_force_host_platform_device_count=8", xla_flags.CPU_CONV_FLAG]
+        assert env["XLA_FLAGS"].split() == [xla_flags.CPU_CONV_FLAG, "--xla_force_host_platform_device_count=8",
+                                            "not_a_flag=1"]
 
 
 def test_configure_keeps_the_users_choice():
@@ -41,4 +43,5 @@ def test_flag_takes_effect_in_a_fresh_process():
     """The flag really moves the convolution off YNNPACK (and without it, this jaxlib uses YNNPACK:
     the second assertion fails if a jaxlib update changes the default, time to re-measure)."""
     assert _compiled_conv_library() == "EIGEN"
+    assert _compiled_conv_library(XLA_FLAGS="--xla_cpu_multi_thread_eigen=true not_a_flag=2") == "EIGEN"
     assert _compiled_conv_library(JSNN_KEEP_XLA_FLAGS="1") == "YNN"
