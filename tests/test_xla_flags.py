@@ -2,16 +2,26 @@
 import subprocess
 import sys
 
+import pytest
+
 from jsnn import xla_flags
 
 
-def test_configure_adds_the_flag_first():
+def test_configure_adds_the_flag_first(monkeypatch):
     """First: XLA ignores every flag after a token that is not a --flag."""
+    monkeypatch.setattr(xla_flags, "_backends_started", lambda: False)
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8 not_a_flag=1"}
-    assert xla_flags.configure(env) or xla_flags._backends_started()
-    if not xla_flags._backends_started():
-        assert env["XLA_FLAGS"].split() == [xla_flags.CPU_CONV_FLAG, "--xla_force_host_platform_device_count=8",
-                                            "not_a_flag=1"]
+    assert xla_flags.configure(env)
+    assert env["XLA_FLAGS"].split() == [xla_flags.CPU_CONV_FLAG, "--xla_force_host_platform_device_count=8",
+                                        "not_a_flag=1"]
+
+
+def test_configure_warns_when_too_late(monkeypatch):
+    monkeypatch.setattr(xla_flags, "_backends_started", lambda: True)
+    env = {}
+    with pytest.warns(UserWarning, match="Import jsnn before the first JAX computation"):
+        assert not xla_flags.configure(env)
+    assert env == {}
 
 
 def test_configure_keeps_the_users_choice():
