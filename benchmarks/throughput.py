@@ -42,8 +42,12 @@ IMPLS = {
     "spikingjelly": ("benchmarks.peers.spikingjelly_impl", "SpikingJelly LIFNode, multi-step"),
     "snntorch": ("benchmarks.peers.snntorch_impl", "snnTorch Leaky"),
     "spyx": ("benchmarks.peers.spyx_impl", "spyx (flax nnx)"),
+    "spyx_eigen": ("benchmarks.peers.spyx_impl", "spyx with jsnn's XLA flag (Eigen convolutions)"),
 }
-PEERS = ("torch", "spikingjelly", "snntorch", "spyx")
+PEERS = ("torch", "spikingjelly", "snntorch", "spyx", "spyx_eigen")
+# jsnn.xla_flags.CPU_CONV_FLAG, spelled out: importing jsnn here would put it into this
+# process's XLA_FLAGS and so into every child's (tests/test_benchmarks_smoke.py checks they match).
+JSNN_CPU_CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 RESULTS = Path(__file__).parent / "results"
 MARK = "@@RESULT@@"
 
@@ -59,6 +63,8 @@ def child_env(threads: int, impl: str) -> dict:
         env["JSNN_CONV_IMPL"] = "xla"
     if impl == "jsnn_ynn":
         env["JSNN_KEEP_XLA_FLAGS"] = "1"
+    if impl == "spyx_eigen":  # the same XLA configuration as jsnn's, to separate flag from library
+        env["XLA_FLAGS"] = f"{JSNN_CPU_CONV_FLAG} {env['XLA_FLAGS']}"
     env.setdefault("JAX_PLATFORMS", "cpu")
     return env
 

@@ -25,3 +25,13 @@ def test_missing_peer_is_reported_not_dropped(monkeypatch):
 def test_train_flops_of_workload_a():
     # SPEC/issue: about 183 GFLOP per training batch of 32 at T = 5
     assert abs(common.train_flops("vgg_small", 32, 5) / 1e9 - 183) < 5
+
+
+def test_child_environments_set_the_xla_flags_they_claim():
+    from jsnn.xla_flags import CPU_CONV_FLAG
+
+    assert throughput.JSNN_CPU_CONV_FLAG == CPU_CONV_FLAG
+    assert throughput.child_env(2, "spyx_eigen")["XLA_FLAGS"].split()[0] == CPU_CONV_FLAG
+    assert throughput.child_env(2, "jsnn_ynn")["JSNN_KEEP_XLA_FLAGS"] == "1"
+    for impl in throughput.IMPLS:  # XLA stops reading XLA_FLAGS at the first token that is not a --flag
+        assert all(tok.startswith("--") for tok in throughput.child_env(2, impl)["XLA_FLAGS"].split())
