@@ -12,6 +12,7 @@ from benchmarks import common
 from jsnn.layers import BNConfig, ConvBN, MaskedDense, fold_time
 from jsnn.models import get_model
 from jsnn.neuron import LIFConfig
+from jsnn.pooling import max_pool_2x2
 from jsnn.surrogate import Surrogate
 from jsnn.variables import apply_model, init_variables
 
@@ -32,7 +33,7 @@ class DenseVGG(nn.Module):
         x, n = None, 0
         for item in self.plan:
             if item == "M":
-                x = nn.max_pool(x, (2, 2), (2, 2))
+                x = max_pool_2x2(x)
                 continue
             layer = ConvBN(item, bn=BNConfig(), input_is_spikes=x is not None, name=f"conv{n}")
             n += 1

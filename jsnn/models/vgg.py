@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 
 from jsnn.models.common import SpikingModel, encode, spike_with_stats
+from jsnn.pooling import max_pool_2x2
 
 # SNN-VGG-16 (Simonyan & Zisserman config D; Kim et al.): M = 2x2 max pool
 VGG16_PLAN = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
@@ -31,7 +32,7 @@ class SpikingVGG(SpikingModel):
         x, n = None, 0
         for item in self.plan:
             if item == "M":
-                x = nn.max_pool(x, (2, 2), (2, 2))
+                x = max_pool_2x2(x)
                 continue
             layer = self.conv_bn(item, name=f"conv{n}", input_is_spikes=x is not None)
             n += 1
