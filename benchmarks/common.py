@@ -81,11 +81,46 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
+def reset_peak_rss() -> bool:
+    """Restarts the kernel's peak-RSS count (VmHWM) from the current RSS (Linux: clear_refs 5),
+    after handing freed heap back to the OS (glibc malloc_trim), so that memory the first
+    step freed no longer counts as resident."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def steady_peak_rss_bytes() -> int | None:
+    """VmHWM: the peak RSS since the last ``reset_peak_rss`` (None where /proc has no such line)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def time_steps(step: Callable[[], object], sync: Callable[[object], None], case: Case) -> dict:
     """First call timed alone (compile / first-run cost), ``case.warmup`` untimed, then ``case.steps`` timed."""
     t0 = time.perf_counter()
     sync(step())
     first = time.perf_counter() - t0
+    # The steady-state peak leaves out what the first step alone needs (a JIT compiler's
+    # working memory): the count restarts here, after it (which restarts ru_maxrss too,
+    # so the peak so far is read first).
+    peak_first = peak_rss_bytes()
+    steady = reset_peak_rss()
     for _ in range(case.warmup):
         sync(step())
     times = []
@@ -104,4 +139,6 @@ def time_steps(step: Callable[[], object], sync: Callable[[object], None], case:
         "iqr_step_s": float(np.percentile(times, 75) - np.percentile(times, 25)),
         "images_per_s": case.batch / med,
         "step_times_s": [float(t) for t in times],
+        "steady_peak_rss_bytes": steady_peak_rss_bytes() if steady else None,
+        "first_step_peak_rss_bytes": peak_first,
     }

@@ -100,8 +100,11 @@ def run_child(case: common.Case) -> dict:
     record.update(info)
     record["status"] = "ok"
     record["rss_after_import_mb"] = base / 2**20
-    record["peak_rss_mb"] = common.peak_rss_bytes() / 2**20
-    record["peak_rss_delta_mb"] = (common.peak_rss_bytes() - base) / 2**20
+    peak = max(common.peak_rss_bytes(), record.pop("first_step_peak_rss_bytes", 0))
+    record["peak_rss_mb"] = peak / 2**20
+    record["peak_rss_delta_mb"] = (peak - base) / 2**20
+    steady = record.pop("steady_peak_rss_bytes", None)
+    record["steady_peak_rss_delta_mb"] = None if steady is None else (steady - base) / 2**20
     return record
 
 
@@ -180,6 +183,10 @@ def summarize(records: list[dict]) -> list[dict]:
     return list(rows.values())
 
 
+def _peaks(record: dict) -> str:
+    return f"{_fmt(record.get('peak_rss_delta_mb'), '{:.0f}')} / {_fmt(record.get('steady_peak_rss_delta_mb'), '{:.0f}')}"
+
+
 def markdown(meta: dict, records: list[dict]) -> str:
     m = meta["machine"]
     n = meta["noise"]
@@ -188,9 +195,10 @@ def markdown(meta: dict, records: list[dict]) -> str:
         f"{meta['date']}. Noise: a 1024³ matmul ran at {n['matmul_gflops']:.0f} GFLOP/s with CV "
         f"{n['matmul_cv']:.1%} (max/min {n['matmul_max_over_min']:.2f}), load average {n['loadavg'][0]:.2f} at start.",
         f"Median of {meta['steps']} steps after the first (compile) step and {meta['warmup']} warm-up steps. "
-        "Peak memory: peak RSS of the implementation's own subprocess minus its RSS after imports.",
+        "Peak memory: peak RSS of the implementation's own subprocess minus its RSS after imports; "
+        "\"all\" over the whole run, first step (JIT compilation) included, \"steps\" over the steps after the first.",
         "",
-        "| workload | B | T | implementation | train img/s | infer img/s | train step s (IQR) | train peak MB | infer peak MB | compile/first step s (train) | status |",
+        "| workload | B | T | implementation | train img/s | infer img/s | train step s (IQR) | train peak MB all / steps | infer peak MB all / steps | compile/first step s (train) | status |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summarize(records):
@@ -203,8 +211,7 @@ def markdown(meta: dict, records: list[dict]) -> str:
             f"{_fmt(tr.get('images_per_s') if ok(tr) else None)} | {_fmt(inf.get('images_per_s') if ok(inf) else None)} | "
             f"{_fmt(tr.get('median_step_s') if ok(tr) else None, '{:.3f}')}"
             f"{' (' + _fmt(tr.get('iqr_step_s'), '{:.3f}') + ')' if ok(tr) else ''} | "
-            f"{_fmt(tr.get('peak_rss_delta_mb') if ok(tr) else None, '{:.0f}')} | "
-            f"{_fmt(inf.get('peak_rss_delta_mb') if ok(inf) else None, '{:.0f}')} | "
+            f"{_peaks(tr) if ok(tr) else _fmt(None)} | {_peaks(inf) if ok(inf) else _fmt(None)} | "
             f"{_fmt(tr.get('first_step_s') if ok(tr) else None)} | {status} |"
         )
     lines += ["", *ratios(records)]
@@ -316,7 +323,7 @@ def main(argv=None):
         r = run_case(case, args.timeout)
         records.append(r)
         desc = (f"{r['images_per_s']:8.2f} img/s  step {r['median_step_s']:.3f}s  first {r['first_step_s']:.1f}s  "
-                f"peak {r['peak_rss_delta_mb']:.0f}MB" if r["status"] == "ok" else f"{r['status']}: {r.get('error')}")
+                f"peak {r['peak_rss_delta_mb']:.0f}MB (steps {r['steady_peak_rss_delta_mb'] or float('nan'):.0f}MB)" if r["status"] == "ok" else f"{r['status']}: {r.get('error')}")
         print(f"{w:10s} B={b:<3d} T={t:<2d} {impl:14s} {mode:5s} {desc}", flush=True)
     meta["noise_after"] = noise_probe(args.threads)
     out = Path(args.results_dir)
