@@ -61,8 +61,9 @@ def child_env(threads: int, impl: str) -> dict:
         env[var] = str(threads)
     if impl == "jsnn_xla_conv":
         env["JSNN_CONV_IMPL"] = "xla"
-    if impl == "jsnn_ynn":
+    if impl == "jsnn_ynn":  # jaxlib's defaults, even where this shell exported jsnn's flag
         env["JSNN_KEEP_XLA_FLAGS"] = "1"
+        env["XLA_FLAGS"] = " ".join(t for t in env["XLA_FLAGS"].split() if "ynn_fusion_type" not in t)
     if impl == "spyx_eigen":  # the same XLA configuration as jsnn's, to separate flag from library
         env["XLA_FLAGS"] = f"{JSNN_CPU_CONV_FLAG} {env['XLA_FLAGS']}"
     env.setdefault("JAX_PLATFORMS", "cpu")

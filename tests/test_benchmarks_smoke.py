@@ -27,11 +27,13 @@ def test_train_flops_of_workload_a():
     assert abs(common.train_flops("vgg_small", 32, 5) / 1e9 - 183) < 5
 
 
-def test_child_environments_set_the_xla_flags_they_claim():
+def test_child_environments_set_the_xla_flags_they_claim(monkeypatch):
     from jsnn.xla_flags import CPU_CONV_FLAG
 
+    monkeypatch.setenv("XLA_FLAGS", f"{CPU_CONV_FLAG} --xla_cpu_enable_fast_math=false")  # as if exported
     assert throughput.JSNN_CPU_CONV_FLAG == CPU_CONV_FLAG
     assert throughput.child_env(2, "spyx_eigen")["XLA_FLAGS"].split()[0] == CPU_CONV_FLAG
     assert throughput.child_env(2, "jsnn_ynn")["JSNN_KEEP_XLA_FLAGS"] == "1"
+    assert "ynn" not in throughput.child_env(2, "jsnn_ynn")["XLA_FLAGS"]
     for impl in throughput.IMPLS:  # XLA stops reading XLA_FLAGS at the first token that is not a --flag
         assert all(tok.startswith("--") for tok in throughput.child_env(2, impl)["XLA_FLAGS"].split())
