@@ -98,37 +98,9 @@ def _input_grad(g, kernel, in_hw, stride, padding):
     )
 
 
-# Filter gradients with kh * kw * Cin below this contract one im2col matrix
-# [N*Ho*Wo, kh*kw*Cin] with dY (a narrow per-tap matrix keeps the matmul's
-# output too small to run fast); wider ones do one matmul per tap, which
-# avoids materialising the patches (measured on 2 CPU cores, benchmarks/conv_layer.py).
-IM2COL_MAX_DEPTH = 1024
-
-
-def _filter_grad(x, g, kernel_shape, stride, padding):
-    """d conv / d kernel: for every tap (i, j), the strided input window^T @ output gradient."""
-    kh, kw, cin, cout = kernel_shape
-    n, ho, wo, _ = g.shape
-    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0))) if padding else x
-    g2 = g.reshape(n * ho * wo, cout)
-    wins = [
-        jax.lax.slice(
-            xp, (0, i, j, 0), (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, cin), (1, stride, stride, 1)
-        ).reshape(n * ho * wo, cin)
-        for i in range(kh)
-        for j in range(kw)
-    ]
-    if len(wins) > 1 and kh * kw * cin < IM2COL_MAX_DEPTH:
-        patches = jnp.concatenate(wins, axis=1)  # [N*Ho*Wo, (i, j, c)] = HWI order
-        return jnp.dot(patches.T, g2, preferred_element_type=g.dtype).reshape(kernel_shape)
-    taps = [jnp.dot(w.T, g2, preferred_element_type=g.dtype) for w in wins]
-    return jnp.stack(taps).reshape(kernel_shape)
-
-
-# Output maps of at most this many pixels use the im2col matmul (measured on 2 CPU cores
-# with Eigen's convolutions: at 2x2 it is ~80x faster than XLA's conv; at 4x4 XLA's is
-# 1.2x faster, forward + backward).
-IM2COL_MAX_OUTPUT_PIXELS = 4
+def _output_hw(in_hw, kernel_hw, stride, padding):
+    """(Ho, Wo) of a conv with ``padding`` zeros on every side."""
+    return tuple((size + 2 * padding - k) // stride + 1 for size, k in zip(in_hw, kernel_hw))
 
 
 def _windows(x, kh, kw, stride, padding, ho, wo):
@@ -143,11 +115,37 @@ def _windows(x, kh, kw, stride, padding, ho, wo):
     ]
 
 
+# Filter gradients with kh * kw * Cin below this contract one im2col matrix
+# [N*Ho*Wo, kh*kw*Cin] with dY (a narrow per-tap matrix keeps the matmul's
+# output too small to run fast); wider ones do one matmul per tap, which
+# avoids materialising the patches (measured on 2 CPU cores, benchmarks/conv_layer.py).
+IM2COL_MAX_DEPTH = 1024
+
+
+def _filter_grad(x, g, kernel_shape, stride, padding):
+    """d conv / d kernel: for every tap (i, j), the strided input window^T @ output gradient."""
+    kh, kw, cin, cout = kernel_shape
+    n, ho, wo, _ = g.shape
+    g2 = g.reshape(n * ho * wo, cout)
+    wins = [w.reshape(n * ho * wo, cin) for w in _windows(x, kh, kw, stride, padding, ho, wo)]
+    if len(wins) > 1 and kh * kw * cin < IM2COL_MAX_DEPTH:
+        patches = jnp.concatenate(wins, axis=1)  # [N*Ho*Wo, (i, j, c)] = HWI order
+        return jnp.dot(patches.T, g2, preferred_element_type=g.dtype).reshape(kernel_shape)
+    taps = [jnp.dot(w.T, g2, preferred_element_type=g.dtype) for w in wins]
+    return jnp.stack(taps).reshape(kernel_shape)
+
+
+# Output maps of at most this many pixels use the im2col matmul (measured on 2 CPU cores
+# with Eigen's convolutions: at 2x2 it is ~80x faster than XLA's conv; at 4x4 XLA's is
+# 1.2x faster, forward + backward).
+IM2COL_MAX_OUTPUT_PIXELS = 4
+
+
 def _im2col_conv(x, kernel, stride, padding):
     """The convolution as one matmul of the (kh, kw, Cin)-ordered patches with the HWIO kernel."""
     kh, kw, cin, cout = kernel.shape
-    n, h, w, _ = x.shape
-    ho, wo = (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1
+    n = x.shape[0]
+    ho, wo = _output_hw(x.shape[1:3], (kh, kw), stride, padding)
     patches = jnp.concatenate(_windows(x, kh, kw, stride, padding, ho, wo), axis=-1)
     out = jnp.dot(patches.reshape(n * ho * wo, kh * kw * cin), kernel.reshape(kh * kw * cin, cout),
                   preferred_element_type=x.dtype)
@@ -184,8 +182,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int, impl: str
         return _xla_conv(x, kernel, stride, padding)
     stride, padding = int(stride), int(padding)
     kh, kw = kernel.shape[:2]
-    ho = (x.shape[1] + 2 * padding - kh) // stride + 1
-    wo = (x.shape[2] + 2 * padding - kw) // stride + 1
+    ho, wo = _output_hw(x.shape[1:3], (kh, kw), stride, padding)
     if ho * wo <= IM2COL_MAX_OUTPUT_PIXELS:
         return _im2col_conv(x, kernel, stride, padding)
     if impl == "custom" or kh == kw == 1:
