@@ -9,9 +9,21 @@ from typing import Any, Iterable
 from tqdm.auto import tqdm
 
 
+def _jsonl_line(record: dict) -> str:
+    return json.dumps(record, sort_keys=True) + "\n"
+
+
+def _replace_file(path: str, text: str) -> None:
+    """Writes via a temporary file and a rename, so a reader never sees half a file."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def append_jsonl(path: str, record: dict) -> None:
     with open(path, "a") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.write(_jsonl_line(record))
 
 
 def read_jsonl(path: str) -> list[dict]:
@@ -22,20 +34,13 @@ def read_jsonl(path: str) -> list[dict]:
 
 
 def write_jsonl(path: str, records: list[dict]) -> None:
-    """Rewrites a .jsonl file via a temporary file and a rename."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in records)
-    os.replace(tmp, path)
+    """Rewrites a .jsonl file atomically."""
+    _replace_file(path, "".join(_jsonl_line(r) for r in records))
 
 
 def write_json(path: str, obj: Any) -> None:
-    """Writes via a temporary file and a rename, so a reader never sees half a file."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    """Writes ``obj`` atomically, keys sorted."""
+    _replace_file(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: str, default: Any = None) -> Any:
