@@ -12,6 +12,17 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def save_figure(fig, path: str, title: str = "", dpi: float | str = "figure") -> str:
+    """Adds ``title`` above all panels, lays out, writes ``path`` (creating its folder), closes."""
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def accuracy_vs_sparsity(curves: dict[str, Sequence[Sequence[tuple[float, float]]]], path: str, *,
                          dense_accuracy: float | None = None, x_axis: str = "sparsity",
                          title: str = "") -> str:
@@ -56,11 +67,7 @@ def accuracy_vs_sparsity(curves: dict[str, Sequence[Sequence[tuple[float, float]
         ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def training_curves(records: list[dict], path: str, group_key: str | None = None, title: str = "") -> str:
@@ -83,9 +90,4 @@ def training_curves(records: list[dict], path: str, group_key: str | None = None
         ax.grid(alpha=0.3)
     if len(groups) > 1 and len(groups) <= 16:
         ax_acc.legend(fontsize=6)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)

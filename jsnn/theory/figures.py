@@ -6,20 +6,11 @@ import math
 
 import numpy as np
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from jsnn.plots import plt, save_figure
 
 
 def plot_crisis(res: dict, path: str) -> None:
     """Densities of U per layer, and crisis probability, its bounds and measured flips against eps."""
-    plt = _pyplot()
-
     names = list(res["layers"])
     fig, axes = plt.subplots(2, len(names), figsize=(4.2 * len(names), 7.2), squeeze=False)
     th = res["threshold"]
@@ -50,17 +41,13 @@ def plot_crisis(res: dict, path: str) -> None:
         ax.set_ylabel("probability per neuron")
         if k == 0:
             ax.legend(fontsize=6)
-    fig.suptitle(f"Crisis probability vs measured spike flips, digits SNN (test acc {res['test_accuracy']:.3f}, "
-                 f"T={res['timesteps']}, beta={res['decay']})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    title = (f"Crisis probability vs measured spike flips, digits SNN (test acc {res['test_accuracy']:.3f}, "
+             f"T={res['timesteps']}, beta={res['decay']})")
+    save_figure(fig, path, title, dpi=130)
 
 
 def plot_flips(res: dict, path: str) -> None:
     """Measured flip rate against each criterion per layer, and the share of flips caused by the lowest-scored x%."""
-    plt = _pyplot()
-
     names = list(res["layers"])
     fig, axes = plt.subplots(2, len(names), figsize=(4.4 * len(names), 8.0), squeeze=False)
     colors = {"sf": "tab:red", "magnitude": "tab:blue", "sf_without_density": "tab:orange"}
@@ -96,17 +83,12 @@ def plot_flips(res: dict, path: str) -> None:
         ax.set_ylabel("share of all measured flips they cause")
         if k == len(names) - 1:
             ax.legend(fontsize=6)
-    fig.suptitle(f"Does the criterion predict spike flips? digits SNN (test acc {res['test_accuracy']:.3f}, "
-                 f"{res['images']} test images, T={res['timesteps']})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save_figure(fig, path, f"Does the criterion predict spike flips? digits SNN (test acc {res['test_accuracy']:.3f}, "
+                           f"{res['images']} test images, T={res['timesteps']})", dpi=130)
 
 
 def plot_slth(res: dict, path: str) -> None:
     """Mask existence and output disagreement of the pruned wide network against the bounds and widths, per eps."""
-    plt = _pyplot()
-
     eps_keys = list(res["eps"])
     fig, axes = plt.subplots(2, len(eps_keys), figsize=(4.2 * len(eps_keys), 7.0), squeeze=False)
     for k, e in enumerate(eps_keys):
@@ -139,8 +121,5 @@ def plot_slth(res: dict, path: str) -> None:
         if k == 0:
             axes[0, k].legend(fontsize=7)
             ax.legend(fontsize=6)
-    fig.suptitle("Strong LTH construction: pruned wide random SNN vs target ("
-                 + ("all" if res["all_inputs"] else f"{res['inputs']} random") + " binary inputs)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save_figure(fig, path, "Strong LTH construction: pruned wide random SNN vs target ("
+                           + ("all" if res["all_inputs"] else f"{res['inputs']} random") + " binary inputs)", dpi=130)
