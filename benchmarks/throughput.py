@@ -92,7 +92,7 @@ def run_child(case: common.Case) -> dict:
         return {"status": "missing", "error": f"{type(e).__name__}: {e}"}
     base = common.rss_bytes()
     try:
-        if case.impl in ("jsnn", "jsnn_xla_conv", "jsnn_ynn", "dense"):
+        if module_name == "benchmarks.jsnn_impl":  # jsnn, its variants and the dense bound
             record = module.run(case, dense=case.impl == "dense")
         else:
             record = module.run(case)

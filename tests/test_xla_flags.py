@@ -1,4 +1,5 @@
 """import jsnn selects XLA's own CPU convolutions (jsnn/xla_flags.py), and leaves a user's choice alone."""
+import os
 import subprocess
 import sys
 
@@ -41,8 +42,6 @@ print("YNN" if "__ynn_fusion" in f.lower(jnp.zeros((16, 32, 32, 64)), jnp.zeros(
 
 
 def _compiled_conv_library(**env):
-    import os
-
     out = subprocess.run([sys.executable, "-c", COMPILED_CONV], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", **env})
     assert out.returncode == 0, out.stderr
