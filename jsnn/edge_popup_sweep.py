@@ -19,6 +19,7 @@ from jsnn.methods import EdgePopup, MaskedTraining
 from jsnn.metrics import log, read_json, read_jsonl, write_json
 from jsnn.run import METRICS, RESULTS, prepare, signature, train_resumable
 from jsnn.sparsity.edge_popup import init_scores
+from jsnn.ticket import TICKET_FILE, record_ticket
 from jsnn.sparsity.masks import check_sparsity, layer_sparsity, sparsity_of
 from jsnn.variables import init_variables, kernels, named_kernels
 
@@ -72,6 +73,7 @@ def run_level(config: TrainConfig, workdir: str, sparsity: float, options: EdgeP
     masks = method.effective_masks(state.masks, state.scores)
     entry = {"sparsity_target": sparsity, "sparsity": sparsity_of(masks), "layer_sparsity": layer_sparsity(masks),
              **trainer.evaluate(state, method), "weights_unchanged": unchanged, "epochs": config.epochs}
+    entry = record_ticket(os.path.join(out_dir, TICKET_FILE), config, dataset.num_classes, state, method, entry)
     write_json(os.path.join(out_dir, RESULTS), {"method": "edge_popup", "runs": [entry]})
     plots.training_curves(read_jsonl(os.path.join(out_dir, METRICS)), os.path.join(out_dir, "training_curves.png"),
                           title=f"edge-popup, sparsity {sparsity:.2f}")
@@ -108,6 +110,7 @@ def train_dense(config: TrainConfig, workdir: str) -> dict:
     state = train_resumable(trainer, workdir, state, method, signature(config, "dense"))
     entry = {"sparsity": trainer.sparsity(state, method), **trainer.evaluate(state, method),
              "epochs": config.epochs}
+    entry = record_ticket(os.path.join(workdir, TICKET_FILE), config, dataset.num_classes, state, method, entry)
     write_json(os.path.join(workdir, RESULTS), {"method": "dense", "runs": [entry]})
     plots.training_curves(read_jsonl(os.path.join(workdir, METRICS)), os.path.join(workdir, "training_curves.png"),
                           title="dense SNN")

@@ -28,6 +28,7 @@ from jsnn.run import CHECKPOINTS, METRICS, RESULTS, drop_metrics_after, prepare,
 from jsnn.sparsity import masks as M
 from jsnn.sparsity.criteria import get_criterion
 from jsnn.sparsity.stats import collect_statistics
+from jsnn.ticket import record_ticket, round_path
 from jsnn.trainer import Trainer, TrainState, checkpoint_tree, from_checkpoint_tree, save_checkpoint
 from jsnn.variables import init_variables, kernels, named_kernels, with_kernels
 
@@ -159,6 +160,8 @@ class IMPRun:
             entry = {"round": round_index, "sparsity": t.sparsity(state, self.method),
                      "sparsity_target": 1.0 - (1.0 - opts.prune_rate) ** round_index,
                      "layer_sparsity": M.layer_sparsity(state.masks), **t.evaluate(state, self.method)}
+            entry = record_ticket(round_path(self.workdir, round_index), cfg, t.dataset.num_classes, state,
+                                  self.method, entry)
             runs = [r for r in runs if r["round"] != round_index] + [entry]
             self._write_results(runs)
             log(f"round {round_index}: sparsity {entry['sparsity']:.4f} test accuracy {entry['test_accuracy']:.4f}")
