@@ -72,6 +72,7 @@ class TrainConfig:
     remat: bool = False
     bn_affine: bool | None = None  # None: the method's preset (edge-popup trains no BN, SPEC §3)
     weight_init: str = "kaiming_normal"
+    width: float = 1.0  # channel multiplier of the network (1: the architecture as published / as defined)
     # bookkeeping
     checkpoint_every: int = 1  # epochs between checkpoints
     keep_checkpoints: int = 3
@@ -92,6 +93,7 @@ class TrainConfig:
             (self.epochs is not None and self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size is not None and self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
             (self.timesteps is not None and self.timesteps >= 1, f"timesteps must be >= 1, got {self.timesteps}"),
+            (self.width > 0, f"width (channel multiplier) must be > 0, got {self.width}"),
             (self.lr is not None and self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
             (self.schedule in ("cosine", "constant"), f"schedule must be cosine or constant, got {self.schedule!r}"),
             (self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}"),

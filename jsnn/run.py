@@ -28,7 +28,8 @@ def build_model(config: TrainConfig, num_classes: int):
                     detach_reset=config.detach_reset, surrogate=Surrogate(config.surrogate, config.surrogate_width),
                     remat=config.remat)
     return get_model(config.model, num_classes, timesteps=config.timesteps, lif=lif,
-                     bn=BNConfig(affine=config.bn_affine), weight_init=config.weight_init)
+                     bn=BNConfig(affine=config.bn_affine), weight_init=config.weight_init,
+                     width=config.width)
 
 
 def prepare(config: TrainConfig, workdir: str, extra_config: dict | None = None):

@@ -29,6 +29,8 @@ def add_training_flags(p: argparse.ArgumentParser, default_dataset: str = "digit
     g.add_argument("--data-dir", help="where CIFAR lives: a tfds data dir or the python archives")
     g.add_argument("--model", choices=["digits_cnn", "vgg_small", "vgg16", "resnet19"])
     g.add_argument("--timesteps", "-T", type=int)
+    g.add_argument("--width", type=float, default=d.width,
+                   help="channel multiplier of the network (0.25: a quarter of the channels in every layer)")
     g = p.add_argument_group("optimisation (unset: the dataset's preset)")
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int, help="global batch, split over every local device")

@@ -45,12 +45,19 @@ class SpikingModel(nn.Module):
     lif: LIFConfig = LIFConfig()
     bn: BNConfig = BNConfig()
     weight_init: str = "kaiming_normal"
+    width: float = 1.0  # channel multiplier: every conv / hidden layer has round(width * c) channels
 
     def check(self):
         if self.timesteps < 1:
             raise ValueError(f"timesteps must be >= 1, got {self.timesteps}")
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        if not self.width > 0:
+            raise ValueError(f"width must be > 0, got {self.width}")
+
+    def channels(self, features: int) -> int:
+        """``features`` scaled by the width multiplier (at least 1)."""
+        return max(1, int(round(features * self.width)))
 
     def conv_bn(self, features, name, stride=1, kernel_size=3, input_is_spikes=True):
         return ConvBN(features, kernel_size, stride, self.weight_init, self.bn, input_is_spikes, name=name)

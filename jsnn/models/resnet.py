@@ -58,14 +58,14 @@ class SpikingResNet(SpikingModel):
     def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
         self.check()
         T = self.timesteps
-        stem = self.conv_bn(self.stem_features, "stem", input_is_spikes=False)
+        stem = self.conv_bn(self.channels(self.stem_features), "stem", input_is_spikes=False)
         x = spike_with_stats(self, encode(stem, images, T, train), T, self.lif, stem)
         for s, (features, blocks) in enumerate(zip(self.stage_features, self.stage_blocks)):
             for b in range(blocks):
                 x = SpikingBasicBlock(
-                    features, 2 if b == 0 else 1, T, self.lif, self.bn, self.weight_init, name=f"stage{s}_block{b}"
+                    self.channels(features), 2 if b == 0 else 1, T, self.lif, self.bn, self.weight_init, name=f"stage{s}_block{b}"
                 )(x, train)
         x = jnp.mean(x, axis=(1, 2))
-        fc1 = self.dense(self.hidden_features, name="fc1")
+        fc1 = self.dense(self.channels(self.hidden_features), name="fc1")
         x = spike_with_stats(self, fc1(x), T, self.lif, fc1)
         return self.logits_per_timestep(self.dense(self.num_classes, name="fc2")(x))

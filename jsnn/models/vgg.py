@@ -34,7 +34,7 @@ class SpikingVGG(SpikingModel):
             if item == "M":
                 x = max_pool_2x2(x)
                 continue
-            layer = self.conv_bn(item, name=f"conv{n}", input_is_spikes=x is not None)
+            layer = self.conv_bn(self.channels(item), name=f"conv{n}", input_is_spikes=x is not None)
             n += 1
             currents = encode(layer, images, T, train) if x is None else layer(x, train)
             x = spike_with_stats(self, currents, T, self.lif, layer)
