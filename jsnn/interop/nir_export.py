@@ -1,0 +1,282 @@
+"""A jsnn network (a ticket: weights × masks, BN, LIF) as a NIR graph (``nir`` 1.0).
+
+``to_nir(model, variables, image_shape)`` writes, in NIR's batch-free channel-first
+layout (C, H, W):
+
+- **Input**: the normalised image, presented unchanged at every timestep (direct
+  encoding); ``metadata`` holds the pixel ``input_mean``/``input_std`` to normalise with.
+- **Conv2d / Affine** per conv / linear layer: the effective kernel weights × mask
+  (a pruned weight is exactly 0), eval-mode BN folded in (``fold_bn``):
+  ``y = a * conv(x, W) + c`` with ``a = gamma / sqrt(var + eps)``, ``c = beta - mean * a``
+  becomes ``conv(x, a * W) + c``.
+- **LIF** per spiking layer (``lif_to_nir``). NIR's LIF is continuous-time,
+  ``tau dv/dt = (v_leak - v) + r I``, spike when ``v > v_threshold``, then ``v = v_reset``.
+  Both importers step it with forward Euler at a time step dt:
+  ``v[t] = v[t-1] + (dt / tau) (v_leak - v[t-1] + r I[t])``. jsnn's neuron (SPEC §1) is
+  ``U[t] = H[t-1] + X[t]``, spike when ``U >= theta``, ``H = V_reset`` after a spike,
+  else ``beta U``. With
+
+      tau = dt / (1 - beta),  r = 1,  v_leak = 0,
+      v_threshold = (1 - beta) theta,  v_reset = (1 - beta) V_reset / beta
+
+  the Euler step is ``v[t] = beta v[t-1] + (1 - beta) I[t]``, so ``v = (1 - beta) U`` at
+  every step: the same spikes (jsnn fires at ``U = theta`` exactly, NIR only above it),
+  and a reset to v_reset decays to ``(1 - beta) V_reset`` by the next step, as jsnn's
+  ``H = V_reset``. dt is ``NIR_DT`` = 1e-4, the step snnTorch 1.0.0 hard-codes in its
+  import; give Norse ``dt=NIR_DT``. How the importers read this (verified in
+  tests/test_nir.py): snnTorch rebuilds ``beta = 1 - dt/tau`` and, as ``r dt / tau``
+  = 1 - beta is not 1, divides the threshold by it, back to theta; it ignores v_reset
+  (always 0). Norse steps ``v`` itself with ``dt/tau = 1 - beta`` and ignores ``r``
+  (1 here) and v_reset. Neither can express V_reset != 0 or a soft reset (NIR's LIF
+  has only the reset to v_reset): ``to_nir`` refuses a soft-reset network.
+- **Max pool 2×2** over binary spikes is an OR, exactly a 2×2 **SumPool2d**
+  (counts 0..4) followed by ``or_neuron``: a LIF with no memory (tau = dt, so
+  beta = 0) and v_threshold 0.5, which fires iff the count is >= 1 under either
+  threshold rule (> and >=).
+- **Average pool** (Res-SNN-19's global pool): a **SumPool2d** over the whole map, its
+  1 / (H W) folded into the next affine layer's weight (Norse has no AvgPool2d;
+  snnTorch and Norse both read SumPool2d).
+- **Flatten** (``start_dim=0``) of (C, H, W); jsnn flattens NHWC in (H, W, C) order, so
+  the classifier's weight columns are permuted to NIR's (C, H, W) order.
+- **Affine** classifier to the **Output**: logits per timestep; the prediction is the
+  argmax of their mean over time (``metadata["readout"]``).
+- Residual blocks (Res-SNN-19): a node with several incoming edges sums them (NIR's
+  rule; the main-path edge is listed before the skip edge, which Norse's executor needs).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+NIR_DT = 1e-4  # the LIF time step: snnTorch 1.0.0's import_nir hard-codes dt = 1e-4
+OR_THRESHOLD = 0.5  # any value in (0, 1): a count of binary spikes crosses it iff it is >= 1
+
+
+class ExportError(ValueError):
+    """A network or setting NIR (or its importers) cannot express; the message says which."""
+
+
+def lif_to_nir(shape, decay: float, threshold: float, reset_value: float = 0.0, reset: str = "hard",
+               dt: float = NIR_DT):
+    """jsnn's discrete LIF (decay beta, threshold theta, hard reset to V_reset) as a ``nir.LIF``
+    over neurons of ``shape`` (C, H, W) or (features,), at time step ``dt`` (module docstring)."""
+    import nir
+
+    if reset != "hard":
+        raise ExportError(
+            f"a LIF with {reset!r} reset cannot be exported: NIR 1.0's LIF only resets to v_reset "
+            "(snnTorch and Norse import it as a reset to 0); export networks trained with reset='hard'")
+    if not 0.0 <= decay < 1.0:
+        raise ExportError(f"LIF decay {decay} has no NIR LIF time constant (tau = dt/(1 - decay) needs "
+                          "decay < 1; decay 1 is an IF neuron, which snnTorch 1.0.0 imports wrongly)")
+    if reset_value != 0.0 and decay == 0.0:
+        raise ExportError("a reset value != 0 with decay 0 is not expressible: NIR's reset potential "
+                          "decays by the next step, jsnn's does not")
+    one = np.ones(tuple(int(s) for s in shape), np.float64)
+    w = 1.0 - decay
+    return nir.LIF(
+        tau=one * (dt / w),
+        r=one.copy(),
+        v_leak=np.zeros_like(one),
+        v_threshold=one * (w * threshold),
+        v_reset=one * (w * reset_value / decay if reset_value else 0.0),
+    )
+
+
+def lif_from_nir(node, dt: float = NIR_DT) -> dict[str, np.ndarray]:
+    """The discrete LIF a ``nir.LIF`` is at step ``dt``, per neuron, in jsnn's units
+    (U = v / (r dt / tau)): ``decay`` beta, ``threshold`` theta, ``reset_value`` (H after a
+    spike) and ``leak_current`` (a constant input from v_leak, 0 for jsnn's own graphs)."""
+    k = dt / np.asarray(node.tau, np.float64)  # dt / tau
+    if np.any(k <= 0) or np.any(k > 1):
+        raise ExportError(f"LIF with dt/tau outside (0, 1] at dt = {dt}: Euler is unstable there; "
+                          "give the time step the graph was made for")
+    scale = np.asarray(node.r, np.float64) * k  # v = scale * U
+    decay = 1.0 - k
+    v_reset = np.zeros_like(k) if node.v_reset is None else np.asarray(node.v_reset, np.float64)
+    return {
+        "decay": decay,
+        "threshold": np.asarray(node.v_threshold, np.float64) / scale,
+        "reset_value": decay * v_reset / scale,
+        "leak_current": k * np.asarray(node.v_leak, np.float64) / scale,
+    }
+
+
+def or_neuron(shape, dt: float = NIR_DT):
+    """A memoryless threshold neuron: fires iff its input (a count of spikes) is >= 1."""
+    return lif_to_nir(shape, decay=0.0, threshold=OR_THRESHOLD, dt=dt)
+
+
+def fold_bn(kernel, mean, var, epsilon: float, scale=None, bias=None):
+    """Eval-mode BN after a conv / linear kernel (output channels on the last axis) as
+    ``(kernel * a, c)``: ``a = scale / sqrt(var + eps)``, ``c = bias - mean * a``.
+    A zero (pruned) weight stays exactly zero."""
+    kernel = np.asarray(kernel, np.float64)
+    inv = 1.0 / np.sqrt(np.asarray(var, np.float64) + epsilon)
+    a = inv if scale is None else inv * np.asarray(scale, np.float64)
+    c = -np.asarray(mean, np.float64) * a
+    if bias is not None:
+        c = c + np.asarray(bias, np.float64)
+    return (kernel * a).astype(np.float32), c.astype(np.float32)
+
+
+def _oihw(kernel_hwio):
+    return np.ascontiguousarray(np.asarray(kernel_hwio).transpose(3, 2, 0, 1))
+
+
+def _conv_out(h, k, stride, pad):
+    return (h + 2 * pad - k) // stride + 1
+
+
+class _Builder:
+    """Collects NIR nodes and edges in the order the network computes them."""
+
+    def __init__(self, model, variables, dt):
+        from flax import traverse_util
+
+        self.model, self.dt = model, dt
+        self.weights = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(variables.weights).items()}
+        self.masks = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(variables.masks).items()}
+        self.bn = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(variables.bn).items()}
+        self.stats = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(variables.batch_stats).items()}
+        self.nodes, self.edges, self.lif_layers = {}, [], []
+
+    def add(self, name, node, *sources):
+        if name in self.nodes:
+            raise ExportError(f"duplicate NIR node name {name}")
+        self.nodes[name] = node
+        self.edges.extend((s, name) for s in sources)
+        return name
+
+    def kernel(self, path):
+        w = self.weights[f"{path}/kernel"]
+        m = self.masks.get(f"{path}/kernel")
+        return w if m is None else w * m.astype(w.dtype)
+
+    def conv_bn(self, path, source, in_shape, stride, name=None):
+        """conv (weights × mask) with its BN folded, as a nir.Conv2d; returns (node, out shape)."""
+        import nir
+
+        kernel = self.kernel(path)
+        k, cout = kernel.shape[0], kernel.shape[-1]
+        pad = k // 2
+        bn = self.model.bn
+        kernel, bias = fold_bn(kernel, self.stats[f"{path}/mean"], self.stats[f"{path}/var"], bn.epsilon,
+                               self.bn.get(f"{path}/scale"), self.bn.get(f"{path}/bias"))
+        _, h, w = in_shape
+        node = nir.Conv2d(input_shape=(h, w), weight=_oihw(kernel), stride=(stride, stride), padding=(pad, pad),
+                          dilation=(1, 1), groups=1, bias=bias)
+        out = (cout, _conv_out(h, k, stride, pad), _conv_out(w, k, stride, pad))
+        return self.add(name or path.replace("/", "_"), node, source), out
+
+    def lif(self, name, source_list, shape, layer):
+        lif = self.model.lif
+        node = lif_to_nir(shape, lif.decay, lif.threshold, lif.reset_value, lif.reset, self.dt)
+        self.lif_layers.append(layer)
+        return self.add(name, node, *source_list)
+
+    def affine(self, path, source, in_scale=1.0, hwc=None):
+        """The linear layer ``path`` (weights × mask, bias) as nir.Affine; ``hwc``: the (H, W, C)
+        its input was flattened from in jsnn, whose rows are reordered to NIR's (C, H, W)."""
+        import nir
+
+        kernel = self.kernel(path).astype(np.float64) * in_scale
+        if hwc is not None:
+            h, w, c = hwc
+            kernel = kernel.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(h * w * c, -1)
+        bias = self.weights.get(f"{path}/bias", np.zeros(kernel.shape[1]))
+        node = nir.Affine(weight=np.ascontiguousarray(kernel.T).astype(np.float32),
+                          bias=np.asarray(bias, np.float32))
+        return self.add(path.replace("/", "_"), node, source)
+
+
+def _vgg(b: _Builder, in_shape):
+    import nir
+
+    prev, shape, n, p = "input", in_shape, 0, 0
+    for item in b.model.plan:
+        if item == "M":
+            c, h, w = shape
+            shape = (c, h // 2, w // 2)
+            pool = b.add(f"pool{p}", nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
+                                                   padding=np.array([0, 0])), prev)
+            prev = b.add(f"pool{p}_or", or_neuron(shape, b.dt), pool)
+            p += 1
+            continue
+        conv, shape = b.conv_bn(f"conv{n}", prev, shape, 1)
+        prev = b.lif(f"conv{n}_lif", [conv], shape, f"conv{n}")
+        n += 1
+    c, h, w = shape
+    flat = b.add("flatten", nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1), prev)
+    return b.affine(b.model.classifier_layer, flat, hwc=(h, w, c))
+
+
+def _resnet(b: _Builder, in_shape):
+    import nir
+
+    m = b.model
+    conv, shape = b.conv_bn("stem", "input", in_shape, 1)
+    prev = b.lif("stem_lif", [conv], shape, "stem")
+    for s, (features, blocks) in enumerate(zip(m.stage_features, m.stage_blocks)):
+        for i in range(blocks):
+            block, stride = f"stage{s}_block{i}", 2 if i == 0 else 1
+            conv1, mid = b.conv_bn(f"{block}/conv1", prev, shape, stride)
+            h1 = b.lif(f"{block}_conv1_lif", [conv1], mid, f"{block}/conv1")
+            conv2, out = b.conv_bn(f"{block}/conv2", h1, mid, 1)
+            if stride != 1 or shape[0] != features:
+                skip, _ = b.conv_bn(f"{block}/shortcut", prev, shape, stride)
+            else:
+                skip = prev
+            # main path first: Norse's executor walks edges in list order
+            prev, shape = b.lif(f"{block}_lif", [conv2, skip], out, f"{block}/conv2"), out
+    c, h, w = shape
+    pool = b.add("avgpool", nir.SumPool2d(kernel_size=np.array([h, w]), stride=np.array([h, w]),
+                                          padding=np.array([0, 0])), prev)
+    flat = b.add("flatten", nir.Flatten(input_type={"input": np.array([c, 1, 1])}, start_dim=0, end_dim=-1),
+                 pool)
+    fc1 = b.affine("fc1", flat, in_scale=1.0 / (h * w))
+    h1 = b.lif("fc1_lif", [fc1], (m.hidden_features,), "fc1")
+    return b.affine(m.classifier_layer, h1)
+
+
+def to_nir(model, variables, image_shape, input_mean=None, input_std=None, dt: float = NIR_DT):
+    """``model`` (a jsnn SpikingVGG or SpikingResNet) on ``variables`` as a ``nir.NIRGraph``.
+
+    Args:
+      model: the flax module (``Ticket.model``, ``jsnn.run.build_model``).
+      variables: ``jsnn.variables.Variables``; masks are the ones the forward pass applies.
+      image_shape: (H, W, C) of one image.
+      input_mean, input_std: per-channel pixel statistics the image is normalised with
+        (``ArrayDataset.mean/std``), recorded in the graph's metadata.
+      dt: the time step the LIF parameters are written for.
+
+    Raises ExportError for a network NIR or its importers cannot express.
+    """
+    import nir
+
+    from jsnn.models import SpikingResNet, SpikingVGG
+
+    h, w, c = (int(v) for v in image_shape)
+    in_shape = (c, h, w)
+    b = _Builder(model, variables, dt)
+    b.add("input", nir.Input(input_type={"input": np.array(in_shape)}))
+    if isinstance(model, SpikingVGG):
+        last = _vgg(b, in_shape)
+    elif isinstance(model, SpikingResNet):
+        last = _resnet(b, in_shape)
+    else:
+        raise ExportError(f"cannot export a {type(model).__name__}: NIR export covers jsnn's SpikingVGG "
+                          "(vgg16, vgg_small, digits_cnn) and SpikingResNet (resnet19)")
+    b.add("output", nir.Output(output_type={"output": np.array([model.num_classes])}), last)
+    metadata = {
+        "producer": "jsnn",
+        "dt": float(dt),
+        "timesteps": int(model.timesteps),
+        "encoding": "direct: the normalised image (pixel - input_mean) / input_std at every timestep",
+        "readout": "output per timestep (logits); prediction = argmax of their mean over timesteps",
+        "lif_layers": ",".join(b.lif_layers),
+        "jsnn_threshold_rule": "jsnn spikes at U >= threshold; NIR's LIF at v > v_threshold",
+    }
+    if input_mean is not None:
+        metadata["input_mean"] = np.asarray(input_mean, np.float64)
+        metadata["input_std"] = np.asarray(input_std, np.float64)
+    return nir.NIRGraph(nodes=b.nodes, edges=b.edges, metadata=metadata)

@@ -1,0 +1,114 @@
+"""Run a NIR graph in snnTorch 1.0 or Norse 1.1 (PyTorch, CPU), recording every neuron's spikes.
+
+    net = snntorch_module(graph)            # snntorch.import_nir.import_from_nir
+    net = norse_module(graph)               # norse.torch.from_nir(graph, dt=metadata dt)
+    outputs, spikes = run_torch(net, images_nchw, timesteps)
+
+Each importer's own reading of the graph is used unchanged, with one repair: both turn
+NIR's batch-free ``Flatten(start_dim=0)`` into ``torch.nn.Flatten(0, -1)``, which would
+flatten the batch axis too; the returned module's Flatten layers are shifted by one
+axis so that a batch of images runs at once (the same as running them one by one).
+Neither reads the graph's ``metadata["dt"]``: snnTorch assumes dt = 1e-4 (NIR_DT) and
+Norse is told the graph's dt here.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from jsnn.interop.nir_export import NIR_DT
+from jsnn.interop.nir_import import _metadata
+
+
+def _keep_batch_axis(module):
+    import torch
+
+    for m in module.modules():
+        if isinstance(m, torch.nn.Flatten) and m.start_dim >= 0:
+            m.start_dim += 1
+            if m.end_dim >= 0:
+                m.end_dim += 1
+    return module
+
+
+def snntorch_module(graph):
+    """snnTorch's import of ``graph`` (a torch.fx GraphModule of Leaky neurons, init_hidden)."""
+    import contextlib
+    import io
+
+    from snntorch.import_nir import import_from_nir
+
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints every LIF's parameter arrays
+        net = import_from_nir(copy.deepcopy(graph))  # and rewrites the graph it is given
+    return _keep_batch_axis(net).eval()
+
+
+def norse_module(graph, dt: float | None = None):
+    """Norse's import of ``graph`` at the graph's dt (``metadata["dt"]``, else NIR_DT)."""
+    import logging
+
+    import norse.torch
+
+    dt = float(_metadata(graph).get("dt", NIR_DT)) if dt is None else dt
+    logging.getLogger().setLevel(logging.ERROR)  # Norse warns on every LIF whose r is not 1
+    net = norse.torch.from_nir(copy.deepcopy(graph), dt=dt)
+    return _keep_batch_axis(net).eval()
+
+
+def _neuron_names(net):
+    """{module name: module} of every spiking neuron the importer built."""
+    import snntorch
+    from norse.torch.module.lif_box import LIFBoxCell
+
+    return {name: m for name, m in net.named_modules() if isinstance(m, (snntorch.Leaky, LIFBoxCell))}
+
+
+def run_torch(net, images_nchw: np.ndarray, timesteps: int, batch_size: int = 128):
+    """Runs ``net`` for ``timesteps`` steps on ``images_nchw`` [N, C, H, W] presented at every
+    step (direct encoding), fresh state per batch.
+
+    Returns ``(outputs [T, N, n], {neuron module name: spikes [T, N, ...]})`` as numpy.
+    """
+    import torch
+
+    neurons = _neuron_names(net)
+    is_snntorch = type(net).__name__ == "GraphModule"
+    outs, recs = [], {name: [] for name in neurons}
+    for start in range(0, len(images_nchw), batch_size):
+        x = torch.tensor(np.asarray(images_nchw[start:start + batch_size], np.float32))
+        step_spikes = {name: [] for name in neurons}
+        hooks = [m.register_forward_hook(_recorder(step_spikes[name])) for name, m in neurons.items()]
+        try:
+            batch_out = []
+            with torch.no_grad():
+                if is_snntorch:
+                    from snntorch import utils
+
+                    utils.reset(net)
+                    for m in neurons.values():  # fresh membrane, sized by the first step
+                        m.mem = torch.zeros(1)
+                    for _ in range(timesteps):
+                        out = net(x)
+                        out = out[0] if isinstance(out, tuple) else out
+                        batch_out.append(out.numpy().copy())
+                else:
+                    state = None
+                    for _ in range(timesteps):
+                        out, state = net(x, state)
+                        batch_out.append(out.numpy().copy())
+        finally:
+            for h in hooks:
+                h.remove()
+        outs.append(np.stack(batch_out))
+        for name in neurons:
+            recs[name].append(np.stack(step_spikes[name]))
+    return np.concatenate(outs, axis=1), {name: np.concatenate(v, axis=1) for name, v in recs.items()}
+
+
+def _recorder(into: list):
+    def hook(module, inputs, output):
+        z = output[0] if isinstance(output, tuple) else output
+        into.append(z.detach().numpy().copy())
+
+    return hook
