@@ -171,7 +171,7 @@ class _Builder:
     def lif(self, name, source_list, shape, layer):
         lif = self.model.lif
         node = lif_to_nir(shape, lif.decay, lif.threshold, lif.reset_value, lif.reset, self.dt)
-        self.lif_layers.append(layer)
+        self.lif_layers.append(name)
         return self.add(name, node, *source_list)
 
     def affine(self, path, source, in_scale=1.0, hwc=None):
