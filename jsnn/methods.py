@@ -13,23 +13,15 @@ The trainer, data, checkpoint and metrics code never branch on the method.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Any
 
 import jax
-from flax import traverse_util
 
 from jsnn.sparsity.edge_popup import masks_from_scores
-from jsnn.variables import Variables, kernels, with_kernels
+from jsnn.variables import Variables, by_name, from_names, kernels, map_with_names, with_kernels
 
 PyTree = Any
-
-
-def _paths(tree: PyTree) -> dict[str, Any]:
-    return {"/".join(k[:-1]): v for k, v in traverse_util.flatten_dict(tree).items()}
-
-
-def _unpaths(flat: dict[str, Any]) -> PyTree:
-    return traverse_util.unflatten_dict({tuple(k.split("/")) + ("kernel",): v for k, v in flat.items()})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,14 +43,14 @@ class MaskedTraining:
         del scores
         if self.dns_layers:
             # kernels only: a layer's bias shares its path and must not stand in for the kernel
-            w, m = _paths(kernels(weights)), dict(_paths(masks))
+            w, m = by_name(kernels(weights)), by_name(masks)
             for name in self.dns_layers:
                 kernel, mask = w[name], m[name]
                 # forward value kernel * mask, gradient to every entry of kernel
                 w[name] = kernel + jax.lax.stop_gradient(kernel * mask - kernel)
                 m[name] = jax.numpy.ones_like(mask)
-            weights = with_kernels(weights, _unpaths(w))
-            masks = _unpaths(m)
+            weights = with_kernels(weights, from_names(w))
+            masks = from_names(m)
         return Variables(weights, masks, bn, batch_stats)
 
     def effective_masks(self, masks, scores) -> PyTree:
@@ -66,12 +58,9 @@ class MaskedTraining:
         return masks
 
     def mask_updates(self, updates: dict, masks) -> dict:
-        flat = traverse_util.flatten_dict(updates["weights"])
-        for k, m in _paths(masks).items():
-            if k not in self.dns_layers:
-                key = tuple(k.split("/")) + ("kernel",)
-                flat[key] = flat[key] * m.astype(flat[key].dtype)
-        return {**updates, "weights": traverse_util.unflatten_dict(flat)}
+        kept = map_with_names(lambda name, u, m: u if name in self.dns_layers else u * m.astype(u.dtype),
+                              kernels(updates["weights"]), masks)
+        return {**updates, "weights": with_kernels(updates["weights"], kept)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,10 +79,25 @@ class EdgePopup:
 
     def effective_masks(self, masks, scores) -> PyTree:
         del masks
-        return masks_from_scores(scores, _unpaths(dict(self.sparsities)))
+        return masks_from_scores(scores, from_names(dict(self.sparsities)))
 
     def mask_updates(self, updates: dict, masks) -> dict:
         return updates
 
 
-Method = MaskedTraining | EdgePopup
+@typing.runtime_checkable
+class Method(typing.Protocol):
+    """What the trainer asks of a method; any hashable object with these members is one (no closed union).
+
+    ``trainable`` names the TrainState fields the optimizer updates; ``forward_variables`` turns the
+    state's trees into what the model runs on; ``effective_masks`` is the mask the forward pass applies;
+    ``mask_updates`` edits the optimizer's updates before they are applied.
+    """
+
+    trainable: tuple[str, ...]
+
+    def forward_variables(self, weights, masks, scores, bn, batch_stats) -> Variables: ...
+
+    def effective_masks(self, masks, scores) -> PyTree: ...
+
+    def mask_updates(self, updates: dict, masks) -> dict: ...

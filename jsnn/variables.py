@@ -51,10 +51,34 @@ def kernels(weights: PyTree) -> PyTree:
     return traverse_util.unflatten_dict({k: v for k, v in flat.items() if k[-1] == "kernel"})
 
 
+# -- named trees: a kernel-structured tree {layer: {"kernel": x}} as {"layer/path": x} and back ------------------
+
+
+def layer_name(key: tuple) -> str:
+    """The layer path of a flattened kernel key: ("stage0_block0", "conv1", "kernel") -> "stage0_block0/conv1"."""
+    return "/".join(key[:-1])
+
+
+def by_name(tree: PyTree) -> dict[str, Any]:
+    """A kernel-structured tree (masks, scores, ``kernels(weights)``) as {layer path: leaf}, sorted by path."""
+    flat = traverse_util.flatten_dict(tree)
+    return {layer_name(k): flat[k] for k in sorted(flat)}
+
+
+def from_names(named: dict[str, Any], leaf: str = "kernel") -> PyTree:
+    """The inverse of ``by_name``: {layer path: x} -> {layer: {..., leaf: x}}."""
+    return traverse_util.unflatten_dict({tuple(name.split("/")) + (leaf,): v for name, v in named.items()})
+
+
+def map_with_names(fn, tree: PyTree, *rest: PyTree) -> PyTree:
+    """``fn(layer path, leaf, *leaves of rest)`` over a kernel-structured tree (big_vision's tree_map_with_names)."""
+    others = [by_name(r) for r in rest]
+    return from_names({name: fn(name, x, *(o[name] for o in others)) for name, x in by_name(tree).items()})
+
+
 def named_kernels(weights: PyTree) -> dict[str, jax.Array]:
     """{"stage0_block0/conv1": kernel, ...} in a stable (sorted) order."""
-    flat = traverse_util.flatten_dict(kernels(weights))
-    return {"/".join(k[:-1]): flat[k] for k in sorted(flat)}
+    return by_name(kernels(weights))
 
 
 def with_kernels(weights: PyTree, new_kernels: PyTree) -> PyTree:

@@ -16,11 +16,12 @@ import pytest
 from flax import traverse_util
 
 import jsnn.imp as imp
+import jsnn.run as jrun
 from jsnn import data as jdata
 from jsnn import parallel
 from jsnn.config import TrainConfig
 from jsnn.methods import MaskedTraining
-from jsnn.run import build_model
+from jsnn.run import Position, build_model
 from jsnn.sparsity import masks as M
 from jsnn.trainer import Trainer
 from jsnn.variables import kernels, named_kernels
@@ -99,12 +100,12 @@ def test_global_round_k_keeps_total_times_075_to_the_k():
     assert 1 - kept / TOTAL == pytest.approx(1 - 0.75 ** 11, abs=0.5 / TOTAL)
 
 
-def test_layerwise_round_k_per_layer():
+def test_uniform_round_k_per_layer():
     rng = np.random.default_rng(1)
     masks = ones_tree()
     for k in range(1, 12):
         scores = random_tree(rng)
-        new = flat_of(imp.next_masks(tree_of(scores), tree_of(masks), options("layerwise"), k, tree_of(absd(scores))))
+        new = flat_of(imp.next_masks(tree_of(scores), tree_of(masks), options("uniform"), k, tree_of(absd(scores))))
         for n in NAMES:
             size = int(np.prod(LAYERS[n]))
             assert int(new[n].sum()) == max(1, round(size * 0.75 ** k)), (n, k)
@@ -196,7 +197,8 @@ def round0(setup, tmp_path_factory):
     run = new_run(setup, tmp_path_factory.mktemp("round0"))
     initial = host(run.variables)  # the train step donates (consumes) the state it is given
     state = run.trainer.new_state(run.variables, {}, run.method, run.config.seed)
-    trained, rewind = run._train_round(state, None, 0, 0, [])
+    trained = run._train_round(state, Position(0))
+    rewind = run.rewind
     return run, trained, rewind, initial
 
 
@@ -251,7 +253,7 @@ def test_prune_rewinds_every_survivor_bit_for_bit_and_pruned_stay_zero(setup, ro
     # a round of training: the pruned weights are still exactly 0, the survivors moved
     masks_before = host(pruned.masks)
     rewind_before = host(rewind)
-    after, _ = run._train_round(pruned, rewind, 1, 0, [])
+    after = run._train_round(pruned, Position(1))
     after = host(after)
     assert_trees_bit_equal(rewind, rewind_before, "the rewind point after a round of training")
     assert_trees_bit_equal(after.masks, masks_before, "masks")
@@ -291,7 +293,8 @@ def test_dns_trains_pruned_encoding_and_fc_weights_and_revives_them(setup, tmp_p
     assert imp.dns_layers(model, run.variables.weights) == ("conv0", "fc")
     assert run.method.dns_layers == ("conv0", "fc")
     state = trainer.new_state(run.variables, {}, run.method, config.seed)
-    trained, rewind = run._train_round(state, None, 0, 0, [])
+    trained = run._train_round(state, Position(0))
+    rewind = run.rewind
     trained_host = host(trained)
     pruned = run.prune_and_rewind(trained, rewind, 1)
     masks = host(pruned.masks)
@@ -314,7 +317,7 @@ def test_dns_trains_pruned_encoding_and_fc_weights_and_revives_them(setup, tmp_p
                             **traverse_util.flatten_dict(M.apply_masks(kernels(pruned.weights), pruned.masks))}))
     assert trainer.evaluate(pruned, run.method) == trainer.evaluate(masked, MaskedTraining())
 
-    after, _ = run._train_round(pruned, rewind, 1, 0, [])
+    after = run._train_round(pruned, Position(1))
     w1 = host(after.weights)
     for name in ("conv0", "fc"):  # pruned entries keep training
         dead = masks[name]["kernel"] == 0
@@ -356,21 +359,21 @@ def test_interrupted_imp_run_resumes_to_identical_results(setup, tmp_path, monke
     assert [r["sparsity"] for r in whole["runs"]] == pytest.approx([0, 0.25, 0.4375], abs=1e-4)
 
     workdir = tmp_path / "interrupted"
-    original = imp.save_checkpoint
+    original = jrun.save_checkpoint
 
     def crash_at(where):
         def save(ckpt, step, state, extra, meta):
             original(ckpt, step, state, extra, meta)
-            if (meta["round"], meta["epoch"]) == where:
+            if (meta["position"]["segment"], meta["position"]["epoch"]) == where:
                 raise KeyboardInterrupt
         return save
 
     # killed in the middle of round 1, then just after pruning for round 2
     for where in ((1, 1), (2, 0)):
-        monkeypatch.setattr(imp, "save_checkpoint", crash_at(where))
+        monkeypatch.setattr(jrun, "save_checkpoint", crash_at(where))
         with pytest.raises(KeyboardInterrupt):
             new_run(setup, workdir).run()
-    monkeypatch.setattr(imp, "save_checkpoint", original)
+    monkeypatch.setattr(jrun, "save_checkpoint", original)
     capsys.readouterr()
     resumed = new_run(setup, workdir).run()
     out = capsys.readouterr().out

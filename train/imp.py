@@ -14,11 +14,10 @@ import argparse
 import dataclasses
 import os
 
-from flags import add_training_flags, run_cleanly, training_config
+from flags import add_training_flags, run_cleanly, start_run, training_config
 
 from jsnn import imp
 from jsnn.metrics import log
-from jsnn.parallel import maybe_initialize_distributed
 from jsnn.sparsity.criteria import CRITERIA
 
 
@@ -32,7 +31,7 @@ def main():
     g.add_argument("--prune-rate", type=float, default=d.prune_rate, help="of the remaining weights, per round")
     g.add_argument("--rewind-epoch", type=int, help="epoch of round 0 to rewind to (0 = init; CIFAR 20, digits 2)")
     g.add_argument("--scope", choices=imp.SCOPES,
-                   help="global (default for magnitude), layerwise, or matched (default for sf: each layer "
+                   help="sparsity distribution: global (default for magnitude), uniform, erk, or matched (default for sf: each layer "
                         "loses what global magnitude would take, the criterion picks which)")
     g.add_argument("--calibration-batches", type=int, default=d.calibration_batches,
                    help="training batches for the SF firing statistics")
@@ -44,7 +43,7 @@ def main():
     if args.compare:
         log(f"wrote {imp.compare_plot(args.compare, args.out)}")
         return
-    maybe_initialize_distributed()
+    start_run(args)
     config = training_config(args, "imp")
     options = imp.IMPOptions(args.rounds, args.prune_rate, args.rewind_epoch, args.criterion, args.scope, args.dns,
                              args.calibration_batches).resolve(config)

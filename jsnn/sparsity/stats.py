@@ -19,7 +19,7 @@ import numpy as np
 
 from jsnn import data as jdata
 from jsnn import parallel
-from jsnn.variables import apply_model
+from jsnn.variables import apply_model, kernels
 
 PyTree = Any
 SUM_KEYS = ("input_sum", "input_count", "potential_sum", "potential_sq_sum", "potential_count")
@@ -85,3 +85,47 @@ def collect_statistics(trainer, state, method, num_batches: int, seed: int = 0) 
             for k, v in sums.items():
                 into[k] = into.get(k, 0.0) + v
     return finalize(totals)
+
+
+def make_gradient_step(model, method, dataset):
+    """dL/dw of the training loss for one batch, per maskable kernel (evaluation-mode BN, no augmentation)."""
+    from jsnn.trainer import spike_loss  # the trainer's loss, so the gradient is the one training follows
+
+    def gradient_step(state, images, labels):
+        x = jdata.normalize(images.astype(np.float32), dataset.mean, dataset.std)
+
+        def loss(weights):
+            variables = method.forward_variables(weights, state.masks, state.scores, state.bn, state.batch_stats)
+            logits, _, _ = apply_model(model, variables, x, train=False)
+            return spike_loss(logits, labels)
+
+        return kernels(jax.grad(loss)(state.weights))
+
+    return gradient_step
+
+
+def collect_gradients(trainer, state, method, num_batches: int, seed: int = 0) -> PyTree:
+    """Mean over ``num_batches`` training batches of dL/dw per kernel (the kernels' tree structure).
+
+    Each batch's loss is the mean over its examples, so the result is the gradient of the loss over
+    all those examples; a pruned weight's gradient is 0 outside DNS layers (the mask is in the forward).
+    """
+    key = ("gradients", method)
+    if key not in trainer.jit_cache:
+        batch = parallel.batch_sharded(trainer.mesh)
+        trainer.jit_cache[key] = jax.jit(
+            make_gradient_step(trainer.model, method, trainer.dataset),
+            in_shardings=(parallel.replicated(trainer.mesh), batch, batch),
+            out_shardings=parallel.replicated(trainer.mesh))
+    step = trainer.jit_cache[key]
+    d = trainer.dataset
+    total, n = None, 0
+    for i, (images, labels) in enumerate(jdata.train_batches(d.train_images, d.train_labels,
+                                                              trainer.config.batch_size, seed, epoch=0)):
+        if i >= num_batches:
+            break
+        g = jax.device_get(step(state, *parallel.put_batch(trainer.mesh, *jdata.shard_for_process(images, labels))))
+        g = jax.tree.map(lambda a: np.asarray(a, np.float64), g)
+        total = g if total is None else jax.tree.map(np.add, total, g)
+        n += 1
+    return jax.tree.map(lambda a: (a / n).astype(np.float32), total)

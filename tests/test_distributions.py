@@ -1,0 +1,95 @@
+"""Sparsity distributions (jsnn/sparsity/distributions.py) against hand computations and NumPy rankings."""
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jsnn.sparsity import distributions as D
+from jsnn.sparsity import masks as M
+from jsnn.variables import by_name, from_names
+
+# a small network: 3x3 conv 1->4, 3x3 conv 4->8, linear 32->10 (644 weights)
+SHAPES = {"conv0": (3, 3, 1, 4), "conv1": (3, 3, 4, 8), "fc": (32, 10)}
+SIZES = {n: int(np.prod(s)) for n, s in SHAPES.items()}  # 36, 288, 320
+
+
+def test_erk_densities_by_hand_without_dense_layers():
+    """Raw ERK densities: (sum of dims) / (product): conv0 11/36, conv1 18/288, fc 42/320. Then
+    eps * sum_l (sum of dims_l) = density * 644, i.e. eps = 0.3 * 644 / (11 + 18 + 42) = 193.2 / 71,
+    and no layer passes density 1 (conv0: 193.2/71 * 11/36 = 0.831)."""
+    got = D.erk_densities(SHAPES, 0.3)
+    eps = 193.2 / 71
+    assert got == pytest.approx({"conv0": eps * 11 / 36, "conv1": eps * 18 / 288, "fc": eps * 42 / 320})
+    assert sum(got[n] * SIZES[n] for n in SHAPES) == pytest.approx(0.3 * 644)
+
+
+def test_erk_makes_a_layer_dense_and_rescales_the_others_by_hand():
+    """At density 0.5: eps = 322 / 71, conv0 would get 322/71 * 11/36 = 1.39 > 1, so conv0 is dense
+    (36 weights) and the other two share 322 - 36 = 286: eps = 286 / (18 + 42)."""
+    got = D.erk_densities(SHAPES, 0.5)
+    eps = 286 / 60
+    assert got == pytest.approx({"conv0": 1.0, "conv1": eps * 18 / 288, "fc": eps * 42 / 320})
+    assert sum(got[n] * SIZES[n] for n in SHAPES) == pytest.approx(0.5 * 644)
+
+
+def test_erk_layers_kept_dense_by_request_are_left_out():
+    got = D.erk_densities(SHAPES, 0.2, dense=("fc",))
+    eps = 0.2 * (36 + 288) / (11 + 18)
+    assert got == pytest.approx({"conv0": eps * 11 / 36, "conv1": eps * 18 / 288, "fc": 1.0})
+
+
+def test_layer_sparsities_uniform_and_erk_and_scored_ones_refused():
+    assert D.layer_sparsities("uniform", SHAPES, 0.9, dense=("conv0",)) == pytest.approx(
+        {"conv0": 0.0, "conv1": 0.9, "fc": 0.9})
+    erk = D.layer_sparsities("erk", SHAPES, 0.7)
+    assert erk == pytest.approx({n: 1 - d for n, d in D.erk_densities(SHAPES, 0.3).items()})
+    for name in ("global", "matched"):
+        with pytest.raises(ValueError, match="needs scores"):
+            D.layer_sparsities(name, SHAPES, 0.5)
+    with pytest.raises(ValueError, match="unknown sparsity distribution"):
+        D.get_distribution("nope")
+
+
+def _trees(rng):
+    scores = {n: rng.normal(size=s).astype(np.float32) for n, s in SHAPES.items()}
+    return scores, {n: np.ones(s, np.float32) for n, s in SHAPES.items()}
+
+
+@pytest.mark.parametrize("density", [0.5, 0.3, 0.05])
+def test_prune_counts_per_distribution(density):
+    rng = np.random.default_rng(0)
+    scores, ones = _trees(rng)
+    magnitudes = {n: np.abs(rng.normal(size=s)).astype(np.float32) for n, s in SHAPES.items()}
+    t = lambda d: from_names({n: jnp.asarray(v) for n, v in d.items()})
+
+    def kept(name):
+        new = by_name(D.prune(name, t(scores), t(ones), density, t(magnitudes)))
+        for n, m in new.items():  # within a layer the scores choose: the top-k of that layer, in NumPy
+            order = np.argsort(-scores[n].reshape(-1), kind="stable")[:int(np.asarray(m).sum())]
+            ref = np.zeros(m.size, np.float32)
+            ref[order] = 1
+            np.testing.assert_array_equal(np.asarray(m).reshape(-1), ref, err_msg=(name, n))
+        return {n: int(np.asarray(m).sum()) for n, m in new.items()}
+
+    assert kept("uniform") == {n: max(1, round(density * SIZES[n])) for n in SHAPES}
+    erk = D.erk_densities(SHAPES, density)
+    assert kept("erk") == {n: max(1, round(erk[n] * SIZES[n])) for n in SHAPES}
+    total = round(644 * density)
+    flat = np.concatenate([scores[n].reshape(-1) for n in SHAPES])  # SHAPES is in by_name's sorted order
+    cut = np.sort(flat)[::-1][total - 1]
+    assert kept("global") == {n: int((scores[n] >= cut).sum()) for n in SHAPES}
+    mflat = np.concatenate([magnitudes[n].reshape(-1) for n in SHAPES])
+    mcut = np.sort(mflat)[::-1][total - 1]
+    assert kept("matched") == {n: int((magnitudes[n] >= mcut).sum()) for n in SHAPES}
+
+
+def test_prune_never_revives_pruned_weights():
+    """A layer asked to keep more than it has live keeps what it has; pruned entries stay 0."""
+    rng = np.random.default_rng(1)
+    scores, ones = _trees(rng)
+    live = dict(ones)
+    live["conv0"] = np.zeros(SHAPES["conv0"], np.float32)
+    live["conv0"][0, 0, 0, :2] = 1  # 2 live weights; uniform at density 0.5 would ask for 18
+    t = lambda d: from_names({n: jnp.asarray(v) for n, v in d.items()})
+    new = by_name(D.prune("uniform", t(scores), t(live), 0.5))
+    np.testing.assert_array_equal(np.asarray(new["conv0"]), live["conv0"])
+    assert M.count_kept(from_names(new))[0] == 2 + 144 + 160
