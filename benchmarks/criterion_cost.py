@@ -63,7 +63,7 @@ def main():
     state = trainer.new_state(variables, {}, method, seed=0)
     train_step, _ = trainer.jitted_steps(method)
 
-    batch = put_batch(trainer.mesh, ds.train_images[:args.batch], ds.train_labels[:args.batch])
+    batch = (*put_batch(trainer.mesh, ds.train_images[:args.batch], ds.train_labels[:args.batch]), trainer.stop_flags())
     t0 = time.perf_counter()
     state, m = train_step(state, *batch)
     jax.block_until_ready(m)

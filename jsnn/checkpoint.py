@@ -9,11 +9,13 @@ half-written checkpoint that looks complete; the newest ``keep`` are kept.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from jsnn.config import signature_differences
 
 PyTree = Any
 
@@ -40,8 +42,10 @@ class Checkpointer:
         )
         self._manager.wait_until_finished()
 
-    def restore(self, like: PyTree, signature: dict, step: int | None = None) -> tuple[PyTree, dict]:
-        """Restores ``step`` (default: the latest) into the structure of ``like``.
+    def restore(self, like: PyTree | Callable[[dict], PyTree], signature: dict,
+                step: int | None = None) -> tuple[PyTree, dict]:
+        """Restores ``step`` (default: the latest) into the structure of ``like`` (or of
+        ``like(meta)`` when what the checkpoint holds depends on its bookkeeping).
 
         Raises CheckpointError, deleting nothing, when the files cannot be read
         or do not belong to this run (other model, shapes or method).
@@ -59,13 +63,13 @@ class Checkpointer:
                 "Nothing was deleted. Move that directory aside to resume from an older checkpoint, "
                 "or start over with a new --workdir."
             ) from None
-        if meta.get("signature") != signature:
+        diffs = signature_differences(meta.get("signature") or {}, signature)
+        if diffs:
             raise CheckpointError(
-                f"the checkpoint in {where} was written by a different run: {meta.get('signature')} "
-                f"vs this run's {signature}. Nothing was deleted. Use a new --workdir, or rerun with "
-                "the original settings to resume."
+                f"the checkpoint in {where} was written by a different run ({'; '.join(diffs)}). "
+                "Nothing was deleted. Rerun with the original settings to resume, or pass a new --workdir."
             )
-        return _conform(tree, like, where), meta
+        return _conform(tree, like(meta) if callable(like) else like, where), meta
 
 
 def _conform(tree: PyTree, like: PyTree, where: str) -> PyTree:

@@ -43,6 +43,19 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+# Settings that change how a run is driven and observed, never its results: they may differ
+# between an interrupted run and its resumption. (data_dir: where the same dataset lives.)
+RUN_CONTROL = frozenset({"data_dir", "checkpoint_every", "checkpoint_every_steps", "keep_checkpoints",
+                         "eval_every", "progress"})
+
+
+def signature_differences(found: dict, wanted: dict, keys=None) -> list[str]:
+    """'setting old -> new' for every setting where two run signatures differ."""
+    keys = sorted(set(found) | set(wanted)) if keys is None else keys
+    return [f"{k} {found.get(k, '(unset)')} -> {wanted.get(k, '(unset)')}" for k in keys
+            if found.get(k) != wanted.get(k)]
+
+
 def dataset_family(dataset: str) -> str:
     return "cifar" if dataset.startswith("cifar") else dataset
 
@@ -75,6 +88,7 @@ class TrainConfig:
     width: float = 1.0  # channel multiplier of the network (1: the architecture as published / as defined)
     # bookkeeping
     checkpoint_every: int = 1  # epochs between checkpoints
+    checkpoint_every_steps: int = 0  # also every N steps inside an epoch (0: epoch ends only)
     keep_checkpoints: int = 3
     eval_every: int = 1  # epochs between test-set evaluations (the last epoch always)
     progress: bool = True
@@ -96,11 +110,27 @@ class TrainConfig:
             (self.width > 0, f"width (channel multiplier) must be > 0, got {self.width}"),
             (self.lr is not None and self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
             (self.schedule in ("cosine", "constant"), f"schedule must be cosine or constant, got {self.schedule!r}"),
-            (self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}"),
+            (self.momentum is not None and 0.0 <= self.momentum < 1.0,
+             f"--momentum must lie in [0, 1), got {self.momentum}"),
+            (self.weight_decay >= 0.0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
+            (self.threshold > 0.0, f"--threshold (V_th) must be > 0, got {self.threshold}: a neuron with a "
+                                   "threshold <= 0 spikes at every step and the network learns nothing"),
+            (0.0 <= self.decay <= 1.0, f"--decay (beta) must lie in [0, 1], got {self.decay}"),
+            (self.surrogate_width is None or self.surrogate_width > 0,
+             f"--surrogate-width must be > 0, got {self.surrogate_width}"),
+            (self.checkpoint_every >= 1, f"--checkpoint-every must be >= 1, got {self.checkpoint_every}"),
+            (self.checkpoint_every_steps >= 0,
+             f"--checkpoint-every-steps must be >= 0 (0: epoch ends only), got {self.checkpoint_every_steps}"),
+            (self.keep_checkpoints >= 1, f"--keep-checkpoints must be >= 1, got {self.keep_checkpoints}"),
+            (self.eval_every >= 1, f"--eval-every must be >= 1, got {self.eval_every}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+    def signature(self) -> dict:
+        """Every resolved setting that can change the results (run-control settings left out)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in RUN_CONTROL}
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -15,12 +15,14 @@ import numpy as np
 
 from jsnn import plots
 from jsnn.config import TrainConfig
-from jsnn.methods import EdgePopup, MaskedTraining
+from jsnn.dense import dense_signature, train_dense
+from jsnn.methods import EdgePopup
 from jsnn.metrics import log, read_json, read_jsonl, write_json
-from jsnn.run import METRICS, RESULTS, prepare, signature, train_resumable
+from jsnn.run import (CONFIG, METRICS, RESULTS, check_same_run, claim_workdir, prepare, run_signature,
+                      train_resumable)
 from jsnn.sparsity.edge_popup import init_scores
-from jsnn.ticket import TICKET_FILE, record_ticket
 from jsnn.sparsity.masks import check_sparsity, layer_sparsity, sparsity_of
+from jsnn.ticket import TICKET_FILE, record_ticket
 from jsnn.variables import init_variables, kernels, named_kernels
 
 
@@ -30,6 +32,9 @@ class EdgePopupOptions:
     dense_encoding: bool = False  # keep the first (encoding) layer dense; edge-popup masks it by default
     dense_classifier: bool = False  # keep the last linear layer dense
     dense_baseline: str | None = None  # "train": train one in WORKDIR/dense; or a directory holding results.json
+
+    # not part of a level's signature: a sweep may add levels, and the baseline is only a reference line
+    RUN_CONTROL = ("sparsities", "dense_baseline")
 
     def __post_init__(self):
         if not self.sparsities:
@@ -48,23 +53,31 @@ def layer_sparsities(model, weights, sparsity: float, options: EdgePopupOptions)
     return tuple((name, 0.0 if name in dense else sparsity) for name in named_kernels(weights))
 
 
+def level_signature(config: TrainConfig, options: EdgePopupOptions, sparsity: float) -> dict:
+    return run_signature("edge_popup", config, options, sparsity=sparsity)
+
+
 def run_level(config: TrainConfig, workdir: str, sparsity: float, options: EdgePopupOptions,
               prepared=None) -> dict:
     """Searches one sparsity level; returns its results entry (and writes it to its directory)."""
     out_dir = level_dir(workdir, sparsity)
+    sig = level_signature(config, options, sparsity)
     done = read_json(os.path.join(out_dir, RESULTS))
     if done is not None:
+        check_same_run(done.get("signature", {}), sig, out_dir)
         log(f"sparsity {sparsity:.2f}: already complete in {out_dir}")
         return done["runs"][0]
-    dataset, model, trainer = prepared or prepare(config, out_dir)
-    os.makedirs(out_dir, exist_ok=True)
+    if prepared is None:
+        prepared = prepare(config, out_dir, sig)
+    else:
+        claim_workdir(out_dir, sig, dataclasses.asdict(config))
+    dataset, model, trainer = prepared
     key_weights, key_scores = jax.random.split(jax.random.key(config.seed))
     variables = init_variables(model, key_weights, (1,) + dataset.image_shape)
     scores = init_scores(key_scores, kernels(variables.weights))
     method = EdgePopup(layer_sparsities(model, variables.weights, sparsity, options))
     initial_weights = jax.tree.map(np.array, variables.weights)  # host copy: the step donates its input
     state = trainer.new_state(variables, scores, method, config.seed)
-    sig = {**signature(config, "edge_popup"), "sparsity": sparsity}
     state = train_resumable(trainer, out_dir, state, method, sig, label={"sparsity_target": sparsity})
     unchanged = all(np.array_equal(np.asarray(a), np.asarray(b))
                     for a, b in zip(jax.tree.leaves(state.weights), jax.tree.leaves(initial_weights)))
@@ -74,47 +87,34 @@ def run_level(config: TrainConfig, workdir: str, sparsity: float, options: EdgeP
     entry = {"sparsity_target": sparsity, "sparsity": sparsity_of(masks), "layer_sparsity": layer_sparsity(masks),
              **trainer.evaluate(state, method), "weights_unchanged": unchanged, "epochs": config.epochs}
     entry = record_ticket(os.path.join(out_dir, TICKET_FILE), config, dataset.num_classes, state, method, entry)
-    write_json(os.path.join(out_dir, RESULTS), {"method": "edge_popup", "runs": [entry]})
+    write_json(os.path.join(out_dir, RESULTS), {"method": "edge_popup", "runs": [entry], "signature": sig})
     plots.training_curves(read_jsonl(os.path.join(out_dir, METRICS)), os.path.join(out_dir, "training_curves.png"),
                           title=f"edge-popup, sparsity {sparsity:.2f}")
     return entry
+
+
+# What makes a dense network the same architecture as the one it is the baseline for.
+ARCHITECTURE_KEYS = ("dataset", "model", "width", "timesteps", "decay", "threshold", "reset")
 
 
 def dense_baseline(config: TrainConfig, workdir: str, source: str | None) -> dict | None:
     """Test accuracy of the dense weight-trained network of the same architecture."""
     if source is None:
         return None
-    if source != "train":
-        found = read_json(os.path.join(source, RESULTS))
-        if not found or not found.get("runs"):
-            raise FileNotFoundError(f"--dense-baseline {source}: no {RESULTS} with runs there; "
-                                    "pass a directory written by train/dense.py, or 'train'")
-        return {"test_accuracy": found["runs"][0]["test_accuracy"], "source": os.path.abspath(source)}
-    out_dir = os.path.join(workdir, "dense")
     # same architecture, T and batch; the dense preset's lr, epochs and affine BN
     dense_config = dataclasses.replace(config, lr=None, epochs=None, bn_affine=None).resolve("dense")
+    if source != "train":
+        found = read_json(os.path.join(source, RESULTS))
+        if not found or not found.get("runs") or found.get("method") != "dense":
+            raise FileNotFoundError(f"--dense-baseline {source}: no dense {RESULTS} there; "
+                                    "pass a directory written by train/dense.py, or 'train'")
+        written_by = (read_json(os.path.join(source, CONFIG)) or {}).get("signature", {})
+        check_same_run(written_by, dense_signature(dense_config), f"--dense-baseline {source}",
+                       keys=ARCHITECTURE_KEYS)
+        return {"test_accuracy": found["runs"][0]["test_accuracy"], "source": os.path.abspath(source)}
+    out_dir = os.path.join(workdir, "dense")
     entry = train_dense(dense_config, out_dir)
     return {"test_accuracy": entry["test_accuracy"], "source": out_dir}
-
-
-def train_dense(config: TrainConfig, workdir: str) -> dict:
-    """Trains the weights of a dense SNN (resumable); writes and returns its results entry."""
-    done = read_json(os.path.join(workdir, RESULTS))
-    if done is not None:
-        log(f"dense network: already complete in {workdir}")
-        return done["runs"][0]
-    dataset, model, trainer = prepare(config, workdir)
-    variables = init_variables(model, jax.random.key(config.seed), (1,) + dataset.image_shape)
-    method = MaskedTraining()
-    state = trainer.new_state(variables, {}, method, config.seed)
-    state = train_resumable(trainer, workdir, state, method, signature(config, "dense"))
-    entry = {"sparsity": trainer.sparsity(state, method), **trainer.evaluate(state, method),
-             "epochs": config.epochs}
-    entry = record_ticket(os.path.join(workdir, TICKET_FILE), config, dataset.num_classes, state, method, entry)
-    write_json(os.path.join(workdir, RESULTS), {"method": "dense", "runs": [entry]})
-    plots.training_curves(read_jsonl(os.path.join(workdir, METRICS)), os.path.join(workdir, "training_curves.png"),
-                          title="dense SNN")
-    return entry
 
 
 def run(config: TrainConfig, workdir: str, options: EdgePopupOptions) -> dict:
@@ -123,7 +123,8 @@ def run(config: TrainConfig, workdir: str, options: EdgePopupOptions) -> dict:
     prepared = None
     for s in options.sparsities:
         if prepared is None and read_json(os.path.join(level_dir(workdir, s), RESULTS)) is None:
-            prepared = prepare(config, workdir, {"edge_popup": dataclasses.asdict(options)})
+            prepared = prepare(config, workdir, run_signature("edge_popup", config, options),
+                               {"edge_popup": dataclasses.asdict(options)})
         runs.append(run_level(config, workdir, s, options, prepared))
         write_json(os.path.join(workdir, RESULTS), {"method": "edge_popup", "runs": runs})
     baseline = dense_baseline(config, workdir, options.dense_baseline)

@@ -14,7 +14,9 @@ def _jsonl_line(record: dict) -> str:
 
 
 def _replace_file(path: str, text: str) -> None:
-    """Writes via a temporary file and a rename, so a reader never sees half a file."""
+    """Writes via a temporary file and a rename, so a reader never sees half a file (process 0 only)."""
+    if not is_primary():
+        return
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write(text)
@@ -22,6 +24,8 @@ def _replace_file(path: str, text: str) -> None:
 
 
 def append_jsonl(path: str, record: dict) -> None:
+    if not is_primary():
+        return
     with open(path, "a") as f:
         f.write(_jsonl_line(record))
 
@@ -50,12 +54,25 @@ def read_json(path: str, default: Any = None) -> Any:
         return json.load(f)
 
 
-def progress(iterable: Iterable, total: int, description: str, enabled: bool = True):
+def progress(iterable: Iterable, total: int, description: str, enabled: bool = True, initial: int = 0):
     """A progress bar on stderr; plain iteration when disabled or not on a terminal in CI."""
     return tqdm(iterable, total=total, desc=description, leave=False, dynamic_ncols=True,
-                disable=not enabled, file=sys.stderr, mininterval=1.0)
+                disable=not enabled, file=sys.stderr, mininterval=1.0, initial=initial)
+
+
+def is_primary() -> bool:
+    """Whether this process writes the run's files and log lines: process 0 of a multi-process run.
+
+    Asked lazily, at write time: the programs join the distributed runtime first
+    (parallel.initialize_distributed), and asking earlier would start a backend.
+    """
+    import jax
+
+    return jax.process_index() == 0
 
 
 def log(message: str) -> None:
-    tqdm.write(message, file=sys.stdout)
-    sys.stdout.flush()
+    """One line on stdout, from process 0 only."""
+    if is_primary():
+        tqdm.write(message, file=sys.stdout)
+        sys.stdout.flush()

@@ -18,10 +18,62 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 DATA_AXIS = "data"
 
 
-def maybe_initialize_distributed() -> None:
-    """Joins a multi-host run when launched as one (JAX's coordinator variables set)."""
-    if os.environ.get("JAX_COORDINATOR_ADDRESS") and jax.process_count() == 1:
-        jax.distributed.initialize()
+# A manual multi-process launch (one process per host or per accelerator), documented in README:
+#   JAX_COORDINATOR_ADDRESS=host:port  JAX_NUM_PROCESSES=N  JAX_PROCESS_ID=i
+MANUAL_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+DISTRIBUTED_MODES = ("auto", "on", "off")
+
+
+def _cluster_detected() -> str | None:
+    """The cluster JAX's auto-detection would use (SLURM, Open MPI, Kubernetes, Cloud TPU), if any."""
+    try:
+        from jax._src.clusters import ClusterEnv  # JAX's own registry; private, so fail soft
+    except ImportError:
+        return None
+    for env in ClusterEnv._cluster_types:
+        if not getattr(env, "opt_in_only_method", False) and env.is_env_present():
+            return env.__name__
+    return None
+
+
+def initialize_distributed(mode: str = "auto", environ=os.environ) -> str | None:
+    """Joins the processes of a multi-process run into one JAX runtime; call before any JAX
+    computation (the programs do it first thing: afterwards the backend has started and
+    ``jax.distributed.initialize`` refuses).
+
+    ``auto``: a manual launch (``MANUAL_VARIABLES``) or a cluster JAX detects; ``on``: always
+    (JAX detects the cluster or fails saying why); ``off``: one process. CPU collectives go
+    through gloo, so a multi-process run works, and is tested, on one machine. Returns how the
+    run was joined, or None for a single process.
+    """
+    if mode not in DISTRIBUTED_MODES:
+        raise ValueError(f"--distributed must be one of {DISTRIBUTED_MODES}, got {mode!r}")
+    if mode == "off":
+        return None
+    manual = {k: environ.get(k) for k in MANUAL_VARIABLES}
+    given = [k for k, v in manual.items() if v]
+    if given and len(given) != len(MANUAL_VARIABLES):
+        missing = ", ".join(k for k in MANUAL_VARIABLES if k not in given)
+        raise ValueError(f"a manual multi-process launch needs all of {', '.join(MANUAL_VARIABLES)}; "
+                         f"{missing} not set")
+    cluster = None if given else _cluster_detected()
+    if not given and cluster is None and mode == "auto":
+        return None
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        if given:
+            try:
+                num, pid = int(manual["JAX_NUM_PROCESSES"]), int(manual["JAX_PROCESS_ID"])
+            except ValueError:
+                raise ValueError("JAX_NUM_PROCESSES and JAX_PROCESS_ID must be integers, got "
+                                 f"{manual['JAX_NUM_PROCESSES']!r} and {manual['JAX_PROCESS_ID']!r}") from None
+            jax.distributed.initialize(manual["JAX_COORDINATOR_ADDRESS"], num_processes=num, process_id=pid)
+            return "manual"
+        jax.distributed.initialize()  # SLURM, Open MPI, Kubernetes, Cloud TPU: JAX reads the cluster
+        return cluster or "auto-detected"
+    except RuntimeError as e:
+        raise ValueError(f"could not join the multi-process run ({str(e).splitlines()[0][:300]}); "
+                         "check the coordinator address and that every process was started") from None
 
 
 def data_mesh(devices=None) -> Mesh:

@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
+from jsnn.metrics import is_primary  # noqa: E402
+
 
 def save_figure(fig, path: str, title: str = "", dpi: float | str = "figure") -> str:
     """Adds ``title`` above all panels, lays out, writes ``path`` (creating its folder), closes."""
@@ -18,7 +20,8 @@ def save_figure(fig, path: str, title: str = "", dpi: float | str = "figure") ->
         fig.suptitle(title)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    if is_primary():  # one process writes each file
+        fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 

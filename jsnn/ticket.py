@@ -21,11 +21,11 @@ import io
 import json
 import os
 
-import jax
 import numpy as np
 from flax import traverse_util
 
 from jsnn.config import TrainConfig
+from jsnn.metrics import is_primary
 from jsnn.variables import Variables
 
 TICKET_FILE = "ticket.npz"
@@ -127,7 +127,7 @@ def select_ticket(workdir: str, level: float | None = None, round_index: int | N
 def record_ticket(path: str, config: TrainConfig, num_classes: int, state, method, entry: dict) -> dict:
     """Saves a finished level's / round's ticket (process 0) and returns its results entry."""
     variables = variables_of(state, method)
-    if jax.process_index() == 0:
+    if is_primary():
         save_ticket(path, config, num_classes, variables, entry)
     return entry
 

@@ -9,6 +9,8 @@ edges: data, progress, metrics, checkpoints.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import signal
 import time
 from typing import Any, Callable
 
@@ -19,11 +21,12 @@ import numpy as np
 import optax
 
 from jsnn import data as jdata
-from jsnn import parallel
+from jsnn import parallel, preemption
 from jsnn.checkpoint import Checkpointer
 from jsnn.config import TrainConfig
 from jsnn.methods import Method
-from jsnn.metrics import append_jsonl, log, progress
+from jsnn.metrics import append_jsonl, is_primary, log, progress
+from jsnn.preemption import Preempted
 from jsnn.sparsity.masks import sparsity_of
 from jsnn.variables import Variables, apply_model
 
@@ -95,7 +98,7 @@ def preprocess(images: jax.Array, mean, std, augment: jdata.AugmentConfig, key=N
 
 
 def make_train_step(model, method: Method, optimizer, dataset: jdata.ArrayDataset, augment: jdata.AugmentConfig):
-    def train_step(state: TrainState, images, labels):
+    def train_step(state: TrainState, images, labels, stop_flags):
         key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
         x = preprocess(images, dataset.mean, dataset.std, augment, key)
 
@@ -111,7 +114,8 @@ def make_train_step(model, method: Method, optimizer, dataset: jdata.ArrayDatase
         new = state.replace(**optax.apply_updates(trainable, updates))
         new = new.replace(step=state.step + 1, opt_state=opt_state, batch_stats=new_stats)
         accuracy = jnp.mean(predictions(logits) == labels)
-        return new, {"loss": loss, "accuracy": accuracy}
+        # every process's stop request (preemption.py), agreed on by all: the maximum over devices
+        return new, {"loss": loss, "accuracy": accuracy, "stop": jnp.max(stop_flags)}
 
     return train_step
 
@@ -151,7 +155,7 @@ class Trainer:
         if ("steps", method) not in self.jit_cache:
             repl, batch = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
             train = jax.jit(make_train_step(self.model, method, self.optimizer, self.dataset, self.dataset.augment),
-                            in_shardings=(repl, batch, batch), out_shardings=(repl, repl), donate_argnums=0)
+                            in_shardings=(repl, batch, batch, batch), out_shardings=(repl, repl), donate_argnums=0)
             evaluate = jax.jit(make_eval_step(self.model, method, self.dataset),
                                in_shardings=(repl, batch, batch, batch), out_shardings=repl)
             self.jit_cache[("steps", method)] = (train, evaluate)
@@ -179,55 +183,110 @@ class Trainer:
         return {"test_accuracy": totals["correct"] / totals["count"], "test_loss": totals["loss"] / totals["count"]}
 
     # -- the epoch loop -----------------------------------------------------------------------
+    def stop_flags(self) -> jax.Array:
+        """This process's stop request on each of its devices, as the train step's global input."""
+        return parallel.put_batch(self.mesh, preemption.local_flags(len(self.mesh.local_devices)))[0]
+
     def train_epochs(self, state: TrainState, method: Method, start_epoch: int, *,
                      data_seed: int, epoch_offset: int = 0, label: dict | None = None,
                      metrics_path: str | None = None,
-                     on_epoch_end: Callable[[TrainState, int], None] | None = None) -> TrainState:
-        """Trains epochs ``start_epoch .. config.epochs - 1``.
+                     on_epoch_end: Callable[[TrainState, int], bool | None] | None = None,
+                     save: Callable[[TrainState, int, int, dict], None] | None = None,
+                     start_batch: int = 0, partial_epoch: dict | None = None) -> TrainState:
+        """Trains epochs ``start_epoch .. config.epochs - 1`` (from batch ``start_batch`` of the first).
 
         Each epoch's batch order depends on (data_seed, epoch_offset + epoch)
-        only, so a resumed run sees the batches an uninterrupted one would.
-        ``on_epoch_end(state, epochs_done)`` runs after each epoch (it
-        checkpoints). Raises TrainingDivergedError on a non-finite loss,
-        before anything of that epoch is saved.
+        only, so a resumed run sees the batches an uninterrupted one would;
+        ``partial_epoch`` carries the per-batch losses of the batches done before
+        the interruption, so the epoch's metrics are the uninterrupted run's too.
+
+        ``on_epoch_end(state, epochs_done)`` runs after each epoch; a truthy return
+        ends training there. ``save(state, epoch, batch, partial_epoch)`` writes a
+        checkpoint at that position: after every ``checkpoint_every``-th epoch and
+        the last (batch 0 of the next epoch), every ``checkpoint_every_steps`` steps,
+        and when a stop was requested (preemption.py), after which ``Preempted`` is
+        raised. Raises TrainingDivergedError on a non-finite loss, before anything
+        of that epoch is saved.
         """
         train_step, _ = self.jitted_steps(method)
         cfg, d = self.config, self.dataset
         label = label or {}
+        every_steps = cfg.checkpoint_every_steps
         for epoch in range(start_epoch, cfg.epochs):
+            first = start_batch if epoch == start_epoch else 0
+            done_before = (partial_epoch or {}) if epoch == start_epoch and first else {}
+            losses, accuracies = list(done_before.get("loss", [])), list(done_before.get("accuracy", []))
+            if len(losses) != first:
+                raise ValueError(f"partial epoch holds {len(losses)} batches, resuming at batch {first}")
+            seconds_before = float(done_before.get("seconds", 0.0))
             t0 = time.perf_counter()
             batches = jdata.train_batches(d.train_images, d.train_labels, cfg.batch_size, data_seed,
                                           epoch_offset + epoch)
-            history = []
-            bar = progress(batches, self.steps_per_epoch, f"{_describe(label)}epoch {epoch + 1}/{cfg.epochs}",
-                           cfg.progress)
-            for i, (images, labels) in enumerate(bar):
-                state, m = train_step(state, *parallel.put_batch(self.mesh, *jdata.shard_for_process(images, labels)))
+            bar = progress(itertools.islice(batches, first, None), self.steps_per_epoch,
+                           f"{_describe(label)}epoch {epoch + 1}/{cfg.epochs}", cfg.progress and is_primary(),
+                           initial=first)
+            history, pending = [], None
+
+            def partial() -> dict:
+                return {"loss": losses + [float(m["loss"]) for m in history],
+                        "accuracy": accuracies + [float(m["accuracy"]) for m in history],
+                        "seconds": seconds_before + time.perf_counter() - t0}
+
+            for i, (images, labels) in enumerate(bar, start=first):
+                state, m = train_step(state, *parallel.put_batch(self.mesh, *jdata.shard_for_process(images, labels)),
+                                      self.stop_flags())
                 history.append(m)
+                # the previous step's agreed stop flag: reading it keeps one step in flight
+                stop = pending is not None and bool(pending["stop"])
+                pending = m
                 if i % 10 == 0 and cfg.progress:
                     bar.set_postfix(loss=f"{float(m['loss']):.4f}")
-            losses = np.asarray([float(m["loss"]) for m in history])
-            if not np.all(np.isfinite(losses)):
-                bad = int(np.argmax(~np.isfinite(losses)))
-                raise TrainingDivergedError(
-                    f"the loss became {losses[bad]} at {_describe(label)}epoch {epoch + 1}, batch {bad + 1}. "
-                    "The last good checkpoint is kept; lower --lr (or check the data) and rerun the same "
-                    "command to resume from it."
-                )
-            seconds = time.perf_counter() - t0
-            record = {**label, "epoch": epoch + 1, "loss": float(losses.mean()),
-                      "train_accuracy": float(np.mean([float(m["accuracy"]) for m in history])),
+                done = i + 1
+                if done < self.steps_per_epoch and (stop or (every_steps and done % every_steps == 0)):
+                    so_far = partial()
+                    self._check_finite(np.asarray(so_far["loss"]), label, epoch)
+                    if save:
+                        save(state, epoch, done, so_far)
+                    if stop:
+                        raise self._preempted(label, epoch, done)
+            stop = pending is not None and bool(pending["stop"])
+            whole = partial()
+            self._check_finite(np.asarray(whole["loss"]), label, epoch)
+            seconds = whole["seconds"]
+            record = {**label, "epoch": epoch + 1, "loss": float(np.mean(whole["loss"])),
+                      "train_accuracy": float(np.mean(whole["accuracy"])),
                       "learning_rate": float(learning_rate_schedule(cfg, self.steps_per_epoch)(int(state.step))),
                       "sparsity": self.sparsity(state, method),
                       "images_per_sec": self.steps_per_epoch * cfg.batch_size / seconds, "seconds": seconds}
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                 record.update(self.evaluate(state, method))
-            if metrics_path and jax.process_index() == 0:
+            if metrics_path:
                 append_jsonl(metrics_path, record)
             log(_epoch_line(record))
-            if on_epoch_end:
-                on_epoch_end(state, epoch + 1)
+            finished = bool(on_epoch_end(state, epoch + 1)) if on_epoch_end else False
+            last = finished or epoch + 1 == cfg.epochs
+            if save and (stop or last or (epoch + 1) % cfg.checkpoint_every == 0):
+                save(state, epoch + 1, 0, {})
+            if stop and not last:
+                raise self._preempted(label, epoch + 1, 0)
+            if finished:
+                break
         return state
+
+    def _check_finite(self, losses: np.ndarray, label: dict, epoch: int) -> None:
+        if not np.all(np.isfinite(losses)):
+            bad = int(np.argmax(~np.isfinite(losses)))
+            raise TrainingDivergedError(
+                f"the loss became {losses[bad]} at {_describe(label)}epoch {epoch + 1}, batch {bad + 1}. "
+                "The last good checkpoint is kept; lower --lr (or check the data) and rerun the same "
+                "command to resume from it."
+            )
+
+    def _preempted(self, label: dict, epoch: int, batch: int) -> Preempted:
+        signum = preemption.signal_number()
+        where = f"{_describe(label)}epoch {epoch + 1}, batch {batch}" if batch else f"{_describe(label)}epoch {epoch}"
+        return Preempted(f"stopped by {signal.Signals(signum).name} after {where} and saved a checkpoint there; "
+                         "rerun the same command to continue from it", signum)
 
     def sparsity(self, state: TrainState, method: Method) -> float:
         """Measured fraction of maskable weights that are zero in the forward pass."""

@@ -227,7 +227,7 @@ def test_interrupted_sweep_resumes_to_identical_results(setup, tmp_path, monkeyp
     original = jrun.save_checkpoint
     def crash_after_saving(ckpt, step, state, extra, meta):
         original(ckpt, step, state, extra, meta)
-        if meta["signature"]["sparsity"] == 0.5 and meta["epoch"] == 1:
+        if meta["signature"]["sparsity"] == 0.5 and meta["position"]["epoch"] == 1:
             raise KeyboardInterrupt  # killed just after the level's first epoch was saved
     monkeypatch.setattr(jrun, "save_checkpoint", crash_after_saving)
     workdir = str(tmp_path / "interrupted")

@@ -56,14 +56,14 @@ def test_eight_devices_equal_one_device():
 
 def test_interrupted_run_resumes_to_identical_results(small, tmp_path, monkeypatch):
     config, trainer = small
-    method, sig = MaskedTraining(), jsnn.run.signature(config, "dense")
+    method, sig = MaskedTraining(), jsnn.run.run_signature("dense", config)
     reference = host(train_resumable(trainer, str(tmp_path / "straight"), fresh_state(trainer), method, sig))
 
     original = jsnn.run.save_checkpoint
 
-    def crash_after_epoch_2(ckpt, step, *args):
-        original(ckpt, step, *args)
-        if step == 2:
+    def crash_after_epoch_2(ckpt, step, state, extra, meta):
+        original(ckpt, step, state, extra, meta)
+        if meta["position"]["epoch"] == 2:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(jsnn.run, "save_checkpoint", crash_after_epoch_2)
@@ -83,25 +83,23 @@ def test_interrupted_run_resumes_to_identical_results(small, tmp_path, monkeypat
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(small, tmp_path):
     config, trainer = small
-    method, sig = MaskedTraining(), jsnn.run.signature(config, "dense")
+    method, sig = MaskedTraining(), jsnn.run.run_signature("dense", config)
     workdir = str(tmp_path / "run")
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
     state = fresh_state(trainer)
-    jsnn.run.save_checkpoint(ckpt, 1, state, {}, {"epoch": 1, "signature": sig})
+    jsnn.run.RunCheckpoints(trainer, workdir, sig).save(jsnn.run.Position(0, 1), state, {}, {})
     poisoned = state.replace(weights=jax.tree.map(lambda w: w * jnp.nan, state.weights))
     with pytest.raises(TrainingDivergedError, match="last good checkpoint is kept"):
         trainer.train_epochs(poisoned, method, 1, data_seed=0)
-    assert Checkpointer(os.path.join(workdir, "checkpoints")).latest_step() == 1
+    assert jsnn.run.RunCheckpoints(trainer, workdir, sig).restore(state)[2] == jsnn.run.Position(0, 1)
 
 
 def test_corrupt_or_foreign_checkpoint_is_a_clear_error_and_deletes_nothing(small, tmp_path):
     config, trainer = small
-    method, sig = MaskedTraining(), jsnn.run.signature(config, "dense")
+    method, sig = MaskedTraining(), jsnn.run.run_signature("dense", config)
     workdir = str(tmp_path / "run")
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
     state = fresh_state(trainer)
-    jsnn.run.save_checkpoint(ckpt, 1, state, {}, {"epoch": 1, "signature": sig})
-    with pytest.raises(CheckpointError, match="different run"):
+    jsnn.run.RunCheckpoints(trainer, workdir, sig).save(jsnn.run.Position(0, 1), state, {}, {})
+    with pytest.raises(CheckpointError, match=r"different run \(model digits_cnn -> vgg16\)"):
         train_resumable(trainer, workdir, state, method, {**sig, "model": "vgg16"})
     files = sorted(os.path.join(d, f) for d, _, fs in os.walk(workdir) for f in fs)
     for f in files:  # damage every data file of the checkpoint
@@ -147,7 +145,7 @@ def test_cifar_tfds_path_trains_end_to_end_on_mock_data(tmp_path):
     """The CIFAR code path (tfds data_source -> on-device crop/flip -> jitted step) on tfds mock data."""
     import tensorflow_datasets as tfds
 
-    from jsnn.edge_popup_sweep import train_dense
+    from jsnn.dense import train_dense
 
     config = TrainConfig(dataset="cifar10", model="digits_cnn", epochs=1, timesteps=2, batch_size=32,
                          progress=False).resolve("dense")

@@ -8,18 +8,17 @@ from __future__ import annotations
 import argparse
 import os
 
-from flags import add_training_flags, run_cleanly, training_config
+from flags import add_training_flags, run_cleanly, start_run, training_config
 
-from jsnn.edge_popup_sweep import train_dense
+from jsnn.dense import train_dense
 from jsnn.metrics import log
-from jsnn.parallel import maybe_initialize_distributed
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_training_flags(p)
     args = p.parse_args()
-    maybe_initialize_distributed()
+    start_run(args)
     config = training_config(args, "dense")
     workdir = args.workdir or os.path.join("runs", f"dense_{config.dataset}_{config.model}")
     entry = train_dense(config, workdir)

@@ -9,10 +9,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from flags import add_training_flags, floats, run_cleanly, training_config
+from flags import add_training_flags, floats, run_cleanly, start_run, training_config
 
 from jsnn import edge_popup_sweep
-from jsnn.parallel import maybe_initialize_distributed
 
 
 def main():
@@ -25,7 +24,7 @@ def main():
     p.add_argument("--dense-baseline", help="'train' to train the dense network too, or its workdir")
     add_training_flags(p)
     args = p.parse_args()
-    maybe_initialize_distributed()
+    start_run(args)
     config = training_config(args, "edge_popup")
     sparsities = args.sparsity or ((0.1, 0.3, 0.5, 0.7, 0.9) if config.dataset.startswith("cifar") else (0.5,))
     options = edge_popup_sweep.EdgePopupOptions(sparsities, args.dense_encoding, args.dense_classifier,

@@ -11,6 +11,7 @@ import sys
 
 from jsnn.config import TrainConfig
 from jsnn.layers import WEIGHT_INITS
+from jsnn.parallel import DISTRIBUTED_MODES, initialize_distributed
 from jsnn.surrogate import surrogate_names
 
 
@@ -53,9 +54,19 @@ def add_training_flags(p: argparse.ArgumentParser, default_dataset: str = "digit
     g = p.add_argument_group("run")
     g.add_argument("--workdir", required=False, help="checkpoints, metrics, results and plots go here")
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="epochs")
+    g.add_argument("--checkpoint-every-steps", type=int, default=d.checkpoint_every_steps,
+                   help="also checkpoint every N steps inside an epoch, for long epochs (0: epoch ends only)")
     g.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints)
     g.add_argument("--eval-every", type=int, default=d.eval_every, help="epochs between test evaluations")
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    g.add_argument("--distributed", choices=DISTRIBUTED_MODES, default="auto",
+                   help="join a multi-process run: auto (JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID, "
+                        "or a SLURM / Open MPI / Kubernetes / Cloud TPU cluster), on, or off")
+
+
+def start_run(args: argparse.Namespace) -> None:
+    """Joins the distributed runtime (when launched as several processes) before anything starts JAX."""
+    initialize_distributed(args.distributed)
 
 
 def training_config(args: argparse.Namespace, method: str) -> TrainConfig:
@@ -64,13 +75,22 @@ def training_config(args: argparse.Namespace, method: str) -> TrainConfig:
 
 
 def run_cleanly(main) -> None:
-    """Runs ``main()``; expected failures become one clear line on stderr, not a traceback."""
+    """Runs ``main()``; expected failures become one clear line on stderr, not a traceback.
+
+    SIGTERM (a scheduler's preemption) and SIGINT (Ctrl-C) stop training after the step in
+    flight with a checkpoint at that batch (jsnn/preemption.py): one line, exit 128 + signal.
+    """
     from jsnn.checkpoint import CheckpointError
     from jsnn.data import DataNotFoundError
+    from jsnn.preemption import Preempted, stop_on_signals
     from jsnn.trainer import TrainingDivergedError
 
     try:
-        main()
+        with stop_on_signals():
+            main()
+    except Preempted as e:
+        print(f"{e}", file=sys.stderr)
+        sys.exit(e.exit_code)
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)
         sys.exit(130)

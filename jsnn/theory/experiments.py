@@ -109,12 +109,12 @@ def train_digits(workdir: str, epochs: int = 3, seed: int = 0) -> TrainedNetwork
     preset, plain masked training); ``workdir`` gets the run's config.json."""
     from jsnn.config import TrainConfig
     from jsnn.methods import MaskedTraining
-    from jsnn.run import prepare
+    from jsnn.run import prepare, run_signature
     from jsnn.variables import init_variables
 
     t0 = time.time()
     config = TrainConfig(dataset="digits", epochs=epochs, seed=seed, progress=False).resolve("dense")
-    dataset, model, trainer = prepare(config, workdir)
+    dataset, model, trainer = prepare(config, workdir, run_signature("theory_dense", config))
     method = MaskedTraining()
     variables = init_variables(model, jax.random.key(config.seed), (1,) + dataset.image_shape)
     state = trainer.new_state(variables, {}, method, config.seed)

@@ -28,7 +28,7 @@ for n in (1, 8):
     state = trainer.new_state(variables, {}, method, seed=0)
     train_step, _ = trainer.jitted_steps(method)
     for _ in range(2):  # two steps, so momentum and running BN statistics matter too
-        state, metrics = train_step(state, *put_batch(trainer.mesh, images, labels))
+        state, metrics = train_step(state, *put_batch(trainer.mesh, images, labels), trainer.stop_flags())
     out[n] = jax.tree.map(np.asarray, {"weights": state.weights, "bn": state.bn, "batch_stats": state.batch_stats,
                                        "loss": metrics["loss"]})
 diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), out[1], out[8]))

@@ -1,0 +1,74 @@
+"""Stopping cleanly when the scheduler says so: SIGTERM (preemption) and SIGINT (Ctrl-C).
+
+The signal handler only raises a flag. The trainer feeds every process's flag
+into the next train step, which returns its maximum over all devices, so every
+process of a multi-process run reads the same "stop" from the same step and
+stops after the same batch (a process that stopped alone would leave the others
+waiting in a collective). The trainer then writes a checkpoint at that batch
+and raises ``Preempted``; the programs turn it into one line and a non-zero exit.
+Further signals while that checkpoint is written only say so: the write
+finishes (orbax writes to a temporary directory and renames it into place).
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+
+import numpy as np
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_received: list[int] = []
+
+
+class Preempted(RuntimeError):
+    """Training stopped on a signal after writing a checkpoint; ``exit_code`` is 128 + the signal number."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+def _handler(signum, frame):
+    del frame
+    if _received:
+        print(f"{signal.Signals(signum).name} again: already stopping, the checkpoint is being written",
+              file=sys.stderr, flush=True)
+    _received.append(signum)
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """Within this block SIGTERM and SIGINT request a clean stop instead of killing the process."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be installed from the main thread
+        return
+    previous = {s: signal.signal(s, _handler) for s in _SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def requested() -> bool:
+    return bool(_received)
+
+
+def signal_number() -> int:
+    return _received[0] if _received else signal.SIGTERM
+
+
+def request(signum: int = signal.SIGTERM) -> None:
+    """Requests a stop as if ``signum`` had arrived (tests, and callers with their own triggers)."""
+    _received.append(signum)
+
+
+def clear() -> None:
+    _received.clear()
+
+
+def local_flags(num_local_devices: int) -> np.ndarray:
+    """This process's stop flag, one entry per local device (the step takes their global maximum)."""
+    return np.full((num_local_devices,), 1.0 if _received else 0.0, np.float32)
