@@ -1,0 +1,179 @@
+"""Run integrity and preemption in one process: a workdir never mixes configurations, SIGTERM
+mid-epoch then rerun equals an uninterrupted run bit for bit, a second signal during the save
+is harmless, and bad input is one line."""
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import jsnn.run as jrun
+from jsnn import preemption
+from jsnn.config import TrainConfig
+from jsnn.data import load_dataset
+from jsnn.methods import MaskedTraining
+from jsnn.run import Position, RunCheckpoints, RunMismatchError, build_model, run_signature, train_resumable
+from jsnn.trainer import Trainer
+from jsnn.variables import init_variables
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), "JAX_PLATFORMS": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def small():
+    """Dense digits on 320 training images, batch 32 (10 steps per epoch), T = 2, 2 epochs."""
+    full = load_dataset("digits")
+    ds = dataclasses.replace(full, train_images=full.train_images[:320], train_labels=full.train_labels[:320],
+                             test_images=full.test_images[:64], test_labels=full.test_labels[:64])
+    config = TrainConfig(dataset="digits", epochs=2, timesteps=2, batch_size=32, progress=False).resolve("dense")
+    return config, Trainer(config, build_model(config, ds.num_classes), ds)
+
+
+def fresh_state(trainer, seed=0):
+    variables = init_variables(trainer.model, jax.random.key(seed), (1, 8, 8, 1))
+    return trainer.new_state(variables, {}, MaskedTraining(), seed)
+
+
+def host(tree):
+    return jax.tree.map(np.asarray, tree)
+
+
+def metrics(path):
+    with open(path) as f:
+        return [{k: v for k, v in json.loads(l).items() if k not in ("seconds", "images_per_sec")} for l in f]
+
+
+@pytest.fixture(autouse=True)
+def no_stale_stop_request():
+    preemption.clear()
+    yield
+    preemption.clear()
+
+
+def signal_at_step(monkeypatch, trainer, step: int, signum=signal.SIGTERM):
+    """Delivers ``signum`` to this process while the ``step``-th train step is being prepared."""
+    original, calls = trainer.stop_flags, []
+
+    def flags():
+        calls.append(1)
+        if len(calls) == step:
+            os.kill(os.getpid(), signum)
+        return original()
+
+    monkeypatch.setattr(trainer, "stop_flags", flags)
+
+
+def test_sigterm_mid_epoch_then_rerun_is_bit_identical(small, tmp_path, monkeypatch):
+    config, trainer = small
+    method, sig = MaskedTraining(), run_signature("dense", config)
+    reference = host(train_resumable(trainer, str(tmp_path / "straight"), fresh_state(trainer), method, sig))
+
+    workdir = str(tmp_path / "preempted")
+    signal_at_step(monkeypatch, trainer, 14)  # epoch 2, batch 4: the flag is read one step later
+    with preemption.stop_on_signals(), pytest.raises(preemption.Preempted, match="SIGTERM after epoch 2, batch 5"):
+        train_resumable(trainer, workdir, fresh_state(trainer), method, sig)
+    monkeypatch.undo()
+    _, _, position, meta = RunCheckpoints(trainer, workdir, sig).restore(fresh_state(trainer))
+    assert position == Position(0, 1, 5) and len(meta["partial_epoch"]["loss"]) == 5
+
+    preemption.clear()
+    resumed = host(train_resumable(trainer, workdir, fresh_state(trainer, seed=1), method, sig))
+    for a, b in zip(jax.tree.leaves(reference), jax.tree.leaves(resumed)):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    assert metrics(os.path.join(workdir, "metrics.jsonl")) == metrics(str(tmp_path / "straight" / "metrics.jsonl"))
+
+
+def test_second_signal_during_the_save_does_not_corrupt_it(small, tmp_path, monkeypatch, capsys):
+    config, trainer = small
+    method, sig = MaskedTraining(), run_signature("dense", config)
+    original = jrun.save_checkpoint
+
+    def save_while_signalled(ckpt, step, state, extra, meta):
+        os.kill(os.getpid(), signal.SIGTERM)  # the second signal arrives in the middle of the write
+        original(ckpt, step, state, extra, meta)
+
+    signal_at_step(monkeypatch, trainer, 3)
+    monkeypatch.setattr(jrun, "save_checkpoint", save_while_signalled)
+    workdir = str(tmp_path / "twice")
+    with preemption.stop_on_signals(), pytest.raises(preemption.Preempted):
+        train_resumable(trainer, workdir, fresh_state(trainer), method, sig)
+    assert "already stopping" in capsys.readouterr().err
+    monkeypatch.undo()
+    state, _, position, _ = RunCheckpoints(trainer, workdir, sig).restore(fresh_state(trainer))
+    assert position == Position(0, 0, 4)
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(host(state.weights)))
+
+
+def test_resume_with_another_setting_names_it_and_changes_nothing(small, tmp_path):
+    config, trainer = small
+    workdir = str(tmp_path / "run")
+    jrun.claim_workdir(workdir, run_signature("dense", config), {})
+    before = open(os.path.join(workdir, "config.json")).read()
+    other = dataclasses.replace(config, lr=0.01, timesteps=3, progress=True, eval_every=2)
+    with pytest.raises(RunMismatchError) as e:
+        jrun.claim_workdir(workdir, run_signature("dense", other), {})
+    assert "lr 0.1 -> 0.01" in str(e.value) and "timesteps 2 -> 3" in str(e.value)
+    assert "progress" not in str(e.value) and "eval_every" not in str(e.value)  # run control is not a setting
+    assert open(os.path.join(workdir, "config.json")).read() == before
+    # every TrainConfig field that can change results is in the signature
+    assert set(run_signature("dense", config)) == {f.name for f in dataclasses.fields(TrainConfig)} - {
+        "data_dir", "checkpoint_every", "checkpoint_every_steps", "keep_checkpoints", "eval_every", "progress"
+    } | {"method"}
+
+
+def run_program(*args, timeout=300):
+    return subprocess.run([sys.executable, *args], env=ENV, capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT)
+
+
+def test_finished_run_with_other_settings_is_refused_and_untouched(tmp_path):
+    workdir = str(tmp_path / "ep")
+    first = run_program("train/edge_popup.py", "--epochs", "1", "-T", "2", "--no-progress", "--workdir", workdir)
+    assert first.returncode == 0, first.stderr[-2000:]
+    files = {os.path.join(d, f): open(os.path.join(d, f), "rb").read() for d, _, fs in os.walk(workdir) for f in fs}
+    again = run_program("train/edge_popup.py", "--epochs", "2", "--lr", "0.01", "-T", "2", "--no-progress",
+                        "--workdir", workdir)
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    line = again.stderr.strip()
+    assert line.count("\n") == 0 and "epochs 1 -> 2" in line and "lr 0.3 -> 0.01" in line
+    assert "already complete" not in again.stdout
+    after = {os.path.join(d, f): open(os.path.join(d, f), "rb").read() for d, _, fs in os.walk(workdir) for f in fs}
+    assert after == files
+    # the same command again is still "already complete", and a dense baseline of another architecture is refused
+    same = run_program("train/edge_popup.py", "--epochs", "1", "-T", "2", "--no-progress", "--workdir", workdir)
+    assert same.returncode == 0 and "already complete" in same.stdout
+    dense = tmp_path / "dense"
+    os.makedirs(dense)
+    with open(dense / "results.json", "w") as f:
+        json.dump({"method": "dense", "runs": [{"test_accuracy": 0.9}]}, f)
+    with open(dense / "config.json", "w") as f:
+        json.dump({"signature": {**json.load(open(os.path.join(workdir, "config.json")))["signature"],
+                                 "timesteps": 4}}, f)
+    out = run_program("train/edge_popup.py", "--epochs", "1", "-T", "2", "--no-progress", "--workdir", workdir,
+                      "--dense-baseline", str(dense))
+    assert out.returncode == 2 and "timesteps 4 -> 2" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_bad_inputs_are_one_line(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me")
+    out = run_program("train/dense.py", "--epochs", "1", "--workdir", str(a_file))
+    assert out.returncode == 2 and "is a file, not a directory" in out.stderr and "Traceback" not in out.stderr
+    assert a_file.read_text() == "keep me"
+    for flags, words in ((["--threshold", "-1"], "--threshold (V_th) must be > 0"),
+                         (["--checkpoint-every-steps", "-2"], "--checkpoint-every-steps must be >= 0"),
+                         (["--momentum", "1.5"], "--momentum must lie in [0, 1)")):
+        out = run_program("train/dense.py", *flags, "--workdir", str(tmp_path / "w"))
+        assert out.returncode == 2 and words in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert not os.path.exists(tmp_path / "w")
+    env = {k: v for k, v in ENV.items() if not k.startswith("JAX_")}
+    out = subprocess.run([sys.executable, "train/dense.py", "--workdir", str(tmp_path / "w")], cwd=ROOT, text=True,
+                         env={**env, "JAX_PLATFORMS": "cpu", "JAX_COORDINATOR_ADDRESS": "127.0.0.1:1"},
+                         capture_output=True, timeout=120)
+    assert out.returncode == 2 and "JAX_NUM_PROCESSES, JAX_PROCESS_ID not set" in out.stderr
