@@ -41,7 +41,9 @@ layout (C, H, W):
 - **Affine** classifier to the **Output**: logits per timestep; the prediction is the
   argmax of their mean over time (``metadata["readout"]``).
 - Residual blocks (Res-SNN-19): a node with several incoming edges sums them (NIR's
-  rule; the main-path edge is listed before the skip edge, which Norse's executor needs).
+  rule). snnTorch runs such graphs; Norse 1.1's executor orders nodes depth-first and
+  would compute a block's join before its conv shortcut, so ``norse_module`` refuses
+  them (torch_sims.py).
 """
 from __future__ import annotations
 

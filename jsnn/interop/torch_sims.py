@@ -17,7 +17,7 @@ import copy
 
 import numpy as np
 
-from jsnn.interop.nir_export import NIR_DT
+from jsnn.interop.nir_export import NIR_DT, ExportError
 from jsnn.interop.nir_import import _metadata
 
 
@@ -53,7 +53,26 @@ def norse_module(graph, dt: float | None = None):
     dt = float(_metadata(graph).get("dt", NIR_DT)) if dt is None else dt
     logging.getLogger().setLevel(logging.ERROR)  # Norse warns on every LIF whose r is not 1
     net = norse.torch.from_nir(copy.deepcopy(graph), dt=dt)
+    _check_execution_order(net, graph)
     return _keep_batch_axis(net).eval()
+
+
+def _check_execution_order(net, graph):
+    """Norse 1.1 runs the graph with nirtorch's older executor, which orders the nodes by a
+    depth-first walk from the input (children in edge order). Where a node has inputs on two
+    paths (a residual block's conv shortcut) it can come before one of them, which is then
+    read from the previous timestep: refuse such graphs rather than run them wrong."""
+    from nirtorch.utils import sanitize_name
+
+    position = {node.name: i for i, node in enumerate(net.execution_order)}
+    for source, target in graph.edges:
+        s, t = sanitize_name(source), sanitize_name(target)
+        if s in position and t in position and position[s] > position[t]:
+            raise ExportError(
+                f"Norse 1.1 cannot run this graph: its executor (nirtorch.load, depth-first) computes {target} "
+                f"before its input {source}, so {target} would read {source} from the previous timestep. "
+                "Residual blocks with a conv shortcut (Res-SNN-19) run in snnTorch and jsnn; "
+                "plain stacks (SNN-VGG, digits_cnn) run in all three")
 
 
 def _neuron_names(net):

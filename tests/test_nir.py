@@ -1,0 +1,385 @@
+"""NIR export / import (jsnn.interop): each mapping against hand-worked values or a NumPy
+loop, and the round trips jsnn -> NIR -> jsnn / snnTorch / Norse spike for spike."""
+import dataclasses
+import importlib.util
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import nir
+import numpy as np
+import pytest
+import torch
+
+from jsnn import data as jdata
+from jsnn.config import TrainConfig
+from jsnn.interop import ExportError, fold_bn, from_nir, lif_from_nir, lif_to_nir, or_neuron, to_nir
+from jsnn.interop.check import check_export
+from jsnn.interop.compare import jsnn_layer_spikes
+from jsnn.interop.nir_import import _lif
+from jsnn.interop.torch_sims import norse_module, run_torch, snntorch_module
+from jsnn.layers import BNConfig
+from jsnn.models import SpikingResNet
+from jsnn.neuron import LIFConfig, lif_time_major
+from jsnn.pooling import max_pool_2x2
+from jsnn.run import build_model
+from jsnn.surrogate import make_spike_fn
+from jsnn.ticket import save_ticket
+from jsnn.variables import Variables, apply_model, init_variables
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DT = 1e-4
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+def nir_lif_numpy(node, currents, dt=DT):
+    """NIR's LIF stepped with forward Euler at dt (the importers' reading), float64:
+    v += dt/tau (v_leak - v + r I); z = v > v_threshold; v = v_reset where z."""
+    v = np.zeros(currents.shape[1:])
+    out = []
+    for i in currents:
+        v = v + dt / node.tau * (node.v_leak - v + node.r * i)
+        z = v > node.v_threshold
+        v = np.where(z, node.v_reset, v)
+        out.append(z.astype(np.float32))
+    return np.stack(out)
+
+
+def one_neuron_graph(lif_node, features=1):
+    """Input -> Affine (identity) -> LIF -> Output over ``features`` neurons."""
+    return nir.NIRGraph(
+        nodes={"input": nir.Input(input_type={"input": np.array([features])}),
+               "fc": nir.Affine(weight=np.eye(features, dtype=np.float32), bias=np.zeros(features, np.float32)),
+               "lif": lif_node,
+               "output": nir.Output(output_type={"output": np.array([features])})},
+        edges=[("input", "fc"), ("fc", "lif"), ("lif", "output")],
+        metadata={"dt": DT, "timesteps": 1})
+
+
+def torch_step_spikes(net, currents, snntorch):
+    """Feeds currents[t] ([T, n]) one step at a time; the output (spikes) per step."""
+    out = []
+    with torch.no_grad():
+        if snntorch:
+            from snntorch import utils
+            utils.reset(net)
+            for m in net.modules():
+                if hasattr(m, "mem"):
+                    m.mem = torch.zeros(1)
+            for x in currents:
+                z = net(torch.tensor(x[None], dtype=torch.float32))
+                out.append((z[0] if isinstance(z, tuple) else z).numpy()[0])
+        else:
+            state = None
+            for x in currents:
+                z, state = net(torch.tensor(x[None], dtype=torch.float32), state)
+                out.append(z.numpy()[0])
+    return np.stack(out)
+
+
+def calibrated(model, variables, images):
+    """Running BN statistics = the statistics of ``images`` (one train-mode pass with momentum 1),
+    so every layer's currents are normalised and the LIF layers spike."""
+    cal = model.clone(bn=dataclasses.replace(model.bn, momentum=1.0))
+    _, stats, _ = apply_model(cal, variables, jnp.asarray(images), train=True)
+    return variables._replace(batch_stats=stats)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return jdata.load_dataset("digits")
+
+
+def normalized(ds, images):
+    return np.asarray(jdata.normalize(images, ds.mean, ds.std))
+
+
+def ticket(ds, method, seed):
+    """A digits ticket as the programs save one: edge-popup (frozen Kaiming weights, random top-half
+    masks, non-affine BN) or IMP-like (random affine BN, magnitude masks keeping 30%), BN running
+    statistics from 256 training images."""
+    config = TrainConfig(dataset="digits", timesteps=4).resolve(method)
+    model = build_model(config, ds.num_classes)
+    v = init_variables(model, jax.random.key(seed), (1, 8, 8, 1))
+    rng = np.random.default_rng(seed)
+    masks = jax.tree.map(lambda m: jnp.asarray(rng.random(m.shape) < 0.5, jnp.float32), v.masks)
+    if method == "imp":
+        def magnitude(path, m):
+            w = np.abs(np.asarray(v.weights[path[0].key]["kernel"]))
+            return jnp.asarray(w > np.quantile(w, 0.7), jnp.float32)
+        masks = jax.tree_util.tree_map_with_path(magnitude, v.masks)
+        bn = jax.tree.map(lambda p: jnp.asarray(rng.uniform(0.8, 1.5, p.shape), jnp.float32), v.bn)
+        v = v._replace(bn=bn)
+    v = v._replace(masks=masks)
+    return config, model, calibrated(model, v, normalized(ds, ds.train_images[:256]))
+
+
+# -- the mappings, against hand-worked values --------------------------------------------------
+
+def test_lif_parameters_hand_worked():
+    node = lif_to_nir((2,), decay=0.25, threshold=1.0, dt=DT)
+    np.testing.assert_allclose(node.tau, [4e-4 / 3] * 2, rtol=1e-15)  # dt / (1 - 0.25)
+    np.testing.assert_array_equal(node.r, [1.0, 1.0])
+    np.testing.assert_array_equal(node.v_leak, [0.0, 0.0])
+    np.testing.assert_allclose(node.v_threshold, [0.75, 0.75], rtol=1e-15)  # (1 - beta) theta
+    np.testing.assert_array_equal(node.v_reset, [0.0, 0.0])
+    # V_reset = 0.4 at beta 0.5: NIR's reset value decays once before the next input, so it is
+    # (1 - beta) V_reset / beta = 0.4, and (1 - beta) * 2 = 1 for theta = 2
+    node = lif_to_nir((1,), decay=0.5, threshold=2.0, reset_value=0.4, dt=DT)
+    np.testing.assert_allclose(node.v_reset, [0.4], rtol=1e-15)
+    np.testing.assert_allclose(node.v_threshold, [1.0], rtol=1e-15)
+    back = lif_from_nir(node, DT)
+    np.testing.assert_allclose(back["decay"], [0.5], rtol=1e-12)
+    np.testing.assert_allclose(back["threshold"], [2.0], rtol=1e-12)
+    np.testing.assert_allclose(back["reset_value"], [0.4], rtol=1e-12)
+    np.testing.assert_array_equal(back["leak_current"], [0.0])
+
+
+@pytest.mark.parametrize("decay,threshold,reset_value", [(0.25, 1.0, 0.0), (0.5, 0.7, 0.3), (0.9, 1.5, -0.2)])
+def test_nir_lif_euler_reproduces_jsnn_lif(decay, threshold, reset_value):
+    """NIR's Euler step (NumPy loop) on the exported parameters gives jsnn's spikes."""
+    rng = np.random.default_rng(0)
+    currents = rng.normal(0.5, 0.8, (12, 64, 5)).astype(np.float32)
+    jsnn_spikes = np.asarray(lif_time_major(jnp.asarray(currents), LIFConfig(decay, threshold, reset_value)))
+    node = lif_to_nir((64, 5), decay, threshold, reset_value, dt=DT)
+    np.testing.assert_array_equal(nir_lif_numpy(node, currents.astype(np.float64)), jsnn_spikes)
+    assert 0.05 < jsnn_spikes.mean() < 0.95
+
+
+def test_hand_worked_spike_train_in_every_simulator():
+    """beta 0.25, theta 1: currents 0.6, 0.6, 0.6, 1.2, 0.1 give U = 0.6, 0.75, 0.7875,
+    1.396875 (spike, reset to 0), 0.1. The last neuron gets exactly 1.0 at t = 1: jsnn fires
+    at U = theta, NIR (and both importers) only above it."""
+    currents = np.array([[0.6, 1.0], [0.6, 0.0], [0.6, 0.0], [1.2, 0.0], [0.1, 0.0]], np.float32)
+    want = np.array([[0, 1], [0, 0], [0, 0], [1, 0], [0, 0]], np.float32)
+    want_nir = want.copy()
+    want_nir[0, 1] = 0  # U = theta exactly
+    graph = one_neuron_graph(lif_to_nir((2,), 0.25, 1.0, dt=DT), features=2)
+    assert np.array_equal(np.asarray(lif_time_major(jnp.asarray(currents[:, None]), LIFConfig())[:, 0]), want)
+    assert np.array_equal(torch_step_spikes(snntorch_module(graph), currents, True), want_nir)
+    assert np.array_equal(torch_step_spikes(norse_module(graph), currents, False), want_nir)
+    # snnTorch rebuilt jsnn's beta and theta exactly; Norse steps v = (1 - beta) U
+    leaky = [m for m in snntorch_module(graph).modules() if type(m).__name__ == "Leaky"][0]
+    assert np.allclose(leaky.beta.numpy(), 0.25, rtol=0, atol=1e-7) and float(leaky.threshold) == 1.0
+    # jsnn's own import of the graph runs either rule (its neuron driven step by step)
+    for rule, expected in (("jsnn", want), ("nir", want_nir)):
+        net, _ = from_nir(graph, timesteps=1, threshold_rule=rule)
+        attrs = dict(next(a for name, kind, a in net.spec if name == "lif"))
+        got = _lif(jnp.asarray(currents), len(currents), attrs, make_spike_fn("atan"), rule)
+        assert np.array_equal(np.asarray(got), expected), rule
+
+
+def test_fold_bn_hand_worked():
+    # kernel [1, 1, 1, 2]: output channel 1's weight is pruned (0)
+    kernel = np.array([[[[2.0, 0.0]]]])
+    var = np.array([4.0, 1.0]) - 1e-5  # var + eps = 4, 1
+    k, c = fold_bn(kernel, mean=np.array([1.0, 2.0]), var=var, epsilon=1e-5, scale=np.array([0.5, 2.0]),
+                   bias=np.array([1.0, -1.0]))
+    # a = scale / sqrt(var + eps) = [0.25, 2]; c = bias - mean * a = [0.75, -5]
+    np.testing.assert_allclose(k, [[[[0.5, 0.0]]]], rtol=1e-6)
+    assert k[0, 0, 0, 1] == 0.0  # a pruned weight stays exactly zero
+    np.testing.assert_allclose(c, [0.75, -5.0], rtol=1e-6)
+    # non-affine BN (edge-popup): a = 1 / sqrt(var + eps), c = -mean * a
+    k, c = fold_bn(kernel, np.array([1.0, 2.0]), var, 1e-5)
+    np.testing.assert_allclose(k, [[[[1.0, 0.0]]]], rtol=1e-6)
+    np.testing.assert_allclose(c, [-0.5, -2.0], rtol=1e-6)
+
+
+def pool_graph(shape):
+    c, h, w = shape
+    out = (c, h // 2, w // 2)
+    return nir.NIRGraph(
+        nodes={"input": nir.Input(input_type={"input": np.array(shape)}),
+               "pool": nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
+               "or": or_neuron(out, DT),
+               "output": nir.Output(output_type={"output": np.array(out)})},
+        edges=[("input", "pool"), ("pool", "or"), ("or", "output")], metadata={"dt": DT, "timesteps": 3})
+
+
+def test_max_pool_is_sum_pool_plus_threshold_neuron():
+    # hand-worked: five 2x2 windows holding 0, 1, 2, 3, 4 spikes -> OR = 0, 1, 1, 1, 1
+    windows = np.zeros((1, 1, 2, 10), np.float32)
+    for n in range(5):
+        windows[0, 0, :, 2 * n:2 * n + 2] = np.array([1.0] * n + [0.0] * (4 - n)).reshape(2, 2)
+    want = np.array([[[[0, 1, 1, 1, 1]]]], np.float32)
+    assert np.array_equal(np.asarray(max_pool_2x2(jnp.asarray(windows.transpose(0, 2, 3, 1)))).transpose(0, 3, 1, 2),
+                          want)
+    rng = np.random.default_rng(1)
+    spikes = (rng.random((6, 3, 5, 7)) < 0.3).astype(np.float32)  # NCHW, odd sizes: the last row/column drop
+    for x, ref in ((windows, want), (spikes, None)):
+        if ref is None:
+            ref = np.asarray(max_pool_2x2(jnp.asarray(x.transpose(0, 2, 3, 1)))).transpose(0, 3, 1, 2)
+        graph = pool_graph(x.shape[1:])
+        net, _ = from_nir(graph)
+        for rule in ("jsnn", "nir"):
+            out = net.clone(threshold_rule=rule).apply({"weights": {}, "masks": {}}, jnp.asarray(x.transpose(0, 2, 3, 1)))
+            assert np.array_equal(np.moveaxis(np.asarray(out), -1, 2), np.broadcast_to(ref, (3,) + ref.shape)), rule
+        for make in (snntorch_module, norse_module):
+            out, _ = run_torch(make(graph), x, 3)
+            assert np.array_equal(out, np.broadcast_to(ref, out.shape)), make.__name__
+
+
+def test_average_pool_scale():
+    """AvgPool2d read by jsnn = the mean of each window (hand-worked), as snnTorch computes it;
+    Res-SNN-19's global average pool exports as a SumPool2d with 1/(H W) in fc1's weight."""
+    x = np.arange(1, 17, dtype=np.float32).reshape(1, 1, 4, 4)
+    want = np.array([[3.5, 5.5], [11.5, 13.5]], np.float32)  # e.g. (1 + 2 + 5 + 6) / 4
+    graph = nir.NIRGraph(
+        nodes={"input": nir.Input(input_type={"input": np.array([1, 4, 4])}),
+               "pool": nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
+               "output": nir.Output(output_type={"output": np.array([1, 2, 2])})},
+        edges=[("input", "pool"), ("pool", "output")], metadata={"dt": DT, "timesteps": 1})
+    net, _ = from_nir(graph)
+    got = np.asarray(net.apply({"weights": {}, "masks": {}}, jnp.asarray(x.transpose(0, 2, 3, 1))))
+    np.testing.assert_array_equal(got[0, 0, :, :, 0], want)
+    torch_out, _ = run_torch(snntorch_module(graph), x, 1)
+    np.testing.assert_array_equal(torch_out[0, 0, 0], want)
+
+    model = SpikingResNet(num_classes=3, timesteps=2, stem_features=2, stage_features=(4,), stage_blocks=(1,),
+                          hidden_features=5)
+    v = init_variables(model, jax.random.key(0), (1, 8, 8, 1))  # 8x8 -> 4x4 after the stride-2 stage
+    g = to_nir(model, v, (8, 8, 1))
+    assert isinstance(g.nodes["avgpool"], nir.SumPool2d)
+    np.testing.assert_array_equal(g.nodes["avgpool"].kernel_size, [4, 4])
+    np.testing.assert_allclose(g.nodes["fc1"].weight, np.asarray(v.weights["fc1"]["kernel"]).T / 16, rtol=1e-7)
+
+
+def test_flatten_order_and_pruned_weights_exactly_zero(digits):
+    config, model, v = ticket(digits, "edge_popup", 0)
+    g = to_nir(model, v, (8, 8, 1))
+    # conv weights: OIHW, weights x mask, BN folded per output channel; pruned stay exactly 0
+    mask = np.asarray(v.masks["conv1"]["kernel"]).transpose(3, 2, 0, 1)
+    assert np.all(g.nodes["conv1"].weight[mask == 0] == 0) and np.all(g.nodes["conv1"].weight[mask == 1] != 0)
+    # the classifier's input is (H, W, C)-flattened in jsnn, (C, H, W) in NIR
+    fc = np.asarray(v.weights["fc"]["kernel"] * v.masks["fc"]["kernel"])  # [2*2*128, 10]
+    h, w, c = 2, 2, 128
+    for (ci, hi, wi) in [(0, 0, 1), (5, 1, 0), (127, 1, 1)]:
+        np.testing.assert_array_equal(g.nodes["fc"].weight[:, ci * h * w + hi * w + wi], fc[(hi * w + wi) * c + ci])
+
+
+# -- round trips -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def exported(digits, tmp_path_factory):
+    """Both digits tickets, exported, written and read back."""
+    out = {}
+    for method, seed in (("edge_popup", 0), ("imp", 1)):
+        config, model, v = ticket(digits, method, seed)
+        path = str(tmp_path_factory.mktemp(method) / "ticket.nir")
+        nir.write(path, to_nir(model, v, (8, 8, 1), digits.mean, digits.std))
+        out[method] = (model, v, nir.read(path))
+    return out
+
+
+@pytest.mark.parametrize("method", ["edge_popup", "imp"])
+def test_round_trips_on_digits_test_set(exported, digits, method):
+    """jsnn -> NIR file -> jsnn, snnTorch and Norse on the 360 digits test images, T = 4."""
+    model, v, graph = exported[method]
+    report = check_export(model, v, graph, digits, ["jsnn", "snntorch", "norse"])
+    assert report["lif_layers"] == ["conv0_lif", "conv1_lif", "conv2_lif"]
+    for sim, r in report["simulators"].items():
+        assert r["images"] == 360 and r["spikes"] == 360 * 4 * (32 * 64 + 64 * 64 + 128 * 16), sim
+        assert r["prediction_agreement"] == 1.0, (sim, r)
+        assert r["spike_agreement"] >= 0.999, (sim, r)
+        # any disagreement starts where jsnn's U lies within float rounding of the threshold
+        if r["neurons_first_mismatch"]:
+            assert r["first_mismatch_max_distance_to_threshold"] < 1e-5, (sim, r)
+        assert r["max_output_difference"] < 1e-4, (sim, r)
+    # the layers really spike (the comparison is not between silent networks)
+    images = normalized(digits, digits.test_images[:64])
+    _, spikes, _ = jsnn_layer_spikes(model, v, images, report["lif_layers"])
+    for name, s in spikes.items():
+        assert 0.01 < s.mean() < 0.9, (name, s.mean())
+
+
+def test_graph_round_trip_is_exact(exported):
+    """from_nir reads back exactly the arrays the file holds, and the imported network runs
+    through jsnn's apply_model like any model, with masks = (weight != 0)."""
+    model, v, graph = exported["imp"]
+    net, nv = from_nir(graph)
+    np.testing.assert_array_equal(np.asarray(nv.weights["conv0"]["kernel"]).transpose(3, 2, 0, 1),
+                                  graph.nodes["conv0"].weight)
+    np.testing.assert_array_equal(np.asarray(nv.weights["fc"]["kernel"]).T, graph.nodes["fc"].weight)
+    assert np.array_equal(np.asarray(nv.masks["conv1"]["kernel"]), np.asarray(nv.weights["conv1"]["kernel"]) != 0)
+    kept = np.mean(np.asarray(nv.masks["conv1"]["kernel"]))
+    assert 0.25 < kept < 0.35  # IMP-like ticket keeps 30%
+    x = jnp.zeros((2, 8, 8, 1))
+    logits, _, _ = apply_model(net, nv, x, train=False)
+    assert logits.shape == (4, 2, 10)
+
+
+def test_resnet_exports_with_sum_nodes_and_runs_in_every_simulator(digits):
+    model = SpikingResNet(num_classes=10, timesteps=3, stem_features=4, stage_features=(4, 8), stage_blocks=(2, 1),
+                          hidden_features=16, bn=BNConfig(affine=True))
+    v = init_variables(model, jax.random.key(3), (1, 8, 8, 1))
+    v = calibrated(model, v, normalized(digits, digits.train_images[:128]))
+    graph = to_nir(model, v, (8, 8, 1))
+    # the identity skip of stage0_block1 and the conv shortcut of stage0_block0 are summed into the block's LIF
+    assert [s for s, d in graph.edges if d == "stage0_block1_lif"] == ["stage0_block1_conv2", "stage0_block0_lif"]
+    assert [s for s, d in graph.edges if d == "stage0_block0_lif"] == ["stage0_block0_conv2",
+                                                                        "stage0_block0_shortcut"]
+    small = dataclasses.replace(digits, test_images=digits.test_images[:96], test_labels=digits.test_labels[:96])
+    report = check_export(model, v, graph, small, ["jsnn", "snntorch"])
+    for sim, r in report["simulators"].items():
+        assert r["prediction_agreement"] == 1.0 and r["spike_agreement"] >= 0.999, (sim, r)
+        assert r["per_layer"]["stage0_block0_lif"] >= 0.999  # the block whose join sums conv2 and the shortcut
+    # Norse 1.1's depth-first executor would compute the join before the conv shortcut: refused
+    with pytest.raises(ExportError, match="Norse 1.1 cannot run this graph.*stage0_block0_shortcut"):
+        norse_module(graph)
+
+
+# -- what cannot be exported, and the program's errors -----------------------------------------
+
+def test_soft_reset_and_unsupported_graphs_are_refused():
+    model = build_model(TrainConfig(dataset="digits", timesteps=2, reset="soft").resolve("dense"), 10)
+    v = init_variables(model, jax.random.key(0), (1, 8, 8, 1))
+    with pytest.raises(ExportError, match="soft"):
+        to_nir(model, v, (8, 8, 1))
+    g = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([2])}),
+                            "scale": nir.Scale(scale=np.ones(2)),
+                            "output": nir.Output(output_type={"output": np.array([2])})},
+                     edges=[("input", "scale"), ("scale", "output")], metadata={"timesteps": 1})
+    with pytest.raises(ExportError, match="Scale"):
+        from_nir(g)
+
+
+def load_export_program():
+    sys.path.insert(0, os.path.join(ROOT, "train"))
+    spec = importlib.util.spec_from_file_location("export_program", os.path.join(ROOT, "train", "export.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_program(monkeypatch, capsys, *argv):
+    program = load_export_program()
+    monkeypatch.setattr(sys, "argv", ["export.py", *argv])
+    code = 0
+    try:
+        program.run_cleanly(program.main)
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr()
+
+
+def test_export_program(tmp_path, monkeypatch, capsys, digits):
+    config, model, v = ticket(digits, "imp", 2)
+    workdir = tmp_path / "imp"
+    save_ticket(str(workdir / "tickets" / "round_01.npz"), config, 10, v, {"method": "imp", "round": 1})
+    code, out = run_program(monkeypatch, capsys, "--workdir", str(workdir), "--round", "1", "--check", "jsnn")
+    assert code == 0, out.err
+    written = workdir / "tickets" / "round_01.nir"
+    assert written.is_file() and f"{written.stat().st_size / 1024:.1f} KiB" in out.err + out.out
+    import json
+    report = json.loads((workdir / "tickets" / "round_01.nir.check.json").read_text())
+    assert report["simulators"]["jsnn"]["prediction_agreement"] == 1.0
+    assert report["sizes"]["nir_bytes"] == written.stat().st_size
+
+    for argv, says in ((["--workdir", str(tmp_path / "nowhere")], "does not exist"),
+                       (["--workdir", str(workdir), "--round", "7"], "no ticket"),
+                       (["--workdir", str(workdir), "--check", "lava"], "choose from")):
+        code, out = run_program(monkeypatch, capsys, *argv)
+        lines = [line for line in out.err.splitlines() if line.strip()]
+        assert code != 0 and len(lines) == 1 and lines[0].startswith("error:") and says in lines[0], out.err
