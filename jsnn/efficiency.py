@@ -1,0 +1,400 @@
+"""What a ticket costs to run: synaptic operations, energy, activation and connection
+sparsity, and memory footprint, per layer and per image, counted exactly.
+
+``measure(model, variables, images)`` runs the network in evaluation mode over every
+image (one jitted pass per batch that reuses the model's own forward) and counts:
+
+* **Synaptic operations**, exactly, not from mean rates. Each conv / linear layer's
+  input is captured as the model computes it (``flax.linen.intercept_methods``); the
+  count is that layer's conv / matmul of the binarised input (nonzero -> 1) with the
+  binary kept-weight mask (kernel * mask nonzero -> 1), summed over outputs, all
+  timesteps, positions and images: one operation per (nonzero input, kept weight)
+  pair the layer actually touches (zero padding touches nothing). An input whose
+  values all lie in {-1, 0, 1} counts as accumulates (ACs, spikes); any other input
+  as multiply-accumulates (MACs): the encoding conv, which sees the real-valued image,
+  and a linear layer after a global average pool (Res-SNN-19's fc1). This is
+  NeuroBench's ``SynapticOperations`` rule. Under direct encoding the encoding conv
+  runs once per image, so its MACs are counted once, not T times.
+* **Dense counts**: every weight at every output position, as often as the layer runs
+  (T times; the encoding conv once), zero padding excluded = NeuroBench's "Dense"; the same network as an ANN
+  (one pass, every weight, all MACs); and the "unpruned" count: the ticket's own
+  spikes through every weight (what the mask alone saves at this activity).
+* **Neurons**: per LIF layer the spikes, firing rate and activation sparsity (zero
+  fraction of its outputs over every neuron, timestep and image); neuron updates
+  (every neuron, every timestep) and NeuroBench's ``MembraneUpdates`` (every neuron at
+  the first step, then each neuron-step whose stored potential, after reset and leak,
+  changed). The spikes are recomputed from the layer's membrane potentials with the
+  model's own spike function, so they are the model's spikes bit for bit.
+* **Other operations**, not synaptic and not in the energy: BatchNorm (one
+  multiply-add per normalised value; eval-mode BN folds into a scale and a shift),
+  linear biases, pooling (a 2x2 max pool: 3 comparisons per output; a global average
+  pool: one accumulate per input value).
+* **Energy** = ACs * e_ac + MACs * e_mac (``EnergyModel``; default Horowitz 2014,
+  45 nm, 32-bit float: 0.9 pJ per add, 3.7 + 0.9 = 4.6 pJ per multiply-add), for the
+  ticket, for the unpruned network at the same activity, and for the dense ANN.
+* **Connection sparsity**: zero fraction of the effective kernel (weights * masks).
+* **Footprint**: bytes of the dense f32 parameters (kernels, biases, BN scale/bias,
+  BN running mean/var); and the ticket stored sparsely: kept kernel values (f32) plus
+  a bitmask, or plus CSR indices (each kernel as a [fan_out, fan_in] matrix: int16
+  column indices when fan_in < 2**16, else int32; int32 row pointers), the rest dense.
+  ``footprint_bytes`` is the smaller of the two sparse forms.
+
+Counts are integers summed on the host (int64); per-image values are totals / images.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from jsnn.layers import ConvBN, MaskedDense
+from jsnn.surrogate import make_spike_fn
+from jsnn.variables import Variables, apply_model
+
+# Horowitz, "Computing's energy problem", ISSCC 2014, 45 nm: 32-bit float add 0.9 pJ,
+# multiply 3.7 pJ; a MAC is one of each. The figures SNN papers use for ACs and MACs.
+E_AC_J = 0.9e-12
+E_MAC_J = 4.6e-12
+ENERGY_SOURCE = "Horowitz 2014 (ISSCC), 45 nm, 32-bit float: AC = add 0.9 pJ, MAC = multiply 3.7 + add 0.9 pJ"
+DIRECT_ENCODING_NOTE = ("direct encoding: the encoding conv sees the real-valued image once per image; "
+                        "its MACs are counted once, not once per timestep")
+_INT32_MAX = 2**31 - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class EnergyModel:
+    """Energy per operation in joules."""
+
+    e_ac: float = E_AC_J
+    e_mac: float = E_MAC_J
+
+    def __post_init__(self):
+        for name in ("e_ac", "e_mac"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"energy per operation {name} must be a finite number >= 0 (joules), got {value!r}")
+
+    def energy(self, acs: float, macs: float) -> float:
+        return acs * self.e_ac + macs * self.e_mac
+
+
+# ----------------------------------------------------------------------------- counting pass
+
+def _paths(tree) -> dict[str, Any]:
+    """{"stage0_block0/conv1": kernel, ...} from a {path...: {"kernel": array}} tree."""
+    return {"/".join(k[:-1]): v for k, v in traverse_util.flatten_dict(tree).items() if k[-1] == "kernel"}
+
+
+def kept_mask(variables: Variables) -> dict[str, jax.Array]:
+    """Binary kept-weight mask of every kernel: (weights * masks) != 0, as f32 {0, 1}."""
+    w, m = _paths(variables.weights), _paths(variables.masks)
+    return {p: ((w[p] * m[p].astype(w[p].dtype)) != 0).astype(jnp.float32) for p in w}
+
+
+def _conv_count(x: jax.Array, kernel: jax.Array, stride: int, pad: int) -> jax.Array:
+    """Cross-correlation as ``jsnn.conv.conv2d`` computes it, of {0,1} operands, in f32
+    (each output is a count <= k*k*C_in, exact)."""
+    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), [(pad, pad), (pad, pad)],
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                        precision=jax.lax.Precision.HIGHEST)
+
+
+def _taps(size: int, k: int, stride: int, pad: int, out: int) -> int:
+    """Kernel taps, summed over the ``out`` output positions of one axis, that land inside the
+    input (zero padding is not an operation: NeuroBench's dense count)."""
+    return sum(1 for o in range(out) for t in range(k) if 0 <= o * stride + t - pad < size)
+
+
+def _counting_pass(model: nn.Module, variables: Variables, images: jax.Array, valid: jax.Array):
+    """Runs ``model`` once (eval mode) and returns per-layer counts, each [rows per image, B]
+    int32 with padded images zeroed, plus static per-layer facts (python values)."""
+    batch = images.shape[0]
+    kept = kept_mask(variables)
+    lif = model.lif
+    spike = make_spike_fn(lif.surrogate.name, lif.surrogate.param)
+    valid = valid.astype(jnp.int32)
+    layers, neurons, static = {}, {}, {"layers": {}, "neurons": {}}
+    seen_potentials: list = []
+
+    def rows(v):  # [rows * B] (time-major blocks) -> [rows, B], padding images zeroed
+        return v.reshape(-1, batch) * valid[None, :]
+
+    def connection(module, x, out):
+        path = "/".join(module.scope.path)
+        kb = kept[path]
+        xb = (x != 0).astype(jnp.float32)
+        binary = jnp.all((x == 0) | (x == 1) | (x == -1))
+        if isinstance(module, ConvBN):
+            k, s, pad = module.kernel_size, module.stride, module.kernel_size // 2
+            cin, cout = x.shape[-1], out.shape[-1]
+            pairs = _conv_count(xb, kb, s, pad).astype(jnp.int32).sum((1, 2, 3))
+            # every weight kept: (nonzero inputs in each window) * C_out
+            window = _conv_count(xb.sum(-1, keepdims=True), jnp.ones((k, k, 1, 1), jnp.float32), s, pad)
+            unpruned = window.astype(jnp.int32).sum((1, 2, 3)) * cout
+            ho, wo = out.shape[1:3]
+            dense = _taps(x.shape[1], k, s, pad, ho) * _taps(x.shape[2], k, s, pad, wo) * cin * cout
+            kind, extra, extra_kind = "conv", ho * wo * cout, "bn_ops"
+            shape = f"{k}x{k}x{cin}->{cout}, stride {s}, out {ho}x{wo}"
+        else:
+            if x.ndim != 2:
+                raise ValueError(f"linear layer {path}: expected input [N, features], got shape {x.shape}")
+            cin, cout = x.shape[-1], out.shape[-1]
+            pairs = jnp.matmul(xb, kb, precision=jax.lax.Precision.HIGHEST).astype(jnp.int32).sum(-1)
+            unpruned = xb.sum(-1).astype(jnp.int32) * cout
+            dense = cin * cout
+            kind, extra, extra_kind = "linear", (cout if module.use_bias else 0), "bias_adds"
+            shape = f"{cin}->{cout}"
+        if dense > _INT32_MAX:
+            raise ValueError(f"layer {path} has {dense} dense operations per image and timestep; "
+                             "more than the int32 per-row counters hold")
+        layers[path] = {"pairs": rows(pairs), "unpruned": rows(unpruned), "binary": binary}
+        static["layers"][path] = {"kind": kind, "shape": shape, "runs": x.shape[0] // batch,
+                                  "dense_per_run": dense, "extra_kind": extra_kind, "extra_per_run": extra}
+
+    def membrane(module, u):
+        if any(u is p for p in seen_potentials):  # a residual LIF is fed by conv2 and the shortcut
+            return
+        seen_potentials.append(u)
+        path = "/".join(module.scope.path)
+        shape = tuple(int(d) for d in u.shape[1:])
+        t_steps = u.shape[0] // batch
+        u = u.reshape(t_steps, batch, -1)
+        s = spike(u - lif.threshold)  # the model's own spike function: its spikes, bit for bit
+        if lif.reset == "hard":
+            h = lif.reset_value * s + lif.decay * u * (1.0 - s)
+        else:
+            h = lif.decay * (u - lif.threshold * s)
+        n = u.shape[-1]
+        changed = jnp.concatenate([jnp.full((1, batch), n, jnp.int32),
+                                   (h[1:] != h[:-1]).astype(jnp.int32).sum(-1)])
+        neurons[path] = {"spikes": s.astype(jnp.int32).sum(-1) * valid[None, :],
+                         "membrane_updates": changed * valid[None, :]}
+        static["neurons"][path] = {"shape": shape, "neurons": int(n), "timesteps": int(t_steps)}
+
+    def intercept(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        module = context.module
+        if isinstance(module, (ConvBN, MaskedDense)):
+            if context.method_name == "__call__":
+                connection(module, args[0], out)
+            elif context.method_name == "record_potential":
+                membrane(module, args[0])
+        return out
+
+    with nn.intercept_methods(intercept):
+        logits, _, _ = apply_model(model, variables, images, train=False, collect_stats=True)
+    return logits, layers, neurons, static
+
+
+@functools.lru_cache(maxsize=8)
+def _counter(model: nn.Module):
+    """The jitted counting pass for ``model`` (compiled once per model and batch shape),
+    and the static per-layer facts its trace records."""
+    static: dict = {}
+
+    def run(variables, images, valid):
+        logits, layers, neurons, facts = _counting_pass(model, variables, images, valid)
+        static.clear()
+        static.update(facts)
+        return jnp.argmax(logits.mean(0), -1), layers, neurons
+
+    return jax.jit(run), static
+
+
+def _pool_ops_per_image(model: nn.Module, neurons: dict) -> int:
+    """Pooling operations per image: 3 comparisons per 2x2 max-pool output, one accumulate
+    per global-average-pool input, at every timestep."""
+    from jsnn.models.resnet import SpikingResNet
+    from jsnn.models.vgg import SpikingVGG
+
+    lifs = list(neurons.values())  # in the order the forward pass ran them
+    if isinstance(model, SpikingVGG):
+        ops, shape, i = 0, None, -1
+        for item in model.plan:
+            if item == "M":
+                h, w, c = shape
+                shape = (h // 2, w // 2, c)
+                ops += 3 * math.prod(shape) * lifs[i]["timesteps"]
+            else:
+                i += 1
+                shape = lifs[i]["shape"]
+        return ops
+    if isinstance(model, SpikingResNet):
+        last_block = lifs[-2]  # the LIF before fc1's feeds the global average pool
+        return math.prod(last_block["shape"]) * last_block["timesteps"]
+    raise ValueError(f"pooling operations of {type(model).__name__} are not known to jsnn.efficiency")
+
+
+def footprint(variables: Variables) -> dict:
+    """Bytes of the dense f32 parameters and of the ticket stored sparsely (see module doc)."""
+    leaves = [np.asarray(v) for tree in (variables.weights, variables.bn, variables.batch_stats)
+              for v in jax.tree.leaves(tree)]
+    dense = 4 * sum(v.size for v in leaves)
+    w, m = _paths(variables.weights), _paths(variables.masks)
+    rest, bitmask, csr, per_layer = dense, 0, 0, {}
+    for path in sorted(w):
+        kernel = np.asarray(w[path]) * np.asarray(m[path])
+        total, kept = int(kernel.size), int(np.count_nonzero(kernel))
+        fan_out = int(kernel.shape[-1])
+        fan_in = total // fan_out
+        index_bytes = 2 if fan_in < 2**16 else 4
+        layer = {"dense_bytes": 4 * total,
+                 "bitmask_bytes": 4 * kept + -(-total // 8),
+                 "csr_bytes": 4 * kept + index_bytes * kept + 4 * (fan_out + 1)}
+        per_layer[path] = layer
+        rest -= layer["dense_bytes"]
+        bitmask += layer["bitmask_bytes"]
+        csr += layer["csr_bytes"]
+    sparse = {"bitmask": rest + bitmask, "csr": rest + csr}
+    best = min(sparse, key=sparse.get)
+    return {"dense_f32_bytes": dense, "bitmask_bytes": sparse["bitmask"], "csr_bytes": sparse["csr"],
+            "footprint_bytes": sparse[best], "format": best, "layers": per_layer}
+
+
+def _batches(n: int, batch_size: int):
+    for start in range(0, n, batch_size):
+        yield start, min(start + batch_size, n)
+
+
+def measure(model: nn.Module, variables: Variables, images, labels=None, *, batch_size: int = 128,
+            energy: EnergyModel = EnergyModel(), normalize: tuple | None = None) -> dict:
+    """The cost report of ``model`` with ``variables`` over ``images`` [N, H, W, C] (eval mode).
+
+    ``images`` are the model's input, or raw pixels when ``normalize = (mean, std)`` is
+    given (the evaluation step's preprocessing). ``labels`` [N] add the test accuracy.
+    Returns a JSON-ready dict: totals, per-image values, ``layers`` and ``neurons`` tables.
+    """
+    images = np.asarray(images)
+    n = len(images)
+    if images.ndim != 4 or n == 0:
+        raise ValueError(f"images must be a non-empty batch [N, H, W, C], got shape {images.shape}")
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"{n} images but {len(labels)} labels")
+    start_time = time.perf_counter()
+    run, static = _counter(model)
+    batch_size = min(batch_size, n)
+    variables = jax.device_put(variables)
+    conn: dict[str, dict] = {}
+    lif: dict[str, dict] = {}
+    correct = 0
+    for start, stop in _batches(n, batch_size):
+        x = images[start:stop]
+        valid = np.zeros(batch_size, np.int32)
+        valid[: stop - start] = 1
+        if len(x) < batch_size:  # one shape for jit: pad with zero images, counted nowhere
+            x = np.concatenate([x, np.zeros((batch_size - len(x),) + x.shape[1:], x.dtype)])
+        x = jnp.asarray(x, jnp.float32)
+        if normalize is not None:
+            x = (x - jnp.asarray(normalize[0], jnp.float32)) / jnp.asarray(normalize[1], jnp.float32)
+        predicted, layers, neurons = jax.device_get(run(variables, x, valid))
+        if labels is not None:
+            correct += int(np.sum((predicted == np.asarray(labels[start:stop]))[: stop - start]))
+        for path, c in layers.items():
+            acc = conn.setdefault(path, {"acs": 0, "macs": 0, "unpruned_acs": 0, "unpruned_macs": 0,
+                                         "binary_batches": 0, "batches": 0})
+            pairs, unpruned = int(np.sum(c["pairs"], dtype=np.int64)), int(np.sum(c["unpruned"], dtype=np.int64))
+            kind = "acs" if bool(c["binary"]) else "macs"
+            acc[kind] += pairs
+            acc["unpruned_" + kind] += unpruned
+            acc["binary_batches"] += int(bool(c["binary"]))
+            acc["batches"] += 1
+        for path, c in neurons.items():
+            acc = lif.setdefault(path, {"spikes": 0, "membrane_updates": 0})
+            for k in acc:
+                acc[k] += int(np.sum(c[k], dtype=np.int64))
+    report = _summarize(model, variables, static, conn, lif, n, energy)
+    if labels is not None:
+        report["test_accuracy"] = correct / n
+    report["seconds"] = time.perf_counter() - start_time
+    return report
+
+
+def measure_dataset(model: nn.Module, variables: Variables, dataset, *, batch_size: int = 128,
+                    energy: EnergyModel = EnergyModel()) -> dict:
+    """``measure`` over a jsnn ``ArrayDataset``'s test images, preprocessed as the evaluation step does."""
+    return measure(model, variables, dataset.test_images, dataset.test_labels, batch_size=batch_size,
+                   energy=energy, normalize=(dataset.mean, dataset.std))
+
+
+def _summarize(model, variables, static, conn, lif, n, energy: EnergyModel) -> dict:
+    kept = {p: (int(np.count_nonzero(np.asarray(k))), int(k.size)) for p, k in kept_mask(variables).items()}
+    layers = []
+    totals = dict.fromkeys(("acs", "macs", "dense", "ann", "unpruned_acs", "unpruned_macs", "bn_ops", "bias_adds"), 0)
+    for path, facts in static["layers"].items():
+        c = conn[path]
+        dense = facts["dense_per_run"] * facts["runs"] * n
+        extra = facts["extra_per_run"] * facts["runs"] * n
+        k, total = kept[path]
+        inputs = ("spikes" if c["binary_batches"] == c["batches"] else
+                  "real" if c["binary_batches"] == 0 else "mixed")
+        layers.append({
+            "layer": path, "kind": facts["kind"], "shape": facts["shape"], "input": inputs,
+            "runs_per_image": facts["runs"], "weights": total, "kept_weights": k,
+            "connection_sparsity": 1.0 - k / total,
+            "acs_per_image": c["acs"] / n, "macs_per_image": c["macs"] / n,
+            "dense_ops_per_image": dense / n, "unpruned_ops_per_image": (c["unpruned_acs"] + c["unpruned_macs"]) / n,
+            facts["extra_kind"] + "_per_image": extra / n,
+            "energy_per_image_j": energy.energy(c["acs"], c["macs"]) / n,
+            "acs": c["acs"], "macs": c["macs"], "dense_ops": dense,
+        })
+        totals["acs"] += c["acs"]
+        totals["macs"] += c["macs"]
+        totals["dense"] += dense
+        totals["ann"] += facts["dense_per_run"] * n
+        totals["unpruned_acs"] += c["unpruned_acs"]
+        totals["unpruned_macs"] += c["unpruned_macs"]
+        totals[facts["extra_kind"]] += extra
+    neurons, spikes_total, slots_total, updates_total, membrane_total = [], 0, 0, 0, 0
+    for path, facts in static["neurons"].items():
+        c = lif[path]
+        slots = facts["neurons"] * facts["timesteps"] * n
+        neurons.append({
+            "lif_after": path, "shape": "x".join(map(str, facts["shape"])), "neurons": facts["neurons"],
+            "spikes_per_image": c["spikes"] / n, "firing_rate": c["spikes"] / slots,
+            "activation_sparsity": 1.0 - c["spikes"] / slots,
+            "neuron_updates_per_image": slots / n, "membrane_updates_per_image": c["membrane_updates"] / n,
+            "spikes": c["spikes"],
+        })
+        spikes_total += c["spikes"]
+        slots_total += slots
+        updates_total += slots
+        membrane_total += c["membrane_updates"]
+    kept_total = sum(k for k, _ in kept.values())
+    weights_total = sum(t for _, t in kept.values())
+    e = energy.energy(totals["acs"], totals["macs"]) / n
+    e_unpruned = energy.energy(totals["unpruned_acs"], totals["unpruned_macs"]) / n
+    e_ann = energy.energy(0, totals["ann"]) / n
+    fp = footprint(variables)
+    return {
+        "images": n, "timesteps": int(model.timesteps), "encoding": DIRECT_ENCODING_NOTE,
+        "energy_model": {"e_ac_j": energy.e_ac, "e_mac_j": energy.e_mac,
+                         "source": ENERGY_SOURCE if energy == EnergyModel() else "given"},
+        "synops_per_image": totals["acs"] / n, "macs_per_image": totals["macs"] / n,
+        "dense_macs_per_image": totals["dense"] / n, "ann_macs_per_image": totals["ann"] / n,
+        "unpruned_synops_per_image": totals["unpruned_acs"] / n,
+        "unpruned_macs_per_image": totals["unpruned_macs"] / n,
+        "energy_per_image_j": e, "unpruned_energy_per_image_j": e_unpruned, "ann_energy_per_image_j": e_ann,
+        "saving_vs_unpruned": e_unpruned / e if e else None, "saving_vs_ann": e_ann / e if e else None,
+        "activation_sparsity": 1.0 - spikes_total / slots_total if slots_total else None,
+        "firing_rate": spikes_total / slots_total if slots_total else None,
+        "connection_sparsity": 1.0 - kept_total / weights_total, "kept_weights": kept_total,
+        "total_weights": weights_total,
+        "footprint_bytes": fp["footprint_bytes"], "dense_footprint_bytes": fp["dense_f32_bytes"],
+        "footprint": {k: v for k, v in fp.items() if k != "layers"},
+        "neuron_updates_per_image": updates_total / n, "membrane_updates_per_image": membrane_total / n,
+        "bn_ops_per_image": totals["bn_ops"] / n, "bias_adds_per_image": totals["bias_adds"] / n,
+        "pool_ops_per_image": _pool_ops_per_image(model, static["neurons"]),
+        "totals": {"synops": totals["acs"], "macs": totals["macs"], "dense_macs": totals["dense"],
+                   "ann_macs": totals["ann"], "spikes": spikes_total, "membrane_updates": membrane_total},
+        "layers": layers, "neurons": neurons,
+    }
