@@ -20,6 +20,7 @@ import numpy as np
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _received: list[int] = []
+_installed: list[bool] = []  # non-empty inside stop_on_signals
 
 
 class Preempted(RuntimeError):
@@ -45,11 +46,22 @@ def stop_on_signals():
         yield  # signal handlers can only be installed from the main thread
         return
     previous = {s: signal.signal(s, _handler) for s in _SIGNALS}
+    _installed.append(True)
     try:
         yield
     finally:
+        _installed.pop()
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def take_signals_back() -> None:
+    """Re-installs this module's handler inside ``stop_on_signals``: ``jax.distributed.initialize``
+    installs JAX's own SIGTERM handler (its preemption notifier), which only records the signal,
+    so without this a multi-process run would ignore SIGTERM and train on."""
+    if _installed and threading.current_thread() is threading.main_thread():
+        for s in _SIGNALS:
+            signal.signal(s, _handler)
 
 
 def requested() -> bool:

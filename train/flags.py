@@ -12,6 +12,7 @@ import sys
 from jsnn.config import TrainConfig
 from jsnn.layers import WEIGHT_INITS
 from jsnn.parallel import DISTRIBUTED_MODES, initialize_distributed
+from jsnn.preemption import take_signals_back
 from jsnn.surrogate import surrogate_names
 
 
@@ -67,6 +68,7 @@ def add_training_flags(p: argparse.ArgumentParser, default_dataset: str = "digit
 def start_run(args: argparse.Namespace) -> None:
     """Joins the distributed runtime (when launched as several processes) before anything starts JAX."""
     initialize_distributed(args.distributed)
+    take_signals_back()  # the distributed runtime installs a SIGTERM handler of its own
 
 
 def training_config(args: argparse.Namespace, method: str) -> TrainConfig:
