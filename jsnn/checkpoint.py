@@ -8,6 +8,8 @@ half-written checkpoint that looks complete; the newest ``keep`` are kept.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from typing import Any, Callable
 
@@ -36,11 +38,24 @@ class Checkpointer:
         return self._manager.latest_step()
 
     def save(self, step: int, tree: PyTree, meta: dict) -> None:
+        """Writes checkpoint ``step`` and waits for it; a failed write (a full disk, say) is one
+        CheckpointError, and the checkpoints written before stay as they were."""
         tree = jax.tree.map(np.asarray, tree)  # host copy: device buffers may be donated next step
-        self._manager.save(
-            step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta))
-        )
-        self._manager.wait_until_finished()
+        try:
+            with _orbax_errors_not_logged():
+                self._manager.save(
+                    step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta))
+                )
+                self._manager.wait_until_finished()
+        except Exception as e:  # orbax wraps the OS error in its own types
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if "No space left on device" in str(e):
+                reason = "No space left on device"
+            raise CheckpointError(
+                f"could not write the checkpoint {os.path.join(self.directory, str(step))} ({reason[:300]}). "
+                "The checkpoints written before are kept: free space (or fix the directory) and rerun the "
+                "same command to resume from the newest of them."
+            ) from None
 
     def restore(self, like: PyTree | Callable[[dict], PyTree], signature: dict,
                 step: int | None = None) -> tuple[PyTree, dict]:
@@ -70,6 +85,19 @@ class Checkpointer:
                 "Nothing was deleted. Rerun with the original settings to resume, or pass a new --workdir."
             )
         return _conform(tree, like(meta) if callable(like) else like, where), meta
+
+
+@contextlib.contextmanager
+def _orbax_errors_not_logged():
+    """Orbax logs every failed background write with a traceback (through absl) before it raises;
+    the error reaches the user once, as the CheckpointError above."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _conform(tree: PyTree, like: PyTree, where: str) -> PyTree:

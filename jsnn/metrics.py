@@ -31,10 +31,19 @@ def append_jsonl(path: str, record: dict) -> None:
 
 
 def read_jsonl(path: str) -> list[dict]:
+    """The records of a .jsonl file; a last line cut short (the disk filled, the process was
+    killed mid-write) is left out: it is redone on resume."""
     if not os.path.exists(path):
         return []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        lines = f.read().split("\n")
+    records = [json.loads(line) for line in lines[:-1] if line.strip()]
+    if lines[-1].strip():
+        try:
+            records.append(json.loads(lines[-1]))
+        except json.JSONDecodeError:
+            pass
+    return records
 
 
 def write_jsonl(path: str, records: list[dict]) -> None:

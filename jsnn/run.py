@@ -86,10 +86,12 @@ def prepare(config: TrainConfig, workdir: str, signature: dict, extra_config: di
 
 
 def drop_metrics_after(path: str, keep) -> None:
-    """Removes records a crashed run wrote after its last checkpoint (they are redone)."""
+    """Removes records a crashed run wrote after its last checkpoint (they are redone), and a
+    last line it left cut short."""
     records = read_jsonl(path)
     kept = [r for r in records if keep(r)]
-    if len(kept) != len(records):
+    cut_short = os.path.exists(path) and os.path.getsize(path) and not open(path, "rb").read().endswith(b"\n")
+    if len(kept) != len(records) or cut_short:
         write_jsonl(path, kept)
 
 

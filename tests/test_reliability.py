@@ -177,3 +177,11 @@ def test_bad_inputs_are_one_line(tmp_path):
                          env={**env, "JAX_PLATFORMS": "cpu", "JAX_COORDINATOR_ADDRESS": "127.0.0.1:1"},
                          capture_output=True, timeout=120)
     assert out.returncode == 2 and "JAX_NUM_PROCESSES, JAX_PROCESS_ID not set" in out.stderr
+
+
+def test_metrics_line_cut_short_is_dropped_on_resume(tmp_path):
+    path = str(tmp_path / "metrics.jsonl")
+    with open(path, "w") as f:
+        f.write('{"epoch": 1, "loss": 0.5}\n{"epoch": 2, "lo')  # the disk filled in the middle of a line
+    jrun.drop_metrics_after(path, lambda r: r["epoch"] <= 1)
+    assert open(path).read() == '{"epoch": 1, "loss": 0.5}\n'

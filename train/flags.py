@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import sys
 
 from jsnn.config import TrainConfig
@@ -76,6 +77,10 @@ def training_config(args: argparse.Namespace, method: str) -> TrainConfig:
     return TrainConfig(**{k: v for k, v in vars(args).items() if k in fields}).resolve(method)
 
 
+# a full disk, a quota, a file too large, a read-only or failing file system
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
+
+
 def run_cleanly(main) -> None:
     """Runs ``main()``; expected failures become one clear line on stderr, not a traceback.
 
@@ -99,3 +104,9 @@ def run_cleanly(main) -> None:
     except (ValueError, FileNotFoundError, DataNotFoundError, CheckpointError, TrainingDivergedError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2 if isinstance(e, ValueError) else 1)
+    except OSError as e:
+        if e.errno not in WRITE_ERRORS:
+            raise
+        print(f"error: cannot write {e.filename or 'to the workdir'} ({e.strerror}). What was saved before is "
+              "kept: free space (or fix the directory) and rerun the same command to resume.", file=sys.stderr)
+        sys.exit(1)
