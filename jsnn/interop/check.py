@@ -5,11 +5,12 @@ measure how far each agrees with the jsnn ticket it came from.
 
 Per simulator: the fraction of (image, layer, neuron, t) spikes of the ticket's LIF
 layers that agree, the fraction of predictions that agree, the simulator's test accuracy,
-the largest output difference, and for every neuron that disagrees the distance
-|U - threshold| of jsnn's membrane potential at its first disagreement.
+the largest output difference, and the flips that start a disagreement (inputs and past
+equal; ``compare.agreement``) with jsnn's |U - threshold| there, apart from those that follow.
 """
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 from jsnn.interop.compare import agreement, jsnn_layer_spikes, predictions
@@ -18,7 +19,7 @@ from jsnn.interop.compare import agreement, jsnn_layer_spikes, predictions
 def _summary(ref_logits, ref_spikes, potentials, threshold, outputs, spikes, labels) -> dict:
     a = agreement(ref_spikes, spikes, potentials, threshold)
     ref_pred, pred = predictions(ref_logits), predictions(outputs)
-    d = np.asarray(a["first_mismatch_distance"])
+    d = np.asarray(a["origin_distance"])
     return {
         "spikes": a["spikes"],
         "spikes_agree": a["agree"],
@@ -28,12 +29,14 @@ def _summary(ref_logits, ref_spikes, potentials, threshold, outputs, spikes, lab
         "prediction_agreement": float(np.mean(ref_pred == pred)),
         "accuracy": float(np.mean(pred == labels)),
         "max_output_difference": float(np.max(np.abs(np.asarray(outputs) - ref_logits))),
-        "neurons_first_mismatch": int(d.size),
-        "first_mismatch_max_distance_to_threshold": float(d.max()) if d.size else None,
+        "origin_flips": int(d.size),  # flips whose inputs and past agree (agreement())
+        "origin_max_distance_to_threshold": float(d.max()) if d.size else None,
+        "origin_distances": d.tolist()[:100],
+        "consequent_flips": a["consequences"],
     }
 
 
-def check_export(model, variables, graph, dataset, simulators, batch_size: int = 128) -> dict:
+def check_export(model, variables, graph, dataset, simulators, batch_size: int = 512) -> dict:
     from jsnn import data as jdata
     from jsnn.interop.nir_import import _metadata, from_nir
 
@@ -49,10 +52,10 @@ def check_export(model, variables, graph, dataset, simulators, batch_size: int =
     for sim in simulators:
         if sim == "jsnn":
             net, nv = from_nir(graph)
+            run = jax.jit(lambda w, m, x: net.apply({"weights": w, "masks": m}, x, record=True))
             outs, recs = [], {k: [] for k in layers}
             for start in range(0, len(images), batch_size):
-                o, s = net.apply({"weights": nv.weights, "masks": nv.masks}, images[start:start + batch_size],
-                                 record=True)
+                o, s = run(nv.weights, nv.masks, images[start:start + batch_size])
                 outs.append(np.asarray(o))
                 for k in layers:
                     recs[k].append(np.asarray(s[k]))

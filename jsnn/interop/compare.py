@@ -7,14 +7,15 @@
 computes it (the model's own ``lif_folded`` call, wrapped while the model runs), keyed
 by the LIF node names ``to_nir`` lists in ``metadata["lif_layers"]``, in NIR's layout
 [T, B, C, H, W]. ``agreement`` counts the (image, layer, neuron, t) spikes that agree
-and, for those that do not, how far jsnn's membrane potential U was from the
-threshold at the *first* disagreement of each neuron (later ones follow from the
-different state and from upstream spikes).
+and, for those that do not, separates the flips that start one (a neuron whose inputs
+and past agree, so only its current's rounding differs: how far jsnn's U was from the
+threshold there) from the ones that follow from an earlier flip.
 """
 from __future__ import annotations
 
 import contextlib
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -44,15 +45,21 @@ def _nir_layout(x):
     return np.moveaxis(np.asarray(x), -1, 2) if x.ndim == 5 else np.asarray(x)
 
 
-def jsnn_layer_spikes(model, variables, images, layers: list[str], batch_size: int = 128):
+def jsnn_layer_spikes(model, variables, images, layers: list[str], batch_size: int = 512):
     """``(logits [T, N, classes], {layer: spikes}, {layer: potentials U})`` of ``model`` on
     ``images`` (normalised NHWC), spikes and U in NIR's layout [T, N, C, H, W]; ``layers``:
     the LIF layers in the order the model runs them (``metadata["lif_layers"]``)."""
+
+    @jax.jit
+    def run(variables, x):
+        seen = []
+        with _recording_lif(seen):  # active while jit traces the model
+            out, _, _ = apply_model(model, variables, x, train=False)
+        return out, seen
+
     logits, spikes, potentials = [], {k: [] for k in layers}, {k: [] for k in layers}
     for start in range(0, len(images), batch_size):
-        seen = []
-        with _recording_lif(seen):
-            out, _, _ = apply_model(model, variables, jnp.asarray(images[start:start + batch_size]), train=False)
+        out, seen = run(variables, jnp.asarray(images[start:start + batch_size]))
         if len(seen) != len(layers):
             raise ValueError(f"the model ran {len(seen)} LIF layers, the graph lists {len(layers)}: {layers}")
         logits.append(np.asarray(out))
@@ -64,27 +71,42 @@ def jsnn_layer_spikes(model, variables, images, layers: list[str], batch_size: i
 
 
 def agreement(reference: dict, other: dict, potentials: dict | None = None, threshold: float = 1.0) -> dict:
-    """Agreement of two runs' spikes {layer: [T, N, ...]} over the layers of ``reference``.
+    """Agreement of two runs' spikes {layer: [T, N, ...]} over the layers of ``reference``,
+    given in the order the network computes them.
 
-    Returns {"spikes": total, "agree": count, "fraction": agree / total, "per_layer": {...},
-    "first_mismatch_distance": sorted |U - threshold| at each neuron's first disagreement
-    (when ``potentials``, jsnn's U, are given)}."""
+    Returns {"spikes": total, "agree": count, "fraction": agree / total, "per_layer": {...}}
+    and, when jsnn's membrane potentials ``potentials`` are given, splits the disagreements
+    into *origins* and *consequences*. An origin is a neuron's first disagreement at a step t
+    of an image for which every earlier layer's spikes still agree at all steps <= t: its
+    inputs and its own past are the same in both runs, so only the rounding of its current
+    can flip it. Everything else follows from an earlier flip. "origin_distance": sorted
+    |U - threshold| of jsnn's U at each origin."""
     total = agree = 0
-    per_layer, distances = {}, []
+    per_layer, origins, consequences = {}, [], 0
+    upstream_first = None  # [N]: the first step at which some earlier layer differs, per image
     for name, ref in reference.items():
         got = np.asarray(other[name])
         if got.shape != ref.shape:
             raise ValueError(f"layer {name}: shapes {ref.shape} and {got.shape} differ")
-        same = ref == got
-        per_layer[name] = float(same.mean())
-        total += same.size
-        agree += int(same.sum())
-        if potentials is not None and not same.all():
-            differ = ~same
-            first = differ & (np.cumsum(differ, axis=0) == 1)  # first disagreement over time
-            distances.extend(np.abs(np.asarray(potentials[name])[first] - threshold).tolist())
+        differ = ref != got
+        per_layer[name] = float(1.0 - differ.mean())
+        total += differ.size
+        agree += int(differ.size - differ.sum())
+        T, N = differ.shape[:2]
+        if upstream_first is None:
+            upstream_first = np.full(N, T)
+        if potentials is not None and differ.any():
+            first = differ & (np.cumsum(differ, axis=0) == 1)
+            t = np.arange(T).reshape((T, 1) + (1,) * (differ.ndim - 2))
+            clean = t < upstream_first.reshape((1, N) + (1,) * (differ.ndim - 2))
+            origin = first & clean
+            origins.extend(np.abs(np.asarray(potentials[name])[origin] - threshold).tolist())
+            consequences += int(differ.sum() - origin.sum())
+        layer_first = np.where(differ.reshape(T, N, -1).any(axis=2).any(axis=0),
+                               np.argmax(differ.reshape(T, N, -1).any(axis=2), axis=0), T)
+        upstream_first = np.minimum(upstream_first, layer_first)
     return {"spikes": total, "agree": agree, "fraction": agree / total, "per_layer": per_layer,
-            "first_mismatch_distance": sorted(distances)}
+            "origin_distance": sorted(origins), "consequences": consequences}
 
 
 def predictions(outputs: np.ndarray) -> np.ndarray:
