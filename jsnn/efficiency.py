@@ -298,7 +298,7 @@ def measure(model: nn.Module, variables: Variables, images, labels=None, *, batc
             x = (x - jnp.asarray(normalize[0], jnp.float32)) / jnp.asarray(normalize[1], jnp.float32)
         predicted, layers, neurons = jax.device_get(run(variables, x, valid))
         if labels is not None:
-            correct += int(np.sum((predicted == np.asarray(labels[start:stop]))[: stop - start]))
+            correct += int(np.sum(predicted[: stop - start] == np.asarray(labels[start:stop])))
         for path, c in layers.items():
             acc = conn.setdefault(path, {"acs": 0, "macs": 0, "unpruned_acs": 0, "unpruned_macs": 0,
                                          "binary_batches": 0, "batches": 0})
@@ -398,3 +398,16 @@ def _summarize(model, variables, static, conn, lif, n, energy: EnergyModel) -> d
                    "ann_macs": totals["ann"], "spikes": spikes_total, "membrane_updates": membrane_total},
         "layers": layers, "neurons": neurons,
     }
+
+
+def ticket_entry(config, num_classes: int, variables: Variables, dataset=None,
+                 energy: EnergyModel = EnergyModel()) -> dict:
+    """The "efficiency" entry of a finished level / round: ``measure_dataset`` on the test
+    set of ``config.dataset`` (loaded when ``dataset`` is None), at the run's batch size."""
+    from jsnn import data as jdata
+    from jsnn.run import build_model
+
+    if dataset is None:
+        dataset = jdata.load_dataset(config.dataset, config.data_dir)
+    model = build_model(config, num_classes)
+    return measure_dataset(model, jax.device_get(variables), dataset, batch_size=config.batch_size, energy=energy)

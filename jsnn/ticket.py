@@ -124,10 +124,14 @@ def select_ticket(workdir: str, level: float | None = None, round_index: int | N
     return path
 
 
-def record_ticket(path: str, config: TrainConfig, num_classes: int, state, method, entry: dict) -> dict:
-    """Saves a finished level's / round's ticket (process 0) and returns its results entry."""
+def record_ticket(path: str, config: TrainConfig, num_classes: int, state, method, entry: dict,
+                  dataset=None) -> dict:
+    """Saves a finished level's / round's ticket (process 0) and returns its results entry, with
+    what the ticket costs to run on the test set under "efficiency" (``jsnn.efficiency``)."""
+    from jsnn.efficiency import ticket_entry
+
     variables = variables_of(state, method)
     if is_primary():
         save_ticket(path, config, num_classes, variables, entry)
-    return entry
+    return {**entry, "efficiency": ticket_entry(config, num_classes, variables, dataset)}
 

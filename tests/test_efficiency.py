@@ -264,3 +264,33 @@ def _lif_currents(name, seen, T):
             currents[block + "/conv2"] = seen[block + "/conv2"][1] + shortcut
     currents["fc1"] = folded("fc1")
     return currents
+
+
+def test_record_ticket_adds_the_efficiency_entry(tmp_path):
+    """What every level / round writes: its results entry gains "efficiency", measured on the
+    test set as the evaluation step preprocesses it (so its accuracy is the ticket's)."""
+    import optax
+
+    from jsnn.config import TrainConfig
+    from jsnn.data import load_dataset
+    from jsnn.methods import MaskedTraining
+    from jsnn.run import build_model
+    from jsnn.ticket import load_ticket, record_ticket
+    from jsnn.trainer import create_state
+
+    config = TrainConfig(dataset="digits", batch_size=100).resolve("imp")
+    model = build_model(config, 10)
+    variables = _random_ticket(model, (8, 8, 1), seed=4)
+    state = create_state(variables, {}, MaskedTraining(), optax.sgd(0.1), 0)
+    path = str(tmp_path / "round_01.npz")
+    entry = record_ticket(path, config, 10, state, MaskedTraining(), {"round": 1})
+    eff = entry["efficiency"]
+    dataset = load_dataset("digits")
+    expected = E.measure(model, variables, dataset.test_images, dataset.test_labels, batch_size=120,
+                         normalize=(dataset.mean, dataset.std))
+    for key in ("synops_per_image", "macs_per_image", "dense_macs_per_image", "energy_per_image_j",
+                "activation_sparsity", "connection_sparsity", "footprint_bytes", "test_accuracy"):
+        assert eff[key] == expected[key], key  # batch 100 or 120: the same exact counts
+    assert eff["layers"] == expected["layers"] and eff["neurons"] == expected["neurons"]
+    assert eff["connection_sparsity"] == pytest.approx(0.5, abs=0.02) and eff["synops_per_image"] > 0
+    assert load_ticket(path).info == {"round": 1}
