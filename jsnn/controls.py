@@ -24,7 +24,7 @@ from jsnn.sparsity import masks as M
 from jsnn.variables import Variables, by_name, from_names, init_variables, kernels, with_kernels
 
 PyTree = Any
-CONTROLS = ("reinit", "random")
+CONTROLS = ("reinit", "random", "ticket")  # ticket: the ticket itself, retrained (e.g. an early-bird one)
 RESEED = 7919  # reinit draws its weights with seed + RESEED: never the ticket's own initialisation
 
 
@@ -42,11 +42,11 @@ def random_masks(masks: PyTree, key: jax.Array) -> PyTree:
     return from_names(out)
 
 
-def reinit_variables(model, input_shape, masks: PyTree, seed: int) -> Variables:
-    """Fresh variables of ``model`` from key(seed + RESEED), kernels multiplied by ``masks``."""
+def reinit_variables(model, input_shape, masks: PyTree, seed: int, unmasked: tuple[str, ...] = ()) -> Variables:
+    """Fresh variables of ``model`` from key(seed + RESEED), kernels multiplied by ``masks``
+    (layers in ``unmasked``, DNS, keep all their fresh weights)."""
     fresh = init_variables(model, jax.random.key(seed + RESEED), input_shape)
-    weights = with_kernels(fresh.weights, M.apply_masks(kernels(fresh.weights), masks))
-    return Variables(weights, masks, fresh.bn, fresh.batch_stats)
+    return rewound_variables(fresh, masks, unmasked)
 
 
 def rewound_variables(rewind: Variables, masks: PyTree, unmasked: tuple[str, ...] = ()) -> Variables:

@@ -21,7 +21,8 @@ from jsnn.metrics import log, read_json, read_jsonl, write_json
 from jsnn.run import (CONFIG, METRICS, RESULTS, check_same_run, claim_workdir, prepare, run_signature,
                       train_resumable)
 from jsnn.sparsity.edge_popup import init_scores
-from jsnn.sparsity.masks import check_sparsity, layer_sparsity, sparsity_of
+from jsnn.sparsity import distributions
+from jsnn.sparsity.masks import check_sparsity, layer_sparsity_of, sparsity_of
 from jsnn.ticket import TICKET_FILE, record_ticket
 from jsnn.variables import init_variables, kernels, named_kernels
 
@@ -32,6 +33,7 @@ class EdgePopupOptions:
     dense_encoding: bool = False  # keep the first (encoding) layer dense; edge-popup masks it by default
     dense_classifier: bool = False  # keep the last linear layer dense
     dense_baseline: str | None = None  # "train": train one in WORKDIR/dense; or a directory holding results.json
+    distribution: str = "uniform"  # per-layer targets: uniform (edge-popup's) or erk (jsnn/sparsity/distributions.py)
 
     # not part of a level's signature: a sweep may add levels, and the baseline is only a reference line
     RUN_CONTROL = ("sparsities", "dense_baseline")
@@ -41,16 +43,21 @@ class EdgePopupOptions:
             raise ValueError("give at least one sparsity")
         for s in self.sparsities:
             check_sparsity(s)
+        if self.distribution not in distributions.SHAPE_DENSITIES:
+            raise ValueError(f"edge-popup's per-layer targets come from the layer shapes: --distribution must be "
+                             f"one of {sorted(distributions.SHAPE_DENSITIES)}, got {self.distribution!r}")
 
 
 def level_dir(workdir: str, sparsity: float) -> str:
     return os.path.join(workdir, f"sparsity_{sparsity:.2f}")
 
 
-def layer_sparsities(model, weights, sparsity: float, options: EdgePopupOptions) -> tuple:
+def level_targets(model, weights, sparsity: float, options: EdgePopupOptions) -> tuple:
+    """((layer path, fraction removed), ...) of one level: the distribution's targets, dense layers at 0."""
     dense = {model.encoding_layer} if options.dense_encoding else set()
     dense |= {model.classifier_layer} if options.dense_classifier else set()
-    return tuple((name, 0.0 if name in dense else sparsity) for name in named_kernels(weights))
+    shapes = {name: k.shape for name, k in named_kernels(weights).items()}
+    return tuple(distributions.layer_targets(options.distribution, shapes, sparsity, tuple(dense)).items())
 
 
 def level_signature(config: TrainConfig, options: EdgePopupOptions, sparsity: float) -> dict:
@@ -75,7 +82,7 @@ def run_level(config: TrainConfig, workdir: str, sparsity: float, options: EdgeP
     key_weights, key_scores = jax.random.split(jax.random.key(config.seed))
     variables = init_variables(model, key_weights, (1,) + dataset.image_shape)
     scores = init_scores(key_scores, kernels(variables.weights))
-    method = EdgePopup(layer_sparsities(model, variables.weights, sparsity, options))
+    method = EdgePopup(level_targets(model, variables.weights, sparsity, options))
     initial_weights = jax.tree.map(np.array, variables.weights)  # host copy: the step donates its input
     state = trainer.new_state(variables, scores, method, config.seed)
     state = train_resumable(trainer, out_dir, state, method, sig, label={"sparsity_target": sparsity})
@@ -84,7 +91,7 @@ def run_level(config: TrainConfig, workdir: str, sparsity: float, options: EdgeP
     if not unchanged:  # edge-popup must never train the weights; fail loudly if it did
         raise AssertionError("edge-popup changed the frozen weights")
     masks = method.effective_masks(state.masks, state.scores)
-    entry = {"sparsity_target": sparsity, "sparsity": sparsity_of(masks), "layer_sparsity": layer_sparsity(masks),
+    entry = {"sparsity_target": sparsity, "sparsity": sparsity_of(masks), "layer_sparsity": layer_sparsity_of(masks),
              **trainer.evaluate(state, method), "weights_unchanged": unchanged, "epochs": config.epochs}
     entry = record_ticket(os.path.join(out_dir, TICKET_FILE), config, dataset.num_classes, state, method, entry)
     write_json(os.path.join(out_dir, RESULTS), {"method": "edge_popup", "runs": [entry], "signature": sig})

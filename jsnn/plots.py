@@ -28,11 +28,12 @@ def save_figure(fig, path: str, title: str = "", dpi: float | str = "figure") ->
 
 def accuracy_vs_sparsity(curves: dict[str, Sequence[Sequence[tuple[float, float]]]], path: str, *,
                          dense_accuracy: float | None = None, x_axis: str = "sparsity",
-                         title: str = "") -> str:
+                         title: str = "", dashed: Sequence[str] = ()) -> str:
     """One line per label; each label holds one or more runs (seeds) of (sparsity, accuracy) points.
 
     Several runs of a label are drawn as mean ± std at each sparsity. ``x_axis`` is
     "sparsity" (pruned %) or "remaining" (remaining %, log scale as in the paper's Fig. 5).
+    Labels in ``dashed`` (controls) are drawn dashed.
     """
     fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=150)
     markers = "osD^v<>p*h"
@@ -48,7 +49,8 @@ def accuracy_vs_sparsity(curves: dict[str, Sequence[Sequence[tuple[float, float]
         xplot = 100.0 * (1.0 - xs) if x_axis == "remaining" else 100.0 * xs
         all_x.update(round(float(v), 2) for v in xplot)
         n = max(len(v) for v in by_sparsity.values())
-        ax.plot(xplot, mean, marker=markers[i % len(markers)], ms=4, label=label + (f" (n={n})" if n > 1 else ""))
+        ax.plot(xplot, mean, marker=markers[i % len(markers)], ms=4, label=label + (f" (n={n})" if n > 1 else ""),
+                ls="--" if label in dashed else "-")
         if n > 1:
             ax.fill_between(xplot, mean - std, mean + std, alpha=0.2)
     if dense_accuracy is not None:

@@ -1,7 +1,7 @@
 """Lottery-ticket controls, early-bird tickets and criteria as plug-ins.
 
 Pure pieces against NumPy and hand-made masks; the plug-ins and the controls
-through IMP on a small digits setup (256 train images, T = 2, 2 epochs a round).
+through IMP on a small digits setup (256 train images, T = 2, 3 epochs a round).
 """
 import dataclasses
 import json
@@ -109,7 +109,7 @@ def setup():
     ds = jdata.load_dataset("digits")
     ds = dataclasses.replace(ds, train_images=ds.train_images[:256], train_labels=ds.train_labels[:256],
                              test_images=ds.test_images[:128], test_labels=ds.test_labels[:128])
-    config = TrainConfig(timesteps=2, epochs=2, batch_size=64, progress=False).resolve("imp")
+    config = TrainConfig(timesteps=2, epochs=3, batch_size=64, progress=False).resolve("imp")
     model = build_model(config, ds.num_classes)
     return ds, config, model, Trainer(config, model, ds)
 
@@ -192,3 +192,124 @@ def test_a_registered_criterion_runs_through_imp_unchanged(setup, tmp_path, regi
     cut = np.sort(mags)[kept - 1]
     for n, m in by_name(masks).items():
         np.testing.assert_array_equal(np.asarray(m), (np.abs(np.asarray(named_kernels(trained)[n])) <= cut))
+
+
+def _quiet(monkeypatch):
+    for name in ("accuracy_vs_sparsity", "training_curves"):  # figures are not under test here
+        monkeypatch.setattr(imp.plots, name, lambda *a, **k: None)
+
+
+def _masks(workdir, k):
+    from jsnn.ticket import load_ticket, round_path
+
+    return {n: np.asarray(m) for n, m in by_name(load_ticket(round_path(str(workdir), k)).variables.masks).items()}
+
+
+@pytest.fixture(scope="module")
+def ticket_run(setup, tmp_path_factory):
+    ds, config, model, trainer = setup
+    workdir = tmp_path_factory.mktemp("ticket")
+    mp = pytest.MonkeyPatch()
+    _quiet(mp)
+    options = imp.IMPOptions(rounds=3, rewind_epoch=1).resolve(config)
+    result = imp.IMPRun(config, options, str(workdir), trainer=trainer).run()
+    mp.undo()
+    return workdir, options, result
+
+
+@pytest.mark.parametrize("control", ["reinit", "random"])
+def test_controls_follow_the_ticket_round_by_round(setup, ticket_run, tmp_path, monkeypatch, control):
+    ds, config, model, trainer = setup
+    _quiet(monkeypatch)
+    ticket_dir, options, ticket = ticket_run
+    options = dataclasses.replace(options, control=control, ticket_dir=str(ticket_dir))
+    run = imp.IMPRun(config, options, str(tmp_path), trainer=trainer)
+    starts = {}
+    original = run.prune_and_rewind
+
+    def spy(state, rewind, k):  # the state each control round starts from
+        out = original(state, rewind, k)
+        starts[k] = jax.tree.map(np.array, out)
+        return out
+
+    monkeypatch.setattr(run, "prune_and_rewind", spy)
+    result = run.run()
+    assert result["control"] == control and result["ticket_dir"] == str(ticket_dir)
+    assert [r["sparsity"] for r in result["runs"]] == pytest.approx([1 - 0.75 ** k for k in range(3)], abs=1e-4)
+    from jsnn.ticket import load_ticket
+
+    rewind = load_ticket(imp.rewind_path(str(ticket_dir))).variables
+    for k in (1, 2):
+        ticket_masks, state = _masks(ticket_dir, k), starts[k]
+        control_masks = by_name(state.masks)
+        for n, m in ticket_masks.items():
+            got = np.asarray(control_masks[n])
+            assert int(got.sum()) == int(m.sum()), (k, n)  # the ticket's per-layer count, exactly
+            w = np.asarray(named_kernels(state.weights)[n])
+            keep = got > 0
+            assert np.all(w[~keep] == 0), (k, n)
+            if control == "reinit":  # the ticket's mask, every survivor drawn afresh
+                np.testing.assert_array_equal(got, m)
+                assert np.all(w[keep] != np.asarray(named_kernels(rewind.weights)[n])[keep]), (k, n)
+            else:  # another mask, on the ticket's rewind point
+                assert not np.array_equal(got, m), (k, n)
+                np.testing.assert_array_equal(w[keep], np.asarray(named_kernels(rewind.weights)[n])[keep])
+        assert int(state.step) == 0
+
+
+def test_control_without_its_ticket_round_says_so(setup, ticket_run, tmp_path, monkeypatch):
+    ds, config, model, trainer = setup
+    _quiet(monkeypatch)
+    ticket_dir, options, _ = ticket_run
+    options = dataclasses.replace(options, rounds=4, control="reinit", ticket_dir=str(ticket_dir))
+    with pytest.raises(FileNotFoundError, match="has no round 3"):
+        imp.IMPRun(config, options, str(tmp_path), trainer=trainer).run()
+    with pytest.raises(ValueError, match="--control must be one of"):
+        imp.IMPOptions(control="bogus").resolve(config)
+    with pytest.raises(ValueError, match="early-bird"):
+        imp.IMPOptions(control="random", early_bird=True).resolve(config)
+
+
+def _records(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_early_bird_ends_rounds_where_the_rule_fires_and_resumes_there(setup, tmp_path, monkeypatch):
+    """Window 2, threshold 0.99: the rule fires at the second mask it sees; rewinding to initialisation,
+    rounds 0 and 1 stop after epoch 2 of 3 and draw their ticket there, the last round runs all 3."""
+    ds, config, model, trainer = setup
+    _quiet(monkeypatch)
+    options = imp.IMPOptions(rounds=3, rewind_epoch=0, early_bird=True, early_bird_window=2,
+                             early_bird_threshold=0.99).resolve(config)
+    whole = imp.IMPRun(config, options, str(tmp_path / "whole"), trainer=trainer).run()
+    assert [r.get("epochs_run") for r in whole["runs"]] == [2, 2, None]
+    assert [r.get("early_bird_stopped") for r in whole["runs"]] == [True, True, None]
+    per_round = [sum(1 for r in _records(tmp_path / "whole") if r["round"] == k) for k in range(3)]
+    assert per_round == [2, 2, 3]
+    # the round-1 ticket is global magnitude pruning of the round-0 weights at the early stop, in NumPy
+    from jsnn.ticket import load_ticket, round_path
+
+    trained = named_kernels(load_ticket(round_path(str(tmp_path / "whole"), 0)).variables.weights)
+    mags = np.concatenate([np.abs(np.asarray(k)).reshape(-1) for k in trained.values()])
+    kept = round(mags.size * 0.75)
+    cut = np.sort(mags)[::-1][kept - 1]
+    for n, m in _masks(tmp_path / "whole", 1).items():
+        np.testing.assert_array_equal(m, (np.abs(np.asarray(trained[n])) >= cut).astype(m.dtype), err_msg=n)
+
+    # killed right after the early stop's checkpoint of round 1: the rerun does not train round 1 further
+    original = imp.RunCheckpoints.save
+
+    def crash(self, position, state, extra, info):
+        original(self, position, state, extra, info)
+        if (position.segment, position.epoch) == (1, 2):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(imp.RunCheckpoints, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        imp.IMPRun(config, options, str(tmp_path / "cut"), trainer=trainer).run()
+    monkeypatch.setattr(imp.RunCheckpoints, "save", original)
+    resumed = imp.IMPRun(config, options, str(tmp_path / "cut"), trainer=trainer).run()
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "early_bird_seconds"} for r in rs]
+    assert strip(resumed["runs"]) == strip(whole["runs"])
+    assert [sum(1 for r in _records(tmp_path / "cut") if r["round"] == k) for k in range(3)] == [2, 2, 3]

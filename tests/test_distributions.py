@@ -37,14 +37,14 @@ def test_erk_layers_kept_dense_by_request_are_left_out():
     assert got == pytest.approx({"conv0": eps * 11 / 36, "conv1": eps * 18 / 288, "fc": 1.0})
 
 
-def test_layer_sparsities_uniform_and_erk_and_scored_ones_refused():
-    assert D.layer_sparsities("uniform", SHAPES, 0.9, dense=("conv0",)) == pytest.approx(
+def test_layer_targets_uniform_and_erk_and_scored_ones_refused():
+    assert D.layer_targets("uniform", SHAPES, 0.9, dense=("conv0",)) == pytest.approx(
         {"conv0": 0.0, "conv1": 0.9, "fc": 0.9})
-    erk = D.layer_sparsities("erk", SHAPES, 0.7)
+    erk = D.layer_targets("erk", SHAPES, 0.7)
     assert erk == pytest.approx({n: 1 - d for n, d in D.erk_densities(SHAPES, 0.3).items()})
     for name in ("global", "matched"):
         with pytest.raises(ValueError, match="needs scores"):
-            D.layer_sparsities(name, SHAPES, 0.5)
+            D.layer_targets(name, SHAPES, 0.5)
     with pytest.raises(ValueError, match="unknown sparsity distribution"):
         D.get_distribution("nope")
 

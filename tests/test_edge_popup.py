@@ -49,7 +49,7 @@ def fresh(ds, config, model, sparsity, options=eps.EdgePopupOptions()):
     key_weights, key_scores = jax.random.split(jax.random.key(config.seed))
     variables = init_variables(model, key_weights, (1,) + ds.image_shape)
     scores = init_scores(key_scores, kernels(variables.weights))
-    method = EdgePopup(eps.layer_sparsities(model, variables.weights, sparsity, options))
+    method = EdgePopup(eps.level_targets(model, variables.weights, sparsity, options))
     return variables, scores, method
 
 
@@ -122,10 +122,10 @@ def test_effective_masks_per_layer_counts(setup, sparsity):
     # shapes only: no need to initialise the network to count its masks
     weights = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), (1,) + ds.image_shape)).weights
     scores = init_scores(jax.random.key(1), kernels(weights))
-    method = EdgePopup(eps.layer_sparsities(model, weights, sparsity, eps.EdgePopupOptions()))
+    method = EdgePopup(eps.level_targets(model, weights, sparsity, eps.EdgePopupOptions()))
     # dense encoding / classifier options leave exactly those layers whole
     opts = eps.EdgePopupOptions(sparsities=(sparsity,), dense_encoding=True, dense_classifier=True)
-    partly_dense = EdgePopup(eps.layer_sparsities(model, weights, sparsity, opts))
+    partly_dense = EdgePopup(eps.level_targets(model, weights, sparsity, opts))
     masks, masks_dense = jax.jit(lambda sc: (method.effective_masks(None, sc),
                                              partly_dense.effective_masks(None, sc)))(scores)
     sizes = {n: k.size for n, k in named_kernels(weights).items()}

@@ -4,6 +4,8 @@
     python train/imp.py --dataset digits --rounds 5         # offline, minutes on 2 CPU cores
     python train/imp.py --dataset digits --rounds 5 --criterion sf --dns --seeds 0,1,2
     python train/imp.py --compare runs/imp_a runs/imp_b --out fig.png   # overlay finished runs
+    python train/imp.py --dataset digits --rounds 3 --control reinit    # ticket in WORKDIR/ticket, then the control
+    python train/imp.py --dataset digits --rounds 5 --early-bird        # rounds end once the mask has settled
 
 With several --seeds each seed runs in WORKDIR/seed_N and WORKDIR/accuracy_vs_sparsity.png
 shows mean ± std over them.
@@ -35,6 +37,20 @@ def main():
                         "loses what global magnitude would take, the criterion picks which)")
     g.add_argument("--calibration-batches", type=int, default=d.calibration_batches,
                    help="training batches for the SF firing statistics")
+    g = p.add_argument_group("lottery-ticket controls and early-bird tickets")
+    g.add_argument("--control", choices=imp.CONTROLS,
+                   help="reinit: each round's ticket mask with fresh weights (another seed); random: a random mask "
+                        "with the ticket's per-layer counts on its rewind point; ticket: the tickets of --ticket "
+                        "retrained for full rounds. Without --ticket the ticket run goes to WORKDIR/ticket first")
+    g.add_argument("--ticket", metavar="WORKDIR", help="the IMP run whose tickets a --control run takes "
+                   "(with --seeds: WORKDIR/seed_N)")
+    g.add_argument("--early-bird", action="store_true",
+                   help="end each round once the mask pruning would give has settled (You et al. 2020)")
+    g.add_argument("--early-bird-window", type=int, default=d.early_bird_window,
+                   help="epochs whose masks must agree (You et al.: 5)")
+    g.add_argument("--early-bird-threshold", type=float, default=d.early_bird_threshold,
+                   help="largest normalised Hamming distance between them (You et al.: 0.1)")
+    g = p.add_argument_group("runs")
     g.add_argument("--seeds", help="comma-separated seeds, each run in WORKDIR/seed_N (overrides --seed)")
     g.add_argument("--compare", nargs="+", metavar="WORKDIR", help="only overlay finished runs into --out")
     g.add_argument("--out", default="imp_comparison.png", help="figure written by --compare")
@@ -46,16 +62,18 @@ def main():
     start_run(args)
     config = training_config(args, "imp")
     options = imp.IMPOptions(args.rounds, args.prune_rate, args.rewind_epoch, args.criterion, args.scope, args.dns,
-                             args.calibration_batches).resolve(config)
+                             args.calibration_batches, args.control, args.ticket, args.early_bird,
+                             args.early_bird_window, args.early_bird_threshold).resolve(config)
     name = imp.label_of(options).replace(" ", "").replace("(", "_").replace(")", "").replace(",", "_")
     workdir = args.workdir or os.path.join("runs", f"imp_{config.dataset}_{config.model}_{name}")
     if not args.seeds:
-        imp.IMPRun(config, options, workdir).run()
+        imp.run_imp(config, options, workdir)
         return
     seeds = [int(s) for s in args.seeds.split(",")]
     dirs = [os.path.join(workdir, f"seed_{s}") for s in seeds]
     for seed, seed_dir in zip(seeds, dirs):
-        imp.IMPRun(dataclasses.replace(config, seed=seed), options, seed_dir).run()
+        ticket = os.path.join(args.ticket, f"seed_{seed}") if args.ticket else None
+        imp.run_imp(dataclasses.replace(config, seed=seed), dataclasses.replace(options, ticket_dir=ticket), seed_dir)
     log(f"wrote {imp.compare_plot(dirs, os.path.join(workdir, 'accuracy_vs_sparsity.png'))}")
 
 

@@ -15,7 +15,7 @@ works with any distribution.
               picks which weights inside the layer (the SF default, SPEC §5)
 
 ``uniform`` and ``erk`` depend on the layer shapes only, so edge-popup takes its
-per-layer targets from ``layer_sparsities``; ``global`` and ``matched`` need
+per-layer targets from ``layer_targets``; ``global`` and ``matched`` need
 scores and serve IMP through ``prune``.
 """
 from __future__ import annotations
@@ -95,7 +95,7 @@ def erk_densities(shapes: dict[str, tuple], density: float, dense=(), power: flo
 SHAPE_DENSITIES = {"uniform": uniform_densities, "erk": erk_densities}
 
 
-def layer_sparsities(name: str, shapes: dict[str, tuple], sparsity: float, dense=()) -> dict[str, float]:
+def layer_targets(name: str, shapes: dict[str, tuple], sparsity: float, dense=()) -> dict[str, float]:
     """Per-layer fraction REMOVED for a shape-only distribution (edge-popup's targets)."""
     M.check_sparsity(sparsity)
     if name not in SHAPE_DENSITIES:

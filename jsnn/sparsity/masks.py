@@ -41,9 +41,6 @@ def layer_sparsity_of(masks: PyTree) -> dict[str, float]:
     return {n: 1.0 - np.count_nonzero(np.asarray(m)) / m.size for n, m in by_name(masks).items()}
 
 
-layer_sparsity = layer_sparsity_of  # the old name, until imp.py's round loop moves to the new one
-
-
 def keep_count(n: int, sparsity: float) -> int:
     """Weights a layer of n keeps at ``sparsity``: round((1 - s) n), and at least one."""
     return max(1, int(round((1.0 - sparsity) * n)))
