@@ -96,3 +96,37 @@ def training_curves(records: list[dict], path: str, group_key: str | None = None
     if len(groups) > 1 and len(groups) <= 16:
         ax_acc.legend(fontsize=6)
     return save_figure(fig, path, title)
+
+
+def accuracy_vs_energy(curves: dict[str, Sequence[Sequence[tuple[float, float]]]], path: str, *,
+                       references: dict[str, float] | None = None, unit: float = 1e-9,
+                       x_label: str = "energy per image (nJ)", title: str = "") -> str:
+    """Accuracy against what a ticket costs per image (``jsnn.efficiency``): one line per label,
+    each label one or more runs of (cost, accuracy) points in the same order (levels / rounds).
+
+    Costs are divided by ``unit`` (1e-9: joules -> nJ; 1 for operation counts); several runs
+    of a label are averaged point by point (cost and accuracy mean, accuracy ± std).
+    ``references`` draws vertical lines, e.g. {"dense ANN": joules}.
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=150)
+    markers = "osD^v<>p*h"
+    for i, (label, runs) in enumerate(curves.items()):
+        length = min(len(r) for r in runs)
+        cost = np.array([[r[k][0] for k in range(length)] for r in runs], float) / unit
+        acc = 100.0 * np.array([[r[k][1] for k in range(length)] for r in runs], float)
+        n = len(runs)
+        ax.errorbar(cost.mean(0), acc.mean(0), yerr=acc.std(0) if n > 1 else None, marker=markers[i % len(markers)],
+                    ms=4, capsize=2, label=label + (f" (n={n})" if n > 1 else ""))
+    for j, (label, value) in enumerate((references or {}).items()):
+        ax.axvline(value / unit, color="k", ls=("--", ":", "-.")[j % 3], lw=1, label=label)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("test accuracy (%)")
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
