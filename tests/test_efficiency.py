@@ -294,3 +294,48 @@ def test_record_ticket_adds_the_efficiency_entry(tmp_path):
     assert eff["layers"] == expected["layers"] and eff["neurons"] == expected["neurons"]
     assert eff["connection_sparsity"] == pytest.approx(0.5, abs=0.02) and eff["synops_per_image"] > 0
     assert load_ticket(path).info == {"round": 1}
+
+
+def test_report_program(tmp_path):
+    """train/ticket.py report: every ticket of a run measured, savings against the run's dense
+    SNN (IMP round 0), tables and figure written; bad input gives one error line."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from jsnn.config import TrainConfig
+    from jsnn.data import load_dataset
+    from jsnn.run import build_model
+    from jsnn.ticket import round_path, save_ticket
+
+    config = TrainConfig(dataset="digits", batch_size=120).resolve("imp")
+    model = build_model(config, 10)
+    dense = init_variables(model, jax.random.key(5), (1, 8, 8, 1))
+    dense = Variables(dense.weights, dense.masks, dense.bn, jax.tree.map(lambda s: np.asarray(s) * 0.3, dense.batch_stats))
+    pruned = _random_ticket(model, (8, 8, 1), seed=5)
+    work = str(tmp_path / "imp")
+    save_ticket(round_path(work, 0), config, 10, dense, {"round": 0, "test_accuracy": 0.1})
+    save_ticket(round_path(work, 1), config, 10, pruned, {"round": 1, "test_accuracy": 0.1})
+    script = os.path.join(os.path.dirname(__file__), "..", "train", "ticket.py")
+    run = subprocess.run([sys.executable, script, "report", "--workdir", work, "--e-ac", "1", "--e-mac", "10"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    report = json.load(open(os.path.join(work, "efficiency.json")))
+    assert os.path.getsize(os.path.join(work, "accuracy_vs_energy.png")) > 0
+    assert [t["label"] for t in report["tickets"]] == ["round 0", "round 1"] and report["dense_snn"].endswith("round_00.npz")
+    dataset = load_dataset("digits")
+    for row, variables in zip(report["tickets"], (dense, pruned)):
+        expected = E.measure(model, variables, dataset.test_images, dataset.test_labels, batch_size=120,
+                             energy=E.EnergyModel(1.0, 10.0), normalize=(dataset.mean, dataset.std))
+        got = row["efficiency"]
+        assert got["totals"] == expected["totals"] and got["energy_per_image_j"] == expected["energy_per_image_j"]
+    e0, e1 = (t["efficiency"]["energy_per_image_j"] for t in report["tickets"])
+    assert report["tickets"][1]["saving_vs_dense_snn"] == pytest.approx(e0 / e1)
+    assert report["tickets"][0]["efficiency"]["connection_sparsity"] == 0.0
+    markdown = open(os.path.join(work, "efficiency.md")).read()
+    assert "| conv2 | 3x3x64->128" in markdown and "round 1" in run.stdout and "best ticket" in run.stdout
+    bad = subprocess.run([sys.executable, script, "report", "--workdir", str(tmp_path)], capture_output=True, text=True,
+                         timeout=600)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "holds no tickets" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1

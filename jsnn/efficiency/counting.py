@@ -1,4 +1,4 @@
-"""What a ticket costs to run: synaptic operations, energy, activation and connection
+"""Counting what a ticket costs to run: synaptic operations, energy, activation and connection
 sparsity, and memory footprint, per layer and per image, counted exactly.
 
 ``measure(model, variables, images)`` runs the network in evaluation mode over every
