@@ -280,6 +280,53 @@ def test_flatten_order_and_pruned_weights_exactly_zero(tickets):
         np.testing.assert_array_equal(g.nodes["fc"].weight[:, ci * h * w + hi * w + wi], fc[(hi * w + wi) * c + ci])
 
 
+def test_import_snntorch_export_then_prune_in_jsnn():
+    """A graph snnTorch itself exported (its Leaky: tau = dt/(1 - beta), r = tau/dt, no metadata)
+    runs in jsnn with the same spikes, and jsnn's own pruning acts on the imported kernels."""
+    import contextlib
+    import io
+
+    import snntorch as snn
+    import snntorch.utils
+    from snntorch.export_nir import export_to_nir
+
+    from jsnn.sparsity.masks import prune_global, sparsity_of
+    from jsnn.variables import kernels
+
+    torch.manual_seed(0)
+    leaky = dict(init_hidden=True, reset_mechanism="zero", reset_delay=False)  # NIR's reset (export drops others)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(8, 6), snn.Leaky(beta=torch.full((6,), 0.5), threshold=torch.full((6,), 0.8), **leaky),
+        torch.nn.Linear(6, 4), snn.Leaky(beta=torch.full((4,), 0.7), threshold=torch.full((4,), 1.0), **leaky))
+    x = torch.randn(32, 8) * 2
+    with contextlib.redirect_stdout(io.StringIO()):
+        graph = export_to_nir(net, x[0])
+    T = 6
+
+    def snntorch_run():
+        with torch.no_grad():
+            snntorch.utils.reset(net)
+            for m in net.modules():
+                if hasattr(m, "mem"):
+                    m.mem = torch.zeros(1)
+            return np.stack([net(x).numpy() for _ in range(T)])
+
+    model, v = from_nir(graph, timesteps=T, threshold_rule="nir")  # snnTorch fires at U > theta
+    ref = snntorch_run()
+    assert 0.02 < ref.mean() < 0.9
+    out, _, _ = apply_model(model, v, jnp.asarray(x.numpy()), train=False)
+    np.testing.assert_array_equal(np.asarray(out), ref)
+    # prune half of the weights by magnitude with jsnn's IMP step, run both again
+    scores = jax.tree.map(jnp.abs, kernels(v.weights))
+    masks = prune_global(scores, v.masks, (8 * 6 + 6 * 4) // 2)
+    assert sparsity_of(masks) == 0.5
+    with torch.no_grad():
+        for name, layer in (("0", net[0]), ("2", net[2])):
+            layer.weight.mul_(torch.tensor(np.asarray(masks[name]["kernel"]).T))
+    out, _, _ = apply_model(model, v._replace(masks=masks), jnp.asarray(x.numpy()), train=False)
+    np.testing.assert_array_equal(np.asarray(out), snntorch_run())
+
+
 # -- round trips -------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -356,6 +403,10 @@ def test_soft_reset_and_unsupported_graphs_are_refused():
     v = init_variables(model, jax.random.key(0), (1, 8, 8, 1))
     with pytest.raises(ExportError, match="soft"):
         to_nir(model, v, (8, 8, 1))
+    # on request, exported with NIR's reset instead (a different neuron), and said so
+    g = to_nir(model, v, (8, 8, 1), soft_reset_as_hard=True)
+    assert "exported as NIR's reset" in g.metadata["jsnn_reset"]
+    np.testing.assert_allclose(g.nodes["conv0_lif"].v_threshold, 0.75)  # (1 - beta) theta
     g = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([2])}),
                             "scale": nir.Scale(scale=np.ones(2)),
                             "output": nir.Output(output_type={"output": np.array([2])})},

@@ -54,6 +54,9 @@ def main():
                    help="LIF time step the parameters are written for (snnTorch 1.0 assumes 1e-4)")
     p.add_argument("--check", default="",
                    help=f"comma-separated simulators to run the exported graph in: {', '.join(SIMULATORS)}")
+    p.add_argument("--soft-reset-as-hard", action="store_true",
+                   help="export a soft-reset ticket with NIR's hard reset (not the same neuron; --check measures "
+                        "the agreement left)")
     p.add_argument("--data-dir", help="where CIFAR lives (for the image statistics and the check)")
     args = p.parse_args()
     checks = [c for c in args.check.split(",") if c]
@@ -73,7 +76,8 @@ def main():
     ticket_path = select_ticket(args.workdir, args.level, args.round)
     ticket = load_ticket(ticket_path)
     dataset = jdata.load_dataset(ticket.config.dataset, args.data_dir or ticket.config.data_dir)
-    graph = to_nir(ticket.model, ticket.variables, dataset.image_shape, dataset.mean, dataset.std, dt=args.dt)
+    graph = to_nir(ticket.model, ticket.variables, dataset.image_shape, dataset.mean, dataset.std, dt=args.dt,
+                   soft_reset_as_hard=args.soft_reset_as_hard)
     out = args.out or os.path.splitext(ticket_path)[0] + ".nir"
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     nir.write(out, graph)

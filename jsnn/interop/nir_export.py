@@ -66,7 +66,8 @@ def lif_to_nir(shape, decay: float, threshold: float, reset_value: float = 0.0, 
     if reset != "hard":
         raise ExportError(
             f"a LIF with {reset!r} reset cannot be exported: NIR 1.0's LIF only resets to v_reset "
-            "(snnTorch and Norse import it as a reset to 0); export networks trained with reset='hard'")
+            "(snnTorch and Norse import it as a reset to 0); export networks trained with reset='hard', "
+            "or pass soft_reset_as_hard (--soft-reset-as-hard) to export it as a hard reset and measure the difference")
     if not 0.0 <= decay < 1.0:
         raise ExportError(f"LIF decay {decay} has no NIR LIF time constant (tau = dt/(1 - decay) needs "
                           "decay < 1; decay 1 is an IF neuron, which snnTorch 1.0.0 imports wrongly)")
@@ -132,10 +133,10 @@ def _conv_out(h, k, stride, pad):
 class _Builder:
     """Collects NIR nodes and edges in the order the network computes them."""
 
-    def __init__(self, model, variables, dt):
+    def __init__(self, model, variables, dt, soft_reset_as_hard=False):
         from flax import traverse_util
 
-        self.model, self.dt = model, dt
+        self.model, self.dt, self.soft_reset_as_hard = model, dt, soft_reset_as_hard
         self.weights = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(variables.weights).items()}
         self.masks = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(variables.masks).items()}
         self.bn = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(variables.bn).items()}
@@ -172,7 +173,8 @@ class _Builder:
 
     def lif(self, name, source_list, shape, layer):
         lif = self.model.lif
-        node = lif_to_nir(shape, lif.decay, lif.threshold, lif.reset_value, lif.reset, self.dt)
+        reset = "hard" if self.soft_reset_as_hard else lif.reset
+        node = lif_to_nir(shape, lif.decay, lif.threshold, lif.reset_value, reset, self.dt)
         self.lif_layers.append(name)
         return self.add(name, node, *source_list)
 
@@ -240,7 +242,8 @@ def _resnet(b: _Builder, in_shape):
     return b.affine(m.classifier_layer, h1)
 
 
-def to_nir(model, variables, image_shape, input_mean=None, input_std=None, dt: float = NIR_DT):
+def to_nir(model, variables, image_shape, input_mean=None, input_std=None, dt: float = NIR_DT,
+           soft_reset_as_hard: bool = False):
     """``model`` (a jsnn SpikingVGG or SpikingResNet) on ``variables`` as a ``nir.NIRGraph``.
 
     Args:
@@ -250,6 +253,8 @@ def to_nir(model, variables, image_shape, input_mean=None, input_std=None, dt: f
       input_mean, input_std: per-channel pixel statistics the image is normalised with
         (``ArrayDataset.mean/std``), recorded in the graph's metadata.
       dt: the time step the LIF parameters are written for.
+      soft_reset_as_hard: export a soft-reset network with NIR's reset to v_reset anyway (a
+        different neuron: measure what agreement is left with ``check.check_export``).
 
     Raises ExportError for a network NIR or its importers cannot express.
     """
@@ -259,7 +264,7 @@ def to_nir(model, variables, image_shape, input_mean=None, input_std=None, dt: f
 
     h, w, c = (int(v) for v in image_shape)
     in_shape = (c, h, w)
-    b = _Builder(model, variables, dt)
+    b = _Builder(model, variables, dt, soft_reset_as_hard)
     b.add("input", nir.Input(input_type={"input": np.array(in_shape)}))
     if isinstance(model, SpikingVGG):
         last = _vgg(b, in_shape)
@@ -277,6 +282,8 @@ def to_nir(model, variables, image_shape, input_mean=None, input_std=None, dt: f
         "readout": "output per timestep (logits); prediction = argmax of their mean over timesteps",
         "lif_layers": ",".join(b.lif_layers),
         "jsnn_threshold_rule": "jsnn spikes at U >= threshold; NIR's LIF at v > v_threshold",
+        "jsnn_reset": model.lif.reset + (" (exported as NIR's reset to v_reset: not the same neuron)"
+                                         if model.lif.reset != "hard" else ""),
     }
     if input_mean is not None:
         metadata["input_mean"] = np.asarray(input_mean, np.float64)
