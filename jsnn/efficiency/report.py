@@ -160,14 +160,19 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def figure(report: dict, path: str) -> str:
-    """Accuracy against energy per image, one line per method, the dense ANN as a reference line."""
+def figure(reports: list[dict], path: str) -> str:
+    """Accuracy against energy per image, one line per method (over every report given), the
+    dense ANN as a reference line."""
     from jsnn import plots
 
     curves: dict[str, list] = {}
-    for r in report["tickets"]:
-        curves.setdefault(r["method"], [[]])[0].append(
-            (r["efficiency"]["energy_per_image_j"], r["efficiency"]["test_accuracy"]))
-    first = report["tickets"][0]["efficiency"]
-    return plots.accuracy_vs_energy(curves, path, references={"dense ANN": first["ann_energy_per_image_j"]},
-                                    title=f"{report['tickets'][0]['model']} on {report['tickets'][0]['dataset']}")
+    for report in reports:
+        points: dict[str, list] = {}
+        for r in report["tickets"]:
+            points.setdefault(r["method"], []).append(
+                (r["efficiency"]["energy_per_image_j"], r["efficiency"]["test_accuracy"]))
+        for method, run in points.items():
+            curves.setdefault(method, []).append(run)  # levels / rounds in order: seeds average point by point
+    first = reports[0]["tickets"][0]
+    return plots.accuracy_vs_energy(curves, path, references={"dense ANN": first["efficiency"]["ann_energy_per_image_j"]},
+                                    title=f"{first['model']} on {first['dataset']}")
