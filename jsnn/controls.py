@@ -8,7 +8,8 @@ rewound. The claim is about two controls of the same sparsity:
     random   a random mask with the ticket's kept count in every layer, on the weights the
              ticket rewinds to (the rewind point: weights, BN, running statistics)
 
-Each trains with the ticket's schedule. This module holds the pure pieces;
+Each trains with the ticket's schedule. Round 0 (no mask) is the ticket
+run's dense network itself. This module holds the pure pieces;
 ``run_control`` trains them round by round from a finished (or here-run) IMP
 ticket run.
 """

@@ -24,6 +24,7 @@ from jsnn import plots
 from jsnn.config import TrainConfig, dataset_family
 from jsnn.methods import MaskedTraining
 from jsnn.metrics import log, read_json, read_jsonl, write_json
+from jsnn.parallel import put_replicated
 from jsnn.run import (METRICS, RESULTS, Position, RunCheckpoints, describe, drop_metrics_after, prepare,
                       run_signature, train_segment)
 from jsnn.sparsity import masks as M
@@ -226,6 +227,8 @@ class IMPRun:
         early-bird, a round that is not the last ends once the mask it would prune to has settled."""
         round_index = start.segment
         opts = self.options
+        if opts.control and round_index == 0:
+            return self._ticket_round_zero(state)
         searching = opts.early_bird and round_index + 1 < opts.rounds
         if searching and self.early_bird_log.get(str(round_index), {}).get("early_bird_stopped") \
                 and start.batch == 0 and start.epoch == self.early_bird_log[str(round_index)]["epochs_run"]:
@@ -284,6 +287,16 @@ class IMPRun:
                                            masks, self.method.dns_layers)
         state = state.replace(weights=v.weights, masks=v.masks, bn=v.bn, batch_stats=v.batch_stats)
         return self.trainer.fresh_optimizer(state, self.method, self.config.seed + round_index)
+
+    def _ticket_round_zero(self, state: TrainState) -> TrainState:
+        """A control's round 0 is the ticket run's dense network (no mask, same seed): taken, not retrained."""
+        path = round_path(self.options.ticket_dir, 0)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"the ticket run in {self.options.ticket_dir} has no round 0 ({path}); run it first")
+        v = load_ticket(path).variables
+        check_kernel_tree(v.masks, self.variables.weights, f"the masks of {path}")
+        return put_replicated(self.trainer.mesh, state.replace(weights=v.weights, masks=v.masks, bn=v.bn,
+                                                               batch_stats=v.batch_stats))
 
     def control_variables(self, round_index: int) -> Variables:
         """Round ``round_index`` of a control: the ticket run's mask of that round with fresh weights (reinit),
