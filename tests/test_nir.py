@@ -327,6 +327,29 @@ def test_import_snntorch_export_then_prune_in_jsnn():
     np.testing.assert_array_equal(np.asarray(out), snntorch_run())
 
 
+def test_agreement_separates_origin_flips_from_their_consequences():
+    """Two layers, T = 3, two images, two neurons; hand-placed disagreements."""
+    from jsnn.interop.compare import agreement
+
+    ref = {"a": np.zeros((3, 2, 2)), "b": np.zeros((3, 2, 2))}
+    other = {k: v.copy() for k, v in ref.items()}
+    u = {k: np.full(v.shape, 0.5) for k, v in ref.items()}
+    other["a"][1, 0, 0] = 1  # image 0, t = 1: an origin (layer a's inputs are the image)
+    u["a"][1, 0, 0] = 1.0 - 1e-7
+    other["b"][1, 0, 1] = 1  # image 0, t = 1: follows from a's flip at the same step
+    other["b"][2, 1, 0] = 1  # image 1, t = 2: layer a agrees for image 1, first flip of this neuron: an origin
+    u["b"][2, 1, 0] = 1.0 + 3e-7
+    other["b"][2, 1, 1] = 1  # image 1, t = 2, other neuron: an origin too (its inputs agree)
+    u["b"][2, 1, 1] = 1.0
+    other["b"][0, 0, 0] = 1  # image 0, t = 0, layer b: before a's flip at t = 1, so an origin
+    u["b"][0, 0, 0] = 1.0 - 2e-7
+    r = agreement(ref, other, u, threshold=1.0)
+    assert r["spikes"] == 24 and r["agree"] == 19
+    assert r["per_layer_agree"] == {"a": 11, "b": 8}
+    np.testing.assert_allclose(r["origin_distance"], [0.0, 1e-7, 2e-7, 3e-7], atol=1e-12)
+    assert r["consequences"] == 1
+
+
 # -- round trips -------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -345,7 +368,7 @@ def exported(digits, tickets, tmp_path_factory):
 def test_round_trips_on_digits_test_set(exported, digits, method):
     """jsnn -> NIR file -> jsnn, snnTorch and Norse on the 360 digits test images, T = 4."""
     model, v, graph = exported[method]
-    report = check_export(model, v, graph, digits, ["jsnn", "snntorch", "norse"])
+    report = check_export(model, v, graph, digits, ["jsnn", "snntorch", "norse"], batch_size=360)
     assert report["lif_layers"] == ["conv0_lif", "conv1_lif", "conv2_lif"]
     for sim, r in report["simulators"].items():
         assert r["images"] == 360 and r["spikes"] == 360 * 4 * (32 * 64 + 64 * 64 + 128 * 16), sim
@@ -386,8 +409,8 @@ def test_resnet_exports_with_sum_nodes(digits, resnet):
     assert [s for s, d in graph.edges if d == "stage0_block1_lif"] == ["stage0_block1_conv2", "stage0_block0_lif"]
     assert [s for s, d in graph.edges if d == "stage0_block0_lif"] == ["stage0_block0_conv2",
                                                                         "stage0_block0_shortcut"]
-    small = dataclasses.replace(digits, test_images=digits.test_images[:64], test_labels=digits.test_labels[:64])
-    report = check_export(model, v, graph, small, ["jsnn", "snntorch"])
+    report = check_export(model, v, graph, digits, ["jsnn", "snntorch"], batch_size=64, max_images=64)
+    assert report["images"] == 64
     for sim, r in report["simulators"].items():
         assert r["prediction_agreement"] == 1.0 and r["spike_agreement"] >= 0.999, (sim, r)
         assert r["per_layer"]["stage0_block0_lif"] >= 0.999  # the block whose join sums conv2 and the shortcut

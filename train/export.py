@@ -54,6 +54,7 @@ def main():
                    help="LIF time step the parameters are written for (snnTorch 1.0 assumes 1e-4)")
     p.add_argument("--check", default="",
                    help=f"comma-separated simulators to run the exported graph in: {', '.join(SIMULATORS)}")
+    p.add_argument("--check-images", type=int, help="check on the first N test images (default: all)")
     p.add_argument("--soft-reset-as-hard", action="store_true",
                    help="export a soft-reset ticket with NIR's hard reset (not the same neuron; --check measures "
                         "the agreement left)")
@@ -92,7 +93,8 @@ def main():
         return
     from jsnn.interop.check import check_export
 
-    report = check_export(ticket.model, ticket.variables, nir.read(out), dataset, checks)
+    report = check_export(ticket.model, ticket.variables, nir.read(out), dataset, checks,
+                          max_images=args.check_images)
     report.update(sizes=sizes, ticket=ticket_path, nir=out, info=ticket.info)
     for name, r in report["simulators"].items():
         log(f"{name}: {r['spike_agreement']:.6%} of {r['spikes']} spikes agree, "

@@ -13,61 +13,94 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from jsnn.interop.compare import agreement, jsnn_layer_spikes, predictions
+from jsnn.interop.compare import agreement, predictions
 
 
-def _summary(ref_logits, ref_spikes, potentials, threshold, outputs, spikes, labels) -> dict:
-    a = agreement(ref_spikes, spikes, potentials, threshold)
-    ref_pred, pred = predictions(ref_logits), predictions(outputs)
-    d = np.asarray(a["origin_distance"])
-    return {
-        "spikes": a["spikes"],
-        "spikes_agree": a["agree"],
-        "spike_agreement": a["fraction"],
-        "per_layer": a["per_layer"],
-        "images": int(len(labels)),
-        "prediction_agreement": float(np.mean(ref_pred == pred)),
-        "accuracy": float(np.mean(pred == labels)),
-        "max_output_difference": float(np.max(np.abs(np.asarray(outputs) - ref_logits))),
-        "origin_flips": int(d.size),  # flips whose inputs and past agree (agreement())
-        "origin_max_distance_to_threshold": float(d.max()) if d.size else None,
-        "origin_distances": d.tolist()[:100],
-        "consequent_flips": a["consequences"],
-    }
+def _runner(sim, graph, layers, T):
+    """images [N, H, W, C] -> (outputs [T, N, n], {layer: spikes [T, N, ...]}) in ``sim``."""
+    if sim == "jsnn":
+        from jsnn.interop.nir_import import from_nir
+
+        net, nv = from_nir(graph)
+        run = jax.jit(lambda w, m, x: net.apply({"weights": w, "masks": m}, x, record=True))
+
+        def jsnn_run(x):
+            o, s = run(nv.weights, nv.masks, x)
+            return np.asarray(o), {k: np.asarray(s[k]) for k in layers}
+
+        return jsnn_run
+    from jsnn.interop.torch_sims import norse_module, run_torch, snntorch_module
+
+    net = snntorch_module(graph) if sim == "snntorch" else norse_module(graph)
+
+    def torch_run(x):
+        o, recs = run_torch(net, x.transpose(0, 3, 1, 2), T, len(x))
+        return o, {k: recs[_torch_name(k, recs)] for k in layers}
+
+    return torch_run
 
 
-def check_export(model, variables, graph, dataset, simulators, batch_size: int = 512) -> dict:
+def check_export(model, variables, graph, dataset, simulators, batch_size: int = 120,
+                 max_images: int | None = None) -> dict:
+    """Runs the first ``max_images`` (default: all) test images through the jsnn ticket and
+    through ``graph`` in each of ``simulators`` ("jsnn", "snntorch", "norse"), batch by batch."""
     from jsnn import data as jdata
-    from jsnn.interop.nir_import import _metadata, from_nir
+    from jsnn.interop.compare import layer_spike_recorder
+    from jsnn.interop.nir_import import _metadata
 
     meta = _metadata(graph)
     layers = [n for n in str(meta["lif_layers"]).split(",") if n]
     T = int(meta["timesteps"])
-    images = np.asarray(jdata.normalize(dataset.test_images, dataset.mean, dataset.std))
-    labels = np.asarray(dataset.test_labels)
-    ref_logits, ref_spikes, potentials = jsnn_layer_spikes(model, variables, images, layers, batch_size)
+    n = len(dataset.test_images) if max_images is None else min(max_images, len(dataset.test_images))
+    labels = np.asarray(dataset.test_labels[:n])
     threshold = float(model.lif.threshold)
-    report = {"jsnn_accuracy": float(np.mean(predictions(ref_logits) == labels)), "timesteps": T,
-              "lif_layers": layers, "simulators": {}}
-    for sim in simulators:
-        if sim == "jsnn":
-            net, nv = from_nir(graph)
-            run = jax.jit(lambda w, m, x: net.apply({"weights": w, "masks": m}, x, record=True))
-            outs, recs = [], {k: [] for k in layers}
-            for start in range(0, len(images), batch_size):
-                o, s = run(nv.weights, nv.masks, images[start:start + batch_size])
-                outs.append(np.asarray(o))
-                for k in layers:
-                    recs[k].append(np.asarray(s[k]))
-            outputs, spikes = np.concatenate(outs, 1), {k: np.concatenate(v, 1) for k, v in recs.items()}
-        else:
-            from jsnn.interop.torch_sims import norse_module, run_torch, snntorch_module
-
-            net = snntorch_module(graph) if sim == "snntorch" else norse_module(graph)
-            outputs, recs = run_torch(net, images.transpose(0, 3, 1, 2), T, batch_size)
-            spikes = {k: recs[_torch_name(k, recs)] for k in layers}
-        report["simulators"][sim] = _summary(ref_logits, ref_spikes, potentials, threshold, outputs, spikes,
-                                             labels)
+    record = layer_spike_recorder(model, layers)
+    runners = {sim: _runner(sim, graph, layers, T) for sim in simulators}
+    tally = {sim: {"spikes": 0, "spikes_agree": 0, "per_layer_agree": dict.fromkeys(layers, 0),
+                   "per_layer_total": dict.fromkeys(layers, 0), "same_prediction": 0, "correct": 0,
+                   "max_output_difference": 0.0, "origins": [], "consequent_flips": 0} for sim in simulators}
+    ref_correct = 0
+    for start in range(0, n, batch_size):
+        images = np.asarray(jdata.normalize(dataset.test_images[start:min(start + batch_size, n)], dataset.mean,
+                                            dataset.std))
+        y = labels[start:start + len(images)]
+        ref_logits, ref_spikes, potentials = record(variables, images)
+        ref_pred = predictions(ref_logits)
+        ref_correct += int(np.sum(ref_pred == y))
+        for sim, run in runners.items():
+            outputs, spikes = run(images)
+            a = agreement(ref_spikes, spikes, potentials, threshold)
+            t = tally[sim]
+            t["spikes"] += a["spikes"]
+            t["spikes_agree"] += a["agree"]
+            for k in layers:
+                t["per_layer_agree"][k] += a["per_layer_agree"][k]
+                t["per_layer_total"][k] += ref_spikes[k].size
+            pred = predictions(outputs)
+            t["same_prediction"] += int(np.sum(pred == ref_pred))
+            t["correct"] += int(np.sum(pred == y))
+            t["max_output_difference"] = max(t["max_output_difference"],
+                                             float(np.max(np.abs(np.asarray(outputs) - ref_logits))))
+            t["origins"].extend(a["origin_distance"])
+            t["consequent_flips"] += a["consequences"]
+    report = {"jsnn_accuracy": ref_correct / n, "timesteps": T, "images": n, "lif_layers": layers,
+              "simulators": {}}
+    for sim, t in tally.items():
+        d = np.sort(np.asarray(t["origins"]))
+        report["simulators"][sim] = {
+            "spikes": t["spikes"],
+            "spikes_agree": t["spikes_agree"],
+            "spike_agreement": t["spikes_agree"] / t["spikes"],
+            "per_layer": {k: t["per_layer_agree"][k] / t["per_layer_total"][k] for k in layers},
+            "images": n,
+            "prediction_agreement": t["same_prediction"] / n,
+            "accuracy": t["correct"] / n,
+            "max_output_difference": t["max_output_difference"],
+            "origin_flips": int(d.size),  # flips whose inputs and past agree (compare.agreement)
+            "origin_max_distance_to_threshold": float(d.max()) if d.size else None,
+            "origin_distances": d.tolist()[:100],
+            "consequent_flips": t["consequent_flips"],
+        }
     return report
 
 

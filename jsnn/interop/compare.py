@@ -45,10 +45,10 @@ def _nir_layout(x):
     return np.moveaxis(np.asarray(x), -1, 2) if x.ndim == 5 else np.asarray(x)
 
 
-def jsnn_layer_spikes(model, variables, images, layers: list[str], batch_size: int = 512):
-    """``(logits [T, N, classes], {layer: spikes}, {layer: potentials U})`` of ``model`` on
-    ``images`` (normalised NHWC), spikes and U in NIR's layout [T, N, C, H, W]; ``layers``:
-    the LIF layers in the order the model runs them (``metadata["lif_layers"]``)."""
+def layer_spike_recorder(model, layers: list[str]):
+    """A jitted ``(variables, images) -> (logits [T, N, classes], {layer: spikes}, {layer: U})``
+    for ``model`` (numpy, NIR layout [T, N, C, H, W]); ``layers``: the LIF layers in the order
+    the model runs them (``metadata["lif_layers"]``)."""
 
     @jax.jit
     def run(variables, x):
@@ -57,15 +57,27 @@ def jsnn_layer_spikes(model, variables, images, layers: list[str], batch_size: i
             out, _, _ = apply_model(model, variables, x, train=False)
         return out, seen
 
-    logits, spikes, potentials = [], {k: [] for k in layers}, {k: [] for k in layers}
-    for start in range(0, len(images), batch_size):
-        out, seen = run(variables, jnp.asarray(images[start:start + batch_size]))
+    def record(variables, images):
+        out, seen = run(variables, jnp.asarray(images))
         if len(seen) != len(layers):
             raise ValueError(f"the model ran {len(seen)} LIF layers, the graph lists {len(layers)}: {layers}")
-        logits.append(np.asarray(out))
-        for name, (s, u) in zip(layers, seen):
-            spikes[name].append(_nir_layout(s))
-            potentials[name].append(_nir_layout(u))
+        spikes = {name: _nir_layout(s) for name, (s, _) in zip(layers, seen)}
+        potentials = {name: _nir_layout(u) for name, (_, u) in zip(layers, seen)}
+        return np.asarray(out), spikes, potentials
+
+    return record
+
+
+def jsnn_layer_spikes(model, variables, images, layers: list[str], batch_size: int = 512):
+    """``layer_spike_recorder`` over ``images`` (normalised NHWC) in batches, concatenated."""
+    record = layer_spike_recorder(model, layers)
+    logits, spikes, potentials = [], {k: [] for k in layers}, {k: [] for k in layers}
+    for start in range(0, len(images), batch_size):
+        out, s, u = record(variables, images[start:start + batch_size])
+        logits.append(out)
+        for name in layers:
+            spikes[name].append(s[name])
+            potentials[name].append(u[name])
     cat = lambda d: {k: np.concatenate(v, axis=1) for k, v in d.items()}  # noqa: E731
     return np.concatenate(logits, axis=1), cat(spikes), cat(potentials)
 
@@ -82,7 +94,7 @@ def agreement(reference: dict, other: dict, potentials: dict | None = None, thre
     can flip it. Everything else follows from an earlier flip. "origin_distance": sorted
     |U - threshold| of jsnn's U at each origin."""
     total = agree = 0
-    per_layer, origins, consequences = {}, [], 0
+    per_layer, per_layer_agree, origins, consequences = {}, {}, [], 0
     upstream_first = None  # [N]: the first step at which some earlier layer differs, per image
     for name, ref in reference.items():
         got = np.asarray(other[name])
@@ -90,6 +102,7 @@ def agreement(reference: dict, other: dict, potentials: dict | None = None, thre
             raise ValueError(f"layer {name}: shapes {ref.shape} and {got.shape} differ")
         differ = ref != got
         per_layer[name] = float(1.0 - differ.mean())
+        per_layer_agree[name] = int(differ.size - differ.sum())
         total += differ.size
         agree += int(differ.size - differ.sum())
         T, N = differ.shape[:2]
@@ -106,7 +119,7 @@ def agreement(reference: dict, other: dict, potentials: dict | None = None, thre
                                np.argmax(differ.reshape(T, N, -1).any(axis=2), axis=0), T)
         upstream_first = np.minimum(upstream_first, layer_first)
     return {"spikes": total, "agree": agree, "fraction": agree / total, "per_layer": per_layer,
-            "origin_distance": sorted(origins), "consequences": consequences}
+            "per_layer_agree": per_layer_agree, "origin_distance": sorted(origins), "consequences": consequences}
 
 
 def predictions(outputs: np.ndarray) -> np.ndarray:

@@ -51,8 +51,13 @@ def norse_module(graph, dt: float | None = None):
     import norse.torch
 
     dt = float(_metadata(graph).get("dt", NIR_DT)) if dt is None else dt
-    logging.getLogger().setLevel(logging.ERROR)  # Norse warns on every LIF whose r is not 1
-    net = norse.torch.from_nir(copy.deepcopy(graph), dt=dt)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # Norse warns on every LIF whose r is not 1 (snnTorch's own exports)
+    try:
+        net = norse.torch.from_nir(copy.deepcopy(graph), dt=dt)
+    finally:
+        root.setLevel(level)
     _check_execution_order(net, graph)
     return _keep_batch_axis(net).eval()
 
