@@ -16,7 +16,10 @@ import numpy as np
 from jsnn import plots
 from jsnn.config import TrainConfig
 from jsnn.dense import dense_signature, train_dense
-from jsnn.methods import EdgePopup
+from jsnn import controls
+from jsnn.methods import EdgePopup, MaskedTraining
+from jsnn.parallel import put_replicated
+from jsnn.sparsity.stats import recalibrate_batch_stats
 from jsnn.metrics import log, read_json, read_jsonl, write_json
 from jsnn.run import (CONFIG, METRICS, RESULTS, check_same_run, claim_workdir, prepare, run_signature,
                       train_resumable)
@@ -34,6 +37,8 @@ class EdgePopupOptions:
     dense_classifier: bool = False  # keep the last linear layer dense
     dense_baseline: str | None = None  # "train": train one in WORKDIR/dense; or a directory holding results.json
     distribution: str = "uniform"  # per-layer targets: uniform (edge-popup's) or erk (jsnn/sparsity/distributions.py)
+    control: str | None = None  # "random": a random mask of each level's per-layer sparsity, same frozen weights,
+    #                             BN statistics recalibrated on training data: the floor the search must beat
 
     # not part of a level's signature: a sweep may add levels, and the baseline is only a reference line
     RUN_CONTROL = ("sparsities", "dense_baseline")
@@ -46,6 +51,8 @@ class EdgePopupOptions:
         if self.distribution not in distributions.SHAPE_DENSITIES:
             raise ValueError(f"edge-popup's per-layer targets come from the layer shapes: --distribution must be "
                              f"one of {sorted(distributions.SHAPE_DENSITIES)}, got {self.distribution!r}")
+        if self.control not in (None, "random"):
+            raise ValueError(f"edge-popup's --control is 'random' (a random mask as the floor), got {self.control!r}")
 
 
 def level_dir(workdir: str, sparsity: float) -> str:
@@ -83,6 +90,8 @@ def run_level(config: TrainConfig, workdir: str, sparsity: float, options: EdgeP
     variables = init_variables(model, key_weights, (1,) + dataset.image_shape)
     scores = init_scores(key_scores, kernels(variables.weights))
     method = EdgePopup(level_targets(model, variables.weights, sparsity, options))
+    if options.control == "random":
+        return random_floor(config, out_dir, sparsity, trainer, variables, method, sig)
     initial_weights = jax.tree.map(np.array, variables.weights)  # host copy: the step donates its input
     state = trainer.new_state(variables, scores, method, config.seed)
     state = train_resumable(trainer, out_dir, state, method, sig, label={"sparsity_target": sparsity})
@@ -97,6 +106,25 @@ def run_level(config: TrainConfig, workdir: str, sparsity: float, options: EdgeP
     write_json(os.path.join(out_dir, RESULTS), {"method": "edge_popup", "runs": [entry], "signature": sig})
     plots.training_curves(read_jsonl(os.path.join(out_dir, METRICS)), os.path.join(out_dir, "training_curves.png"),
                           title=f"edge-popup, sparsity {sparsity:.2f}")
+    return entry
+
+
+def random_floor(config: TrainConfig, out_dir: str, sparsity: float, trainer, variables, method: EdgePopup,
+                 sig: dict) -> dict:
+    """The level's random-mask control: the search's frozen weights under a uniformly random mask with
+    the level's per-layer kept counts (edge-popup's top-k of i.i.d. random scores), BN running
+    statistics recalibrated on the training set; nothing is trained."""
+    key = jax.random.fold_in(jax.random.key(config.seed + controls.RESEED), int(round(sparsity * 1e6)))
+    random_scores = init_scores(key, kernels(variables.weights))
+    masks = method.effective_masks(None, random_scores)
+    fixed = MaskedTraining(trainable=())
+    state = trainer.new_state(variables._replace(masks=masks), {}, fixed, config.seed)
+    state = state.replace(batch_stats=recalibrate_batch_stats(trainer, state, fixed, seed=config.seed))
+    state = put_replicated(trainer.mesh, state)
+    entry = {"sparsity_target": sparsity, "sparsity": sparsity_of(masks), "layer_sparsity": layer_sparsity_of(masks),
+             **trainer.evaluate(state, fixed), "control": "random", "epochs": 0}
+    write_json(os.path.join(out_dir, RESULTS), {"method": "edge_popup", "control": "random", "runs": [entry],
+                                               "signature": sig})
     return entry
 
 
@@ -136,10 +164,11 @@ def run(config: TrainConfig, workdir: str, options: EdgePopupOptions) -> dict:
         write_json(os.path.join(workdir, RESULTS), {"method": "edge_popup", "runs": runs})
     baseline = dense_baseline(config, workdir, options.dense_baseline)
     results = {"method": "edge_popup", "dataset": config.dataset, "model": config.model, "runs": runs,
-               "dense_baseline": baseline}
+               "dense_baseline": baseline, "control": options.control, "distribution": options.distribution}
     write_json(os.path.join(workdir, RESULTS), results)
     plots.accuracy_vs_sparsity(
-        {f"edge-popup ({config.model})": [[(r["sparsity"], r["test_accuracy"]) for r in runs]]},
+        {f"edge-popup ({config.model}){', random-mask floor' if options.control else ''}":
+         [[(r["sparsity"], r["test_accuracy"]) for r in runs]]},
         os.path.join(workdir, "accuracy_vs_sparsity.png"),
         dense_accuracy=baseline["test_accuracy"] if baseline else None,
         title=f"edge-popup on {config.dataset}, T = {config.timesteps}")

@@ -251,3 +251,50 @@ def test_interrupted_sweep_resumes_to_identical_results(setup, tmp_path, monkeyp
     # rerunning a finished sweep does nothing new and returns the same results
     again = eps.run(config, workdir, options)
     assert [_comparable(r) for r in again["runs"]] == [_comparable(r) for r in whole["runs"]]
+
+
+# ----------------------------------------------------------------------------- the random-mask floor
+
+
+def test_random_floor_keeps_the_levels_counts_on_the_frozen_weights_with_recalibrated_bn(setup, tmp_path,
+                                                                                          monkeypatch):
+    """--control random: no search; a random mask with the level's per-layer counts on the weights the
+    search would start from, BN running statistics recomputed on the training set (checked for the
+    encoding layer against NumPy: the per-batch mean and unbiased variance of its conv, averaged)."""
+    from tests.reference import numpy_conv_same
+
+    ds, config, model, trainer = setup
+    seen = {}
+    evaluate = trainer.evaluate
+
+    def capture(state, method):
+        seen["state"] = host(state)
+        return evaluate(state, method)
+
+    monkeypatch.setattr(trainer, "evaluate", capture)
+    options = eps.EdgePopupOptions(control="random")
+    entry = eps.run_level(config, str(tmp_path), 0.7, options, prepared=(ds, model, trainer))
+    with open(tmp_path / "sparsity_0.70" / "results.json") as f:
+        assert json.load(f)["control"] == "random"
+    state = seen["state"]
+    variables, scores, method = fresh(ds, config, model, 0.7)
+    for name, w in named_kernels(state.weights).items():
+        np.testing.assert_array_equal(w, np.asarray(named_kernels(variables.weights)[name]))  # the frozen weights
+        m = named_kernels(state.masks)[name]
+        assert int(m.sum()) == keep_count(m.size, 0.7), name
+        assert entry["layer_sparsity"][name] == pytest.approx(1 - keep_count(m.size, 0.7) / m.size)
+        search_mask = np.asarray(named_kernels(method.effective_masks(None, scores))[name])
+        assert not np.array_equal(m, search_mask), name  # not the search's starting mask either
+    kernel = state.weights["conv0"]["kernel"] * state.masks["conv0"]["kernel"]
+    means, variances = [], []
+    for images, _ in jdata.train_batches(ds.train_images, ds.train_labels, config.batch_size, config.seed, epoch=0):
+        y = numpy_conv_same(np.asarray(jdata.normalize(images.astype(np.float32), ds.mean, ds.std), np.float64),
+                            kernel.astype(np.float64)).reshape(-1, kernel.shape[-1])
+        means.append(y.mean(0))
+        variances.append(y.var(0, ddof=1))
+    np.testing.assert_allclose(state.batch_stats["conv0"]["mean"], np.mean(means, 0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(state.batch_stats["conv0"]["var"], np.mean(variances, 0), rtol=1e-4)
+    with pytest.raises(ValueError, match="control"):
+        eps.EdgePopupOptions(control="reinit")
+    with pytest.raises(ValueError, match="distribution"):
+        eps.EdgePopupOptions(distribution="global")

@@ -12,6 +12,7 @@ statistics over N batches are exact sums, not averages of averages.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -127,5 +128,35 @@ def collect_gradients(trainer, state, method, num_batches: int, seed: int = 0) -
         g = jax.device_get(step(state, *parallel.put_batch(trainer.mesh, *jdata.shard_for_process(images, labels))))
         g = jax.tree.map(lambda a: np.asarray(a, np.float64), g)
         total = g if total is None else jax.tree.map(np.add, total, g)
+        n += 1
+    return jax.tree.map(lambda a: (a / n).astype(np.float32), total)
+
+
+def recalibrate_batch_stats(trainer, state, method, num_batches: int | None = None, seed: int = 0) -> PyTree:
+    """BN running statistics recomputed for the state's forward pass: the plain average, over
+    ``num_batches`` training batches (all by default, no augmentation), of each batch's BN mean and
+    unbiased variance in training mode (PyTorch's cumulative recalibration). The running averages the
+    network carries are the ones of other weights or masks (edge-popup's random-mask floor)."""
+    model = trainer.model.clone(bn=dataclasses.replace(trainer.model.bn, momentum=1.0))  # running = this batch's
+    key = ("recalibrate", method)
+    if key not in trainer.jit_cache:
+        def batch_stats_step(state, images):
+            x = jdata.normalize(images.astype(np.float32), trainer.dataset.mean, trainer.dataset.std)
+            _, new_stats, _ = apply_model(model, state.forward_variables(method), x, train=True)
+            return new_stats
+
+        trainer.jit_cache[key] = jax.jit(
+            batch_stats_step, in_shardings=(parallel.replicated(trainer.mesh), parallel.batch_sharded(trainer.mesh)),
+            out_shardings=parallel.replicated(trainer.mesh))
+    step = trainer.jit_cache[key]
+    d = trainer.dataset
+    total, n = None, 0
+    for i, (images, _) in enumerate(jdata.train_batches(d.train_images, d.train_labels, trainer.config.batch_size,
+                                                        seed, epoch=0)):
+        if num_batches is not None and i >= num_batches:
+            break
+        (x,) = parallel.put_batch(trainer.mesh, *jdata.shard_for_process(images))
+        s = jax.tree.map(lambda a: np.asarray(a, np.float64), jax.device_get(step(state, x)))
+        total = s if total is None else jax.tree.map(np.add, total, s)
         n += 1
     return jax.tree.map(lambda a: (a / n).astype(np.float32), total)
