@@ -2,6 +2,7 @@
 numbers as one process with as many devices, one writer, and a preempted run resumes exactly."""
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -21,16 +22,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(processes: int, devices_each: int, workdir: str) -> list[subprocess.Popen]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+def slurm_job_id() -> int:
+    """A job id whose coordinator port (JAX: 61440 + id % 4096) is free here."""
+    for _ in range(100):
+        job = random.randrange(1, 10**6)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", 61440 + job % 4096))
+                return job
+            except OSError:
+                continue
+    raise RuntimeError("no free port in JAX's SLURM range")
+
+
+def launch(processes: int, devices_each: int, workdir: str, slurm: bool = False) -> list[subprocess.Popen]:
+    """``processes`` copies of the program: joined by JAX_* variables, or, with ``slurm``, by JAX's
+    own detection of the variables a SLURM ``srun`` sets (one node)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "SLURM_"))}
     env.update(PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_each}")
-    if processes > 1:
+    if slurm:
+        env.update(SLURM_JOB_ID=str(slurm_job_id()), SLURM_STEP_NODELIST="localhost", SLURM_NTASKS=str(processes))
+        per_process = [{"SLURM_PROCID": str(i), "SLURM_LOCALID": str(i)} for i in range(processes)]
+    elif processes > 1:
         env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{free_port()}", JAX_NUM_PROCESSES=str(processes))
+        per_process = [{"JAX_PROCESS_ID": str(i)} for i in range(processes)]
+    else:
+        per_process = [{}]
     return [subprocess.Popen([sys.executable, *PROGRAM, "--workdir", workdir], cwd=ROOT, text=True,
-                             env={**env, "JAX_PROCESS_ID": str(i)} if processes > 1 else env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            for i in range(processes)]
+                             env={**env, **mine}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for mine in per_process]
 
 
 def finish(procs, timeout=300) -> list[tuple[int, str, str]]:
@@ -49,6 +70,13 @@ def ours(stdout: str) -> list[str]:
 def ticket(workdir) -> dict:
     with np.load(os.path.join(workdir, "ticket.npz")) as t:
         return {k: t[k] for k in t.files if k != "__meta__"}
+
+
+def untimed(tree):
+    """``tree`` without wall-clock entries (seconds), which no two runs share."""
+    if isinstance(tree, dict):
+        return {k: untimed(v) for k, v in tree.items() if "seconds" not in k}
+    return tree
 
 
 def results(workdir) -> dict:
@@ -89,6 +117,7 @@ def test_two_processes_equal_one_process_with_as_many_devices(runs):
 
 
 def test_preempted_two_process_run_resumes_to_the_same_result(runs, tmp_path):
+    """Preempted under a manual launch (JAX_* variables), resumed as a SLURM job step."""
     _, two, _ = runs
     workdir = str(tmp_path / "preempted")
     procs = launch(2, 2, workdir)
@@ -104,11 +133,11 @@ def test_preempted_two_process_run_resumes_to_the_same_result(runs, tmp_path):
         assert code == 143, stderr[-3000:]
         assert "stopped by SIGTERM after epoch 2, batch" in stderr and "Traceback" not in stderr
     assert stopped[0][2].split("after ")[1] == stopped[1][2].split("after ")[1]
-    resumed = finish(launch(2, 2, workdir))
+    resumed = finish(launch(2, 2, workdir, slurm=True))  # resumed under JAX's cluster auto-detection
     for code, _, stderr in resumed:
         assert code == 0, stderr[-3000:]
     assert "resuming from" in resumed[0][1] and "epoch 1/2, batch" in resumed[0][1]
     a, b = ticket(two), ticket(workdir)
     for k in a:
         assert a[k].tobytes() == b[k].tobytes(), k
-    assert results(workdir) == results(two)
+    assert untimed(results(workdir)) == untimed(results(two))
