@@ -76,6 +76,14 @@ def map_with_names(fn, tree: PyTree, *rest: PyTree) -> PyTree:
     return from_names({name: fn(name, x, *(o[name] for o in others)) for name, x in by_name(tree).items()})
 
 
+def by_layer(tree: PyTree) -> dict[str, dict[str, Any]]:
+    """Any layer-structured tree (BN scale/bias, running statistics) as {layer path: {leaf name: leaf}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in sorted(traverse_util.flatten_dict(tree).items()):
+        out.setdefault(layer_name(key), {})[key[-1]] = value
+    return out
+
+
 def named_kernels(weights: PyTree) -> dict[str, jax.Array]:
     """{"stage0_block0/conv1": kernel, ...} in a stable (sorted) order."""
     return by_name(kernels(weights))

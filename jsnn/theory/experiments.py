@@ -41,6 +41,7 @@ from jsnn.metrics import log
 from jsnn.neuron import LIFConfig, lif_time_major
 from jsnn.theory import crisis, slth
 from jsnn.theory import flips as flips_mod
+from jsnn.variables import by_layer, by_name, from_names, named_kernels
 
 EXPERIMENTS = ("crisis", "flips", "slth")
 
@@ -227,12 +228,9 @@ def run_crisis(net: TrainedNetwork, opts: TheoryOptions = TheoryOptions()) -> di
 def removal_by_mask(model, variables, images, layer, tap, co, encoding):
     """Reference: the flip rate of one weight measured by re-running the whole model with its mask
     entry set to 0 (the slow way ``flips.conv_removal_flip_rates`` must agree with)."""
-    from flax import traverse_util
-
-    flat = traverse_util.flatten_dict(variables.masks)
-    key = tuple(layer.split("/")) + ("kernel",)
-    flat[key] = flat[key].at[int(tap[0]), int(tap[1]), int(tap[2]), int(co)].set(0.0)
-    pruned = variables._replace(masks=traverse_util.unflatten_dict(flat))
+    named = by_name(variables.masks)
+    named[layer] = named[layer].at[int(tap[0]), int(tap[1]), int(tap[2]), int(co)].set(0.0)
+    pruned = variables._replace(masks=from_names(named))
 
     @jax.jit
     def spikes(v):
@@ -244,8 +242,6 @@ def removal_by_mask(model, variables, images, layer, tap, co, encoding):
 
 def run_flips(net: TrainedNetwork, opts: TheoryOptions = TheoryOptions()) -> dict:
     """Measured spike-flip rates of weight removals against the SF score, |w| and SF without density."""
-    from flax import traverse_util
-
     from jsnn.models import SpikingVGG
     from jsnn.sparsity.criteria import gaussian_density, magnitude, sf, sf_eligible
     from jsnn.sparsity.stats import collect_statistics
@@ -260,8 +256,7 @@ def run_flips(net: TrainedNetwork, opts: TheoryOptions = TheoryOptions()) -> dic
     scores = {"sf": sf(state.weights, {"bn": state.bn, "batch_stats": state.batch_stats}, stats,
                        threshold=th, epsilon=bn_eps),
               "magnitude": magnitude(state.weights)}
-    scores = {name: {"/".join(k[:-1]): np.asarray(v) for k, v in traverse_util.flatten_dict(tree).items()}
-              for name, tree in scores.items()}
+    scores = {name: {path: np.asarray(v) for path, v in by_name(tree).items()} for name, tree in scores.items()}
     # SF without its density factor: E|dU| = r_i |w gamma_j / sqrt(var_j + eps)| (Eq. 13), to see what
     # the crisis term N(V_th; mu_j, sigma_j^2) adds; |w| where SF has no statistics (as SF itself)
     density = {path: np.asarray(gaussian_density(th, s["potential_mean"], np.maximum(s["potential_std"], 1e-6)))
@@ -272,14 +267,10 @@ def run_flips(net: TrainedNetwork, opts: TheoryOptions = TheoryOptions()) -> dic
     n_img = int(images.shape[0])
     io = jax.jit(lambda v, x: flips_mod.layer_io(model, v, x))(variables, images)
     T = model.timesteps
-    kernels_ = {"/".join(k[:-1]): v for k, v in traverse_util.flatten_dict(variables.weights).items()
-                if k[-1] == "kernel"}
-    masks_ = {"/".join(k[:-1]): v for k, v in traverse_util.flatten_dict(variables.masks).items()}
-    bn = {"/".join(k[:-1]): {} for k in traverse_util.flatten_dict(state.batch_stats)}
-    for k, v in traverse_util.flatten_dict(state.batch_stats).items():
-        bn["/".join(k[:-1])][k[-1]] = v
-    for k, v in traverse_util.flatten_dict(state.bn or {}).items():
-        bn["/".join(k[:-1])][k[-1]] = v
+    kernels_, masks_ = named_kernels(variables.weights), by_name(variables.masks)
+    bn = by_layer(state.batch_stats)
+    for path, leaves in by_layer(state.bn or {}).items():
+        bn[path].update(leaves)
     fractions = [round(x, 4) for x in np.linspace(0.0, 1.0, 41)]
     rng = np.random.default_rng(opts.seed + 2)
     res = {"network": config.model, "dataset": config.dataset, "epochs": config.epochs,
