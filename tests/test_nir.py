@@ -436,6 +436,15 @@ def test_soft_reset_and_unsupported_graphs_are_refused():
                      edges=[("input", "scale"), ("scale", "output")], metadata={"timesteps": 1})
     with pytest.raises(ExportError, match="Scale"):
         from_nir(g)
+    # images of the wrong shape, a graph without its Output
+    net, v = from_nir(pool_graph((2, 4, 4)))
+    with pytest.raises(ValueError, match=r"input is \(4, 4, 2\)"):
+        net.apply({"weights": {}, "masks": {}}, jnp.zeros((1, 4, 4, 3)))
+    g = pool_graph((2, 4, 4))
+    g.nodes.pop("output")
+    g.edges = [e for e in g.edges if e[1] != "output"]
+    with pytest.raises(ExportError, match="exactly one Output"):
+        from_nir(g)
 
 
 def load_export_program():

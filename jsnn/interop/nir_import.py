@@ -108,7 +108,14 @@ class NIRNetwork(nn.Module):
             x = None
             for s in sources:
                 x = values[s] if x is None else x + values[s]
+            if kind != "Input" and not sources:
+                raise ExportError(f"NIR node {name} has no incoming edge")
             if kind == "Input":
+                want = attrs["shape"]
+                want = (want[1], want[2], want[0]) if len(want) == 3 else want  # NIR's (C, H, W): NHWC here
+                if want and tuple(images.shape[1:]) != tuple(want):
+                    raise ValueError(f"the NIR graph's input is {want} per example (channel-last), "
+                                     f"got images of shape {tuple(images.shape)}")
                 # direct encoding: the image at every timestep, folded [T*B, H, W, C]
                 y = fold_time(jnp.broadcast_to(images, (T,) + images.shape))
             elif kind == "Output":
@@ -230,7 +237,10 @@ def _spec_of(name, node, dt):
     if kind not in SUPPORTED:
         raise ExportError(f"NIR node {name} is a {kind}; jsnn reads {', '.join(SUPPORTED)}")
     attrs, params = {}, {}
-    if isinstance(node, nir.Conv2d):
+    if isinstance(node, nir.Input):
+        shape = node.input_type.get("input")
+        attrs = {"shape": () if shape is None else tuple(int(v) for v in np.atleast_1d(shape))}
+    elif isinstance(node, nir.Conv2d):
         if isinstance(node.padding, str):
             raise ExportError(f"NIR Conv2d {name}: padding {node.padding!r} is not supported; use explicit padding")
         w = np.asarray(node.weight)
@@ -280,8 +290,9 @@ def from_nir(graph, dt: float | None = None, timesteps: int | None = None, thres
     for s, d in edges:
         if s not in nodes or d not in nodes:
             raise ExportError(f"NIR edge {s} -> {d} names a node the graph does not have")
-    if sum(type(n).__name__ == "Input" for n in nodes.values()) != 1:
-        raise ExportError("jsnn runs NIR graphs with exactly one Input node")
+    for kind in ("Input", "Output"):
+        if sum(type(n).__name__ == kind for n in nodes.values()) != 1:
+            raise ExportError(f"jsnn runs NIR graphs with exactly one {kind} node")
     spec, weights, masks = [], {}, {}
     for name in _topological(nodes, edges):
         entry, params = _spec_of(name, nodes[name], dt)
