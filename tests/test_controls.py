@@ -239,6 +239,12 @@ def test_controls_follow_the_ticket_round_by_round(setup, ticket_run, tmp_path, 
     # round 0 is the ticket run's dense network, taken rather than retrained
     assert result["runs"][0]["test_accuracy"] == ticket["runs"][0]["test_accuracy"]
     assert not any(r["round"] == 0 for r in _records(tmp_path))
+    # --compare overlays the control on its ticket, dashed
+    drawn = {}
+    monkeypatch.setattr(imp.plots, "accuracy_vs_sparsity", lambda curves, path, **k: drawn.update(curves=curves, **k))
+    imp.compare_plot([str(ticket_dir), str(tmp_path)], str(tmp_path / "compare.png"))
+    label = {"reinit": "IMP (magnitude), reinit", "random": "IMP (magnitude), random mask"}[control]
+    assert list(drawn["curves"]) == ["IMP (magnitude)", label] and drawn["dashed"] == [label]
     from jsnn.ticket import load_ticket
 
     rewind = load_ticket(imp.rewind_path(str(ticket_dir))).variables
