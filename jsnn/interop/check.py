@@ -46,9 +46,9 @@ def check_export(model, variables, graph, dataset, simulators, batch_size: int =
     through ``graph`` in each of ``simulators`` ("jsnn", "snntorch", "norse"), batch by batch."""
     from jsnn import data as jdata
     from jsnn.interop.compare import layer_spike_recorder
-    from jsnn.interop.nir_import import _metadata
+    from jsnn.interop.nir_import import graph_metadata
 
-    meta = _metadata(graph)
+    meta = graph_metadata(graph)
     layers = [n for n in str(meta["lif_layers"]).split(",") if n]
     T = int(meta["timesteps"])
     n = len(dataset.test_images) if max_images is None else min(max_images, len(dataset.test_images))

@@ -53,7 +53,8 @@ def _pair(v):
     return (int(v[0]), int(v[-1]))
 
 
-def _metadata(graph) -> dict:
+def graph_metadata(graph) -> dict:
+    """The graph's metadata as a dict, HDF5 byte strings decoded."""
     meta = dict(getattr(graph, "metadata", None) or {})
     return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in meta.items()}
 
@@ -278,7 +279,7 @@ def from_nir(graph, dt: float | None = None, timesteps: int | None = None, thres
     ``timesteps``: T (default: ``metadata["timesteps"]``). Raises ExportError for a node
     type or setting outside the subset (the message names it).
     """
-    meta = _metadata(graph)
+    meta = graph_metadata(graph)
     dt = float(meta.get("dt", NIR_DT)) if dt is None else float(dt)
     if timesteps is None:
         if "timesteps" not in meta:

@@ -18,7 +18,7 @@ import copy
 import numpy as np
 
 from jsnn.interop.nir_export import NIR_DT, ExportError
-from jsnn.interop.nir_import import _metadata
+from jsnn.interop.nir_import import graph_metadata
 
 
 def _keep_batch_axis(module):
@@ -50,7 +50,7 @@ def norse_module(graph, dt: float | None = None):
 
     import norse.torch
 
-    dt = float(_metadata(graph).get("dt", NIR_DT)) if dt is None else dt
+    dt = float(graph_metadata(graph).get("dt", NIR_DT)) if dt is None else dt
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # Norse warns on every LIF whose r is not 1 (snnTorch's own exports)
