@@ -128,5 +128,5 @@ def accuracy_vs_energy(curves: dict[str, Sequence[Sequence[tuple[float, float]]]
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower right", framealpha=0.85)  # cheap tickets sit left
     return save_figure(fig, path)

@@ -7,7 +7,7 @@ Which tickets: every edge-popup level, IMP round or dense run the workdir holds
 (``jsnn.ticket.find_tickets``), plus the edge-popup sweep's dense baseline (WORKDIR/dense).
 The dense SNN the savings are measured against is the run's own trained dense network:
 IMP's round 0, or the sweep's dense baseline; none if the run has neither. The best ticket
-is the most accurate one (ties: the cheaper).
+is the most accurate pruned one (ties: the cheaper).
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from jsnn.efficiency.counting import EnergyModel, measure_dataset
 from jsnn.metrics import read_json
 from jsnn.ticket import TICKET_FILE, TicketError, find_tickets, load_ticket
 
+DENSE = "dense (weights trained)"
 SUMMARY_COLUMNS = ("ticket", "method", "sparsity", "test acc.", "ACs / image", "MACs / image", "energy / image",
                    "vs unpruned", "vs dense SNN", "vs dense ANN", "firing rate", "footprint", "report s")
 
@@ -41,7 +42,7 @@ def _method(workdir: str, ticket) -> str:
         return label + (f", {results['control']}" if results.get("control") else "")
     if "sparsity_target" in info:
         return "edge-popup"
-    return "dense"
+    return DENSE
 
 
 def _label(ticket) -> str:
@@ -78,13 +79,14 @@ def run_report(workdir: str, tickets: list[str] | None = None, energy: EnergyMod
                      "dataset": ticket.config.dataset, "sparsity": cost["connection_sparsity"],
                      "recorded_test_accuracy": ticket.info.get("test_accuracy"),
                      "report_seconds": time.perf_counter() - start, "efficiency": cost})
-    dense = [r for r in rows if r["method"] == "dense"] or [r for r in rows if r["label"] == "round 0"]
+    dense = [r for r in rows if r["method"] == DENSE] or [r for r in rows if r["label"] == "round 0"]
     reference = dense[0] if dense else None
     for r in rows:
         e = r["efficiency"]["energy_per_image_j"]
         r["saving_vs_dense_snn"] = (reference["efficiency"]["energy_per_image_j"] / e) if reference and e else None
-    best = max(rows, key=lambda r: (r["efficiency"]["test_accuracy"], -r["efficiency"]["energy_per_image_j"]))
-    return {"workdir": os.path.abspath(workdir), "energy_model": rows[0]["efficiency"]["energy_model"],
+    pruned = [r for r in rows if r is not reference and r["efficiency"]["connection_sparsity"] > 0] or rows
+    best = max(pruned, key=lambda r: (r["efficiency"]["test_accuracy"], -r["efficiency"]["energy_per_image_j"]))
+    return {"workdir": workdir, "energy_model": rows[0]["efficiency"]["energy_model"],
             "encoding": rows[0]["efficiency"]["encoding"], "dense_snn": reference["ticket"] if reference else None,
             "best": best["ticket"], "tickets": rows}
 
