@@ -1,6 +1,5 @@
 """What a ticket costs to run (jsnn.efficiency): every count against a hand computation or a
 NumPy loop written here, independently of the counting pass."""
-import math
 
 import flax.linen as nn
 import jax

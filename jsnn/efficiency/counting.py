@@ -16,9 +16,9 @@ image (one jitted pass per batch that reuses the model's own forward) and counts
   NeuroBench's ``SynapticOperations`` rule. Under direct encoding the encoding conv
   runs once per image, so its MACs are counted once, not T times.
 * **Dense counts**: every weight at every output position, as often as the layer runs
-  (T times; the encoding conv once), zero padding excluded = NeuroBench's "Dense"; the same network as an ANN
-  (one pass, every weight, all MACs); and the "unpruned" count: the ticket's own
-  spikes through every weight (what the mask alone saves at this activity).
+  (T times; the encoding conv once), zero padding excluded = NeuroBench's "Dense"; the
+  same network as an ANN (one pass, every weight, all MACs); and the "unpruned" count:
+  the ticket's own spikes through every weight (what the mask alone saves at this activity).
 * **Neurons**: per LIF layer the spikes, firing rate and activation sparsity (zero
   fraction of its outputs over every neuron, timestep and image); neuron updates
   (every neuron, every timestep) and NeuroBench's ``MembraneUpdates`` (every neuron at
