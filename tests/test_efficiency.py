@@ -339,3 +339,17 @@ def test_report_program(tmp_path):
                          timeout=600)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "holds no tickets" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_entries_figure(tmp_path):
+    """The programs' figure: entries without an efficiency entry (older runs) are left out."""
+    from jsnn.efficiency.report import entries_figure
+
+    def entry(energy, accuracy):
+        return {"test_accuracy": accuracy, "efficiency": {"energy_per_image_j": energy, "ann_energy_per_image_j": 1e-5}}
+
+    path = str(tmp_path / "acc_energy.png")
+    assert entries_figure({"IMP": [[entry(2e-6, 0.9), {"test_accuracy": 0.8}, entry(1e-6, 0.95)]]}, path) == path
+    assert (tmp_path / "acc_energy.png").stat().st_size > 0
+    assert entries_figure({"IMP": [[{"test_accuracy": 0.8}]]}, str(tmp_path / "none.png")) is None
+    assert not (tmp_path / "none.png").exists()

@@ -178,3 +178,21 @@ def figure(reports: list[dict], path: str) -> str:
     first = reports[0]["tickets"][0]
     return plots.accuracy_vs_energy(curves, path, references={"dense ANN": first["efficiency"]["ann_energy_per_image_j"]},
                                     title=f"{first['model']} on {first['dataset']}")
+
+
+def entries_figure(curves: dict[str, list[list[dict]]], path: str, title: str = "") -> str | None:
+    """The programs' accuracy-vs-energy figure from results entries: one line per label, each
+    label a list of runs (seeds), each run its results entries (levels / rounds) in order.
+    Entries without an "efficiency" entry (written before it existed) are left out; None
+    when no entry has one."""
+    from jsnn import plots
+
+    points = {label: [[(e["efficiency"]["energy_per_image_j"], e["test_accuracy"]) for e in run if "efficiency" in e]
+                      for run in runs] for label, runs in curves.items()}
+    points = {label: [r for r in runs if r] for label, runs in points.items()}
+    points = {label: runs for label, runs in points.items() if runs}
+    if not points:
+        return None
+    ann = next(e["efficiency"]["ann_energy_per_image_j"] for runs in curves.values() for run in runs for e in run
+               if "efficiency" in e)
+    return plots.accuracy_vs_energy(points, path, references={"dense ANN": ann}, title=title)
