@@ -38,8 +38,8 @@ def _method(workdir: str, ticket) -> str:
         from jsnn.imp import IMPOptions, label_of
 
         results = read_json(os.path.join(workdir, "results.json"), {})
-        label = label_of(IMPOptions(criterion=results.get("criterion", "magnitude"), dns=results.get("dns", False)))
-        return label + (f", {results['control']}" if results.get("control") else "")
+        return label_of(IMPOptions(criterion=results.get("criterion", "magnitude"), dns=results.get("dns", False),
+                                   control=results.get("control"), early_bird=results.get("early_bird", False)))
     if "sparsity_target" in info:
         return "edge-popup"
     return DENSE
