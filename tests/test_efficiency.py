@@ -100,6 +100,21 @@ def test_hand_network_every_number():
     assert r["footprint_bytes"] == fp["bitmask_bytes"] == 93 and fp["format"] == "bitmask"
 
 
+def test_hand_network_soft_reset():
+    """Soft reset (H = beta (U - V_th S)): the same spikes here, but the stored potential of the
+    always-firing neurons now changes too: 1.75 -> H 0.1875, 0.234375, 0.24609375 and
+    1.25 -> 0.0625, 0.078125, 0.08203125; 0.875 -> 0.21875, 0.0234375, 0.224609375."""
+    import dataclasses
+
+    model, variables, image = _hand_network()
+    soft = model.clone(lif=dataclasses.replace(model.lif, reset="soft"))
+    r = E.measure(soft, variables, np.concatenate([image, np.zeros_like(image)]))
+    (lif,) = r["neurons"]
+    assert lif["spikes"] == 8 and r["totals"]["synops"] == 10
+    # t = 1: all 8 of each image; then 2 changes for each of the 6 neurons with a nonzero current
+    assert r["totals"]["membrane_updates"] == (8 + 6 * 2) + 8
+
+
 def test_default_energy_model_and_its_validation():
     model, variables, image = _hand_network()
     r = E.measure(model, variables, image)
