@@ -148,7 +148,8 @@ def markdown(report: dict) -> str:
              f"{report['encoding'][0].upper() + report['encoding'][1:]}. 'vs unpruned': the same spikes through every weight; "
              f"'vs dense SNN': the run's trained dense network ({report['dense_snn'] or 'none in this run'}), "
              "measured; 'vs dense ANN': one pass, every weight, MACs. Footprint: kept values plus a bitmask "
-             "or CSR indices, whichever is smaller.", ""]
+             "or CSR indices, whichever is smaller. 'report s': seconds this report spent on the ticket "
+             "(the first one compiles the counting pass).", ""]
     lines += _table(SUMMARY_COLUMNS[:1] + SUMMARY_COLUMNS[1:], summary_rows(report))
     for r in report["tickets"]:
         e = r["efficiency"]
