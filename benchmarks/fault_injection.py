@@ -50,10 +50,19 @@ def run(workdir: str) -> subprocess.CompletedProcess:
     return subprocess.run(COMMAND + ["--workdir", workdir], cwd=ROOT, env=ENV, text=True, capture_output=True)
 
 
+def untimed(tree):
+    """``tree`` without wall-clock entries (seconds), which no two runs share."""
+    if isinstance(tree, dict):
+        return {k: untimed(v) for k, v in tree.items() if "seconds" not in k}
+    if isinstance(tree, list):
+        return [untimed(v) for v in tree]
+    return tree
+
+
 def outcome(workdir: str) -> dict:
     """Every round's results entry (timings left out) and ticket bytes."""
     path = os.path.join(workdir, "results.json")
-    runs = json.load(open(path))["runs"] if os.path.exists(path) else []
+    runs = untimed(json.load(open(path))["runs"]) if os.path.exists(path) else []
     tickets = {}
     for t in sorted(glob.glob(os.path.join(workdir, "tickets", "*.npz"))):
         import numpy as np
@@ -72,9 +81,15 @@ def writing(workdir: str) -> bool:
     return bool(glob.glob(os.path.join(workdir, "checkpoints", "*orbax-checkpoint-tmp*")))
 
 
-def kill_at_random(workdir: str, rng: random.Random, seconds: float, signum=signal.SIGKILL) -> dict:
+def kill_at_random(workdir: str, rng: random.Random, seconds: float, signum=signal.SIGKILL,
+                   after_first_checkpoint: bool = False) -> dict:
     p = start(workdir)
-    time.sleep(rng.uniform(0.15, 0.95) * seconds)
+    if after_first_checkpoint:  # a fault on the newest checkpoint needs one to exist
+        t0 = time.time()
+        while newest_checkpoint(workdir) is None and p.poll() is None:
+            time.sleep(0.01)
+        seconds -= time.time() - t0
+    time.sleep(rng.uniform(0.15, 0.95) * max(seconds, 0.0))
     landed = p.poll() is None
     p.send_signal(signum)
     _, stderr = p.communicate()
@@ -95,7 +110,7 @@ def kill_in_write(workdir: str, rng: random.Random, seconds: float) -> dict:
 
 
 def damage_newest(workdir: str, rng: random.Random, seconds: float, how: str) -> dict:
-    info = kill_at_random(workdir, rng, seconds)
+    info = kill_at_random(workdir, rng, seconds, after_first_checkpoint=True)
     newest = newest_checkpoint(workdir)
     if newest is None:
         return {**info, "landed": False}

@@ -12,6 +12,7 @@ import sys
 
 from jsnn.config import TrainConfig
 from jsnn.layers import WEIGHT_INITS
+from jsnn.compilation_cache import enable_compilation_cache
 from jsnn.parallel import DISTRIBUTED_MODES, initialize_distributed
 from jsnn.preemption import take_signals_back
 from jsnn.surrogate import surrogate_names
@@ -70,6 +71,7 @@ def start_run(args: argparse.Namespace) -> None:
     """Joins the distributed runtime (when launched as several processes) before anything starts JAX."""
     initialize_distributed(args.distributed)
     take_signals_back()  # the distributed runtime installs a SIGTERM handler of its own
+    enable_compilation_cache()
 
 
 def training_config(args: argparse.Namespace, method: str) -> TrainConfig:
