@@ -128,5 +128,5 @@ def accuracy_vs_energy(curves: dict[str, Sequence[Sequence[tuple[float, float]]]
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="lower right", framealpha=0.85)  # cheap tickets sit left
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)  # below: no point hidden
     return save_figure(fig, path)
