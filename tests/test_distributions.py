@@ -93,3 +93,23 @@ def test_prune_never_revives_pruned_weights():
     new = by_name(D.prune("uniform", t(scores), t(live), 0.5))
     np.testing.assert_array_equal(np.asarray(new["conv0"]), live["conv0"])
     assert M.count_kept(from_names(new))[0] == 2 + 144 + 160
+
+
+def test_random_criterion_gathers_only_a_key_that_differs_per_round():
+    """The random criterion declares one input, a key folded with the round; its scores are i.i.d. U[0, 1)."""
+    from jsnn.sparsity import criteria
+
+    weights = {n: {"kernel": jnp.zeros(s)} for n, s in SHAPES.items()}
+    calibration = lambda k: criteria.Calibration(trainer=None, state=None, method=None, batches=1, seed=3,
+                                                 round_index=k)
+    inputs = criteria.gather_inputs("random", calibration(1))
+    assert list(inputs) == ["key"]
+    s1 = by_name(criteria.scores("random", weights, inputs))
+    s1_again = by_name(criteria.scores("random", weights, criteria.gather_inputs("random", calibration(1))))
+    s2 = by_name(criteria.scores("random", weights, criteria.gather_inputs("random", calibration(2))))
+    for n, s in s1.items():
+        assert s.shape == SHAPES[n] and np.all((np.asarray(s) >= 0) & (np.asarray(s) < 1))
+        np.testing.assert_array_equal(np.asarray(s), np.asarray(s1_again[n]))  # reproducible
+        assert not np.array_equal(np.asarray(s), np.asarray(s2[n]))  # another round, another draw
+    flat = np.concatenate([np.asarray(s).reshape(-1) for s in s1.values()])
+    assert abs(flat.mean() - 0.5) < 0.05  # 644 uniform draws
