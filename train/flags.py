@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import os
 import sys
 
 from jsnn.config import TrainConfig
@@ -98,17 +99,23 @@ def run_cleanly(main) -> None:
         with stop_on_signals():
             main()
     except Preempted as e:
-        print(f"{e}", file=sys.stderr)
-        sys.exit(e.exit_code)
+        _exit(str(e), e.exit_code)
     except KeyboardInterrupt:
-        print("\ninterrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)
-        sys.exit(130)
+        _exit("\ninterrupted: rerun the same command to resume from the last checkpoint", 130)
     except (ValueError, FileNotFoundError, DataNotFoundError, CheckpointError, TrainingDivergedError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2 if isinstance(e, ValueError) else 1)
+        _exit(f"error: {e}", 2 if isinstance(e, ValueError) else 1)
     except OSError as e:
         if e.errno not in WRITE_ERRORS:
             raise
-        print(f"error: cannot write {e.filename or 'to the workdir'} ({e.strerror}). What was saved before is "
-              "kept: free space (or fix the directory) and rerun the same command to resume.", file=sys.stderr)
-        sys.exit(1)
+        _exit(f"error: cannot write {e.filename or 'to the workdir'} ({e.strerror}). What was saved before is "
+              "kept: free space (or fix the directory) and rerun the same command to resume.", 1)
+
+
+def _exit(line: str, code: int) -> None:
+    """One line on stderr, then exit at once. Everything the run saved is written and closed by
+    now (writes are atomic, checkpoints waited for); skipping the interpreter's teardown keeps
+    orbax's and tensorstore's background threads from printing tracebacks after a failed read."""
+    print(line, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
