@@ -11,6 +11,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
+import tempfile
+import time
 from typing import Any, Callable
 
 import jax
@@ -89,15 +92,36 @@ class Checkpointer:
 
 @contextlib.contextmanager
 def _orbax_errors_not_logged():
-    """Orbax logs every failed background write with a traceback (through absl) before it raises;
-    the error reaches the user once, as the CheckpointError above."""
+    """Orbax logs every failed background write with a traceback (through absl), and tensorstore's
+    callback threads print 'Event loop is closed' tracebacks once it gives up; the error reaches
+    the user once, as the CheckpointError above. So while a checkpoint is written, absl's errors
+    are off and the process's stderr goes to a temporary file, given back unchanged after a
+    write that succeeded and dropped after one that failed."""
     logger = logging.getLogger("absl")
     level = logger.level
     logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        failed = False
+        try:
+            yield
+        except BaseException:
+            failed = True
+            time.sleep(0.5)  # the threads print as they wind down
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            logger.setLevel(level)
+            if not failed:
+                captured.seek(0)
+                text = captured.read()
+                if text:
+                    sys.stderr.write(text.decode(errors="replace"))
+                    sys.stderr.flush()
 
 
 def _conform(tree: PyTree, like: PyTree, where: str) -> PyTree:
