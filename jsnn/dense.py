@@ -33,7 +33,8 @@ def train_dense(config: TrainConfig, workdir: str) -> dict:
     state = train_resumable(trainer, workdir, state, method, sig)
     entry = {"sparsity": trainer.sparsity(state, method), **trainer.evaluate(state, method),
              "epochs": config.epochs}
-    entry = record_ticket(os.path.join(workdir, TICKET_FILE), config, dataset.num_classes, state, method, entry)
+    entry = record_ticket(os.path.join(workdir, TICKET_FILE), config, dataset.num_classes, state, method, entry,
+                          dataset)
     write_json(os.path.join(workdir, RESULTS), {"method": "dense", "runs": [entry], "signature": sig})
     plots.training_curves(read_jsonl(os.path.join(workdir, METRICS)), os.path.join(workdir, "training_curves.png"),
                           title="dense SNN")

@@ -26,6 +26,7 @@ from jsnn.run import (CONFIG, METRICS, RESULTS, check_same_run, claim_workdir, p
 from jsnn.sparsity.edge_popup import init_scores
 from jsnn.sparsity import distributions
 from jsnn.sparsity.masks import check_sparsity, layer_sparsity_of, sparsity_of
+from jsnn.efficiency.report import entries_figure
 from jsnn.ticket import TICKET_FILE, record_ticket
 from jsnn.variables import init_variables, kernels, named_kernels
 
@@ -102,7 +103,8 @@ def run_level(config: TrainConfig, workdir: str, sparsity: float, options: EdgeP
     masks = method.effective_masks(state.masks, state.scores)
     entry = {"sparsity_target": sparsity, "sparsity": sparsity_of(masks), "layer_sparsity": layer_sparsity_of(masks),
              **trainer.evaluate(state, method), "weights_unchanged": unchanged, "epochs": config.epochs}
-    entry = record_ticket(os.path.join(out_dir, TICKET_FILE), config, dataset.num_classes, state, method, entry)
+    entry = record_ticket(os.path.join(out_dir, TICKET_FILE), config, dataset.num_classes, state, method, entry,
+                          dataset)
     write_json(os.path.join(out_dir, RESULTS), {"method": "edge_popup", "runs": [entry], "signature": sig})
     plots.training_curves(read_jsonl(os.path.join(out_dir, METRICS)), os.path.join(out_dir, "training_curves.png"),
                           title=f"edge-popup, sparsity {sparsity:.2f}")
@@ -172,6 +174,8 @@ def run(config: TrainConfig, workdir: str, options: EdgePopupOptions) -> dict:
         os.path.join(workdir, "accuracy_vs_sparsity.png"),
         dense_accuracy=baseline["test_accuracy"] if baseline else None,
         title=f"edge-popup on {config.dataset}, T = {config.timesteps}")
+    entries_figure({f"edge-popup ({config.model})": [runs]}, os.path.join(workdir, "accuracy_vs_energy.png"),
+                   title=f"edge-popup on {config.dataset}, T = {config.timesteps}")
     for r in runs:
         log(f"sparsity {r['sparsity']:.4f}: test accuracy {r['test_accuracy']:.4f}")
     if baseline:

@@ -33,6 +33,7 @@ from jsnn.sparsity.distributions import DISTRIBUTIONS
 from jsnn import controls
 from jsnn.controls import CONTROLS
 from jsnn.sparsity import early_bird as early_bird_rule
+from jsnn.efficiency.report import entries_figure
 from jsnn.ticket import load_ticket, record_ticket, round_path, save_ticket
 from jsnn.trainer import Trainer, TrainState
 from jsnn.variables import Variables, check_kernel_tree, init_variables, map_with_names, named_kernels
@@ -192,7 +193,7 @@ class IMPRun:
                      "layer_sparsity": M.layer_sparsity_of(state.masks), **t.evaluate(state, self.method),
                      **self.early_bird_log.get(str(round_index), {})}
             entry = record_ticket(round_path(self.workdir, round_index), cfg, t.dataset.num_classes, state,
-                                  self.method, entry)
+                                  self.method, entry, t.dataset)
             self.runs = [r for r in self.runs if r["round"] != round_index] + [entry]
             self._write_results(self.runs)
             log(f"round {round_index}: sparsity {entry['sparsity']:.4f} test accuracy {entry['test_accuracy']:.4f}")
@@ -328,6 +329,8 @@ class IMPRun:
         plots.accuracy_vs_sparsity({label: [[(r["sparsity"], r["test_accuracy"]) for r in results["runs"]]]},
                                    os.path.join(self.workdir, "accuracy_vs_sparsity.png"), x_axis="remaining",
                                    title=f"{label} on {self.config.dataset}")
+        entries_figure({label: [results["runs"]]}, os.path.join(self.workdir, "accuracy_vs_energy.png"),
+                       title=f"{label} on {self.config.dataset}")
         plots.training_curves(read_jsonl(self.metrics_path), os.path.join(self.workdir, "training_curves.png"),
                               group_key="round", title=label)
         return results
@@ -358,8 +361,10 @@ def run_imp(config: TrainConfig, options: IMPOptions, workdir: str, trainer: Tra
 
 
 def compare_plot(workdirs: list[str], path: str) -> str:
-    """Overlays IMP runs (paper Fig. 5 style): one line per criterion, mean ± std over seeds."""
+    """Overlays IMP runs (paper Fig. 5 style): one line per criterion, mean ± std over seeds; accuracy
+    against energy per image beside it (PATH_energy.png)."""
     curves: dict[str, list] = {}
+    entries: dict[str, list] = {}
     for w in workdirs:
         r = read_json(os.path.join(w, RESULTS))
         if not r:
@@ -367,5 +372,7 @@ def compare_plot(workdirs: list[str], path: str) -> str:
         opts = IMPOptions(criterion=r["criterion"], dns=r["dns"], control=r.get("control"),
                           early_bird=r.get("early_bird", False))
         curves.setdefault(label_of(opts), []).append([(x["sparsity"], x["test_accuracy"]) for x in r["runs"]])
+        entries.setdefault(label_of(opts), []).append(r["runs"])
+    entries_figure(entries, os.path.splitext(path)[0] + "_energy.png", title="IMP criteria")  # beside it
     dashed = [label for label in curves if any(f", {c}" in label for c in ("reinit", "random mask"))]
     return plots.accuracy_vs_sparsity(curves, path, x_axis="remaining", title="IMP criteria", dashed=dashed)
