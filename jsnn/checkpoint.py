@@ -71,9 +71,10 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         where = os.path.join(self.directory, str(step))
         try:
-            restored = self._manager.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
-            )
+            with _orbax_errors_not_logged():
+                restored = self._manager.restore(
+                    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
+                )
             tree, meta = restored["state"], restored["meta"]
         except Exception as e:  # orbax raises many types for damaged files
             raise CheckpointError(
@@ -92,11 +93,11 @@ class Checkpointer:
 
 @contextlib.contextmanager
 def _orbax_errors_not_logged():
-    """Orbax logs every failed background write with a traceback (through absl), and tensorstore's
-    callback threads print 'Event loop is closed' tracebacks once it gives up; the error reaches
-    the user once, as the CheckpointError above. So while a checkpoint is written, absl's errors
-    are off and the process's stderr goes to a temporary file, given back unchanged after a
-    write that succeeded and dropped after one that failed."""
+    """Orbax logs every failed background read or write with a traceback (through absl), and
+    tensorstore's callback threads print 'Event loop is closed' tracebacks once it gives up; the
+    error reaches the user once, as a CheckpointError. So while a checkpoint is read or written,
+    absl's errors are off and the process's stderr goes to a temporary file, given back unchanged
+    after success and dropped after a failure."""
     logger = logging.getLogger("absl")
     level = logger.level
     logger.setLevel(logging.CRITICAL)
