@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
-import os
 import sys
 
 from jsnn.config import TrainConfig
@@ -112,10 +111,6 @@ def run_cleanly(main) -> None:
 
 
 def _exit(line: str, code: int) -> None:
-    """One line on stderr, then exit at once. Everything the run saved is written and closed by
-    now (writes are atomic, checkpoints waited for); skipping the interpreter's teardown keeps
-    orbax's and tensorstore's background threads from printing tracebacks after a failed read."""
+    """One line on stderr, then exit with ``code``."""
     print(line, file=sys.stderr)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    sys.exit(code)
