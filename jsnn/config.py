@@ -110,8 +110,7 @@ class TrainConfig:
             (self.width > 0, f"width (channel multiplier) must be > 0, got {self.width}"),
             (self.lr is not None and self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
             (self.schedule in ("cosine", "constant"), f"schedule must be cosine or constant, got {self.schedule!r}"),
-            (self.momentum is not None and 0.0 <= self.momentum < 1.0,
-             f"--momentum must lie in [0, 1), got {self.momentum}"),
+            (0.0 <= self.momentum < 1.0, f"--momentum must lie in [0, 1), got {self.momentum}"),
             (self.weight_decay >= 0.0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
             (self.threshold > 0.0, f"--threshold (V_th) must be > 0, got {self.threshold}: a neuron with a "
                                    "threshold <= 0 spikes at every step and the network learns nothing"),
