@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import jsnn.run
-from jsnn.checkpoint import Checkpointer, CheckpointError
+from jsnn.checkpoint import CheckpointError
 from jsnn.config import TrainConfig
 from jsnn.data import load_dataset
 from jsnn.methods import MaskedTraining
