@@ -25,6 +25,7 @@ from jsnn.sparsity.early_bird import EarlyBird, mask_distance
 from jsnn.sparsity.stats import collect_gradients
 from jsnn.trainer import Trainer
 from jsnn.variables import apply_model, by_name, from_names, init_variables, kernels, named_kernels
+from tests.small_data import digits_subset
 
 
 def t(d):
@@ -106,9 +107,7 @@ def test_random_masks_keep_every_layers_count_exactly():
 
 @pytest.fixture(scope="module")
 def setup():
-    ds = jdata.load_dataset("digits")
-    ds = dataclasses.replace(ds, train_images=ds.train_images[:256], train_labels=ds.train_labels[:256],
-                             test_images=ds.test_images[:128], test_labels=ds.test_labels[:128])
+    ds = digits_subset(256, 128)
     config = TrainConfig(timesteps=2, epochs=3, batch_size=64, progress=False).resolve("imp")
     model = build_model(config, ds.num_classes)
     return ds, config, model, Trainer(config, model, ds)

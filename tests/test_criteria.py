@@ -4,7 +4,6 @@ The statistics pass is checked against a NumPy forward pass written from the
 SPEC (conv, BN in evaluation mode, LIF Eq. 2-4, 2x2 max pool), computed on
 all the calibration images at once.
 """
-import dataclasses
 import math
 
 import jax
@@ -21,6 +20,7 @@ from jsnn.sparsity.stats import collect_statistics
 from jsnn.trainer import Trainer
 from jsnn.variables import init_variables
 from tests.reference import numpy_conv_same
+from tests.small_data import digits_subset
 
 EPS = 1e-5
 
@@ -164,9 +164,7 @@ T = 2
 
 @pytest.fixture(scope="module")
 def stats_setup():
-    ds = jdata.load_dataset("digits")
-    ds = dataclasses.replace(ds, train_images=ds.train_images[:256], train_labels=ds.train_labels[:256],
-                             test_images=ds.test_images[:64], test_labels=ds.test_labels[:64])
+    ds = digits_subset(256, 64)
     config = TrainConfig(timesteps=T, epochs=1, batch_size=64, progress=False).resolve("imp")
     model = build_model(config, ds.num_classes)
     trainer = Trainer(config, model, ds)

@@ -4,7 +4,6 @@ gradient against a hand computation, and a resumable sweep.
 One small digits setup (256 train images, T = 2, batch 64) and one Trainer are
 shared by the tests that train, so each edge-popup level compiles once.
 """
-import dataclasses
 import json
 import os
 
@@ -25,15 +24,14 @@ from jsnn.sparsity.edge_popup import init_scores, masks_from_scores, top_k_mask
 from jsnn.sparsity.masks import count_kept, keep_count
 from jsnn.trainer import Trainer, spike_loss
 from jsnn.variables import apply_model, init_variables, kernels, named_kernels
+from tests.small_data import digits_subset
 
 T = 2
 
 
 @pytest.fixture(scope="module")
 def setup():
-    ds = jdata.load_dataset("digits")
-    ds = dataclasses.replace(ds, train_images=ds.train_images[:256], train_labels=ds.train_labels[:256],
-                             test_images=ds.test_images[:128], test_labels=ds.test_labels[:128])
+    ds = digits_subset(256, 128)
     config = TrainConfig(timesteps=T, epochs=2, batch_size=64, progress=False).resolve("edge_popup")
     assert config.bn_affine is False  # SPEC §3 default: nothing but the scores is learned
     model = build_model(config, ds.num_classes)

@@ -5,7 +5,6 @@ training behaviour (pruned weights stay 0, rewinding, DNS, resuming) on a
 small digits setup (256 train images, T = 2, batch 64, 2 epochs a round)
 sharing one Trainer, so each method compiles once.
 """
-import dataclasses
 import json
 import os
 
@@ -17,7 +16,6 @@ from flax import traverse_util
 
 import jsnn.imp as imp
 import jsnn.run as jrun
-from jsnn import data as jdata
 from jsnn import parallel
 from jsnn.config import TrainConfig
 from jsnn.methods import MaskedTraining
@@ -25,6 +23,7 @@ from jsnn.run import Position, build_model
 from jsnn.sparsity import masks as M
 from jsnn.trainer import Trainer
 from jsnn.variables import kernels, named_kernels
+from tests.small_data import digits_subset
 
 RATE = 0.25
 LAYERS = {"conv0": (3, 3, 1, 8), "conv1": (3, 3, 8, 16), "fc": (64, 10), "tiny": (2, 3)}
@@ -161,9 +160,7 @@ def test_dns_layer_revives_a_pruned_weight_at_the_next_pruning():
 
 @pytest.fixture(scope="module")
 def setup():
-    ds = jdata.load_dataset("digits")
-    ds = dataclasses.replace(ds, train_images=ds.train_images[:256], train_labels=ds.train_labels[:256],
-                             test_images=ds.test_images[:128], test_labels=ds.test_labels[:128])
+    ds = digits_subset(256, 128)
     config = TrainConfig(timesteps=2, epochs=2, batch_size=64, progress=False).resolve("imp")
     model = build_model(config, ds.num_classes)
     return ds, config, model, Trainer(config, model, ds)

@@ -15,11 +15,11 @@ import pytest
 import jsnn.run as jrun
 from jsnn import preemption
 from jsnn.config import TrainConfig
-from jsnn.data import load_dataset
 from jsnn.methods import MaskedTraining
 from jsnn.run import Position, RunCheckpoints, RunMismatchError, build_model, run_signature, train_resumable
 from jsnn.trainer import Trainer
 from jsnn.variables import init_variables
+from tests.small_data import digits_subset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), "JAX_PLATFORMS": "cpu"}
@@ -28,9 +28,7 @@ ENV = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPAT
 @pytest.fixture(scope="module")
 def small():
     """Dense digits on 320 training images, batch 32 (10 steps per epoch), T = 2, 2 epochs."""
-    full = load_dataset("digits")
-    ds = dataclasses.replace(full, train_images=full.train_images[:320], train_labels=full.train_labels[:320],
-                             test_images=full.test_images[:64], test_labels=full.test_labels[:64])
+    ds = digits_subset(320, 64)
     config = TrainConfig(dataset="digits", epochs=2, timesteps=2, batch_size=32, progress=False).resolve("dense")
     return config, Trainer(config, build_model(config, ds.num_classes), ds)
 

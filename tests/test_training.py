@@ -1,5 +1,4 @@
 """Training infrastructure: data parallelism, resume, checkpoints, divergence, metrics, CLI errors."""
-import dataclasses
 import json
 import os
 import subprocess
@@ -13,11 +12,11 @@ import pytest
 import jsnn.run
 from jsnn.checkpoint import CheckpointError
 from jsnn.config import TrainConfig
-from jsnn.data import load_dataset
 from jsnn.methods import MaskedTraining
 from jsnn.run import build_model, train_resumable
 from jsnn.trainer import Trainer, TrainingDivergedError
 from jsnn.variables import init_variables
+from tests.small_data import digits_subset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -26,9 +25,7 @@ ENV = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPAT
 @pytest.fixture(scope="module")
 def small():
     """A dense digits setup on 256 training images, T = 2: one compilation for the whole module."""
-    full = load_dataset("digits")
-    ds = dataclasses.replace(full, train_images=full.train_images[:256], train_labels=full.train_labels[:256],
-                             test_images=full.test_images[:128], test_labels=full.test_labels[:128])
+    ds = digits_subset(256, 128)
     config = TrainConfig(dataset="digits", epochs=3, timesteps=2, batch_size=32, progress=False).resolve("dense")
     model = build_model(config, ds.num_classes)
     return config, Trainer(config, model, ds)
