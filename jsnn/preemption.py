@@ -64,17 +64,8 @@ def take_signals_back() -> None:
             signal.signal(s, _handler)
 
 
-def requested() -> bool:
-    return bool(_received)
-
-
 def signal_number() -> int:
     return _received[0] if _received else signal.SIGTERM
-
-
-def request(signum: int = signal.SIGTERM) -> None:
-    """Requests a stop as if ``signum`` had arrived (tests, and callers with their own triggers)."""
-    _received.append(signum)
 
 
 def clear() -> None:
