@@ -61,7 +61,7 @@ def main():
     method = MaskedTraining()
     variables = init_variables(model, jax.random.key(0), (1, 32, 32, 3))
     state = trainer.new_state(variables, {}, method, seed=0)
-    train_step, _ = trainer.jitted_steps(method)
+    train_step = trainer.jitted_steps(method)[0]
 
     batch = (*put_batch(trainer.mesh, ds.train_images[:args.batch], ds.train_labels[:args.batch]), trainer.stop_flags())
     t0 = time.perf_counter()

@@ -29,15 +29,20 @@ from pathlib import Path
 
 from benchmarks import common
 
-# name -> (module, description). "jsnn_xla_conv" is jsnn with XLA's convolution everywhere
-# (JSNN_CONV_IMPL=xla); "jsnn_ynn" is jsnn without the XLA flag jsnn sets at import (YNNPACK's
-# CPU convolutions, jsnn/xla_flags.py); "dense" is the dense bound (same network, ReLU for
-# LIF, in JAX).
+# name -> (module, description). "jsnn" is the training programs' own jitted steps
+# (benchmarks/trainer_impl.py: Trainer.jitted_steps with the host batch, augmentation, masks,
+# weight decay and metrics); "jsnn_edge_popup" the same for edge-popup's scores; "jsnn_bare" the
+# network alone in a hand-written step (benchmarks/jsnn_impl.py), as the peers run it.
+# "jsnn_xla_conv" is jsnn with XLA's convolution everywhere (JSNN_CONV_IMPL=xla); "jsnn_ynn" is
+# jsnn without the XLA flag jsnn sets at import (YNNPACK's CPU convolutions, jsnn/xla_flags.py);
+# "dense" is the dense bound (the bare step's network with ReLU for LIF, in JAX).
 IMPLS = {
-    "jsnn": ("benchmarks.jsnn_impl", "jsnn (default conv2d for the backend)"),
-    "jsnn_xla_conv": ("benchmarks.jsnn_impl", "jsnn with XLA's convolution everywhere"),
-    "jsnn_ynn": ("benchmarks.jsnn_impl", "jsnn with YNNPACK's CPU convolutions (JSNN_KEEP_XLA_FLAGS=1)"),
-    "dense": ("benchmarks.jsnn_impl", "dense bound: ReLU ANN on T*B images, JAX"),
+    "jsnn": ("benchmarks.trainer_impl", "jsnn: the programs' train and eval steps (Trainer.jitted_steps, IMP/dense)"),
+    "jsnn_edge_popup": ("benchmarks.trainer_impl", "jsnn: the edge-popup program's steps (scores, top-k masks)"),
+    "jsnn_bare": ("benchmarks.jsnn_impl", "jsnn's network in a hand-written step (no augmentation, masks or metrics)"),
+    "jsnn_xla_conv": ("benchmarks.trainer_impl", "jsnn (programs' steps) with XLA's convolution everywhere"),
+    "jsnn_ynn": ("benchmarks.trainer_impl", "jsnn (programs' steps) with YNNPACK's CPU convolutions (JSNN_KEEP_XLA_FLAGS=1)"),
+    "dense": ("benchmarks.jsnn_impl", "dense bound: ReLU ANN on T*B images, JAX (hand-written step)"),
     "torch": ("benchmarks.peers.torch_plain", "plain PyTorch loop"),
     "spikingjelly": ("benchmarks.peers.spikingjelly_impl", "SpikingJelly LIFNode, multi-step"),
     "snntorch": ("benchmarks.peers.snntorch_impl", "snnTorch Leaky"),
@@ -81,7 +86,7 @@ def run_child(case: common.Case) -> dict:
 
     try:
         module = importlib.import_module(module_name)
-        if case.impl.startswith("jsnn") or case.impl == "dense":
+        if module_name.startswith("benchmarks.") and "peers" not in module_name:  # jsnn and the dense bound
             import jax
             from jsnn import conv
 
@@ -92,7 +97,9 @@ def run_child(case: common.Case) -> dict:
         return {"status": "missing", "error": f"{type(e).__name__}: {e}"}
     base = common.rss_bytes()
     try:
-        if module_name == "benchmarks.jsnn_impl":  # jsnn, its variants and the dense bound
+        if module_name == "benchmarks.trainer_impl":  # the programs' steps
+            record = module.run(case, "edge_popup" if case.impl == "jsnn_edge_popup" else "masked")
+        elif module_name == "benchmarks.jsnn_impl":  # the bare step and the dense bound
             record = module.run(case, dense=case.impl == "dense")
         else:
             record = module.run(case)
@@ -234,8 +241,12 @@ def ratios(records: list[dict]) -> list[str]:
         if peers:
             best = max(peers, key=peers.get)
             parts.append(f"jsnn / fastest peer ({best}) = {v['jsnn'] / peers[best]:.2f}x")
+        if "jsnn_bare" in v:
+            parts.append(f"programs' step / bare step = {v['jsnn_bare'] / v['jsnn']:.2f}")
         if "dense" in v:
             parts.append(f"SNN step / dense-bound step = {v['dense'] / v['jsnn']:.2f}")
+            if "jsnn_bare" in v:
+                parts.append(f"bare SNN step / dense-bound step = {v['dense'] / v['jsnn_bare']:.2f}")
         if "jsnn_xla_conv" in v:
             parts.append(f"tuned conv2d / XLA's conv = {v['jsnn'] / v['jsnn_xla_conv']:.2f}x")
         if "jsnn_ynn" in v:

@@ -120,10 +120,13 @@ def make_train_step(model, method: Method, optimizer, dataset: jdata.ArrayDatase
     return train_step
 
 
-def make_eval_step(model, method: Method, dataset: jdata.ArrayDataset):
-    def eval_step(state: TrainState, images, labels, valid):
+def make_eval_step(model, dataset: jdata.ArrayDataset):
+    """The step over one test batch, on the variables the forward pass runs on (the state's
+    ``forward_variables``, computed once per evaluation: edge-popup's top-k masks are not
+    recomputed for every batch)."""
+    def eval_step(variables: Variables, images, labels, valid):
         x = preprocess(images, dataset.mean, dataset.std, jdata.AugmentConfig())
-        logits, _, _ = apply_model(model, state.forward_variables(method), x, train=False)
+        logits, _, _ = apply_model(model, variables, x, train=False)
         per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels[None, :]).mean(0)
         return {"correct": jnp.sum((predictions(logits) == labels) * valid),
                 "loss": jnp.sum(per_example * valid), "count": jnp.sum(valid)}
@@ -152,13 +155,16 @@ class Trainer:
 
     # -- jitted steps, one compilation per method ------------------------------------------
     def jitted_steps(self, method: Method):
+        """(train_step(state, images, labels, stop_flags), eval_step(variables, images, labels, valid),
+        forward_variables(state)), jitted once per method."""
         if ("steps", method) not in self.jit_cache:
             repl, batch = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
             train = jax.jit(make_train_step(self.model, method, self.optimizer, self.dataset, self.dataset.augment),
                             in_shardings=(repl, batch, batch, batch), out_shardings=(repl, repl), donate_argnums=0)
-            evaluate = jax.jit(make_eval_step(self.model, method, self.dataset),
+            evaluate = jax.jit(make_eval_step(self.model, self.dataset),
                                in_shardings=(repl, batch, batch, batch), out_shardings=repl)
-            self.jit_cache[("steps", method)] = (train, evaluate)
+            forward = jax.jit(lambda state: state.forward_variables(method), in_shardings=repl, out_shardings=repl)
+            self.jit_cache[("steps", method)] = (train, evaluate, forward)
         return self.jit_cache[("steps", method)]
 
     def new_state(self, variables: Variables, scores: PyTree, method: Method, seed: int) -> TrainState:
@@ -172,12 +178,13 @@ class Trainer:
 
     # -- evaluation -------------------------------------------------------------------------
     def evaluate(self, state: TrainState, method: Method) -> dict:
-        _, eval_step = self.jitted_steps(method)
+        _, eval_step, forward_variables = self.jitted_steps(method)
+        variables = forward_variables(state)
         totals = {"correct": 0.0, "loss": 0.0, "count": 0.0}
         d = self.dataset
         for images, labels, n_real in jdata.eval_batches(d.test_images, d.test_labels, self.config.batch_size):
             valid = (np.arange(len(labels)) < n_real).astype(np.float32)
-            out = eval_step(state, *parallel.put_batch(self.mesh, *jdata.shard_for_process(images, labels, valid)))
+            out = eval_step(variables, *parallel.put_batch(self.mesh, *jdata.shard_for_process(images, labels, valid)))
             for k in totals:
                 totals[k] += float(out[k])
         return {"test_accuracy": totals["correct"] / totals["count"], "test_loss": totals["loss"] / totals["count"]}
@@ -208,7 +215,7 @@ class Trainer:
         raised. Raises TrainingDivergedError on a non-finite loss, before anything
         of that epoch is saved.
         """
-        train_step, _ = self.jitted_steps(method)
+        train_step = self.jitted_steps(method)[0]
         cfg, d = self.config, self.dataset
         label = label or {}
         every_steps = cfg.checkpoint_every_steps

@@ -5,14 +5,14 @@ from benchmarks import common, throughput
 
 
 def test_quick_run_writes_json_markdown_png(tmp_path):
-    rc = throughput.main(["--quick", "--impls", "jsnn,dense", "--modes", "infer", "--results-dir", str(tmp_path)])
+    rc = throughput.main(["--quick", "--impls", "jsnn,jsnn_edge_popup,jsnn_bare,dense", "--modes", "infer", "--results-dir", str(tmp_path)])
     assert rc == 0
     data = json.loads((tmp_path / "quick.json").read_text())
-    assert [r["status"] for r in data["records"]] == ["ok", "ok"]
+    assert [r["status"] for r in data["records"]] == ["ok"] * 4
     assert all(r["images_per_s"] > 0 and r["peak_rss_delta_mb"] >= 0 for r in data["records"])
     assert "matmul_gflops" in data["meta"]["noise"]
     md = (tmp_path / "quick.md").read_text()
-    assert "| vgg_small | 2 | 2 | jsnn |" in md and "SNN step / dense-bound step" in md
+    assert "| vgg_small | 2 | 2 | jsnn |" in md and "SNN step / dense-bound step" in md and "programs' step / bare step" in md
     assert (tmp_path / "quick.png").stat().st_size > 0
 
 
@@ -37,3 +37,43 @@ def test_child_environments_set_the_xla_flags_they_claim(monkeypatch):
     assert "ynn" not in throughput.child_env(2, "jsnn_ynn")["XLA_FLAGS"]
     for impl in throughput.IMPLS:  # XLA stops reading XLA_FLAGS at the first token that is not a --flag
         assert all(tok.startswith("--") for tok in throughput.child_env(2, impl)["XLA_FLAGS"].split())
+
+
+def test_programs_step_computes_the_benchmarks_network():
+    """The timed programs' step (benchmarks/trainer_impl.py) and the bare step (jsnn_impl.py) that the
+    peers are checked against compute the same update, once augmentation, normalization, weight
+    decay and the schedule are set to nothing."""
+    import dataclasses
+
+    import jax
+    import numpy as np
+
+    from benchmarks import jsnn_impl, trainer_impl
+    from jsnn import data as jdata, parallel
+    from jsnn.methods import MaskedTraining
+    from jsnn.run import build_model
+    from jsnn.trainer import Trainer
+    from jsnn.variables import init_variables
+
+    case = common.Case("jsnn", "vgg_small", "train", batch=2, timesteps=2)
+    config = dataclasses.replace(trainer_impl.program_config(case, "imp"), weight_decay=0.0, schedule="constant",
+                                 lr=common.LR)
+    data = dataclasses.replace(trainer_impl.synthetic_cifar(case.batch), mean=(0.0,) * 3, std=(1.0,) * 3,
+                               augment=jdata.AugmentConfig())
+    model = build_model(config, data.num_classes)
+    variables = init_variables(model, jax.random.PRNGKey(0), (1,) + data.image_shape)
+    images, labels = data.train_images[:2], data.train_labels[:2]
+
+    trainer = Trainer(config, model, data)
+    train_step = trainer.jitted_steps(MaskedTraining())[0]
+    state = trainer.new_state(variables, None, MaskedTraining(), 0)
+    state, m = train_step(state, *parallel.put_batch(trainer.mesh, images, labels), trainer.stop_flags())
+
+    bare_model = jsnn_impl.build_model(case, dense=False)
+    bare_step, _, opt_state = jsnn_impl.make_steps(bare_model, variables)
+    bare, _, loss = bare_step(jax.tree.map(np.array, variables), opt_state, images.astype(np.float32), labels)
+
+    np.testing.assert_allclose(float(m["loss"]), float(loss), rtol=1e-6)
+    for ours, theirs in ((state.weights, bare.weights), (state.bn, bare.bn), (state.batch_stats, bare.batch_stats)):
+        for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)

@@ -21,7 +21,7 @@ from jsnn.methods import EdgePopup, MaskedTraining
 from jsnn.models.vgg import SpikingVGG
 from jsnn.run import build_model
 from jsnn.sparsity.edge_popup import init_scores, masks_from_scores, top_k_mask
-from jsnn.sparsity.masks import count_kept, keep_count
+from jsnn.sparsity.masks import count_kept, keep_count, keep_largest
 from jsnn.trainer import Trainer, spike_loss
 from jsnn.variables import apply_model, init_variables, kernels, named_kernels
 from tests.small_data import digits_subset
@@ -112,6 +112,23 @@ def test_top_k_exact_count_with_ties_and_dense():
     assert int(np.asarray(top_k_mask(signs, 0.5)).sum()) == 2
     assert np.all(np.asarray(top_k_mask(jnp.asarray(np.arange(-6.0, 6.0).reshape(3, 4)), 0.0)) == 1)
     assert keep_count(5, 0.99) == 1  # never an empty layer
+
+
+def test_keep_largest_ranks_as_a_stable_argsort():
+    """keep_largest finds the k-th largest by bisection, not a sort: it must keep what NumPy's stable
+    argsort keeps (the k highest ranks; ties to the later index) with ties, signed zeros and infinities."""
+    rng = np.random.default_rng(3)
+    cases = [rng.normal(size=500), rng.integers(0, 4, size=500), rng.choice([-0.0, 0.0, 1.0, -1.0], size=500),
+             np.concatenate([np.full(7, -np.inf), rng.normal(size=90), np.full(3, np.inf)]), -np.abs(rng.normal(size=64))]
+    select = jax.jit(keep_largest)  # k traced: one compilation per shape
+    for values in cases:
+        values = values.astype(np.float32)
+        n = values.size
+        rank = np.empty(n, np.int64)
+        rank[np.argsort(values, kind="stable")] = np.arange(n)
+        for k in sorted({0, 1, 2, n // 3, n // 2, n // 2 + 1, n - 1, n}):
+            got = np.asarray(select(jnp.asarray(values), k))
+            np.testing.assert_array_equal(got, (rank >= n - k).astype(np.float32), err_msg=f"k={k} of {n}")
 
 
 @pytest.mark.parametrize("sparsity", [0.3, 0.9])

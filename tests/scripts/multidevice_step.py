@@ -26,7 +26,7 @@ for n in (1, 8):
     trainer = Trainer(config, model, ds, mesh=data_mesh(jax.devices()[:n]))
     variables = init_variables(model, jax.random.key(0), (1, 8, 8, 1))
     state = trainer.new_state(variables, {}, method, seed=0)
-    train_step, _ = trainer.jitted_steps(method)
+    train_step = trainer.jitted_steps(method)[0]
     for _ in range(2):  # two steps, so momentum and running BN statistics matter too
         state, metrics = train_step(state, *put_batch(trainer.mesh, images, labels), trainer.stop_flags())
     out[n] = jax.tree.map(np.asarray, {"weights": state.weights, "bn": state.bn, "batch_stats": state.batch_stats,
