@@ -273,7 +273,9 @@ def crossovers(records: list[dict]) -> list[dict]:
     """Per (layer, formulation, rate): the lowest uniform-grid sparsity from which the formulation
     beats dense at that and every higher sparsity measured ("never" / that sparsity)."""
     out = []
-    keys = sorted({(r["layer"], r["formulation"], r["rate"]) for r in records if r["formulation"] != "dense"})
+    order = list(LAYERS)
+    keys = sorted({(r["layer"], r["formulation"], r["rate"]) for r in records if r["formulation"] != "dense"},
+                  key=lambda k: (order.index(k[0]), FORMULATIONS.index(k[1]), k[2]))
     for layer, form, rate in keys:
         rows = sorted((r for r in records if (r["layer"], r["formulation"], r["rate"]) == (layer, form, rate)
                        and not r["mask"].startswith("erk") and r.get("median_s")), key=lambda r: r["sparsity"])
@@ -292,7 +294,8 @@ def crossovers(records: list[dict]) -> list[dict]:
 
 def markdown(meta: dict, records: list[dict], cross: list[dict]) -> str:
     lines = [f"# Sparse formulations vs the dense conv ({meta['date']})", "",
-             f"Command: `{meta['command']}`", "",
+             "Commands (one per layer, merged): " + ", ".join(f"`{c}`" for c in meta.get("runs", [meta["command"]])),
+             "",
              f"Machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores, {meta['threads']} threads; "
              f"jax {meta['jax']}; noise probe: 1024^3 f32 matmul {meta['noise']['matmul_gflops']:.0f} GFLOP/s "
              f"(cv {meta['noise']['matmul_cv']:.2f}).", "",
@@ -402,6 +405,7 @@ def parse(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--results-dir", default=str(RESULTS))
     p.add_argument("--out", default=None, help="file stem (default sparse_crossover, quick: sparse_crossover_quick)")
+    p.add_argument("--report-only", action="store_true", help="rewrite OUT.md and OUT.png from OUT.json")
     p.add_argument("--merge", action="store_true",
                    help="add these records to an existing OUT.json (replacing the same layers) and redo the report")
     return p.parse_args(argv)
@@ -429,6 +433,14 @@ def main(argv=None) -> int:
     out = args.out or ("sparse_crossover_quick" if args.quick else "sparse_crossover")
     results = Path(args.results_dir)
     results.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        data = json.loads((results / f"{out}.json").read_text())
+        cross = crossovers(data["records"])
+        data["crossovers"] = cross
+        (results / f"{out}.json").write_text(json.dumps(data, indent=1))
+        (results / f"{out}.md").write_text(markdown(data["meta"], data["records"], cross))
+        chart(data["records"], cross, results / f"{out}.png")
+        return 0 if data["meta"]["all_ok"] else 1
     t0 = time.perf_counter()
     records = []
     for layer in layers:
