@@ -36,7 +36,10 @@ def init_variables(model: nn.Module, key: jax.Array, input_shape) -> Variables:
     """Initialises ``model`` for images of shape ``input_shape`` = [B, H, W, C]."""
     if len(input_shape) != 4:
         raise ValueError(f"input_shape must be [B, H, W, C], got {tuple(input_shape)}")
-    collections = model.init({"params": key}, jnp.zeros(input_shape, jnp.float32), train=False)
+    # lazy_init runs only what creates the variables (the initializers, op by op as model.init
+    # does, so the values are model.init's bit for bit), not the forward pass on a dummy batch.
+    collections = model.lazy_init({"params": key}, jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32),
+                                  train=False)
     return Variables(
         weights=collections[WEIGHTS],
         masks=collections[MASKS],

@@ -146,3 +146,21 @@ def test_firing_statistics_are_recorded_per_kernel():
     assert float(stats["conv1"]["input_count"]) == 2 * 5 * 8 * 8
     assert stats["conv1"]["potential_sum"].shape == (64,)
     assert "potential_sum" not in stats["fc"]  # no LIF after the classifier
+
+
+@pytest.mark.parametrize("name,init", [("digits_cnn", "kaiming_normal"), ("digits_cnn", "signed_constant"),
+                                       ("resnet19", "kaiming_normal")])
+def test_init_variables_equals_flax_init_bit_for_bit(name, init):
+    """init_variables skips the forward pass (flax's lazy_init): every variable must still be model.init's."""
+    from flax import traverse_util
+
+    model = get_model(name, 10, timesteps=2, weight_init=init, width=0.25 if name == "resnet19" else 1.0)
+    shape = (1, 8, 8, 1) if name == "digits_cnn" else (1, 32, 32, 3)
+    ours = init_variables(model, jax.random.key(7), shape)
+    full = traverse_util.flatten_dict(model.init({"params": jax.random.key(7)}, jnp.zeros(shape), train=False))
+    flat = {}
+    for collection, tree in zip(("weights", "masks", "bn", "batch_stats"), ours):
+        flat.update({(collection,) + k: v for k, v in traverse_util.flatten_dict(tree).items()})
+    assert sorted(flat) == sorted(k for k in full if k[0] != "stats")
+    for k, v in flat.items():
+        assert v.dtype == full[k].dtype and np.array_equal(np.asarray(v), np.asarray(full[k])), k
