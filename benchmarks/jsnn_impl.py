@@ -125,6 +125,8 @@ def run(case: common.Case, dense: bool = False) -> dict:
             state["v"], state["o"], loss = train_step(state["v"], state["o"], images, labels)
             return loss
     else:
+        common.as_loaded_ticket()
+
         def step():
             return infer_step(variables, images)
     return common.time_steps(step, jax.block_until_ready, case)

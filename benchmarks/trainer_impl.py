@@ -7,8 +7,9 @@ flags, the images are augmented on the device (CIFAR's random crop + flip) and n
 kernels are multiplied by their masks (edge-popup: top-k of the scores, every step), the loss is
 the mean over t of cross-entropy, SGD applies weight decay and momentum on a cosine schedule,
 pruned weights get no update, and the step returns loss, accuracy and the agreed stop flag.
-Inference is the trainer's ``eval_step`` (correct count, summed loss, valid count) on the
-forward variables ``Trainer.evaluate`` computes once per evaluation.
+Inference is the trainer's ``eval_step`` (correct count, summed loss, valid count) on the forward
+variables (masks folded into the kernels) that ``Trainer.evaluate`` computes once per evaluation,
+with the training state then dropped: what a program that loads a ticket holds.
 """
 from __future__ import annotations
 
@@ -78,7 +79,10 @@ def run(case: common.Case, method_name: str = "masked") -> dict:
             return m
     else:
         valid = np.ones(case.batch, np.float32)
-        variables = forward_variables(state)  # once per evaluation, as Trainer.evaluate does
+        # once per evaluation, as Trainer.evaluate does; then only what a loaded ticket holds
+        variables = forward_variables(state)
+        del state
+        common.as_loaded_ticket()
 
         def step():  # as Trainer.evaluate calls it, for each test batch
             return eval_step(variables, *parallel.put_batch(mesh, images, labels, valid))

@@ -63,6 +63,8 @@ def _masked_kernel(module: nn.Module, shape) -> jax.Array:
     init = WEIGHT_INITS[module.weight_init]
     kernel = module.variable(WEIGHTS, "kernel", lambda: init(module.make_rng("params"), shape)).value
     mask = module.variable(MASKS, "kernel", jnp.ones, shape, kernel.dtype).value
+    if mask.shape == ():  # already applied to the kernel (variables.fold_masks): inference only
+        return kernel
     if mask.shape != kernel.shape:
         raise ValueError(
             f"mask for {'/'.join(module.scope.path)} has shape {mask.shape}, kernel has {kernel.shape}"

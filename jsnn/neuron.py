@@ -20,6 +20,9 @@ import jax.numpy as jnp
 from jsnn.surrogate import Surrogate, make_spike_fn
 
 
+FULL_UNROLL_MAX_T = 16  # LIFConfig.unroll=None unrolls the scan completely up to this many timesteps
+
+
 @dataclasses.dataclass(frozen=True)
 class LIFConfig:
     """LIF parameters; the defaults are Kim et al.'s (spikingjelly LIFNode, tau = 4/3)."""
@@ -31,11 +34,10 @@ class LIFConfig:
     detach_reset: bool = True  # no gradient through S[t] in the reset term
     surrogate: Surrogate = Surrogate("atan")
     remat: bool = False  # recompute the scan body in the backward pass (memory for long T)
-    # timesteps per scan iteration; None: all T (no loop left). Unrolled, XLA fuses the
-    # LIF steps into straight-line code; a partial unroll leaves a while loop whose
-    # slicing and copies cost more than the neurons (small SNN-VGG on 2 CPU cores,
-    # training step at T = 16: 5.12 s with 8 steps per iteration, 3.77 s unrolled, and
-    # compilation took no longer: 7.4 vs 7.9 s; T = 32: 13.4 -> 9.6 s).
+    # timesteps per scan iteration; None: all T up to FULL_UNROLL_MAX_T, one per iteration above.
+    # Unrolled, XLA fuses the LIF steps into straight-line code, which beats a while loop at small
+    # T; but the unrolled chain's cost grows faster than T, and past 16 steps a loop that carries
+    # the membrane potential is faster, forward and backward (python benchmarks/lif_unroll.py).
     unroll: int | None = None
 
     def __post_init__(self):
@@ -85,6 +87,8 @@ def lif_time_major(
     if config.remat:
         step = jax.checkpoint(step)
     h0 = jnp.zeros(currents.shape[1:], currents.dtype)
-    unroll = currents.shape[0] if config.unroll is None else config.unroll
+    unroll = config.unroll
+    if unroll is None:
+        unroll = currents.shape[0] if currents.shape[0] <= FULL_UNROLL_MAX_T else 1
     _, out = jax.lax.scan(step, h0, currents, unroll=unroll)
     return out

@@ -28,7 +28,7 @@ from jsnn.methods import Method
 from jsnn.metrics import append_jsonl, is_primary, log, progress
 from jsnn.preemption import Preempted
 from jsnn.sparsity.masks import sparsity_of
-from jsnn.variables import Variables, apply_model
+from jsnn.variables import Variables, apply_model, fold_masks
 
 PyTree = Any
 
@@ -121,9 +121,10 @@ def make_train_step(model, method: Method, optimizer, dataset: jdata.ArrayDatase
 
 
 def make_eval_step(model, dataset: jdata.ArrayDataset):
-    """The step over one test batch, on the variables the forward pass runs on (the state's
-    ``forward_variables``, computed once per evaluation: edge-popup's top-k masks are not
-    recomputed for every batch)."""
+    """The step over one test batch, on the variables the forward pass runs on: the state's
+    ``forward_variables`` with the masks folded into the kernels (``fold_masks``), computed once
+    per evaluation, so edge-popup's top-k masks and every kernel * mask product are not
+    recomputed for every batch."""
     def eval_step(variables: Variables, images, labels, valid):
         x = preprocess(images, dataset.mean, dataset.std, jdata.AugmentConfig())
         logits, _, _ = apply_model(model, variables, x, train=False)
@@ -163,7 +164,8 @@ class Trainer:
                             in_shardings=(repl, batch, batch, batch), out_shardings=(repl, repl), donate_argnums=0)
             evaluate = jax.jit(make_eval_step(self.model, self.dataset),
                                in_shardings=(repl, batch, batch, batch), out_shardings=repl)
-            forward = jax.jit(lambda state: state.forward_variables(method), in_shardings=repl, out_shardings=repl)
+            forward = jax.jit(lambda state: fold_masks(state.forward_variables(method)), in_shardings=repl,
+                              out_shardings=repl)
             self.jit_cache[("steps", method)] = (train, evaluate, forward)
         return self.jit_cache[("steps", method)]
 

@@ -48,6 +48,17 @@ def init_variables(model: nn.Module, key: jax.Array, input_shape) -> Variables:
     )
 
 
+def fold_masks(variables: Variables) -> Variables:
+    """The same network for inference with each mask multiplied into its kernel once, the masks left
+    as scalars (one number per layer, which the layers read as "applied"): the forward pass then
+    holds one copy of the kernels instead of kernels, masks and their product. Outputs are
+    unchanged (a kernel times a {0, 1} mask is exact). Not for training (no mask to keep pruned
+    weights at zero) nor for counting connections (the masks are gone)."""
+    folded = map_with_names(lambda _, k, m: k * m.astype(k.dtype), kernels(variables.weights), variables.masks)
+    scalar_masks = map_with_names(lambda _, m: jnp.ones((), m.dtype), variables.masks)
+    return variables._replace(weights=with_kernels(variables.weights, folded), masks=scalar_masks)
+
+
 def kernels(weights: PyTree) -> PyTree:
     """The maskable kernels of ``weights``, in the tree structure of masks and scores."""
     flat = traverse_util.flatten_dict(weights)

@@ -164,3 +164,25 @@ def test_init_variables_equals_flax_init_bit_for_bit(name, init):
     assert sorted(flat) == sorted(k for k in full if k[0] != "stats")
     for k, v in flat.items():
         assert v.dtype == full[k].dtype and np.array_equal(np.asarray(v), np.asarray(full[k])), k
+
+
+def test_folded_masks_give_the_same_outputs_bit_for_bit():
+    """fold_masks multiplies each mask into its kernel once; the forward pass must not change."""
+    from jsnn.variables import by_name, fold_masks, map_with_names
+
+    model = get_model("resnet19", 10, timesteps=2, width=0.25)
+    v = init_variables(model, jax.random.key(1), (1, 32, 32, 3))
+    rng = np.random.default_rng(0)
+    masks = map_with_names(lambda _, m: jnp.asarray(rng.random(m.shape) < 0.3, m.dtype), v.masks)
+    v = v._replace(masks=masks)
+    x = jax.random.normal(jax.random.key(2), (3, 32, 32, 3))
+    folded = fold_masks(v)
+    assert all(m.shape == () for m in jax.tree.leaves(folded.masks))
+    mask_of = by_name(v.masks)
+    for name, k in named_kernels(folded.weights).items():  # kept entries unchanged, pruned ones exactly zero
+        m = np.asarray(mask_of[name]) > 0
+        np.testing.assert_array_equal(np.asarray(k)[m], np.asarray(named_kernels(v.weights)[name])[m])
+        assert not np.any(np.asarray(k)[~m])
+    ours, _, _ = apply_model(model, folded, x, train=False)
+    ref, _, _ = apply_model(model, v, x, train=False)
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(ref))

@@ -101,3 +101,18 @@ def test_bad_input_is_a_clear_error():
         LIFConfig(surrogate="nope")
     with pytest.raises(ValueError, match="reset must be"):
         LIFConfig(reset="medium")
+
+
+def test_auto_unroll_loops_past_the_limit_and_changes_nothing():
+    from jsnn.neuron import FULL_UNROLL_MAX_T
+
+    def scan_unroll(x, cfg):
+        eqns = jax.make_jaxpr(lambda x: lif_time_major(x, cfg))(x).jaxpr.eqns
+        return [e.params["unroll"] for e in eqns if e.primitive.name == "scan"]
+
+    short = jnp.ones((FULL_UNROLL_MAX_T, 2, 3))
+    long = jax.random.normal(jax.random.key(2), (FULL_UNROLL_MAX_T + 2, 4, 8)) + 0.5
+    assert scan_unroll(short, LIFConfig()) == [FULL_UNROLL_MAX_T]
+    assert scan_unroll(long, LIFConfig()) == [1]
+    f = lambda cfg: jax.grad(lambda x: jnp.sum(lif_time_major(x, cfg) * jnp.arange(8.0)))(long)
+    np.testing.assert_allclose(f(LIFConfig()), f(LIFConfig(unroll=long.shape[0])), rtol=1e-6)

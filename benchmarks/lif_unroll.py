@@ -1,0 +1,79 @@
+"""One LIF layer over T: a fully unrolled scan against a while loop (one step per iteration), forward
+and forward + backward, beside a ReLU over the same currents (what the dense bound pays).
+
+    python benchmarks/lif_unroll.py        # writes benchmarks/results/lif_unroll.{json,md}
+
+Currents [T, 32, 16, 16, 128] float32 (a small SNN-VGG layer at batch 32); each function jitted,
+median of --repeats calls after one warm-up, on the cores this process may use. This is what
+``LIFConfig.unroll=None`` (jsnn.neuron.FULL_UNROLL_MAX_T) is chosen from.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks.throughput import machine_info  # noqa: E402
+from jsnn.neuron import FULL_UNROLL_MAX_T, LIFConfig, lif_time_major  # noqa: E402
+from jsnn.surrogate import Surrogate  # noqa: E402
+
+LIF = LIFConfig(surrogate=Surrogate("rectangle", 1.0))
+
+
+def timed(fn, x, repeats):
+    jax.block_until_ready(fn(x))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(x))
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--timesteps", default="4,8,16,32")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "lif_unroll"))
+    args = p.parse_args(argv)
+    rows = []
+    for T in (int(t) for t in args.timesteps.split(",")):
+        x = jax.random.normal(jax.random.key(0), (T, 32, 16, 16, 128))
+        row = {"T": T, "megabytes": x.nbytes / 2**20, "relu_ms": 1e3 * timed(jax.jit(jax.nn.relu), x, args.repeats)}
+        for name, unroll in (("unrolled", T), ("loop", 1)):
+            cfg = dataclasses.replace(LIF, unroll=unroll)
+            fwd = jax.jit(lambda x: lif_time_major(x, cfg))
+            bwd = jax.jit(jax.grad(lambda x: jnp.sum(lif_time_major(x, cfg) * x)))
+            row[f"{name}_forward_ms"] = 1e3 * timed(fwd, x, args.repeats)
+            row[f"{name}_backward_ms"] = 1e3 * timed(bwd, x, args.repeats)
+        row["auto"] = "unrolled" if T <= FULL_UNROLL_MAX_T else "loop"
+        rows.append(row)
+        print(row, flush=True)
+    m = machine_info(len(os.sched_getaffinity(0)))
+    md = [f"Machine: {m['cpu']}, {m['threads_used']} cores; {time.strftime('%Y-%m-%d')}; "
+          f"`python benchmarks/lif_unroll.py` (median of {args.repeats} calls; currents [T, 32, 16, 16, 128] f32; "
+          "forward + backward = the gradient of sum(S * X)).", "",
+          "| T | MB | ReLU ms | unrolled fwd ms | loop fwd ms | unrolled fwd+bwd ms | loop fwd+bwd ms | unroll=None picks |",
+          "|---|---|---|---|---|---|---|---|"]
+    md += [f"| {r['T']} | {r['megabytes']:.0f} | {r['relu_ms']:.1f} | {r['unrolled_forward_ms']:.1f} | "
+           f"{r['loop_forward_ms']:.1f} | {r['unrolled_backward_ms']:.1f} | {r['loop_backward_ms']:.1f} | {r['auto']} |"
+           for r in rows]
+    with open(args.out + ".json", "w") as f:
+        json.dump({"machine": m, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows}, f, indent=1)
+    with open(args.out + ".md", "w") as f:
+        f.write("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
