@@ -68,3 +68,12 @@ def test_no_compiler_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("CXX", "no-such-compiler-jsnn")
     with pytest.raises(kernel.CompilerMissing, match="needs a C.. compiler"):
         kernel.build(str(tmp_path))
+
+
+def test_without_a_system_compiler_pypi_zig_is_used(monkeypatch):
+    """No $CXX and no g++/c++/clang++ on PATH: the zig toolchain of the `sparse` extra (installed with `test`)."""
+    import sys
+
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(kernel.shutil, "which", lambda name: None)
+    assert kernel.find_compiler() == [sys.executable, "-m", "ziglang", "c++"]

@@ -18,18 +18,20 @@ Images are split over ``threads`` std::threads (the batch dimension, T*B folded)
 A binary input makes every output a sum of selected weights; only the summation
 order differs from a dense convolution, so outputs agree to f32 rounding.
 
-The source is compiled on first use with the C++ compiler in ``$CXX`` (default
-``g++``) into a per-user cache directory keyed by the source and flags; without a
-compiler ``load`` raises ``CompilerMissing`` with one line that says so.
+The source is compiled on first use (``find_compiler``: ``$CXX``, g++, c++, clang++, or zig's
+clang from PyPI) into a per-user cache directory keyed by the source, compiler and flags;
+without a compiler ``load`` raises ``CompilerMissing`` with one line that says so.
 """
 from __future__ import annotations
 
 import ctypes
 import functools
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 
 import jax
@@ -280,14 +282,28 @@ def _cache_dir() -> str:
     return os.path.join(base, "jsnn", "sparse_inference")
 
 
+def find_compiler() -> list[str]:
+    """The C++ compiler command: ``$CXX`` if set, else g++, c++ or clang++ on PATH, else the zig
+    toolchain from PyPI (``pip install ziglang``; the ``sparse`` extra) run as ``python -m ziglang c++``."""
+    if os.environ.get("CXX"):
+        cmd = os.environ["CXX"].split()
+        if shutil.which(cmd[0]) is None:
+            raise CompilerMissing(f"the event-driven spike conv needs a C++ compiler: CXX={cmd[0]!r} was not found")
+        return cmd
+    for name in ("g++", "c++", "clang++"):
+        if shutil.which(name):
+            return [name]
+    if importlib.util.find_spec("ziglang") is not None:
+        return [sys.executable, "-m", "ziglang", "c++"]
+    raise CompilerMissing("the event-driven spike conv needs a C++ compiler: none of g++, c++, clang++ was found; "
+                          "install one, or `pip install ziglang` (jsnn's `sparse` extra), or set CXX")
+
+
 def build(cache_dir: str | None = None) -> str:
     """Compiles the kernel (once per source, flags and compiler) and returns the shared library's path."""
-    cxx = os.environ.get("CXX", "g++")
-    if shutil.which(cxx) is None:
-        raise CompilerMissing(f"the event-driven spike conv needs a C++ compiler: {cxx!r} was not found "
-                              "(install g++ or set CXX)")
+    cxx = find_compiler()
     include = jax.ffi.include_dir()
-    key = hashlib.sha256("\0".join((SOURCE, cxx, *FLAGS, include)).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\0".join((SOURCE, *cxx, *FLAGS, include)).encode()).hexdigest()[:16]
     cache_dir = cache_dir or _cache_dir()
     path = os.path.join(cache_dir, f"spike_conv_{key}.so")
     if os.path.isfile(path):
@@ -298,10 +314,10 @@ def build(cache_dir: str | None = None) -> str:
         with open(src, "w") as f:
             f.write(SOURCE)
         out = os.path.join(tmp, "spike_conv.so")
-        proc = subprocess.run([cxx, *FLAGS, f"-I{include}", src, "-o", out], capture_output=True, text=True)
+        proc = subprocess.run([*cxx, *FLAGS, f"-I{include}", src, "-o", out], capture_output=True, text=True)
         if proc.returncode != 0:
             tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-            raise RuntimeError(f"compiling the event-driven spike conv with {cxx} failed: {tail}")
+            raise RuntimeError(f"compiling the event-driven spike conv with {' '.join(cxx)} failed: {tail}")
         os.replace(out, path)  # atomic: a concurrent build leaves one complete file
     return path
 
