@@ -120,7 +120,7 @@ def test_keep_largest_ranks_as_a_stable_argsort():
     rng = np.random.default_rng(3)
     cases = [rng.normal(size=500), rng.integers(0, 4, size=500), rng.choice([-0.0, 0.0, 1.0, -1.0], size=500),
              np.concatenate([np.full(7, -np.inf), rng.normal(size=90), np.full(3, np.inf)]), -np.abs(rng.normal(size=64))]
-    select = jax.jit(keep_largest)  # k traced: one compilation per shape
+    select = keep_largest  # jitted, k traced: one compilation per shape (IMP's rounds must not recompile)
     for values in cases:
         values = values.astype(np.float32)
         n = values.size
@@ -129,6 +129,10 @@ def test_keep_largest_ranks_as_a_stable_argsort():
         for k in sorted({0, 1, 2, n // 3, n // 2, n // 2 + 1, n - 1, n}):
             got = np.asarray(select(jnp.asarray(values), k))
             np.testing.assert_array_equal(got, (rank >= n - k).astype(np.float32), err_msg=f"k={k} of {n}")
+    before = keep_largest._cache_size()
+    for k in (3, 4, 5):  # a new k on a shape seen before compiles nothing
+        keep_largest(jnp.asarray(cases[0].astype(np.float32)), k)
+    assert keep_largest._cache_size() == before
 
 
 @pytest.mark.parametrize("sparsity", [0.3, 0.9])

@@ -55,6 +55,7 @@ def _order_preserving_int32(x: jax.Array) -> jax.Array:
     return jnp.where(bits >= 0, bits, bits ^ jnp.int32(0x7FFFFFFF))
 
 
+@jax.jit  # k traced: one compilation per shape, whichever k a round or level asks for
 def keep_largest(scores: jax.Array, k) -> jax.Array:
     """{0,1} mask of the same shape keeping exactly the k largest scores (ties: the later index,
     as a stable argsort ranks them).
