@@ -111,6 +111,31 @@ def steady_peak_rss_bytes() -> int | None:
     return None
 
 
+def median_call_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls after one untimed call (compilation),
+    each waited for (``block_until_ready``)."""
+    import jax
+
+    jax.block_until_ready(fn())
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def write_results(path: str, record: dict, markdown_lines: list[str]) -> None:
+    """``path``.json (``record``) and ``path``.md (the lines), and the markdown printed."""
+    import json
+
+    with open(path + ".json", "w") as f:
+        json.dump(record, f, indent=1)
+    with open(path + ".md", "w") as f:
+        f.write("\n".join(markdown_lines) + "\n")
+    print("\n".join(markdown_lines))
+
+
 def as_loaded_ticket() -> None:
     """Inference runs on variables as a program that loads a ticket has them (``jsnn.ticket.load_ticket``):
     such a program never runs flax's init, whose one-off executables (1.5-3 MB each on XLA:CPU) would

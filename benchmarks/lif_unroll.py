@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -20,23 +19,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
+from benchmarks.common import median_call_seconds, write_results  # noqa: E402
 from benchmarks.throughput import machine_info  # noqa: E402
 from jsnn.neuron import FULL_UNROLL_MAX_T, LIFConfig, lif_time_major  # noqa: E402
 from jsnn.surrogate import Surrogate  # noqa: E402
 
 LIF = LIFConfig(surrogate=Surrogate("rectangle", 1.0))
-
-
-def timed(fn, x, repeats):
-    jax.block_until_ready(fn(x))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(x))
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def main(argv=None):
@@ -48,13 +37,14 @@ def main(argv=None):
     rows = []
     for T in (int(t) for t in args.timesteps.split(",")):
         x = jax.random.normal(jax.random.key(0), (T, 32, 16, 16, 128))
-        row = {"T": T, "megabytes": x.nbytes / 2**20, "relu_ms": 1e3 * timed(jax.jit(jax.nn.relu), x, args.repeats)}
+        relu = jax.jit(jax.nn.relu)
+        row = {"T": T, "megabytes": x.nbytes / 2**20, "relu_ms": 1e3 * median_call_seconds(lambda: relu(x), args.repeats)}
         for name, unroll in (("unrolled", T), ("loop", 1)):
             cfg = dataclasses.replace(LIF, unroll=unroll)
             fwd = jax.jit(lambda x: lif_time_major(x, cfg))
             bwd = jax.jit(jax.grad(lambda x: jnp.sum(lif_time_major(x, cfg) * x)))
-            row[f"{name}_forward_ms"] = 1e3 * timed(fwd, x, args.repeats)
-            row[f"{name}_backward_ms"] = 1e3 * timed(bwd, x, args.repeats)
+            row[f"{name}_forward_ms"] = 1e3 * median_call_seconds(lambda: fwd(x), args.repeats)
+            row[f"{name}_backward_ms"] = 1e3 * median_call_seconds(lambda: bwd(x), args.repeats)
         row["auto"] = "unrolled" if T <= FULL_UNROLL_MAX_T else "loop"
         rows.append(row)
         print(row, flush=True)
@@ -67,11 +57,7 @@ def main(argv=None):
     md += [f"| {r['T']} | {r['megabytes']:.0f} | {r['relu_ms']:.1f} | {r['unrolled_forward_ms']:.1f} | "
            f"{r['loop_forward_ms']:.1f} | {r['unrolled_backward_ms']:.1f} | {r['loop_backward_ms']:.1f} | {r['auto']} |"
            for r in rows]
-    with open(args.out + ".json", "w") as f:
-        json.dump({"machine": m, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows}, f, indent=1)
-    with open(args.out + ".md", "w") as f:
-        f.write("\n".join(md) + "\n")
-    print("\n".join(md))
+    write_results(args.out, {"machine": m, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows}, md)
     return 0
 
 

@@ -14,7 +14,6 @@ The firing rate of every spike-input layer is measured and reported beside the t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -26,6 +25,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import common  # noqa: E402
+from benchmarks.common import median_call_seconds, write_results  # noqa: E402
 from benchmarks.throughput import machine_info  # noqa: E402
 from jsnn.layers import BNConfig  # noqa: E402
 from jsnn.models import get_model  # noqa: E402
@@ -58,16 +58,6 @@ def firing_rates(model, v, images) -> dict[str, float]:
     return out
 
 
-def timed(fn, repeats):
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sparsities", default="0.9,0.95,0.98")
@@ -98,8 +88,8 @@ def main(argv=None):
         row = {"sparsity": sparsity, "measured_sparsity": sparsity_of(v.masks), "same_predictions": same,
                "max_logit_diff_relative": diff, "firing_rates": rates,
                "formats": {n: f for n, (f, _) in layers.items()},
-               "dense_s": timed(lambda: dense_fn(v, images), args.repeats),
-               "sparse_s": timed(lambda: sparse_fn(images), args.repeats)}
+               "dense_s": median_call_seconds(lambda: dense_fn(v, images), args.repeats),
+               "sparse_s": median_call_seconds(lambda: sparse_fn(images), args.repeats)}
         rows.append(row)
         print(f"sparsity {sparsity:.2f}: dense {row['dense_s']:.3f} s  event-driven {row['sparse_s']:.3f} s  "
               f"({row['dense_s'] / row['sparse_s']:.2f}x)  same predictions {same}  logit diff {diff:.1e}  "
@@ -115,12 +105,10 @@ def main(argv=None):
         md.append(f"| {r['measured_sparsity']:.3f} | {r['dense_s']:.3f} | {r['sparse_s']:.3f} | "
                   f"{r['dense_s'] / r['sparse_s']:.2f}x | {r['same_predictions']} | {r['max_logit_diff_relative']:.1e} | "
                   f"{min(fr):.3f} / {np.mean(fr):.3f} / {max(fr):.3f} |")
-    if not args.quick:
-        with open(args.out + ".json", "w") as f:
-            json.dump({"machine": m, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows}, f, indent=1)
-        with open(args.out + ".md", "w") as f:
-            f.write("\n".join(md) + "\n")
-    print("\n".join(md))
+    if args.quick:
+        print("\n".join(md))
+    else:
+        write_results(args.out, {"machine": m, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows}, md)
     return 0
 
 

@@ -9,7 +9,6 @@ checked to give the same mask as the argsort.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -18,8 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
+from benchmarks.common import median_call_seconds, write_results  # noqa: E402
 from benchmarks.throughput import machine_info  # noqa: E402
 from jsnn.sparsity.masks import keep_largest  # noqa: E402
 
@@ -45,16 +44,6 @@ def sort_mask(scores, k):
     return (above | (ties & (from_end <= k - jnp.sum(above)))).astype(scores.dtype).reshape(scores.shape)
 
 
-def timed(fn, *args, repeats):
-    fn(*args).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn(*args).block_until_ready()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=7)
@@ -69,7 +58,7 @@ def main(argv=None):
         for name, fn in (("argsort", argsort_mask), ("sort", sort_mask), ("bisection (jsnn)", keep_largest)):
             jitted = jax.jit(fn)
             assert bool((jitted(scores, k) == reference).all()), (name, what)
-            row[name] = timed(jitted, scores, k, repeats=args.repeats)
+            row[name] = median_call_seconds(lambda: jitted(scores, k), args.repeats)
         rows.append(row)
         print(f"{what:28s} argsort {row['argsort'] * 1e3:7.1f} ms  sort {row['sort'] * 1e3:6.1f} ms  "
               f"bisection {row['bisection (jsnn)'] * 1e3:6.1f} ms", flush=True)
@@ -79,11 +68,7 @@ def main(argv=None):
           "| layer | weights | argsort ms | sort ms | bisection (jsnn) ms | argsort / bisection |", "|---|---|---|---|---|---|"]
     md += [f"| {r['layer']} | {r['n']:,} | {r['argsort'] * 1e3:.1f} | {r['sort'] * 1e3:.1f} | "
            f"{r['bisection (jsnn)'] * 1e3:.1f} | {r['argsort'] / r['bisection (jsnn)']:.1f}x |" for r in rows]
-    with open(args.out + ".json", "w") as f:
-        json.dump({"machine": m, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows}, f, indent=1)
-    with open(args.out + ".md", "w") as f:
-        f.write("\n".join(md) + "\n")
-    print("\n".join(md))
+    write_results(args.out, {"machine": m, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows}, md)
     return 0
 
 

@@ -5,14 +5,14 @@ from benchmarks import common, throughput
 
 
 def test_quick_run_writes_json_markdown_png(tmp_path):
-    rc = throughput.main(["--quick", "--impls", "jsnn,jsnn_edge_popup,jsnn_bare,dense", "--modes", "infer", "--results-dir", str(tmp_path)])
+    rc = throughput.main(["--quick", "--impls", "jsnn,jsnn_bare", "--modes", "infer", "--results-dir", str(tmp_path)])
     assert rc == 0
     data = json.loads((tmp_path / "quick.json").read_text())
-    assert [r["status"] for r in data["records"]] == ["ok"] * 4
+    assert [r["status"] for r in data["records"]] == ["ok"] * 2
     assert all(r["images_per_s"] > 0 and r["peak_rss_delta_mb"] >= 0 for r in data["records"])
     assert "matmul_gflops" in data["meta"]["noise"]
     md = (tmp_path / "quick.md").read_text()
-    assert "| vgg_small | 2 | 2 | jsnn |" in md and "SNN step / dense-bound step" in md and "programs' step / bare step" in md
+    assert "| vgg_small | 2 | 2 | jsnn |" in md and "programs' step / bare step" in md
     assert (tmp_path / "quick.png").stat().st_size > 0
 
 

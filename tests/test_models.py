@@ -148,14 +148,22 @@ def test_firing_statistics_are_recorded_per_kernel():
     assert "potential_sum" not in stats["fc"]  # no LIF after the classifier
 
 
-@pytest.mark.parametrize("name,init", [("digits_cnn", "kaiming_normal"), ("digits_cnn", "signed_constant"),
-                                       ("resnet19", "kaiming_normal")])
-def test_init_variables_equals_flax_init_bit_for_bit(name, init):
-    """init_variables skips the forward pass (flax's lazy_init): every variable must still be model.init's."""
+def small_resnet(**options):
+    """Res-SNN's blocks (identity and strided 1x1-conv shortcuts) at a size that initialises in seconds."""
+    from jsnn.models.resnet import SpikingResNet
+
+    return SpikingResNet(num_classes=10, timesteps=2, stem_features=4, stage_features=(4, 8), stage_blocks=(2, 1),
+                         hidden_features=8, **options)
+
+
+@pytest.mark.parametrize("init", ["kaiming_normal", "signed_constant"])
+def test_init_variables_equals_flax_init_bit_for_bit(init):
+    """init_variables skips the forward pass (flax's lazy_init): every variable must still be model.init's
+    (the published digits results depend on it)."""
     from flax import traverse_util
 
-    model = get_model(name, 10, timesteps=2, weight_init=init, width=0.25 if name == "resnet19" else 1.0)
-    shape = (1, 8, 8, 1) if name == "digits_cnn" else (1, 32, 32, 3)
+    model = get_model("digits_cnn", 10, timesteps=2, weight_init=init)
+    shape = (1, 8, 8, 1)
     ours = init_variables(model, jax.random.key(7), shape)
     full = traverse_util.flatten_dict(model.init({"params": jax.random.key(7)}, jnp.zeros(shape), train=False))
     flat = {}
@@ -170,12 +178,12 @@ def test_folded_masks_give_the_same_outputs_bit_for_bit():
     """fold_masks multiplies each mask into its kernel once; the forward pass must not change."""
     from jsnn.variables import by_name, fold_masks, map_with_names
 
-    model = get_model("resnet19", 10, timesteps=2, width=0.25)
-    v = init_variables(model, jax.random.key(1), (1, 32, 32, 3))
+    model = small_resnet()
+    v = init_variables(model, jax.random.key(1), (1, 16, 16, 3))
     rng = np.random.default_rng(0)
     masks = map_with_names(lambda _, m: jnp.asarray(rng.random(m.shape) < 0.3, m.dtype), v.masks)
     v = v._replace(masks=masks)
-    x = jax.random.normal(jax.random.key(2), (3, 32, 32, 3))
+    x = jax.random.normal(jax.random.key(2), (3, 16, 16, 3))
     folded = fold_masks(v)
     assert all(m.shape == () for m in jax.tree.leaves(folded.masks))
     mask_of = by_name(v.masks)
