@@ -1,4 +1,5 @@
-"""jsnn's train and inference steps, and the dense bound (the same network as a ReLU ANN)."""
+"""jsnn's network in a hand-written train and inference step ("jsnn_bare", the one benchmarks/check.py ties to the
+peers), and the dense bound (the same network as a ReLU ANN). The programs' own steps are in trainer_impl.py."""
 from __future__ import annotations
 
 from typing import Sequence
