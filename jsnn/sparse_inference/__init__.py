@@ -3,7 +3,7 @@
 ``predict_sparse(model, variables, images)`` runs a ticket's model in evaluation mode exactly as
 ``jsnn.variables.apply_model(..., train=False)`` does, except that every ``ConvBN`` whose input is
 spikes (every conv but the encoding layer) computes its convolution with
-``kernel.spike_conv`` (``jax.ffi``, compiled with g++ on first use) instead of ``jsnn.conv.conv2d``:
+``kernel.spike_conv`` (``jax.ffi``, compiled on first use) instead of ``jsnn.conv.conv2d``:
 an output pixel sums the kept weights of the active inputs under its window only. The result
 equals the dense path's up to f32 summation order (``tests/test_sparse_inference.py``).
 
@@ -26,7 +26,7 @@ import numpy as np
 
 from jsnn.layers import ConvBN, _batch_norm
 from jsnn.sparse_inference import kernel
-from jsnn.variables import Variables, apply_model, by_name
+from jsnn.variables import Variables, apply_model, by_name, named_kernels
 
 # Weight density at or below which a layer uses ELL rows (benchmarks/results/sparse_crossover.md:
 # ELL beats full rows from 90-98 % sparsity on 8x8-2x2 maps, from 99 % on the 32x32 map)
@@ -37,12 +37,12 @@ __all__ = ["predict_sparse", "sparse_layers", "ELL_MAX_DENSITY", "kernel"]
 
 def sparse_layers(variables: Variables, ell_max_density: float = ELL_MAX_DENSITY) -> dict:
     """Per conv layer path: the kernel in the format ``spike_conv`` takes (host-side, concrete arrays)."""
-    plan = {}
-    for name, w in by_name(variables.weights).items():
+    plan, masks = {}, by_name(variables.masks)
+    for name, w in named_kernels(variables.weights).items():
         w = np.asarray(w)
         if w.ndim != 4:
             continue
-        effective = w * np.asarray(by_name(variables.masks)[name])
+        effective = w * np.asarray(masks[name])
         if float(np.mean(effective != 0)) <= ell_max_density:
             idx, val = kernel.ell_rows(effective)
             plan[name] = ("ell", (effective.shape, jax.numpy.asarray(idx), jax.numpy.asarray(val)))
@@ -56,7 +56,7 @@ def predict_sparse(model: nn.Module, variables: Variables, images: jax.Array, la
     """Logits [T, B, classes] of ``model`` in evaluation mode, spike-input convs event-driven.
 
     Jit-compatible in ``images`` (``variables`` and ``layers`` must be concrete: the kernel formats
-    are built from their values). Raises ``kernel.CompilerMissing`` with one line without g++.
+    are built from their values). Raises ``kernel.CompilerMissing`` with one line without a C++ compiler.
     """
     kernel.load()
     layers = sparse_layers(variables) if layers is None else layers

@@ -37,6 +37,8 @@ import tempfile
 import jax
 import numpy as np
 
+from jsnn.conv import _output_hw
+
 SOURCE = r"""
 #include <algorithm>
 #include <cstdint>
@@ -375,7 +377,7 @@ def spike_conv(x: jax.Array, kernel, stride: int, padding: int, fmt: str = "dens
     if x.ndim != 4 or x.shape[-1] != cin:
         raise ValueError(f"input {x.shape} does not match kernel {tuple(shape)}")
     n, h, w, _ = x.shape
-    ho, wo = (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1
+    ho, wo = _output_hw((h, w), (kh, kw), stride, padding)
     out = jax.ShapeDtypeStruct((n, ho, wo, cout), np.float32)
     call = jax.ffi.ffi_call(TARGETS[fmt], out)
     return call(*args, kh=np.int64(kh), kw=np.int64(kw), stride=np.int64(stride), pad=np.int64(padding),
