@@ -33,7 +33,7 @@ from jsnn.neuron import LIFConfig  # noqa: E402
 from jsnn.sparse_inference import predict_sparse, sparse_layers  # noqa: E402
 from jsnn.sparsity import distributions  # noqa: E402
 from jsnn.sparsity.masks import sparsity_of  # noqa: E402
-from jsnn.variables import apply_model, init_variables, kernels  # noqa: E402
+from jsnn.variables import apply_model, by_layer, init_variables, kernels  # noqa: E402
 
 
 def make_ticket(model, recalibrating_model, images, sparsity: float, seed: int = 0):
@@ -48,14 +48,8 @@ def make_ticket(model, recalibrating_model, images, sparsity: float, seed: int =
 
 def firing_rates(model, v, images) -> dict[str, float]:
     _, _, stats = apply_model(model, v, images, train=False, collect_stats=True)
-    out, flat = {}, {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(stats)[0]:
-        keys = [getattr(k, "key", str(k)) for k in path]
-        flat.setdefault("/".join(keys[:-1]), {})[keys[-1]] = np.asarray(leaf)
-    for layer, s in flat.items():
-        if "input_sum" in s and "input_count" in s:
-            out[layer] = float(s["input_sum"].sum() / (s["input_count"] * s["input_sum"].size))
-    return out
+    return {layer: float(np.sum(s["input_sum"]) / (s["input_count"] * np.size(s["input_sum"])))
+            for layer, s in by_layer(stats).items() if "input_sum" in s and "input_count" in s}
 
 
 def main(argv=None):
