@@ -201,7 +201,8 @@ class Trainer:
                      metrics_path: str | None = None,
                      on_epoch_end: Callable[[TrainState, int], bool | None] | None = None,
                      save: Callable[[TrainState, int, int, dict], None] | None = None,
-                     start_batch: int = 0, partial_epoch: dict | None = None) -> TrainState:
+                     start_batch: int = 0, partial_epoch: dict | None = None,
+                     on_batch: Callable[[int, int], None] | None = None) -> TrainState:
         """Trains epochs ``start_epoch .. config.epochs - 1`` (from batch ``start_batch`` of the first).
 
         Each epoch's batch order depends on (data_seed, epoch_offset + epoch)
@@ -215,7 +216,8 @@ class Trainer:
         the last (batch 0 of the next epoch), every ``checkpoint_every_steps`` steps,
         and when a stop was requested (preemption.py), after which ``Preempted`` is
         raised. Raises TrainingDivergedError on a non-finite loss, before anything
-        of that epoch is saved.
+        of that epoch is saved. ``on_batch(epoch, batches_done)`` runs after each
+        train step is dispatched (``epoch`` counts from 0, as ``start_epoch``).
         """
         train_step = self.jitted_steps(method)[0]
         cfg, d = self.config, self.dataset
@@ -251,6 +253,8 @@ class Trainer:
                 if i % 10 == 0 and cfg.progress:
                     bar.set_postfix(loss=f"{float(m['loss']):.4f}")
                 done = i + 1
+                if on_batch:
+                    on_batch(epoch, done)
                 if done < self.steps_per_epoch and (stop or (every_steps and done % every_steps == 0)):
                     so_far = partial()
                     self._check_finite(np.asarray(so_far["loss"]), label, epoch)
