@@ -1,14 +1,26 @@
-"""Run configuration: every default written once, with where it comes from.
+"""Run configuration: every setting and every default written once, with where it comes from.
 
-Programs build a ``TrainConfig`` from flags; a flag left unset takes the
-dataset's preset below (the paper's CIFAR settings, or a small digits budget
-that runs in minutes on 2 CPU cores).
+``TrainConfig`` is the one source of truth. Its fields carry what a program needs to make a
+flag of each (help text, a short name, the registry its choices come from, the help group:
+``train/flags.py`` generates the flags from them); the neuron's settings are nested in it
+(``TrainConfig.lif``, a ``LIFSettings`` whose defaults are ``jsnn.neuron.LIFConfig``'s).
+
+A field left ``None`` takes the preset for the method and dataset below (``PRESETS``: the
+paper's CIFAR settings, or a small digits budget that runs in minutes on 2 CPU cores);
+``METHOD_PRESETS`` holds the presets of the methods' own options (IMP's rewind epoch,
+edge-popup's sparsity levels).
+
+Files keep the flat layout they have always had (``to_dict``, ``signature``: the neuron's
+settings beside the others, under today's names); ``from_dict`` and the constructor accept
+both that and the nested layout, so old tickets and workdirs load and resume unchanged.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-from typing import Any
+from typing import Any, Mapping
+
+from jsnn.neuron import LIFConfig
+from jsnn.surrogate import Surrogate
 
 # The paper's CIFAR settings (Yao et al. Sec. 5-6, following Kim et al. 2022 and edge-popup):
 # SGD momentum 0.9, weight decay 5e-4, cosine schedule, batch 128, T = 5.
@@ -18,7 +30,7 @@ PAPER_BATCH_SIZE = 128
 PAPER_TIMESTEPS = 5
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    # method -> dataset -> defaults
+    # method -> dataset family -> TrainConfig defaults
     "dense": {
         # Kim et al.: lr 0.1, 300 epochs per round for CIFAR
         "cifar": dict(model="resnet19", epochs=300, lr=0.1, batch_size=PAPER_BATCH_SIZE, timesteps=PAPER_TIMESTEPS,
@@ -42,11 +54,38 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
+# IMP (Kim et al.): late rewinding to epoch 20 of round 0 on CIFAR; digits: a short budget.
+IMP_REWIND_EPOCH = {"cifar": 20, "digits": 2}
+# edge-popup: the paper sweeps five levels of the fraction REMOVED per layer on CIFAR; digits one.
+EDGE_POPUP_SPARSITIES = {"cifar": (0.1, 0.3, 0.5, 0.7, 0.9), "digits": (0.5,)}
+# method -> dataset family -> the presets of the method's own options (IMPOptions, EdgePopupOptions)
+METHOD_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "dense": {family: {} for family in PRESETS["dense"]},
+    "imp": {family: {"rewind_epoch": epoch} for family, epoch in IMP_REWIND_EPOCH.items()},
+    "edge_popup": {family: {"sparsities": levels} for family, levels in EDGE_POPUP_SPARSITIES.items()},
+}
+
+SCHEDULES = ("cosine", "constant")  # the learning-rate schedules jsnn.trainer implements
+RESETS = ("hard", "soft")  # jsnn.neuron's reset rules
 
 # Settings that change how a run is driven and observed, never its results: they may differ
 # between an interrupted run and its resumption. (data_dir: where the same dataset lives.)
 RUN_CONTROL = frozenset({"data_dir", "checkpoint_every", "checkpoint_every_steps", "keep_checkpoints",
                          "eval_every", "progress"})
+
+
+def dataset_family(dataset: str) -> str:
+    return "cifar" if dataset.startswith("cifar") else dataset
+
+
+def rewind_epoch_preset(dataset: str) -> int:
+    """IMP's rewind epoch for ``dataset`` (0, the initialisation, for a dataset without a preset)."""
+    return IMP_REWIND_EPOCH.get(dataset_family(dataset), 0)
+
+
+def edge_popup_sparsities(dataset: str) -> tuple[float, ...]:
+    """Edge-popup's default sparsity levels for ``dataset``: the paper's sweep on CIFAR, 0.5 on digits."""
+    return EDGE_POPUP_SPARSITIES.get(dataset_family(dataset), EDGE_POPUP_SPARSITIES["digits"])
 
 
 def signature_differences(found: dict, wanted: dict, keys=None) -> list[str]:
@@ -56,42 +95,105 @@ def signature_differences(found: dict, wanted: dict, keys=None) -> list[str]:
             if found.get(k) != wanted.get(k)]
 
 
-def dataset_family(dataset: str) -> str:
-    return "cifar" if dataset.startswith("cifar") else dataset
+def setting(default: Any, help: str | None = None, *, group: str, choices: str | tuple | None = None,
+            short: str | None = None, flag: str | None = None) -> Any:
+    """A configuration field and what its flag needs.
+
+    ``choices``: a registry name (``train/flags.py`` looks it up when it builds the flags, so a newly
+    registered model, surrogate, ... is a valid choice at once) or a tuple of the values allowed.
+    ``flag``: the flag's spelling where it is not ``--name-with-dashes`` (e.g. ``--no-progress``).
+    """
+    metadata = {"help": help, "group": group, "choices": choices, "short": short, "flag": flag}
+    return dataclasses.field(default=default, metadata={k: v for k, v in metadata.items() if v is not None})
+
+
+NEURON = "neuron"
+DATA = "data and model"
+OPTIMISATION = "optimisation (unset: the dataset's preset)"
+RUN = "run"
+
+_LIF = LIFConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class LIFSettings:
+    """The neuron's settings in a run (SPEC §1 defaults; Kim et al.'s spikingjelly LIFNode, tau = 4/3).
+
+    The JSON-friendly face of ``jsnn.neuron.LIFConfig`` (its defaults, the surrogate as a name and a
+    width); ``neuron()`` gives the LIFConfig the model's layers run with.
+    """
+
+    surrogate: str = setting(_LIF.surrogate.name, group=NEURON, choices="surrogates")
+    surrogate_width: float | None = setting(_LIF.surrogate.param, "alpha / width of the surrogate (family default)",
+                                            group=NEURON)
+    decay: float = setting(_LIF.decay, "beta, the membrane leak", group=NEURON)
+    threshold: float = setting(_LIF.threshold, group=NEURON)
+    reset: str = setting(_LIF.reset, group=NEURON, choices=RESETS)
+    detach_reset: bool = setting(_LIF.detach_reset, group=NEURON, flag="--no-detach-reset")
+    remat: bool = setting(_LIF.remat, "recompute the LIF scan in backward (saves memory)", group=NEURON)
+
+    def neuron(self) -> LIFConfig:
+        return LIFConfig(decay=self.decay, threshold=self.threshold, reset=self.reset,
+                         detach_reset=self.detach_reset, surrogate=Surrogate(self.surrogate, self.surrogate_width),
+                         remat=self.remat)
+
+
+LIF_FIELDS = tuple(f.name for f in dataclasses.fields(LIFSettings))
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    """One training run. ``None`` fields are filled from ``PRESETS`` by ``resolve``."""
+    """One training run. ``None`` fields are filled from ``PRESETS`` by ``resolve``.
 
-    dataset: str = "digits"
-    data_dir: str | None = None
-    model: str | None = None
-    timesteps: int | None = None
-    batch_size: int | None = None  # global batch, split over every device
-    epochs: int | None = None
-    lr: float | None = None
-    momentum: float = PAPER_MOMENTUM
-    weight_decay: float = PAPER_WEIGHT_DECAY
-    schedule: str = "cosine"  # cosine (paper) | constant
-    seed: int = 0
-    # LIF neuron (SPEC §1 defaults; Kim et al.'s spikingjelly LIFNode, tau = 4/3)
-    surrogate: str = "atan"
-    surrogate_width: float | None = None  # None: the family's default (atan alpha = 2)
-    decay: float = 0.25
-    threshold: float = 1.0
-    reset: str = "hard"
-    detach_reset: bool = True
-    remat: bool = False
-    bn_affine: bool | None = None  # None: the method's preset (edge-popup trains no BN, SPEC §3)
-    weight_init: str = "kaiming_normal"
-    width: float = 1.0  # channel multiplier of the network (1: the architecture as published / as defined)
+    The neuron's settings live in ``lif``; ``TrainConfig(decay=0.5)``, ``config.decay`` and
+    ``dataclasses.replace(config, decay=0.5)`` reach them under their flat names too.
+    """
+
+    dataset: str = setting("digits", "digits works offline (scikit-learn's bundled 8x8 digits)", group=DATA,
+                           choices="datasets")
+    data_dir: str | None = setting(None, "where CIFAR lives: a tfds data dir or the python archives", group=DATA)
+    model: str | None = setting(None, group=DATA, choices="models")
+    timesteps: int | None = setting(None, group=DATA, short="-T")
+    batch_size: int | None = setting(None, "global batch, split over every local device", group=OPTIMISATION)
+    epochs: int | None = setting(None, group=OPTIMISATION)
+    lr: float | None = setting(None, group=OPTIMISATION)
+    momentum: float = setting(PAPER_MOMENTUM, group=OPTIMISATION)
+    weight_decay: float = setting(PAPER_WEIGHT_DECAY, group=OPTIMISATION)
+    schedule: str = setting("cosine", "cosine (paper) or constant", group=OPTIMISATION, choices="schedules")
+    seed: int = setting(0, group=OPTIMISATION)
+    lif: LIFSettings = dataclasses.field(default_factory=LIFSettings)
+    bn_affine: bool | None = setting(None, "learn BN's scale and offset (unset: the method's preset; edge-popup "
+                                     "trains no BN, SPEC §3)", group=NEURON)
+    weight_init: str = setting("kaiming_normal", group=NEURON, choices="weight_inits")
+    width: float = setting(1.0, "channel multiplier of the network (0.25: a quarter of the channels in every "
+                           "layer; 1: the architecture as published)", group=DATA)
     # bookkeeping
-    checkpoint_every: int = 1  # epochs between checkpoints
-    checkpoint_every_steps: int = 0  # also every N steps inside an epoch (0: epoch ends only)
-    keep_checkpoints: int = 3
-    eval_every: int = 1  # epochs between test-set evaluations (the last epoch always)
-    progress: bool = True
+    checkpoint_every: int = setting(1, "epochs", group=RUN)
+    checkpoint_every_steps: int = setting(0, "also checkpoint every N steps inside an epoch, for long epochs "
+                                          "(0: epoch ends only)", group=RUN)
+    keep_checkpoints: int = setting(3, group=RUN)
+    eval_every: int = setting(1, "epochs between test evaluations (the last epoch always)", group=RUN)
+    progress: bool = setting(True, "no progress bars", group=RUN, flag="--no-progress")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        """A config from its flat (every file so far) or nested (``lif`` as a mapping) layout.
+
+        Keys that are no setting (a workdir's ``signature``, method options, process counts in
+        config.json) are left out.
+        """
+        known = {f.name for f in dataclasses.fields(cls)} | set(LIF_FIELDS)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat layout (the neuron's settings beside the others, in field order), as files hold it."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name == "lif":
+                out.update(dataclasses.asdict(self.lif))
+            else:
+                out[f.name] = getattr(self, f.name)
+        return out
 
     def resolve(self, method: str) -> "TrainConfig":
         preset = PRESETS[method].get(dataset_family(self.dataset))
@@ -103,20 +205,21 @@ class TrainConfig:
         return out
 
     def validate(self) -> None:
+        lif = self.lif
         checks = [
             (self.epochs is not None and self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size is not None and self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
             (self.timesteps is not None and self.timesteps >= 1, f"timesteps must be >= 1, got {self.timesteps}"),
             (self.width > 0, f"width (channel multiplier) must be > 0, got {self.width}"),
             (self.lr is not None and self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
-            (self.schedule in ("cosine", "constant"), f"schedule must be cosine or constant, got {self.schedule!r}"),
+            (self.schedule in SCHEDULES, f"schedule must be cosine or constant, got {self.schedule!r}"),
             (0.0 <= self.momentum < 1.0, f"--momentum must lie in [0, 1), got {self.momentum}"),
             (self.weight_decay >= 0.0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
-            (self.threshold > 0.0, f"--threshold (V_th) must be > 0, got {self.threshold}: a neuron with a "
-                                   "threshold <= 0 spikes at every step and the network learns nothing"),
-            (0.0 <= self.decay <= 1.0, f"--decay (beta) must lie in [0, 1], got {self.decay}"),
-            (self.surrogate_width is None or self.surrogate_width > 0,
-             f"--surrogate-width must be > 0, got {self.surrogate_width}"),
+            (lif.threshold > 0.0, f"--threshold (V_th) must be > 0, got {lif.threshold}: a neuron with a "
+                                  "threshold <= 0 spikes at every step and the network learns nothing"),
+            (0.0 <= lif.decay <= 1.0, f"--decay (beta) must lie in [0, 1], got {lif.decay}"),
+            (lif.surrogate_width is None or lif.surrogate_width > 0,
+             f"--surrogate-width must be > 0, got {lif.surrogate_width}"),
             (self.checkpoint_every >= 1, f"--checkpoint-every must be >= 1, got {self.checkpoint_every}"),
             (self.checkpoint_every_steps >= 0,
              f"--checkpoint-every-steps must be >= 0 (0: epoch ends only), got {self.checkpoint_every_steps}"),
@@ -128,8 +231,40 @@ class TrainConfig:
                 raise ValueError(message)
 
     def signature(self) -> dict:
-        """Every resolved setting that can change the results (run-control settings left out)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in RUN_CONTROL}
+        """Every resolved setting that can change the results (run-control settings left out), flat."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUN_CONTROL}
 
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+def _accept_flat_lif_settings(cls):
+    """``cls(decay=...)`` and ``cls(lif={...})`` build the nested ``LIFSettings``; ``config.decay`` reads it."""
+    dataclass_init = cls.__init__
+
+    def __init__(self, *args, lif: LIFSettings | Mapping | None = None, **kwargs):
+        flat = {k: kwargs.pop(k) for k in LIF_FIELDS if k in kwargs}
+        if lif is None:
+            lif = LIFSettings()
+        elif isinstance(lif, Mapping):
+            lif = LIFSettings(**lif)
+        elif not isinstance(lif, LIFSettings):
+            raise TypeError(f"lif must be LIFSettings or a mapping of its fields, got {type(lif).__name__}")
+        dataclass_init(self, *args, lif=dataclasses.replace(lif, **flat) if flat else lif, **kwargs)
+
+    __init__.__doc__ = dataclass_init.__doc__
+    __init__.__wrapped__ = dataclass_init
+    cls.__init__ = __init__
+
+    def alias(name: str) -> property:
+        def get(self):
+            return getattr(self.lif, name)
+
+        def put(self, value):
+            self.lif = dataclasses.replace(self.lif, **{name: value})
+
+        return property(get, put, doc=f"``lif.{name}``")
+
+    for name in LIF_FIELDS:
+        setattr(cls, name, alias(name))
+    return cls
+
+
+TrainConfig = _accept_flat_lif_settings(TrainConfig)

@@ -1,21 +1,67 @@
-"""Flags shared by the programs in train/, and the clean exit they share.
+"""Flags shared by the programs in train/, experiment config files, and the clean exit they share.
 
-Every flag left unset takes the preset for the dataset (jsnn/config.py), so
-`--dataset cifar100` alone gives the paper's settings.
+The training flags are generated from ``jsnn.config.TrainConfig``'s fields (name, type, default
+and help from each field; ``--no-X`` for a setting on by default); every ``choices`` comes from
+its registry (``REGISTRIES``), so a newly registered model, surrogate or criterion is a valid
+choice without touching this file. Every flag left unset takes the preset for the dataset
+(jsnn/config.py), so `--dataset cifar100` alone gives the paper's settings.
+
+Experiment configs (``configs/*.py``, each a ``get_config()`` returning an
+``ml_collections.ConfigDict``, as in flax's examples and big_vision)::
+
+    python train/imp.py --config configs/sf_imp1_cifar100_resnet19.py --config.lr=0.05 --config.lif.decay=0.5
+
+A config's keys are the flags' names (``_`` for ``-``; the neuron's settings under ``lif``, as
+in ``TrainConfig``). ``--config.KEY=VALUE`` overrides one value (dots for nested keys), checked
+against the type the file gives it. Precedence, lowest first: the dataset's preset, the config
+file, its ``--config.KEY`` overrides, explicit flags (``--config configs/x.py --epochs 1``
+runs one epoch of experiment x).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import errno
+import importlib.util
+import os
 import sys
+import typing
+from typing import Any, Callable, Sequence
 
-from jsnn.config import TrainConfig
-from jsnn.layers import WEIGHT_INITS
+import ml_collections
+
+from jsnn import xla_flags
 from jsnn.compilation_cache import enable_compilation_cache
+from jsnn.config import LIF_FIELDS, SCHEDULES, LIFSettings, TrainConfig
+from jsnn.data import DATASET_NAMES
+from jsnn.layers import WEIGHT_INITS
+from jsnn.models import MODELS
 from jsnn.parallel import DISTRIBUTED_MODES, initialize_distributed
 from jsnn.preemption import take_signals_back
+from jsnn.sparsity import distributions
+from jsnn.sparsity.criteria import CRITERIA
 from jsnn.surrogate import surrogate_names
+
+# registry name -> the names registered in it now (looked up when a parser is built)
+REGISTRIES: dict[str, Callable[[], Sequence[str]]] = {
+    "datasets": lambda: list(DATASET_NAMES),
+    "models": lambda: sorted(MODELS),
+    "surrogates": surrogate_names,
+    "weight_inits": lambda: sorted(WEIGHT_INITS),
+    "schedules": lambda: list(SCHEDULES),
+    "criteria": lambda: sorted(CRITERIA),
+    "distributions": lambda: sorted(distributions.DISTRIBUTIONS),  # IMP's --scope
+    "shape_distributions": lambda: sorted(distributions.SHAPE_DENSITIES),  # edge-popup's --distribution
+}
+
+
+def choices_of(registry: str | Sequence[str] | None) -> list[str] | None:
+    """The names registered in ``registry`` now (a literal sequence is returned as a list)."""
+    if registry is None:
+        return None
+    if isinstance(registry, str):
+        return list(REGISTRIES[registry]())
+    return list(registry)
 
 
 def floats(text: str) -> tuple[float, ...]:
@@ -25,58 +71,227 @@ def floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+GROUP_ORDER = ("data and model", "optimisation (unset: the dataset's preset)", "neuron", "run")
+
+
+def config_fields() -> list[dataclasses.Field]:
+    """TrainConfig's settings with the neuron's (``lif``) in its place: one flag each."""
+    out = []
+    for f in dataclasses.fields(TrainConfig):
+        out.extend(dataclasses.fields(LIFSettings) if f.name == "lif" else [f])
+    return out
+
+
+def _value_type(cls, name: str) -> type:
+    """``int`` for a field annotated ``int | None``, and so on."""
+    hint = typing.get_type_hints(cls)[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def add_config_flag(group, field: dataclasses.Field, owner: type, default: Any = dataclasses.MISSING) -> None:
+    """One flag for a configuration field (jsnn.config.setting): its type, default, help and choices."""
+    meta = field.metadata
+    default = field.default if default is dataclasses.MISSING else default
+    names = [meta.get("flag") or "--" + field.name.replace("_", "-")] + ([meta["short"]] if "short" in meta else [])
+    kwargs: dict[str, Any] = {"dest": field.name}
+    if meta.get("help"):
+        kwargs["help"] = meta["help"]
+    value_type = _value_type(owner, field.name)
+    if value_type is bool:
+        if default is None:  # unset: a preset decides; --X / --no-X
+            kwargs.update(action=argparse.BooleanOptionalAction, default=None)
+        else:  # --no-X turns off what is on by default, --X turns on what is off
+            kwargs.update(action="store_false" if default else "store_true")
+    else:
+        kwargs.update(type=value_type, default=default, choices=choices_of(meta.get("choices")))
+    group.add_argument(*names, **kwargs)
+
+
 def add_training_flags(p: argparse.ArgumentParser, default_dataset: str = "digits") -> None:
-    d = TrainConfig()
-    g = p.add_argument_group("data and model")
-    g.add_argument("--dataset", choices=["digits", "cifar10", "cifar100"], default=default_dataset,
-                   help="digits works offline (scikit-learn's bundled 8x8 digits)")
-    g.add_argument("--data-dir", help="where CIFAR lives: a tfds data dir or the python archives")
-    g.add_argument("--model", choices=["digits_cnn", "vgg_small", "vgg16", "resnet19"])
-    g.add_argument("--timesteps", "-T", type=int)
-    g.add_argument("--width", type=float, default=d.width,
-                   help="channel multiplier of the network (0.25: a quarter of the channels in every layer)")
-    g = p.add_argument_group("optimisation (unset: the dataset's preset)")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int, help="global batch, split over every local device")
-    g.add_argument("--lr", type=float)
-    g.add_argument("--momentum", type=float, default=d.momentum)
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    g.add_argument("--schedule", choices=["cosine", "constant"], default=d.schedule)
-    g.add_argument("--seed", type=int, default=d.seed)
-    g = p.add_argument_group("neuron")
-    g.add_argument("--surrogate", choices=surrogate_names(), default=d.surrogate)
-    g.add_argument("--surrogate-width", type=float, help="alpha / width of the surrogate (family default)")
-    g.add_argument("--decay", type=float, default=d.decay, help="beta, the membrane leak")
-    g.add_argument("--threshold", type=float, default=d.threshold)
-    g.add_argument("--reset", choices=["hard", "soft"], default=d.reset)
-    g.add_argument("--no-detach-reset", dest="detach_reset", action="store_false")
-    g.add_argument("--remat", action="store_true", help="recompute the LIF scan in backward (saves memory)")
-    g.add_argument("--bn-affine", dest="bn_affine", action="store_true", default=None)
-    g.add_argument("--no-bn-affine", dest="bn_affine", action="store_false")
-    g.add_argument("--weight-init", choices=sorted(WEIGHT_INITS), default=d.weight_init)
-    g = p.add_argument_group("run")
+    groups = {name: p.add_argument_group(name) for name in GROUP_ORDER}
+    for f in config_fields():
+        owner = LIFSettings if f.name in LIF_FIELDS else TrainConfig
+        add_config_flag(groups[f.metadata["group"]], f, owner, default_dataset if f.name == "dataset" else f.default)
+    g = groups["run"]
     g.add_argument("--workdir", required=False, help="checkpoints, metrics, results and plots go here")
-    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="epochs")
-    g.add_argument("--checkpoint-every-steps", type=int, default=d.checkpoint_every_steps,
-                   help="also checkpoint every N steps inside an epoch, for long epochs (0: epoch ends only)")
-    g.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints)
-    g.add_argument("--eval-every", type=int, default=d.eval_every, help="epochs between test evaluations")
-    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     g.add_argument("--distributed", choices=DISTRIBUTED_MODES, default="auto",
                    help="join a multi-process run: auto (JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID, "
                         "or a SLURM / Open MPI / Kubernetes / Cloud TPU cluster), on, or off")
+    add_config_file_flag(p)
 
+
+def add_config_file_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="PATH[:ARG]",
+                   help="an experiment config: a .py file whose get_config() returns an ml_collections ConfigDict "
+                        "(configs/); --config.KEY=VALUE overrides one of its values (--config.lif.decay=0.5). "
+                        "Explicit flags win over the file")
+
+
+# ------------------------------------------------------------------ experiment config files
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """``get_config()`` of the file ``PATH`` (``PATH:ARG`` calls ``get_config(ARG)``, as ml_collections does)."""
+    path, _, arg = spec.partition(":")
+    if not os.path.isfile(path):
+        raise ValueError(f"--config {path}: no such file")
+    module_spec = importlib.util.spec_from_file_location(f"jsnn_experiment_config_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"--config {path}: the file defines no get_config()")
+    config = module.get_config(arg) if arg else module.get_config()
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ValueError(f"--config {path}: get_config() returned {type(config).__name__}, not a ConfigDict")
+    return config
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _parse_as(kind: type | None, current: Any, text: str) -> Any:
+    if text.lower() == "none":
+        return None
+    if kind is bool:
+        if text.lower() not in _TRUE + _FALSE:
+            raise ValueError(f"expected true or false, got {text!r}")
+        return text.lower() in _TRUE
+    if kind in (tuple, list):
+        element = type(current[0]) if current else float
+        return kind(element(v) for v in text.split(",") if v.strip())
+    if kind in (int, float, str):
+        return kind(text)
+    return text  # a field the file leaves untyped (None without a placeholder)
+
+
+def override(config: ml_collections.ConfigDict, key: str, text: str) -> None:
+    """Sets ``config.KEY`` (dots for nested keys) from the text of ``--config.KEY=VALUE``, as the type it has."""
+    *parents, leaf = key.split(".")
+    node = config
+    try:
+        for name in parents:
+            node = node[name]
+        ref = node.get_ref(leaf)
+    except (KeyError, AttributeError, TypeError):
+        raise ValueError(f"--config.{key}: the config has no field {key!r}") from None
+    kind = ref.get_type()
+    try:
+        node[leaf] = _parse_as(kind, node[leaf], text)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"--config.{key}={text}: not a {getattr(kind, '__name__', kind)} ({e})") from None
+
+
+def split_config_args(argv: Sequence[str]) -> tuple[str | None, list[tuple[str, str]], list[str]]:
+    """(--config PATH, [(KEY, VALUE) of each --config.KEY=VALUE], the other arguments)."""
+    path, overrides, rest = None, [], []
+    it = iter(argv)
+    for arg in it:
+        if arg == "--config" or arg.startswith("--config="):
+            path = arg.partition("=")[2] if "=" in arg else next(it, None)
+            if not path:
+                raise ValueError("--config needs a path")
+        elif arg.startswith("--config."):
+            key, eq, value = arg[len("--config."):].partition("=")
+            if not eq:
+                value = next(it, None)
+                if value is None:
+                    raise ValueError(f"--config.{key} needs a value")
+            overrides.append((key, value))
+        else:
+            rest.append(arg)
+    if overrides and path is None:
+        raise ValueError("--config.KEY=VALUE overrides a config file's value: give the file with --config PATH")
+    return path, overrides, rest
+
+
+def _coerce(action: argparse.Action, key: str, value: Any) -> Any:
+    """A config file's value as its flag would give it (type and choices checked)."""
+    if value is None:
+        return None
+    if action.nargs == 0:  # --X / --no-X
+        if not isinstance(value, bool):
+            raise ValueError(f"{key} must be true or false, got {value!r}")
+        return value
+    kind = action.type
+    if isinstance(value, str):
+        value = kind(value) if kind is not None else value
+    elif kind in (None, str):
+        raise ValueError(f"{key} must be a string, got {value!r}")
+    elif isinstance(value, (list, tuple)):  # e.g. --sparsity 0.1,0.3: the flag's own parser checks the items
+        value = kind(",".join(str(v) for v in value))
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{key} must be a number, got {value!r}")
+    elif kind is float:
+        value = float(value)
+    elif kind is int and not isinstance(value, int):
+        raise ValueError(f"{key} must be an integer, got {value!r}")
+    if action.choices is not None and value not in action.choices:
+        raise ValueError(f"{key} must be one of {list(action.choices)}, got {value!r}")
+    return value
+
+
+def config_defaults(parser: argparse.ArgumentParser, config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """{flag dest: value} for each value of the config (the neuron's under ``lif``), checked against its flag."""
+    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if key == "lif" and isinstance(value, ml_collections.ConfigDict):
+            for k, v in value.items():
+                if k not in LIF_FIELDS:
+                    raise ValueError(f"the config's lif.{k} is no neuron setting; they are {list(LIF_FIELDS)}")
+                flat[k] = v
+        elif key != "method":
+            flat[key] = value
+    out = {}
+    for key, value in flat.items():
+        if key not in actions:
+            raise ValueError(f"the config's {key!r} is no flag of this program")
+        try:
+            out[key] = _coerce(actions[key], key, value)
+        except (argparse.ArgumentTypeError, TypeError) as e:
+            raise ValueError(f"the config's {key}: {e}") from None
+    return out
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None,
+               method: str | None = None) -> argparse.Namespace:
+    """``parser.parse_args`` with ``--config PATH`` and ``--config.KEY=VALUE`` (see the module docstring).
+
+    ``method``: the program's method; a config whose ``method`` names another is refused.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        path, overrides, rest = split_config_args(argv)
+        if path is not None:
+            config = load_config_file(path)
+            for key, text in overrides:
+                override(config, key, text)
+            wanted = config.get("method")
+            if method is not None and wanted is not None and wanted != method:
+                raise ValueError(f"--config {path} is a {wanted} experiment; this program runs {method}"
+                                 + (" (a file with several names one: PATH:" + method + ")" if ":" not in path else ""))
+            parser.set_defaults(**config_defaults(parser, config))
+    except ValueError as e:
+        parser.error(str(e))
+    args = parser.parse_args(rest)
+    args.config = path
+    return args
+
+
+# ------------------------------------------------------------------ start-up and exit
 
 def start_run(args: argparse.Namespace) -> None:
-    """Joins the distributed runtime (when launched as several processes) before anything starts JAX."""
+    """Sets jsnn's XLA flag and joins the distributed runtime (when launched as several processes),
+    before anything starts JAX's backend."""
+    xla_flags.configure()
     initialize_distributed(args.distributed)
     take_signals_back()  # the distributed runtime installs a SIGTERM handler of its own
     enable_compilation_cache()
 
 
 def training_config(args: argparse.Namespace, method: str) -> TrainConfig:
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in vars(args).items() if k in fields}).resolve(method)
+    names = {f.name for f in config_fields()}
+    return TrainConfig(**{k: v for k, v in vars(args).items() if k in names}).resolve(method)
 
 
 # a full disk, a quota, a file too large, a read-only or failing file system
@@ -86,6 +301,7 @@ WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
 def run_cleanly(main) -> None:
     """Runs ``main()``; expected failures become one clear line on stderr, not a traceback.
 
+    Sets jsnn's XLA flag first (jsnn/xla_flags.py): no JAX computation has run yet.
     SIGTERM (a scheduler's preemption) and SIGINT (Ctrl-C) stop training after the step in
     flight with a checkpoint at that batch (jsnn/preemption.py): one line, exit 128 + signal.
     """
@@ -94,6 +310,7 @@ def run_cleanly(main) -> None:
     from jsnn.preemption import Preempted, stop_on_signals
     from jsnn.trainer import TrainingDivergedError
 
+    xla_flags.configure()
     try:
         with stop_on_signals():
             main()
