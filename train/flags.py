@@ -204,29 +204,29 @@ def split_config_args(argv: Sequence[str]) -> tuple[str | None, list[tuple[str, 
     return path, overrides, rest
 
 
-def _coerce(action: argparse.Action, key: str, value: Any) -> Any:
+def _coerce(action: argparse.Action, value: Any) -> Any:
     """A config file's value as its flag would give it (type and choices checked)."""
     if value is None:
         return None
     if action.nargs == 0:  # --X / --no-X
         if not isinstance(value, bool):
-            raise ValueError(f"{key} must be true or false, got {value!r}")
+            raise ValueError(f"must be true or false, got {value!r}")
         return value
     kind = action.type
     if isinstance(value, str):
         value = kind(value) if kind is not None else value
     elif kind in (None, str):
-        raise ValueError(f"{key} must be a string, got {value!r}")
+        raise ValueError(f"must be a string, got {value!r}")
     elif isinstance(value, (list, tuple)):  # e.g. --sparsity 0.1,0.3: the flag's own parser checks the items
         value = kind(",".join(str(v) for v in value))
     elif isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{key} must be a number, got {value!r}")
+        raise ValueError(f"must be a number, got {value!r}")
     elif kind is float:
         value = float(value)
     elif kind is int and not isinstance(value, int):
-        raise ValueError(f"{key} must be an integer, got {value!r}")
+        raise ValueError(f"must be an integer, got {value!r}")
     if action.choices is not None and value not in action.choices:
-        raise ValueError(f"{key} must be one of {list(action.choices)}, got {value!r}")
+        raise ValueError(f"must be one of {list(action.choices)}, got {value!r}")
     return value
 
 
@@ -247,9 +247,9 @@ def config_defaults(parser: argparse.ArgumentParser, config: ml_collections.Conf
         if key not in actions:
             raise ValueError(f"the config's {key!r} is no flag of this program")
         try:
-            out[key] = _coerce(actions[key], key, value)
-        except (argparse.ArgumentTypeError, TypeError) as e:
-            raise ValueError(f"the config's {key}: {e}") from None
+            out[key] = _coerce(actions[key], value)
+        except (argparse.ArgumentTypeError, TypeError, ValueError) as e:
+            raise ValueError(f"the config's {key} {e}") from None
     return out
 
 
