@@ -15,7 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jsnn import xla_flags
 from jsnn.conv import IMPLS, conv2d
+
+xla_flags.configure()  # jsnn's CPU convolutions, as the programs run them (jsnn/xla_flags.py)
 
 
 def _median_time(fn, *args, steps=10):

@@ -10,12 +10,15 @@ import jax.numpy as jnp
 import optax
 
 from benchmarks import common
+from jsnn import xla_flags
 from jsnn.layers import BNConfig, ConvBN, MaskedDense, fold_time
 from jsnn.models import get_model
 from jsnn.neuron import LIFConfig
 from jsnn.pooling import max_pool_2x2
 from jsnn.surrogate import Surrogate
 from jsnn.variables import apply_model, init_variables
+
+xla_flags.configure()  # jsnn's CPU convolutions, as the programs run them (jsnn/xla_flags.py)
 
 LIF = LIFConfig(decay=common.DECAY, threshold=common.V_TH, reset_value=common.V_RESET, reset="hard",
                 detach_reset=True, surrogate=Surrogate("rectangle", common.RECT_WIDTH))

@@ -22,8 +22,11 @@ import jax.numpy as jnp  # noqa: E402
 
 from benchmarks.common import median_call_seconds, write_results  # noqa: E402
 from benchmarks.throughput import machine_info  # noqa: E402
+from jsnn import xla_flags  # noqa: E402
 from jsnn.neuron import FULL_UNROLL_MAX_T, LIFConfig, lif_time_major  # noqa: E402
 from jsnn.surrogate import Surrogate  # noqa: E402
+
+xla_flags.configure()  # jsnn's CPU convolutions, as the programs run them (jsnn/xla_flags.py)
 
 LIF = LIFConfig(surrogate=Surrogate("rectangle", 1.0))
 

@@ -7,7 +7,7 @@
 For SNN-VGG-16's conv layers at CIFAR shape (batch x T folded: 32 x 5 = 160 images by default),
 each formulation computes conv3x3(spikes, kernel * mask) with padding 1 and is compared with
 jsnn's own dense path, ``jsnn.conv.conv2d`` (what inference runs; XLA's Eigen convolution under
-the XLA flag ``import jsnn`` sets, or the im2col matmul on 2x2 maps):
+the XLA flag jsnn's programs set, or the im2col matmul on 2x2 maps):
 
   dense        ``jsnn.conv.conv2d`` on the masked kernel (the reference; its time does not depend
                on the mask or the spikes)
@@ -417,7 +417,9 @@ def main(argv=None) -> int:
         os.sched_setaffinity(0, set(range(min(args.threads, os.cpu_count() or 1))))
     except (AttributeError, OSError):
         pass
-    import jsnn  # noqa: F401  (sets jsnn's XLA flag before JAX starts)
+    from jsnn import xla_flags
+
+    xla_flags.configure()  # jsnn's CPU convolutions, as the programs run them, before JAX starts
     import jax
 
     from benchmarks.throughput import machine_info, noise_probe

@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 from benchmarks import common  # noqa: E402
 from benchmarks.common import median_call_seconds, write_results  # noqa: E402
 from benchmarks.throughput import machine_info  # noqa: E402
+from jsnn import xla_flags  # noqa: E402
 from jsnn.layers import BNConfig  # noqa: E402
 from jsnn.models import get_model  # noqa: E402
 from jsnn.neuron import LIFConfig  # noqa: E402
@@ -34,6 +35,8 @@ from jsnn.sparse_inference import predict_sparse, sparse_layers  # noqa: E402
 from jsnn.sparsity import distributions  # noqa: E402
 from jsnn.sparsity.masks import sparsity_of  # noqa: E402
 from jsnn.variables import apply_model, by_layer, init_variables, kernels  # noqa: E402
+
+xla_flags.configure()  # jsnn's CPU convolutions, as the programs run them (jsnn/xla_flags.py)
 
 
 def make_ticket(model, recalibrating_model, images, sparsity: float, seed: int = 0):

@@ -28,13 +28,14 @@ import time
 from pathlib import Path
 
 from benchmarks import common
+from jsnn.xla_flags import CPU_CONV_FLAG
 
 # name -> (module, description). "jsnn" is the training programs' own jitted steps
 # (benchmarks/trainer_impl.py: Trainer.jitted_steps with the host batch, augmentation, masks,
 # weight decay and metrics); "jsnn_edge_popup" the same for edge-popup's scores; "jsnn_bare" the
 # network alone in a hand-written step (benchmarks/jsnn_impl.py), as the peers run it.
 # "jsnn_xla_conv" is jsnn with XLA's convolution everywhere (JSNN_CONV_IMPL=xla); "jsnn_ynn" is
-# jsnn without the XLA flag jsnn sets at import (YNNPACK's CPU convolutions, jsnn/xla_flags.py);
+# jsnn without the XLA flag jsnn's programs set (YNNPACK's CPU convolutions, jsnn/xla_flags.py);
 # "dense" is the dense bound (the bare step's network with ReLU for LIF, in JAX).
 IMPLS = {
     "jsnn": ("benchmarks.trainer_impl", "jsnn: the programs' train and eval steps (Trainer.jitted_steps, IMP/dense)"),
@@ -50,9 +51,8 @@ IMPLS = {
     "spyx_eigen": ("benchmarks.peers.spyx_impl", "spyx with jsnn's XLA flag (Eigen convolutions)"),
 }
 PEERS = ("torch", "spikingjelly", "snntorch", "spyx", "spyx_eigen")
-# jsnn.xla_flags.CPU_CONV_FLAG, spelled out: importing jsnn here would put it into this
-# process's XLA_FLAGS and so into every child's (tests/test_benchmarks_smoke.py checks they match).
-JSNN_CPU_CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+# jsnn's XLA flag (importing jsnn.xla_flags leaves this process's XLA_FLAGS, and so the children's, alone)
+JSNN_CPU_CONV_FLAG = CPU_CONV_FLAG
 RESULTS = Path(__file__).parent / "results"
 MARK = "@@RESULT@@"
 

@@ -20,7 +20,10 @@ import jax.numpy as jnp  # noqa: E402
 
 from benchmarks.common import median_call_seconds, write_results  # noqa: E402
 from benchmarks.throughput import machine_info  # noqa: E402
+from jsnn import xla_flags  # noqa: E402
 from jsnn.sparsity.masks import keep_largest  # noqa: E402
+
+xla_flags.configure()  # jsnn's CPU convolutions, as the programs run them (jsnn/xla_flags.py)
 
 # (what, kernel shape)
 LAYERS = [("VGG-16 3x3 512->512 (x5)", (3, 3, 512, 512)), ("VGG-16 3x3 256->256", (3, 3, 256, 256)),
