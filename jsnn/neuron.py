@@ -13,12 +13,12 @@ run once over all timesteps folded into the batch axis (see ``layers.py``).
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
 from jsnn.surrogate import Surrogate, make_spike_fn
-
 
 FULL_UNROLL_MAX_T = 16  # LIFConfig.unroll=None unrolls the scan completely up to this many timesteps
 
@@ -49,6 +49,29 @@ class LIFConfig:
             object.__setattr__(self, "surrogate", Surrogate(self.surrogate))
 
 
+def lif_reset(u, s, decay, threshold, reset_value=0.0, reset: str = "hard"):
+    """H[t], the potential a neuron keeps after step t (Eq. 4), from its U[t] and S[t].
+
+    The one place the reset and leak are written: the LIF layers (``lif_step``), the cost
+    count's membrane updates and NIR import all call it. ``decay``, ``threshold`` and
+    ``reset_value`` are scalars or arrays broadcasting against ``u`` (per-neuron parameters)."""
+    if reset == "hard":
+        return reset_value * s + decay * u * (1.0 - s)
+    return decay * (u - threshold * s)
+
+
+def lif_step(h, x, fire: Callable, decay, threshold, reset_value=0.0, reset: str = "hard", detach_reset: bool = True):
+    """One timestep: (H[t-1], X[t]) -> (H[t], S[t], U[t]) (Eq. 2-4).
+
+    ``fire(U)`` gives the spikes S (the threshold and the surrogate gradient are the caller's:
+    jsnn's neurons fire at U >= threshold, NIR's at U > threshold). With ``detach_reset`` no
+    gradient flows through S into the reset term."""
+    u = h + x
+    s = fire(u)
+    s_reset = jax.lax.stop_gradient(s) if detach_reset else s
+    return lif_reset(u, s_reset, decay, threshold, reset_value, reset), s, u
+
+
 def lif_time_major(
     currents: jax.Array, config: LIFConfig = LIFConfig(), return_potential: bool = False
 ):
@@ -72,16 +95,11 @@ def lif_time_major(
         raise ValueError(f"LIF input has T = {currents.shape[0]} timesteps; need T >= 1")
 
     spike = make_spike_fn(config.surrogate.name, config.surrogate.param)
-    beta, v_th, v_reset = config.decay, config.threshold, config.reset_value
+    v_th = config.threshold
 
     def step(h, x):
-        u = h + x
-        s = spike(u - v_th)
-        s_reset = jax.lax.stop_gradient(s) if config.detach_reset else s
-        if config.reset == "hard":
-            h = v_reset * s_reset + beta * u * (1.0 - s_reset)
-        else:
-            h = beta * (u - v_th * s_reset)
+        h, s, u = lif_step(h, x, lambda u: spike(u - v_th), config.decay, v_th, config.reset_value, config.reset,
+                           config.detach_reset)
         return h, ((s, u) if return_potential else s)
 
     if config.remat:

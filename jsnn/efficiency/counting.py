@@ -55,9 +55,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from jsnn.layers import ConvBN, MaskedDense
-from jsnn.surrogate import make_spike_fn
-from jsnn.variables import Variables, apply_model
+from jsnn import data as jdata
+from jsnn.models import build_model
+from jsnn.models.description import Layer, describe
+from jsnn.models.observe import observe
+from jsnn.neuron import lif_reset
+from jsnn.variables import Variables
 
 # Horowitz, "Computing's energy problem", ISSCC 2014, 45 nm: 32-bit float add 0.9 pJ,
 # multiply 3.7 pJ; a MAC is one of each. The figures SNN papers use for ACs and MACs.
@@ -113,124 +116,99 @@ def _taps(size: int, k: int, stride: int, pad: int, out: int) -> int:
     return sum(1 for o in range(out) for t in range(k) if 0 <= o * stride + t - pad < size)
 
 
-def _counting_pass(model: nn.Module, variables: Variables, images: jax.Array, valid: jax.Array):
-    """Runs ``model`` once (eval mode) and returns per-layer counts, each [rows per image, B]
-    int32 with padded images zeroed, plus static per-layer facts (python values)."""
+def _static_facts(layers: tuple[Layer, ...], timesteps: int) -> dict:
+    """What the model's description fixes, per image (python values): for each conv / linear layer
+    its dense operations and BN / bias operations per run and how often it runs; for each LIF layer
+    its neurons; and the pooling operations."""
+    facts = {"layers": {}, "neurons": {}, "pool_ops": 0}
+    for layer in layers:
+        if layer.kind == "conv":
+            (h, w, cin), (ho, wo, cout) = layer.in_shape, layer.out_shape
+            k, s, pad = layer.kernel_size, layer.stride, layer.padding
+            dense = _taps(h, k, s, pad, ho) * _taps(w, k, s, pad, wo) * cin * cout
+            fact = {"kind": "conv", "shape": f"{k}x{k}x{cin}->{cout}, stride {s}, out {ho}x{wo}",
+                    "extra_kind": "bn_ops", "extra_per_run": ho * wo * cout}
+        elif layer.kind == "linear":
+            cin, cout = layer.in_shape[-1], layer.out_shape[-1]
+            dense = cin * cout
+            fact = {"kind": "linear", "shape": f"{cin}->{cout}",
+                    "extra_kind": "bias_adds", "extra_per_run": cout if layer.bias else 0}
+        elif layer.kind == "lif":  # reported after the layer feeding it, as its firing statistics are kept
+            facts["neurons"][layer.inputs[0]] = {"shape": layer.out_shape, "neurons": layer.size,
+                                                 "timesteps": timesteps}
+            continue
+        elif layer.kind == "max_pool":  # comparisons: window^2 - 1 per output, every timestep
+            facts["pool_ops"] += (layer.window**2 - 1) * layer.size * timesteps
+            continue
+        elif layer.kind == "avg_pool":  # one accumulate per input value, every timestep
+            facts["pool_ops"] += math.prod(layer.in_shape) * timesteps
+            continue
+        else:
+            continue
+        if dense > _INT32_MAX:
+            raise ValueError(f"layer {layer.name} has {dense} dense operations per image and timestep; "
+                             "more than the int32 per-row counters hold")
+        # the encoding conv runs once per image (direct encoding), every other layer once per timestep
+        facts["layers"][layer.name] = {**fact, "runs": 1 if layer.encoding else timesteps, "dense_per_run": dense}
+    return facts
+
+
+def _counting_pass(model: nn.Module, layers: tuple[Layer, ...], variables: Variables, images: jax.Array,
+                   valid: jax.Array):
+    """Runs ``model`` once (eval mode) and returns its logits and per-layer counts, each
+    [rows per image, B] int32 with padded images zeroed."""
     batch = images.shape[0]
     kept = kept_mask(variables)
     lif = model.lif
-    spike = make_spike_fn(lif.surrogate.name, lif.surrogate.param)
     valid = valid.astype(jnp.int32)
-    layers, neurons, static = {}, {}, {"layers": {}, "neurons": {}}
-    seen_potentials: list = []
+    described = {layer.name: layer for layer in layers}
+    logits, seen = observe(model, variables, images)
 
     def rows(v):  # [rows * B] (time-major blocks) -> [rows, B], padding images zeroed
         return v.reshape(-1, batch) * valid[None, :]
 
-    def connection(module, x, out):
-        path = "/".join(module.scope.path)
+    connections = {}
+    for path, call in seen.connections.items():
+        layer, x = described[path], call.inputs
+        if tuple(x.shape[1:]) != layer.in_shape or tuple(call.outputs.shape[1:]) != layer.out_shape:
+            raise ValueError(f"layer {path} ran on {x.shape[1:]} -> {call.outputs.shape[1:]}, its description says "
+                             f"{layer.in_shape} -> {layer.out_shape}")
         kb = kept[path]
         xb = (x != 0).astype(jnp.float32)
         binary = jnp.all((x == 0) | (x == 1) | (x == -1))
-        if isinstance(module, ConvBN):
-            k, s, pad = module.kernel_size, module.stride, module.kernel_size // 2
-            cin, cout = x.shape[-1], out.shape[-1]
+        if layer.kind == "conv":
+            k, s, pad, cout = layer.kernel_size, layer.stride, layer.padding, layer.out_shape[-1]
             pairs = _conv_count(xb, kb, s, pad).astype(jnp.int32).sum((1, 2, 3))
             # every weight kept: (nonzero inputs in each window) * C_out
             window = _conv_count(xb.sum(-1, keepdims=True), jnp.ones((k, k, 1, 1), jnp.float32), s, pad)
             unpruned = window.astype(jnp.int32).sum((1, 2, 3)) * cout
-            ho, wo = out.shape[1:3]
-            dense = _taps(x.shape[1], k, s, pad, ho) * _taps(x.shape[2], k, s, pad, wo) * cin * cout
-            kind, extra, extra_kind = "conv", ho * wo * cout, "bn_ops"
-            shape = f"{k}x{k}x{cin}->{cout}, stride {s}, out {ho}x{wo}"
         else:
-            if x.ndim != 2:
-                raise ValueError(f"linear layer {path}: expected input [N, features], got shape {x.shape}")
-            cin, cout = x.shape[-1], out.shape[-1]
             pairs = jnp.matmul(xb, kb, precision=jax.lax.Precision.HIGHEST).astype(jnp.int32).sum(-1)
-            unpruned = xb.sum(-1).astype(jnp.int32) * cout
-            dense = cin * cout
-            kind, extra, extra_kind = "linear", (cout if module.use_bias else 0), "bias_adds"
-            shape = f"{cin}->{cout}"
-        if dense > _INT32_MAX:
-            raise ValueError(f"layer {path} has {dense} dense operations per image and timestep; "
-                             "more than the int32 per-row counters hold")
-        layers[path] = {"pairs": rows(pairs), "unpruned": rows(unpruned), "binary": binary}
-        static["layers"][path] = {"kind": kind, "shape": shape, "runs": x.shape[0] // batch,
-                                  "dense_per_run": dense, "extra_kind": extra_kind, "extra_per_run": extra}
+            unpruned = xb.sum(-1).astype(jnp.int32) * layer.out_shape[-1]
+        connections[path] = {"pairs": rows(pairs), "unpruned": rows(unpruned), "binary": binary}
 
-    def membrane(module, u):
-        if any(u is p for p in seen_potentials):  # a residual LIF is fed by conv2 and the shortcut
-            return
-        seen_potentials.append(u)
-        path = "/".join(module.scope.path)
-        shape = tuple(int(d) for d in u.shape[1:])
-        t_steps = u.shape[0] // batch
-        u = u.reshape(t_steps, batch, -1)
-        s = spike(u - lif.threshold)  # the model's own spike function: its spikes, bit for bit
-        if lif.reset == "hard":
-            h = lif.reset_value * s + lif.decay * u * (1.0 - s)
-        else:
-            h = lif.decay * (u - lif.threshold * s)
+    neurons = {}
+    for path, call in seen.neurons.items():
+        t_steps = call.potentials.shape[0]
+        u, s = call.potentials.reshape(t_steps, batch, -1), call.spikes.reshape(t_steps, batch, -1)
+        h = lif_reset(u, s, lif.decay, lif.threshold, lif.reset_value, lif.reset)  # the potential each step keeps
         n = u.shape[-1]
         changed = jnp.concatenate([jnp.full((1, batch), n, jnp.int32),
                                    (h[1:] != h[:-1]).astype(jnp.int32).sum(-1)])
         neurons[path] = {"spikes": s.astype(jnp.int32).sum(-1) * valid[None, :],
                          "membrane_updates": changed * valid[None, :]}
-        static["neurons"][path] = {"shape": shape, "neurons": int(n), "timesteps": int(t_steps)}
-
-    def intercept(next_fun, args, kwargs, context):
-        out = next_fun(*args, **kwargs)
-        module = context.module
-        if isinstance(module, (ConvBN, MaskedDense)):
-            if context.method_name == "__call__":
-                connection(module, args[0], out)
-            elif context.method_name == "record_potential":
-                membrane(module, args[0])
-        return out
-
-    with nn.intercept_methods(intercept):
-        logits, _, _ = apply_model(model, variables, images, train=False, collect_stats=True)
-    return logits, layers, neurons, static
+    return logits, connections, neurons
 
 
 @functools.lru_cache(maxsize=8)
-def _counter(model: nn.Module):
-    """The jitted counting pass for ``model`` (compiled once per model and batch shape),
-    and the static per-layer facts its trace records."""
-    static: dict = {}
+def _counter(model: nn.Module, layers: tuple[Layer, ...]):
+    """The jitted counting pass for ``model`` (compiled once per model and batch shape)."""
 
     def run(variables, images, valid):
-        logits, layers, neurons, facts = _counting_pass(model, variables, images, valid)
-        static.clear()
-        static.update(facts)
-        return jnp.argmax(logits.mean(0), -1), layers, neurons
+        logits, connections, neurons = _counting_pass(model, layers, variables, images, valid)
+        return jnp.argmax(logits.mean(0), -1), connections, neurons
 
-    return jax.jit(run), static
-
-
-def _pool_ops_per_image(model: nn.Module, neurons: dict) -> int:
-    """Pooling operations per image: 3 comparisons per 2x2 max-pool output, one accumulate
-    per global-average-pool input, at every timestep."""
-    from jsnn.models.resnet import SpikingResNet
-    from jsnn.models.vgg import SpikingVGG
-
-    lifs = list(neurons.values())  # in the order the forward pass ran them
-    if isinstance(model, SpikingVGG):
-        ops, shape, i = 0, None, -1
-        for item in model.plan:
-            if item == "M":
-                h, w, c = shape
-                shape = (h // 2, w // 2, c)
-                ops += 3 * math.prod(shape) * lifs[i]["timesteps"]
-            else:
-                i += 1
-                shape = lifs[i]["shape"]
-        return ops
-    if isinstance(model, SpikingResNet):
-        last_block = lifs[-2]  # the LIF before fc1's feeds the global average pool
-        return math.prod(last_block["shape"]) * last_block["timesteps"]
-    raise ValueError(f"pooling operations of {type(model).__name__} are not known to jsnn.efficiency")
+    return jax.jit(run)
 
 
 def footprint(variables: Variables) -> dict:
@@ -281,7 +259,9 @@ def measure(model: nn.Module, variables: Variables, images, labels=None, *, batc
     if labels is not None and len(labels) != n:
         raise ValueError(f"{n} images but {len(labels)} labels")
     start_time = time.perf_counter()
-    run, static = _counter(model)
+    layers = tuple(describe(model, images.shape[1:]))
+    static = _static_facts(layers, int(model.timesteps))
+    run = _counter(model, layers)
     batch_size = min(batch_size, n)
     variables = jax.device_put(variables)
     conn: dict[str, dict] = {}
@@ -393,7 +373,7 @@ def _summarize(model, variables, static, conn, lif, n, energy: EnergyModel) -> d
         "footprint": {k: v for k, v in fp.items() if k != "layers"},
         "neuron_updates_per_image": updates_total / n, "membrane_updates_per_image": membrane_total / n,
         "bn_ops_per_image": totals["bn_ops"] / n, "bias_adds_per_image": totals["bias_adds"] / n,
-        "pool_ops_per_image": _pool_ops_per_image(model, static["neurons"]),
+        "pool_ops_per_image": static["pool_ops"],
         "totals": {"synops": totals["acs"], "macs": totals["macs"], "dense_macs": totals["dense"],
                    "ann_macs": totals["ann"], "spikes": spikes_total, "membrane_updates": membrane_total},
         "layers": layers, "neurons": neurons,
@@ -405,9 +385,6 @@ def ticket_entry(config, num_classes: int, variables: Variables, dataset=None,
     """The "efficiency" entry of a finished level / round: ``measure_dataset`` on the test
     set of ``config.dataset`` (loaded when ``dataset`` is None), at the run's batch size.
     Its "seconds" is the whole cost of the entry, loading and compilation included."""
-    from jsnn import data as jdata
-    from jsnn.run import build_model
-
     start = time.perf_counter()
     if dataset is None:
         dataset = jdata.load_dataset(config.dataset, config.data_dir)

@@ -4,41 +4,19 @@
     report = agreement(spikes, other_spikes, potentials, threshold)
 
 ``jsnn_layer_spikes`` records every LIF layer of a jsnn model exactly as the model
-computes it (the model's own ``lif_folded`` call, wrapped while the model runs), keyed
-by the LIF node names ``to_nir`` lists in ``metadata["lif_layers"]``, in NIR's layout
-[T, B, C, H, W]. ``agreement`` counts the (image, layer, neuron, t) spikes that agree
+computes it (``jsnn.models.observe``), keyed by the LIF node names ``to_nir`` lists in
+``metadata["lif_layers"]``, in NIR's layout [T, B, C, H, W]. ``agreement`` counts the (image, layer, neuron, t) spikes that agree
 and, for those that do not, separates the flips that start one (a neuron whose inputs
 and past agree, so only its current's rounding differs: how far jsnn's U was from the
 threshold there) from the ones that follow from an earlier flip.
 """
 from __future__ import annotations
 
-import contextlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jsnn.layers import unfold_time
-from jsnn.variables import apply_model
-
-
-@contextlib.contextmanager
-def _recording_lif(into: list):
-    import jsnn.models.common as common
-
-    original = common.lif_folded
-
-    def recording(x, timesteps, config, return_potential=False):
-        spikes, potentials = original(x, timesteps, config, return_potential=True)
-        into.append((unfold_time(spikes, timesteps), unfold_time(potentials, timesteps)))
-        return (spikes, potentials) if return_potential else spikes
-
-    common.lif_folded = recording
-    try:
-        yield
-    finally:
-        common.lif_folded = original
+from jsnn.models.observe import observe
 
 
 def _nir_layout(x):
@@ -52,10 +30,8 @@ def layer_spike_recorder(model, layers: list[str]):
 
     @jax.jit
     def run(variables, x):
-        seen = []
-        with _recording_lif(seen):  # active while jit traces the model
-            out, _, _ = apply_model(model, variables, x, train=False)
-        return out, seen
+        out, seen = observe(model, variables, x)
+        return out, [(n.spikes, n.potentials) for n in seen.neurons.values()]
 
     def record(variables, images):
         out, seen = run(variables, jnp.asarray(images))

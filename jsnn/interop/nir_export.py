@@ -1,7 +1,8 @@
 """A jsnn network (a ticket: weights × masks, BN, LIF) as a NIR graph (``nir`` 1.0).
 
-``to_nir(model, variables, image_shape)`` writes, in NIR's batch-free channel-first
-layout (C, H, W):
+``to_nir(model, variables, image_shape)`` walks the model's own description of its layers
+(``model.layers(image_shape)``, ``jsnn.models.description``) and writes, in NIR's batch-free
+channel-first layout (C, H, W):
 
 - **Input**: the normalised image, presented unchanged at every timestep (direct
   encoding); ``metadata`` holds the pixel ``input_mean``/``input_std`` to normalise with.
@@ -48,6 +49,9 @@ layout (C, H, W):
 from __future__ import annotations
 
 import numpy as np
+from flax import traverse_util
+
+from jsnn.models.description import Layer, describe
 
 NIR_DT = 1e-4  # the LIF time step: snnTorch 1.0.0's import_nir hard-codes dt = 1e-4
 OR_THRESHOLD = 0.5  # any value in (0, 1): a count of binary spikes crosses it iff it is >= 1
@@ -126,16 +130,15 @@ def _oihw(kernel_hwio):
     return np.ascontiguousarray(np.asarray(kernel_hwio).transpose(3, 2, 0, 1))
 
 
-def _conv_out(h, k, stride, pad):
-    return (h + 2 * pad - k) // stride + 1
+def _chw(shape):
+    """A description's channel-last shape in NIR's channel-first order: (H, W, C) -> (C, H, W)."""
+    return (shape[2], shape[0], shape[1]) if len(shape) == 3 else tuple(shape)
 
 
 class _Builder:
     """Collects NIR nodes and edges in the order the network computes them."""
 
     def __init__(self, model, variables, dt, soft_reset_as_hard=False):
-        from flax import traverse_util
-
         self.model, self.dt, self.soft_reset_as_hard = model, dt, soft_reset_as_hard
         self.weights = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(variables.weights).items()}
         self.masks = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(variables.masks).items()}
@@ -155,28 +158,27 @@ class _Builder:
         m = self.masks.get(f"{path}/kernel")
         return w if m is None else w * m.astype(w.dtype)
 
-    def conv_bn(self, path, source, in_shape, stride, name=None):
-        """conv (weights × mask) with its BN folded, as a nir.Conv2d; returns (node, out shape)."""
+    def conv_bn(self, layer: Layer, source):
+        """The conv ``layer`` (weights × mask) with its BN folded, as a nir.Conv2d."""
         import nir
 
-        kernel = self.kernel(path)
-        k, cout = kernel.shape[0], kernel.shape[-1]
-        pad = k // 2
+        path = layer.name
         bn = self.model.bn
-        kernel, bias = fold_bn(kernel, self.stats[f"{path}/mean"], self.stats[f"{path}/var"], bn.epsilon,
+        kernel, bias = fold_bn(self.kernel(path), self.stats[f"{path}/mean"], self.stats[f"{path}/var"], bn.epsilon,
                                self.bn.get(f"{path}/scale"), self.bn.get(f"{path}/bias"))
-        _, h, w = in_shape
-        node = nir.Conv2d(input_shape=(h, w), weight=_oihw(kernel), stride=(stride, stride), padding=(pad, pad),
+        h, w, _ = layer.in_shape
+        s, pad = layer.stride, layer.padding
+        node = nir.Conv2d(input_shape=(h, w), weight=_oihw(kernel), stride=(s, s), padding=(pad, pad),
                           dilation=(1, 1), groups=1, bias=bias)
-        out = (cout, _conv_out(h, k, stride, pad), _conv_out(w, k, stride, pad))
-        return self.add(name or path.replace("/", "_"), node, source), out
+        return self.add(_node_name(path), node, source)
 
-    def lif(self, name, source_list, shape, layer):
+    def lif(self, layer: Layer, sources):
         lif = self.model.lif
         reset = "hard" if self.soft_reset_as_hard else lif.reset
-        node = lif_to_nir(shape, lif.decay, lif.threshold, lif.reset_value, reset, self.dt)
+        node = lif_to_nir(_chw(layer.out_shape), lif.decay, lif.threshold, lif.reset_value, reset, self.dt)
+        name = self.add(_node_name(layer.name), node, *sources)
         self.lif_layers.append(name)
-        return self.add(name, node, *source_list)
+        return name
 
     def affine(self, path, source, in_scale=1.0, hwc=None):
         """The linear layer ``path`` (weights × mask, bias) as nir.Affine; ``hwc``: the (H, W, C)
@@ -190,56 +192,55 @@ class _Builder:
         bias = self.weights.get(f"{path}/bias", np.zeros(kernel.shape[1]))
         node = nir.Affine(weight=np.ascontiguousarray(kernel.T).astype(np.float32),
                           bias=np.asarray(bias, np.float32))
-        return self.add(path.replace("/", "_"), node, source)
+        return self.add(_node_name(path), node, source)
 
 
-def _vgg(b: _Builder, in_shape):
+def _node_name(layer_name: str) -> str:
+    return layer_name.replace("/", "_")
+
+
+def _export_layers(b: _Builder, layers: list[Layer]) -> str:
+    """Adds the NIR nodes of a model's description (``jsnn.models.description``) in its order;
+    returns the node that computes the output."""
     import nir
 
-    prev, shape, n, p = "input", in_shape, 0, 0
-    for item in b.model.plan:
-        if item == "M":
-            c, h, w = shape
-            shape = (c, h // 2, w // 2)
-            pool = b.add(f"pool{p}", nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
-                                                   padding=np.array([0, 0])), prev)
-            prev = b.add(f"pool{p}_or", or_neuron(shape, b.dt), pool)
-            p += 1
-            continue
-        conv, shape = b.conv_bn(f"conv{n}", prev, shape, 1)
-        prev = b.lif(f"conv{n}_lif", [conv], shape, f"conv{n}")
-        n += 1
-    c, h, w = shape
-    flat = b.add("flatten", nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1), prev)
-    return b.affine(b.model.classifier_layer, flat, hwc=(h, w, c))
-
-
-def _resnet(b: _Builder, in_shape):
-    import nir
-
-    m = b.model
-    conv, shape = b.conv_bn("stem", "input", in_shape, 1)
-    prev = b.lif("stem_lif", [conv], shape, "stem")
-    for s, (features, blocks) in enumerate(zip(m.stage_features, m.stage_blocks)):
-        for i in range(blocks):
-            block, stride = f"stage{s}_block{i}", 2 if i == 0 else 1
-            conv1, mid = b.conv_bn(f"{block}/conv1", prev, shape, stride)
-            h1 = b.lif(f"{block}_conv1_lif", [conv1], mid, f"{block}/conv1")
-            conv2, out = b.conv_bn(f"{block}/conv2", h1, mid, 1)
-            if stride != 1 or shape[0] != features:
-                skip, _ = b.conv_bn(f"{block}/shortcut", prev, shape, stride)
-            else:
-                skip = prev
-            # main path first: Norse's executor walks edges in list order
-            prev, shape = b.lif(f"{block}_lif", [conv2, skip], out, f"{block}/conv2"), out
-    c, h, w = shape
-    pool = b.add("avgpool", nir.SumPool2d(kernel_size=np.array([h, w]), stride=np.array([h, w]),
-                                          padding=np.array([0, 0])), prev)
-    flat = b.add("flatten", nir.Flatten(input_type={"input": np.array([c, 1, 1])}, start_dim=0, end_dim=-1),
-                 pool)
-    fc1 = b.affine("fc1", flat, in_scale=1.0 / (h * w))
-    h1 = b.lif("fc1_lif", [fc1], (m.hidden_features,), "fc1")
-    return b.affine(m.classifier_layer, h1)
+    node_of = {}  # a layer's name -> the NIR node that carries its output
+    scale_of = {}  # a layer's name -> the factor its output still needs (an average pool's 1 / (H W))
+    flattened_from = {}  # a flatten's name -> the (H, W, C) it flattened
+    for layer in layers:
+        sources = [node_of[i] for i in layer.inputs]
+        name = _node_name(layer.name)
+        if layer.kind == "input":
+            node = b.add("input", nir.Input(input_type={"input": np.array(_chw(layer.out_shape))}))
+        elif layer.kind == "conv":
+            node = b.conv_bn(layer, sources[0])
+        elif layer.kind == "lif":
+            node = b.lif(layer, sources)
+        elif layer.kind == "max_pool":
+            k = layer.window
+            pool = b.add(name, nir.SumPool2d(kernel_size=np.array([k, k]), stride=np.array([k, k]),
+                                             padding=np.array([0, 0])), *sources)
+            node = b.add(f"{name}_or", or_neuron(_chw(layer.out_shape), b.dt), pool)
+        elif layer.kind == "avg_pool":
+            h, w, _ = layer.in_shape
+            node = b.add(name, nir.SumPool2d(kernel_size=np.array([h, w]), stride=np.array([h, w]),
+                                             padding=np.array([0, 0])), *sources)
+            scale_of[layer.name] = 1.0 / (h * w)  # folded into the next affine (Norse has no AvgPool2d)
+        elif layer.kind == "flatten":
+            node = b.add(name, nir.Flatten(input_type={"input": np.array(_chw(layer.in_shape))}, start_dim=0,
+                                           end_dim=-1), *sources)
+            if layer.inputs[0] in scale_of:
+                scale_of[layer.name] = scale_of[layer.inputs[0]]
+            if len(layer.in_shape) == 3:
+                flattened_from[layer.name] = layer.in_shape
+        elif layer.kind == "linear":
+            source = layer.inputs[0]
+            node = b.affine(layer.name, sources[0], in_scale=scale_of.get(source, 1.0),
+                            hwc=flattened_from.get(source))
+        else:
+            raise ExportError(f"layer {layer.name}: NIR export has no mapping for a {layer.kind!r} layer")
+        node_of[layer.name] = node
+    return node_of[layers[-1].name]
 
 
 def to_nir(model, variables, image_shape, input_mean=None, input_std=None, dt: float = NIR_DT,
@@ -247,7 +248,7 @@ def to_nir(model, variables, image_shape, input_mean=None, input_std=None, dt: f
     """``model`` (a jsnn SpikingVGG or SpikingResNet) on ``variables`` as a ``nir.NIRGraph``.
 
     Args:
-      model: the flax module (``Ticket.model``, ``jsnn.run.build_model``).
+      model: the flax module (``Ticket.model``, ``jsnn.models.build_model``).
       variables: ``jsnn.variables.Variables``; masks are the ones the forward pass applies.
       image_shape: (H, W, C) of one image.
       input_mean, input_std: per-channel pixel statistics the image is normalised with
@@ -260,19 +261,11 @@ def to_nir(model, variables, image_shape, input_mean=None, input_std=None, dt: f
     """
     import nir
 
-    from jsnn.models import SpikingResNet, SpikingVGG
-
-    h, w, c = (int(v) for v in image_shape)
-    in_shape = (c, h, w)
-    b = _Builder(model, variables, dt, soft_reset_as_hard)
-    b.add("input", nir.Input(input_type={"input": np.array(in_shape)}))
-    if isinstance(model, SpikingVGG):
-        last = _vgg(b, in_shape)
-    elif isinstance(model, SpikingResNet):
-        last = _resnet(b, in_shape)
-    else:
+    if not hasattr(model, "layers"):
         raise ExportError(f"cannot export a {type(model).__name__}: NIR export covers jsnn's SpikingVGG "
                           "(vgg16, vgg_small, digits_cnn) and SpikingResNet (resnet19)")
+    b = _Builder(model, variables, dt, soft_reset_as_hard)
+    last = _export_layers(b, describe(model, image_shape))
     b.add("output", nir.Output(output_type={"output": np.array([model.num_classes])}), last)
     metadata = {
         "producer": "jsnn",

@@ -28,6 +28,7 @@ import numpy as np
 from jsnn.conv import conv2d
 from jsnn.interop.nir_export import NIR_DT, ExportError, lif_from_nir
 from jsnn.layers import MASKS, WEIGHTS, fold_time, unfold_time
+from jsnn.neuron import lif_step
 from jsnn.surrogate import make_spike_fn
 from jsnn.variables import Variables
 
@@ -97,7 +98,8 @@ class NIRNetwork(nn.Module):
     def __call__(self, images: jax.Array, train: bool = False, record: bool = False):
         del train  # no BN, no dropout: the same in both modes
         if self.threshold_rule not in ("jsnn", "nir"):
-            raise ValueError(f"threshold_rule must be 'jsnn' (U >= theta) or 'nir' (U > theta), got {self.threshold_rule!r}")
+            raise ValueError("threshold_rule must be 'jsnn' (U >= theta) or 'nir' (U > theta), "
+                             f"got {self.threshold_rule!r}")
         T = self.timesteps
         spike = make_spike_fn(self.surrogate)
         values: dict[str, Any] = {}
@@ -220,11 +222,16 @@ def _lif(x, T, attrs, spike, rule):
     if attrs["has_leak"]:
         currents = currents + leak
 
+    threshold = p["threshold"]
+    if rule == "jsnn":
+        def fire(u):
+            return spike(u - threshold)
+    else:
+        def fire(u):
+            return 1.0 - spike(threshold - u)
+
     def step(h, xt):
-        u = h + xt
-        s = spike(u - p["threshold"]) if rule == "jsnn" else 1.0 - spike(p["threshold"] - u)
-        s_reset = jax.lax.stop_gradient(s)
-        h = p["reset_value"] * s_reset + p["decay"] * u * (1.0 - s_reset)
+        h, s, _ = lif_step(h, xt, fire, p["decay"], threshold, p["reset_value"])  # NIR's LIF: a hard reset
         return h, s
 
     _, s = jax.lax.scan(step, jnp.zeros(currents.shape[1:], currents.dtype), currents, unroll=T)

@@ -1,11 +1,15 @@
-"""Architectures by name: ``get_model(name, num_classes, **options)``."""
+"""Architectures by name: ``get_model(name, num_classes, **options)``; ``build_model`` from a run's config."""
 from __future__ import annotations
 
 import functools
 
+from jsnn.config import TrainConfig
+from jsnn.layers import BNConfig
 from jsnn.models.common import SpikingModel
 from jsnn.models.resnet import SpikingResNet
 from jsnn.models.vgg import DIGITS_PLAN, VGG16_PLAN, VGG_SMALL_PLAN, SpikingVGG
+from jsnn.neuron import LIFConfig
+from jsnn.surrogate import Surrogate
 
 MODELS = {
     "vgg16": functools.partial(SpikingVGG, plan=VGG16_PLAN),  # SNN-VGG-16, SPEC §2
@@ -22,4 +26,14 @@ def get_model(name: str, num_classes: int, **options) -> SpikingModel:
     return MODELS[name](num_classes=num_classes, **options)
 
 
-__all__ = ["MODELS", "get_model", "SpikingModel", "SpikingVGG", "SpikingResNet"]
+def build_model(config: TrainConfig, num_classes: int) -> SpikingModel:
+    """The model a run's configuration describes (architecture, width, T, neuron, BN, initialiser)."""
+    lif = LIFConfig(decay=config.decay, threshold=config.threshold, reset=config.reset,
+                    detach_reset=config.detach_reset, surrogate=Surrogate(config.surrogate, config.surrogate_width),
+                    remat=config.remat)
+    return get_model(config.model, num_classes, timesteps=config.timesteps, lif=lif,
+                     bn=BNConfig(affine=config.bn_affine), weight_init=config.weight_init,
+                     width=config.width)
+
+
+__all__ = ["MODELS", "build_model", "get_model", "SpikingModel", "SpikingVGG", "SpikingResNet"]

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from jsnn.layers import BNConfig, ConvBN
 from jsnn.models.common import SpikingModel, encode, spike_with_stats
+from jsnn.models.description import Describer, Layer
 from jsnn.neuron import LIFConfig
 
 
@@ -43,6 +44,17 @@ class SpikingBasicBlock(nn.Module):
         return spike_with_stats(self, out, T, self.lif, *feeding)
 
 
+def describe_block(d: Describer, block: str, source: str, features: int, stride: int) -> str:
+    """The layers of one ``SpikingBasicBlock`` named ``block`` reading ``source``; returns its output."""
+    conv1 = d.conv(f"{block}/conv1", source, features, stride=stride)
+    conv2 = d.conv(f"{block}/conv2", d.lif(f"{block}/conv1_lif", conv1), features)
+    if stride != 1 or d.shape(source)[-1] != features:
+        skip = d.conv(f"{block}/shortcut", source, features, kernel_size=1, stride=stride)
+    else:
+        skip = source
+    return d.lif(f"{block}/lif", conv2, skip)  # the residual join: the LIF receives the sum
+
+
 class SpikingResNet(SpikingModel):
     """stem conv3x3 -> BN -> LIF; stages of basic blocks (stride 2 at each
     stage's first block); global average pool -> linear -> LIF -> linear."""
@@ -62,10 +74,21 @@ class SpikingResNet(SpikingModel):
         x = spike_with_stats(self, encode(stem, images, T, train), T, self.lif, stem)
         for s, (features, blocks) in enumerate(zip(self.stage_features, self.stage_blocks)):
             for b in range(blocks):
-                x = SpikingBasicBlock(
-                    self.channels(features), 2 if b == 0 else 1, T, self.lif, self.bn, self.weight_init, name=f"stage{s}_block{b}"
-                )(x, train)
+                x = SpikingBasicBlock(self.channels(features), 2 if b == 0 else 1, T, self.lif, self.bn,
+                                      self.weight_init, name=f"stage{s}_block{b}")(x, train)
         x = jnp.mean(x, axis=(1, 2))
         fc1 = self.dense(self.channels(self.hidden_features), name="fc1")
         x = spike_with_stats(self, fc1(x), T, self.lif, fc1)
         return self.logits_per_timestep(self.dense(self.num_classes, name="fc2")(x))
+
+    @nn.nowrap
+    def layers(self, image_shape) -> list[Layer]:
+        """What ``__call__`` computes on images of ``image_shape`` (H, W, C), as data (``description.py``)."""
+        d = Describer(image_shape)
+        x = d.lif("stem_lif", d.conv("stem", "input", self.channels(self.stem_features), encoding=True))
+        for s, (features, blocks) in enumerate(zip(self.stage_features, self.stage_blocks)):
+            for b in range(blocks):
+                x = describe_block(d, f"stage{s}_block{b}", x, self.channels(features), 2 if b == 0 else 1)
+        fc1 = d.linear("fc1", d.flatten("flatten", d.avg_pool("avgpool", x)), self.channels(self.hidden_features))
+        d.linear(self.classifier_layer, d.lif("fc1_lif", fc1), self.num_classes)
+        return d.layers

@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 
 from jsnn.models.common import SpikingModel, encode, spike_with_stats
+from jsnn.models.description import Describer, Layer
 from jsnn.pooling import max_pool_2x2
 
 # SNN-VGG-16 (Simonyan & Zisserman config D; Kim et al.): M = 2x2 max pool
@@ -40,3 +41,19 @@ class SpikingVGG(SpikingModel):
             x = spike_with_stats(self, currents, T, self.lif, layer)
         x = x.reshape((x.shape[0], -1))
         return self.logits_per_timestep(self.dense(self.num_classes, name="fc")(x))
+
+    @nn.nowrap
+    def layers(self, image_shape) -> list[Layer]:
+        """What ``__call__`` computes on images of ``image_shape`` (H, W, C), as data (``description.py``)."""
+        d = Describer(image_shape)
+        x, n, p = "input", 0, 0
+        for item in self.plan:
+            if item == "M":
+                x = d.max_pool(f"pool{p}", x)
+                p += 1
+                continue
+            conv = d.conv(f"conv{n}", x, self.channels(item), encoding=x == "input")
+            x = d.lif(f"conv{n}_lif", conv)
+            n += 1
+        d.linear(self.classifier_layer, d.flatten("flatten", x), self.num_classes)
+        return d.layers

@@ -12,8 +12,9 @@ For a conv layer followed by BN and LIF, ``conv_removal_flip_rates`` does this f
 sampled weights (or groups of weights of one output channel) at once: removing weights
 changes only their output channel's current, by -scale * sum w * (the input they see), so
 each removal is one LIF run of one channel. ``layer_io`` gives every ConvBN's exact input
-and output as the model computes them. The program ``train/theory.py flips`` wires these
-to a trained network and the scores of ``jsnn.sparsity.criteria``.
+and output as the model computes them (``jsnn.models.observe``). The program
+``train/theory.py flips`` wires these to a trained network and the scores of
+``jsnn.sparsity.criteria``.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jsnn.layers import ConvBN
+from jsnn.models.observe import observe
 from jsnn.neuron import LIFConfig, lif_time_major
 from jsnn.theory.crisis import lif_flips
 
@@ -84,25 +87,11 @@ def criterion_report(flip_rates, scores_by_criterion: dict, fractions=(0.1, 0.3,
 
 def layer_io(model, variables, images, train: bool = False) -> dict:
     """{layer path: (input, output)} of every ``ConvBN`` of ``model`` on ``images``, exactly as the
-    model computes them (``flax.linen.intercept_methods``): inputs folded [T*B, H, W, C] (the
-    encoding layer: the image [B, H, W, C]), outputs the conv + BN currents. For a SpikingVGG each
-    output is the input current of the LIF layer that follows it."""
-    import flax.linen as nn
-
-    from jsnn.layers import ConvBN
-    from jsnn.variables import apply_model
-
-    seen = {}
-
-    def capture(next_fun, args, kwargs, context):
-        out = next_fun(*args, **kwargs)
-        if isinstance(context.module, ConvBN) and context.method_name == "__call__":
-            seen["/".join(context.module.scope.path)] = (args[0], out)
-        return out
-
-    with nn.intercept_methods(capture):
-        apply_model(model, variables, images, train=train)
-    return seen
+    model computes them (``jsnn.models.observe``): inputs folded [T*B, H, W, C] (the encoding
+    layer: the image [B, H, W, C]), outputs the conv + BN currents. For a SpikingVGG each output
+    is the input current of the LIF layer that follows it."""
+    _, seen = observe(model, variables, images, train=train, neurons=False)
+    return {path: (c.inputs, c.outputs) for path, c in seen.connections.items() if isinstance(c.module, ConvBN)}
 
 
 def tap_input(inputs: jax.Array, kh, kw, ci, out_hw: tuple[int, int], stride: int, padding: int) -> jax.Array:

@@ -1,0 +1,129 @@
+"""What a model is, as data: its layers in the order it computes them (``model.layers(image_shape)``).
+
+Each architecture writes its structure once, in the method next to its flax ``__call__``, from
+the same fields (plan, stage widths, width multiplier); the tools that need the structure read
+this list instead of re-deriving it: NIR export (``jsnn.interop.nir_export``), the static parts
+of the cost count (``jsnn.efficiency.counting``: operations per layer, pooling) and the
+benchmarks' dense twin (``benchmarks/jsnn_impl.py``). ``tests/test_layer_description.py`` checks
+every description against the module's own variables and the shapes its forward pass computes.
+
+Shapes are per example and channel-last, as jsnn computes: (H, W, C) for maps, (features,) after
+a flatten. A layer with several inputs receives their sum (a residual join), as NIR's rule for a
+node with several incoming edges.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+KINDS = (
+    "input",     # the image
+    "conv",      # masked conv (no bias) + BatchNorm: one ``ConvBN``, its variables at ``name``
+    "linear",    # masked linear (+ bias): one ``MaskedDense``, its variables at ``name``
+    "lif",       # a LIF neuron per input value, scanned over the T timesteps
+    "max_pool",  # max over ``window`` x ``window`` regions, stride ``window``, odd edges dropped
+    "avg_pool",  # mean over the whole map -> (1, 1, C)
+    "flatten",   # (H, W, C) -> (H * W * C,) in row-major (H, W, C) order
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """One layer of a model's description (plain, hashable data)."""
+
+    name: str  # conv / linear: the variable path ("stage0_block0/conv1"); otherwise a name unique in the model
+    kind: str  # one of KINDS
+    inputs: tuple[str, ...]  # the layers it reads (summed when several); () for the input
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    kernel_size: int = 0  # conv
+    stride: int = 1  # conv
+    padding: int = 0  # conv: zeros on every side
+    window: int = 0  # max_pool
+    bias: bool = False  # linear
+    encoding: bool = False  # conv on the image: it runs once per image, its output repeats over the timesteps
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"layer {self.name}: unknown kind {self.kind!r}; one of {KINDS}")
+
+    @property
+    def kernel_shape(self) -> tuple[int, ...]:
+        """Shape of the kernel at ``weights/<name>/kernel``: HWIO for a conv, [in, out] for a linear."""
+        if self.kind == "conv":
+            return (self.kernel_size, self.kernel_size, self.in_shape[-1], self.out_shape[-1])
+        if self.kind == "linear":
+            return (self.in_shape[-1], self.out_shape[-1])
+        raise ValueError(f"layer {self.name} ({self.kind}) has no kernel")
+
+    @property
+    def size(self) -> int:
+        """Values per example in the layer's output (neurons, for a LIF)."""
+        return math.prod(self.out_shape)
+
+
+def conv_output_size(size: int, kernel_size: int, stride: int, padding: int) -> int:
+    """Output positions along one axis of a cross-correlation (``jsnn.conv.conv2d``)."""
+    return (size + 2 * padding - kernel_size) // stride + 1
+
+
+class Describer:
+    """Builds a description layer by layer, computing each output shape from its input's.
+    Every method returns the new layer's name, to feed the next one."""
+
+    def __init__(self, image_shape):
+        shape = tuple(int(d) for d in image_shape)
+        if len(shape) != 3:
+            raise ValueError(f"image_shape must be (H, W, C), got {tuple(image_shape)}")
+        self.layers: list[Layer] = [Layer("input", "input", (), shape, shape)]
+        self._shapes = {"input": shape}
+
+    def _add(self, name, kind, inputs, out_shape, **facts) -> str:
+        if name in self._shapes:
+            raise ValueError(f"duplicate layer name {name}")
+        shapes = {self._shapes[i] for i in inputs}
+        if len(shapes) != 1:
+            raise ValueError(f"layer {name} sums inputs of different shapes: {sorted(shapes)}")
+        out_shape = tuple(int(d) for d in out_shape)
+        self.layers.append(Layer(name, kind, tuple(inputs), shapes.pop(), out_shape, **facts))
+        self._shapes[name] = out_shape
+        return name
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._shapes[name]
+
+    def conv(self, name, source, features, kernel_size=3, stride=1, encoding=False) -> str:
+        """A ``ConvBN`` (padding kernel_size // 2, as ConvBN pads)."""
+        h, w, _ = self.shape(source)
+        pad = kernel_size // 2
+        out = (conv_output_size(h, kernel_size, stride, pad), conv_output_size(w, kernel_size, stride, pad), features)
+        return self._add(name, "conv", (source,), out, kernel_size=kernel_size, stride=stride, padding=pad,
+                         encoding=encoding)
+
+    def linear(self, name, source, features, bias=True) -> str:
+        return self._add(name, "linear", (source,), (features,), bias=bias)
+
+    def lif(self, name, *sources) -> str:
+        return self._add(name, "lif", sources, self.shape(sources[0]))
+
+    def max_pool(self, name, source, window=2) -> str:
+        h, w, c = self.shape(source)
+        return self._add(name, "max_pool", (source,), (h // window, w // window, c), window=window)
+
+    def avg_pool(self, name, source) -> str:
+        return self._add(name, "avg_pool", (source,), (1, 1, self.shape(source)[-1]))
+
+    def flatten(self, name, source) -> str:
+        return self._add(name, "flatten", (source,), (math.prod(self.shape(source)),))
+
+
+def describe(model, image_shape) -> list[Layer]:
+    """``model.layers(image_shape)``, or a ValueError naming a model that cannot describe itself."""
+    layers = getattr(model, "layers", None)
+    if layers is None:
+        raise ValueError(f"a {type(model).__name__} does not describe its layers (jsnn's SpikingVGG and "
+                         "SpikingResNet do: vgg16, vgg_small, digits_cnn, resnet19)")
+    return layers(image_shape)
+
+
+__all__ = ["KINDS", "Layer", "Describer", "conv_output_size", "describe"]
