@@ -146,15 +146,22 @@ def test_member_waits_for_process_0(tmp_path):
 def test_same_process_keeps_its_lock_and_release_is_idempotent(tmp_path):
     workdir = str(tmp_path / "w")
     first = hold_workdir(workdir)
-    assert hold_workdir(workdir) is first  # a second claim in one process is the same lock
+    assert hold_workdir(workdir) is first  # a nested claim in one process is the same lock
+    release_workdir(workdir)
+    assert holder(workdir)["token"] == first.token  # still held by the outer claim
+    release_workdir(workdir)
+    assert files(workdir) == set()
+    release_workdir(workdir)  # one too many: nothing to do
+
+    first = hold_workdir(workdir)
     again = WorkdirLock(workdir).acquire()  # a later run in this process (e.g. after a caught Preempted)
     assert holder(workdir)["token"] == again.token
     first.release()  # no longer its lock: left alone
     assert os.path.exists(os.path.join(workdir, LOCK_NAME))
     again.release()
     again.release()
-    release_workdir(workdir)
     assert files(workdir) == set()
+    release_workdir(workdir)
 
 
 def start_holder(workdir, mode="hold") -> subprocess.Popen:

@@ -355,21 +355,27 @@ class WorkdirLock:
         self.release()
 
 
-_held: dict[str, WorkdirLock] = {}
+_held: dict[str, list] = {}  # realpath -> [lock, holds]
 
 
 def hold_workdir(workdir: str, run_id: str | None = None, process_index: int = 0, **options) -> WorkdirLock:
-    """Holds WORKDIR's lock until ``release_workdir`` or the end of the process: for a run set up
-    once (``claim_workdir``) and trained in later calls. Idempotent in one process."""
+    """Holds WORKDIR's lock until as many ``release_workdir`` calls or the end of the process: for a
+    run that claims its workdir in one place and ends in another. Nested holds in one process (a
+    run inside a run, in the same workdir) share one lock."""
     key = os.path.realpath(workdir)
-    lock = _held.get(key)
-    if lock is None or not lock.held:
-        lock = WorkdirLock(workdir, run_id, process_index, **options).acquire()
-        _held[key] = lock
+    if key in _held and _held[key][0].held:
+        _held[key][1] += 1
+        return _held[key][0]
+    lock = WorkdirLock(workdir, run_id, process_index, **options).acquire()
+    _held[key] = [lock, 1]
     return lock
 
 
 def release_workdir(workdir: str) -> None:
-    lock = _held.pop(os.path.realpath(workdir), None)
-    if lock is not None:
-        lock.release()
+    """Undoes one ``hold_workdir``; the last one releases the lock."""
+    key = os.path.realpath(workdir)
+    if key not in _held:
+        return
+    _held[key][1] -= 1
+    if _held[key][1] <= 0:
+        _held.pop(key)[0].release()
