@@ -1,8 +1,7 @@
 """jsnn's network in a hand-written train and inference step ("jsnn_bare", the one benchmarks/check.py ties to the
-peers), and the dense bound (the same network as a ReLU ANN). The programs' own steps are in trainer_impl.py."""
+peers), and the dense bound (the same network as a ReLU ANN, built from the model's own description of its layers).
+The programs' own steps are in trainer_impl.py."""
 from __future__ import annotations
-
-from typing import Sequence
 
 import flax.linen as nn
 import jax
@@ -24,67 +23,54 @@ LIF = LIFConfig(decay=common.DECAY, threshold=common.V_TH, reset_value=common.V_
                 detach_reset=True, surrogate=Surrogate("rectangle", common.RECT_WIDTH))
 
 
-class DenseVGG(nn.Module):
-    """SpikingVGG with ReLU in place of LIF: conv -> BN -> ReLU on T*B folded images
-    (the encoding conv sees the B images once and is repeated over T, as in the SNN)."""
+class DenseTwin(nn.Module):
+    """A jsnn model's layers, read from its description (``model.layers``), with ReLU in place of
+    each LIF: conv -> BN -> ReLU on T*B folded images, the encoding conv on the B images once and
+    its output repeated over T, as in the SNN."""
 
-    plan: Sequence
+    layers: tuple  # jsnn.models.description.Layer, in the order the model computes them
     num_classes: int
     timesteps: int
 
     @nn.compact
     def __call__(self, images, train: bool = False):
-        x, n = None, 0
-        for item in self.plan:
-            if item == "M":
-                x = max_pool_2x2(x)
-                continue
-            layer = ConvBN(item, bn=BNConfig(), input_is_spikes=x is not None, name=f"conv{n}")
-            n += 1
-            if x is None:
-                y = layer(images, train)
-                x = fold_time(jnp.broadcast_to(y, (self.timesteps,) + y.shape))
+        values = {}
+        for layer in self.layers:
+            x = None
+            for source in layer.inputs:  # several inputs are summed (a residual join)
+                x = values[source] if x is None else x + values[source]
+            name = layer.name.replace("/", "_")
+            if layer.kind == "input":
+                y = images
+            elif layer.kind == "conv":
+                y = ConvBN(layer.out_shape[-1], layer.kernel_size, layer.stride, bn=BNConfig(),
+                           input_is_spikes=not layer.encoding, name=name)(x, train)
+                if layer.encoding:
+                    y = fold_time(jnp.broadcast_to(y, (self.timesteps,) + y.shape))
+            elif layer.kind == "lif":
+                y = jax.nn.relu(x)
+            elif layer.kind == "max_pool" and layer.window == 2:
+                y = max_pool_2x2(x)
+            elif layer.kind == "avg_pool":
+                y = jnp.mean(x, axis=(1, 2), keepdims=True)
+            elif layer.kind == "flatten":
+                y = x.reshape((x.shape[0], -1))
+            elif layer.kind == "linear":
+                y = MaskedDense(layer.out_shape[-1], use_bias=layer.bias, name=name)(x)
             else:
-                x = layer(x, train)
-            x = jax.nn.relu(x)
-        x = x.reshape((x.shape[0], -1))
-        logits = MaskedDense(self.num_classes, name="fc")(x)
-        return logits.reshape((self.timesteps, -1, self.num_classes))
-
-
-class DenseResNet(nn.Module):
-    """Res-SNN-19 with ReLU in place of LIF."""
-
-    num_classes: int
-    timesteps: int
-
-    @nn.compact
-    def __call__(self, images, train: bool = False):
-        cfg = common.RESNET19
-        y = ConvBN(cfg["stem"], input_is_spikes=False, name="stem")(images, train)
-        x = jax.nn.relu(fold_time(jnp.broadcast_to(y, (self.timesteps,) + y.shape)))
-        for s, (f, blocks) in enumerate(zip(cfg["stages"], cfg["blocks"])):
-            for b in range(blocks):
-                stride = 2 if b == 0 else 1
-                h = jax.nn.relu(ConvBN(f, stride=stride, name=f"s{s}b{b}c1")(x, train))
-                out = ConvBN(f, name=f"s{s}b{b}c2")(h, train)
-                if stride != 1 or x.shape[-1] != f:
-                    out = out + ConvBN(f, 1, stride, name=f"s{s}b{b}sc")(x, train)
-                else:
-                    out = out + x
-                x = jax.nn.relu(out)
-        x = jnp.mean(x, axis=(1, 2))
-        x = jax.nn.relu(MaskedDense(cfg["hidden"], name="fc1")(x))
-        logits = MaskedDense(self.num_classes, name="fc2")(x)
+                raise NotImplementedError(f"the dense twin has no {layer.kind} layer ({layer})")
+            values[layer.name] = y
+        logits = values[self.layers[-1].name]
         return logits.reshape((self.timesteps, -1, self.num_classes))
 
 
 def build_model(case: common.Case, dense: bool):
+    """The benchmarks' network for ``case``: jsnn's SNN, or (``dense``) its ReLU twin."""
+    model = get_model(common.WORKLOADS[case.workload], common.NUM_CLASSES, timesteps=case.timesteps, lif=LIF,
+                      bn=BNConfig())
     if dense:
-        if case.workload == "resnet19":
-            return DenseResNet(common.NUM_CLASSES, case.timesteps)
-        return DenseVGG(common.vgg_plan(case.workload), common.NUM_CLASSES, case.timesteps)
-    return get_model(common.WORKLOADS[case.workload], common.NUM_CLASSES, timesteps=case.timesteps, lif=LIF, bn=BNConfig())
+        return DenseTwin(tuple(model.layers(common.IMAGE_SHAPE)), common.NUM_CLASSES, case.timesteps)
+    return model
 
 
 def loss_fn(logits, labels):
