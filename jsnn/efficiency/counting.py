@@ -2,10 +2,13 @@
 sparsity, and memory footprint, per layer and per image, counted exactly.
 
 ``measure(model, variables, images)`` runs the network in evaluation mode over every
-image (one jitted pass per batch that reuses the model's own forward) and counts:
+image (one jitted pass per batch that reuses the model's own forward) and counts what
+depends on the input there; what the structure fixes (dense operations, BN and bias
+operations, neurons, pooling) it reads from the model's description of its layers
+(``jsnn.models.description``), checked against the shapes the pass sees. It counts:
 
 * **Synaptic operations**, exactly, not from mean rates. Each conv / linear layer's
-  input is captured as the model computes it (``flax.linen.intercept_methods``); the
+  input is captured as the model computes it (``jsnn.models.observe``); the
   count is that layer's conv / matmul of the binarised input (nonzero -> 1) with the
   binary kept-weight mask (kernel * mask nonzero -> 1), summed over outputs, all
   timesteps, positions and images: one operation per (nonzero input, kept weight)

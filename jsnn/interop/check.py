@@ -13,14 +13,15 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from jsnn.interop.compare import agreement, predictions
+from jsnn import data as jdata
+from jsnn.interop.compare import agreement, layer_spike_recorder, predictions
+from jsnn.interop.nir_import import from_nir, graph_metadata
+from jsnn.interop.torch_sims import norse_module, run_torch, snntorch_module  # torch is imported when one is run
 
 
 def _runner(sim, graph, layers, T):
     """images [N, H, W, C] -> (outputs [T, N, n], {layer: spikes [T, N, ...]}) in ``sim``."""
     if sim == "jsnn":
-        from jsnn.interop.nir_import import from_nir
-
         net, nv = from_nir(graph)
         run = jax.jit(lambda w, m, x: net.apply({"weights": w, "masks": m}, x, record=True))
 
@@ -29,8 +30,6 @@ def _runner(sim, graph, layers, T):
             return np.asarray(o), {k: np.asarray(s[k]) for k in layers}
 
         return jsnn_run
-    from jsnn.interop.torch_sims import norse_module, run_torch, snntorch_module
-
     net = snntorch_module(graph) if sim == "snntorch" else norse_module(graph)
 
     def torch_run(x):
@@ -44,10 +43,6 @@ def check_export(model, variables, graph, dataset, simulators, batch_size: int =
                  max_images: int | None = None) -> dict:
     """Runs the first ``max_images`` (default: all) test images through the jsnn ticket and
     through ``graph`` in each of ``simulators`` ("jsnn", "snntorch", "norse"), batch by batch."""
-    from jsnn import data as jdata
-    from jsnn.interop.compare import layer_spike_recorder
-    from jsnn.interop.nir_import import graph_metadata
-
     meta = graph_metadata(graph)
     layers = [n for n in str(meta["lif_layers"]).split(",") if n]
     T = int(meta["timesteps"])

@@ -5,10 +5,10 @@
 
 ``jsnn_layer_spikes`` records every LIF layer of a jsnn model exactly as the model
 computes it (``jsnn.models.observe``), keyed by the LIF node names ``to_nir`` lists in
-``metadata["lif_layers"]``, in NIR's layout [T, B, C, H, W]. ``agreement`` counts the (image, layer, neuron, t) spikes that agree
-and, for those that do not, separates the flips that start one (a neuron whose inputs
-and past agree, so only its current's rounding differs: how far jsnn's U was from the
-threshold there) from the ones that follow from an earlier flip.
+``metadata["lif_layers"]``, in NIR's layout [T, B, C, H, W]. ``agreement`` counts the
+(image, layer, neuron, t) spikes that agree and, for those that do not, separates the flips
+that start one (a neuron whose inputs and past agree, so only its current's rounding differs:
+how far jsnn's U was from the threshold there) from the ones that follow from an earlier flip.
 """
 from __future__ import annotations
 

@@ -13,7 +13,10 @@ Norse is told the graph's dt here.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
+import logging
 
 import numpy as np
 
@@ -34,9 +37,6 @@ def _keep_batch_axis(module):
 
 def snntorch_module(graph):
     """snnTorch's import of ``graph`` (a torch.fx GraphModule of Leaky neurons, init_hidden)."""
-    import contextlib
-    import io
-
     from snntorch.import_nir import import_from_nir
 
     with contextlib.redirect_stdout(io.StringIO()):  # it prints every LIF's parameter arrays
@@ -46,8 +46,6 @@ def snntorch_module(graph):
 
 def norse_module(graph, dt: float | None = None):
     """Norse's import of ``graph`` at the graph's dt (``metadata["dt"]``, else NIR_DT)."""
-    import logging
-
     import norse.torch
 
     dt = float(graph_metadata(graph).get("dt", NIR_DT)) if dt is None else dt

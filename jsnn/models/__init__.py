@@ -1,4 +1,7 @@
-"""Architectures by name: ``get_model(name, num_classes, **options)``; ``build_model`` from a run's config."""
+"""Architectures by name: ``get_model(name, num_classes, **options)``; ``build_model`` from a run's config.
+
+Each model describes its layers as data (``model.layers(image_shape)``, ``description.py``), and
+``observe`` (``observe.py``) shows what its layers compute while it runs."""
 from __future__ import annotations
 
 import functools
@@ -6,6 +9,8 @@ import functools
 from jsnn.config import TrainConfig
 from jsnn.layers import BNConfig
 from jsnn.models.common import SpikingModel
+from jsnn.models.description import Layer, describe
+from jsnn.models.observe import observe
 from jsnn.models.resnet import SpikingResNet
 from jsnn.models.vgg import DIGITS_PLAN, VGG16_PLAN, VGG_SMALL_PLAN, SpikingVGG
 from jsnn.neuron import LIFConfig
@@ -36,4 +41,5 @@ def build_model(config: TrainConfig, num_classes: int) -> SpikingModel:
                      width=config.width)
 
 
-__all__ = ["MODELS", "build_model", "get_model", "SpikingModel", "SpikingVGG", "SpikingResNet"]
+__all__ = ["MODELS", "build_model", "get_model", "SpikingModel", "SpikingVGG", "SpikingResNet", "Layer", "describe",
+           "observe"]
