@@ -3,6 +3,8 @@
 Everything here is time-major: inputs and outputs have shape ``[T, B, ...]``.
 Only the neuron state is scanned; the layers that produce the input current
 run once over all timesteps folded into the batch axis (see ``layers.py``).
+``lif_step`` (with ``lif_reset``, Eq. 4) is the update, written once: the LIF layers,
+the cost count's membrane updates and NIR import all call it.
 
     U[t] = H[t-1] + X[t]                                  (2)
     S[t] = Heaviside(U[t] - V_th)                         (3)

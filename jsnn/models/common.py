@@ -13,7 +13,8 @@ def spike_with_stats(layer: nn.Module, currents: jax.Array, timesteps: int, lif:
                      *feeding: nn.Module) -> jax.Array:
     """LIF over folded currents [T*B, ...]; when statistics are being collected,
     the membrane potentials are recorded in the scope of every layer in ``feeding``
-    (the layers whose outputs were summed into ``currents``)."""
+    (the layers whose outputs were summed into ``currents``). ``jsnn.models.observe``
+    watches those ``record_potential`` calls to see each LIF layer run."""
     collect = layer.is_mutable_collection(STATS) and not layer.is_initializing()
     out = lif_folded(currents, timesteps, lif, return_potential=collect)
     if not collect:
