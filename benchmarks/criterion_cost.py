@@ -23,10 +23,10 @@ import numpy as np
 
 from jsnn.config import TrainConfig
 from jsnn.data import ArrayDataset, AugmentConfig
-from jsnn.imp import IMPOptions
+from jsnn.runs.imp import IMPOptions
 from jsnn.methods import MaskedTraining
 from jsnn.parallel import put_batch
-from jsnn.run import build_model
+from jsnn.models import build_model
 from jsnn.sparsity.criteria import sf
 from jsnn.sparsity.stats import collect_statistics
 from jsnn.trainer import Trainer

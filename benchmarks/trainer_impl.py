@@ -22,8 +22,8 @@ from jsnn import parallel
 from jsnn.config import TrainConfig
 from jsnn.data.datasets import CIFAR_AUGMENT
 from jsnn.methods import EdgePopup, MaskedTraining
-from jsnn.edge_popup_sweep import EdgePopupOptions, level_targets
-from jsnn.run import build_model
+from jsnn.runs.edge_popup import EdgePopupOptions, layer_targets
+from jsnn.models import build_model
 from jsnn.sparsity.edge_popup import init_scores
 from jsnn.trainer import Trainer
 from jsnn.variables import init_variables, kernels
@@ -59,7 +59,7 @@ def build(case: common.Case, method_name: str):
     variables = init_variables(model, key_weights, (1,) + dataset.image_shape)
     scores = init_scores(key_scores, kernels(variables.weights))
     if method_name == "edge_popup":
-        method = EdgePopup(level_targets(model, variables.weights, EDGE_POPUP_SPARSITY, EdgePopupOptions()))
+        method = EdgePopup(layer_targets(model, variables.weights, EDGE_POPUP_SPARSITY, EdgePopupOptions()))
     else:
         method = MaskedTraining()
     return trainer, method, trainer.new_state(variables, scores, method, config.seed), dataset

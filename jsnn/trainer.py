@@ -26,6 +26,7 @@ from jsnn.checkpoint import Checkpointer
 from jsnn.config import TrainConfig
 from jsnn.methods import Method
 from jsnn.metrics import append_jsonl, is_primary, log, progress
+from jsnn.objective import per_example_loss, predictions, preprocess, spike_loss
 from jsnn.preemption import Preempted
 from jsnn.sparsity.masks import sparsity_of
 from jsnn.variables import Variables, apply_model, fold_masks
@@ -80,23 +81,6 @@ def create_state(variables: Variables, scores: PyTree, method: Method,
     return state.replace(opt_state=optimizer.init(state.trainable(method)))
 
 
-def spike_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean over timesteps of the cross-entropy of each timestep's logits (SPEC §1)."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels[None, :]).mean()
-
-
-def predictions(logits: jax.Array) -> jax.Array:
-    """argmax of the logits averaged over time."""
-    return jnp.argmax(logits.mean(axis=0), axis=-1)
-
-
-def preprocess(images: jax.Array, mean, std, augment: jdata.AugmentConfig, key=None) -> jax.Array:
-    x = images.astype(jnp.float32)
-    if key is not None and not augment.is_identity:
-        x = jdata.augment_batch(key, x, augment)
-    return jdata.normalize(x, mean, std)
-
-
 def make_train_step(model, method: Method, optimizer, dataset: jdata.ArrayDataset, augment: jdata.AugmentConfig):
     def train_step(state: TrainState, images, labels, stop_flags):
         key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -126,9 +110,9 @@ def make_eval_step(model, dataset: jdata.ArrayDataset):
     per evaluation, so edge-popup's top-k masks and every kernel * mask product are not
     recomputed for every batch."""
     def eval_step(variables: Variables, images, labels, valid):
-        x = preprocess(images, dataset.mean, dataset.std, jdata.AugmentConfig())
+        x = preprocess(images, dataset.mean, dataset.std)
         logits, _, _ = apply_model(model, variables, x, train=False)
-        per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels[None, :]).mean(0)
+        per_example = per_example_loss(logits, labels)
         return {"correct": jnp.sum((predictions(logits) == labels) * valid),
                 "loss": jnp.sum(per_example * valid), "count": jnp.sum(valid)}
 

@@ -51,7 +51,7 @@ def test_programs_step_computes_the_benchmarks_network():
     from benchmarks import jsnn_impl, trainer_impl
     from jsnn import data as jdata, parallel
     from jsnn.methods import MaskedTraining
-    from jsnn.run import build_model
+    from jsnn.models import build_model
     from jsnn.trainer import Trainer
     from jsnn.variables import init_variables
 

@@ -13,15 +13,19 @@ import numpy as np
 import optax
 import pytest
 
-import jsnn.imp as imp
-from jsnn import controls
+import jsnn.runs.imp as imp
+from jsnn.runs import controls, results
+from jsnn.runs.outputs import Outputs
+from jsnn.runs.segment import RunCheckpoints
+from jsnn.runs.tickets import rewind_path, round_path
+from jsnn.ticket import load_ticket
 from jsnn import data as jdata
 from jsnn.config import TrainConfig
 from jsnn.methods import MaskedTraining
-from jsnn.run import build_model
+from jsnn.models import build_model
 from jsnn.sparsity import criteria
 from jsnn.sparsity import masks as M
-from jsnn.sparsity.early_bird import EarlyBird, mask_distance
+from jsnn.sparsity.early_bird import EarlyBirdRule, mask_distance
 from jsnn.sparsity.stats import collect_gradients
 from jsnn.trainer import Trainer
 from jsnn.variables import apply_model, by_name, from_names, init_variables, kernels, named_kernels
@@ -61,7 +65,7 @@ def test_early_bird_stops_once_the_window_agrees_within_the_threshold():
     seq = [base]
     for idx in ([0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12], [13], [], [14], []):
         seq.append(flip(seq[-1], idx))
-    rule = EarlyBird(window=5, threshold=0.1)
+    rule = EarlyBirdRule(window=5, threshold=0.1)
     fired = [rule.update({"x": {"kernel": m}}) for m in seq]
     # distance of the newest to each earlier mask in the window of 5, in NumPy
     for i in range(len(seq)):
@@ -73,7 +77,7 @@ def test_early_bird_stops_once_the_window_agrees_within_the_threshold():
     # (0.25 >= 0.1); at step 7, masks 3..7: 1+0+1+0=2 -> 0.1, not below; never fires in this sequence.
     assert not any(fired)
     more = seq + [seq[-1], seq[-1], seq[-1]]
-    rule = EarlyBird(window=5, threshold=0.1)
+    rule = EarlyBirdRule(window=5, threshold=0.1)
     fired, distances = [], []
     for m in more:
         fired.append(rule.update({"x": {"kernel": m}}))
@@ -82,7 +86,7 @@ def test_early_bird_stops_once_the_window_agrees_within_the_threshold():
     assert fired.index(True) == 8 and distances[8] == pytest.approx([1 / 20, 1 / 20, 0, 0])
     assert distances[7] == pytest.approx([2 / 20, 1 / 20, 1 / 20, 0])  # 0.1 is not below 0.1
     with pytest.raises(ValueError):
-        EarlyBird(window=1)
+        EarlyBirdRule(window=1)
 
 
 # ----------------------------------------------------------------------------- controls, pure
@@ -170,19 +174,20 @@ def registered():
     criteria.CRITERIA.pop("test_smallest")
 
 
-def test_a_registered_criterion_runs_through_imp_unchanged(setup, tmp_path, registered, monkeypatch):
+def quiet_run(config, options, workdir, trainer):
+    """An IMP run without figures (not under test here)."""
+    return imp.imp_run(config, options, str(workdir), trainer=trainer, outputs=Outputs(plots=False))
+
+
+def test_a_registered_criterion_runs_through_imp_unchanged(setup, tmp_path, registered):
     ds, config, model, trainer = setup
-    for name in ("accuracy_vs_sparsity", "training_curves"):
-        monkeypatch.setattr(imp.plots, name, lambda *a, **k: None)
     options = imp.IMPOptions(rounds=2, rewind_epoch=1, criterion="test_smallest").resolve(config)
-    assert options.scope == "global" and imp.label_of(options) == "IMP (test_smallest)"
-    run = imp.IMPRun(config, options, str(tmp_path), trainer=trainer)
-    result = run.run()
+    assert options.scope == "global" and imp.imp_label(options) == "IMP (test_smallest)"
+    result = quiet_run(config, options, tmp_path, trainer).execute()
+    assert result["label"] == "IMP (test_smallest)"
     assert [r["round"] for r in result["runs"]] == [0, 1]
     assert registered == [["bn_variables", "key"]]  # called once (one pruning), with exactly its inputs
     # the round-1 ticket keeps the 75% of weights with the smallest |w| after round 0, in NumPy
-    from jsnn.ticket import load_ticket, round_path
-
     trained = load_ticket(round_path(str(tmp_path), 0)).variables.weights
     masks = load_ticket(round_path(str(tmp_path), 1)).variables.masks
     mags = np.concatenate([np.abs(np.asarray(k)).reshape(-1) for k in named_kernels(trained).values()])
@@ -193,14 +198,7 @@ def test_a_registered_criterion_runs_through_imp_unchanged(setup, tmp_path, regi
         np.testing.assert_array_equal(np.asarray(m), (np.abs(np.asarray(named_kernels(trained)[n])) <= cut))
 
 
-def _quiet(monkeypatch):
-    for name in ("accuracy_vs_sparsity", "training_curves"):  # figures are not under test here
-        monkeypatch.setattr(imp.plots, name, lambda *a, **k: None)
-
-
 def _masks(workdir, k):
-    from jsnn.ticket import load_ticket, round_path
-
     return {n: np.asarray(m) for n, m in by_name(load_ticket(round_path(str(workdir), k)).variables.masks).items()}
 
 
@@ -208,31 +206,27 @@ def _masks(workdir, k):
 def ticket_run(setup, tmp_path_factory):
     ds, config, model, trainer = setup
     workdir = tmp_path_factory.mktemp("ticket")
-    mp = pytest.MonkeyPatch()
-    _quiet(mp)
     options = imp.IMPOptions(rounds=3, rewind_epoch=1).resolve(config)
-    result = imp.IMPRun(config, options, str(workdir), trainer=trainer).run()
-    mp.undo()
+    result = quiet_run(config, options, workdir, trainer).execute()
     return workdir, options, result
 
 
 @pytest.mark.parametrize("control", ["reinit", "random"])
 def test_controls_follow_the_ticket_round_by_round(setup, ticket_run, tmp_path, monkeypatch, control):
     ds, config, model, trainer = setup
-    _quiet(monkeypatch)
     ticket_dir, options, ticket = ticket_run
     options = dataclasses.replace(options, control=control, ticket_dir=str(ticket_dir))
-    run = imp.IMPRun(config, options, str(tmp_path), trainer=trainer)
+    run = quiet_run(config, options, tmp_path, trainer)
     starts = {}
-    original = run.prune_and_rewind
+    original = run.plan.next_segment
 
-    def spy(state, rewind, k):  # the state each control round starts from
-        out = original(state, rewind, k)
+    def spy(run_, state, k):  # the state each control round starts from
+        out = original(run_, state, k)
         starts[k] = jax.tree.map(np.array, out)
         return out
 
-    monkeypatch.setattr(run, "prune_and_rewind", spy)
-    result = run.run()
+    monkeypatch.setattr(run.plan, "next_segment", spy)
+    result = run.execute()
     assert result["control"] == control and result["ticket_dir"] == str(ticket_dir)
     assert [r["sparsity"] for r in result["runs"]] == pytest.approx([1 - 0.75 ** k for k in range(3)], abs=1e-4)
     # round 0 is the ticket run's dense network, taken rather than retrained
@@ -240,13 +234,12 @@ def test_controls_follow_the_ticket_round_by_round(setup, ticket_run, tmp_path, 
     assert not any(r["round"] == 0 for r in _records(tmp_path))
     # --compare overlays the control on its ticket, dashed
     drawn = {}
-    monkeypatch.setattr(imp.plots, "accuracy_vs_sparsity", lambda curves, path, **k: drawn.update(curves=curves, **k))
-    imp.compare_plot([str(ticket_dir), str(tmp_path)], str(tmp_path / "compare.png"))
+    monkeypatch.setattr(results.plots, "accuracy_vs_sparsity",
+                        lambda curves, path, **k: drawn.update(curves=curves, **k))
+    results.compare_plot([str(ticket_dir), str(tmp_path)], str(tmp_path / "compare.png"))
     label = {"reinit": "IMP (magnitude), reinit", "random": "IMP (magnitude), random mask"}[control]
     assert list(drawn["curves"]) == ["IMP (magnitude)", label] and drawn["dashed"] == [label]
-    from jsnn.ticket import load_ticket
-
-    rewind = load_ticket(imp.rewind_path(str(ticket_dir))).variables
+    rewind = load_ticket(rewind_path(str(ticket_dir))).variables
     for k in (1, 2):
         ticket_masks, state = _masks(ticket_dir, k), starts[k]
         control_masks = by_name(state.masks)
@@ -265,13 +258,12 @@ def test_controls_follow_the_ticket_round_by_round(setup, ticket_run, tmp_path, 
         assert int(state.step) == 0
 
 
-def test_control_without_its_ticket_round_says_so(setup, ticket_run, tmp_path, monkeypatch):
+def test_control_without_its_ticket_round_says_so(setup, ticket_run, tmp_path):
     ds, config, model, trainer = setup
-    _quiet(monkeypatch)
     ticket_dir, options, _ = ticket_run
     options = dataclasses.replace(options, rounds=4, control="reinit", ticket_dir=str(ticket_dir))
     with pytest.raises(FileNotFoundError, match="has no round 3"):
-        imp.IMPRun(config, options, str(tmp_path), trainer=trainer).run()
+        quiet_run(config, options, tmp_path, trainer).execute()
     with pytest.raises(ValueError, match="--control must be one of"):
         imp.IMPOptions(control="bogus").resolve(config)
     with pytest.raises(ValueError, match="early-bird"):
@@ -287,17 +279,14 @@ def test_early_bird_ends_rounds_where_the_rule_fires_and_resumes_there(setup, tm
     """Window 2, threshold 0.99: the rule fires at the second mask it sees; rewinding to initialisation,
     rounds 0 and 1 stop after epoch 2 of 3 and draw their ticket there, the last round runs all 3."""
     ds, config, model, trainer = setup
-    _quiet(monkeypatch)
     options = imp.IMPOptions(rounds=3, rewind_epoch=0, early_bird=True, early_bird_window=2,
                              early_bird_threshold=0.99).resolve(config)
-    whole = imp.IMPRun(config, options, str(tmp_path / "whole"), trainer=trainer).run()
+    whole = quiet_run(config, options, tmp_path / "whole", trainer).execute()
     assert [r.get("epochs_run") for r in whole["runs"]] == [2, 2, None]
     assert [r.get("early_bird_stopped") for r in whole["runs"]] == [True, True, None]
     per_round = [sum(1 for r in _records(tmp_path / "whole") if r["round"] == k) for k in range(3)]
     assert per_round == [2, 2, 3]
     # the round-1 ticket is global magnitude pruning of the round-0 weights at the early stop, in NumPy
-    from jsnn.ticket import load_ticket, round_path
-
     trained = named_kernels(load_ticket(round_path(str(tmp_path / "whole"), 0)).variables.weights)
     mags = np.concatenate([np.abs(np.asarray(k)).reshape(-1) for k in trained.values()])
     kept = round(mags.size * 0.75)
@@ -306,18 +295,18 @@ def test_early_bird_ends_rounds_where_the_rule_fires_and_resumes_there(setup, tm
         np.testing.assert_array_equal(m, (np.abs(np.asarray(trained[n])) >= cut).astype(m.dtype), err_msg=n)
 
     # killed right after the early stop's checkpoint of round 1: the rerun does not train round 1 further
-    original = imp.RunCheckpoints.save
+    original = RunCheckpoints.save
 
     def crash(self, position, state, extra, info):
         original(self, position, state, extra, info)
         if (position.segment, position.epoch) == (1, 2):
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(imp.RunCheckpoints, "save", crash)
+    monkeypatch.setattr(RunCheckpoints, "save", crash)
     with pytest.raises(KeyboardInterrupt):
-        imp.IMPRun(config, options, str(tmp_path / "cut"), trainer=trainer).run()
-    monkeypatch.setattr(imp.RunCheckpoints, "save", original)
-    resumed = imp.IMPRun(config, options, str(tmp_path / "cut"), trainer=trainer).run()
+        quiet_run(config, options, tmp_path / "cut", trainer).execute()
+    monkeypatch.setattr(RunCheckpoints, "save", original)
+    resumed = quiet_run(config, options, tmp_path / "cut", trainer).execute()
     # (timings, and the cost report measured apart from training, are not under test here)
     strip = lambda rs: [{k: v for k, v in r.items() if k not in ("early_bird_seconds", "efficiency")} for r in rs]
     for a, b in zip(strip(resumed["runs"]), strip(whole["runs"])):

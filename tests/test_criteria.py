@@ -14,8 +14,8 @@ import pytest
 from jsnn import data as jdata
 from jsnn.config import TrainConfig
 from jsnn.methods import MaskedTraining
-from jsnn.run import build_model
-from jsnn.sparsity.criteria import get_criterion, magnitude, sf
+from jsnn.models import build_model
+from jsnn.sparsity.criteria import criterion, magnitude, sf
 from jsnn.sparsity.stats import collect_statistics
 from jsnn.trainer import Trainer
 from jsnn.variables import init_variables
@@ -125,13 +125,13 @@ def test_sf_without_running_variance_falls_back_to_magnitude():
 def test_magnitude_criterion_is_abs_of_kernels_only():
     rng = np.random.default_rng(2)
     weights, _, _ = _small_network(rng)
-    m = get_criterion("magnitude")(weights)
+    m = criterion("magnitude").score(weights)
     assert m is not None and set(m["fc"]) == {"kernel"}
     for name in ("conv0", "conv1", "fc"):
         np.testing.assert_array_equal(np.asarray(m[name]["kernel"]), np.abs(weights[name]["kernel"]))
-    assert get_criterion("sf") is sf and get_criterion("magnitude") is magnitude
+    assert criterion("sf").score is sf and criterion("magnitude").score is magnitude
     with pytest.raises(ValueError, match="unknown criterion"):
-        get_criterion("nope")
+        criterion("nope")
 
 
 # ----------------------------------------------------------------------------- statistics pass vs NumPy

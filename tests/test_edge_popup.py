@@ -4,6 +4,7 @@ gradient against a hand computation, and a resumable sweep.
 One small digits setup (256 train images, T = 2, batch 64) and one Trainer are
 shared by the tests that train, so each edge-popup level compiles once.
 """
+import functools
 import json
 import os
 
@@ -12,17 +13,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jsnn.edge_popup_sweep as eps
-import jsnn.run as jrun
+import jsnn.runs.edge_popup as eps
+import jsnn.runs.segment as segment
 from jsnn import data as jdata
 from jsnn.config import TrainConfig
 from jsnn.layers import BNConfig
 from jsnn.methods import EdgePopup, MaskedTraining
 from jsnn.models.vgg import SpikingVGG
-from jsnn.run import build_model
+from jsnn.models import build_model
+from jsnn.runs.outputs import Outputs
+from jsnn.runs.tickets import level_dir
 from jsnn.sparsity.edge_popup import init_scores, masks_from_scores, top_k_mask
 from jsnn.sparsity.masks import count_kept, keep_count, keep_largest
-from jsnn.trainer import Trainer, spike_loss
+from jsnn.objective import spike_loss
+from jsnn.trainer import Trainer
 from jsnn.variables import apply_model, init_variables, kernels, named_kernels
 from tests.small_data import digits_subset
 
@@ -47,7 +51,7 @@ def fresh(ds, config, model, sparsity, options=eps.EdgePopupOptions()):
     key_weights, key_scores = jax.random.split(jax.random.key(config.seed))
     variables = init_variables(model, key_weights, (1,) + ds.image_shape)
     scores = init_scores(key_scores, kernels(variables.weights))
-    method = EdgePopup(eps.level_targets(model, variables.weights, sparsity, options))
+    method = EdgePopup(eps.layer_targets(model, variables.weights, sparsity, options))
     return variables, scores, method
 
 
@@ -141,10 +145,10 @@ def test_effective_masks_per_layer_counts(setup, sparsity):
     # shapes only: no need to initialise the network to count its masks
     weights = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), (1,) + ds.image_shape)).weights
     scores = init_scores(jax.random.key(1), kernels(weights))
-    method = EdgePopup(eps.level_targets(model, weights, sparsity, eps.EdgePopupOptions()))
+    method = EdgePopup(eps.layer_targets(model, weights, sparsity, eps.EdgePopupOptions()))
     # dense encoding / classifier options leave exactly those layers whole
     opts = eps.EdgePopupOptions(sparsities=(sparsity,), dense_encoding=True, dense_classifier=True)
-    partly_dense = EdgePopup(eps.level_targets(model, weights, sparsity, opts))
+    partly_dense = EdgePopup(eps.layer_targets(model, weights, sparsity, opts))
     masks, masks_dense = jax.jit(lambda sc: (method.effective_masks(None, sc),
                                              partly_dense.effective_masks(None, sc)))(scores)
     sizes = {n: k.size for n, k in named_kernels(weights).items()}
@@ -235,40 +239,39 @@ def _metrics(path):
 
 def test_interrupted_sweep_resumes_to_identical_results(setup, tmp_path, monkeypatch, capsys):
     ds, config, model, trainer = setup
-    monkeypatch.setattr(eps, "prepare", lambda *a, **k: (ds, model, trainer))  # share the compiled steps
-    for name in ("accuracy_vs_sparsity", "training_curves"):  # figures are not under test here
-        monkeypatch.setattr(eps.plots, name, lambda *a, **k: None)
+    # the compiled steps shared; figures are not under test here
+    sweep = functools.partial(eps.run, trainer=trainer, outputs=Outputs(plots=False))
     options = eps.EdgePopupOptions(sparsities=(0.3, 0.5))
 
-    whole = eps.run(config, str(tmp_path / "whole"), options)
+    whole = sweep(config, str(tmp_path / "whole"), options)
     assert [r["sparsity_target"] for r in whole["runs"]] == [0.3, 0.5]
 
-    original = jrun.save_checkpoint
+    original = segment.save_checkpoint
     def crash_after_saving(ckpt, step, state, extra, meta):
         original(ckpt, step, state, extra, meta)
         if meta["signature"]["sparsity"] == 0.5 and meta["position"]["epoch"] == 1:
             raise KeyboardInterrupt  # killed just after the level's first epoch was saved
-    monkeypatch.setattr(jrun, "save_checkpoint", crash_after_saving)
+    monkeypatch.setattr(segment, "save_checkpoint", crash_after_saving)
     workdir = str(tmp_path / "interrupted")
     with pytest.raises(KeyboardInterrupt):
-        eps.run(config, workdir, options)
-    assert os.path.exists(os.path.join(eps.level_dir(workdir, 0.3), "results.json"))
-    assert not os.path.exists(os.path.join(eps.level_dir(workdir, 0.5), "results.json"))
-    monkeypatch.setattr(jrun, "save_checkpoint", original)
+        sweep(config, workdir, options)
+    assert os.path.exists(os.path.join(level_dir(workdir, 0.3), "results.json"))
+    assert not os.path.exists(os.path.join(level_dir(workdir, 0.5), "results.json"))
+    monkeypatch.setattr(segment, "save_checkpoint", original)
 
     capsys.readouterr()
-    resumed = eps.run(config, workdir, options)
+    resumed = sweep(config, workdir, options)
     out = capsys.readouterr().out
     assert "sparsity 0.30: already complete" in out
     assert "resuming from" in out and "at epoch 1/2" in out
     assert "epoch 1:" not in out  # the finished epoch is not trained again
     assert [_comparable(r) for r in resumed["runs"]] == [_comparable(r) for r in whole["runs"]]
     for s in (0.3, 0.5):
-        a = _metrics(os.path.join(eps.level_dir(str(tmp_path / "whole"), s), "metrics.jsonl"))
-        b = _metrics(os.path.join(eps.level_dir(workdir, s), "metrics.jsonl"))
+        a = _metrics(os.path.join(level_dir(str(tmp_path / "whole"), s), "metrics.jsonl"))
+        b = _metrics(os.path.join(level_dir(workdir, s), "metrics.jsonl"))
         assert [r["epoch"] for r in b] == [1, 2] and a == b
     # rerunning a finished sweep does nothing new and returns the same results
-    again = eps.run(config, workdir, options)
+    again = sweep(config, workdir, options)
     assert [_comparable(r) for r in again["runs"]] == [_comparable(r) for r in whole["runs"]]
 
 
@@ -292,7 +295,7 @@ def test_random_floor_keeps_the_levels_counts_on_the_frozen_weights_with_recalib
 
     monkeypatch.setattr(trainer, "evaluate", capture)
     options = eps.EdgePopupOptions(control="random")
-    entry = eps.run_level(config, str(tmp_path), 0.7, options, prepared=(ds, model, trainer))
+    entry = eps.run_level(config, str(tmp_path), 0.7, options, trainer)
     with open(tmp_path / "sparsity_0.70" / "results.json") as f:
         assert json.load(f)["control"] == "random"
     state = seen["state"]

@@ -281,7 +281,7 @@ def _lif_currents(name, seen, T):
     return currents
 
 
-def test_record_ticket_adds_the_efficiency_entry(tmp_path):
+def test_ticket_cost_is_the_ticket_measured_on_the_test_set(tmp_path):
     """What every level / round writes: its results entry gains "efficiency", measured on the
     test set as the evaluation step preprocesses it (so its accuracy is the ticket's)."""
     import optax
@@ -289,8 +289,9 @@ def test_record_ticket_adds_the_efficiency_entry(tmp_path):
     from jsnn.config import TrainConfig
     from jsnn.data import load_dataset
     from jsnn.methods import MaskedTraining
-    from jsnn.run import build_model
-    from jsnn.ticket import load_ticket, record_ticket
+    from jsnn.models import build_model
+    from jsnn.runs.tickets import ticket_cost, write_ticket
+    from jsnn.ticket import load_ticket
     from jsnn.trainer import create_state
 
     config = TrainConfig(dataset="digits", batch_size=120).resolve("imp")
@@ -298,9 +299,9 @@ def test_record_ticket_adds_the_efficiency_entry(tmp_path):
     variables = _random_ticket(model, (8, 8, 1), seed=4)
     state = create_state(variables, {}, MaskedTraining(), optax.sgd(0.1), 0)
     path = str(tmp_path / "round_01.npz")
-    entry = record_ticket(path, config, 10, state, MaskedTraining(), {"round": 1})
-    eff = entry["efficiency"]
+    write_ticket(path, config, 10, state, MaskedTraining(), {"round": 1})
     dataset = load_dataset("digits")
+    eff = ticket_cost(config, 10, state, MaskedTraining(), dataset)
     expected = E.measure(model, variables, dataset.test_images, dataset.test_labels, batch_size=120,
                          normalize=(dataset.mean, dataset.std))
     for key in ("synops_per_image", "macs_per_image", "dense_macs_per_image", "energy_per_image_j",
@@ -321,8 +322,9 @@ def test_report_program(tmp_path):
 
     from jsnn.config import TrainConfig
     from jsnn.data import load_dataset
-    from jsnn.run import build_model
-    from jsnn.ticket import round_path, save_ticket
+    from jsnn.models import build_model
+    from jsnn.runs.tickets import round_path
+    from jsnn.ticket import save_ticket
 
     config = TrainConfig(dataset="digits", batch_size=120).resolve("imp")
     model = build_model(config, 10)
@@ -358,7 +360,7 @@ def test_report_program(tmp_path):
 
 def test_entries_figure(tmp_path):
     """The programs' figure: entries without an efficiency entry (older runs) are left out."""
-    from jsnn.efficiency.report import entries_figure
+    from jsnn.runs.results import entries_figure
 
     def entry(energy, accuracy):
         return {"test_accuracy": accuracy, "efficiency": {"energy_per_image_j": energy, "ann_energy_per_image_j": 1e-5}}

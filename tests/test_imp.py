@@ -14,12 +14,14 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-import jsnn.imp as imp
-import jsnn.run as jrun
+import jsnn.runs.imp as imp
+import jsnn.runs.segment as segment
 from jsnn import parallel
 from jsnn.config import TrainConfig
 from jsnn.methods import MaskedTraining
-from jsnn.run import Position, build_model
+from jsnn.models import build_model
+from jsnn.runs.outputs import Outputs
+from jsnn.runs.segment import Position, RunCheckpoints
 from jsnn.sparsity import masks as M
 from jsnn.trainer import Trainer
 from jsnn.variables import kernels, named_kernels
@@ -179,9 +181,32 @@ def assert_trees_bit_equal(a, b, what=""):
 
 
 def new_run(setup, workdir, **opts):
+    """An IMP run (figures off: not under test here)."""
     ds, config, model, trainer = setup
     options = imp.IMPOptions(**{"rounds": 3, "rewind_epoch": 1, **opts}).resolve(config)
-    return imp.IMPRun(config, options, str(workdir), trainer=trainer)
+    return imp.imp_run(config, options, str(workdir), trainer=trainer, outputs=Outputs(plots=False))
+
+
+class RoundDriver:
+    """An IMP run's plan driven one step at a time, the way ``Run.execute`` drives it."""
+
+    def __init__(self, setup, workdir, **opts):
+        self.run = new_run(setup, workdir, **opts)
+        self.plan, self.trainer, self.config = self.run.plan, self.run.trainer, self.run.config
+        self.plan.setup(self.run)
+        self.run.checkpoints = RunCheckpoints(self.trainer, str(workdir), self.plan.signature)
+        self.variables, self.method, self.options = self.plan.variables, self.plan.method, self.plan.options
+
+    @property
+    def rewind(self):
+        return self.plan.rewind
+
+    def train_round(self, state, round_index):
+        return self.plan.train(self.run, state, Position(round_index), None)
+
+    def prune_and_rewind(self, state, rewind, round_index):
+        self.plan.rewind = rewind
+        return self.plan.next_segment(self.run, state, round_index)
 
 
 class _Stop(Exception):
@@ -191,10 +216,10 @@ class _Stop(Exception):
 @pytest.fixture(scope="module")
 def round0(setup, tmp_path_factory):
     """Round 0 of a magnitude IMP run with late rewinding to epoch 1 (of 2)."""
-    run = new_run(setup, tmp_path_factory.mktemp("round0"))
+    run = RoundDriver(setup, tmp_path_factory.mktemp("round0"))
     initial = host(run.variables)  # the train step donates (consumes) the state it is given
     state = run.trainer.new_state(run.variables, {}, run.method, run.config.seed)
-    trained = run._train_round(state, Position(0))
+    trained = run.train_round(state, 0)
     rewind = run.rewind
     return run, trained, rewind, initial
 
@@ -250,7 +275,7 @@ def test_prune_rewinds_every_survivor_bit_for_bit_and_pruned_stay_zero(setup, ro
     # a round of training: the pruned weights are still exactly 0, the survivors moved
     masks_before = host(pruned.masks)
     rewind_before = host(rewind)
-    after = run._train_round(pruned, Position(1))
+    after = run.train_round(pruned, 1)
     after = host(after)
     assert_trees_bit_equal(rewind, rewind_before, "the rewind point after a round of training")
     assert_trees_bit_equal(after.masks, masks_before, "masks")
@@ -285,12 +310,12 @@ def test_momentum_and_weight_decay_cannot_revive_pruned_weights(setup, round0):
 def test_dns_trains_pruned_encoding_and_fc_weights_and_revives_them(setup, tmp_path):
     """SF-IMP-2: DNS on the encoding layer and the classifier."""
     ds, config, model, trainer = setup
-    run = new_run(setup, tmp_path, criterion="sf", dns=True, calibration_batches=2)
+    run = RoundDriver(setup, tmp_path, criterion="sf", dns=True, calibration_batches=2)
     assert run.options.scope == "matched"
     assert imp.dns_layers(model, run.variables.weights) == ("conv0", "fc")
     assert run.method.dns_layers == ("conv0", "fc")
     state = trainer.new_state(run.variables, {}, run.method, config.seed)
-    trained = run._train_round(state, Position(0))
+    trained = run.train_round(state, 0)
     rewind = run.rewind
     trained_host = host(trained)
     pruned = run.prune_and_rewind(trained, rewind, 1)
@@ -314,7 +339,7 @@ def test_dns_trains_pruned_encoding_and_fc_weights_and_revives_them(setup, tmp_p
                             **traverse_util.flatten_dict(M.apply_masks(kernels(pruned.weights), pruned.masks))}))
     assert trainer.evaluate(pruned, run.method) == trainer.evaluate(masked, MaskedTraining())
 
-    after = run._train_round(pruned, Position(1))
+    after = run.train_round(pruned, 1)
     w1 = host(after.weights)
     for name in ("conv0", "fc"):  # pruned entries keep training
         dead = masks[name]["kernel"] == 0
@@ -349,14 +374,12 @@ def _metrics(workdir):
 
 
 def test_interrupted_imp_run_resumes_to_identical_results(setup, tmp_path, monkeypatch, capsys):
-    for name in ("accuracy_vs_sparsity", "training_curves"):  # figures are not under test here
-        monkeypatch.setattr(imp.plots, name, lambda *a, **k: None)
-    whole = new_run(setup, tmp_path / "whole").run()
+    whole = new_run(setup, tmp_path / "whole").execute()
     assert [r["round"] for r in whole["runs"]] == [0, 1, 2]
     assert [r["sparsity"] for r in whole["runs"]] == pytest.approx([0, 0.25, 0.4375], abs=1e-4)
 
     workdir = tmp_path / "interrupted"
-    original = jrun.save_checkpoint
+    original = segment.save_checkpoint
 
     def crash_at(where):
         def save(ckpt, step, state, extra, meta):
@@ -367,12 +390,12 @@ def test_interrupted_imp_run_resumes_to_identical_results(setup, tmp_path, monke
 
     # killed in the middle of round 1, then just after pruning for round 2
     for where in ((1, 1), (2, 0)):
-        monkeypatch.setattr(jrun, "save_checkpoint", crash_at(where))
+        monkeypatch.setattr(segment, "save_checkpoint", crash_at(where))
         with pytest.raises(KeyboardInterrupt):
-            new_run(setup, workdir).run()
-    monkeypatch.setattr(jrun, "save_checkpoint", original)
+            new_run(setup, workdir).execute()
+    monkeypatch.setattr(segment, "save_checkpoint", original)
     capsys.readouterr()
-    resumed = new_run(setup, workdir).run()
+    resumed = new_run(setup, workdir).execute()
     out = capsys.readouterr().out
     assert "resuming from" in out and "round 2, epoch 0/2" in out
     assert _runs(resumed) == _runs(whole)
@@ -382,17 +405,16 @@ def test_interrupted_imp_run_resumes_to_identical_results(setup, tmp_path, monke
 
 
 def test_imp_run_resolves_its_options(setup, tmp_path):
-    """IMPRun(config, IMPOptions()) must behave as the program's resolved options do: unresolved, the
+    """IMPPlan(config, IMPOptions()) must behave as the program's resolved options do: unresolved, the
     rewind point was never taken (round 1 crashed on rewind None) and any scope but global/layerwise
     silently meant 'matched'."""
     ds, config, model, trainer = setup
-    run = imp.IMPRun(config, imp.IMPOptions(rounds=2), str(tmp_path / "a"), trainer=trainer)
+    run = imp.IMPPlan(config, imp.IMPOptions(rounds=2))
     assert run.options == imp.IMPOptions(rounds=2).resolve(config)
     assert run.options.rewind_epoch == min(2, config.epochs) and run.options.scope == "global"
-    assert imp.IMPRun(config, imp.IMPOptions(criterion="sf"), str(tmp_path / "b"), trainer=trainer).options.scope \
-        == "matched"
+    assert imp.IMPPlan(config, imp.IMPOptions(criterion="sf")).options.scope == "matched"
     with pytest.raises(ValueError, match="scope"):
-        imp.IMPRun(config, imp.IMPOptions(scope="bogus"), str(tmp_path / "c"), trainer=trainer)
+        imp.IMPPlan(config, imp.IMPOptions(scope="bogus"))
 
 
 def test_dns_forward_uses_the_kernel_not_the_bias_in_init_order():

@@ -23,7 +23,7 @@ from jsnn.layers import BNConfig
 from jsnn.models import SpikingResNet
 from jsnn.neuron import LIFConfig, lif_time_major
 from jsnn.pooling import max_pool_2x2
-from jsnn.run import build_model
+from jsnn.models import build_model
 from jsnn.surrogate import make_spike_fn
 from jsnn.ticket import save_ticket
 from jsnn.variables import Variables, apply_model, init_variables

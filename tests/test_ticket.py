@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from jsnn.config import TrainConfig
-from jsnn.run import build_model
-from jsnn.ticket import TicketError, find_tickets, load_ticket, round_path, save_ticket, select_ticket
+from jsnn.models import build_model
+from jsnn.runs.tickets import find_tickets, round_path, select_ticket
+from jsnn.ticket import TicketError, load_ticket, save_ticket
 from jsnn.variables import Variables, apply_model, init_variables
 
 

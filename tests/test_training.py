@@ -9,11 +9,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jsnn.run
+import jsnn.runs.segment
 from jsnn.checkpoint import CheckpointError
 from jsnn.config import TrainConfig
 from jsnn.methods import MaskedTraining
-from jsnn.run import build_model, train_resumable
+from jsnn.models import build_model
+from jsnn.runs.dense import DensePlan, dense_signature
+from jsnn.runs.outputs import Outputs
+from jsnn.runs.run import Run
+from jsnn.runs.segment import Position, RunCheckpoints
+from jsnn.ticket import load_ticket
 from jsnn.trainer import Trainer, TrainingDivergedError
 from jsnn.variables import init_variables
 from tests.small_data import digits_subset
@@ -51,26 +56,31 @@ def test_eight_devices_equal_one_device():
     assert "does not divide over 8 devices" in result["indivisible_error"]
 
 
+def dense_run(config, trainer, workdir) -> Run:
+    return Run(DensePlan(config), config, str(workdir), trainer=trainer, outputs=Outputs(plots=False, cost_report=False))
+
+
 def test_interrupted_run_resumes_to_identical_results(small, tmp_path, monkeypatch):
     config, trainer = small
-    method, sig = MaskedTraining(), jsnn.run.run_signature("dense", config)
-    reference = host(train_resumable(trainer, str(tmp_path / "straight"), fresh_state(trainer), method, sig))
+    reference = dense_run(config, trainer, tmp_path / "straight").execute()
 
-    original = jsnn.run.save_checkpoint
+    original = jsnn.runs.segment.save_checkpoint
 
     def crash_after_epoch_2(ckpt, step, state, extra, meta):
         original(ckpt, step, state, extra, meta)
         if meta["position"]["epoch"] == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(jsnn.run, "save_checkpoint", crash_after_epoch_2)
+    monkeypatch.setattr(jsnn.runs.segment, "save_checkpoint", crash_after_epoch_2)
     workdir = str(tmp_path / "interrupted")
     with pytest.raises(KeyboardInterrupt):
-        train_resumable(trainer, workdir, fresh_state(trainer), method, sig)
-    monkeypatch.setattr(jsnn.run, "save_checkpoint", original)
-    resumed = host(train_resumable(trainer, workdir, fresh_state(trainer, seed=1), method, sig))
-    for a, b in zip(jax.tree.leaves(reference), jax.tree.leaves(resumed)):
-        np.testing.assert_array_equal(a, b)
+        dense_run(config, trainer, workdir).execute()
+    monkeypatch.setattr(jsnn.runs.segment, "save_checkpoint", original)
+    resumed = dense_run(config, trainer, workdir).execute()
+    assert resumed["runs"][0]["test_accuracy"] == reference["runs"][0]["test_accuracy"]
+    a, b = (load_ticket(os.path.join(w, "ticket.npz")).variables for w in (tmp_path / "straight", workdir))
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
     records = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
     assert [r["epoch"] for r in records] == [1, 2, 3]
     straight = [json.loads(l) for l in open(tmp_path / "straight" / "metrics.jsonl")]
@@ -80,31 +90,31 @@ def test_interrupted_run_resumes_to_identical_results(small, tmp_path, monkeypat
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(small, tmp_path):
     config, trainer = small
-    method, sig = MaskedTraining(), jsnn.run.run_signature("dense", config)
+    method, sig = MaskedTraining(), dense_signature(config)
     workdir = str(tmp_path / "run")
     state = fresh_state(trainer)
-    jsnn.run.RunCheckpoints(trainer, workdir, sig).save(jsnn.run.Position(0, 1), state, {}, {})
+    RunCheckpoints(trainer, workdir, sig).save(Position(0, 1), state, {}, {})
     poisoned = state.replace(weights=jax.tree.map(lambda w: w * jnp.nan, state.weights))
     with pytest.raises(TrainingDivergedError, match="last good checkpoint is kept"):
         trainer.train_epochs(poisoned, method, 1, data_seed=0)
-    assert jsnn.run.RunCheckpoints(trainer, workdir, sig).restore(state)[2] == jsnn.run.Position(0, 1)
+    assert RunCheckpoints(trainer, workdir, sig).restore(state)[2] == Position(0, 1)
 
 
 def test_corrupt_or_foreign_checkpoint_is_a_clear_error_and_deletes_nothing(small, tmp_path):
     config, trainer = small
-    method, sig = MaskedTraining(), jsnn.run.run_signature("dense", config)
+    sig = dense_signature(config)
     workdir = str(tmp_path / "run")
     state = fresh_state(trainer)
-    jsnn.run.RunCheckpoints(trainer, workdir, sig).save(jsnn.run.Position(0, 1), state, {}, {})
+    RunCheckpoints(trainer, workdir, sig).save(Position(0, 1), state, {}, {})
     with pytest.raises(CheckpointError, match=r"different run \(model digits_cnn -> vgg16\)"):
-        train_resumable(trainer, workdir, state, method, {**sig, "model": "vgg16"})
+        RunCheckpoints(trainer, workdir, {**sig, "model": "vgg16"}).restore(state)
     files = sorted(os.path.join(d, f) for d, _, fs in os.walk(workdir) for f in fs)
     for f in files:  # damage every data file of the checkpoint
         if os.path.getsize(f) > 0 and "meta" not in f:
             with open(f, "r+b") as fh:
                 fh.truncate(os.path.getsize(f) // 3)
     with pytest.raises(CheckpointError, match="cannot be read|Nothing was deleted"):
-        train_resumable(trainer, workdir, state, method, sig)
+        RunCheckpoints(trainer, workdir, sig).restore(state)
     assert sorted(os.path.join(d, f) for d, _, fs in os.walk(workdir) for f in fs) == files
 
 
@@ -142,7 +152,7 @@ def test_cifar_tfds_path_trains_end_to_end_on_mock_data(tmp_path):
     """The CIFAR code path (tfds data_source -> on-device crop/flip -> jitted step) on tfds mock data."""
     import tensorflow_datasets as tfds
 
-    from jsnn.dense import train_dense
+    from jsnn.runs.dense import train_dense
 
     config = TrainConfig(dataset="cifar10", model="digits_cnn", epochs=1, timesteps=2, batch_size=32,
                          progress=False).resolve("dense")

@@ -10,7 +10,7 @@ import os
 
 from flags import add_training_flags, run_cleanly, start_run, training_config
 
-from jsnn.dense import train_dense
+from jsnn.runs.dense import train_dense
 from jsnn.metrics import log
 
 

@@ -12,7 +12,7 @@ import os
 
 from flags import add_training_flags, floats, run_cleanly, start_run, training_config
 
-from jsnn import edge_popup_sweep
+from jsnn.runs import edge_popup
 
 
 def main():
@@ -33,10 +33,11 @@ def main():
     start_run(args)
     config = training_config(args, "edge_popup")
     sparsities = args.sparsity or ((0.1, 0.3, 0.5, 0.7, 0.9) if config.dataset.startswith("cifar") else (0.5,))
-    options = edge_popup_sweep.EdgePopupOptions(sparsities, args.dense_encoding, args.dense_classifier,
-                                                args.dense_baseline, args.distribution, args.control)
+    options = edge_popup.EdgePopupOptions(sparsities=sparsities, dense_encoding=args.dense_encoding,
+                                          dense_classifier=args.dense_classifier, dense_baseline=args.dense_baseline,
+                                          distribution=args.distribution, control=args.control)
     workdir = args.workdir or os.path.join("runs", f"edge_popup_{config.dataset}_{config.model}")
-    edge_popup_sweep.run(config, workdir, options)
+    edge_popup.run(config, workdir, options)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,8 @@ def main():
     from jsnn import data as jdata
     from jsnn.interop import to_nir
     from jsnn.metrics import log, write_json
-    from jsnn.ticket import load_ticket, select_ticket
+    from jsnn.runs.tickets import select_ticket
+    from jsnn.ticket import load_ticket
 
     ticket_path = select_ticket(args.workdir, args.level, args.round)
     ticket = load_ticket(ticket_path)

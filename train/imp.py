@@ -18,8 +18,10 @@ import os
 
 from flags import add_training_flags, run_cleanly, start_run, training_config
 
-from jsnn import imp
 from jsnn.metrics import log
+from jsnn.runs import imp
+from jsnn.runs.controls import CONTROLS
+from jsnn.runs.results import compare_plot
 from jsnn.sparsity.criteria import CRITERIA
 
 
@@ -38,7 +40,7 @@ def main():
     g.add_argument("--calibration-batches", type=int, default=d.calibration_batches,
                    help="training batches for the SF firing statistics")
     g = p.add_argument_group("lottery-ticket controls and early-bird tickets")
-    g.add_argument("--control", choices=imp.CONTROLS,
+    g.add_argument("--control", choices=CONTROLS,
                    help="reinit: each round's ticket mask with fresh weights (another seed); random: a random mask "
                         "with the ticket's per-layer counts on its rewind point; ticket: the tickets of --ticket "
                         "retrained for full rounds. Without --ticket the ticket run goes to WORKDIR/ticket first")
@@ -57,14 +59,17 @@ def main():
     add_training_flags(p, default_dataset="cifar100")
     args = p.parse_args()
     if args.compare:
-        log(f"wrote {imp.compare_plot(args.compare, args.out)}")
+        log(f"wrote {compare_plot(args.compare, args.out)}")
         return
     start_run(args)
     config = training_config(args, "imp")
-    options = imp.IMPOptions(args.rounds, args.prune_rate, args.rewind_epoch, args.criterion, args.scope, args.dns,
-                             args.calibration_batches, args.control, args.ticket, args.early_bird,
-                             args.early_bird_window, args.early_bird_threshold).resolve(config)
-    name = imp.label_of(options).replace(" ", "").replace("(", "_").replace(")", "").replace(",", "_")
+    options = imp.IMPOptions(rounds=args.rounds, prune_rate=args.prune_rate, rewind_epoch=args.rewind_epoch,
+                             criterion=args.criterion, scope=args.scope, dns=args.dns,
+                             calibration_batches=args.calibration_batches, control=args.control,
+                             ticket_dir=args.ticket, early_bird=args.early_bird,
+                             early_bird_window=args.early_bird_window,
+                             early_bird_threshold=args.early_bird_threshold).resolve(config)
+    name = imp.imp_label(options).replace(" ", "").replace("(", "_").replace(")", "").replace(",", "_")
     workdir = args.workdir or os.path.join("runs", f"imp_{config.dataset}_{config.model}_{name}")
     if not args.seeds:
         imp.run_imp(config, options, workdir)
@@ -74,7 +79,7 @@ def main():
     for seed, seed_dir in zip(seeds, dirs):
         ticket = os.path.join(args.ticket, f"seed_{seed}") if args.ticket else None
         imp.run_imp(dataclasses.replace(config, seed=seed), dataclasses.replace(options, ticket_dir=ticket), seed_dir)
-    log(f"wrote {imp.compare_plot(dirs, os.path.join(workdir, 'accuracy_vs_sparsity.png'))}")
+    log(f"wrote {compare_plot(dirs, os.path.join(workdir, 'accuracy_vs_sparsity.png'))}")
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def main():
     args = p.parse_args()
 
     from jsnn.efficiency import EnergyModel
-    from jsnn.efficiency import report as R
+    from jsnn.runs import report as R
     from jsnn.metrics import write_json
 
     if len(args.workdir) > 1 and not args.out:

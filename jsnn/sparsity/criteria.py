@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
+from jsnn.sparsity.stats import collect_gradients, collect_statistics
 from jsnn.variables import kernels, layer_name
 
 PyTree = Any
@@ -86,11 +87,6 @@ def criterion(name: str) -> Criterion:
     return CRITERIA[name]
 
 
-def get_criterion(name: str) -> Callable:
-    """The score function of criterion ``name``."""
-    return criterion(name).score
-
-
 @dataclasses.dataclass
 class Calibration:
     """What a criterion's inputs are gathered from: a trained state and a few training batches."""
@@ -110,15 +106,11 @@ def _bn_variables(c: Calibration) -> dict:
 
 @register_input("stats")
 def _stats(c: Calibration) -> dict:
-    from jsnn.sparsity.stats import collect_statistics  # stats imports the trainer; criteria stay light
-
     return collect_statistics(c.trainer, c.state, c.method, c.batches, c.seed)
 
 
 @register_input("gradients")
 def _gradients(c: Calibration) -> PyTree:
-    from jsnn.sparsity.stats import collect_gradients
-
     return collect_gradients(c.trainer, c.state, c.method, c.batches, c.seed)
 
 

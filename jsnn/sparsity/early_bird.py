@@ -1,9 +1,10 @@
-"""Early-bird tickets (You et al., ICLR 2020; applied to SNNs by Kim et al., ECCV 2022).
+"""The early-bird stopping rule (You et al., ICLR 2020; applied to SNNs by Kim et al., ECCV 2022).
 
 After each epoch, take the mask pruning would give now and its normalised
 Hamming distance to the masks of the previous epochs. Once the newest mask
 lies within ``threshold`` of each of the ``window - 1`` before it, the
-ticket has emerged: the round can stop and draw it. Defaults as You et al.'s
+ticket has emerged: the round can stop and draw it (``jsnn.runs.early_bird``
+runs the rule inside an IMP round). Defaults as You et al.'s
 code: a queue of 5 masks, distance threshold 0.1.
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import jax
 import numpy as np
 
 PyTree = Any
@@ -20,8 +22,6 @@ THRESHOLD = 0.1  # You et al.: every distance in the window below 0.1
 
 
 def _flat(masks: PyTree) -> np.ndarray:
-    import jax
-
     return np.concatenate([np.asarray(m).reshape(-1) != 0 for m in jax.tree.leaves(masks)])
 
 
@@ -43,7 +43,7 @@ def mask_distance(a: PyTree, b: PyTree, live: PyTree | None = None) -> float:
 
 
 @dataclasses.dataclass
-class EarlyBird:
+class EarlyBirdRule:
     """The stopping rule: ``update(mask)`` after each epoch returns True once the ticket has emerged.
 
     ``distances`` holds the newest mask's distances to the earlier masks in the window (oldest first),

@@ -20,6 +20,7 @@ import numpy as np
 
 from jsnn import data as jdata
 from jsnn import parallel
+from jsnn.objective import preprocess, spike_loss
 from jsnn.variables import apply_model, kernels
 
 PyTree = Any
@@ -28,7 +29,7 @@ SUM_KEYS = ("input_sum", "input_count", "potential_sum", "potential_sq_sum", "po
 
 def make_stats_step(model, method, dataset):
     def stats_step(state, images):
-        x = jdata.normalize(images.astype(np.float32), dataset.mean, dataset.std)
+        x = preprocess(images, dataset.mean, dataset.std)
         _, _, stats = apply_model(model, state.forward_variables(method), x, train=False, collect_stats=True)
         return stats
 
@@ -90,10 +91,8 @@ def collect_statistics(trainer, state, method, num_batches: int, seed: int = 0) 
 
 def make_gradient_step(model, method, dataset):
     """dL/dw of the training loss for one batch, per maskable kernel (evaluation-mode BN, no augmentation)."""
-    from jsnn.trainer import spike_loss  # the trainer's loss, so the gradient is the one training follows
-
     def gradient_step(state, images, labels):
-        x = jdata.normalize(images.astype(np.float32), dataset.mean, dataset.std)
+        x = preprocess(images, dataset.mean, dataset.std)
 
         def loss(weights):
             variables = method.forward_variables(weights, state.masks, state.scores, state.bn, state.batch_stats)
@@ -141,7 +140,7 @@ def recalibrate_batch_stats(trainer, state, method, num_batches: int | None = No
     key = ("recalibrate", method)
     if key not in trainer.jit_cache:
         def batch_stats_step(state, images):
-            x = jdata.normalize(images.astype(np.float32), trainer.dataset.mean, trainer.dataset.std)
+            x = preprocess(images, trainer.dataset.mean, trainer.dataset.std)
             _, new_stats, _ = apply_model(model, state.forward_variables(method), x, train=True)
             return new_stats
 

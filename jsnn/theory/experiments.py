@@ -36,12 +36,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jsnn.config import TrainConfig
 from jsnn.layers import unfold_time
+from jsnn.methods import MaskedTraining
 from jsnn.metrics import log
+from jsnn.models import SpikingVGG
 from jsnn.neuron import LIFConfig, lif_time_major
-from jsnn.theory import crisis, slth
+from jsnn.objective import preprocess
+from jsnn.runs.segment import prepare
+from jsnn.runs.workdir import run_signature
+from jsnn.sparsity.criteria import gaussian_density, magnitude, sf, sf_eligible
+from jsnn.sparsity.stats import collect_statistics
+from jsnn.theory import crisis, figures, slth
 from jsnn.theory import flips as flips_mod
-from jsnn.variables import by_layer, by_name, from_names, named_kernels
+from jsnn.variables import by_layer, by_name, from_names, init_variables, named_kernels
 
 EXPERIMENTS = ("crisis", "flips", "slth")
 
@@ -98,21 +106,14 @@ class TrainedNetwork:
 
     def test_images(self, n: int) -> jax.Array:
         """The first ``n`` test images, normalized as the model sees them."""
-        from jsnn import data as jdata
-
         d = self.dataset
         n = min(n, len(d.test_labels))
-        return jdata.normalize(jnp.asarray(d.test_images[:n]).astype(np.float32), d.mean, d.std)
+        return preprocess(jnp.asarray(d.test_images[:n]), d.mean, d.std)
 
 
 def train_digits(workdir: str, epochs: int = 3, seed: int = 0) -> TrainedNetwork:
     """The dense digits SNN trained by jsnn's own Trainer (``epochs`` epochs of the dense
     preset, plain masked training); ``workdir`` gets the run's config.json."""
-    from jsnn.config import TrainConfig
-    from jsnn.methods import MaskedTraining
-    from jsnn.run import prepare, run_signature
-    from jsnn.variables import init_variables
-
     t0 = time.time()
     config = TrainConfig(dataset="digits", epochs=epochs, seed=seed, progress=False).resolve("dense")
     dataset, model, trainer = prepare(config, workdir, run_signature("theory_dense", config))
@@ -242,10 +243,6 @@ def removal_by_mask(model, variables, images, layer, tap, co, encoding):
 
 def run_flips(net: TrainedNetwork, opts: TheoryOptions = TheoryOptions()) -> dict:
     """Measured spike-flip rates of weight removals against the SF score, |w| and SF without density."""
-    from jsnn.models import SpikingVGG
-    from jsnn.sparsity.criteria import gaussian_density, magnitude, sf, sf_eligible
-    from jsnn.sparsity.stats import collect_statistics
-
     t0 = time.time()
     config, model, trainer, method, state = net.config, net.model, net.trainer, net.method, net.state
     if not isinstance(model, SpikingVGG):
@@ -424,8 +421,6 @@ def run(workdir: str, experiments=EXPERIMENTS, opts: TheoryOptions = TheoryOptio
     """Runs ``experiments`` (names from ``EXPERIMENTS``), writing WORKDIR/NAME.json and NAME.png
     for each; crisis and flips share one network, trained once (in WORKDIR/digits_dense).
     Returns {NAME: result}."""
-    from jsnn.theory import figures
-
     unknown = set(experiments) - set(EXPERIMENTS)
     if unknown:
         raise ValueError(f"unknown experiments {sorted(unknown)}; choose from {EXPERIMENTS}")

@@ -11,7 +11,7 @@ from jsnn.config import TrainConfig
 from jsnn.data import load_dataset
 from jsnn.methods import MaskedTraining
 from jsnn.parallel import data_mesh, put_batch
-from jsnn.run import build_model
+from jsnn.models import build_model
 from jsnn.trainer import Trainer
 from jsnn.variables import init_variables
 

@@ -4,7 +4,7 @@ the run's dense SNN and the dense ANN, tables (JSON, markdown) and the accuracy-
     python train/ticket.py report --workdir runs/ep
 
 Which tickets: every edge-popup level, IMP round or dense run the workdir holds
-(``jsnn.ticket.find_tickets``), plus the edge-popup sweep's dense baseline (WORKDIR/dense).
+(``jsnn.runs.tickets.find_tickets``), plus the edge-popup sweep's dense baseline (WORKDIR/dense).
 The dense SNN the savings are measured against is the run's own trained dense network:
 IMP's round 0, or the sweep's dense baseline; none if the run has neither. The best ticket
 is the most accurate pruned one (ties: the cheaper).
@@ -14,9 +14,11 @@ from __future__ import annotations
 import os
 import time
 
+from jsnn import data as jdata
+from jsnn import plots
 from jsnn.efficiency.counting import EnergyModel, measure_dataset
-from jsnn.metrics import read_json
-from jsnn.ticket import TICKET_FILE, TicketError, find_tickets, load_ticket
+from jsnn.runs.tickets import TICKET_FILE, find_tickets
+from jsnn.ticket import TicketError, load_ticket
 
 DENSE = "dense (weights trained)"
 SUMMARY_COLUMNS = ("ticket", "method", "sparsity", "test acc.", "ACs / image", "MACs / image", "energy / image",
@@ -32,21 +34,20 @@ def run_tickets(workdir: str) -> list[str]:
     return found
 
 
-def _method(workdir: str, ticket) -> str:
+def _method(ticket) -> str:
+    """The method's label as its run stored it (tickets written before labels: by what they hold)."""
     info = ticket.info
+    if "method_label" in info:
+        return info["method_label"]
     if "round" in info:
-        from jsnn.imp import IMPOptions, label_of
-
-        results = read_json(os.path.join(workdir, "results.json"), {})
-        return label_of(IMPOptions(criterion=results.get("criterion", "magnitude"), dns=results.get("dns", False),
-                                   control=results.get("control"), early_bird=results.get("early_bird", False)))
-    if "sparsity_target" in info:
-        return "edge-popup"
-    return DENSE
+        return "IMP"
+    return "edge-popup" if "sparsity_target" in info else DENSE
 
 
 def _label(ticket) -> str:
     info = ticket.info
+    if "label" in info:
+        return info["label"]
     if "round" in info:
         return f"round {info['round']}"
     if "sparsity_target" in info:
@@ -63,8 +64,6 @@ def run_report(workdir: str, tickets: list[str] | None = None, energy: EnergyMod
                           "(every finished edge-popup level, IMP round and dense run writes one)")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
-    from jsnn import data as jdata
-
     datasets, rows = {}, []
     for path in paths:
         ticket = load_ticket(path)
@@ -75,7 +74,7 @@ def run_report(workdir: str, tickets: list[str] | None = None, energy: EnergyMod
         cost = measure_dataset(ticket.model, ticket.variables, datasets[key],
                                batch_size=batch_size or ticket.config.batch_size, energy=energy)
         rows.append({"ticket": os.path.relpath(path, workdir), "label": _label(ticket),
-                     "method": _method(workdir, ticket), "model": ticket.config.model,
+                     "method": _method(ticket), "model": ticket.config.model,
                      "dataset": ticket.config.dataset, "sparsity": cost["connection_sparsity"],
                      "recorded_test_accuracy": ticket.info.get("test_accuracy"),
                      "report_seconds": time.perf_counter() - start, "efficiency": cost})
@@ -166,8 +165,6 @@ def markdown(report: dict) -> str:
 def figure(reports: list[dict], path: str) -> str:
     """Accuracy against energy per image, one line per method (over every report given), the
     dense ANN as a reference line."""
-    from jsnn import plots
-
     curves: dict[str, list] = {}
     for report in reports:
         points: dict[str, list] = {}
@@ -179,21 +176,3 @@ def figure(reports: list[dict], path: str) -> str:
     first = reports[0]["tickets"][0]
     return plots.accuracy_vs_energy(curves, path, references={"dense ANN": first["efficiency"]["ann_energy_per_image_j"]},
                                     title=f"{first['model']} on {first['dataset']}")
-
-
-def entries_figure(curves: dict[str, list[list[dict]]], path: str, title: str = "") -> str | None:
-    """The programs' accuracy-vs-energy figure from results entries: one line per label, each
-    label a list of runs (seeds), each run its results entries (levels / rounds) in order.
-    Entries without an "efficiency" entry (written before it existed) are left out; None
-    when no entry has one."""
-    from jsnn import plots
-
-    points = {label: [[(e["efficiency"]["energy_per_image_j"], e["test_accuracy"]) for e in run if "efficiency" in e]
-                      for run in runs] for label, runs in curves.items()}
-    points = {label: [r for r in runs if r] for label, runs in points.items()}
-    points = {label: runs for label, runs in points.items() if runs}
-    if not points:
-        return None
-    ann = next(e["efficiency"]["ann_energy_per_image_j"] for runs in curves.values() for run in runs for e in run
-               if "efficiency" in e)
-    return plots.accuracy_vs_energy(points, path, references={"dense ANN": ann}, title=title)

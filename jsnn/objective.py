@@ -1,0 +1,35 @@
+"""What the network is trained and judged on: input preprocessing, the loss and the prediction.
+
+One module, so the trainer, the SF statistics and gradients, the theory experiments, the cost
+report and the NIR checks all see the same inputs and follow the same loss.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jsnn import data as jdata
+
+
+def preprocess(images: jax.Array, mean, std, augment: jdata.AugmentConfig | None = None, key=None) -> jax.Array:
+    """uint8 (or float) images -> the network's float input: augmented (training, with ``key``), normalized."""
+    x = images.astype(jnp.float32)
+    if key is not None and augment is not None and not augment.is_identity:
+        x = jdata.augment_batch(key, x, augment)
+    return jdata.normalize(x, mean, std)
+
+
+def spike_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean over timesteps of the cross-entropy of each timestep's logits (SPEC §1)."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels[None, :]).mean()
+
+
+def per_example_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """``spike_loss`` of each example: [B]."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels[None, :]).mean(0)
+
+
+def predictions(logits: jax.Array) -> jax.Array:
+    """argmax of the logits averaged over time."""
+    return jnp.argmax(logits.mean(axis=0), axis=-1)

@@ -1,0 +1,18 @@
+"""The orchestration floor: runs of every method, and what they leave in their workdir.
+
+Everything in jsnn/ below this package knows nothing of workdirs, results files or programs;
+everything here imports only downward (and within the package, in this order):
+
+    workdir.py    the workdir contract: files, signature, claim
+    lock.py       one run per workdir
+    outputs.py    what a run writes besides results, hooks that see its phases
+    tickets.py    where tickets go, writing them and their cost pass
+    segment.py    data/model/trainer set-up and resumable training segments
+    results.py    reading results back: labels, comparison figures
+    run.py        one run of any method: the Plan protocol and Run
+    controls.py   the lottery-ticket controls (IMP's collaborator)
+    early_bird.py early-bird search (IMP's collaborator)
+    dense.py, edge_popup.py, imp.py   the methods
+    registry.py   methods by name
+    report.py     the cost report of a finished run
+"""

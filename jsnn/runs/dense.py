@@ -1,0 +1,91 @@
+"""The dense SNN with trained weights: the reference every pruning method is compared with."""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+
+from jsnn import plots
+from jsnn.config import TrainConfig
+from jsnn.methods import MaskedTraining
+from jsnn.runs.outputs import Outputs, RunHooks
+from jsnn.runs.run import Run
+from jsnn.runs.tickets import TICKET_FILE
+from jsnn.runs.workdir import run_signature
+from jsnn.trainer import Trainer
+from jsnn.variables import init_variables
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseOptions:
+    """The dense network has no options of its own: everything is in the TrainConfig."""
+
+    def resolve(self, config: TrainConfig) -> "DenseOptions":
+        return self
+
+
+def dense_signature(config: TrainConfig) -> dict:
+    return run_signature("dense", config)
+
+
+class DensePlan:
+    """One segment of weight training, no masks (all-ones)."""
+
+    name, label, segments = "dense", "dense (weights trained)", 1
+
+    def __init__(self, config: TrainConfig, options: DenseOptions = DenseOptions()):
+        self.config, self.options = config, options
+        self.signature = dense_signature(config)
+        self.method = MaskedTraining()
+
+    def setup(self, run: Run):
+        variables = init_variables(run.model, jax.random.key(self.config.seed), (1,) + run.dataset.image_shape)
+        return run.trainer.new_state(variables, {}, self.method, self.config.seed)
+
+    def training(self):
+        return self.method
+
+    def restore(self, run, state, extra, meta):
+        pass
+
+    def checkpoint_like(self, state, meta):
+        return {}
+
+    def checkpoint_extra(self):
+        return {}
+
+    def checkpoint_info(self):
+        return {}
+
+    def segment_label(self, segment):
+        return {}
+
+    def train(self, run: Run, state, start, partial_epoch):
+        return run.train_segment(state, start, partial_epoch)
+
+    def entry(self, run: Run, state, segment):
+        return {"sparsity": run.trainer.sparsity(state, self.method), "epochs": self.config.epochs}
+
+    def ticket_path(self, run: Run, segment):
+        return os.path.join(run.workdir, TICKET_FILE)
+
+    def next_segment(self, run, state, segment):
+        raise AssertionError("a dense run has one segment")
+
+    def results_fields(self):
+        return {}
+
+    def figures(self, run: Run, results):
+        plots.training_curves(run.metrics(), os.path.join(run.workdir, "training_curves.png"), title="dense SNN")
+
+
+def run_dense(config: TrainConfig, workdir: str, *, trainer: Trainer | None = None, outputs: Outputs = Outputs(),
+              hooks: RunHooks = RunHooks()) -> dict:
+    """Trains the weights of a dense SNN (resumable); returns results.json's dict."""
+    return Run(DensePlan(config), config, workdir, trainer=trainer, outputs=outputs, hooks=hooks).execute()
+
+
+def train_dense(config: TrainConfig, workdir: str, **kw) -> dict:
+    """``run_dense``'s one results entry."""
+    return run_dense(config, workdir, **kw)["runs"][0]

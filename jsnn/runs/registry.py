@@ -1,0 +1,54 @@
+"""Methods as plug-ins: each is one module (a ``Plan`` for ``runs/run.py`` and an options
+dataclass) plus one entry here. Programs, benchmarks and tests look methods up by name.
+
+    register_method(MethodEntry("mine", MyOptions, run_mine, preset="imp"))
+    run_method("mine", config, MyOptions(...), workdir)
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from jsnn.config import TrainConfig
+from jsnn.runs import dense, edge_popup, imp
+from jsnn.runs.outputs import Outputs, RunHooks
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodEntry:
+    name: str
+    options: type  # the method's options dataclass, built with keywords
+    run: Callable[..., dict]  # run(config, options, workdir, *, outputs, hooks, trainer) -> results.json's dict
+    preset: str  # the TrainConfig presets it takes (jsnn.config.PRESETS)
+    summary: str = ""
+
+
+METHODS: dict[str, MethodEntry] = {}
+
+
+def register_method(entry: MethodEntry) -> MethodEntry:
+    METHODS[entry.name] = entry
+    return entry
+
+
+def get_method(name: str) -> MethodEntry:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
+    return METHODS[name]
+
+
+def run_method(name: str, config: TrainConfig, options, workdir: str, *, trainer=None,
+               outputs: Outputs = Outputs(), hooks: RunHooks = RunHooks()) -> dict:
+    """Runs method ``name`` in ``workdir`` (resuming it if it was interrupted); its results."""
+    entry = get_method(name)
+    if not isinstance(options, entry.options):
+        raise TypeError(f"method {name!r} takes {entry.options.__name__}, got {type(options).__name__}")
+    return entry.run(config, options, workdir, trainer=trainer, outputs=outputs, hooks=hooks)
+
+
+register_method(MethodEntry("dense", dense.DenseOptions, lambda c, o, w, **kw: dense.run_dense(c, w, **kw),
+                            "dense", "the dense SNN, weights trained"))
+register_method(MethodEntry("edge_popup", edge_popup.EdgePopupOptions, edge_popup.run, "edge_popup",
+                            "edge-popup: scores of frozen random weights trained, one run per sparsity"))
+register_method(MethodEntry("imp", imp.IMPOptions, imp.run_imp, "imp",
+                            "iterative pruning with rewinding; criteria, controls and early-bird"))

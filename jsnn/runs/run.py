@@ -1,0 +1,205 @@
+"""One run, whatever the method: claim the workdir, resume, train its segments, record each one.
+
+A method is a ``Plan``: what the run starts from, how each segment trains, what a finished
+segment's results entry says, and what happens between segments. ``Run`` does the rest the
+same way for every method: the workdir claim, checkpoints and resumption, evaluation, the
+ticket and its cost pass, results.json with labels, figures, phases for hooks.
+
+    dense network       one segment of weight training            (runs/dense.py)
+    edge-popup level    one segment of score training             (runs/edge_popup.py)
+    IMP                 one segment per round, pruning in between (runs/imp.py)
+
+A new method is one module with a Plan and a registry entry (``runs/registry.py``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from typing import Any
+
+from jsnn.config import TrainConfig
+from jsnn.methods import Method
+from jsnn.metrics import log, read_jsonl, write_json
+from jsnn.runs.outputs import Outputs, RunHooks
+from jsnn.runs.segment import Position, RunCheckpoints, describe, prepare, train_segment
+from jsnn.runs.tickets import ticket_cost, write_ticket
+from jsnn.runs.workdir import METRICS, RESULTS, claim_workdir, drop_metrics_after, finished_results
+from jsnn.trainer import Trainer, TrainState
+
+
+@typing.runtime_checkable
+class Plan(typing.Protocol):
+    """A method as the run sees it.
+
+    ``name`` goes into results.json as "method"; ``label`` names the method in figures and
+    tables (stored in results.json, each entry and each ticket); ``segments`` is how many
+    segments the run trains; ``signature`` every setting that changes its results.
+    """
+
+    name: str
+    label: str
+    segments: int
+    signature: dict
+
+    def setup(self, run: "Run") -> TrainState:
+        """Everything the run starts from (variables, the trainer's ``Method``); the first state."""
+
+    def training(self) -> Method:
+        """The trainer's method (what the optimizer updates, what the forward pass applies)."""
+
+    def restore(self, run: "Run", state: TrainState, extra: dict, meta: dict) -> None:
+        """Takes back what ``checkpoint_extra`` / ``checkpoint_info`` saved."""
+
+    def checkpoint_like(self, state: TrainState, meta: dict) -> dict:
+        """The structure of the extras a checkpoint with ``meta`` holds."""
+
+    def checkpoint_extra(self) -> dict:
+        """Arrays a checkpoint stores besides the training state (e.g. IMP's rewind point)."""
+
+    def checkpoint_info(self) -> dict:
+        """JSON a checkpoint stores besides the run's entries."""
+
+    def segment_label(self, segment: int) -> dict:
+        """What metrics lines and progress bars of a segment carry ({"round": k}, ...)."""
+
+    def train(self, run: "Run", state: TrainState, start: Position, partial_epoch: dict | None) -> TrainState:
+        """Trains segment ``start.segment`` from ``start`` (usually ``run.train_segment``)."""
+
+    def entry(self, run: "Run", state: TrainState, segment: int) -> dict:
+        """The finished segment's results entry, less the evaluation ``Run`` adds."""
+
+    def ticket_path(self, run: "Run", segment: int) -> str: ...
+
+    def next_segment(self, run: "Run", state: TrainState, segment: int) -> TrainState:
+        """The state segment ``segment`` (>= 1) starts from (IMP: pruned and rewound)."""
+
+    def results_fields(self) -> dict:
+        """What results.json says of the method besides its entries."""
+
+    def figures(self, run: "Run", results: dict) -> None:
+        """The figures of the results so far (called only when the caller wants plots)."""
+
+
+class Run:
+    """Executes a Plan in ``workdir``; rerunning the same run resumes it or returns its results."""
+
+    def __init__(self, plan: Plan, config: TrainConfig, workdir: str, *, trainer: Trainer | None = None,
+                 outputs: Outputs = Outputs(), hooks: RunHooks = RunHooks(), record: dict | None = None):
+        self.plan, self.config, self.workdir = plan, config, workdir
+        self.trainer, self.outputs, self.hooks = trainer, outputs, hooks
+        self.record = record or {}  # what config.json holds besides the configuration
+        self.entries: list[dict] = []
+        self.metrics_path = os.path.join(workdir, METRICS)
+        self.checkpoints: RunCheckpoints | None = None
+
+    @property
+    def dataset(self):
+        return self.trainer.dataset
+
+    @property
+    def model(self):
+        return self.trainer.model
+
+    def execute(self) -> dict:
+        plan = self.plan
+        done = finished_results(self.workdir, plan.signature)
+        if done is not None and len(done.get("runs", ())) >= plan.segments:
+            what = done["runs"][0].get("label", plan.label) if plan.segments == 1 else plan.label
+            log(f"{what}: already complete in {self.workdir}")
+            return done
+        if self.trainer is None:
+            _, _, self.trainer = prepare(self.config, self.workdir, plan.signature, self.record)
+        else:
+            claim_workdir(self.workdir, plan.signature, self.record or _config_record(self.config))
+        self.hooks.phase("prepare")
+        state = plan.setup(self)
+        self.checkpoints = RunCheckpoints(self.trainer, self.workdir, plan.signature)
+        start, partial = Position(), None
+        resumed = self.checkpoints.restore(state, lambda meta: plan.checkpoint_like(state, meta))
+        if resumed is not None:
+            state, extra, start, meta = resumed
+            self.entries, partial = meta.get("runs", []), meta.get("partial_epoch")
+            plan.restore(self, state, extra, meta)
+            where = f": round {start.segment}, " if plan.segments > 1 else " at "
+            log(f"resuming from {self.checkpoints.directory}{where}{describe(start, self.config.epochs)}")
+        drop_metrics_after(self.metrics_path,
+                           lambda r: (r.get("round", 0), r["epoch"]) <= (start.segment, start.epoch))
+
+        results = None
+        for segment in range(start.segment, plan.segments):
+            here = start if segment == start.segment else Position(segment)
+            self.hooks.phase("train", segment=segment, epoch=here.epoch, batch=here.batch)
+            state = plan.train(self, state, here, partial if here == start else None)
+            results = self._finish_segment(state, segment)
+            if segment + 1 < plan.segments:
+                self.hooks.phase("prune", segment=segment + 1)
+                state = plan.next_segment(self, state, segment + 1)
+                self.checkpoints.save(Position(segment + 1), state, plan.checkpoint_extra(), self._info())
+        return results if results is not None else self._write_results()
+
+    def train_segment(self, state: TrainState, start: Position, partial_epoch: dict | None = None,
+                      on_epoch_end=None) -> TrainState:
+        """The plan's usual ``train``: the trainer's epochs, checkpointed, with the run's hooks."""
+        segment, hooks = start.segment, self.hooks
+
+        def epoch_end(state, done):
+            hooks.phase("epoch_end", segment=segment, epoch=done)
+            return on_epoch_end(state, done) if on_epoch_end else None
+
+        return train_segment(self.trainer, self.checkpoints, state, self.plan.training(), start,
+                             partial_epoch=partial_epoch, extra=self.plan.checkpoint_extra, info=self._info,
+                             label=self.plan.segment_label(segment) or None, metrics_path=self.metrics_path,
+                             on_epoch_end=epoch_end,
+                             on_batch=(lambda epoch, batch: hooks.phase("batch", segment=segment, epoch=epoch,
+                                                                         batch=batch))
+                             if hooks.wants_batches else None)
+
+    def _info(self) -> dict:
+        return {"runs": self.entries, **self.plan.checkpoint_info()}
+
+    def _finish_segment(self, state: TrainState, segment: int) -> dict:
+        plan, method = self.plan, self.plan.training()
+        self.hooks.phase("evaluate", segment=segment)
+        entry = {**plan.entry(self, state, segment), **self.trainer.evaluate(state, method)}
+        entry = {**entry, "label": _entry_label(entry), "method_label": plan.label}
+        self.hooks.phase("ticket", segment=segment)
+        write_ticket(plan.ticket_path(self, segment), self.config, self.dataset.num_classes, state, method, entry)
+        if self.outputs.cost_report:
+            self.hooks.phase("cost_report", segment=segment)
+            entry["efficiency"] = ticket_cost(self.config, self.dataset.num_classes, state, method, self.dataset)
+        self.entries = [e for e in self.entries if _segment_of(e) != segment] + [entry]
+        results = self._write_results()
+        log(f"{entry['label']}: sparsity {entry['sparsity']:.4f} test accuracy {entry['test_accuracy']:.4f}")
+        return results
+
+    def _write_results(self) -> dict:
+        plan = self.plan
+        results = {"method": plan.name, "label": plan.label, **plan.results_fields(),
+                   "runs": sorted(self.entries, key=_segment_of), "signature": plan.signature}
+        self.hooks.phase("results")
+        write_json(os.path.join(self.workdir, RESULTS), results)
+        if self.outputs.plots:
+            self.hooks.phase("plots")
+            plan.figures(self, results)
+        return results
+
+    def metrics(self) -> list[dict]:
+        return read_jsonl(self.metrics_path)
+
+
+def _segment_of(entry: dict) -> int:
+    return entry.get("round", 0)  # one-segment runs have no round
+
+
+def _entry_label(entry: dict) -> str:
+    """How tables name one entry: its round, its level, or the dense network."""
+    if "round" in entry:
+        return f"round {entry['round']}"
+    if "sparsity_target" in entry:
+        return f"sparsity {entry['sparsity_target']:.2f}"
+    return "dense"
+
+
+def _config_record(config: TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)

@@ -1,0 +1,82 @@
+"""The workdir contract: what a run keeps in its directory, and whose directory it is.
+
+    WORKDIR/config.json    the resolved configuration and the run's signature (written once)
+    WORKDIR/metrics.jsonl  one line per epoch
+    WORKDIR/results.json   one entry per finished level / round, with its label
+    WORKDIR/checkpoints/   the newest training states (``segment.RunCheckpoints``)
+
+A workdir belongs to one configuration: a run whose signature (every setting that can change
+results) differs from the one in config.json stops with one line naming each difference and
+changes nothing (``RunMismatchError``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+from jsnn.config import signature_differences
+from jsnn.metrics import read_json, read_jsonl, write_json, write_jsonl
+
+METRICS, CONFIG, RESULTS, CHECKPOINTS = "metrics.jsonl", "config.json", "results.json", "checkpoints"
+
+
+class RunMismatchError(ValueError):
+    """A workdir, checkpoint or finished result written with other settings than this run's."""
+
+
+def run_signature(method: str, config, options=None, **more) -> dict:
+    """Every resolved setting that can change a run's results: the config, the method's options
+    (less their ``RUN_CONTROL`` fields, e.g. IMP's round count, which a resumed run may extend) and
+    ``more``; as JSON would store it, so a signature read back compares equal."""
+    sig = {"method": method, **config.signature()}
+    if options is not None:
+        skip = getattr(options, "RUN_CONTROL", ())
+        sig.update({k: v for k, v in dataclasses.asdict(options).items() if k not in skip})
+    sig.update(more)
+    return json.loads(json.dumps(sig))
+
+
+def check_same_run(found: dict | None, signature: dict, where: str, keys=None) -> None:
+    """Raises RunMismatchError naming every differing setting (old -> new) and what to do."""
+    diffs = [] if found is None else signature_differences(found, signature, keys)
+    if diffs:
+        raise RunMismatchError(
+            f"{where} holds a run with other settings ({'; '.join(diffs)}). Nothing was changed. "
+            "Rerun with its settings to resume it or read its results, or pass a new --workdir."
+        )
+
+
+def claim_workdir(workdir: str, signature: dict, record: dict) -> None:
+    """Makes WORKDIR this run's: a new directory gets config.json (``record`` and the signature);
+    one written by a run with other settings is a RunMismatchError, and nothing is written."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(f"--workdir {workdir} is a file, not a directory; pass a directory for the run's files")
+    found = read_json(os.path.join(workdir, CONFIG))
+    check_same_run(found.get("signature") if found else None, signature, workdir)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot create --workdir {workdir} ({e.strerror}); pass a writable directory") from None
+    if found is None or "signature" not in found:
+        write_json(os.path.join(workdir, CONFIG), {**record, "signature": signature})
+
+
+def drop_metrics_after(path: str, keep) -> None:
+    """Removes records a crashed run wrote after its last checkpoint (they are redone), and a
+    last line it left cut short."""
+    records = read_jsonl(path)
+    kept = [r for r in records if keep(r)]
+    cut_short = os.path.exists(path) and os.path.getsize(path) and not open(path, "rb").read().endswith(b"\n")
+    if len(kept) != len(records) or cut_short:
+        write_jsonl(path, kept)
+
+
+def finished_results(workdir: str, signature: dict) -> dict | None:
+    """WORKDIR's results.json if a run with this signature finished there; a RunMismatchError if
+    one with other settings did; None if none has."""
+    done = read_json(os.path.join(workdir, RESULTS))
+    if done is None or "signature" not in done:
+        return None
+    check_same_run(done["signature"], signature, workdir)
+    return done
