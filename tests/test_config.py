@@ -179,8 +179,8 @@ def test_config_file_with_overrides(tmp_path):
 
 @pytest.mark.parametrize("argv, words", [
     (["--config.lr=0.1"], "give the file with --config"),
-    (["--config", "{path}", "--config.lr=fast"], "--config.lr=fast: not a float"),
-    (["--config", "{path}", "--config.epochs=1.5"], "--config.epochs=1.5: not a int"),
+    (["--config", "{path}", "--config.lr=fast"], "--config.lr=fast: expected float"),
+    (["--config", "{path}", "--config.epochs=1.5"], "--config.epochs=1.5: expected int"),
     (["--config", "{path}", "--config.nothing=1"], "has no field 'nothing'"),
     (["--config", "{path}", "--config.lif.nothing=1"], "has no field 'lif.nothing'"),
     (["--config", "no/such/file.py"], "no such file"),
@@ -229,3 +229,61 @@ def test_configuration_and_start_up_use_no_private_jax_module():
     sources = [ROOT / "jsnn" / "__init__.py", ROOT / "jsnn" / "config.py", ROOT / "jsnn" / "xla_flags.py",
                *(ROOT / "train").glob("*.py"), *(ROOT / "configs").glob("*.py")]
     assert not [str(p) for p in sources if "jax._src" in p.read_text()]
+
+
+def program(name):
+    """train/NAME.py as a module (its parser and option building; main is not run)."""
+    spec = importlib.util.spec_from_file_location(f"train_program_{name}", ROOT / "train" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def resolved(name, argv):
+    """(TrainConfig, resolved options) the program would run for ``argv``."""
+    prog, method = program(name), {"dense": "dense", "imp": "imp", "edge_popup": "edge_popup"}[name]
+    args = flags.parse_args(prog.parser(), argv, method=method)
+    config = flags.training_config(args, method)
+    if name == "imp":
+        return config, prog.imp_options(args).resolve(config)
+    if name == "edge_popup":
+        return config, prog.edge_popup_options(args, config)
+    return config, None
+
+
+@pytest.mark.parametrize("name, config_file, same_as", [
+    ("imp", "imp_cifar100_resnet19.py", []),
+    ("imp", "sf_imp1_cifar100_resnet19.py", ["--criterion", "sf"]),
+    ("imp", "sf_imp2_cifar100_resnet19.py", ["--criterion", "sf", "--dns"]),
+    ("edge_popup", "edge_popup_cifar100_vgg16.py", ["--dataset", "cifar100"]),
+    ("dense", "digits.py", []),
+    ("imp", "digits.py:imp", ["--dataset", "digits"]),
+    ("edge_popup", "digits.py:edge_popup", []),
+])
+def test_experiment_configs_are_the_presets(name, config_file, same_as):
+    """Each paper experiment's config file runs what the program's presets run."""
+    assert resolved(name, ["--config", f"{ROOT}/configs/{config_file}"]) == resolved(name, same_as)
+
+
+def test_experiment_config_overrides_and_flags():
+    path = f"{ROOT}/configs/sf_imp2_cifar100_resnet19.py"
+    config, options = resolved("imp", ["--config", path, "--config.rounds=5", "--config.lif.decay=0.5",
+                                       "--config.lr", "0.05", "--epochs", "30", "--rewind-epoch", "3"])
+    expected = TrainConfig(dataset="cifar100", lr=0.05, epochs=30, decay=0.5).resolve("imp")
+    assert config == expected and config.lif.decay == 0.5
+    assert (options.rounds, options.rewind_epoch, options.criterion, options.dns) == (5, 3, "sf", True)
+    _, ep = resolved("edge_popup", ["--config", f"{ROOT}/configs/edge_popup_cifar100_vgg16.py",
+                                    "--config.sparsity=0.5,0.9"])
+    assert ep.sparsities == (0.5, 0.9)
+
+
+def test_program_choices_come_from_the_registries(monkeypatch):
+    from jsnn.sparsity import distributions
+    from jsnn.sparsity.criteria import CRITERIA
+
+    monkeypatch.setitem(CRITERIA, "my_criterion", CRITERIA["magnitude"])
+    monkeypatch.setitem(distributions.DISTRIBUTIONS, "my_scope", distributions.DISTRIBUTIONS["uniform"])
+    args = flags.parse_args(program("imp").parser(), ["--criterion", "my_criterion", "--scope", "my_scope"])
+    assert (args.criterion, args.scope) == ("my_criterion", "my_scope")
+    by_dest = {a.dest: a for a in program("edge_popup").parser()._actions}
+    assert list(by_dest["distribution"].choices) == sorted(distributions.SHAPE_DENSITIES)

@@ -4,38 +4,49 @@
     python train/edge_popup.py --sparsity 0.1,0.3,0.5,0.7,0.9 --dense-baseline train
     python train/edge_popup.py --dataset cifar100               # the paper's experiment (VGG-16, T=5, 300 epochs)
     python train/edge_popup.py --sparsity 0.1,0.3,0.5,0.7,0.9 --control random --workdir runs/ep_floor  # the floor
+    python train/edge_popup.py --config configs/edge_popup_cifar100_vgg16.py --config.sparsity=0.5  # the paper's, one level
 """
 from __future__ import annotations
 
 import argparse
 import os
 
-from flags import add_training_flags, floats, run_cleanly, start_run, training_config
+from flags import add_training_flags, choices_of, floats, parse_args, run_cleanly, start_run, training_config
 
+from jsnn.config import EDGE_POPUP_SPARSITIES, edge_popup_sparsities
 from jsnn.runs import edge_popup
 
 
-def main():
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    levels = {family: ",".join(f"{s:g}" for s in v) for family, v in EDGE_POPUP_SPARSITIES.items()}
     p.add_argument("--sparsity", type=floats, default=None,
-                   help="fraction of weights REMOVED per layer, one value or a list (default 0.5; "
-                        "the paper sweeps 0.1,0.3,0.5,0.7,0.9)")
+                   help="fraction of weights REMOVED per layer, one value or a list (default: digits "
+                        f"{levels['digits']}; CIFAR {levels['cifar']}, the paper's sweep)")
     p.add_argument("--dense-encoding", action="store_true", help="keep the first conv dense")
     p.add_argument("--dense-classifier", action="store_true", help="keep the last linear layer dense")
     p.add_argument("--dense-baseline", help="'train' to train the dense network too, or its workdir")
-    p.add_argument("--distribution", choices=["uniform", "erk"], default="uniform",
+    p.add_argument("--distribution", choices=choices_of("shape_distributions"), default="uniform",
                    help="per-layer sparsity: uniform (edge-popup's) or erk (Evci et al. 2020) at the same total")
     p.add_argument("--control", choices=["random"],
                    help="random: no search; a random mask of each level's per-layer sparsity on the same frozen "
                         "weights, BN statistics recalibrated on the training set (the floor the search must beat)")
     add_training_flags(p)
-    args = p.parse_args()
+    return p
+
+
+def edge_popup_options(args: argparse.Namespace, config) -> edge_popup.EdgePopupOptions:
+    return edge_popup.EdgePopupOptions(sparsities=args.sparsity or edge_popup_sparsities(config.dataset),
+                                       dense_encoding=args.dense_encoding, dense_classifier=args.dense_classifier,
+                                       dense_baseline=args.dense_baseline, distribution=args.distribution,
+                                       control=args.control)
+
+
+def main():
+    args = parse_args(parser(), method="edge_popup")
     start_run(args)
     config = training_config(args, "edge_popup")
-    sparsities = args.sparsity or ((0.1, 0.3, 0.5, 0.7, 0.9) if config.dataset.startswith("cifar") else (0.5,))
-    options = edge_popup.EdgePopupOptions(sparsities=sparsities, dense_encoding=args.dense_encoding,
-                                          dense_classifier=args.dense_classifier, dense_baseline=args.dense_baseline,
-                                          distribution=args.distribution, control=args.control)
+    options = edge_popup_options(args, config)
     workdir = args.workdir or os.path.join("runs", f"edge_popup_{config.dataset}_{config.model}")
     edge_popup.run(config, workdir, options)
 

@@ -178,7 +178,7 @@ def override(config: ml_collections.ConfigDict, key: str, text: str) -> None:
     try:
         node[leaf] = _parse_as(kind, node[leaf], text)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"--config.{key}={text}: not a {getattr(kind, '__name__', kind)} ({e})") from None
+        raise ValueError(f"--config.{key}={text}: expected {getattr(kind, '__name__', kind)} ({e})") from None
 
 
 def split_config_args(argv: Sequence[str]) -> tuple[str | None, list[tuple[str, str]], list[str]]:

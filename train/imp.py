@@ -6,6 +6,7 @@
     python train/imp.py --compare runs/imp_a runs/imp_b --out fig.png   # overlay finished runs
     python train/imp.py --dataset digits --rounds 3 --control reinit    # ticket in WORKDIR/ticket, then the control
     python train/imp.py --dataset digits --rounds 5 --early-bird        # rounds end once the mask has settled
+    python train/imp.py --config configs/sf_imp2_cifar100_resnet19.py --config.rounds=5   # an experiment config
 
 With several --seeds each seed runs in WORKDIR/seed_N and WORKDIR/accuracy_vs_sparsity.png
 shows mean ± std over them.
@@ -16,25 +17,26 @@ import argparse
 import dataclasses
 import os
 
-from flags import add_training_flags, run_cleanly, start_run, training_config
+from flags import add_training_flags, choices_of, parse_args, run_cleanly, start_run, training_config
 
+from jsnn.config import IMP_REWIND_EPOCH
 from jsnn.metrics import log
 from jsnn.runs import imp
 from jsnn.runs.controls import CONTROLS
 from jsnn.runs.results import compare_plot
-from jsnn.sparsity.criteria import CRITERIA
 
 
-def main():
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = imp.IMPOptions()
     g = p.add_argument_group("pruning")
-    g.add_argument("--criterion", choices=sorted(CRITERIA), default=d.criterion)
+    g.add_argument("--criterion", choices=choices_of("criteria"), default=d.criterion)
     g.add_argument("--dns", action="store_true", help="SF-IMP-2: dynamic network surgery on encoding/linear layers")
     g.add_argument("--rounds", type=int, default=d.rounds, help="counting the dense round 0 (Kim et al.: 15)")
     g.add_argument("--prune-rate", type=float, default=d.prune_rate, help="of the remaining weights, per round")
-    g.add_argument("--rewind-epoch", type=int, help="epoch of round 0 to rewind to (0 = init; CIFAR 20, digits 2)")
-    g.add_argument("--scope", choices=imp.SCOPES,
+    g.add_argument("--rewind-epoch", type=int, help="epoch of round 0 to rewind to (0 = init; unset: CIFAR "
+                   f"{IMP_REWIND_EPOCH['cifar']}, digits {IMP_REWIND_EPOCH['digits']})")
+    g.add_argument("--scope", choices=choices_of("distributions"),
                    help="sparsity distribution: global (default for magnitude), uniform, erk, or matched (default for sf: each layer "
                         "loses what global magnitude would take, the criterion picks which)")
     g.add_argument("--calibration-batches", type=int, default=d.calibration_batches,
@@ -57,18 +59,25 @@ def main():
     g.add_argument("--compare", nargs="+", metavar="WORKDIR", help="only overlay finished runs into --out")
     g.add_argument("--out", default="imp_comparison.png", help="figure written by --compare")
     add_training_flags(p, default_dataset="cifar100")
-    args = p.parse_args()
+    return p
+
+
+def imp_options(args: argparse.Namespace) -> imp.IMPOptions:
+    return imp.IMPOptions(rounds=args.rounds, prune_rate=args.prune_rate, rewind_epoch=args.rewind_epoch,
+                          criterion=args.criterion, scope=args.scope, dns=args.dns,
+                          calibration_batches=args.calibration_batches, control=args.control,
+                          ticket_dir=args.ticket, early_bird=args.early_bird,
+                          early_bird_window=args.early_bird_window, early_bird_threshold=args.early_bird_threshold)
+
+
+def main():
+    args = parse_args(parser(), method="imp")
     if args.compare:
         log(f"wrote {compare_plot(args.compare, args.out)}")
         return
     start_run(args)
     config = training_config(args, "imp")
-    options = imp.IMPOptions(rounds=args.rounds, prune_rate=args.prune_rate, rewind_epoch=args.rewind_epoch,
-                             criterion=args.criterion, scope=args.scope, dns=args.dns,
-                             calibration_batches=args.calibration_batches, control=args.control,
-                             ticket_dir=args.ticket, early_bird=args.early_bird,
-                             early_bird_window=args.early_bird_window,
-                             early_bird_threshold=args.early_bird_threshold).resolve(config)
+    options = imp_options(args).resolve(config)
     name = imp.imp_label(options).replace(" ", "").replace("(", "_").replace(")", "").replace(",", "_")
     workdir = args.workdir or os.path.join("runs", f"imp_{config.dataset}_{config.model}_{name}")
     if not args.seeds:

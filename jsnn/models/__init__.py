@@ -13,8 +13,6 @@ from jsnn.models.description import Layer, describe
 from jsnn.models.observe import observe
 from jsnn.models.resnet import SpikingResNet
 from jsnn.models.vgg import DIGITS_PLAN, VGG16_PLAN, VGG_SMALL_PLAN, SpikingVGG
-from jsnn.neuron import LIFConfig
-from jsnn.surrogate import Surrogate
 
 MODELS = {
     "vgg16": functools.partial(SpikingVGG, plan=VGG16_PLAN),  # SNN-VGG-16, SPEC §2
@@ -33,10 +31,7 @@ def get_model(name: str, num_classes: int, **options) -> SpikingModel:
 
 def build_model(config: TrainConfig, num_classes: int) -> SpikingModel:
     """The model a run's configuration describes (architecture, width, T, neuron, BN, initialiser)."""
-    lif = LIFConfig(decay=config.decay, threshold=config.threshold, reset=config.reset,
-                    detach_reset=config.detach_reset, surrogate=Surrogate(config.surrogate, config.surrogate_width),
-                    remat=config.remat)
-    return get_model(config.model, num_classes, timesteps=config.timesteps, lif=lif,
+    return get_model(config.model, num_classes, timesteps=config.timesteps, lif=config.lif.neuron(),
                      bn=BNConfig(affine=config.bn_affine), weight_init=config.weight_init,
                      width=config.width)
 
