@@ -21,6 +21,7 @@ import time
 import jax
 import numpy as np
 
+from jsnn import xla_flags
 from jsnn.config import TrainConfig
 from jsnn.data import ArrayDataset, AugmentConfig
 from jsnn.runs.imp import IMPOptions
@@ -31,6 +32,8 @@ from jsnn.sparsity.criteria import sf
 from jsnn.sparsity.stats import collect_statistics
 from jsnn.trainer import Trainer
 from jsnn.variables import init_variables
+
+xla_flags.configure()  # jsnn's CPU convolutions, as the programs run them (jsnn/xla_flags.py)
 
 CIFAR_TRAIN_IMAGES = 50_000
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from benchmarks import common
 from jsnn import data as jdata
-from jsnn import parallel
+from jsnn import parallel, xla_flags
 from jsnn.config import TrainConfig
 from jsnn.data.datasets import CIFAR_AUGMENT
 from jsnn.methods import EdgePopup, MaskedTraining
@@ -27,6 +27,8 @@ from jsnn.models import build_model
 from jsnn.sparsity.edge_popup import init_scores
 from jsnn.trainer import Trainer
 from jsnn.variables import init_variables, kernels
+
+xla_flags.configure()  # jsnn's CPU convolutions, as the programs run them (jsnn/xla_flags.py)
 
 EDGE_POPUP_SPARSITY = 0.5  # the sweep's default level (uniform over every layer, as train/edge_popup.py)
 
