@@ -1,6 +1,6 @@
 """Run integrity and preemption in one process: a workdir never mixes configurations, SIGTERM
-mid-epoch then rerun equals an uninterrupted run bit for bit, a second signal during the save
-is harmless, and bad input is one line."""
+mid-epoch (sent at a batch count) then rerun equals an uninterrupted run bit for bit, a second
+signal during the save is harmless, and bad input is one line."""
 import dataclasses
 import json
 import os
@@ -12,11 +12,13 @@ import jax
 import numpy as np
 import pytest
 
-import jsnn.run as jrun
 from jsnn import preemption
-from jsnn.config import TrainConfig
+from jsnn.config import LIFSettings, TrainConfig
 from jsnn.methods import MaskedTraining
-from jsnn.run import Position, RunCheckpoints, RunMismatchError, build_model, run_signature, train_resumable
+from jsnn.metrics import log
+from jsnn.models import build_model
+from jsnn.runs.segment import Position, RunCheckpoints, describe, train_segment
+from jsnn.runs.workdir import METRICS, RunMismatchError, claim_workdir, drop_metrics_after, run_signature
 from jsnn.trainer import Trainer
 from jsnn.variables import init_variables
 from tests.small_data import digits_subset
@@ -54,55 +56,74 @@ def no_stale_stop_request():
     preemption.clear()
 
 
-def signal_at_step(monkeypatch, trainer, step: int, signum=signal.SIGTERM):
-    """Delivers ``signum`` to this process while the ``step``-th train step is being prepared."""
-    original, calls = trainer.stop_flags, []
+def train_resumable(trainer, workdir, state, method, sig, on_batch=None, checkpoints=None):
+    """One segment in ``workdir``, resumed from its newest checkpoint (what a dense run does)."""
+    checkpoints = checkpoints or RunCheckpoints(trainer, workdir, sig)
+    start, partial = Position(), None
+    resumed = checkpoints.restore(state)
+    if resumed is not None:
+        state, _, start, meta = resumed
+        partial = meta.get("partial_epoch")
+        log(f"resuming from {checkpoints.directory} at {describe(start, trainer.config.epochs)}")
+    path = os.path.join(workdir, METRICS)
+    drop_metrics_after(path, lambda r: r["epoch"] <= start.epoch)
+    return train_segment(trainer, checkpoints, state, method, start, partial_epoch=partial, metrics_path=path,
+                         on_batch=on_batch)
 
-    def flags():
-        calls.append(1)
-        if len(calls) == step:
+
+def signal_after(epoch: int, batches: int, signum=signal.SIGTERM):
+    """An ``on_batch`` that sends ``signum`` to this process once ``batches`` steps of ``epoch``
+    (counted from 0) are done; records every (epoch, batches done) it sees."""
+    seen = []
+
+    def on_batch(e, done):
+        seen.append((e, done))
+        if (e, done) == (epoch, batches):
             os.kill(os.getpid(), signum)
-        return original()
 
-    monkeypatch.setattr(trainer, "stop_flags", flags)
+    on_batch.seen = seen
+    return on_batch
 
 
-def test_sigterm_mid_epoch_then_rerun_is_bit_identical(small, tmp_path, monkeypatch):
+def test_sigterm_mid_epoch_then_rerun_is_bit_identical(small, tmp_path):
     config, trainer = small
     method, sig = MaskedTraining(), run_signature("dense", config)
     reference = host(train_resumable(trainer, str(tmp_path / "straight"), fresh_state(trainer), method, sig))
 
     workdir = str(tmp_path / "preempted")
-    signal_at_step(monkeypatch, trainer, 14)  # epoch 2, batch 4: the flag is read one step later
+    hook = signal_after(1, 3)  # after epoch 2's third step: the next step carries the flag, read one step later
     with preemption.stop_on_signals(), pytest.raises(preemption.Preempted, match="SIGTERM after epoch 2, batch 5"):
-        train_resumable(trainer, workdir, fresh_state(trainer), method, sig)
-    monkeypatch.undo()
+        train_resumable(trainer, workdir, fresh_state(trainer), method, sig, on_batch=hook)
+    assert hook.seen == [(0, b) for b in range(1, 11)] + [(1, b) for b in range(1, 6)]
     _, _, position, meta = RunCheckpoints(trainer, workdir, sig).restore(fresh_state(trainer))
     assert position == Position(0, 1, 5) and len(meta["partial_epoch"]["loss"]) == 5
 
     preemption.clear()
-    resumed = host(train_resumable(trainer, workdir, fresh_state(trainer, seed=1), method, sig))
+    rest = []
+    resumed = host(train_resumable(trainer, workdir, fresh_state(trainer, seed=1), method, sig,
+                                   on_batch=lambda e, b: rest.append((e, b))))
+    assert rest == [(1, b) for b in range(6, 11)]  # the rerun starts at the batch after the checkpoint
     for a, b in zip(jax.tree.leaves(reference), jax.tree.leaves(resumed)):
         assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
     assert metrics(os.path.join(workdir, "metrics.jsonl")) == metrics(str(tmp_path / "straight" / "metrics.jsonl"))
 
 
-def test_second_signal_during_the_save_does_not_corrupt_it(small, tmp_path, monkeypatch, capsys):
+class SignalledDuringSave(RunCheckpoints):
+    """Checkpoints whose writes are interrupted by a second SIGTERM."""
+
+    def save(self, position, state, extra, info):
+        os.kill(os.getpid(), signal.SIGTERM)  # the second signal arrives in the middle of the write
+        super().save(position, state, extra, info)
+
+
+def test_second_signal_during_the_save_does_not_corrupt_it(small, tmp_path, capsys):
     config, trainer = small
     method, sig = MaskedTraining(), run_signature("dense", config)
-    original = jrun.save_checkpoint
-
-    def save_while_signalled(ckpt, step, state, extra, meta):
-        os.kill(os.getpid(), signal.SIGTERM)  # the second signal arrives in the middle of the write
-        original(ckpt, step, state, extra, meta)
-
-    signal_at_step(monkeypatch, trainer, 3)
-    monkeypatch.setattr(jrun, "save_checkpoint", save_while_signalled)
     workdir = str(tmp_path / "twice")
-    with preemption.stop_on_signals(), pytest.raises(preemption.Preempted):
-        train_resumable(trainer, workdir, fresh_state(trainer), method, sig)
+    with preemption.stop_on_signals(), pytest.raises(preemption.Preempted, match="after epoch 1, batch 4"):
+        train_resumable(trainer, workdir, fresh_state(trainer), method, sig, on_batch=signal_after(0, 2),
+                        checkpoints=SignalledDuringSave(trainer, workdir, sig))
     assert "already stopping" in capsys.readouterr().err
-    monkeypatch.undo()
     state, _, position, _ = RunCheckpoints(trainer, workdir, sig).restore(fresh_state(trainer))
     assert position == Position(0, 0, 4)
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(host(state.weights)))
@@ -111,16 +132,18 @@ def test_second_signal_during_the_save_does_not_corrupt_it(small, tmp_path, monk
 def test_resume_with_another_setting_names_it_and_changes_nothing(small, tmp_path):
     config, trainer = small
     workdir = str(tmp_path / "run")
-    jrun.claim_workdir(workdir, run_signature("dense", config), {})
+    claim_workdir(workdir, run_signature("dense", config), {})
     before = open(os.path.join(workdir, "config.json")).read()
     other = dataclasses.replace(config, lr=0.01, timesteps=3, progress=True, eval_every=2)
     with pytest.raises(RunMismatchError) as e:
-        jrun.claim_workdir(workdir, run_signature("dense", other), {})
+        claim_workdir(workdir, run_signature("dense", other), {})
     assert "lr 0.1 -> 0.01" in str(e.value) and "timesteps 2 -> 3" in str(e.value)
     assert "progress" not in str(e.value) and "eval_every" not in str(e.value)  # run control is not a setting
     assert open(os.path.join(workdir, "config.json")).read() == before
     # every TrainConfig field that can change results is in the signature
-    assert set(run_signature("dense", config)) == {f.name for f in dataclasses.fields(TrainConfig)} - {
+    settings = {f.name for f in dataclasses.fields(TrainConfig) if f.name != "lif"} | {
+        f.name for f in dataclasses.fields(LIFSettings)}  # the neuron's settings nested in TrainConfig.lif
+    assert set(run_signature("dense", config)) == settings - {
         "data_dir", "checkpoint_every", "checkpoint_every_steps", "keep_checkpoints", "eval_every", "progress"
     } | {"method"}
 
@@ -181,5 +204,5 @@ def test_metrics_line_cut_short_is_dropped_on_resume(tmp_path):
     path = str(tmp_path / "metrics.jsonl")
     with open(path, "w") as f:
         f.write('{"epoch": 1, "loss": 0.5}\n{"epoch": 2, "lo')  # the disk filled in the middle of a line
-    jrun.drop_metrics_after(path, lambda r: r["epoch"] <= 1)
+    drop_metrics_after(path, lambda r: r["epoch"] <= 1)
     assert open(path).read() == '{"epoch": 1, "loss": 0.5}\n'
