@@ -20,7 +20,6 @@ digits preset), rewind to epoch 2:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import subprocess
@@ -29,7 +28,7 @@ import time
 
 import numpy as np
 
-WIDTH, TIMESTEPS, PRUNE_RATE, ROUNDS = 0.5, 2, 0.6, 7  # chosen by the pilot described in the README
+WIDTH, TIMESTEPS, PRUNE_RATE, ROUNDS = 0.5, 2, 0.6, 7  # chosen by the pilot described in docs/lottery.md
 RUNS = {  # name: (criterion, dns, control, ticket run, early-bird)
     "mag": ("magnitude", False, None, None, False),
     "mag_reinit": ("magnitude", False, "reinit", "mag", False),
@@ -55,18 +54,16 @@ def run_seed(workdir: str, seed: int) -> None:
     jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, ".jax_cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     from jsnn import data as jdata
-    from jsnn import imp
     from jsnn.config import TrainConfig
     from jsnn.metrics import read_json
-    from jsnn.run import build_model, claim_workdir
+    from jsnn.models import build_model
+    from jsnn.runs import imp
+    from jsnn.runs.outputs import Outputs
     from jsnn.trainer import Trainer
 
-    # the figures of every round are redrawn by ``report`` once; skipping them here saves time
-    for name in ("accuracy_vs_sparsity", "training_curves"):
-        setattr(imp.plots, name, lambda *a, **k: None)
-    import jsnn.efficiency  # the cost report of every round's ticket is not part of this experiment
-
-    jsnn.efficiency.ticket_entry = lambda *a, **k: {}
+    # the figures of every round are drawn by ``report`` once, and the cost of each round's ticket is
+    # not part of this experiment
+    outputs = Outputs(plots=False, cost_report=False)
     config = TrainConfig(dataset="digits", width=WIDTH, timesteps=TIMESTEPS, seed=seed, progress=False,
                          checkpoint_every=8, eval_every=8).resolve("imp")
     dataset = jdata.load_dataset("digits")
@@ -81,9 +78,7 @@ def run_seed(workdir: str, seed: int) -> None:
                                  ticket_dir=os.path.join(workdir, f"seed_{seed}", ticket) if ticket else None,
                                  early_bird=early_bird)
         t0 = time.time()
-        run = imp.IMPRun(config, options, out, trainer=trainer)
-        claim_workdir(out, run.signature, {**dataclasses.asdict(config), "imp": dataclasses.asdict(run.options)})
-        run.run()
+        imp.run_imp(config, options, out, trainer=trainer, outputs=outputs)
         with open(log_path, "a") as f:
             f.write(json.dumps({"seed": seed, "run": name, "seconds": time.time() - t0, "finished": time.time()}) + "\n")
 

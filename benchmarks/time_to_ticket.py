@@ -3,19 +3,20 @@
     python benchmarks/time_to_ticket.py                       # digits, 3 rounds x 8 epochs
     python benchmarks/time_to_ticket.py --model vgg_small     # the small SNN-VGG on CIFAR-shaped random data
 
-Runs the IMP program's own code (``jsnn.imp.IMPRun``) in a child process three times: with JAX's
+Runs the IMP program's own code (``jsnn.runs.imp.run_imp``) in a child process three times: with JAX's
 persistent compilation cache off, with an empty cache (cold) and with the cache the cold run
 filled (warm: what a rerun or a resume after preemption sees). Each child reports, exclusive of
 each other: start-up (interpreter and imports, until the program's first line), data and set-up,
 compilation (JAX's tracing, lowering and backend compile events, wherever they happen, and how
 many happen after round 0: recompilation across rounds), training steps, evaluation, firing
-statistics + scoring + pruning, checkpoint writes, tickets + their cost report, results + plots.
+statistics + scoring + pruning (and early-bird's end-of-epoch work), checkpoint writes, tickets +
+their cost report, results + plots, each timed from the run's phase events (``RunHooks``); the test
+evaluations inside training count as training steps.
 Writes benchmarks/results/time_to_ticket_<model>.{json,md}.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import subprocess
@@ -28,45 +29,39 @@ PHASES = ("start-up (interpreter, imports)", "data and set-up", "compilation", "
           "statistics, scoring, pruning", "checkpoint writes", "tickets and cost reports", "results and plots")
 
 
+# the run's phases (jsnn.runs.outputs) as this table groups them
+PHASE_OF = {"prepare": "data and set-up", "train": "training steps", "batch": "training steps",
+            "epoch_end": "statistics, scoring, pruning", "prune": "statistics, scoring, pruning",
+            "checkpoint": "checkpoint writes", "evaluate": "evaluation", "ticket": "tickets and cost reports",
+            "cost_report": "tickets and cost reports", "results": "results and plots", "plots": "results and plots"}
+
+
 class PhaseClock:
-    """Exclusive wall time per phase: a nested phase's time is not its parent's."""
+    """Exclusive wall time per phase from the run's own phase events (``RunHooks``): the time from
+    one event to the next goes to the phase the first one entered, less compilation, which JAX's
+    monitoring events report wherever it happens."""
 
     def __init__(self):
         self.seconds = {p: 0.0 for p in PHASES}
-        self.stack: list[list] = []  # [phase, start, time spent in nested phases]
         self.compiles: list[tuple[str, float]] = []
         self.label = "set-up"
+        self.current, self.since, self.compiling = "data and set-up", time.perf_counter(), 0.0
 
-    def phase(self, name):
-        clock = self
+    def on_phase(self, name: str, where: dict) -> None:
+        now = time.perf_counter()
+        self.seconds[self.current] += now - self.since - self.compiling
+        self.current, self.since, self.compiling = PHASE_OF[name], now, 0.0
+        if name == "train":
+            self.label = f"round {where['segment']}"
 
-        @contextlib.contextmanager
-        def timed():
-            clock.stack.append([name, time.perf_counter(), 0.0])
-            try:
-                yield
-            finally:
-                _, t0, nested = clock.stack.pop()
-                total = time.perf_counter() - t0
-                clock.seconds[name] += total - nested
-                if clock.stack:
-                    clock.stack[-1][2] += total
-        return timed()
-
-    def wrap(self, owner, attribute, name):
-        original = getattr(owner, attribute)
-
-        def wrapped(*args, **kwargs):
-            with self.phase(name):
-                return original(*args, **kwargs)
-        setattr(owner, attribute, wrapped)
+    def stop(self) -> None:
+        self.on_phase("results", {})
 
     def on_compile_event(self, event, seconds, **_):
         if event in ("/jax/core/compile/backend_compile_duration", "/jax/core/compile/jaxpr_trace_duration",
                      "/jax/core/compile/jaxpr_to_mlir_module_duration"):
             self.seconds["compilation"] += seconds
-            if self.stack:  # taken out of the phase it happened in
-                self.stack[-1][2] += seconds
+            self.compiling += seconds  # taken out of the phase it happened in
             if event == "/jax/core/compile/backend_compile_duration":
                 self.compiles.append((self.label, seconds))
 
@@ -77,12 +72,13 @@ def child(args) -> dict:
     import jax
     import numpy as np
 
-    from jsnn import data as jdata, imp
+    from jsnn import data as jdata
     from jsnn.compilation_cache import enable_compilation_cache
-    from jsnn.checkpoint import Checkpointer
     from jsnn.config import TrainConfig
     from jsnn.data.datasets import CIFAR_AUGMENT
-    from jsnn.run import build_model
+    from jsnn.models import build_model
+    from jsnn.runs import imp
+    from jsnn.runs.outputs import RunHooks
     from jsnn.trainer import Trainer
 
     enable_compilation_cache({"JSNN_COMPILATION_CACHE": args.cache})  # as the programs do
@@ -90,41 +86,27 @@ def child(args) -> dict:
     clock = PhaseClock()
     clock.seconds[PHASES[0]] = start_up
     jax.monitoring.register_event_duration_secs_listener(clock.on_compile_event)
-    for owner, attribute, name in ((Trainer, "train_epochs", "training steps"), (Trainer, "evaluate", "evaluation"),
-                                   (imp.IMPRun, "prune_and_rewind", "statistics, scoring, pruning"),
-                                   (Checkpointer, "save", "checkpoint writes"),
-                                   (imp, "record_ticket", "tickets and cost reports"),
-                                   (imp.IMPRun, "_write_results", "results and plots")):
-        clock.wrap(owner, attribute, name)
-    original_round = imp.IMPRun._train_round
-
-    def train_round(self, state, start, *a, **k):
-        clock.label = f"round {start.segment}"
-        return original_round(self, state, start, *a, **k)
-    imp.IMPRun._train_round = train_round
 
     t0 = time.perf_counter()
-    with clock.phase("data and set-up"):
-        if args.model == "digits_cnn":
-            dataset_name = "digits"
-            dataset = jdata.load_dataset("digits")
-        else:  # CIFAR-shaped random data: the program's path without the download
-            dataset_name = "cifar10"
-            rng = np.random.default_rng(0)
-            n_train, n_test = args.images, max(args.images // 5, args.batch_size)
-            dataset = jdata.ArrayDataset(
-                name="cifar10", train_images=rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8),
-                train_labels=rng.integers(0, 10, n_train).astype(np.int32),
-                test_images=rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8),
-                test_labels=rng.integers(0, 10, n_test).astype(np.int32), num_classes=10,
-                mean=(127.5,) * 3, std=(73.9,) * 3, augment=CIFAR_AUGMENT)
-        config = TrainConfig(dataset=dataset_name, model=args.model, epochs=args.epochs, timesteps=args.timesteps,
-                             batch_size=args.batch_size, progress=False).resolve("imp")
-        trainer = Trainer(config, build_model(config, dataset.num_classes), dataset)
-        options = imp.IMPOptions(rounds=args.rounds, criterion=args.criterion)
-        workdir = tempfile.mkdtemp()
-        run = imp.IMPRun(config, options, workdir, trainer=trainer)
-    run.run()
+    if args.model == "digits_cnn":
+        dataset_name = "digits"
+        dataset = jdata.load_dataset("digits")
+    else:  # CIFAR-shaped random data: the program's path without the download
+        dataset_name = "cifar10"
+        rng = np.random.default_rng(0)
+        n_train, n_test = args.images, max(args.images // 5, args.batch_size)
+        dataset = jdata.ArrayDataset(
+            name="cifar10", train_images=rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8),
+            train_labels=rng.integers(0, 10, n_train).astype(np.int32),
+            test_images=rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8),
+            test_labels=rng.integers(0, 10, n_test).astype(np.int32), num_classes=10,
+            mean=(127.5,) * 3, std=(73.9,) * 3, augment=CIFAR_AUGMENT)
+    config = TrainConfig(dataset=dataset_name, model=args.model, epochs=args.epochs, timesteps=args.timesteps,
+                         batch_size=args.batch_size, progress=False).resolve("imp")
+    trainer = Trainer(config, build_model(config, dataset.num_classes), dataset)
+    options = imp.IMPOptions(rounds=args.rounds, criterion=args.criterion)
+    imp.run_imp(config, options, tempfile.mkdtemp(), trainer=trainer, hooks=RunHooks(on_phase=clock.on_phase))
+    clock.stop()
     total = time.perf_counter() - t0 + start_up
     after_round0 = [s for label, s in clock.compiles if label not in ("set-up", "round 0")]
     return {"seconds": clock.seconds, "total_seconds": total, "compilations": len(clock.compiles),

@@ -8,7 +8,8 @@ phase, with where it stands (``segment``, ``epoch``, ``batch`` as they apply):
     prepare      data, model and trainer built, workdir claimed
     train        a segment's training starts (or resumes)
     batch        a training step finished (``batch``: steps done in the epoch)
-    epoch_end    an epoch finished (``epoch``: epochs done)
+    epoch_end    an epoch finished (``epoch``: epochs done); the method's end-of-epoch work follows
+    checkpoint   a checkpoint is written; the phase it interrupted is entered again after it
     evaluate     the finished segment is evaluated on the test set
     ticket       its ticket is written
     cost_report  its ticket's cost pass
@@ -23,8 +24,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-PHASES = ("prepare", "train", "batch", "epoch_end", "evaluate", "ticket", "cost_report", "results", "plots",
-          "prune")
+PHASES = ("prepare", "train", "batch", "epoch_end", "checkpoint", "evaluate", "ticket", "cost_report", "results",
+          "plots", "prune")
 
 
 @dataclasses.dataclass(frozen=True)

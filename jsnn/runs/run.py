@@ -92,6 +92,7 @@ class Run:
         self.entries: list[dict] = []
         self.metrics_path = os.path.join(workdir, METRICS)
         self.checkpoints: RunCheckpoints | None = None
+        self._current: tuple[str, dict] = ("prepare", {})
 
     @property
     def dataset(self):
@@ -112,9 +113,9 @@ class Run:
             _, _, self.trainer = prepare(self.config, self.workdir, plan.signature, self.record)
         else:
             claim_workdir(self.workdir, plan.signature, self.record or _config_record(self.config))
-        self.hooks.phase("prepare")
+        self._phase("prepare")
         state = plan.setup(self)
-        self.checkpoints = RunCheckpoints(self.trainer, self.workdir, plan.signature)
+        self.checkpoints = RunCheckpoints(self.trainer, self.workdir, plan.signature, self._around_save)
         start, partial = Position(), None
         resumed = self.checkpoints.restore(state, lambda meta: plan.checkpoint_like(state, meta))
         if resumed is not None:
@@ -129,11 +130,11 @@ class Run:
         results = None
         for segment in range(start.segment, plan.segments):
             here = start if segment == start.segment else Position(segment)
-            self.hooks.phase("train", segment=segment, epoch=here.epoch, batch=here.batch)
+            self._phase("train", segment=segment, epoch=here.epoch, batch=here.batch)
             state = plan.train(self, state, here, partial if here == start else None)
             results = self._finish_segment(state, segment)
             if segment + 1 < plan.segments:
-                self.hooks.phase("prune", segment=segment + 1)
+                self._phase("prune", segment=segment + 1)
                 state = plan.next_segment(self, state, segment + 1)
                 self.checkpoints.save(Position(segment + 1), state, plan.checkpoint_extra(), self._info())
         return results if results is not None else self._write_results()
@@ -145,7 +146,9 @@ class Run:
 
         def epoch_end(state, done):
             hooks.phase("epoch_end", segment=segment, epoch=done)
-            return on_epoch_end(state, done) if on_epoch_end else None
+            stop = on_epoch_end(state, done) if on_epoch_end else None
+            self._phase("train", segment=segment, epoch=done, batch=0)
+            return stop
 
         return train_segment(self.trainer, self.checkpoints, state, self.plan.training(), start,
                              partial_epoch=partial_epoch, extra=self.plan.checkpoint_extra, info=self._info,
@@ -155,18 +158,29 @@ class Run:
                                                                          batch=batch))
                              if hooks.wants_batches else None)
 
+    def _phase(self, name: str, **where) -> None:
+        self._current = (name, where)
+        self.hooks.phase(name, **where)
+
+    def _around_save(self, before: bool, position: Position) -> None:
+        """A checkpoint write is a phase of its own inside training or pruning, which then goes on."""
+        if before:
+            self.hooks.phase("checkpoint", segment=position.segment, epoch=position.epoch, batch=position.batch)
+        else:
+            self.hooks.phase(self._current[0], **self._current[1])
+
     def _info(self) -> dict:
         return {"runs": self.entries, **self.plan.checkpoint_info()}
 
     def _finish_segment(self, state: TrainState, segment: int) -> dict:
         plan, method = self.plan, self.plan.training()
-        self.hooks.phase("evaluate", segment=segment)
+        self._phase("evaluate", segment=segment)
         entry = {**plan.entry(self, state, segment), **self.trainer.evaluate(state, method)}
         entry = {**entry, "label": _entry_label(entry), "method_label": plan.label}
-        self.hooks.phase("ticket", segment=segment)
+        self._phase("ticket", segment=segment)
         write_ticket(plan.ticket_path(self, segment), self.config, self.dataset.num_classes, state, method, entry)
         if self.outputs.cost_report:
-            self.hooks.phase("cost_report", segment=segment)
+            self._phase("cost_report", segment=segment)
             entry["efficiency"] = ticket_cost(self.config, self.dataset.num_classes, state, method, self.dataset)
         self.entries = [e for e in self.entries if _segment_of(e) != segment] + [entry]
         results = self._write_results()
@@ -177,10 +191,10 @@ class Run:
         plan = self.plan
         results = {"method": plan.name, "label": plan.label, **plan.results_fields(),
                    "runs": sorted(self.entries, key=_segment_of), "signature": plan.signature}
-        self.hooks.phase("results")
+        self._phase("results")
         write_json(os.path.join(self.workdir, RESULTS), results)
         if self.outputs.plots:
-            self.hooks.phase("plots")
+            self._phase("plots")
             plan.figures(self, results)
         return results
 

@@ -44,10 +44,12 @@ class RunCheckpoints:
     """One run's checkpoints in WORKDIR/checkpoints: the training state, what the method needs
     besides it (``extra``, e.g. IMP's rewind point) and bookkeeping, addressed by Position."""
 
-    def __init__(self, trainer: Trainer, workdir: str, signature: dict):
+    def __init__(self, trainer: Trainer, workdir: str, signature: dict,
+                 around_save: Callable[[bool, Position], None] | None = None):
         cfg = trainer.config
         self.checkpointer = Checkpointer(os.path.join(workdir, CHECKPOINTS), cfg.keep_checkpoints)
         self.signature, self.epochs, self.steps = signature, cfg.epochs, trainer.steps_per_epoch
+        self.around_save = around_save  # called with (True, position) before a save, (False, position) after
 
     @property
     def directory(self) -> str:
@@ -60,7 +62,11 @@ class RunCheckpoints:
 
     def save(self, position: Position, state: TrainState, extra: dict, info: dict) -> None:
         meta = {**info, "position": dataclasses.asdict(position), "signature": self.signature}
+        if self.around_save:
+            self.around_save(True, position)
         save_checkpoint(self.checkpointer, self.step_id(position), state, extra, meta)
+        if self.around_save:
+            self.around_save(False, position)
 
     def restore(self, state: TrainState, extra_like: Callable[[dict], dict] = lambda meta: {}):
         """(state, extra, position, meta) from the newest checkpoint, or None when there is none.
@@ -88,10 +94,9 @@ def train_segment(trainer: Trainer, checkpoints: RunCheckpoints, state: TrainSta
         checkpoints.save(Position(start.segment, epoch, batch), state, extra(),
                          {**info(), "partial_epoch": partial})
 
-    batches = {"on_batch": on_batch} if on_batch is not None else {}
     return trainer.train_epochs(state, method, start.epoch, start_batch=start.batch, partial_epoch=partial_epoch,
                                 data_seed=cfg.seed, epoch_offset=start.segment * cfg.epochs, label=label,
-                                metrics_path=metrics_path, on_epoch_end=on_epoch_end, save=save, **batches)
+                                metrics_path=metrics_path, on_epoch_end=on_epoch_end, save=save, on_batch=on_batch)
 
 
 def describe(position: Position, epochs: int) -> str:
