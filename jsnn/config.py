@@ -17,7 +17,8 @@ both that and the nested layout, so old tickets and workdirs load and resume unc
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from jsnn.neuron import LIFConfig
 from jsnn.surrogate import Surrogate
@@ -176,7 +177,7 @@ class TrainConfig:
     progress: bool = setting(True, "no progress bars", group=RUN, flag="--no-progress")
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
         """A config from its flat (every file so far) or nested (``lif`` as a mapping) layout.
 
         Keys that are no setting (a workdir's ``signature``, method options, process counts in
@@ -195,7 +196,7 @@ class TrainConfig:
                 out[f.name] = getattr(self, f.name)
         return out
 
-    def resolve(self, method: str) -> "TrainConfig":
+    def resolve(self, method: str) -> TrainConfig:
         preset = PRESETS[method].get(dataset_family(self.dataset))
         if preset is None:
             raise ValueError(f"no defaults for dataset {self.dataset!r}; choose digits, cifar10 or cifar100")

@@ -40,7 +40,8 @@ import flags
 import jax, jax.numpy as jnp
 
 def main():
-    f = jax.jit(lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
+    f = jax.jit(lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
+                                                          dimension_numbers=("NHWC", "HWIO", "NHWC")))
     text = f.lower(jnp.zeros((16, 32, 32, 64)), jnp.zeros((3, 3, 64, 128))).compile().as_text()
     print("YNN" if "__ynn_fusion" in text else "EIGEN")
 

@@ -11,8 +11,8 @@ import os
 
 from flags import add_training_flags, parse_args, run_cleanly, start_run, training_config
 
-from jsnn.runs.dense import train_dense
 from jsnn.metrics import log
+from jsnn.runs.dense import train_dense
 
 
 def parser() -> argparse.ArgumentParser:

@@ -4,7 +4,7 @@
     python train/edge_popup.py --sparsity 0.1,0.3,0.5,0.7,0.9 --dense-baseline train
     python train/edge_popup.py --dataset cifar100               # the paper's experiment (VGG-16, T=5, 300 epochs)
     python train/edge_popup.py --sparsity 0.1,0.3,0.5,0.7,0.9 --control random --workdir runs/ep_floor  # the floor
-    python train/edge_popup.py --config configs/edge_popup_cifar100_vgg16.py --config.sparsity=0.5  # the paper's, one level
+    python train/edge_popup.py --config configs/edge_popup_cifar100_vgg16.py --config.sparsity=0.5  # one level
 """
 from __future__ import annotations
 

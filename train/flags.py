@@ -26,7 +26,8 @@ import importlib.util
 import os
 import sys
 import typing
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import ml_collections
 

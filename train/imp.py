@@ -37,8 +37,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--rewind-epoch", type=int, help="epoch of round 0 to rewind to (0 = init; unset: CIFAR "
                    f"{IMP_REWIND_EPOCH['cifar']}, digits {IMP_REWIND_EPOCH['digits']})")
     g.add_argument("--scope", choices=choices_of("distributions"),
-                   help="sparsity distribution: global (default for magnitude), uniform, erk, or matched (default for sf: each layer "
-                        "loses what global magnitude would take, the criterion picks which)")
+                   help="sparsity distribution: global (default for magnitude), uniform, erk, or matched (default "
+                        "for sf: each layer loses what global magnitude would take, the criterion picks which)")
     g.add_argument("--calibration-batches", type=int, default=d.calibration_batches,
                    help="training batches for the SF firing statistics")
     g = p.add_argument_group("lottery-ticket controls and early-bird tickets")
