@@ -51,6 +51,9 @@ TICKETS = {"mag": "IMP (magnitude)", "sf1": "SF-IMP-1", "sf2": "SF-IMP-2"}
 def run_seed(workdir: str, seed: int) -> None:
     import jax
 
+    from jsnn import xla_flags
+
+    xla_flags.configure()  # jsnn's CPU convolutions, as the programs run them, before JAX starts
     jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, ".jax_cache"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     from jsnn import data as jdata

@@ -73,6 +73,7 @@ def child(args) -> dict:
     import numpy as np
 
     from jsnn import data as jdata
+    from jsnn import xla_flags
     from jsnn.compilation_cache import enable_compilation_cache
     from jsnn.config import TrainConfig
     from jsnn.data.datasets import CIFAR_AUGMENT
@@ -81,6 +82,7 @@ def child(args) -> dict:
     from jsnn.runs.outputs import RunHooks
     from jsnn.trainer import Trainer
 
+    xla_flags.configure()  # as the programs do, before JAX starts
     enable_compilation_cache({"JSNN_COMPILATION_CACHE": args.cache})  # as the programs do
     start_up = time.time() - float(os.environ["TIME_TO_TICKET_T0"])  # the interpreter, JAX and jsnn imported
     clock = PhaseClock()
