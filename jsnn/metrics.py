@@ -6,6 +6,7 @@ import os
 import sys
 from typing import Any, Iterable
 
+import jax
 from tqdm.auto import tqdm
 
 
@@ -75,8 +76,6 @@ def is_primary() -> bool:
     Asked lazily, at write time: the programs join the distributed runtime first
     (parallel.initialize_distributed), and asking earlier would start a backend.
     """
-    import jax
-
     return jax.process_index() == 0
 
 

@@ -18,21 +18,28 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 DATA_AXIS = "data"
 
 
-# A manual multi-process launch (one process per host or per accelerator), documented in README:
+# A manual multi-process launch (one process per host or per accelerator), documented in docs/reliability.md:
 #   JAX_COORDINATOR_ADDRESS=host:port  JAX_NUM_PROCESSES=N  JAX_PROCESS_ID=i
 MANUAL_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 DISTRIBUTED_MODES = ("auto", "on", "off")
 
 
-def _cluster_detected() -> str | None:
+# The environment variables by which ``jax.distributed.initialize()`` detects each cluster it can
+# join without arguments (jax/_src/clusters: each cluster's ``is_env_present``), read here through
+# the public environment rather than JAX's private registry.
+CLUSTERS = {
+    "SlurmCluster": ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID"),
+    "OmpiCluster": ("OMPI_MCA_orte_hnp_uri",),
+    "K8sCluster": ("KUBERNETES_SERVICE_HOST",),  # JAX also needs the kubernetes package there
+    "GkeTpuCluster": ("TPU_WORKER_HOSTNAMES",),
+}
+
+
+def _cluster_detected(environ=os.environ) -> str | None:
     """The cluster JAX's auto-detection would use (SLURM, Open MPI, Kubernetes, Cloud TPU), if any."""
-    try:
-        from jax._src.clusters import ClusterEnv  # JAX's own registry; private, so fail soft
-    except ImportError:
-        return None
-    for env in ClusterEnv._cluster_types:
-        if not getattr(env, "opt_in_only_method", False) and env.is_env_present():
-            return env.__name__
+    for name, variables in CLUSTERS.items():
+        if all(v in environ for v in variables):
+            return name
     return None
 
 
@@ -56,7 +63,7 @@ def initialize_distributed(mode: str = "auto", environ=os.environ) -> str | None
         missing = ", ".join(k for k in MANUAL_VARIABLES if k not in given)
         raise ValueError(f"a manual multi-process launch needs all of {', '.join(MANUAL_VARIABLES)}; "
                          f"{missing} not set")
-    cluster = None if given else _cluster_detected()
+    cluster = None if given else _cluster_detected(environ)
     if not given and cluster is None and mode == "auto":
         return None
     jax.config.update("jax_cpu_collectives_implementation", "gloo")

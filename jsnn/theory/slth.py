@@ -237,8 +237,6 @@ def mask_exists_probability(target: np.ndarray, per_block: int, eps: float, conf
     Binomial(n, C_th), and given m the outputs' out-weights are independent:
     P(block j ok) = E_m prod_i (1 - (1 - q_ij)^m).
     """
-    from math import lgamma
-
     c = relay_probability(config)
     q = window_probability(target, eps)
     n = per_block
@@ -248,7 +246,7 @@ def mask_exists_probability(target: np.ndarray, per_block: int, eps: float, conf
     elif c >= 1.0:
         log_pm = np.where(m == n, 0.0, -np.inf)
     else:
-        log_binom = np.array([lgamma(n + 1) - lgamma(k + 1) - lgamma(n - k + 1) for k in m])
+        log_binom = np.array([math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) for k in m])
         log_pm = log_binom + m * math.log(c) + (n - m) * math.log1p(-c)
     total = 0.0
     for j in range(target.shape[1]):
