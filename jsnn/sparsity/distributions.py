@@ -34,15 +34,14 @@ PyTree = Any
 class Distribution:
     name: str
     counts: Callable  # (scores, live masks, density, magnitudes) -> {layer path: weights kept}
-    shape_only: bool  # True: the counts depend on the layer shapes alone (usable by edge-popup)
 
 
 DISTRIBUTIONS: dict[str, Distribution] = {}
 
 
-def register_distribution(name: str, shape_only: bool = False):
+def register_distribution(name: str):
     def wrap(fn):
-        DISTRIBUTIONS[name] = Distribution(name, fn, shape_only)
+        DISTRIBUTIONS[name] = Distribution(name, fn)
         return fn
 
     return wrap
@@ -92,6 +91,7 @@ def erk_densities(shapes: dict[str, tuple], density: float, dense=(), power: flo
     return out
 
 
+# the distributions whose per-layer densities follow from the layer shapes alone (what edge-popup can use)
 SHAPE_DENSITIES = {"uniform": uniform_densities, "erk": erk_densities}
 
 
@@ -115,12 +115,12 @@ def _from_densities(densities: dict[str, float], masks: PyTree) -> dict[str, int
 # -- the registered distributions ----------------------------------------------------------------------
 
 
-@register_distribution("uniform", shape_only=True)
+@register_distribution("uniform")
 def uniform(scores, masks, density: float, magnitudes=None) -> dict[str, int]:
     return _from_densities(uniform_densities(_shapes(masks), density), masks)
 
 
-@register_distribution("erk", shape_only=True)
+@register_distribution("erk")
 def erk(scores, masks, density: float, magnitudes=None) -> dict[str, int]:
     return _from_densities(erk_densities(_shapes(masks), density), masks)
 

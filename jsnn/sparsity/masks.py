@@ -104,15 +104,6 @@ def prune_per_layer(scores: PyTree, masks: PyTree, keep_per_layer: PyTree) -> Py
     return jax.tree.map(lambda s, k: keep_largest(s, k), _ranked(scores, masks), keep_per_layer)
 
 
-def imp_keep_total(total: int, rate: float, round_index: int) -> int:
-    """Weights left after ``round_index`` IMP prunings at ``rate`` each: round(total (1 - rate)^k).
-
-    Counting from the total (not compounding rounded counts) keeps round k's
-    sparsity within 0.5 / total of 1 - (1 - rate)^k.
-    """
-    return int(round(total * (1.0 - rate) ** round_index))
-
-
 def layer_keep_counts(masks: PyTree) -> PyTree:
     return jax.tree.map(lambda m: int(np.count_nonzero(np.asarray(m))), masks)
 
