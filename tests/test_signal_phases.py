@@ -36,6 +36,8 @@ CASES = [
     ("batch", {"segment": 1, "epoch": 0, "batch": 7}, "inside_epoch_1_round_1"),
     ("epoch_end", {"segment": 0, "epoch": 1}, "between_epochs_round_0"),
     ("epoch_end", {"segment": 1, "epoch": 2}, "last_epoch_end"),
+    ("checkpoint", {"segment": 0, "epoch": 1, "batch": 0}, "checkpoint_after_epoch_1"),
+    ("checkpoint", {"segment": 1, "epoch": 0, "batch": 0}, "checkpoint_after_prune"),
     ("evaluate", {"segment": 0}, "evaluate_round_0"),
     ("ticket", {"segment": 0}, "ticket_round_0"),
     ("cost_report", {"segment": 0}, "cost_report_round_0"),
@@ -48,7 +50,8 @@ CASES = [
 # these stop inside training: the run must raise Preempted (the others may finish)
 MUST_STOP = {"inside_epoch_2_round_0", "inside_epoch_1_round_1", "between_epochs_round_0", "prepare",
              "train_round_0", "evaluate_round_0", "ticket_round_0", "cost_report_round_0", "results_round_0",
-             "plots_round_0", "prune_to_round_1", "train_round_1"}
+             "plots_round_0", "prune_to_round_1", "train_round_1", "checkpoint_after_epoch_1",
+             "checkpoint_after_prune"}
 
 
 @pytest.fixture(scope="module")
