@@ -7,6 +7,7 @@ import sys
 import jax
 import numpy as np
 
+from jsnn import xla_flags
 from jsnn.config import TrainConfig
 from jsnn.data import load_dataset
 from jsnn.methods import MaskedTraining
@@ -15,6 +16,7 @@ from jsnn.models import build_model
 from jsnn.trainer import Trainer
 from jsnn.variables import init_variables
 
+xla_flags.configure()  # as the programs run (before jax.device_count starts the backend)
 assert jax.device_count() == 8, jax.devices()
 config = TrainConfig(dataset="digits", epochs=1, timesteps=2, batch_size=16).resolve("dense")
 ds = load_dataset("digits")
