@@ -110,6 +110,21 @@ def test_nir_export_and_dense_twin_follow_the_description():
     assert kernels == {layer.name: layer.kernel_shape for layer in layers if layer.kind in ("conv", "linear")}
 
 
+def test_dense_twin_runs_a_resnet_description():
+    """The ReLU twin of a Res-SNN (strided and identity joins, global average pool) from its description."""
+    build, image_shape = MODELS["resnet_narrow"]
+    model = build()
+    twin = DenseTwin(tuple(model.layers(image_shape)), model.num_classes, model.timesteps)
+    images = jnp.asarray(np.random.default_rng(0).normal(size=(3,) + image_shape), jnp.float32)
+    tv = twin.init(jax.random.key(0), images)
+    logits = twin.apply(tv, images)
+    assert logits.shape == (model.timesteps, 3, model.num_classes)
+    assert np.all(np.isfinite(np.asarray(logits)))
+    mv = _variable_shapes(model, image_shape)["weights"]
+    assert {"/".join(k): tuple(x.shape) for k, x in traverse_util.flatten_dict(tv["weights"]).items()} == {
+        path.replace("/", "_", path.count("/") - 1): s for path, s in mv.items()}
+
+
 def test_describer_refuses_what_it_cannot_describe():
     d = Describer((4, 4, 2))
     a = d.conv("a", "input", 3)
