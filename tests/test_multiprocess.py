@@ -73,7 +73,7 @@ def finish(procs, timeout=300) -> list[tuple[int, str, str]]:
 
 def ours(stdout: str) -> list[str]:
     """The program's own lines (gloo's C++ code prints '[Gloo] Rank i is connected ...' itself)."""
-    return [l for l in stdout.splitlines() if l.strip() and not l.startswith("[Gloo]")]
+    return [line for line in stdout.splitlines() if line.strip() and not line.startswith("[Gloo]")]
 
 
 def marked_by_process_1(workdir) -> list[str]:
@@ -130,7 +130,7 @@ def test_two_processes_equal_one_process_with_as_many_devices(runs):
     assert rb["test_loss"] == pytest.approx(ra["test_loss"], rel=1e-4)
     # one writer: each epoch once in metrics.jsonl, log lines from process 0 only, no temporary files
     with open(os.path.join(two, "metrics.jsonl")) as f:
-        assert [json.loads(l)["epoch"] for l in f] == [1, 2]
+        assert [json.loads(line)["epoch"] for line in f] == [1, 2]
     out0, out1 = (ours(out) for _, out, _ in done[1:])
     out0 = "\n".join(out0)
     assert out0.count("epoch 2:") == 1 and "test accuracy" in out0 and out1 == []

@@ -46,7 +46,7 @@ def host(tree):
 
 def metrics(path):
     with open(path) as f:
-        return [{k: v for k, v in json.loads(l).items() if k not in ("seconds", "images_per_sec")} for l in f]
+        return [{k: v for k, v in json.loads(line).items() if k not in ("seconds", "images_per_sec")} for line in f]
 
 
 @pytest.fixture(autouse=True)
