@@ -111,8 +111,10 @@ def test_processes_of_one_run_share_the_lock_and_only_process_0_writes(tmp_path)
     assert run_identity(0, 1, slurm)["run_id"] is None  # one process: nothing to share
     jax_ids = [run_identity(i, 2, {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"}) for i in range(2)]
     assert jax_ids[0]["run_id"] == jax_ids[1]["run_id"] == "jax:10.0.0.1:1234/2"
-    with pytest.raises(ValueError, match="cannot name this 2-process run"):
+    with pytest.raises(ValueError, match="set JSNN_RUN_ID"):
         run_identity(1, 2, {})
+    assert run_identity(1, 2, {"JSNN_RUN_ID": "x", **slurm})["run_id"] == "user:x"
+    assert run_identity(1, 2, {"OMPI_MCA_orte_hnp_uri": "12@tcp://h:1"})["run_id"] == "ompi:12@tcp://h:1"
 
     primary = WorkdirLock(workdir, **ids[0]).acquire()
     before = (files(workdir), open(os.path.join(workdir, LOCK_NAME)).read())

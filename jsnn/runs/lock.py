@@ -54,20 +54,29 @@ class WorkdirBusyError(ValueError):
 
 
 def run_identity(process_index: int = 0, process_count: int = 1, environ=None) -> dict:
-    """``process_index`` and ``run_id`` for WorkdirLock: ``run_id`` is None for a single process;
-    for a multi-process run it is formed from what the launcher set, the same in every process:
-    SLURM's job and step ids (``SLURM_JOB_ID``, ``SLURM_STEP_ID``), else JAX's coordinator address
-    and process count (``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``)."""
+    """``process_index`` and ``run_id`` for WorkdirLock. ``run_id`` is None for a single process; for
+    a multi-process run it is what the launcher set, the same in every process of the run and new
+    for each launch, in the order jsnn.parallel joins them: $JSNN_RUN_ID if set; a manual launch's
+    coordinator address and process count (``JAX_COORDINATOR_ADDRESS``); SLURM's job and step ids
+    (``SLURM_JOB_ID``, ``SLURM_STEP_ID``); Open MPI's job (``OMPI_MCA_orte_hnp_uri``); a Cloud TPU
+    slice (``TPU_WORKER_HOSTNAMES``). Another cluster needs $JSNN_RUN_ID."""
     env = os.environ if environ is None else environ
     if process_count <= 1:
         return {"process_index": 0, "run_id": None}
-    if env.get("SLURM_JOB_ID"):
-        run_id = f"slurm:{env['SLURM_JOB_ID']}.{env.get('SLURM_STEP_ID', '-')}"
+    if env.get("JSNN_RUN_ID"):
+        run_id = f"user:{env['JSNN_RUN_ID']}"
     elif env.get("JAX_COORDINATOR_ADDRESS"):
         run_id = f"jax:{env['JAX_COORDINATOR_ADDRESS']}/{process_count}"
+    elif env.get("SLURM_JOB_ID"):
+        run_id = f"slurm:{env['SLURM_JOB_ID']}.{env.get('SLURM_STEP_ID', '-')}"
+    elif env.get("OMPI_MCA_orte_hnp_uri"):
+        run_id = f"ompi:{env['OMPI_MCA_orte_hnp_uri']}"
+    elif env.get("TPU_WORKER_HOSTNAMES"):
+        run_id = f"tpu:{env['TPU_WORKER_HOSTNAMES']}"
     else:
-        raise ValueError(f"cannot name this {process_count}-process run for the workdir lock: set SLURM_JOB_ID, "
-                         "or JAX_COORDINATOR_ADDRESS for every process")
+        raise ValueError(f"cannot tell which run this process belongs to ({process_count} processes, none of "
+                         "SLURM_JOB_ID, JAX_COORDINATOR_ADDRESS, OMPI_MCA_orte_hnp_uri, TPU_WORKER_HOSTNAMES "
+                         "set): set JSNN_RUN_ID to one value, the same in every process of the run")
     return {"process_index": process_index, "run_id": run_id}
 
 
