@@ -5,8 +5,10 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -151,6 +153,37 @@ def test_resume_with_another_setting_names_it_and_changes_nothing(small, tmp_pat
 def run_program(*args, timeout=300):
     return subprocess.run([sys.executable, *args], env=ENV, capture_output=True, text=True, timeout=timeout,
                           cwd=ROOT)
+
+
+def test_second_start_of_a_running_run_is_refused_in_one_line(tmp_path):
+    """The same command twice on one workdir: the second stops at once, naming the first (host,
+    pid); the first trains on, and its lock goes when it stops (here on SIGTERM)."""
+    workdir = str(tmp_path / "w")
+    command = [sys.executable, "train/dense.py", "--epochs", "20", "-T", "2", "--no-progress", "--workdir", workdir]
+    first = subprocess.Popen(command, env=ENV, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        lock, metrics = os.path.join(workdir, "run.lock"), os.path.join(workdir, "metrics.jsonl")
+        deadline = time.time() + 240
+        while not (os.path.exists(lock) and os.path.exists(metrics)):  # claimed, and an epoch trained
+            assert time.time() < deadline and first.poll() is None, first.communicate()[1][-3000:]
+            time.sleep(0.05)
+        second = subprocess.Popen(command, env=ENV, cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE)
+        try:
+            _, line = second.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            second.kill()
+            second.communicate()
+            pytest.fail("the second start was not refused: it trains into the same workdir")
+        line = line.strip()
+        assert second.returncode == 2 and "\n" not in line and "Traceback" not in line, line[-3000:]
+        assert f"host {socket.gethostname()}, pid {first.pid}" in line and "--workdir" in line
+        assert first.poll() is None  # the first trains on
+    finally:
+        first.send_signal(signal.SIGTERM)
+        _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 143 and "stopped by SIGTERM" in stderr, stderr[-3000:]
+    assert not os.path.exists(lock)  # released on its way out
 
 
 def test_finished_run_with_other_settings_is_refused_and_untouched(tmp_path):
