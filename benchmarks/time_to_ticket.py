@@ -67,7 +67,6 @@ class PhaseClock:
 
 
 def child(args) -> dict:
-    import dataclasses
 
     import jax
     import numpy as np
@@ -114,7 +113,7 @@ def child(args) -> dict:
     return {"seconds": clock.seconds, "total_seconds": total, "compilations": len(clock.compiles),
             "compilations_after_round_0": len(after_round0), "compile_seconds_after_round_0": sum(after_round0),
             "images_trained": args.rounds * args.epochs * trainer.steps_per_epoch * config.batch_size,
-            "devices": jax.device_count(), "config": dataclasses.asdict(config)}
+            "devices": jax.device_count(), "config": config.to_dict()}
 
 
 def main():

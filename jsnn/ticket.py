@@ -49,7 +49,7 @@ def save_ticket(path: str, config: TrainConfig, num_classes: int, variables: Var
     for collection in Variables._fields:
         for key, value in traverse_util.flatten_dict(getattr(variables, collection)).items():
             arrays[f"{collection}/{'/'.join(key)}"] = np.asarray(value)
-    meta = {"format": FORMAT, "config": dataclasses.asdict(config), "num_classes": num_classes, "info": info}
+    meta = {"format": FORMAT, "config": config.to_dict(), "num_classes": num_classes, "info": info}
     arrays[_META] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), np.uint8)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     buffer = io.BytesIO()
@@ -76,4 +76,4 @@ def load_ticket(path: str) -> Ticket:
         collection, _, rest = name.partition("/")
         trees[collection][tuple(rest.split("/"))] = value
     variables = Variables(**{c: traverse_util.unflatten_dict(t) if t else {} for c, t in trees.items()})
-    return Ticket(TrainConfig(**meta["config"]), meta["num_classes"], variables, meta["info"], path)
+    return Ticket(TrainConfig.from_dict(meta["config"]), meta["num_classes"], variables, meta["info"], path)

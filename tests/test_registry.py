@@ -7,7 +7,6 @@ segments, each denser mask nested in the previous one, to exercise ``next_segmen
 import dataclasses
 import inspect
 import json
-import os
 
 import jax
 import numpy as np

@@ -25,7 +25,8 @@ from jsnn.runs.results import entries_figure
 from jsnn.runs.run import Run
 from jsnn.runs.segment import prepare
 from jsnn.runs.tickets import TICKET_FILE, level_dir
-from jsnn.runs.workdir import CONFIG, RESULTS, check_same_run, claim_workdir, finished_results, run_signature
+from jsnn.runs.workdir import (CONFIG, RESULTS, check_same_run, claim_workdir, finished_results, release_workdir,
+                               run_signature)
 from jsnn.sparsity import distributions
 from jsnn.sparsity.edge_popup import init_scores
 from jsnn.sparsity.masks import check_sparsity, layer_sparsity_of, sparsity_of
@@ -160,7 +161,14 @@ def random_floor(config: TrainConfig, out_dir: str, sparsity: float, options: Ed
     if trainer is None:
         _, _, trainer = prepare(config, out_dir, sig)
     else:
-        claim_workdir(out_dir, sig, dataclasses.asdict(config))
+        claim_workdir(out_dir, sig, config.to_dict())
+    try:
+        return _random_floor_entry(config, out_dir, sparsity, options, trainer, sig)
+    finally:
+        release_workdir(out_dir)
+
+
+def _random_floor_entry(config, out_dir, sparsity, options, trainer, sig) -> dict:
     key_weights, _ = jax.random.split(jax.random.key(config.seed))
     variables = init_variables(trainer.model, key_weights, (1,) + trainer.dataset.image_shape)
     method = EdgePopup(layer_targets(trainer.model, variables.weights, sparsity, options))
@@ -212,6 +220,13 @@ def sweep_label(config: TrainConfig, options: EdgePopupOptions) -> str:
 def run(config: TrainConfig, workdir: str, options: EdgePopupOptions, *, trainer: Trainer | None = None,
         outputs: Outputs = Outputs(), hooks: RunHooks = RunHooks()) -> dict:
     """The whole sweep; returns (and writes) WORKDIR/results.json."""
+    try:
+        return _sweep(config, workdir, options, trainer, outputs, hooks)
+    finally:
+        release_workdir(workdir)  # held if this sweep trained a level (``prepare`` claims the sweep's workdir)
+
+
+def _sweep(config, workdir, options, trainer, outputs, hooks) -> dict:
     label = sweep_label(config, options)
     runs = []
     for s in options.sparsities:

@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from jsnn import plots
-from jsnn.config import TrainConfig, dataset_family
+from jsnn.config import TrainConfig, rewind_epoch_preset
 from jsnn.methods import MaskedTraining
 from jsnn.metrics import is_primary
 from jsnn.runs import controls
@@ -42,10 +42,6 @@ from jsnn.ticket import save_ticket
 from jsnn.trainer import Trainer, TrainState
 from jsnn.variables import Variables, init_variables, named_kernels
 
-# Kim et al.: 15 rounds counting the dense round 0 (sparsity up to 1 - 0.75^14 = 98.2%),
-# 25% per round, late rewinding to epoch 20 of round 0. Digits: a short budget.
-REWIND_EPOCH = {"cifar": 20, "digits": 2}
-SCOPES = tuple(sorted(DISTRIBUTIONS))  # sparsity distributions (jsnn/sparsity/distributions.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +69,7 @@ class IMPOptions:
     def resolve(self, config: TrainConfig) -> "IMPOptions":
         rewind = self.rewind_epoch
         if rewind is None:  # the preset, never past the end of a short round 0
-            rewind = min(REWIND_EPOCH.get(dataset_family(config.dataset), 0), config.epochs)
+            rewind = min(rewind_epoch_preset(config.dataset), config.epochs)
         scope = self.scope or criteria.criterion(self.criterion).distribution
         out = dataclasses.replace(self, rewind_epoch=rewind, scope=scope)
         if out.rounds < 1:
@@ -83,8 +79,9 @@ class IMPOptions:
                              f"got {out.prune_rate}")
         if not 0 <= out.rewind_epoch <= config.epochs:
             raise ValueError(f"--rewind-epoch must lie in [0, epochs = {config.epochs}], got {out.rewind_epoch}")
-        if out.scope not in SCOPES:
-            raise ValueError(f"--scope (the sparsity distribution) must be one of {SCOPES}, got {out.scope!r}")
+        if out.scope not in DISTRIBUTIONS:  # the registry as it is now: distributions registered later count
+            raise ValueError(f"--scope (the sparsity distribution) must be one of {sorted(DISTRIBUTIONS)}, "
+                             f"got {out.scope!r}")
         if out.calibration_batches < 1:
             raise ValueError(f"--calibration-batches must be >= 1, got {out.calibration_batches}")
         if out.control not in (None,) + CONTROLS:
@@ -297,7 +294,7 @@ def imp_run(config: TrainConfig, options: IMPOptions, workdir: str, *, trainer: 
     """One IMP run (one criterion, one seed) in one workdir, ready to ``execute()``."""
     plan = IMPPlan(config, options)
     return Run(plan, config, workdir, trainer=trainer, outputs=outputs, hooks=hooks,
-               record={**dataclasses.asdict(config), "imp": dataclasses.asdict(plan.options)})
+               record={**config.to_dict(), "imp": dataclasses.asdict(plan.options)})
 
 
 def run_imp(config: TrainConfig, options: IMPOptions, workdir: str, *, trainer: Trainer | None = None,

@@ -13,7 +13,6 @@ A new method is one module with a Plan and a registry entry (``runs/registry.py`
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import typing
 from typing import Any
@@ -24,7 +23,7 @@ from jsnn.metrics import log, read_jsonl, write_json
 from jsnn.runs.outputs import Outputs, RunHooks
 from jsnn.runs.segment import Position, RunCheckpoints, describe, prepare, train_segment
 from jsnn.runs.tickets import ticket_cost, write_ticket
-from jsnn.runs.workdir import METRICS, RESULTS, claim_workdir, drop_metrics_after, finished_results
+from jsnn.runs.workdir import METRICS, RESULTS, claim_workdir, drop_metrics_after, finished_results, release_workdir
 from jsnn.trainer import Trainer, TrainState
 
 
@@ -113,31 +112,34 @@ class Run:
             _, _, self.trainer = prepare(self.config, self.workdir, plan.signature, self.record)
         else:
             claim_workdir(self.workdir, plan.signature, self.record or _config_record(self.config))
-        self._phase("prepare")
-        state = plan.setup(self)
-        self.checkpoints = RunCheckpoints(self.trainer, self.workdir, plan.signature, self._around_save)
-        start, partial = Position(), None
-        resumed = self.checkpoints.restore(state, lambda meta: plan.checkpoint_like(state, meta))
-        if resumed is not None:
-            state, extra, start, meta = resumed
-            self.entries, partial = meta.get("runs", []), meta.get("partial_epoch")
-            plan.restore(self, state, extra, meta)
-            where = f": round {start.segment}, " if plan.segments > 1 else " at "
-            log(f"resuming from {self.checkpoints.directory}{where}{describe(start, self.config.epochs)}")
-        drop_metrics_after(self.metrics_path,
-                           lambda r: (r.get("round", 0), r["epoch"]) <= (start.segment, start.epoch))
+        try:
+            self._phase("prepare")
+            state = plan.setup(self)
+            self.checkpoints = RunCheckpoints(self.trainer, self.workdir, plan.signature, self._around_save)
+            start, partial = Position(), None
+            resumed = self.checkpoints.restore(state, lambda meta: plan.checkpoint_like(state, meta))
+            if resumed is not None:
+                state, extra, start, meta = resumed
+                self.entries, partial = meta.get("runs", []), meta.get("partial_epoch")
+                plan.restore(self, state, extra, meta)
+                where = f": round {start.segment}, " if plan.segments > 1 else " at "
+                log(f"resuming from {self.checkpoints.directory}{where}{describe(start, self.config.epochs)}")
+            drop_metrics_after(self.metrics_path,
+                               lambda r: (r.get("round", 0), r["epoch"]) <= (start.segment, start.epoch))
 
-        results = None
-        for segment in range(start.segment, plan.segments):
-            here = start if segment == start.segment else Position(segment)
-            self._phase("train", segment=segment, epoch=here.epoch, batch=here.batch)
-            state = plan.train(self, state, here, partial if here == start else None)
-            results = self._finish_segment(state, segment)
-            if segment + 1 < plan.segments:
-                self._phase("prune", segment=segment + 1)
-                state = plan.next_segment(self, state, segment + 1)
-                self.checkpoints.save(Position(segment + 1), state, plan.checkpoint_extra(), self._info())
-        return results if results is not None else self._write_results()
+            results = None
+            for segment in range(start.segment, plan.segments):
+                here = start if segment == start.segment else Position(segment)
+                self._phase("train", segment=segment, epoch=here.epoch, batch=here.batch)
+                state = plan.train(self, state, here, partial if here == start else None)
+                results = self._finish_segment(state, segment)
+                if segment + 1 < plan.segments:
+                    self._phase("prune", segment=segment + 1)
+                    state = plan.next_segment(self, state, segment + 1)
+                    self.checkpoints.save(Position(segment + 1), state, plan.checkpoint_extra(), self._info())
+            return results if results is not None else self._write_results()
+        finally:
+            release_workdir(self.workdir)
 
     def train_segment(self, state: TrainState, start: Position, partial_epoch: dict | None = None,
                       on_epoch_end=None) -> TrainState:
@@ -216,4 +218,4 @@ def _entry_label(entry: dict) -> str:
 
 
 def _config_record(config: TrainConfig) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    return config.to_dict()

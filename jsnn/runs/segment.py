@@ -14,9 +14,8 @@ import jax
 from jsnn import data as jdata
 from jsnn.checkpoint import Checkpointer
 from jsnn.config import TrainConfig
-from jsnn.metrics import log
 from jsnn.models import build_model
-from jsnn.runs.workdir import CHECKPOINTS, METRICS, claim_workdir, drop_metrics_after
+from jsnn.runs.workdir import CHECKPOINTS, claim_workdir
 from jsnn.trainer import TrainState, Trainer, checkpoint_tree, from_checkpoint_tree, save_checkpoint
 
 
@@ -25,7 +24,7 @@ def prepare(config: TrainConfig, workdir: str, signature: dict, extra_config: di
     dataset = jdata.load_dataset(config.dataset, config.data_dir)  # first: missing data leaves no empty workdir
     model = build_model(config, dataset.num_classes)
     trainer = Trainer(config, model, dataset)
-    claim_workdir(workdir, signature, {**dataclasses.asdict(config), **(extra_config or {}),
+    claim_workdir(workdir, signature, {**config.to_dict(), **(extra_config or {}),
                                        "devices": jax.device_count(), "processes": jax.process_count()})
     return dataset, model, trainer
 

@@ -15,8 +15,11 @@ import dataclasses
 import json
 import os
 
+import jax
+
 from jsnn.config import signature_differences
 from jsnn.metrics import read_json, read_jsonl, write_json, write_jsonl
+from jsnn.runs.lock import hold_workdir, release_workdir, run_identity
 
 METRICS, CONFIG, RESULTS, CHECKPOINTS = "metrics.jsonl", "config.json", "results.json", "checkpoints"
 
@@ -48,18 +51,21 @@ def check_same_run(found: dict | None, signature: dict, where: str, keys=None) -
 
 
 def claim_workdir(workdir: str, signature: dict, record: dict) -> None:
-    """Makes WORKDIR this run's: a new directory gets config.json (``record`` and the signature);
-    one written by a run with other settings is a RunMismatchError, and nothing is written."""
+    """Makes WORKDIR this run's: holds its lock (``lock.py``: a second run on it stops with one line
+    naming the holder), and a new directory gets config.json (``record`` and the signature); one
+    written by a run with other settings is a RunMismatchError, and nothing is written. The lock
+    is held until ``release_workdir(workdir)`` or the end of the process."""
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise ValueError(f"--workdir {workdir} is a file, not a directory; pass a directory for the run's files")
     found = read_json(os.path.join(workdir, CONFIG))
     check_same_run(found.get("signature") if found else None, signature, workdir)
-    try:
-        os.makedirs(workdir, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"cannot create --workdir {workdir} ({e.strerror}); pass a writable directory") from None
+    hold_workdir(workdir, **run_identity(jax.process_index(), jax.process_count()))
     if found is None or "signature" not in found:
         write_json(os.path.join(workdir, CONFIG), {**record, "signature": signature})
+
+
+__all__ = ["CONFIG", "METRICS", "RESULTS", "CHECKPOINTS", "RunMismatchError", "check_same_run", "claim_workdir",
+           "drop_metrics_after", "finished_results", "release_workdir", "run_signature"]
 
 
 def drop_metrics_after(path: str, keep) -> None:

@@ -121,7 +121,7 @@ def _key(c: Calibration) -> jax.Array:
 
 @register_input("threshold")
 def _threshold(c: Calibration) -> float:
-    return float(c.trainer.config.threshold)
+    return float(c.trainer.config.lif.threshold)
 
 
 @register_input("epsilon")
