@@ -13,9 +13,15 @@ digits preset), rewind to epoch 2:
 
     python benchmarks/lottery_digits.py run --workdir runs/lottery_digits --seeds 0,1,2,3,4 --workers 2
     python benchmarks/lottery_digits.py report --workdir runs/lottery_digits --out docs/results/lottery_digits
+    python benchmarks/lottery_digits.py report --from-summary docs/results/lottery_digits/summary.json \
+        --out docs/results/lottery_digits
 
 ``run`` is resumable (rerun it: finished runs are skipped, a killed one continues from its checkpoint);
-``report`` writes summary.json, table.md and lottery_digits.png from whatever has finished.
+``report`` writes summary.json, table.md and lottery_digits.png from whatever has finished; with
+``--from-summary`` it recomputes the statistics and table.md from a summary.json's per-seed accuracies
+alone (no run directories; the figure, which shows only means and standard deviations, is left as it is).
+Statistics: ``jsnn.statistics`` (accuracies as counts of correct test images, exact Wilcoxon signed-rank
+p, Holm over the paired table, t intervals).
 """
 from __future__ import annotations
 
@@ -101,21 +107,85 @@ def run_all(workdir: str, seeds: list[int], workers: int) -> None:
 
 # -- statistics ---------------------------------------------------------------------------------------------
 
+# The paired table: one family of len(PAIRS) x (ROUNDS - 1) tests, Holm-adjusted together.
+PAIRS = {f"{c} - {c}_reinit": (c, f"{c}_reinit") for c in TICKETS}
+PAIRS.update({f"{c} - {c}_random": (c, f"{c}_random") for c in TICKETS})
+PAIRS.update({"sf1 - mag": ("sf1", "mag"), "sf2 - mag": ("sf2", "mag"), "eb_ticket - mag": ("eb_ticket", "mag")})
+STATISTICS = ("per seed, accuracy as the integer count of correct test images; differences in images (and in "
+              "points, 100/n_test each); mean with its 95 % Student-t interval; exact two-sided Wilcoxon "
+              "signed-rank p by enumeration of all sign flips (zeros dropped, 'wilcox'; ties at their average "
+              "rank; Pratt's zero handling recorded beside it) and exact sign-flip p of the mean; Holm's "
+              "adjustment over all the p-values of the paired table (jsnn.statistics)")
 
-def bootstrap_ci(diffs: np.ndarray, n: int = 10_000, seed: int = 0) -> tuple[float, float]:
-    """95 % percentile bootstrap interval of the mean of paired differences."""
-    rng = np.random.default_rng(seed)
-    means = diffs[rng.integers(0, len(diffs), (n, len(diffs)))].mean(axis=1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+def digits_test_size() -> int:
+    from jsnn import data as jdata
+
+    return len(jdata.load_dataset("digits").test_labels)
 
 
-def wilcoxon_p(diffs: np.ndarray) -> float:
-    """Two-sided Wilcoxon signed-rank p (exact for small n; zero differences dropped, all zero -> 1)."""
-    from scipy.stats import wilcoxon
+def paired_statistics(accuracy: dict, n_test: int, rounds: int) -> dict:
+    """The paired table from every seed's accuracy (%, [seed, round] per run): see ``STATISTICS``."""
+    from jsnn import statistics as st
 
-    if np.all(diffs == 0):
-        return 1.0
-    return float(wilcoxon(diffs, zero_method="wilcox", alternative="two-sided").pvalue)
+    counts = {n: st.accuracy_counts(accuracy[n], n_test, percent=True) for n in accuracy}
+    points = 100.0 / n_test
+    table = {}
+    for label, (a, b) in PAIRS.items():
+        rows = []
+        for k in range(1, rounds):
+            r = st.paired(counts[a][:, k], counts[b][:, k])
+            d = np.asarray(r["per_seed"])
+            rows.append({"round": k, "mean": points * r["mean"], "ci95": [points * x for x in r["ci95"]],
+                         "mean_images": r["mean"], "ci95_images": r["ci95"],
+                         "wilcoxon_p": r["wilcoxon_p"], "wilcoxon_p_holm": None,
+                         "wilcoxon_p_pratt": st.wilcoxon_exact(d, "pratt").pvalue, "sign_flip_p": r["sign_flip_p"],
+                         "ahead": r["ahead"], "tied": r["tied"], "behind": r["behind"],
+                         "per_seed_images": r["per_seed"]})
+        table[label] = rows
+    cells = [e for rows in table.values() for e in rows]
+    for e, q in zip(cells, st.holm([e["wilcoxon_p"] for e in cells])):
+        e["wilcoxon_p_holm"] = float(q)
+    return table
+
+
+def restate(summary: dict, n_test: int) -> dict:
+    """``summary`` with its statistics recomputed from its per-seed accuracies (which are kept as they are)."""
+    from jsnn import statistics as st
+
+    out = {}
+    for key, value in summary.items():  # keeps the order of the keys, n_test after rounds
+        out[key] = value
+        if key == "rounds":
+            out["n_test"] = n_test
+    out["n_test"] = n_test
+    out["statistics"] = STATISTICS
+    out["correct"] = {n: st.accuracy_counts(summary["accuracy"][n], n_test, percent=True).tolist()
+                      for n in summary["accuracy"]}
+    out["paired"] = paired_statistics({n: np.asarray(v) for n, v in summary["accuracy"].items()}, n_test,
+                                      summary["rounds"])
+    return out
+
+
+def write(summary: dict, out: str, draw: bool = True) -> None:
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write(tables(summary))
+    if draw:
+        figure(summary, os.path.join(out, "lottery_digits.png"))
+
+
+def report_from_summary(path: str, out: str) -> dict:
+    """Recomputes the statistics and tables from a summary.json alone (no run directories): the
+    accuracies, means, standard deviations and times are kept; the figure (means and standard deviations
+    only) is left as it is."""
+    with open(path) as f:
+        summary = json.load(f)
+    summary = restate(summary, summary.get("n_test") or digits_test_size())
+    write(summary, out, draw=False)
+    return summary
 
 
 def _load(workdir: str):
@@ -150,17 +220,6 @@ def report(workdir: str, out: str) -> dict:
     summary = {"seeds": complete, "width": WIDTH, "prune_rate": PRUNE_RATE, "rounds": ROUNDS, "sparsity": sparsity,
                "mean": {n: A[n].mean(0).tolist() for n in RUNS}, "std": {n: A[n].std(0, ddof=1).tolist() for n in RUNS},
                "accuracy": {n: A[n].tolist() for n in RUNS}, "paired": {}, "time_to_ticket": {}}
-    pairs = {f"{c} - {c}_reinit": (c, f"{c}_reinit") for c in TICKETS}
-    pairs.update({f"{c} - {c}_random": (c, f"{c}_random") for c in TICKETS})
-    pairs.update({"sf1 - mag": ("sf1", "mag"), "sf2 - mag": ("sf2", "mag"), "eb_ticket - mag": ("eb_ticket", "mag")})
-    for label, (a, b) in pairs.items():
-        rows = []
-        for k in range(1, ROUNDS):
-            d = A[a][:, k] - A[b][:, k]
-            lo, hi = bootstrap_ci(d)
-            rows.append({"round": k, "mean": float(d.mean()), "ci95": [lo, hi], "wilcoxon_p": wilcoxon_p(d),
-                         "per_seed": d.tolist()})
-        summary["paired"][label] = rows
     # time to ticket k: the training (and early-bird scoring) before mask k is drawn
     for name in ("mag", "eb"):
         ep = np.array([np.cumsum([0] + epochs[(name, s)][:-1]) for s in complete], float)
@@ -169,12 +228,8 @@ def report(workdir: str, out: str) -> dict:
         summary["time_to_ticket"][name] = {"epochs_mean": ep.mean(0).tolist(), "epochs_std": ep.std(0, ddof=1).tolist(),
                                            "seconds_mean": sec.mean(0).tolist(), "seconds_std": sec.std(0, ddof=1).tolist(),
                                            "epochs_per_round": [epochs[(name, s)] for s in complete]}
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    with open(os.path.join(out, "table.md"), "w") as f:
-        f.write(tables(summary))
-    figure(summary, os.path.join(out, "lottery_digits.png"))
+    summary = restate(summary, digits_test_size())
+    write(summary, out)
     return summary
 
 
@@ -193,13 +248,16 @@ def tables(S: dict) -> str:
     text = f"Test accuracy (%), mean ± std over seeds {S['seeds']} (n = {len(S['seeds'])}), by sparsity:\n\n" + head
     for n, label in names.items():
         text += f"| {label} | " + " | ".join(_pm(S["mean"][n][k], S["std"][n][k]) for k in rounds) + " |\n"
-    text += ("\nPaired per-seed differences (percentage points): mean [95 % bootstrap CI] (Wilcoxon signed-rank "
-             "p, two-sided, exact)\n\n")
+    cells = sum(len(rows) for rows in S["paired"].values())
+    text += (f"\nPaired per-seed differences, in points (1 test image = {100 / S['n_test']:.2f} points): mean "
+             f"[95 % t interval]; seeds ahead/tied/behind; exact two-sided Wilcoxon signed-rank p (zeros dropped, "
+             f"ties at average ranks) and its Holm adjustment over the table's {cells} p-values\n\n")
     text += "| | " + " | ".join(f"{100 * S['sparsity'][k]:.1f} %" for k in rounds if k) + " |\n"
     text += "|---" * S["rounds"] + "|\n"
     for label, rows in S["paired"].items():
         text += f"| {label} | " + " | ".join(
-            f"{r['mean']:+.1f} [{r['ci95'][0]:+.1f}, {r['ci95'][1]:+.1f}] (p {r['wilcoxon_p']:.2g})" for r in rows) + " |\n"
+            f"{r['mean']:+.1f} [{r['ci95'][0]:+.1f}, {r['ci95'][1]:+.1f}] {r['ahead']}/{r['tied']}/{r['behind']} "
+            f"(p {r['wilcoxon_p']:.2g}, Holm {r['wilcoxon_p_holm']:.2g})" for r in rows) + " |\n"
     t = S["time_to_ticket"]
     text += "\nTime to the ticket of each sparsity (training before its mask is drawn; seconds: training epochs, the " \
             "first one of each run counted as the run's median epoch since it includes compiling, plus early-bird's " \
@@ -257,6 +315,9 @@ def main():
     p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--workers", type=int, default=1, help="processes, each taking every workers-th seed")
     p.add_argument("--out", default="docs/results/lottery_digits")
+    p.add_argument("--from-summary", metavar="SUMMARY_JSON",
+                   help="report: recompute the statistics and tables from this summary.json (its per-seed "
+                        "accuracies) instead of the run directories; the figure is left as it is")
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.command == "_worker":
@@ -265,8 +326,12 @@ def main():
     elif args.command == "run":
         run_all(args.workdir, seeds, args.workers)
     else:
-        report(args.workdir, args.out)
-        print(open(os.path.join(args.out, "table.md")).read())
+        if args.from_summary:
+            report_from_summary(args.from_summary, args.out)
+        else:
+            report(args.workdir, args.out)
+        with open(os.path.join(args.out, "table.md")) as f:
+            print(f.read())
 
 
 if __name__ == "__main__":
