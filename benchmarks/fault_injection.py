@@ -362,7 +362,10 @@ def main():
     p.add_argument("--faults", default=",".join(FAULTS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "fault_injection"))
+    p.add_argument("--code", help="the commit under test (default: git rev-parse HEAD here)")
     args = p.parse_args()
+    code = args.code or subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                       text=True).stdout.strip() or "unknown"
     rng = random.Random(args.seed)
     faults = args.faults.split(",")
     if "disk_full" in faults and not can_mount():
@@ -410,7 +413,7 @@ def main():
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     command = " ".join(["train/imp.py", *FLAGS])
     with open(args.out + ".json", "w") as f:
-        json.dump({"command": command, "benchmark": f"python benchmarks/fault_injection.py --trials {args.trials} "
+        json.dump({"command": command, "code": code, "benchmark": f"python benchmarks/fault_injection.py --trials {args.trials} "
                    f"--seed {args.seed}", "uninterrupted_seconds": seconds, "phases": len(events),
                    "total_seconds": time.time() - t_all, "rows": rows, "trials": trials}, f, indent=2)
     lines = ["| fault | trials | landed | in start-up | mid-run | where it hit | resumed | results identical | "
@@ -420,8 +423,8 @@ def main():
               f"{'; '.join(r['hit'])} | {r['resumed']} | {r['identical']} | {r['rounds_lost']} | "
               f"{r['clear_lines']} | {r['manual_steps']} |" for r in rows]
     with open(args.out + ".md", "w") as f:
-        f.write(f"Fault injection on `{command}` (uninterrupted: {seconds:.0f} s, {len(events)} phases), "
-                f"`python benchmarks/fault_injection.py --trials {args.trials} --seed {args.seed}`\n\n"
+        f.write(f"Fault injection on `{command}` at {code} (uninterrupted: {seconds:.0f} s, {len(events)} "
+                f"phases), `python benchmarks/fault_injection.py --trials {args.trials} --seed {args.seed}`\n\n"
                 + "\n".join(lines) + "\n")
     print("\n".join(lines))
 
