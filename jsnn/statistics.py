@@ -33,6 +33,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+from scipy import stats
 
 MAX_EXACT_N = 20  # 2^20 sign flips: about a million, a few MB
 
@@ -182,14 +183,12 @@ def t_interval(d, confidence: float = 0.95) -> tuple[float, float, float]:
     s is the sample standard deviation (ddof = 1). Differences that are all equal give low = high = mean.
     Needs n >= 2.
     """
-    from scipy.stats import t
-
     d = _check_differences(d).astype(np.float64)
     n = len(d)
     if n < 2:
         raise ValueError("a t interval needs at least 2 differences")
     mean = float(d.mean())
-    half = float(t.ppf(0.5 + confidence / 2, n - 1) * d.std(ddof=1) / np.sqrt(n))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * d.std(ddof=1) / np.sqrt(n))
     return mean, mean - half, mean + half
 
 
