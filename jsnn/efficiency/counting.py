@@ -146,7 +146,7 @@ def _static_facts(layers: tuple[Layer, ...], timesteps: int) -> dict:
         elif layer.kind == "avg_pool":  # one accumulate per input value, every timestep
             facts["pool_ops"] += math.prod(layer.in_shape) * timesteps
             continue
-        else:
+        else:  # the input and a flatten: no operations
             continue
         if dense > _INT32_MAX:
             raise ValueError(f"layer {layer.name} has {dense} dense operations per image and timestep; "
