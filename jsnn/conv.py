@@ -6,14 +6,13 @@ Three implementations, identical in value (forward and both gradients):
 
   "xla"      ``jax.lax.conv_general_dilated`` and XLA's own transpose rules.
   "tuned"    the CPU default: XLA's convolution, except where another form
-             is measured faster (``benchmarks/conv_layer.py``, 2 cores, batch 160):
+             is measured faster (``benchmarks/conv_layer.py``):
                * output maps of at most ``IM2COL_MAX_OUTPUT_PIXELS`` pixels
                  (SNN-VGG-16's 2x2 block): one im2col matmul, differentiated
-                 as matmuls. XLA's CPU convolution collapses there (512->512
-                 at 2x2: 2-3 GFLOP/s against 240-260 for the matmul);
+                 as matmuls: XLA's CPU convolution runs far below the matmul
+                 rate on such tiny maps;
                * 1x1 kernels (Res-SNN-19's strided shortcuts): the
-                 hand-written VJP below, 1.5x XLA's forward + backward at
-                 256->512, stride 2 (XLA's filter gradient of a strided 1x1
+                 hand-written VJP below (XLA's filter gradient of a strided 1x1
                  convolution is slow).
   "custom"   XLA's forward convolution with a hand-written VJP everywhere:
                input gradient  = a forward convolution of the output gradient
@@ -23,11 +22,10 @@ Three implementations, identical in value (forward and both gradients):
                                  padded input (one per tap, or one im2col
                                  matmul for thin inputs);
              plus the tiny-map im2col above. It pays where the whole
-             convolution backward is slow: with YNNPACK's CPU convolutions
-             (kept with ``JSNN_KEEP_XLA_FLAGS=1``, see ``jsnn/xla_flags.py``)
-             it trains the small SNN-VGG 1.2x faster than "xla". With XLA's
-             Eigen convolutions, which ``import jsnn`` selects, it runs 3x3
-             layers at 0.7-0.8x "xla".
+             convolution backward is slow (YNNPACK's CPU convolutions, kept
+             with ``JSNN_KEEP_XLA_FLAGS=1``, see ``jsnn/xla_flags.py``); with
+             XLA's Eigen convolutions, which the programs select, "xla" runs
+             3x3 layers faster.
 
 The default is chosen per backend at trace time (``default_impl``); GPU/TPU
 keep "xla" (cuDNN-style backends have fast native kernels; not measured here:
@@ -135,9 +133,8 @@ def _filter_grad(x, g, kernel_shape, stride, padding):
     return jnp.stack(taps).reshape(kernel_shape)
 
 
-# Output maps of at most this many pixels use the im2col matmul (measured on 2 CPU cores
-# with Eigen's convolutions: at 2x2 it is ~80x faster than XLA's conv; at 4x4 XLA's is
-# 1.2x faster, forward + backward).
+# Output maps of at most this many pixels use the im2col matmul: the crossover measured by
+# benchmarks/conv_layer.py (at 2x2 the matmul wins by far; at 4x4 XLA's convolution is ahead).
 IM2COL_MAX_OUTPUT_PIXELS = 4
 
 

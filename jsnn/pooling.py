@@ -5,10 +5,8 @@ written as four strided slices.
 
 Why: on the CPU backend XLA (jaxlib 0.10) fuses a ``reduce_window`` with the
 convolution that reads it into one YNNPACK graph, which runs that convolution
-slower than XLA's own. Small SNN-VGG (workload a of ``benchmarks/``, batch 32,
-T = 5, 2 cores): training step 1.24 s with ``reduce_window``, 0.94 s with this
-pool; inference 0.33 s and 0.27 s. The four maxima are
-exact, so the forward value is bit-identical; the custom VJP keeps the
+slower than XLA's own (measured on the small SNN-VGG of ``benchmarks/``, training
+and inference: ``docs/speed.md``). The four maxima are exact, so the forward value is bit-identical; the custom VJP keeps the
 gradient identical too, ties included (binary spikes tie all the time, and
 ``jnp.maximum``'s own gradient would split them).
 """
