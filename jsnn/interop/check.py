@@ -13,8 +13,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from jsnn import data as jdata
-from jsnn.interop.compare import agreement, layer_spike_recorder, predictions
+from jsnn.interop.compare import agreement, layer_spike_recorder
+from jsnn.objective import predictions, preprocess
 from jsnn.interop.nir_import import from_nir, graph_metadata
 from jsnn.interop.torch_sims import norse_module, run_torch, snntorch_module  # torch is imported when one is run
 
@@ -56,11 +56,11 @@ def check_export(model, variables, graph, dataset, simulators, batch_size: int =
                    "max_output_difference": 0.0, "origins": [], "consequent_flips": 0} for sim in simulators}
     ref_correct = 0
     for start in range(0, n, batch_size):
-        images = np.asarray(jdata.normalize(dataset.test_images[start:min(start + batch_size, n)], dataset.mean,
-                                            dataset.std))
+        images = np.asarray(preprocess(dataset.test_images[start:min(start + batch_size, n)], dataset.mean,
+                                       dataset.std))
         y = labels[start:start + len(images)]
         ref_logits, ref_spikes, potentials = record(variables, images)
-        ref_pred = predictions(ref_logits)
+        ref_pred = np.asarray(predictions(ref_logits))
         ref_correct += int(np.sum(ref_pred == y))
         for sim, run in runners.items():
             outputs, spikes = run(images)
@@ -71,7 +71,7 @@ def check_export(model, variables, graph, dataset, simulators, batch_size: int =
             for k in layers:
                 t["per_layer_agree"][k] += a["per_layer_agree"][k]
                 t["per_layer_total"][k] += ref_spikes[k].size
-            pred = predictions(outputs)
+            pred = np.asarray(predictions(np.asarray(outputs)))
             t["same_prediction"] += int(np.sum(pred == ref_pred))
             t["correct"] += int(np.sum(pred == y))
             t["max_output_difference"] = max(t["max_output_difference"],

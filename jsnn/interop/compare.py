@@ -98,9 +98,4 @@ def agreement(reference: dict, other: dict, potentials: dict | None = None, thre
             "per_layer_agree": per_layer_agree, "origin_distance": sorted(origins), "consequences": consequences}
 
 
-def predictions(outputs: np.ndarray) -> np.ndarray:
-    """The readout: argmax of the outputs averaged over time ([T, N, n] -> [N])."""
-    return np.argmax(np.asarray(outputs).mean(axis=0), axis=-1)
-
-
-__all__ = ["jsnn_layer_spikes", "agreement", "predictions"]
+__all__ = ["jsnn_layer_spikes", "agreement"]
