@@ -63,6 +63,7 @@ from jsnn.models import build_model
 from jsnn.models.description import Layer, describe
 from jsnn.models.observe import observe
 from jsnn.neuron import lif_reset
+from jsnn.objective import preprocess
 from jsnn.variables import Variables
 
 # Horowitz, "Computing's energy problem", ISSCC 2014, 45 nm: 32-bit float add 0.9 pJ,
@@ -276,9 +277,7 @@ def measure(model: nn.Module, variables: Variables, images, labels=None, *, batc
         valid[: stop - start] = 1
         if len(x) < batch_size:  # one shape for jit: pad with zero images, counted nowhere
             x = np.concatenate([x, np.zeros((batch_size - len(x),) + x.shape[1:], x.dtype)])
-        x = jnp.asarray(x, jnp.float32)
-        if normalize is not None:
-            x = (x - jnp.asarray(normalize[0], jnp.float32)) / jnp.asarray(normalize[1], jnp.float32)
+        x = preprocess(x, *normalize) if normalize is not None else jnp.asarray(x, jnp.float32)
         predicted, layers, neurons = jax.device_get(run(variables, x, valid))
         if labels is not None:
             correct += int(np.sum(predicted[: stop - start] == np.asarray(labels[start:stop])))
