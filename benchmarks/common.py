@@ -9,6 +9,7 @@ loss = mean over t of cross-entropy; SGD lr 0.1 momentum 0.9.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import resource
 import time
@@ -26,12 +27,14 @@ IMAGE_SHAPE = (32, 32, 3)  # CIFAR, HWC
 
 
 def vgg_plan(workload: str):
-    from jsnn.models.vgg import VGG16_PLAN, VGG_SMALL_PLAN
+    from jsnn.models.vgg import VGG16_PLAN, VGG_SMALL_PLAN  # here: a peer's process does not import JAX
 
     return {"vgg_small": VGG_SMALL_PLAN, "vgg16": VGG16_PLAN}[workload]
 
 
-# Res-SNN-19 (SPEC §2): stem 64, stages (128, 256, 512) x (3, 3, 2), hidden 256
+# Res-SNN-19 (SPEC §2), for the peers' own implementations: jsnn's SpikingResNet defaults
+# (tests/test_benchmarks_smoke.py checks they agree; written out so that a peer's process,
+# whose memory is measured, does not import JAX)
 RESNET19 = dict(stem=64, stages=(128, 256, 512), blocks=(3, 3, 2), hidden=256)
 
 
@@ -55,19 +58,17 @@ def make_batch(batch: int, seed: int = 0):
     return images, labels
 
 
-def train_flops(workload: str, batch: int, timesteps: int) -> float | None:
-    """Multiply-adds x 2 of the convs/linears, fwd + bwd (= 3x fwd), encoding conv once per image."""
-    if workload == "resnet19":
-        return None
-    h, c, flops, first = IMAGE_SHAPE[0], IMAGE_SHAPE[2], 0.0, True
-    for item in vgg_plan(workload):
-        if item == "M":
-            h //= 2
-            continue
-        per_image = 2.0 * h * h * 9 * c * item
-        flops += per_image * (batch if first else batch * timesteps)
-        c, first = item, False
-    flops += 2.0 * h * h * c * NUM_CLASSES * batch * timesteps
+def train_flops(workload: str, batch: int, timesteps: int) -> float:
+    """Multiply-adds x 2 of the convs/linears, fwd + bwd (= 3x fwd), the encoding conv once per
+    image: read from the model's layer description."""
+    from jsnn.models import get_model  # here: a peer's process does not import JAX
+
+    model = get_model(WORKLOADS[workload], NUM_CLASSES, timesteps=timesteps)
+    flops = 0.0
+    for layer in model.layers(IMAGE_SHAPE):
+        if layer.kind in ("conv", "linear"):
+            macs = math.prod(layer.out_shape[:-1]) * math.prod(layer.kernel_shape)
+            flops += 2.0 * macs * (batch if layer.encoding else batch * timesteps)
     return 3.0 * flops
 
 

@@ -22,6 +22,13 @@ def test_missing_peer_is_reported_not_dropped(monkeypatch):
     assert record["status"] == "missing" and "no_such_library" in record["error"]
 
 
+def test_peers_resnet19_is_jsnns():
+    from jsnn.models import SpikingResNet
+
+    assert common.RESNET19 == dict(stem=SpikingResNet.stem_features, stages=tuple(SpikingResNet.stage_features),
+                                   blocks=tuple(SpikingResNet.stage_blocks), hidden=SpikingResNet.hidden_features)
+
+
 def test_train_flops_of_workload_a():
     # SPEC/issue: about 183 GFLOP per training batch of 32 at T = 5
     assert abs(common.train_flops("vgg_small", 32, 5) / 1e9 - 183) < 5
