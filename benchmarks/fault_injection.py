@@ -17,9 +17,9 @@ evaluate, ticket, cost_report, results, plots, prune) is appended to a progress 
 happens. A fault is aimed at a phase: the phase and its occurrence are drawn at random from
 those of the uninterrupted run (or "start-up", the time before the first phase), and the fault
 is sent as the child reaches it. After the child is gone, the last line of its progress file is
-where the fault hit: "start-up" (nothing trained yet: imports, JAX, data, model, the workdir
-claim) or the phase with its round, epoch and batch. Only faults that hit after start-up count
-as mid-run faults.
+where the fault hit: "start-up" (no phase yet: imports, JAX, data, model, the workdir claim) or
+the phase with its round, epoch and batch. Faults that hit in start-up or in "prepare" (set up,
+nothing trained yet) are counted as start-up faults; only the others count as mid-run faults.
 
 Faults:
   sigkill            SIGKILL at a drawn phase
@@ -272,7 +272,7 @@ def start_twice(workdir: str, base: str, target: int) -> dict:
     info = {"landed": landed, **first, "first_exit": first["exit"]}
     if second is not None:
         line = second.stderr.strip()
-        info.update(second_exit=second.returncode, second_line=line[-300:],
+        info.update(second_exit=second.returncode, second_line=line[:500],
                     refused=second.returncode == 2 and "\n" not in line and "Traceback" not in line
                     and f"host {socket.gethostname()}, pid {c.p.pid}" in line)
     return info
@@ -330,9 +330,14 @@ def trial(fault: str, base: str, rng: random.Random, reference_events: list[dict
         else:
             aim = draw_target(rng, reference_events, start_up=False, after=first_checkpoint_index(reference_events))
             info = damage_newest(workdir, base, aim, "truncate" if fault == "truncate_newest" else "delete")
-        info["aimed_at"] = START_UP if aim is None else describe(where(reference_events[:aim + 1]))
+        if fault == "disk_full":
+            info["aimed_at"] = "not aimed: the disk fills where it fills"
+        else:
+            info["aimed_at"] = START_UP if aim is None else describe(where(reference_events[:aim + 1]))
         info["hit"], info["ended"] = describe(info["where"]), describe(info["ended"])
-        info["mid_run"] = info["landed"] and info["where"]["phase"] != START_UP
+        # start-up: before the run's training began (the program starting, or "prepare": data, model
+        # and workdir claim done, nothing trained yet); mid-run: from the first training phase on
+        info["mid_run"] = info["landed"] and info["where"]["phase"] not in (START_UP, "prepare")
         before = {r["round"] for r in outcome(workdir)["runs"]}
         log: list = []
         resumed, manual = resume(workdir, log)
@@ -413,8 +418,9 @@ def main():
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     command = " ".join(["train/imp.py", *FLAGS])
     with open(args.out + ".json", "w") as f:
-        json.dump({"command": command, "code": code, "benchmark": f"python benchmarks/fault_injection.py --trials {args.trials} "
-                   f"--seed {args.seed}", "uninterrupted_seconds": seconds, "phases": len(events),
+        json.dump({"command": command, "code": code,
+                   "benchmark": f"python benchmarks/fault_injection.py --trials {args.trials} --seed {args.seed}",
+                   "uninterrupted_seconds": seconds, "phases": len(events),
                    "total_seconds": time.time() - t_all, "rows": rows, "trials": trials}, f, indent=2)
     lines = ["| fault | trials | landed | in start-up | mid-run | where it hit | resumed | results identical | "
              "finished rounds lost | every failure one clear line | manual steps (as the error line said) |",
