@@ -66,7 +66,8 @@ class Plan(typing.Protocol):
         """Trains segment ``start.segment`` from ``start`` (usually ``run.train_segment``)."""
 
     def entry(self, run: "Run", state: TrainState, segment: int) -> dict:
-        """The finished segment's results entry, less the evaluation ``Run`` adds."""
+        """The finished segment's results entry, less the evaluation ``Run`` adds. A plan of several
+        segments names each entry's segment "round" (how results, tables and resumption find it)."""
 
     def ticket_path(self, run: "Run", segment: int) -> str: ...
 
