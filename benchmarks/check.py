@@ -36,10 +36,10 @@ def jsnn_grads(workload, T, images, labels):
         logits, _, _ = apply_model(model, v._replace(weights=weights, bn=bn), jnp.asarray(images), train=True)
         return jsnn_impl.loss_fn(logits, jnp.asarray(labels)), logits
 
-    (l, logits), (gw, gbn) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(v.weights, v.bn)
+    (loss_value, logits), (gw, gbn) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(v.weights, v.bn)
     grads = {k: np.asarray(g["kernel"]) for k, g in gw.items()}
     grads.update({f"{k}/bias": np.asarray(g["bias"]) for k, g in gw.items() if "bias" in g})
-    return v, float(l), np.asarray(logits), grads
+    return v, float(loss_value), np.asarray(logits), grads
 
 
 def torch_grads(module, workload, T, images, labels, weights, bn):
@@ -87,10 +87,10 @@ def spyx_grads(workload, T, images, labels, weights, bn):
         lab = jnp.broadcast_to(jnp.asarray(labels), logits.shape[:2])
         return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, lab)), logits
 
-    (l, logits), g = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+    (loss_value, logits), g = nnx.value_and_grad(loss_fn, has_aux=True)(model)
     grads = {f"conv{i}": np.asarray(g.convs[i].kernel.get_value()) for i in range(len(model.convs))}
     grads["fc"], grads["fc/bias"] = np.asarray(g.fc.kernel.get_value()), np.asarray(g.fc.bias.get_value())
-    return float(l), np.asarray(logits), grads
+    return float(loss_value), np.asarray(logits), grads
 
 
 def rel(a, b):

@@ -42,7 +42,10 @@ def bench_layer(n, h, w, cin, cout, k=3, stride=1, steps=10):
     out = {"shape": [n, h, w, cin, cout, k, stride]}
     for impl in IMPLS:
         fwd = jax.jit(lambda x, kk: conv2d(x, kk, stride, pad, impl=impl))
-        loss = lambda x, kk: jnp.sum(conv2d(x, kk, stride, pad, impl=impl) ** 2) * 0.5
+
+        def loss(x, kk):
+            return jnp.sum(conv2d(x, kk, stride, pad, impl=impl) ** 2) * 0.5
+
         bwd = jax.jit(jax.grad(loss, argnums=(0, 1)))
         tf, tb = _median_time(fwd, x, kernel, steps=steps), _median_time(bwd, x, kernel, steps=steps)
         out[impl] = {"fwd_s": tf, "fwd_gflops": flop / tf / 1e9, "fwdbwd_s": tb, "fwdbwd_gflops": 3 * flop / tb / 1e9}

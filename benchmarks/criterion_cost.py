@@ -24,10 +24,10 @@ import numpy as np
 from jsnn import xla_flags
 from jsnn.config import TrainConfig
 from jsnn.data import ArrayDataset, AugmentConfig
-from jsnn.runs.imp import IMPOptions
 from jsnn.methods import MaskedTraining
-from jsnn.parallel import put_batch
 from jsnn.models import build_model
+from jsnn.parallel import put_batch
+from jsnn.runs.imp import IMPOptions
 from jsnn.sparsity.criteria import sf
 from jsnn.sparsity.stats import collect_statistics
 from jsnn.trainer import Trainer

@@ -41,7 +41,8 @@ def main(argv=None):
     for T in (int(t) for t in args.timesteps.split(",")):
         x = jax.random.normal(jax.random.key(0), (T, 32, 16, 16, 128))
         relu = jax.jit(jax.nn.relu)
-        row = {"T": T, "megabytes": x.nbytes / 2**20, "relu_ms": 1e3 * median_call_seconds(lambda: relu(x), args.repeats)}
+        row = {"T": T, "megabytes": x.nbytes / 2**20,
+               "relu_ms": 1e3 * median_call_seconds(lambda: relu(x), args.repeats)}
         for name, unroll in (("unrolled", T), ("loop", 1)):
             cfg = dataclasses.replace(LIF, unroll=unroll)
             fwd = jax.jit(lambda x: lif_time_major(x, cfg))
@@ -55,7 +56,8 @@ def main(argv=None):
     md = [f"Machine: {m['cpu']}, {m['threads_used']} cores; {time.strftime('%Y-%m-%d')}; "
           f"`python benchmarks/lif_unroll.py` (median of {args.repeats} calls; currents [T, 32, 16, 16, 128] f32; "
           "forward + backward = the gradient of sum(S * X)).", "",
-          "| T | MB | ReLU ms | unrolled fwd ms | loop fwd ms | unrolled fwd+bwd ms | loop fwd+bwd ms | unroll=None picks |",
+          "| T | MB | ReLU ms | unrolled fwd ms | loop fwd ms | "
+          "unrolled fwd+bwd ms | loop fwd+bwd ms | unroll=None picks |",
           "|---|---|---|---|---|---|---|---|"]
     md += [f"| {r['T']} | {r['megabytes']:.0f} | {r['relu_ms']:.1f} | {r['unrolled_forward_ms']:.1f} | "
            f"{r['loop_forward_ms']:.1f} | {r['unrolled_backward_ms']:.1f} | {r['loop_backward_ms']:.1f} | {r['auto']} |"

@@ -89,7 +89,8 @@ def run_seed(workdir: str, seed: int) -> None:
         t0 = time.time()
         imp.run_imp(config, options, out, trainer=trainer, outputs=outputs)
         with open(log_path, "a") as f:
-            f.write(json.dumps({"seed": seed, "run": name, "seconds": time.time() - t0, "finished": time.time()}) + "\n")
+            record = {"seed": seed, "run": name, "seconds": time.time() - t0, "finished": time.time()}
+            f.write(json.dumps(record) + "\n")
 
 
 def run_all(workdir: str, seeds: list[int], workers: int) -> None:
@@ -225,9 +226,10 @@ def report(workdir: str, out: str) -> dict:
         ep = np.array([np.cumsum([0] + epochs[(name, s)][:-1]) for s in complete], float)
         sec = np.array([np.cumsum([0] + [a + b for a, b in zip(seconds[(name, s)], eb_seconds[(name, s)])][:-1])
                         for s in complete])
-        summary["time_to_ticket"][name] = {"epochs_mean": ep.mean(0).tolist(), "epochs_std": ep.std(0, ddof=1).tolist(),
-                                           "seconds_mean": sec.mean(0).tolist(), "seconds_std": sec.std(0, ddof=1).tolist(),
-                                           "epochs_per_round": [epochs[(name, s)] for s in complete]}
+        summary["time_to_ticket"][name] = {
+            "epochs_mean": ep.mean(0).tolist(), "epochs_std": ep.std(0, ddof=1).tolist(),
+            "seconds_mean": sec.mean(0).tolist(), "seconds_std": sec.std(0, ddof=1).tolist(),
+            "epochs_per_round": [epochs[(name, s)] for s in complete]}
     summary = restate(summary, digits_test_size())
     write(summary, out)
     return summary

@@ -26,7 +26,8 @@ def level_costs(workdir: str) -> list[dict]:
             continue
         if "round" in entry:
             name = f"round {entry['round']}"
-            records = [r for r in read_jsonl(os.path.join(workdir, "metrics.jsonl")) if r.get("round") == entry["round"]]
+            records = [r for r in read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+                       if r.get("round") == entry["round"]]
         else:
             name = f"sparsity {entry['sparsity_target']:.2f}"
             records = read_jsonl(os.path.join(workdir, f"sparsity_{entry['sparsity_target']:.2f}", "metrics.jsonl"))
@@ -44,7 +45,8 @@ def main():
     rows = level_costs(args.workdir)
     print("| level | training s | report s | report / training |\n|---|---|---|---|")
     for r in rows:
-        print(f"| {r['level']} | {r['train_seconds']:.1f} | {r['report_seconds']:.2f} | {100 * r['report_fraction']:.2f} % |")
+        print(f"| {r['level']} | {r['train_seconds']:.1f} | {r['report_seconds']:.2f} | "
+              f"{100 * r['report_fraction']:.2f} % |")
     write_json(os.path.join(args.workdir, "report_cost.json"), {"levels": rows})
 
 

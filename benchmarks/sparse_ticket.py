@@ -62,7 +62,8 @@ def main(argv=None):
     p.add_argument("--timesteps", type=int, default=5)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "sparse_ticket"))
+    p.add_argument("--out",
+                   default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "sparse_ticket"))
     args = p.parse_args(argv)
     if args.quick:
         args.sparsities, args.batch, args.timesteps, args.repeats = "0.98", 2, 2, 1
@@ -100,7 +101,8 @@ def main(argv=None):
     for r in rows:
         fr = list(r["firing_rates"].values())
         md.append(f"| {r['measured_sparsity']:.3f} | {r['dense_s']:.3f} | {r['sparse_s']:.3f} | "
-                  f"{r['dense_s'] / r['sparse_s']:.2f}x | {r['same_predictions']} | {r['max_logit_diff_relative']:.1e} | "
+                  f"{r['dense_s'] / r['sparse_s']:.2f}x | {r['same_predictions']} | "
+                  f"{r['max_logit_diff_relative']:.1e} | "
                   f"{min(fr):.3f} / {np.mean(fr):.3f} / {max(fr):.3f} |")
     if args.quick:
         print("\n".join(md))

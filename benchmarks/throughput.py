@@ -42,7 +42,8 @@ IMPLS = {
     "jsnn_edge_popup": ("benchmarks.trainer_impl", "jsnn: the edge-popup program's steps (scores, top-k masks)"),
     "jsnn_bare": ("benchmarks.jsnn_impl", "jsnn's network in a hand-written step (no augmentation, masks or metrics)"),
     "jsnn_xla_conv": ("benchmarks.trainer_impl", "jsnn (programs' steps) with XLA's convolution everywhere"),
-    "jsnn_ynn": ("benchmarks.trainer_impl", "jsnn (programs' steps) with YNNPACK's CPU convolutions (JSNN_KEEP_XLA_FLAGS=1)"),
+    "jsnn_ynn": ("benchmarks.trainer_impl",
+                 "jsnn (programs' steps) with YNNPACK's CPU convolutions (JSNN_KEEP_XLA_FLAGS=1)"),
     "dense": ("benchmarks.jsnn_impl", "dense bound: ReLU ANN on T*B images, JAX (hand-written step)"),
     "torch": ("benchmarks.peers.torch_plain", "plain PyTorch loop"),
     "spikingjelly": ("benchmarks.peers.spikingjelly_impl", "SpikingJelly LIFNode, multi-step"),
@@ -88,6 +89,7 @@ def run_child(case: common.Case) -> dict:
         module = importlib.import_module(module_name)
         if module_name.startswith("benchmarks.") and "peers" not in module_name:  # jsnn and the dense bound
             import jax
+
             from jsnn import conv
 
             info = {"conv_impl": conv.default_impl(), "jax": jax.__version__, "backend": jax.default_backend()}
@@ -135,7 +137,7 @@ def run_case(case: common.Case, timeout: float) -> dict:
     except subprocess.TimeoutExpired:
         record = {"status": "failed", "error": f"timed out after {timeout:.0f} s"}
     else:
-        lines = [l for l in proc.stdout.splitlines() if l.startswith(MARK)]
+        lines = [line for line in proc.stdout.splitlines() if line.startswith(MARK)]
         if proc.returncode == 0 and lines:
             record = json.loads(lines[-1][len(MARK):])
         else:
@@ -167,7 +169,7 @@ def machine_info(threads: int) -> dict:
     cpu = platform.processor()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "threads_used": threads, "python": platform.python_version(),
@@ -192,7 +194,8 @@ def summarize(records: list[dict]) -> list[dict]:
 
 
 def _peaks(record: dict) -> str:
-    return f"{_fmt(record.get('peak_rss_delta_mb'), '{:.0f}')} / {_fmt(record.get('steady_peak_rss_delta_mb'), '{:.0f}')}"
+    return (f"{_fmt(record.get('peak_rss_delta_mb'), '{:.0f}')} / "
+            f"{_fmt(record.get('steady_peak_rss_delta_mb'), '{:.0f}')}")
 
 
 def markdown(meta: dict, records: list[dict]) -> str:
@@ -206,17 +209,22 @@ def markdown(meta: dict, records: list[dict]) -> str:
         "Peak memory: peak RSS of the implementation's own subprocess minus its RSS after imports; "
         "\"all\" over the whole run, first step (JIT compilation) included, \"steps\" over the steps after the first.",
         "",
-        "| workload | B | T | implementation | train img/s | infer img/s | train step s (IQR) | train peak MB all / steps | infer peak MB all / steps | compile/first step s (train) | status |",
+        "| workload | B | T | implementation | train img/s | infer img/s | train step s (IQR) | "
+        "train peak MB all / steps | infer peak MB all / steps | compile/first step s (train) | status |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def ok(r):
+        return r.get("status") == "ok"
+
     for row in summarize(records):
         tr, inf = row.get("train", {}), row.get("infer", {})
-        ok = lambda r: r.get("status") == "ok"
-        status = "; ".join(sorted({f"{mode}: {r['status']} ({r.get('error', '')})" for mode, r in (("train", tr), ("infer", inf))
-                                   if r and not ok(r)})) or "ok"
+        status = "; ".join(sorted({f"{mode}: {r['status']} ({r.get('error', '')})"
+                                   for mode, r in (("train", tr), ("infer", inf)) if r and not ok(r)})) or "ok"
         lines.append(
             f"| {row['workload']} | {row['batch']} | {row['timesteps']} | {row['impl']} | "
-            f"{_fmt(tr.get('images_per_s') if ok(tr) else None)} | {_fmt(inf.get('images_per_s') if ok(inf) else None)} | "
+            f"{_fmt(tr.get('images_per_s') if ok(tr) else None)} | "
+            f"{_fmt(inf.get('images_per_s') if ok(inf) else None)} | "
             f"{_fmt(tr.get('median_step_s') if ok(tr) else None, '{:.3f}')}"
             f"{' (' + _fmt(tr.get('iqr_step_s'), '{:.3f}') + ')' if ok(tr) else ''} | "
             f"{_peaks(tr) if ok(tr) else _fmt(None)} | {_peaks(inf) if ok(inf) else _fmt(None)} | "
@@ -334,8 +342,12 @@ def main(argv=None):
         case = common.Case(impl, w, mode, b, t, args.steps, args.warmup, args.threads)
         r = run_case(case, args.timeout)
         records.append(r)
-        desc = (f"{r['images_per_s']:8.2f} img/s  step {r['median_step_s']:.3f}s  first {r['first_step_s']:.1f}s  "
-                f"peak {r['peak_rss_delta_mb']:.0f}MB (steps {r['steady_peak_rss_delta_mb'] or float('nan'):.0f}MB)" if r["status"] == "ok" else f"{r['status']}: {r.get('error')}")
+        if r["status"] == "ok":
+            desc = (f"{r['images_per_s']:8.2f} img/s  step {r['median_step_s']:.3f}s  first {r['first_step_s']:.1f}s  "
+                    f"peak {r['peak_rss_delta_mb']:.0f}MB "
+                    f"(steps {r['steady_peak_rss_delta_mb'] or float('nan'):.0f}MB)")
+        else:
+            desc = f"{r['status']}: {r.get('error')}"
         print(f"{w:10s} B={b:<3d} T={t:<2d} {impl:14s} {mode:5s} {desc}", flush=True)
     meta["noise_after"] = noise_probe(args.threads)
     out = Path(args.results_dir)

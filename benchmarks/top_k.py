@@ -68,7 +68,8 @@ def main(argv=None):
     m = machine_info(2)
     md = [f"Machine: {m['cpu']}, {m['cores']} cores; {time.strftime('%Y-%m-%d')}; `python benchmarks/top_k.py` "
           f"(median of {args.repeats} calls, jitted, k = n/2; every mask equal to the argsort's).", "",
-          "| layer | weights | argsort ms | sort ms | bisection (jsnn) ms | argsort / bisection |", "|---|---|---|---|---|---|"]
+          "| layer | weights | argsort ms | sort ms | bisection (jsnn) ms | argsort / bisection |",
+          "|---|---|---|---|---|---|"]
     md += [f"| {r['layer']} | {r['n']:,} | {r['argsort'] * 1e3:.1f} | {r['sort'] * 1e3:.1f} | "
            f"{r['bisection (jsnn)'] * 1e3:.1f} | {r['argsort'] / r['bisection (jsnn)']:.1f}x |" for r in rows]
     write_results(args.out, {"machine": m, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows}, md)

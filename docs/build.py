@@ -234,7 +234,8 @@ def lottery_accuracy(src):
     header = ["sparsity"] + [sparsity_label(s) for s in d["sparsity"]]
     rows = [[label] + [f"{m:.1f} ± {s:.1f}" for m, s in zip(d["mean"][key], d["std"][key])]
             for key, label in LOTTERY_ROWS if key in d["mean"]]
-    return f"Test accuracy (%), mean ± sample standard deviation over {len(d['seeds'])} seeds:\n\n" + table(header, rows)
+    return (f"Test accuracy (%), mean ± sample standard deviation over {len(d['seeds'])} seeds:\n\n"
+            + table(header, rows))
 
 
 def _p(x):
@@ -420,7 +421,8 @@ def speed_check(src):
     rows = [[f"`{k}`", f"{v['loss_abs_diff']:.1e}", f"{v['logits_max_abs_diff']:.1e}",
              f"{v['worst_grad_rel_err']:.1e}", "yes" if v["pass"] else "**no**"] for k, v in d["results"].items()]
     return (f"Against {m['reference']} on shared weights ({m['workload']}, batch {m['batch']}, T = {m['timesteps']}):"
-            "\n\n" + table(["implementation", "abs. Δ loss", "max abs. Δ logit", "worst gradient rel. error", "pass"], rows))
+            "\n\n" + table(["implementation", "abs. Δ loss", "max abs. Δ logit", "worst gradient rel. error", "pass"],
+                           rows))
 
 
 def _scaling(d, axis):
@@ -474,8 +476,9 @@ def speed_long_t(src):
         rows.append(row)
     mem = []
     for t in ts:
-        mem.append(f"T = {t}: {looped[('vgg_small', 32, t, 'jsnn', 'train')]['steady_peak_rss_delta_mb']:.0f} MB "
-                   f"(fully unrolled: {unrolled[('vgg_small', 32, t, 'jsnn', 'train')]['steady_peak_rss_delta_mb']:.0f})")
+        key = ("vgg_small", 32, t, "jsnn", "train")
+        mem.append(f"T = {t}: {looped[key]['steady_peak_rss_delta_mb']:.0f} MB "
+                   f"(fully unrolled: {unrolled[key]['steady_peak_rss_delta_mb']:.0f})")
     return ("SNN step time / dense-bound step time, small SNN-VGG, batch 32 (the default `unroll=None`; in "
             "brackets every LIF scan fully unrolled):\n\n" + table(["step"] + [f"T = {t}" for t in ts], rows)
             + "\n\nTraining peak memory of the programs' step: " + "; ".join(mem) + ".")
@@ -518,7 +521,8 @@ def _time_to_ticket(src, path):
                 + [f"{d['runs'][m]['compilations']} ({d['runs'][m]['compilations_after_round_0']})" for m in modes])
     r0 = d["runs"][modes[0]]
     c = r0["config"]
-    head = (f"`{d['command']}`: model `{c['model']}`, dataset setting `{c['dataset']}`, epochs a round: {c['epochs']}, T = {c['timesteps']}, "
+    head = (f"`{d['command']}`: model `{c['model']}`, dataset setting `{c['dataset']}`, "
+            f"epochs a round: {c['epochs']}, T = {c['timesteps']}, "
             f"batch {c['batch_size']}, {r0['images_trained']} training images in all, {r0['devices']} device(s). "
             "Seconds per phase, with JAX's compilation cache off, cold and warm:")
     return head + "\n\n" + table(["phase"] + modes, rows)
@@ -554,7 +558,10 @@ def sparse_crossover(src):
                 if c is None:
                     cells.append("–")
                     continue
-                start = "never" if c["crossover_sparsity"] is None else f"from {sparsity_label(c['crossover_sparsity'])}"
+                if c["crossover_sparsity"] is None:
+                    start = "never"
+                else:
+                    start = f"from {sparsity_label(c['crossover_sparsity'])}"
                 cells.append(f"{start} (best {c['best_speedup']:.2f}× at {sparsity_label(c['best_at_sparsity'])})")
             rows.append([layer, FORMULATIONS[f]] + cells)
     head = (f"{m['images']} images per call (batch × T folded), 3×3 convolutions, median of {m['repeats']} calls "

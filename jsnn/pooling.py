@@ -6,9 +6,10 @@ written as four strided slices.
 Why: on the CPU backend XLA (jaxlib 0.10) fuses a ``reduce_window`` with the
 convolution that reads it into one YNNPACK graph, which runs that convolution
 slower than XLA's own (measured on the small SNN-VGG of ``benchmarks/``, training
-and inference: ``docs/speed.md``). The four maxima are exact, so the forward value is bit-identical; the custom VJP keeps the
-gradient identical too, ties included (binary spikes tie all the time, and
-``jnp.maximum``'s own gradient would split them).
+and inference: ``docs/speed.md``). The four maxima are exact, so the forward
+value is bit-identical; the custom VJP keeps the gradient identical too, ties
+included (binary spikes tie all the time, and ``jnp.maximum``'s own gradient
+would split them).
 """
 from __future__ import annotations
 

@@ -56,7 +56,8 @@ def test_programs_step_computes_the_benchmarks_network():
     import numpy as np
 
     from benchmarks import jsnn_impl, trainer_impl
-    from jsnn import data as jdata, parallel
+    from jsnn import data as jdata
+    from jsnn import parallel
     from jsnn.methods import MaskedTraining
     from jsnn.models import build_model
     from jsnn.trainer import Trainer

@@ -14,19 +14,19 @@ import optax
 import pytest
 
 import jsnn.runs.imp as imp
-from jsnn.runs import controls, results
-from jsnn.runs.outputs import Outputs
-from jsnn.runs.segment import RunCheckpoints
-from jsnn.runs.tickets import rewind_path, round_path
-from jsnn.ticket import load_ticket
 from jsnn import data as jdata
 from jsnn.config import TrainConfig
 from jsnn.methods import MaskedTraining
 from jsnn.models import build_model
+from jsnn.runs import controls, results
+from jsnn.runs.outputs import Outputs
+from jsnn.runs.segment import RunCheckpoints
+from jsnn.runs.tickets import rewind_path, round_path
 from jsnn.sparsity import criteria
 from jsnn.sparsity import masks as M
 from jsnn.sparsity.early_bird import EarlyBirdRule, mask_distance
 from jsnn.sparsity.stats import collect_gradients
+from jsnn.ticket import load_ticket
 from jsnn.trainer import Trainer
 from jsnn.variables import apply_model, by_name, from_names, init_variables, kernels, named_kernels
 from tests.small_data import digits_subset
@@ -94,7 +94,8 @@ def test_early_bird_stops_once_the_window_agrees_within_the_threshold():
 
 def test_random_masks_keep_every_layers_count_exactly():
     rng = np.random.default_rng(2)
-    ticket = {"a": (rng.random((3, 3, 4, 8)) < 0.2).astype(np.float32), "b": (rng.random((32, 10)) < 0.05).astype(np.float32),
+    ticket = {"a": (rng.random((3, 3, 4, 8)) < 0.2).astype(np.float32),
+              "b": (rng.random((32, 10)) < 0.05).astype(np.float32),
               "c": np.zeros((5, 2), np.float32)}
     ticket["c"][0, 0] = 1
     r1 = by_name(controls.random_masks(t(ticket), jax.random.key(0)))

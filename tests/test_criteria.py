@@ -229,7 +229,8 @@ def test_statistics_over_all_batches_equal_numpy_over_all_images(stats_setup):
     scores = sf(state.weights, {"bn": state.bn, "batch_stats": state.batch_stats}, got)
     k1 = np.asarray(scores["conv1"]["kernel"])
     assert np.all(k1[:, :, 0, :] == 0.0) and np.count_nonzero(k1[:, :, 1:, :]) > 0.9 * k1[:, :, 1:, :].size
-    np.testing.assert_array_equal(np.asarray(scores["conv0"]["kernel"]), np.abs(np.asarray(state.weights["conv0"]["kernel"])))
+    np.testing.assert_array_equal(np.asarray(scores["conv0"]["kernel"]),
+                                  np.abs(np.asarray(state.weights["conv0"]["kernel"])))
 
 
 def test_statistics_over_some_batches_equal_numpy_over_those_images(stats_setup):

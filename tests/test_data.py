@@ -11,7 +11,6 @@ import pytest
 from jsnn import data
 from jsnn.data import AugmentConfig
 
-
 # ------------------------------------------------------------------ datasets
 
 
@@ -86,7 +85,7 @@ def _write_fake_archive(root, name, n_train_per_file, n_test):
         labels = rng.integers(0, classes, n).tolist()
         batch = {b"data": chw.reshape(n, 3072), label_key: labels}
         if name == "cifar100":
-            batch[b"coarse_labels"] = [l // 5 for l in labels]
+            batch[b"coarse_labels"] = [label // 5 for label in labels]
         with open(folder / fname, "wb") as f:
             pickle.dump(batch, f)
         written[fname] = (chw, labels)

@@ -19,13 +19,13 @@ from jsnn import data as jdata
 from jsnn.config import TrainConfig
 from jsnn.layers import BNConfig
 from jsnn.methods import EdgePopup, MaskedTraining
-from jsnn.models.vgg import SpikingVGG
 from jsnn.models import build_model
+from jsnn.models.vgg import SpikingVGG
+from jsnn.objective import spike_loss
 from jsnn.runs.outputs import Outputs
 from jsnn.runs.tickets import level_dir
 from jsnn.sparsity.edge_popup import init_scores, masks_from_scores, top_k_mask
 from jsnn.sparsity.masks import count_kept, keep_count, keep_largest
-from jsnn.objective import spike_loss
 from jsnn.trainer import Trainer
 from jsnn.variables import apply_model, init_variables, kernels, named_kernels
 from tests.small_data import digits_subset
@@ -123,7 +123,8 @@ def test_keep_largest_ranks_as_a_stable_argsort():
     argsort keeps (the k highest ranks; ties to the later index) with ties, signed zeros and infinities."""
     rng = np.random.default_rng(3)
     cases = [rng.normal(size=500), rng.integers(0, 4, size=500), rng.choice([-0.0, 0.0, 1.0, -1.0], size=500),
-             np.concatenate([np.full(7, -np.inf), rng.normal(size=90), np.full(3, np.inf)]), -np.abs(rng.normal(size=64))]
+             np.concatenate([np.full(7, -np.inf), rng.normal(size=90), np.full(3, np.inf)]),
+             -np.abs(rng.normal(size=64))]
     select = keep_largest  # jitted, k traced: one compilation per shape (IMP's rounds must not recompile)
     for values in cases:
         values = values.astype(np.float32)

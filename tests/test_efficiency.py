@@ -214,7 +214,8 @@ def test_counts_match_numpy_loops(name):
     assert list(by_name) == list(seen)  # every conv / linear layer, in forward order
     acs = macs = 0
     for path, (x, out, module) in seen.items():
-        w = np.asarray(_lookup(variables.weights, path)["kernel"]) * np.asarray(_lookup(variables.masks, path)["kernel"])
+        w = (np.asarray(_lookup(variables.weights, path)["kernel"])
+             * np.asarray(_lookup(variables.masks, path)["kernel"]))
         keep = w != 0
         if isinstance(module, ConvBN):
             pairs = _pairs_loop(x, keep, module.stride, module.kernel_size // 2)
@@ -329,7 +330,8 @@ def test_report_program(tmp_path):
     config = TrainConfig(dataset="digits", batch_size=120).resolve("imp")
     model = build_model(config, 10)
     dense = init_variables(model, jax.random.key(5), (1, 8, 8, 1))
-    dense = Variables(dense.weights, dense.masks, dense.bn, jax.tree.map(lambda s: np.asarray(s) * 0.3, dense.batch_stats))
+    dense = Variables(dense.weights, dense.masks, dense.bn,
+                      jax.tree.map(lambda s: np.asarray(s) * 0.3, dense.batch_stats))
     pruned = _random_ticket(model, (8, 8, 1), seed=5)
     work = str(tmp_path / "imp")
     save_ticket(round_path(work, 0), config, 10, dense, {"round": 0, "test_accuracy": 0.1})
@@ -340,7 +342,8 @@ def test_report_program(tmp_path):
     assert run.returncode == 0, run.stderr
     report = json.load(open(os.path.join(work, "efficiency.json")))
     assert os.path.getsize(os.path.join(work, "accuracy_vs_energy.png")) > 0
-    assert [t["label"] for t in report["tickets"]] == ["round 0", "round 1"] and report["dense_snn"].endswith("round_00.npz")
+    assert [t["label"] for t in report["tickets"]] == ["round 0", "round 1"]
+    assert report["dense_snn"].endswith("round_00.npz")
     dataset = load_dataset("digits")
     for row, variables in zip(report["tickets"], (dense, pruned)):
         expected = E.measure(model, variables, dataset.test_images, dataset.test_labels, batch_size=120,

@@ -41,7 +41,8 @@ def test_bn_statistics_are_over_time_and_batch_jointly():
     conv = numpy_conv_same(np.asarray(images, np.float64), k)
     np.testing.assert_allclose(np.asarray(stats["conv0"]["mean"]), 0.1 * conv.mean((0, 1, 2)), rtol=1e-4, atol=1e-6)
     n = conv.size // conv.shape[-1]
-    np.testing.assert_allclose(np.asarray(stats["conv0"]["var"]), 0.9 + 0.1 * conv.var((0, 1, 2)) * n / (n - 1), rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(stats["conv0"]["var"]), 0.9 + 0.1 * conv.var((0, 1, 2)) * n / (n - 1),
+                               rtol=1e-4)
 
 
 def conv_bn_params(cin, cout, k=3):

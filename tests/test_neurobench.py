@@ -79,7 +79,9 @@ class Twin(torch.nn.Module):
             if model.bn.affine:
                 bn.weight.data = torch.from_numpy(np.asarray(variables.bn[f"conv{n}"]["scale"]).copy())
                 bn.bias.data = torch.from_numpy(np.asarray(variables.bn[f"conv{n}"]["bias"]).copy())
-            self.convs.append(conv), self.bns.append(bn), self.lifs.append(JsnnLIF(model.lif.decay, model.lif.threshold))
+            self.convs.append(conv)
+            self.bns.append(bn)
+            self.lifs.append(JsnnLIF(model.lif.decay, model.lif.threshold))
             n += 1
         kernel = np.asarray(w["fc"]["kernel"]) * np.asarray(m["fc"]["kernel"])
         self.fc = torch.nn.Linear(*kernel.shape)

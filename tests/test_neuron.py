@@ -76,10 +76,10 @@ def numpy_bptt(x, w, target_weights, beta, v_th, alpha, detach_reset):
 @pytest.mark.parametrize("detach_reset", [True, False])
 def test_gradient_through_scan_matches_numpy_bptt(detach_reset):
     rng = np.random.default_rng(3)
-    T, B, I, O = 4, 6, 5, 3
-    x = rng.uniform(0, 1, (T, B, I))
-    w = rng.normal(0.3, 0.6, (I, O))
-    c = rng.normal(size=(T, B, O))
+    T, B, n_in, n_out = 4, 6, 5, 3
+    x = rng.uniform(0, 1, (T, B, n_in))
+    w = rng.normal(0.3, 0.6, (n_in, n_out))
+    c = rng.normal(size=(T, B, n_out))
     cfg = LIFConfig(decay=0.25, threshold=1.0, surrogate=Surrogate("atan", 2.0), detach_reset=detach_reset)
 
     def loss(w):

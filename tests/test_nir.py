@@ -20,13 +20,12 @@ from jsnn.interop.compare import jsnn_layer_spikes
 from jsnn.interop.nir_import import _lif
 from jsnn.interop.torch_sims import norse_module, run_torch, snntorch_module
 from jsnn.layers import BNConfig
-from jsnn.models import SpikingResNet
+from jsnn.models import SpikingResNet, build_model
 from jsnn.neuron import LIFConfig, lif_time_major
 from jsnn.pooling import max_pool_2x2
-from jsnn.models import build_model
 from jsnn.surrogate import make_spike_fn
 from jsnn.ticket import save_ticket
-from jsnn.variables import Variables, apply_model, init_variables
+from jsnn.variables import apply_model, init_variables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DT = 1e-4
@@ -237,7 +236,8 @@ def test_max_pool_is_sum_pool_plus_threshold_neuron():
         graph = pool_graph(x.shape[1:])
         net, _ = from_nir(graph)
         for rule in ("jsnn", "nir"):
-            out = net.clone(threshold_rule=rule).apply({"weights": {}, "masks": {}}, jnp.asarray(x.transpose(0, 2, 3, 1)))
+            out = net.clone(threshold_rule=rule).apply({"weights": {}, "masks": {}},
+                                                       jnp.asarray(x.transpose(0, 2, 3, 1)))
             assert np.array_equal(np.moveaxis(np.asarray(out), -1, 2), np.broadcast_to(ref, (3,) + ref.shape)), rule
         for make in (snntorch_module, norse_module):
             out, _ = run_torch(make(graph), x, 3)

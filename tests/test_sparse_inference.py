@@ -1,7 +1,7 @@
 """The event-driven spike conv (jsnn/sparse_inference) against the dense conv, and a ticket's predictions."""
-import numpy as np
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from jsnn.models import get_model

@@ -10,7 +10,6 @@ import pytest
 from jsnn.neuron import LIFConfig
 from jsnn.theory import crisis, slth
 
-
 # ------------------------------------------------------------ crisis probability
 
 
@@ -29,7 +28,8 @@ def test_crisis_mass_uniform_matches_analytic():
 
 def test_crisis_mass_gaussian_matches_analytic():
     mu, sigma, th, eps = 0.3, 0.5, 1.0, 0.2
-    exact = 0.5 * (math.erf((th + eps - mu) / (sigma * math.sqrt(2))) - math.erf((th - eps - mu) / (sigma * math.sqrt(2))))
+    exact = 0.5 * (math.erf((th + eps - mu) / (sigma * math.sqrt(2)))
+                   - math.erf((th - eps - mu) / (sigma * math.sqrt(2))))
     assert float(crisis.gaussian_crisis_mass(mu, sigma, th, eps)) == pytest.approx(exact, rel=1e-5)
     # sup of the density over [0.8, 1.2] is at 0.8, the end nearest the mean
     pdf = math.exp(-((0.8 - mu) ** 2) / (2 * sigma**2)) / (math.sqrt(2 * math.pi) * sigma)

@@ -57,7 +57,8 @@ def test_eight_devices_equal_one_device():
 
 
 def dense_run(config, trainer, workdir) -> Run:
-    return Run(DensePlan(config), config, str(workdir), trainer=trainer, outputs=Outputs(plots=False, cost_report=False))
+    return Run(DensePlan(config), config, str(workdir), trainer=trainer,
+               outputs=Outputs(plots=False, cost_report=False))
 
 
 def test_interrupted_run_resumes_to_identical_results(small, tmp_path, monkeypatch):
@@ -81,9 +82,9 @@ def test_interrupted_run_resumes_to_identical_results(small, tmp_path, monkeypat
     a, b = (load_ticket(os.path.join(w, "ticket.npz")).variables for w in (tmp_path / "straight", workdir))
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(x, y)
-    records = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+    records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
     assert [r["epoch"] for r in records] == [1, 2, 3]
-    straight = [json.loads(l) for l in open(tmp_path / "straight" / "metrics.jsonl")]
+    straight = [json.loads(line) for line in open(tmp_path / "straight" / "metrics.jsonl")]
     assert [r["test_accuracy"] for r in records] == [r["test_accuracy"] for r in straight]
     assert {"loss", "train_accuracy", "test_accuracy", "learning_rate", "sparsity", "images_per_sec"} <= set(records[0])
 
@@ -159,5 +160,5 @@ def test_cifar_tfds_path_trains_end_to_end_on_mock_data(tmp_path):
     with tfds.testing.mock_data(num_examples=64):
         entry = train_dense(config, str(tmp_path / "cifar"))
     assert entry["sparsity"] == 0.0 and 0.0 <= entry["test_accuracy"] <= 1.0
-    records = [json.loads(l) for l in open(tmp_path / "cifar" / "metrics.jsonl")]
+    records = [json.loads(line) for line in open(tmp_path / "cifar" / "metrics.jsonl")]
     assert len(records) == 1 and np.isfinite(records[0]["loss"])

@@ -50,8 +50,8 @@ def main():
     args = p.parse_args()
 
     from jsnn.efficiency import EnergyModel
-    from jsnn.runs import report as R
     from jsnn.metrics import write_json
+    from jsnn.runs import report as R
 
     if len(args.workdir) > 1 and not args.out:
         raise ValueError("several --workdir need --out (the folder for the shared tables and figure)")

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from benchmarks import common
-from benchmarks.peers.torch_common import Rectangle, build, run as _run
+from benchmarks.peers.torch_common import Rectangle, build
+from benchmarks.peers.torch_common import run as _run
 
 LIBRARY = "snntorch"
 

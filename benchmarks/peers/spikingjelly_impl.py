@@ -6,7 +6,8 @@ from spikingjelly.activation_based import neuron, surrogate
 from torch import nn
 
 from benchmarks import common
-from benchmarks.peers.torch_common import build, run as _run
+from benchmarks.peers.torch_common import build
+from benchmarks.peers.torch_common import run as _run
 
 LIBRARY = "spikingjelly"
 

@@ -92,7 +92,8 @@ def run(case):
             opt.update(model, grads)
             return loss
 
-        step = lambda: train_step(model, opt, images, labels)
+        def step():
+            return train_step(model, opt, images, labels)
     else:
         model.eval()
 
@@ -100,5 +101,6 @@ def run(case):
         def infer_step(model, images):
             return jnp.argmax(jnp.mean(model(images), axis=0), axis=-1)
 
-        step = lambda: infer_step(model, images)
+        def step():
+            return infer_step(model, images)
     return common.time_steps(step, jax.block_until_ready, case)

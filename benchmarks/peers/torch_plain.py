@@ -5,13 +5,17 @@ import torch
 from torch import nn
 
 from benchmarks import common
-from benchmarks.peers.torch_common import Rectangle, build, run as _run
+from benchmarks.peers.torch_common import Rectangle, build
+from benchmarks.peers.torch_common import run as _run
 
 LIBRARY = "torch"
 
 
 class LIF(nn.Module):
-    """Folded currents [T*B, ...] -> spikes; U = H + X, S = step(U - V_th), H = V_reset*S + beta*U*(1 - S) (S detached)."""
+    """Folded currents [T*B, ...] -> spikes.
+
+    U = H + X, S = step(U - V_th), H = V_reset*S + beta*U*(1 - S) (S detached).
+    """
 
     def __init__(self, timesteps: int):
         super().__init__()

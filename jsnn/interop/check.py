@@ -14,9 +14,9 @@ import jax
 import numpy as np
 
 from jsnn.interop.compare import agreement, layer_spike_recorder
-from jsnn.objective import predictions, preprocess
 from jsnn.interop.nir_import import from_nir, graph_metadata
 from jsnn.interop.torch_sims import norse_module, run_torch, snntorch_module  # torch is imported when one is run
+from jsnn.objective import predictions, preprocess
 
 
 def _runner(sim, graph, layers, T):

@@ -25,8 +25,15 @@ from jsnn.runs.results import entries_figure
 from jsnn.runs.run import Run
 from jsnn.runs.segment import prepare
 from jsnn.runs.tickets import TICKET_FILE, level_dir
-from jsnn.runs.workdir import (CONFIG, RESULTS, check_same_run, claim_workdir, finished_results, release_workdir,
-                               run_signature)
+from jsnn.runs.workdir import (
+    CONFIG,
+    RESULTS,
+    check_same_run,
+    claim_workdir,
+    finished_results,
+    release_workdir,
+    run_signature,
+)
 from jsnn.sparsity import distributions
 from jsnn.sparsity.edge_popup import init_scores
 from jsnn.sparsity.masks import check_sparsity, layer_sparsity_of, sparsity_of

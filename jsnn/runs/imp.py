@@ -43,7 +43,6 @@ from jsnn.trainer import Trainer, TrainState
 from jsnn.variables import Variables, init_variables, named_kernels
 
 
-
 @dataclasses.dataclass(frozen=True)
 class IMPOptions:
     rounds: int = 15  # counting the dense round 0

@@ -117,8 +117,9 @@ def summary_rows(report: dict) -> list[list[str]]:
     out = []
     for r in report["tickets"]:
         e = r["efficiency"]
-        out.append([r["label"], r["method"], f"{100 * e['connection_sparsity']:.2f} %", f"{100 * e['test_accuracy']:.2f} %",
-                    _count(e["synops_per_image"]), _count(e["macs_per_image"]), _si(e["energy_per_image_j"], "J"),
+        out.append([r["label"], r["method"], f"{100 * e['connection_sparsity']:.2f} %",
+                    f"{100 * e['test_accuracy']:.2f} %", _count(e["synops_per_image"]), _count(e["macs_per_image"]),
+                    _si(e["energy_per_image_j"], "J"),
                     _ratio(e["saving_vs_unpruned"]), _ratio(r["saving_vs_dense_snn"]), _ratio(e["saving_vs_ann"]),
                     f"{e['firing_rate']:.3f}", f"{e['footprint_bytes'] / 1000:.1f} kB",
                     f"{r['report_seconds']:.1f}"])
@@ -128,9 +129,10 @@ def summary_rows(report: dict) -> list[list[str]]:
 def layer_rows(efficiency: dict) -> tuple[list, list, list, list]:
     conn_header = ["layer", "shape", "input", "runs / image", "kept / weights", "conn. sparsity", "ACs / image",
                    "MACs / image", "dense / image", "energy / image"]
-    conn = [[l["layer"], l["shape"], l["input"], l["runs_per_image"], f"{l['kept_weights']} / {l['weights']}",
-             f"{100 * l['connection_sparsity']:.2f} %", _count(l["acs_per_image"]), _count(l["macs_per_image"]),
-             _count(l["dense_ops_per_image"]), _si(l["energy_per_image_j"], "J")] for l in efficiency["layers"]]
+    conn = [[layer["layer"], layer["shape"], layer["input"], layer["runs_per_image"],
+             f"{layer['kept_weights']} / {layer['weights']}", f"{100 * layer['connection_sparsity']:.2f} %",
+             _count(layer["acs_per_image"]), _count(layer["macs_per_image"]), _count(layer["dense_ops_per_image"]),
+             _si(layer["energy_per_image_j"], "J")] for layer in efficiency["layers"]]
     lif_header = ["LIF after", "shape", "spikes / image", "firing rate", "act. sparsity", "neuron updates / image",
                   "membrane updates / image"]
     lif = [[n["lif_after"], n["shape"], _count(n["spikes_per_image"]), f"{n['firing_rate']:.4f}",
@@ -144,7 +146,8 @@ def markdown(report: dict) -> str:
     lines = [f"# What the tickets of {report['workdir']} cost", "",
              f"Per test image, over its {report['tickets'][0]['efficiency']['timesteps']} timesteps. "
              f"Energy: {em['e_ac_j'] * 1e12:g} pJ per AC, {em['e_mac_j'] * 1e12:g} pJ per MAC ({em['source']}). "
-             f"{report['encoding'][0].upper() + report['encoding'][1:]}. 'vs unpruned': the same spikes through every weight; "
+             f"{report['encoding'][0].upper() + report['encoding'][1:]}. "
+             "'vs unpruned': the same spikes through every weight; "
              f"'vs dense SNN': the run's trained dense network ({report['dense_snn'] or 'none in this run'}), "
              "measured; 'vs dense ANN': one pass, every weight, MACs. Footprint: kept values plus a bitmask "
              "or CSR indices, whichever is smaller. 'report s': seconds this report spent on the ticket "
@@ -174,5 +177,6 @@ def figure(reports: list[dict], path: str) -> str:
         for method, run in points.items():
             curves.setdefault(method, []).append(run)  # levels / rounds in order: seeds average point by point
     first = reports[0]["tickets"][0]
-    return plots.accuracy_vs_energy(curves, path, references={"dense ANN": first["efficiency"]["ann_energy_per_image_j"]},
+    return plots.accuracy_vs_energy(curves, path,
+                                    references={"dense ANN": first["efficiency"]["ann_energy_per_image_j"]},
                                     title=f"{first['model']} on {first['dataset']}")

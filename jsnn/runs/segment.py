@@ -16,7 +16,7 @@ from jsnn.checkpoint import Checkpointer
 from jsnn.config import TrainConfig
 from jsnn.models import build_model
 from jsnn.runs.workdir import CHECKPOINTS, claim_workdir
-from jsnn.trainer import TrainState, Trainer, checkpoint_tree, from_checkpoint_tree, save_checkpoint
+from jsnn.trainer import Trainer, TrainState, checkpoint_tree, from_checkpoint_tree, save_checkpoint
 
 
 def prepare(config: TrainConfig, workdir: str, signature: dict, extra_config: dict | None = None):

@@ -90,12 +90,12 @@ def prune_global(scores: PyTree, masks: PyTree, keep_total: int) -> PyTree:
     """One ranking over all layers: keep the ``keep_total`` highest-scored live weights."""
     ranked = _ranked(scores, masks)
     leaves, treedef = jax.tree.flatten(ranked)
-    flat = jnp.concatenate([l.reshape(-1) for l in leaves])
+    flat = jnp.concatenate([leaf.reshape(-1) for leaf in leaves])
     keep = keep_largest(flat, keep_total)
     out, start = [], 0
-    for l in leaves:
-        out.append(keep[start:start + l.size].reshape(l.shape))
-        start += l.size
+    for leaf in leaves:
+        out.append(keep[start:start + leaf.size].reshape(leaf.shape))
+        start += leaf.size
     return jax.tree.unflatten(treedef, out)
 
 

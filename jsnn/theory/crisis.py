@@ -29,7 +29,6 @@ from jax.scipy.stats import norm
 
 from jsnn.neuron import LIFConfig, lif_time_major
 
-
 # ---------------------------------------------------------------- densities of U
 
 

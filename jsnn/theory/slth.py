@@ -34,7 +34,6 @@ import numpy as np
 
 from jsnn.neuron import LIFConfig, lif_time_major
 
-
 # ------------------------------------------------------------------ step 1: relay
 
 
