@@ -165,8 +165,11 @@ def describe(w: dict) -> str:
         parts += [f"epoch {w['epoch']}", f"batch {w['batch']}"]
     elif w["phase"] == "epoch_end":
         parts += [f"after epoch {w['epoch']}"]
-    elif w["phase"] == "train" and (w.get("epoch") or w.get("batch")):
-        parts += [f"from epoch {w['epoch'] + 1} batch {w['batch']}"]
+    elif w["phase"] in ("train", "checkpoint") and (w.get("epoch") or w.get("batch")):
+        # a position: epochs done, batches done in the next epoch
+        parts += [f"epoch {w['epoch'] + 1}, batch {w['batch']}" if w["batch"] else f"after epoch {w['epoch']}"]
+    elif w["phase"] == "checkpoint":
+        parts += ["its start"]
     return f"{w['phase']} ({', '.join(parts)})" if parts else w["phase"]
 
 
@@ -368,7 +371,11 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "fault_injection"))
     p.add_argument("--code", help="the commit under test (default: git rev-parse HEAD here)")
+    p.add_argument("--report-only", action="store_true", help="only rewrite the table from OUT.json's trials")
     args = p.parse_args()
+    if args.report_only:
+        report_only(args.out)
+        return
     code = args.code or subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                        text=True).stdout.strip() or "unknown"
     rng = random.Random(args.seed)
@@ -404,6 +411,17 @@ def main():
                 trials.append(result)
                 print(json.dumps({k: v for k, v in result.items() if k not in ("reruns", "where")}), flush=True)
 
+    command = " ".join(["train/imp.py", *FLAGS])
+    meta = {"command": command, "code": code,
+            "benchmark": f"python benchmarks/fault_injection.py --trials {args.trials} --seed {args.seed}",
+            "uninterrupted_seconds": seconds, "phases": len(events), "total_seconds": time.time() - t_all}
+    write_report(args.out, meta, faults, trials)
+
+
+def write_report(out: str, meta: dict, faults: list[str], trials: list[dict]) -> None:
+    """OUT.json (every trial, rows per fault) and OUT.md (the table)."""
+    for t in trials:
+        t["hit"] = describe(t["where"])
     rows = []
     for fault in faults:
         ts = [t for t in trials if t["fault"] == fault]
@@ -415,24 +433,30 @@ def main():
                      "clear_lines": sum(t["clear_lines"] for t in ts),
                      "manual_steps": sum(t["manual_steps"] for t in ts),
                      "hit": [t["hit"] for t in ts]})
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    command = " ".join(["train/imp.py", *FLAGS])
-    with open(args.out + ".json", "w") as f:
-        json.dump({"command": command, "code": code,
-                   "benchmark": f"python benchmarks/fault_injection.py --trials {args.trials} --seed {args.seed}",
-                   "uninterrupted_seconds": seconds, "phases": len(events),
-                   "total_seconds": time.time() - t_all, "rows": rows, "trials": trials}, f, indent=2)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out + ".json", "w") as f:
+        json.dump({**meta, "rows": rows, "trials": trials}, f, indent=2)
     lines = ["| fault | trials | landed | in start-up | mid-run | where it hit | resumed | results identical | "
              "finished rounds lost | every failure one clear line | manual steps (as the error line said) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['fault']} | {r['trials']} | {r['landed']} | {r['start_up']} | {r['mid_run']} | "
               f"{'; '.join(r['hit'])} | {r['resumed']} | {r['identical']} | {r['rounds_lost']} | "
               f"{r['clear_lines']} | {r['manual_steps']} |" for r in rows]
-    with open(args.out + ".md", "w") as f:
-        f.write(f"Fault injection on `{command}` at {code} (uninterrupted: {seconds:.0f} s, {len(events)} "
-                f"phases), `python benchmarks/fault_injection.py --trials {args.trials} --seed {args.seed}`\n\n"
+    with open(out + ".md", "w") as f:
+        f.write(f"Fault injection on `{meta['command']}` at {meta['code']} (uninterrupted: "
+                f"{meta['uninterrupted_seconds']:.0f} s, {meta['phases']} phases), `{meta['benchmark']}`\n\n"
                 + "\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def report_only(out: str) -> None:
+    """Rewrites OUT.md and OUT.json's rows from the trials OUT.json holds (no run)."""
+    with open(out + ".json") as f:
+        saved = json.load(f)
+    trials = saved.pop("trials")
+    saved.pop("rows")
+    faults = list(dict.fromkeys(t["fault"] for t in trials))
+    write_report(out, saved, faults, trials)
 
 
 if __name__ == "__main__":
