@@ -68,18 +68,20 @@ class EdgePopup:
     """Edge-popup: only the scores are trained; weights (and BN, if affine) stay frozen.
 
     ``sparsities`` gives each layer's removed fraction as ((path, s), ...),
-    hashable so the method can be a static argument of jit.
+    hashable so the method can be a static argument of jit. ``sparsity_type``
+    (jsnn/sparsity/patterns.py) is the pattern the top-k keeps, inside the jitted step.
     """
 
     sparsities: tuple[tuple[str, float], ...]
     trainable: tuple[str, ...] = ("scores",)
+    sparsity_type: str = "unstructured"
 
     def forward_variables(self, weights, masks, scores, bn, batch_stats) -> Variables:
         return Variables(weights, self.effective_masks(masks, scores), bn, batch_stats)
 
     def effective_masks(self, masks, scores) -> PyTree:
         del masks
-        return masks_from_scores(scores, from_names(dict(self.sparsities)))
+        return masks_from_scores(scores, from_names(dict(self.sparsities)), self.sparsity_type)
 
     def mask_updates(self, updates: dict, masks) -> dict:
         return updates

@@ -6,6 +6,8 @@
     python train/imp.py --compare runs/imp_a runs/imp_b --out fig.png   # overlay finished runs
     python train/imp.py --dataset digits --rounds 3 --control reinit    # ticket in WORKDIR/ticket, then the control
     python train/imp.py --dataset digits --rounds 5 --early-bird        # rounds end once the mask has settled
+    python train/imp.py --dataset digits --rounds 5 --sparsity-type channel   # whole output channels pruned
+    python train/imp.py --dataset digits --rounds 2 --sparsity-type 2:4       # one pruning round, to 2:4
     python train/imp.py --config configs/sf_imp2_cifar100_resnet19.py --config.rounds=5   # an experiment config
 
 With several --seeds each seed runs in WORKDIR/seed_N and WORKDIR/accuracy_vs_sparsity.png
@@ -24,6 +26,7 @@ from jsnn.metrics import log
 from jsnn.runs import imp
 from jsnn.runs.controls import CONTROLS
 from jsnn.runs.results import compare_plot
+from jsnn.sparsity import patterns
 
 
 def parser() -> argparse.ArgumentParser:
@@ -41,6 +44,11 @@ def parser() -> argparse.ArgumentParser:
                         "for sf: each layer loses what global magnitude would take, the criterion picks which)")
     g.add_argument("--calibration-batches", type=int, default=d.calibration_batches,
                    help="training batches for the SF firing statistics")
+    g.add_argument("--sparsity-type", type=patterns.flag_value, default=d.sparsity_type,
+                   metavar="|".join(patterns.sparsity_type_names()),
+                   help="the pattern each round's masks keep: unstructured (any weights), channel (whole output "
+                        "channels; each layer's count rounded to whole channels) or N:M, e.g. 2:4 (n of every m "
+                        "weights along the input axis; round 1 prunes straight to it, so --rounds 2)")
     g = p.add_argument_group("lottery-ticket controls and early-bird tickets")
     g.add_argument("--control", choices=CONTROLS,
                    help="reinit: each round's ticket mask with fresh weights (another seed); random: a random mask "
@@ -67,7 +75,8 @@ def imp_options(args: argparse.Namespace) -> imp.IMPOptions:
                           criterion=args.criterion, scope=args.scope, dns=args.dns,
                           calibration_batches=args.calibration_batches, control=args.control,
                           ticket_dir=args.ticket, early_bird=args.early_bird,
-                          early_bird_window=args.early_bird_window, early_bird_threshold=args.early_bird_threshold)
+                          early_bird_window=args.early_bird_window, early_bird_threshold=args.early_bird_threshold,
+                          sparsity_type=args.sparsity_type)
 
 
 def main():
@@ -79,6 +88,7 @@ def main():
     config = training_config(args, "imp")
     options = imp_options(args).resolve(config)
     name = imp.imp_label(options).replace(" ", "").replace("(", "_").replace(")", "").replace(",", "_")
+    name = name.replace(":", "of")
     workdir = args.workdir or os.path.join("runs", f"imp_{config.dataset}_{config.model}_{name}")
     if not args.seeds:
         imp.run_imp(config, options, workdir)

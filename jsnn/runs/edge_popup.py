@@ -34,7 +34,7 @@ from jsnn.runs.workdir import (
     release_workdir,
     run_signature,
 )
-from jsnn.sparsity import distributions
+from jsnn.sparsity import distributions, patterns
 from jsnn.sparsity.edge_popup import init_scores
 from jsnn.sparsity.masks import check_sparsity, layer_sparsity_of, sparsity_of
 from jsnn.sparsity.stats import recalibrate_batch_stats
@@ -53,6 +53,10 @@ class EdgePopupOptions:
     distribution: str = "uniform"  # per-layer targets: uniform (edge-popup's) or erk (jsnn/sparsity/distributions.py)
     control: str | None = None  # "random": a random mask of each level's per-layer sparsity, same frozen weights,
     #                             BN statistics recalibrated on training data: the floor the search must beat
+    # the pattern the top-k keeps (jsnn/sparsity/patterns.py): unstructured | channel (each layer's count rounded
+    # to whole output channels) | N:M (e.g. 2:4: every masked layer at n / m, so the one level is 1 - n/m).
+    # In the signature only when not unstructured (older runs keep theirs)
+    sparsity_type: str = patterns.UNSTRUCTURED
 
     # not part of a level's signature: a sweep may add levels, and the baseline is only a reference line
     RUN_CONTROL = ("sparsities", "dense_baseline")
@@ -67,6 +71,17 @@ class EdgePopupOptions:
                              f"one of {sorted(distributions.SHAPE_DENSITIES)}, got {self.distribution!r}")
         if self.control not in (None, "random"):
             raise ValueError(f"edge-popup's --control is 'random' (a random mask as the floor), got {self.control!r}")
+        object.__setattr__(self, "sparsity_type", patterns.canonical(self.sparsity_type))
+        fixed = patterns.fixed_density(self.sparsity_type)
+        if fixed is not None:
+            if any(abs(s - (1.0 - fixed)) > 1e-9 for s in self.sparsities):
+                kept = self.sparsity_type.replace(":", " of ")
+                raise ValueError(f"--sparsity-type {self.sparsity_type} keeps {kept} weights in every masked layer: "
+                                 f"its one level is --sparsity {1.0 - fixed:g}, got "
+                                 f"{', '.join(f'{s:g}' for s in self.sparsities)}")
+            if self.distribution != "uniform":
+                raise ValueError(f"--sparsity-type {self.sparsity_type} fixes each layer's density; "
+                                 f"--distribution {self.distribution} does not apply")
 
 
 def layer_targets(model, weights, sparsity: float, options: EdgePopupOptions) -> tuple:
@@ -78,7 +93,23 @@ def layer_targets(model, weights, sparsity: float, options: EdgePopupOptions) ->
 
 
 def level_signature(config: TrainConfig, options: EdgePopupOptions, sparsity: float) -> dict:
-    return run_signature("edge_popup", config, options, sparsity=sparsity)
+    """A level's signature; the sparsity type enters only when it is not unstructured."""
+    return patterns.without_default(run_signature("edge_popup", config, options, sparsity=sparsity))
+
+
+def sweep_signature(config: TrainConfig, options: EdgePopupOptions) -> dict:
+    return patterns.without_default(run_signature("edge_popup", config, options))
+
+
+def edge_popup_method(model, weights, sparsity: float, options: EdgePopupOptions) -> EdgePopup:
+    """The level's method: the distribution's per-layer targets, the top-k in the options' pattern."""
+    return EdgePopup(layer_targets(model, weights, sparsity, options), sparsity_type=options.sparsity_type)
+
+
+def check_level_pattern(method: EdgePopup, masks) -> None:
+    """A structured level's masks keep their pattern (layers at sparsity 0 dense); unstructured: nothing."""
+    if method.sparsity_type != patterns.UNSTRUCTURED:
+        patterns.check_pattern(masks, method.sparsity_type, dense={n for n, s in method.sparsities if s == 0.0})
 
 
 class EdgePopupLevel:
@@ -96,7 +127,7 @@ class EdgePopupLevel:
         key_weights, key_scores = jax.random.split(jax.random.key(self.config.seed))
         variables = init_variables(run.model, key_weights, (1,) + run.dataset.image_shape)
         scores = init_scores(key_scores, kernels(variables.weights))
-        self.method = EdgePopup(layer_targets(run.model, variables.weights, self.sparsity, self.options))
+        self.method = edge_popup_method(run.model, variables.weights, self.sparsity, self.options)
         self.initial_weights = jax.tree.map(np.array, variables.weights)  # host copy: the step donates its input
         return run.trainer.new_state(variables, scores, self.method, self.config.seed)
 
@@ -127,6 +158,7 @@ class EdgePopupLevel:
         if not unchanged:  # edge-popup must never train the weights; fail loudly if it did
             raise AssertionError("edge-popup changed the frozen weights")
         masks = self.method.effective_masks(state.masks, state.scores)
+        check_level_pattern(self.method, masks)  # the ticket keeps the pattern
         return {"sparsity_target": self.sparsity, "sparsity": sparsity_of(masks),
                 "layer_sparsity": layer_sparsity_of(masks), "weights_unchanged": unchanged,
                 "epochs": self.config.epochs}
@@ -178,10 +210,11 @@ def random_floor(config: TrainConfig, out_dir: str, sparsity: float, options: Ed
 def _random_floor_entry(config, out_dir, sparsity, options, trainer, sig) -> dict:
     key_weights, _ = jax.random.split(jax.random.key(config.seed))
     variables = init_variables(trainer.model, key_weights, (1,) + trainer.dataset.image_shape)
-    method = EdgePopup(layer_targets(trainer.model, variables.weights, sparsity, options))
+    method = edge_popup_method(trainer.model, variables.weights, sparsity, options)
     key = jax.random.fold_in(jax.random.key(config.seed + RESEED), int(round(sparsity * 1e6)))
     random_scores = init_scores(key, kernels(variables.weights))
     masks = method.effective_masks(None, random_scores)
+    check_level_pattern(method, masks)
     fixed = MaskedTraining(trainable=())
     state = trainer.new_state(variables._replace(masks=masks), {}, fixed, config.seed)
     state = state.replace(batch_stats=recalibrate_batch_stats(trainer, state, fixed, seed=config.seed))
@@ -221,7 +254,8 @@ def dense_baseline(config: TrainConfig, workdir: str, source: str | None, *, out
 
 
 def sweep_label(config: TrainConfig, options: EdgePopupOptions) -> str:
-    return f"{LABEL} ({config.model}){', random-mask floor' if options.control else ''}"
+    kind = f", {options.sparsity_type}" if options.sparsity_type != patterns.UNSTRUCTURED else ""
+    return f"{LABEL} ({config.model}){kind}{', random-mask floor' if options.control else ''}"
 
 
 def run(config: TrainConfig, workdir: str, options: EdgePopupOptions, *, trainer: Trainer | None = None,
@@ -238,14 +272,15 @@ def _sweep(config, workdir, options, trainer, outputs, hooks) -> dict:
     runs = []
     for s in options.sparsities:
         if trainer is None and read_json(os.path.join(level_dir(workdir, s), RESULTS)) is None:
-            _, _, trainer = prepare(config, workdir, run_signature("edge_popup", config, options),
-                                    {"edge_popup": dataclasses.asdict(options)})
+            _, _, trainer = prepare(config, workdir, sweep_signature(config, options),
+                                    {"edge_popup": patterns.without_default(dataclasses.asdict(options))})
         runs.append(run_level(config, workdir, s, options, trainer, outputs=outputs, hooks=hooks))
         write_json(os.path.join(workdir, RESULTS), {"method": "edge_popup", "label": label, "runs": runs})
     baseline = dense_baseline(config, workdir, options.dense_baseline, outputs=outputs, hooks=hooks)
-    results = {"method": "edge_popup", "label": label, "dataset": config.dataset, "model": config.model,
-               "runs": runs, "dense_baseline": baseline, "control": options.control,
-               "distribution": options.distribution}
+    results = patterns.without_default(
+        {"method": "edge_popup", "label": label, "dataset": config.dataset, "model": config.model, "runs": runs,
+         "dense_baseline": baseline, "control": options.control, "distribution": options.distribution,
+         "sparsity_type": options.sparsity_type})
     hooks.phase("results")
     write_json(os.path.join(workdir, RESULTS), results)
     if outputs.plots:

@@ -34,7 +34,7 @@ from jsnn.runs.results import entries_figure
 from jsnn.runs.run import Run
 from jsnn.runs.tickets import rewind_path, round_path
 from jsnn.runs.workdir import run_signature
-from jsnn.sparsity import criteria, distributions
+from jsnn.sparsity import criteria, distributions, patterns
 from jsnn.sparsity import early_bird as early_bird_rule
 from jsnn.sparsity import masks as M
 from jsnn.sparsity.distributions import DISTRIBUTIONS
@@ -61,6 +61,10 @@ class IMPOptions:
     early_bird: bool = False  # stop a round once the mask it would prune to has settled (You et al. 2020)
     early_bird_window: int = early_bird_rule.WINDOW
     early_bird_threshold: float = early_bird_rule.THRESHOLD
+    # the pattern each round's masks keep (jsnn/sparsity/patterns.py): unstructured | channel (the distribution's
+    # per-layer count rounded to whole output channels) | N:M (e.g. 2:4: n / m per layer, reached in round 1,
+    # the only pruning round). In the signature only when not unstructured (older runs keep theirs)
+    sparsity_type: str = patterns.UNSTRUCTURED
 
     # not part of the run's signature: rerunning with more rounds continues a finished run
     RUN_CONTROL = ("rounds",)
@@ -70,7 +74,8 @@ class IMPOptions:
         if rewind is None:  # the preset, never past the end of a short round 0
             rewind = min(rewind_epoch_preset(config.dataset), config.epochs)
         scope = self.scope or criteria.criterion(self.criterion).distribution
-        out = dataclasses.replace(self, rewind_epoch=rewind, scope=scope)
+        out = dataclasses.replace(self, rewind_epoch=rewind, scope=scope,
+                                  sparsity_type=patterns.canonical(self.sparsity_type))
         if out.rounds < 1:
             raise ValueError(f"--rounds must be >= 1 (round 0 is the dense network), got {out.rounds}")
         if not 0.0 < out.prune_rate < 1.0:
@@ -92,6 +97,13 @@ class IMPOptions:
             raise ValueError("--control ticket retrains the tickets of another run: give its workdir with --ticket")
         if out.early_bird:
             early_bird_rule.EarlyBirdRule(out.early_bird_window, out.early_bird_threshold)  # checks both
+        if patterns.fixed_density(out.sparsity_type) is not None and out.rounds > 2:
+            raise ValueError(f"--sparsity-type {out.sparsity_type} sets every layer it applies to at density "
+                             f"{out.sparsity_type.replace(':', '/')} in one step: IMP prunes to it in round 1 and "
+                             f"has no later rounds; pass --rounds 2 (the dense round 0 and round 1), got {out.rounds}")
+        if out.sparsity_type != patterns.UNSTRUCTURED and out.control == "random":
+            raise ValueError(f"--control random draws unstructured masks; it does not apply with --sparsity-type "
+                             f"{out.sparsity_type}")
         return out
 
 
@@ -104,10 +116,26 @@ def next_masks(scores, masks, options: IMPOptions, round_index: int, magnitudes,
     """Masks for ``round_index`` (>= 1) at density (1 - rate)^round_index, distributed over the layers by
     ``options.scope`` (global: round(total * density) weights in all).
 
-    ``revivable`` layers (DNS) rank all their weights, pruned ones included.
+    ``revivable`` layers (DNS) rank all their weights, pruned ones included. The masks keep
+    ``options.sparsity_type``'s pattern: channel rounds each layer's count to whole output channels; N:M
+    (round 1 only) keeps n of every m along each layer's input axis, whatever the density and scope.
     """
     density = (1.0 - options.prune_rate) ** round_index
-    return distributions.prune(options.scope, scores, ones_for(masks, revivable), density, magnitudes)
+    return distributions.prune(options.scope, scores, ones_for(masks, revivable), density, magnitudes,
+                               options.sparsity_type)
+
+
+def imp_signature(config: TrainConfig, options: IMPOptions) -> dict:
+    """The run's signature; the sparsity type enters only when it is not unstructured."""
+    return patterns.without_default(run_signature("imp", config, options))
+
+
+def sparsity_target(options: IMPOptions, round_index: int) -> float:
+    """What round ``round_index`` prunes to: 1 - (1 - rate)^k; N:M: 1 - n/m from round 1 (its layers)."""
+    fixed = patterns.fixed_density(options.sparsity_type)
+    if fixed is not None and round_index >= 1:
+        return 1.0 - fixed
+    return 1.0 - (1.0 - options.prune_rate) ** round_index
 
 
 def imp_label(options: IMPOptions) -> str:
@@ -115,7 +143,8 @@ def imp_label(options: IMPOptions) -> str:
     label = criteria.criterion(options.criterion).label(options.dns)
     if options.control:
         label += f", {controls.LABELS[options.control]}"
-    return label + (", early-bird" if options.early_bird else "")
+    label += ", early-bird" if options.early_bird else ""
+    return label + (f", {options.sparsity_type}" if options.sparsity_type != patterns.UNSTRUCTURED else "")
 
 
 def rewind_point(state: TrainState) -> dict:
@@ -171,7 +200,7 @@ class IMPPlan:
         self.options = options.resolve(config)  # idempotent: presets filled, values checked
         if self.options.control and not self.options.ticket_dir:
             raise ValueError(f"--control {self.options.control} needs the ticket run's workdir (ticket_dir)")
-        self.signature = run_signature("imp", config, self.options)
+        self.signature = imp_signature(config, self.options)
         self.segments = self.options.rounds
         self.label = imp_label(self.options)
         self.rounds = ControlRounds(self) if self.options.control else PruneAndRewind(self)
@@ -237,8 +266,10 @@ class IMPPlan:
         return run.train_segment(state, start, partial_epoch, on_epoch_end)
 
     def entry(self, run: Run, state: TrainState, segment: int) -> dict:
+        if segment >= 1 and self.options.sparsity_type != patterns.UNSTRUCTURED:  # the ticket keeps the pattern
+            patterns.check_pattern(state.masks, self.options.sparsity_type)
         return {"round": segment, "sparsity": run.trainer.sparsity(state, self.method),
-                "sparsity_target": 1.0 - (1.0 - self.options.prune_rate) ** segment,
+                "sparsity_target": sparsity_target(self.options, segment),
                 "layer_sparsity": M.layer_sparsity_of(state.masks),
                 **(self.search.round_entry(segment) if self.search else {})}
 
@@ -274,8 +305,10 @@ class IMPPlan:
     # -- results ------------------------------------------------------------------------------
     def results_fields(self) -> dict:
         o, c = self.options, self.config
-        return {"criterion": o.criterion, "dns": o.dns, "scope": o.scope, "dataset": c.dataset, "model": c.model,
-                "seed": c.seed, "control": o.control, "ticket_dir": o.ticket_dir, "early_bird": o.early_bird}
+        return patterns.without_default(
+            {"criterion": o.criterion, "dns": o.dns, "scope": o.scope, "dataset": c.dataset, "model": c.model,
+             "seed": c.seed, "control": o.control, "ticket_dir": o.ticket_dir, "early_bird": o.early_bird,
+             "sparsity_type": o.sparsity_type})
 
     def figures(self, run: Run, results: dict) -> None:
         title = f"{self.label} on {self.config.dataset}"
@@ -293,7 +326,7 @@ def imp_run(config: TrainConfig, options: IMPOptions, workdir: str, *, trainer: 
     """One IMP run (one criterion, one seed) in one workdir, ready to ``execute()``."""
     plan = IMPPlan(config, options)
     return Run(plan, config, workdir, trainer=trainer, outputs=outputs, hooks=hooks,
-               record={**config.to_dict(), "imp": dataclasses.asdict(plan.options)})
+               record={**config.to_dict(), "imp": patterns.without_default(dataclasses.asdict(plan.options))})
 
 
 def run_imp(config: TrainConfig, options: IMPOptions, workdir: str, *, trainer: Trainer | None = None,

@@ -25,6 +25,7 @@ import math
 from typing import Any, Callable
 
 from jsnn.sparsity import masks as M
+from jsnn.sparsity import patterns
 from jsnn.variables import by_name, from_names
 
 PyTree = Any
@@ -142,13 +143,20 @@ def matched(scores, masks, density: float, magnitudes=None) -> dict[str, int]:
     return by_name(M.layer_keep_counts(M.prune_global(magnitudes, masks, keep_total(masks, density))))
 
 
-def prune(name: str, scores: PyTree, masks: PyTree, density: float, magnitudes: PyTree | None = None) -> PyTree:
+def prune(name: str, scores: PyTree, masks: PyTree, density: float, magnitudes: PyTree | None = None,
+          sparsity_type: str = patterns.UNSTRUCTURED) -> PyTree:
     """New masks at overall ``density``: the distribution sets each layer's count, the scores pick within it.
 
     ``masks`` are the live weights (already-pruned ones cannot come back); a layer never keeps more
-    than it has live.
+    than it has live. ``sparsity_type`` (``patterns.py``) is the pattern each layer's kept weights
+    form: channel rounds each layer's count to whole channels, N:M keeps n of every m whatever the count.
     """
-    counts = get_distribution(name).counts(scores, masks, density, magnitudes)
+    if patterns.fixed_density(sparsity_type) is not None:  # N:M: the distribution's counts do not enter
+        counts = {n: m.size for n, m in by_name(masks).items()}
+    else:
+        counts = get_distribution(name).counts(scores, masks, density, magnitudes)
     live = by_name(M.layer_keep_counts(masks))
     counts = {n: min(int(c), live[n]) for n, c in counts.items()}
-    return M.prune_per_layer(scores, masks, from_names(counts))
+    if sparsity_type == patterns.UNSTRUCTURED:
+        return M.prune_per_layer(scores, masks, from_names(counts))
+    return patterns.prune_per_layer(sparsity_type, scores, masks, counts)

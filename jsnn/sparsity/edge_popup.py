@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jsnn.sparsity import patterns
 from jsnn.sparsity.masks import keep_count, keep_largest
 
 PyTree = Any
@@ -38,16 +39,39 @@ def _bwd(k, _, g):
 _top_k.defvjp(_fwd, _bwd)
 
 
-def top_k_mask(scores: jax.Array, sparsity: float) -> jax.Array:
-    """{0,1} mask keeping round((1 - sparsity) n) largest |scores|; straight-through gradient."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _pattern_top_k(magnitudes, k: int, sparsity_type: str):
+    return patterns.keep(sparsity_type, magnitudes, k)
+
+
+def _pattern_fwd(magnitudes, k, sparsity_type):
+    return _pattern_top_k(magnitudes, k, sparsity_type), None
+
+
+def _pattern_bwd(k, sparsity_type, _, g):
+    return (g,)  # straight through, as the unstructured top-k
+
+
+_pattern_top_k.defvjp(_pattern_fwd, _pattern_bwd)
+
+
+def top_k_mask(scores: jax.Array, sparsity: float, sparsity_type: str = patterns.UNSTRUCTURED) -> jax.Array:
+    """{0,1} mask keeping round((1 - sparsity) n) largest |scores|; straight-through gradient.
+
+    A structured ``sparsity_type`` (``patterns.py``) keeps them in its pattern: channel rounds the count
+    to whole output channels, N:M keeps n of every m along the input axis whatever the sparsity (which
+    then only tells a dense layer, 0, from a masked one).
+    """
     if sparsity == 0.0:  # a dense layer: all ones
         return jnp.ones_like(scores)
-    return _top_k(jnp.abs(scores), keep_count(scores.size, sparsity))
+    if sparsity_type == patterns.UNSTRUCTURED:
+        return _top_k(jnp.abs(scores), keep_count(scores.size, sparsity))
+    return _pattern_top_k(jnp.abs(scores), keep_count(scores.size, sparsity), sparsity_type)
 
 
-def masks_from_scores(scores: PyTree, sparsities: PyTree) -> PyTree:
+def masks_from_scores(scores: PyTree, sparsities: PyTree, sparsity_type: str = patterns.UNSTRUCTURED) -> PyTree:
     """Per-layer top-k masks; ``sparsities`` is a float per layer (same tree as scores)."""
-    return jax.tree.map(top_k_mask, scores, sparsities)
+    return jax.tree.map(functools.partial(top_k_mask, sparsity_type=sparsity_type), scores, sparsities)
 
 
 def init_scores(key: jax.Array, kernels: PyTree) -> PyTree:
