@@ -3,8 +3,8 @@
 Everything in jsnn/ below this package knows nothing of workdirs, results files or programs;
 everything here imports only downward (and within the package, in this order):
 
-    workdir.py    the workdir contract: files, signature, claim
-    lock.py       one run per workdir
+    lock.py       one run per workdir (the standard library only)
+    workdir.py    the workdir contract: files, signature, claim (with the lock)
     outputs.py    what a run writes besides results, hooks that see its phases
     tickets.py    where tickets go, writing them and their cost pass
     segment.py    data/model/trainer set-up and resumable training segments

@@ -58,8 +58,14 @@ def claim_workdir(workdir: str, signature: dict, record: dict) -> None:
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise ValueError(f"--workdir {workdir} is a file, not a directory; pass a directory for the run's files")
     found = read_json(os.path.join(workdir, CONFIG))
-    check_same_run(found.get("signature") if found else None, signature, workdir)
+    check_same_run(found.get("signature") if found else None, signature, workdir)  # before: a refusal writes nothing
     hold_workdir(workdir, **run_identity(jax.process_index(), jax.process_count()))
+    try:
+        found = read_json(os.path.join(workdir, CONFIG))  # again, held: another first start may have written it
+        check_same_run(found.get("signature") if found else None, signature, workdir)
+    except RunMismatchError:
+        release_workdir(workdir)
+        raise
     if found is None or "signature" not in found:
         write_json(os.path.join(workdir, CONFIG), {**record, "signature": signature})
 
