@@ -600,8 +600,13 @@ def fault_injection(src):
     known = [k for k, _ in FAULT_COLUMNS]
     extra = [k for row in d["rows"] for k in row if k not in known and k != "fault"]
     extra = list(dict.fromkeys(extra))
-    header = ["fault"] + [label for k, label in FAULT_COLUMNS] + extra
-    rows = [[r["fault"]] + [r.get(k, "–") for k in known + extra] for r in d["rows"]]
+    labels = {"start_up": "at start-up", "mid_run": "mid-run", "hit": "where each hit"}
+    header = ["fault"] + [label for k, label in FAULT_COLUMNS] + [labels.get(k, k) for k in extra]
+
+    def cell(value):
+        return "; ".join(value) if isinstance(value, list) else value
+
+    rows = [[r["fault"]] + [cell(r.get(k, "–")) for k in known + extra] for r in d["rows"]]
     head = f"`python {d['command']}`, uninterrupted: {d['uninterrupted_seconds']:.0f} s."
     return head + "\n\n" + table(header, rows)
 
