@@ -140,7 +140,8 @@ def test_check_pattern_names_the_layer_that_breaks_n_of_m():
 # ----------------------------------------------------------------------------- channel
 
 
-@pytest.mark.parametrize("shape, k", [((3, 3, 8, 16), 300), ((64, 10), 200), ((3, 3, 1, 8), 1), ((2, 3), 6)])
+@pytest.mark.parametrize("shape, k", [((3, 3, 8, 16), 300), ((3, 3, 8, 16), 330), ((64, 10), 230), ((3, 3, 1, 8), 1),
+                                     ((2, 3), 6)])  # 330 / 72 = 4.6 channels: 5, 230 / 64 = 3.6: 4
 def test_channel_masks_are_whole_channels_of_the_rounded_count(shape, k):
     rng = np.random.default_rng(len(shape) + k)
     for scores in (np.abs(rng.normal(size=shape)).astype(np.float32),
@@ -167,8 +168,9 @@ def test_channel_prune_keeps_the_distributions_counts_rounded_to_channels():
     rng = np.random.default_rng(3)
     scores = {n: np.abs(rng.normal(size=s)).astype(np.float32) for n, s in LAYERS.items()}
     ones = tree_of({n: np.ones(s, np.float32) for n, s in LAYERS.items()})
-    counts = distributions.uniform(None, ones, 0.4)
-    masks = flat_of(distributions.prune("uniform", tree_of(scores), ones, 0.4, sparsity_type="channel"))
+    counts = distributions.uniform(None, ones, 0.6)  # conv1: 691 weights, 9.6 channels: 10 kept
+    masks = flat_of(distributions.prune("uniform", tree_of(scores), ones, 0.6, sparsity_type="channel"))
+    assert masks["conv1"].sum() == 10 * 72
     for n, s in scores.items():
         np.testing.assert_array_equal(masks[n], numpy_channels(s, counts[n]), err_msg=n)
 
