@@ -53,17 +53,28 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                       bn_affine=False),
         "digits": dict(model="digits_cnn", epochs=20, lr=0.3, batch_size=64, timesteps=4, bn_affine=False),
     },
+    "sparse_training": {
+        # SET / RigL from scratch (jsnn/runs/sparse_training.py) at the dense network's budget (RigL's "1x":
+        # as many steps as dense training): on CIFAR the dense preset above (ResNet-19, lr 0.1, 300 epochs)
+        "cifar": dict(model="resnet19", epochs=300, lr=0.1, batch_size=PAPER_BATCH_SIZE, timesteps=PAPER_TIMESTEPS,
+                      bn_affine=True),
+        "digits": dict(model="digits_cnn", epochs=15, lr=0.1, batch_size=64, timesteps=4, bn_affine=True),
+    },
 }
 
 # IMP (Kim et al.): late rewinding to epoch 20 of round 0 on CIFAR; digits: a short budget.
 IMP_REWIND_EPOCH = {"cifar": 20, "digits": 2}
 # edge-popup: the paper sweeps five levels of the fraction REMOVED per layer on CIFAR; digits one.
 EDGE_POPUP_SPARSITIES = {"cifar": (0.1, 0.3, 0.5, 0.7, 0.9), "digits": (0.5,)}
+# SET / RigL: steps between mask updates. rigl-TF's flag default 100 (ImageNet, CIFAR-10); digits has 22
+# steps an epoch and 330 in its 15 epochs, so 10 (25 updates before the end step at 75%).
+SPARSE_TRAINING_UPDATE_EVERY = {"cifar": 100, "digits": 10}
 # method -> dataset family -> the presets of the method's own options (IMPOptions, EdgePopupOptions)
 METHOD_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "dense": {family: {} for family in PRESETS["dense"]},
     "imp": {family: {"rewind_epoch": epoch} for family, epoch in IMP_REWIND_EPOCH.items()},
     "edge_popup": {family: {"sparsities": levels} for family, levels in EDGE_POPUP_SPARSITIES.items()},
+    "sparse_training": {family: {"update_every": n} for family, n in SPARSE_TRAINING_UPDATE_EVERY.items()},
 }
 
 SCHEDULES = ("cosine", "constant")  # the learning-rate schedules jsnn.trainer implements

@@ -7,6 +7,8 @@ the variables of the forward pass.
 | MaskedTraining| weights, bn       | weights * masks (dense = all-ones masks)         |
 |   + dns layers| weights, bn       | weights * masks, gradient to every weight there  |
 | EdgePopup     | scores            | weights * top-k(|scores|) (straight-through)     |
+| DynamicSparse | weights, bn       | weights * masks, gradient to every weight; masks |
+|   Training    |                   | updated inside the step (SET / RigL)             |
 
 The trainer, data, checkpoint and metrics code never branch on the method.
 """
@@ -18,6 +20,7 @@ from typing import Any
 
 import jax
 
+from jsnn.sparsity import dynamic
 from jsnn.sparsity.edge_popup import masks_from_scores
 from jsnn.variables import Variables, by_name, from_names, kernels, map_with_names, with_kernels
 
@@ -87,6 +90,59 @@ class EdgePopup:
         return updates
 
 
+@dataclasses.dataclass(frozen=True)
+class DynamicSparseTraining:
+    """SET / RigL (jsnn/sparsity/dynamic.py): weights and BN trained under masks that change during training.
+
+    Forward: the kernel times its mask, with the straight-through gradient of DNS layers
+    (``kernel + stop_gradient(kernel * mask - kernel)``), so the gradient reaching a pruned entry is
+    the dense gradient w.r.t. the effective weight (what RigL grows by); ``mask_updates`` zeroes the
+    updates of pruned weights and ``update_masks`` re-masks the kernels after every step, so a pruned
+    weight is exactly 0 after every step, whatever the optimizer.
+
+    ``update_masks`` is the trainer's optional in-step hook: at the steps ``t`` with
+    ``t % update_every == 0`` and ``t <= end_step`` (``lax.cond``, inside the jitted step) it drops and
+    grows with the cosine-decayed ``drop_fraction``. An update iteration takes the weight step on the old
+    mask first, then updates the mask (rigl-TF's SET order; rigl-TF's RigL and jaxpruner skip the
+    weight step there instead). RigL's grow gradient is that iteration's, taken before the weight step.
+    """
+
+    algorithm: str = "rigl"
+    drop_fraction: float = 0.3
+    update_every: int = 100
+    end_step: int = 0
+    trainable: tuple[str, ...] = ("weights", "bn")
+
+    def forward_variables(self, weights, masks, scores, bn, batch_stats) -> Variables:
+        del scores
+        # forward value kernel * mask (= kernel: pruned entries are stored as 0), gradient to every entry
+        through = map_with_names(lambda _, k, m: k + jax.lax.stop_gradient(k * m.astype(k.dtype) - k),
+                                 kernels(weights), masks)
+        ones = jax.tree.map(jax.numpy.ones_like, masks)
+        return Variables(with_kernels(weights, through), ones, bn, batch_stats)
+
+    def effective_masks(self, masks, scores) -> PyTree:
+        return masks
+
+    def mask_updates(self, updates: dict, masks) -> dict:
+        kept = map_with_names(lambda _, u, m: u * m.astype(u.dtype), kernels(updates["weights"]), masks)
+        return {**updates, "weights": with_kernels(updates["weights"], kept)}
+
+    def update_masks(self, state, grads: dict, step, key):
+        """The state after a step, its masks updated when ``step`` is an update step, kernels re-masked."""
+        kernel_grads = kernels(grads["weights"])
+
+        def update(s):
+            alpha = dynamic.drop_fraction_at(step, self.drop_fraction, self.end_step)
+            weights, masks, opt_state = dynamic.mask_update(s.weights, s.masks, s.opt_state, kernel_grads, alpha,
+                                                            key, self.algorithm)
+            return s.replace(weights=weights, masks=masks, opt_state=opt_state)
+
+        state = jax.lax.cond(dynamic.is_update_step(step, self.update_every, self.end_step), update,
+                             lambda s: s, state)
+        return state.replace(weights=dynamic.remask(state.weights, state.masks))
+
+
 @typing.runtime_checkable
 class Method(typing.Protocol):
     """What the trainer asks of a method; any hashable object with these members is one (no closed union).
@@ -94,6 +150,10 @@ class Method(typing.Protocol):
     ``trainable`` names the TrainState fields the optimizer updates; ``forward_variables`` turns the
     state's trees into what the model runs on; ``effective_masks`` is the mask the forward pass applies;
     ``mask_updates`` edits the optimizer's updates before they are applied.
+
+    Optional (not a member, so methods without it still are Methods): ``update_masks(state, grads,
+    step, key) -> state``, called by the train step after the weight step with the state after it, the
+    step's gradients, the step's index and a key of its own (DynamicSparseTraining: SET / RigL).
     """
 
     trainable: tuple[str, ...]

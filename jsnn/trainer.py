@@ -97,6 +97,8 @@ def make_train_step(model, method: Method, optimizer, dataset: jdata.ArrayDatase
         updates = method.mask_updates(updates, state.masks)
         new = state.replace(**optax.apply_updates(trainable, updates))
         new = new.replace(step=state.step + 1, opt_state=opt_state, batch_stats=new_stats)
+        if hasattr(method, "update_masks"):  # the optional in-step hook (dynamic sparse training), decided at trace
+            new = method.update_masks(new, grads, state.step, jax.random.fold_in(key, 1))
         accuracy = jnp.mean(predictions(logits) == labels)
         # every process's stop request (preemption.py), agreed on by all: the maximum over devices
         return new, {"loss": loss, "accuracy": accuracy, "stop": jnp.max(stop_flags)}

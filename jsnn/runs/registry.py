@@ -10,7 +10,7 @@ import dataclasses
 from typing import Callable
 
 from jsnn.config import TrainConfig
-from jsnn.runs import dense, edge_popup, imp
+from jsnn.runs import dense, edge_popup, imp, sparse_training
 from jsnn.runs.outputs import Outputs, RunHooks
 
 
@@ -52,3 +52,5 @@ register_method(MethodEntry("edge_popup", edge_popup.EdgePopupOptions, edge_popu
                             "edge-popup: scores of frozen random weights trained, one run per sparsity"))
 register_method(MethodEntry("imp", imp.IMPOptions, imp.run_imp, "imp",
                             "iterative pruning with rewinding; criteria, controls and early-bird"))
+register_method(MethodEntry("sparse_training", sparse_training.SparseTrainingOptions, sparse_training.run,
+                            "sparse_training", "SET / RigL: sparse from scratch, masks updated inside the step"))

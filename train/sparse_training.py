@@ -1,0 +1,68 @@
+"""Sparse training from scratch: SET (Mocanu et al. 2018) or RigL (Evci et al. 2020).
+
+The network starts at --sparsity (per-layer densities from --distribution) and keeps it: every
+--update-every steps each layer drops its smallest-magnitude weights and grows as many (random for
+SET, largest dense gradient for RigL), the drop fraction cosine-decayed to 0 at --end-fraction of
+training. Writes WORKDIR/results.json (measured and per-layer sparsity) and WORKDIR/ticket.npz.
+
+    python train/sparse_training.py --algorithm rigl --sparsity 0.9               # digits, offline
+    python train/sparse_training.py --algorithm set --sparsity 0.9 --distribution uniform
+    python train/sparse_training.py --algorithm rigl --dataset cifar10            # ResNet-19, T = 5, 300 epochs
+    python train/ticket.py report --workdir runs/sparse_training_rigl_digits_0.90  # the ticket's cost
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+from flags import add_training_flags, parse_args, run_cleanly, start_run, training_config
+
+from jsnn.config import SPARSE_TRAINING_UPDATE_EVERY
+from jsnn.metrics import log
+from jsnn.runs import sparse_training
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = sparse_training.SparseTrainingOptions()
+    g = p.add_argument_group("sparse training")
+    g.add_argument("--algorithm", choices=("set", "rigl"), default=d.algorithm,
+                   help="grow by random scores (SET) or by the largest dense gradient (RigL)")
+    g.add_argument("--sparsity", type=float, default=d.sparsity, help="fraction of the weights removed (RigL: 0.9)")
+    g.add_argument("--distribution", choices=("erk", "uniform"), default=d.distribution,
+                   help="per-layer densities (RigL: erk)")
+    g.add_argument("--update-every", type=int, help="steps between mask updates (unset: rigl's 100 on CIFAR, "
+                   f"{SPARSE_TRAINING_UPDATE_EVERY['digits']} on digits)")
+    g.add_argument("--end-fraction", type=float, default=d.end_fraction,
+                   help="fraction of the training steps after which the masks stay fixed (RigL: 0.75)")
+    g.add_argument("--drop-fraction", type=float, default=d.drop_fraction,
+                   help="fraction of each layer's kept weights dropped at step 0, cosine-decayed (rigl: 0.3)")
+    g.add_argument("--optimizer", choices=sparse_training.OPTIMIZERS, default=d.optimizer,
+                   help="sgd (momentum, weight decay added to the gradient), adam, or adamw (decoupled decay); "
+                        "--lr and --weight-decay apply to each")
+    add_training_flags(p)
+    return p
+
+
+def options_of(args: argparse.Namespace) -> sparse_training.SparseTrainingOptions:
+    return sparse_training.SparseTrainingOptions(
+        algorithm=args.algorithm, sparsity=args.sparsity, distribution=args.distribution,
+        update_every=args.update_every, end_fraction=args.end_fraction, drop_fraction=args.drop_fraction,
+        optimizer=args.optimizer)
+
+
+def main():
+    args = parse_args(parser(), method="sparse_training")
+    start_run(args)
+    config = training_config(args, "sparse_training")
+    options = options_of(args).resolve(config)
+    workdir = args.workdir or os.path.join(
+        "runs", f"sparse_training_{options.algorithm}_{config.dataset}_{options.sparsity:.2f}")
+    results = sparse_training.run(config, options, workdir)
+    entry = results["runs"][0]
+    log(f"{results['label']} on {config.dataset}: sparsity {entry['sparsity']:.4f}, "
+        f"test accuracy {entry['test_accuracy']:.4f} ({workdir})")
+
+
+if __name__ == "__main__":
+    run_cleanly(main)
