@@ -114,6 +114,9 @@ def test_a_layer_whose_input_axis_is_not_a_multiple_of_m_is_left_dense():
     np.testing.assert_array_equal(patterns.keep("2:4", scores, 5), np.ones((3, 3, 1, 8)))
     assert kind.count((3, 3, 1, 8), 5) == 72 and kind.count((3, 3, 8, 16), 5) == 576
     assert patterns.dense_layers("2:4", LAYERS) == ("conv0", "tiny")
+    assert patterns.dense_note("2:4", LAYERS) == "sparsity type 2:4 leaves conv0, tiny dense (input axis not a " \
+        "multiple of 4)"
+    assert patterns.dense_note("channel", LAYERS) is None and patterns.dense_note("2:4", {"fc": (64, 10)}) is None
     check_pattern({"conv0": {"kernel": np.ones((3, 3, 1, 8))}}, "2:4")
     broken = np.ones((3, 3, 1, 8))
     broken[0, 0, 0, 0] = 0
@@ -352,10 +355,11 @@ def test_imp_with_channel_prunes_whole_channels_of_the_global_counts(imp_setup, 
     assert_cost_report_counts_the_mask(results["runs"][1], masks)
 
 
-def test_imp_with_two_of_four_prunes_round_one_to_two_of_four(imp_setup, tmp_path):
+def test_imp_with_two_of_four_prunes_round_one_to_two_of_four(imp_setup, tmp_path, capsys):
     ds, config, model, trainer = imp_setup
     options = imp.IMPOptions(rounds=2, rewind_epoch=1, sparsity_type="2:4")
     results = imp.imp_run(config, options, str(tmp_path), trainer=trainer, outputs=Outputs(plots=False)).execute()
+    assert f"sparsity type 2:4 leaves {model.encoding_layer} dense" in capsys.readouterr().out
     entry = results["runs"][1]
     assert entry["sparsity_target"] == 0.5
     trained = named_kernels(load_ticket(round_path(str(tmp_path), 0)).variables.weights)

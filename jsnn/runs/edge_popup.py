@@ -128,6 +128,10 @@ class EdgePopupLevel:
         variables = init_variables(run.model, key_weights, (1,) + run.dataset.image_shape)
         scores = init_scores(key_scores, kernels(variables.weights))
         self.method = edge_popup_method(run.model, variables.weights, self.sparsity, self.options)
+        note = patterns.dense_note(self.options.sparsity_type,
+                                   {n: k.shape for n, k in named_kernels(variables.weights).items()})
+        if note:
+            log(note)
         self.initial_weights = jax.tree.map(np.array, variables.weights)  # host copy: the step donates its input
         return run.trainer.new_state(variables, scores, self.method, self.config.seed)
 

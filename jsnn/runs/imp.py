@@ -25,7 +25,7 @@ import numpy as np
 from jsnn import plots
 from jsnn.config import TrainConfig, rewind_epoch_preset
 from jsnn.methods import MaskedTraining
-from jsnn.metrics import is_primary
+from jsnn.metrics import is_primary, log
 from jsnn.runs import controls
 from jsnn.runs.controls import CONTROLS, TicketSource
 from jsnn.runs.early_bird import EarlyBirdSearch, ones_for
@@ -213,6 +213,10 @@ class IMPPlan:
         self.variables = init_variables(run.model, jax.random.key(self.config.seed), (1,) + run.dataset.image_shape)
         revivable = dns_layers(run.model, self.variables.weights) if self.options.dns else ()
         self.method = MaskedTraining(dns_layers=revivable)
+        note = patterns.dense_note(self.options.sparsity_type,
+                                   {n: k.shape for n, k in named_kernels(self.variables.weights).items()})
+        if note:
+            log(note)
         if self.options.early_bird:
             self.search = EarlyBirdSearch(self.options.early_bird_window, self.options.early_bird_threshold,
                                           revivable, self.config.epochs,

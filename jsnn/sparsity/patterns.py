@@ -238,6 +238,15 @@ def dense_layers(spec: str, shapes: dict[str, tuple]) -> tuple[str, ...]:
     return tuple(sorted(n for n, s in shapes.items() if not kind.applies(tuple(s))))
 
 
+def dense_note(spec: str, shapes: dict[str, tuple]) -> str | None:
+    """One line naming the layers the type leaves dense, for the run's log; None when there are none."""
+    dense = dense_layers(spec, shapes)
+    if not dense:
+        return None
+    return (f"sparsity type {canonical(spec)} leaves {', '.join(dense)} dense (input axis not a multiple of "
+            f"{sparsity_type(spec).m})")
+
+
 def keep(spec: str, scores: jax.Array, k: int) -> jax.Array:
     """{0,1} mask of the shape of ``scores`` keeping ``k`` of them (as the type counts k) in its pattern."""
     return sparsity_type(spec).keep(scores, k)
