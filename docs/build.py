@@ -538,6 +538,25 @@ def time_to_ticket_vgg_small(src):
     return _time_to_ticket(src, "benchmarks/results/time_to_ticket_vgg_small.json")
 
 
+@generator("sparse_training_digits")
+def sparse_training_digits(src):
+    d = src.json("benchmarks/results/sparse_training_digits.json")
+    rows = []
+    for name, label in (("rigl", "RigL (ERK), sparse from scratch"), ("imp", "IMP (magnitude), round 8")):
+        r = d["runs"][name]
+        rows.append([label, f"`{r['command']}`", sparsity_label(r["sparsity"]), pct(r["test_accuracy"], 2),
+                     str(r["epochs_trained"]), f"{r['train_seconds']:.0f}", f"{r['wall_seconds']:.0f}"])
+    rigl, imp = d["runs"]["rigl"], d["runs"]["imp"]
+    m = d["machine"]
+    head = (f"digits, `{rigl['config']['model']}`, T = {rigl['config']['timesteps']}, batch "
+            f"{rigl['config']['batch_size']}; {m['cpu']}, {m['cores']} cores, shared with other work while it ran: "
+            "the times are indicative.")
+    tail = (f"RigL reached its 90 % network in {pct(rigl['wall_seconds'] / imp['wall_seconds'], 0)} of the wall "
+            f"time IMP took to its 90 % ticket ({rigl['epochs_trained']} epochs against {imp['epochs_trained']}).")
+    return head + "\n\n" + table(["run", "command", "sparsity", "test accuracy", "epochs", "training s", "wall s"],
+                                  rows) + "\n\n" + tail
+
+
 FORMULATIONS = {"ffi_dense": "C++ event-driven, full rows", "ffi_ell": "C++ event-driven, kept weights (ELL)",
                 "channels": "channel-compressed", "xla_scatter": "XLA scatter"}
 

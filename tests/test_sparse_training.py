@@ -5,6 +5,7 @@ ties to the lower index, inactive entries below every active one in the drop ran
 written with Python sorts, independently of the code under test (../shared/notes/sparse-training.md §2).
 """
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -40,8 +41,12 @@ from jsnn.variables import (
 )
 from tests.small_data import digits_subset
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "train"))
-import sparse_training as program  # noqa: E402
+TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "train")
+sys.path.insert(0, TRAIN)  # the programs import their shared flags as `flags`
+_spec = importlib.util.spec_from_file_location("train_program_sparse_training",
+                                               os.path.join(TRAIN, "sparse_training.py"))
+program = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(program)
 
 # -- the NumPy reference -----------------------------------------------------------------------------------
 
