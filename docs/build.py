@@ -630,6 +630,18 @@ def fault_injection(src):
     return head + "\n\n" + table(header, rows)
 
 
+@generator("same_results")
+def same_results(src):
+    d = src.json("benchmarks/results/same_results.json")
+    differences = d["only_before"] + d["only_after"] + d["different"]
+    verdict = "identical" if not differences else f"different in {len(differences)}"
+    rows = [[name, f"`{command}`"] for name, command in d["commands"].items()]
+    return (f"`python benchmarks/same_results.py --before {d['before']} --after {d['after']}`: "
+            f"{d['files_compared']} ticket arrays, ticket entries, results and metrics files compared, {verdict} "
+            "(timings, paths and the label and signature keys added since left out).\n\n"
+            + table(["run", "command"], rows))
+
+
 # ------------------------------------------------------------------ the driver
 
 
