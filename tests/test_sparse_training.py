@@ -293,13 +293,16 @@ def test_rigl_in_the_jitted_step(small):
     assert train._cache_size() == 1
 
 
-@pytest.mark.parametrize("optimizer,weight_decay", [("sgd", 5e-4), ("adam", 1e-3), ("adamw", 1e-2)])
+@pytest.mark.parametrize("optimizer,weight_decay", [("sgd", 5e-4), ("sgd_drop_all", 5e-4), ("adam", 1e-3),
+                                                     ("adamw", 1e-2)])
 def test_no_zombie_weights_after_any_step(small, optimizer, weight_decay):
     config, ds, base = small
     if optimizer == "sgd":
         # SGD with momentum 0.9, weight decay 5e-4 added to the gradient: after the update at step 0, steps 1
         # and 2 carry momentum into just-dropped weights (the classic zombie), then the update at step 3
         trainer, method = base, RIGL
+    elif optimizer == "sgd_drop_all":
+        trainer, method = base, DynamicSparseTraining("rigl", 1.0, 1, 1000)
     else:
         config = dataclasses.replace(config, weight_decay=weight_decay, lr=0.01)
         trainer = with_optimizer(base, sparse_optimizer(optimizer, config, 3))
