@@ -552,7 +552,9 @@ def sparse_training_digits(src):
             f"{rigl['config']['batch_size']}; {m['cpu']}, {m['cores']} cores, shared with other work while it ran: "
             "the times are indicative.")
     tail = (f"RigL reached its 90 % network in {pct(rigl['wall_seconds'] / imp['wall_seconds'], 0)} of the wall "
-            f"time IMP took to its 90 % ticket ({rigl['epochs_trained']} epochs against {imp['epochs_trained']}).")
+            f"time IMP took to its 90 % ticket ({rigl['epochs_trained']} epochs against {imp['epochs_trained']}). "
+            "RigL's sparsity per layer (ERK): "
+            + ", ".join(f"`{n}` {sparsity_label(x)}" for n, x in rigl["layer_sparsity"].items()) + ".")
     return head + "\n\n" + table(["run", "command", "sparsity", "test accuracy", "epochs", "training s", "wall s"],
                                   rows) + "\n\n" + tail
 
