@@ -59,7 +59,10 @@ def test_readme_keeps_the_two_setup_commands_ci_runs():
     setup = ('python3 -m venv .venv && .venv/bin/pip install -e ".[test]" && '
              '.venv/bin/pip install --no-deps neurobench==2.3.0 && ')
     assert setup + ".venv/bin/python train/edge_popup.py" in text
-    assert setup + ".venv/bin/python -m pytest" in text
+    assert setup + ".venv/bin/ruff check . && .venv/bin/python -m pytest" in text
+    # CI runs README's test command exactly (less pip's -q)
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1].replace(" -q", "")
+    assert ci in text, ci
 
 
 def test_every_page_exists_is_linked_and_undated():

@@ -11,8 +11,8 @@ from jsnn import xla_flags
 from jsnn.config import TrainConfig
 from jsnn.data import load_dataset
 from jsnn.methods import MaskedTraining
-from jsnn.parallel import data_mesh, put_batch
 from jsnn.models import build_model
+from jsnn.parallel import data_mesh, put_batch
 from jsnn.trainer import Trainer
 from jsnn.variables import init_variables
 
