@@ -49,6 +49,8 @@ TODAY = {
     ("--keep-checkpoints",): ("keep_checkpoints", 3),
     ("--eval-every",): ("eval_every", 1),
     ("--no-progress",): ("progress", True),
+    ("--no-plots",): ("plots", True),
+    ("--no-cost-report",): ("cost_report", True),
     ("--distributed",): ("distributed", "auto"),
     ("--config",): ("config", None),
 }
@@ -91,7 +93,7 @@ def test_flags_are_generated_from_the_config_fields():
     """One flag per setting (the neuron's included), its default the field's, its help the field's."""
     by_dest = {a.dest: a for a in actions(training_parser()).values()}
     fields = flags.config_fields()
-    assert {f.name for f in fields} == set(by_dest) - {"workdir", "distributed", "config"}
+    assert {f.name for f in fields} == set(by_dest) - {"workdir", "distributed", "config", "plots", "cost_report"}
     assert {f.name for f in fields} == set(FLAT)
     for f in fields:
         assert by_dest[f.name].default == f.default

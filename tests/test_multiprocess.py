@@ -160,7 +160,8 @@ def test_preempted_two_process_run_resumes_to_the_same_result(runs, tmp_path):
     workdir = str(tmp_path / "preempted")
     # a checkpoint every 2 steps: the step count to signal at, and each later step waits for a write,
     # so the signal lands well before the epoch ends
-    procs = launch(2, 2, workdir, flags=("--checkpoint-every-steps", "2"))
+    quiet = ("--no-plots", "--no-cost-report")  # not under test here (the first run's ticket is compared)
+    procs = launch(2, 2, workdir, flags=("--checkpoint-every-steps", "2", *quiet))
     at = STEPS_PER_EPOCH + 4  # orbax's step number of that checkpoint; renamed into place once written
 
     def written() -> list[int]:
@@ -180,7 +181,7 @@ def test_preempted_two_process_run_resumes_to_the_same_result(runs, tmp_path):
     batch = int(stopped[0][2].split("after epoch 2, batch ")[1].split()[0])
     assert 4 < batch < STEPS_PER_EPOCH
     assert recorded_processes(workdir) == (2, 4)
-    resumed = finish(launch(2, 2, workdir, slurm=True))  # resumed under JAX's cluster auto-detection
+    resumed = finish(launch(2, 2, workdir, slurm=True, flags=quiet))  # resumed under JAX's cluster auto-detection
     for code, _, stderr in resumed:
         assert code == 0, stderr[-3000:]
     assert f"epoch 1/2, batch {batch}" in resumed[0][1] and "resuming from" in resumed[0][1]

@@ -188,7 +188,8 @@ def test_second_start_of_a_running_run_is_refused_in_one_line(tmp_path):
 
 def test_finished_run_with_other_settings_is_refused_and_untouched(tmp_path):
     workdir = str(tmp_path / "ep")
-    first = run_program("train/edge_popup.py", "--epochs", "1", "-T", "2", "--no-progress", "--workdir", workdir)
+    first = run_program("train/edge_popup.py", "--epochs", "1", "-T", "2", "--no-progress", "--no-plots",
+                        "--no-cost-report", "--workdir", workdir)
     assert first.returncode == 0, first.stderr[-2000:]
     files = {os.path.join(d, f): open(os.path.join(d, f), "rb").read() for d, _, fs in os.walk(workdir) for f in fs}
     again = run_program("train/edge_popup.py", "--epochs", "2", "--lr", "0.01", "-T", "2", "--no-progress",
@@ -200,7 +201,8 @@ def test_finished_run_with_other_settings_is_refused_and_untouched(tmp_path):
     after = {os.path.join(d, f): open(os.path.join(d, f), "rb").read() for d, _, fs in os.walk(workdir) for f in fs}
     assert after == files
     # the same command again is still "already complete", and a dense baseline of another architecture is refused
-    same = run_program("train/edge_popup.py", "--epochs", "1", "-T", "2", "--no-progress", "--workdir", workdir)
+    same = run_program("train/edge_popup.py", "--epochs", "1", "-T", "2", "--no-progress", "--no-plots",
+                        "--no-cost-report", "--workdir", workdir)
     assert same.returncode == 0 and "already complete" in same.stdout
     dense = tmp_path / "dense"
     os.makedirs(dense)

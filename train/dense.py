@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from flags import add_training_flags, parse_args, run_cleanly, start_run, training_config
+from flags import add_training_flags, parse_args, run_cleanly, run_outputs, start_run, training_config
 
 from jsnn.metrics import log
 from jsnn.runs.dense import train_dense
@@ -26,7 +26,7 @@ def main():
     start_run(args)
     config = training_config(args, "dense")
     workdir = args.workdir or os.path.join("runs", f"dense_{config.dataset}_{config.model}")
-    entry = train_dense(config, workdir)
+    entry = train_dense(config, workdir, outputs=run_outputs(args))
     log(f"dense {config.model} on {config.dataset}: test accuracy {entry['test_accuracy']:.4f}")
 
 

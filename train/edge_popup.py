@@ -12,7 +12,16 @@ from __future__ import annotations
 import argparse
 import os
 
-from flags import add_training_flags, choices_of, floats, parse_args, run_cleanly, start_run, training_config
+from flags import (
+    add_training_flags,
+    choices_of,
+    floats,
+    parse_args,
+    run_cleanly,
+    run_outputs,
+    start_run,
+    training_config,
+)
 
 from jsnn.config import EDGE_POPUP_SPARSITIES, edge_popup_sparsities
 from jsnn.runs import edge_popup
@@ -58,7 +67,7 @@ def main():
     options = edge_popup_options(args, config)
     kind = "" if options.sparsity_type == patterns.UNSTRUCTURED else "_" + options.sparsity_type.replace(":", "of")
     workdir = args.workdir or os.path.join("runs", f"edge_popup_{config.dataset}_{config.model}{kind}")
-    edge_popup.run(config, workdir, options)
+    edge_popup.run(config, workdir, options, outputs=run_outputs(args))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from jsnn.layers import WEIGHT_INITS
 from jsnn.models import MODELS
 from jsnn.parallel import DISTRIBUTED_MODES, initialize_distributed
 from jsnn.preemption import take_signals_back
+from jsnn.runs.outputs import Outputs
 from jsnn.sparsity import distributions
 from jsnn.sparsity.criteria import CRITERIA
 from jsnn.surrogate import surrogate_names
@@ -116,6 +117,11 @@ def add_training_flags(p: argparse.ArgumentParser, default_dataset: str = "digit
         add_config_flag(groups[f.metadata["group"]], f, owner, default_dataset if f.name == "dataset" else f.default)
     g = groups["run"]
     g.add_argument("--workdir", required=False, help="checkpoints, metrics, results and plots go here")
+    g.add_argument("--no-plots", dest="plots", action="store_false",
+                   help="write no figures (results, tickets and metrics are the same)")
+    g.add_argument("--no-cost-report", dest="cost_report", action="store_false",
+                   help="skip each ticket's test-set cost pass (no \"efficiency\" entries; train/ticket.py report "
+                        "measures the tickets later)")
     g.add_argument("--distributed", choices=DISTRIBUTED_MODES, default="auto",
                    help="join a multi-process run: auto (JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID, "
                         "or a SLURM / Open MPI / Kubernetes / Cloud TPU cluster), on, or off")
@@ -288,6 +294,11 @@ def start_run(args: argparse.Namespace) -> None:
     initialize_distributed(args.distributed)
     take_signals_back()  # the distributed runtime installs a SIGTERM handler of its own
     enable_compilation_cache()
+
+
+def run_outputs(args: argparse.Namespace) -> Outputs:
+    """What the run writes besides results and tickets (``--no-plots``, ``--no-cost-report``)."""
+    return Outputs(plots=args.plots, cost_report=args.cost_report)
 
 
 def training_config(args: argparse.Namespace, method: str) -> TrainConfig:

@@ -19,7 +19,7 @@ import argparse
 import dataclasses
 import os
 
-from flags import add_training_flags, choices_of, parse_args, run_cleanly, start_run, training_config
+from flags import add_training_flags, choices_of, parse_args, run_cleanly, run_outputs, start_run, training_config
 
 from jsnn.config import IMP_REWIND_EPOCH
 from jsnn.metrics import log
@@ -91,13 +91,14 @@ def main():
     name = name.replace(":", "of")
     workdir = args.workdir or os.path.join("runs", f"imp_{config.dataset}_{config.model}_{name}")
     if not args.seeds:
-        imp.run_imp(config, options, workdir)
+        imp.run_imp(config, options, workdir, outputs=run_outputs(args))
         return
     seeds = [int(s) for s in args.seeds.split(",")]
     dirs = [os.path.join(workdir, f"seed_{s}") for s in seeds]
     for seed, seed_dir in zip(seeds, dirs):
         ticket = os.path.join(args.ticket, f"seed_{seed}") if args.ticket else None
-        imp.run_imp(dataclasses.replace(config, seed=seed), dataclasses.replace(options, ticket_dir=ticket), seed_dir)
+        imp.run_imp(dataclasses.replace(config, seed=seed), dataclasses.replace(options, ticket_dir=ticket), seed_dir,
+                    outputs=run_outputs(args))
     log(f"wrote {compare_plot(dirs, os.path.join(workdir, 'accuracy_vs_sparsity.png'))}")
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from flags import add_training_flags, parse_args, run_cleanly, start_run, training_config
+from flags import add_training_flags, parse_args, run_cleanly, run_outputs, start_run, training_config
 
 from jsnn.config import SPARSE_TRAINING_UPDATE_EVERY
 from jsnn.metrics import log
@@ -58,7 +58,7 @@ def main():
     options = options_of(args).resolve(config)
     workdir = args.workdir or os.path.join(
         "runs", f"sparse_training_{options.algorithm}_{config.dataset}_{options.sparsity:.2f}")
-    results = sparse_training.run(config, options, workdir)
+    results = sparse_training.run(config, options, workdir, outputs=run_outputs(args))
     entry = results["runs"][0]
     log(f"{results['label']} on {config.dataset}: sparsity {entry['sparsity']:.4f}, "
         f"test accuracy {entry['test_accuracy']:.4f} ({workdir})")
