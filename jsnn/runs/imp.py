@@ -53,7 +53,7 @@ class IMPOptions:
     #                           matched for sf, SPEC §5)
     dns: bool = False  # SF-IMP-2: dynamic network surgery on the encoding and linear layers
     calibration_batches: int = 10  # training batches the SF statistics are collected over (cost < 1% of an epoch)
-    # controls (jsnn/controls.py): each round k >= 1 trains round k's mask of the run in ``ticket_dir`` as
+    # controls (jsnn/runs/controls.py): each round k >= 1 trains round k's mask of the run in ``ticket_dir`` as
     # reinit (fresh weights), random (a random mask of its per-layer counts, its rewind point) or
     # ticket (that ticket itself, e.g. an early-bird ticket retrained for the full round)
     control: str | None = None
