@@ -10,8 +10,7 @@ from jsnn import plots
 from jsnn.config import TrainConfig
 from jsnn.methods import MaskedTraining
 from jsnn.runs.outputs import Outputs, RunHooks
-from jsnn.runs.run import Run
-from jsnn.runs.tickets import TICKET_FILE
+from jsnn.runs.run import OneSegmentPlan, Run
 from jsnn.runs.workdir import run_signature
 from jsnn.trainer import Trainer
 from jsnn.variables import init_variables
@@ -29,10 +28,10 @@ def dense_signature(config: TrainConfig) -> dict:
     return run_signature("dense", config)
 
 
-class DensePlan:
+class DensePlan(OneSegmentPlan):
     """One segment of weight training, no masks (all-ones)."""
 
-    name, label, segments = "dense", "dense (weights trained)", 1
+    name, label = "dense", "dense (weights trained)"
 
     def __init__(self, config: TrainConfig, options: DenseOptions = DenseOptions()):
         self.config, self.options = config, options
@@ -43,38 +42,8 @@ class DensePlan:
         variables = init_variables(run.model, jax.random.key(self.config.seed), (1,) + run.dataset.image_shape)
         return run.trainer.new_state(variables, {}, self.method, self.config.seed)
 
-    def training(self):
-        return self.method
-
-    def restore(self, run, state, extra, meta):
-        pass
-
-    def checkpoint_like(self, state, meta):
-        return {}
-
-    def checkpoint_extra(self):
-        return {}
-
-    def checkpoint_info(self):
-        return {}
-
-    def segment_label(self, segment):
-        return {}
-
-    def train(self, run: Run, state, start, partial_epoch):
-        return run.train_segment(state, start, partial_epoch)
-
     def entry(self, run: Run, state, segment):
         return {"sparsity": run.trainer.sparsity(state, self.method), "epochs": self.config.epochs}
-
-    def ticket_path(self, run: Run, segment):
-        return os.path.join(run.workdir, TICKET_FILE)
-
-    def next_segment(self, run, state, segment):
-        raise AssertionError("a dense run has one segment")
-
-    def results_fields(self):
-        return {}
 
     def figures(self, run: Run, results):
         plots.training_curves(run.metrics(), os.path.join(run.workdir, "training_curves.png"), title="dense SNN")

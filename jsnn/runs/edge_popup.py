@@ -22,9 +22,9 @@ from jsnn.runs.controls import RESEED
 from jsnn.runs.dense import dense_signature, train_dense
 from jsnn.runs.outputs import Outputs, RunHooks
 from jsnn.runs.results import entries_figure
-from jsnn.runs.run import Run
+from jsnn.runs.run import OneSegmentPlan, Run
 from jsnn.runs.segment import prepare
-from jsnn.runs.tickets import TICKET_FILE, level_dir
+from jsnn.runs.tickets import level_dir
 from jsnn.runs.workdir import (
     CONFIG,
     RESULTS,
@@ -112,10 +112,10 @@ def check_level_pattern(method: EdgePopup, masks) -> None:
         patterns.check_pattern(masks, method.sparsity_type, dense={n for n, s in method.sparsities if s == 0.0})
 
 
-class EdgePopupLevel:
+class EdgePopupLevel(OneSegmentPlan):
     """One sparsity level: one segment training the scores of frozen random weights."""
 
-    name, label, segments = "edge_popup", LABEL, 1
+    name, label = "edge_popup", LABEL
 
     def __init__(self, config: TrainConfig, options: EdgePopupOptions, sparsity: float):
         self.config, self.options, self.sparsity = config, options, sparsity
@@ -135,26 +135,8 @@ class EdgePopupLevel:
         self.initial_weights = jax.tree.map(np.array, variables.weights)  # host copy: the step donates its input
         return run.trainer.new_state(variables, scores, self.method, self.config.seed)
 
-    def training(self):
-        return self.method
-
-    def restore(self, run, state, extra, meta):
-        pass
-
-    def checkpoint_like(self, state, meta):
-        return {}
-
-    def checkpoint_extra(self):
-        return {}
-
-    def checkpoint_info(self):
-        return {}
-
     def segment_label(self, segment):
         return {"sparsity_target": self.sparsity}
-
-    def train(self, run: Run, state, start, partial_epoch):
-        return run.train_segment(state, start, partial_epoch)
 
     def entry(self, run: Run, state, segment):
         unchanged = all(np.array_equal(np.asarray(a), np.asarray(b))
@@ -166,15 +148,6 @@ class EdgePopupLevel:
         return {"sparsity_target": self.sparsity, "sparsity": sparsity_of(masks),
                 "layer_sparsity": layer_sparsity_of(masks), "weights_unchanged": unchanged,
                 "epochs": self.config.epochs}
-
-    def ticket_path(self, run: Run, segment):
-        return os.path.join(run.workdir, TICKET_FILE)
-
-    def next_segment(self, run, state, segment):
-        raise AssertionError("an edge-popup level has one segment")
-
-    def results_fields(self):
-        return {}
 
     def figures(self, run: Run, results):
         plots.training_curves(run.metrics(), os.path.join(run.workdir, "training_curves.png"),

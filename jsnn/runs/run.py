@@ -22,7 +22,7 @@ from jsnn.methods import Method
 from jsnn.metrics import log, read_jsonl, write_json
 from jsnn.runs.outputs import Outputs, RunHooks
 from jsnn.runs.segment import Position, RunCheckpoints, describe, prepare, train_segment
-from jsnn.runs.tickets import ticket_cost, write_ticket
+from jsnn.runs.tickets import TICKET_FILE, ticket_cost, write_ticket
 from jsnn.runs.workdir import METRICS, RESULTS, claim_workdir, drop_metrics_after, finished_results, release_workdir
 from jsnn.trainer import Trainer, TrainState
 
@@ -220,3 +220,43 @@ def _entry_label(entry: dict) -> str:
 
 def _config_record(config: TrainConfig) -> dict[str, Any]:
     return config.to_dict()
+
+
+class OneSegmentPlan:
+    """What a one-segment method (a dense run, an edge-popup level, sparse training) shares: it
+    trains ``self.method`` for one segment with the trainer's epochs, keeps nothing in its
+    checkpoints but the training state, and writes WORKDIR/ticket.npz. Subclasses set ``name``,
+    ``label``, ``signature`` and ``method`` and give ``setup``, ``entry`` and ``figures``."""
+
+    segments = 1
+    method: Method | None = None
+
+    def training(self) -> Method:
+        return self.method
+
+    def restore(self, run: Run, state: TrainState, extra: dict, meta: dict) -> None:
+        pass
+
+    def checkpoint_like(self, state: TrainState, meta: dict) -> dict:
+        return {}
+
+    def checkpoint_extra(self) -> dict:
+        return {}
+
+    def checkpoint_info(self) -> dict:
+        return {}
+
+    def segment_label(self, segment: int) -> dict:
+        return {}
+
+    def train(self, run: Run, state: TrainState, start: Position, partial_epoch: dict | None) -> TrainState:
+        return run.train_segment(state, start, partial_epoch)
+
+    def ticket_path(self, run: Run, segment: int) -> str:
+        return os.path.join(run.workdir, TICKET_FILE)
+
+    def next_segment(self, run: Run, state: TrainState, segment: int) -> TrainState:
+        raise AssertionError(f"{self.name} has one segment")
+
+    def results_fields(self) -> dict:
+        return {}

@@ -29,8 +29,7 @@ from jsnn import plots
 from jsnn.config import METHOD_PRESETS, TrainConfig, dataset_family
 from jsnn.methods import DynamicSparseTraining
 from jsnn.runs.outputs import Outputs, RunHooks
-from jsnn.runs.run import Run
-from jsnn.runs.tickets import TICKET_FILE
+from jsnn.runs.run import OneSegmentPlan, Run
 from jsnn.runs.workdir import run_signature
 from jsnn.sparsity import distributions, dynamic
 from jsnn.sparsity.masks import check_sparsity, layer_sparsity_of
@@ -98,10 +97,10 @@ def label(options: SparseTrainingOptions) -> str:
     return f"{LABELS.get(options.algorithm, options.algorithm)} ({options.distribution})"
 
 
-class SparseTrainingPlan:
+class SparseTrainingPlan(OneSegmentPlan):
     """One segment: the weights trained under masks that SET / RigL update inside the step."""
 
-    name, segments = "sparse_training", 1
+    name = "sparse_training"
 
     def __init__(self, config: TrainConfig, options: SparseTrainingOptions):
         self.config, self.options = config, options.resolve(config)
@@ -125,27 +124,6 @@ class SparseTrainingPlan:
         self.method = DynamicSparseTraining(o.algorithm, o.drop_fraction, o.update_every, end_step)
         return run.trainer.new_state(variables, {}, self.method, self.config.seed)
 
-    def training(self):
-        return self.method
-
-    def restore(self, run, state, extra, meta):
-        pass
-
-    def checkpoint_like(self, state, meta):
-        return {}
-
-    def checkpoint_extra(self):
-        return {}
-
-    def checkpoint_info(self):
-        return {}
-
-    def segment_label(self, segment):
-        return {}
-
-    def train(self, run: Run, state, start, partial_epoch):
-        return run.train_segment(state, start, partial_epoch)
-
     def entry(self, run: Run, state, segment):
         masks = jax.tree.map(np.asarray, state.masks)
         zeros = sum(int(np.sum(np.asarray(k) == 0)) for k in named_kernels(state.weights).values())
@@ -157,12 +135,6 @@ class SparseTrainingPlan:
                 "layer_sparsity": layer_sparsity_of(masks), "weight_sparsity": zeros / total,
                 "pruned_nonzero_weights": off_mask_nonzero, "mask_updates": len(updates),
                 "end_step": self.method.end_step, "epochs": self.config.epochs, "algorithm": self.options.algorithm}
-
-    def ticket_path(self, run: Run, segment):
-        return os.path.join(run.workdir, TICKET_FILE)
-
-    def next_segment(self, run, state, segment):
-        raise AssertionError("a sparse-training run has one segment")
 
     def results_fields(self):
         return {"options": dataclasses.asdict(self.options)}
