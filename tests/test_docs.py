@@ -57,7 +57,7 @@ def test_readme_is_short_and_undated():
 def test_readme_keeps_the_two_setup_commands_ci_runs():
     text = (ROOT / "README.md").read_text()
     setup = ('python3 -m venv .venv && .venv/bin/pip install -e ".[test]" && '
-             '.venv/bin/pip install --no-deps neurobench==2.3.0 && ')
+             '.venv/bin/pip install --no-deps neurobench==2.3.0 tonic==1.7.0 && ')
     assert setup + ".venv/bin/python train/edge_popup.py" in text
     assert setup + ".venv/bin/ruff check . && .venv/bin/python -m pytest" in text
     # CI runs README's test command exactly (less pip's -q)
