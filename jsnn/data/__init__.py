@@ -24,11 +24,11 @@ from jsnn.data.datasets import (
     DATASET_NAMES,
     DIGITS_AUGMENT,
     ArrayDataset,
-    DataNotFoundError,
     channel_stats,
     default_data_dir,
     load_dataset,
 )
+from jsnn.data.errors import DataNotFoundError
 
 __all__ = [
     "ArrayDataset",

@@ -21,6 +21,7 @@ import pickle
 import numpy as np
 
 from jsnn.data.augment import AugmentConfig
+from jsnn.data.errors import DataNotFoundError
 
 # Kim et al. (ECCV 2022) / the paper: RandomCrop(32, padding=4) + horizontal
 # flip. Kim et al. also apply Cutout(16); off here by default, an option.
@@ -29,10 +30,6 @@ CIFAR_AUGMENT = AugmentConfig(crop_padding=4, flip=True, cutout=0)
 DIGITS_AUGMENT = AugmentConfig()
 
 DATASET_NAMES = ("digits", "cifar10", "cifar100")
-
-
-class DataNotFoundError(RuntimeError):
-    """The dataset's files are not in the data directory (nothing is downloaded)."""
 
 
 @dataclasses.dataclass(frozen=True)
