@@ -154,6 +154,9 @@ class Method(typing.Protocol):
     Optional (not a member, so methods without it still are Methods): ``update_masks(state, grads,
     step, key) -> state``, called by the train step after the weight step with the state after it, the
     step's gradients, the step's index and a key of its own (DynamicSparseTraining: SET / RigL).
+    ``loss(model, state, images, labels) -> (loss, (logits, new_batch_stats))``, the step's objective in
+    place of the task loss of ``forward_variables``'s network (jsnn/sparsity/energy_training.py: the
+    energy-budget search adds its SynOps penalty).
     """
 
     trainable: tuple[str, ...]

@@ -87,6 +87,8 @@ def make_train_step(model, method: Method, optimizer, dataset: jdata.ArrayDatase
         x = preprocess(images, dataset.mean, dataset.std, augment, key)
 
         def loss_fn(trainable):
+            if hasattr(method, "loss"):  # the optional objective hook (energy-budget search: task + SynOps penalty)
+                return method.loss(model, state.replace(**trainable), x, labels)
             variables = state.forward_variables(method, trainable)
             logits, new_stats, _ = apply_model(model, variables, x, train=True)
             return spike_loss(logits, labels), (logits, new_stats)
