@@ -14,8 +14,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "jsnn"
 ABOVE_RUNS = {"jsnn.theory.experiments"}
 # loaded where they are used: optional extras (NIR and the torch simulators), or heavy and needed by
-# one path only (TFDS for CIFAR, scikit-learn for the digits)
-LAZY_OK = {"nir", "torch", "snntorch", "norse", "nirtorch", "tensorflow_datasets", "sklearn"}
+# one path only (TFDS for CIFAR, scikit-learn for the digits, aedat for AEDAT4 event files)
+LAZY_OK = {"nir", "torch", "snntorch", "norse", "nirtorch", "tensorflow_datasets", "sklearn", "aedat"}
 
 
 def module_name(path: pathlib.Path) -> str:
