@@ -194,7 +194,8 @@ def test_dvs_gesture_original_segments_labels_and_order(tmp_path):
         assert events.tolist() == inside
         np.testing.assert_array_equal(read_sample(segment), events)
     assert len(list_samples("dvs_gesture", tmp_path, "test")) == 3
-    assert len(samples[1][0]) and read_sample(samples[1][0]).size == 0  # an empty [start, start) segment
+    empty = samples[1][0]  # the (0, 3 s, 3 s) row: an empty [start, start) segment
+    assert empty.start_us == empty.end_us == 3_000_000 and read_sample(empty).size == 0
 
 
 def test_dvs_gesture_labels_csv_by_hand(tmp_path):
