@@ -198,6 +198,16 @@ def test_dvs_gesture_original_segments_labels_and_order(tmp_path):
     assert empty.start_us == empty.end_us == 3_000_000 and read_sample(empty).size == 0
 
 
+def test_iter_sample_events_decodes_each_recording_once(tmp_path):
+    make_gesture_original(tmp_path / "DvsGesture", np.random.default_rng(11))
+    sources = [s for s, _ in list_samples("dvs_gesture", tmp_path, "train")]
+    with mock.patch.object(layouts, "read_aedat31_polarity", wraps=readers.read_aedat31_polarity) as read:
+        events = list(iter_sample_events(sources))
+    assert read.call_count == 2 and len(events) == 6
+    for source, ev in zip(sources, events):
+        np.testing.assert_array_equal(ev, read_sample(source))
+
+
 def test_dvs_gesture_labels_csv_by_hand(tmp_path):
     (tmp_path / "u_labels.csv").write_text("class,startTime_usec,endTime_usec\n1,10,20\n11,30,40\n\n")
     np.testing.assert_array_equal(readers.read_dvs_gesture_labels(tmp_path / "u_labels.csv"),
