@@ -1,12 +1,17 @@
-"""Sparse training from scratch: SET (Mocanu et al. 2018) or RigL (Evci et al. 2020).
+"""Sparse training from scratch: SET (Mocanu et al. 2018), RigL (Evci et al. 2020), or one-shot pruning
+at initialisation (--algorithm static: SNIP, Lee et al. 2019; random; magnitude).
 
 The network starts at --sparsity (per-layer densities from --distribution) and keeps it: every
 --update-every steps each layer drops its smallest-magnitude weights and grows as many (random for
 SET, largest dense gradient for RigL), the drop fraction cosine-decayed to 0 at --end-fraction of
-training. Writes WORKDIR/results.json (measured and per-layer sparsity) and WORKDIR/ticket.npz.
+training. --algorithm static draws the mask once at initialisation by --criterion (scored on
+--calibration-batches training batches; the criterion's distribution unless --distribution says) and
+keeps it fixed while the weights train. Writes WORKDIR/results.json (measured and per-layer sparsity)
+and WORKDIR/ticket.npz.
 
     python train/sparse_training.py --algorithm rigl --sparsity 0.9               # digits, offline
     python train/sparse_training.py --algorithm set --sparsity 0.9 --distribution uniform
+    python train/sparse_training.py --algorithm static --criterion snip --sparsity 0.9   # SNIP, global
     python train/sparse_training.py --algorithm rigl --dataset cifar10            # ResNet-19, T = 5, 300 epochs
     python train/ticket.py report --workdir runs/sparse_training_rigl_digits_0.90  # the ticket's cost
 """
@@ -20,17 +25,25 @@ from flags import add_training_flags, parse_args, run_cleanly, run_outputs, star
 from jsnn.config import SPARSE_TRAINING_UPDATE_EVERY
 from jsnn.metrics import log
 from jsnn.runs import sparse_training
+from jsnn.sparsity.criteria import CRITERIA
+from jsnn.sparsity.distributions import DISTRIBUTIONS
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = sparse_training.SparseTrainingOptions()
     g = p.add_argument_group("sparse training")
-    g.add_argument("--algorithm", choices=("set", "rigl"), default=d.algorithm,
-                   help="grow by random scores (SET) or by the largest dense gradient (RigL)")
+    g.add_argument("--algorithm", choices=sparse_training.ALGORITHMS, default=d.algorithm,
+                   help="grow by random scores (SET) or by the largest dense gradient (RigL); static: prune once "
+                        "at initialisation by --criterion, the mask fixed afterwards")
     g.add_argument("--sparsity", type=float, default=d.sparsity, help="fraction of the weights removed (RigL: 0.9)")
-    g.add_argument("--distribution", choices=("erk", "uniform"), default=d.distribution,
-                   help="per-layer densities (RigL: erk)")
+    g.add_argument("--distribution", choices=sorted(DISTRIBUTIONS), default=d.distribution,
+                   help="per-layer densities (unset: erk for set / rigl, which take erk or uniform; static: the "
+                        "criterion's own, global for snip)")
+    g.add_argument("--criterion", choices=sorted(CRITERIA), default=d.criterion,
+                   help="static: the criterion scoring the initial weights (snip: |w * dL/dw|, Lee et al. 2019)")
+    g.add_argument("--calibration-batches", type=int, default=d.calibration_batches,
+                   help="static: training batches the criterion's inputs (snip: gradients) are averaged over")
     g.add_argument("--update-every", type=int, help="steps between mask updates (unset: rigl's 100 on CIFAR, "
                    f"{SPARSE_TRAINING_UPDATE_EVERY['digits']} on digits)")
     g.add_argument("--end-fraction", type=float, default=d.end_fraction,
@@ -48,7 +61,7 @@ def options_of(args: argparse.Namespace) -> sparse_training.SparseTrainingOption
     return sparse_training.SparseTrainingOptions(
         algorithm=args.algorithm, sparsity=args.sparsity, distribution=args.distribution,
         update_every=args.update_every, end_fraction=args.end_fraction, drop_fraction=args.drop_fraction,
-        optimizer=args.optimizer)
+        optimizer=args.optimizer, criterion=args.criterion, calibration_batches=args.calibration_batches)
 
 
 def main():
@@ -56,8 +69,8 @@ def main():
     start_run(args)
     config = training_config(args, "sparse_training")
     options = options_of(args).resolve(config)
-    workdir = args.workdir or os.path.join(
-        "runs", f"sparse_training_{options.algorithm}_{config.dataset}_{options.sparsity:.2f}")
+    name = options.criterion if options.algorithm == sparse_training.STATIC else options.algorithm
+    workdir = args.workdir or os.path.join("runs", f"sparse_training_{name}_{config.dataset}_{options.sparsity:.2f}")
     results = sparse_training.run(config, options, workdir, outputs=run_outputs(args))
     entry = results["runs"][0]
     log(f"{results['label']} on {config.dataset}: sparsity {entry['sparsity']:.4f}, "

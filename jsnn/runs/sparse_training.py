@@ -1,10 +1,18 @@
-"""Sparse training from scratch: SET (Mocanu et al. 2018) and RigL (Evci et al., ICML 2020), one segment.
+"""Sparse training from scratch: SET (Mocanu et al. 2018), RigL (Evci et al., ICML 2020), or one-shot
+pruning at initialisation (SNIP, Lee et al. 2019; random; magnitude), one segment.
 
 The network starts sparse (ERK or uniform per-layer densities, random positions, exact counts) and
 stays at that sparsity; every ``update_every`` steps up to ``end_fraction`` of training each layer
 drops its smallest-magnitude weights and grows as many (random for SET, largest dense gradient for
 RigL), inside the jitted train step (``jsnn.methods.DynamicSparseTraining``, ``jsnn/sparsity/dynamic.py``).
 The ticket is the final sparse network (WORKDIR/ticket.npz, like a dense run's).
+
+``static``: the mask is drawn once at initialisation by a criterion of ``jsnn.sparsity.criteria``
+(its inputs gathered from the initial weights and ``calibration_batches`` training batches, as IMP
+gathers them from a trained state: SNIP's |w * dL/dw| at init) and a distribution (the criterion's
+own unless given: global for SNIP, as Lee et al. rank all connections at once); the mask then stays
+fixed while the weights train (``MaskedTraining``: pruned weights stay exactly 0). The weights start
+from IMP's initialisation of the same seed (``jax.random.key(seed)``), so the two compare per seed.
 
 Defaults and where they come from (``../shared/notes/sparse-training.md`` §2):
     sparsity 0.9, distribution erk   RigL's main setting (Evci et al. Sec. 4; rigl-TF ImageNet flags)
@@ -14,12 +22,16 @@ Defaults and where they come from (``../shared/notes/sparse-training.md`` §2):
     update_every                      rigl-TF's 100 on CIFAR; digits: 10 (``jsnn.config``'s preset)
     optimizer sgd                     the TrainConfig's SGD (momentum, coupled weight decay, the schedule);
                                       adam / adamw as options here, so no TrainConfig signature changes
+    static: criterion snip,           Lee et al.'s connection sensitivity, ranked globally; 10 calibration
+      calibration_batches 10          batches (IMP's default for its criteria' inputs)
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import os
+import time
 
 import jax
 import numpy as np
@@ -27,41 +39,58 @@ import optax
 
 from jsnn import plots
 from jsnn.config import METHOD_PRESETS, TrainConfig, dataset_family
-from jsnn.methods import DynamicSparseTraining
+from jsnn.methods import DynamicSparseTraining, MaskedTraining
 from jsnn.runs.outputs import Outputs, RunHooks
 from jsnn.runs.run import OneSegmentPlan, Run
 from jsnn.runs.workdir import run_signature
-from jsnn.sparsity import distributions, dynamic
+from jsnn.sparsity import criteria, distributions, dynamic
 from jsnn.sparsity.masks import check_sparsity, layer_sparsity_of
 from jsnn.trainer import Trainer, learning_rate_schedule, make_optimizer
 from jsnn.variables import Variables, init_variables, kernels, named_kernels
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+STATIC = "static"  # one-shot pruning at initialisation, the mask fixed afterwards
+ALGORITHMS = dynamic.ALGORITHMS + (STATIC,)
 LABELS = {"set": "SET", "rigl": "RigL"}
+STATIC_LABELS = {"snip": "SNIP", "random": "random pruning at init", "magnitude": "magnitude pruning at init"}
+STATIC_ONLY = ("criterion", "calibration_batches")  # options of static runs alone: not in set / rigl signatures
 
 
 @dataclasses.dataclass(frozen=True)
 class SparseTrainingOptions:
-    algorithm: str = "rigl"  # set | rigl
+    algorithm: str = "rigl"  # set | rigl | static
     sparsity: float = 0.9  # fraction REMOVED over all maskable kernels
-    distribution: str = "erk"  # per-layer densities: erk (RigL's) or uniform
+    distribution: str | None = None  # per-layer densities: erk (RigL's) or uniform; static: any distribution
+    #                                  (None: erk for set / rigl, the criterion's own for static)
     update_every: int | None = None  # steps between mask updates (None: the dataset's preset)
     end_fraction: float = 0.75  # mask updates stop at this fraction of the training steps
     drop_fraction: float = 0.3  # alpha, cosine-decayed to 0 at the end step
     optimizer: str = "sgd"  # sgd (the TrainConfig's) | adam | adamw (lr and weight decay from the TrainConfig)
+    criterion: str = "snip"  # static: the criterion scoring the initial weights (jsnn.sparsity.criteria)
+    calibration_batches: int = 10  # static: training batches the criterion's inputs are gathered over
 
     def resolve(self, config: TrainConfig) -> "SparseTrainingOptions":
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"--algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
         every = self.update_every
         if every is None:
             presets = METHOD_PRESETS["sparse_training"]
             every = presets.get(dataset_family(config.dataset), presets["digits"])["update_every"]
-        out = dataclasses.replace(self, update_every=every)
-        if out.algorithm not in dynamic.ALGORITHMS:
-            raise ValueError(f"--algorithm must be one of {dynamic.ALGORITHMS}, got {out.algorithm!r}")
+        distribution = self.distribution
+        if distribution is None:
+            distribution = criteria.criterion(self.criterion).distribution if self.algorithm == STATIC else "erk"
+        out = dataclasses.replace(self, update_every=every, distribution=distribution)
         check_sparsity(out.sparsity)
-        if out.distribution not in distributions.SHAPE_DENSITIES:
-            raise ValueError(f"--distribution must be one of {sorted(distributions.SHAPE_DENSITIES)}, "
-                             f"got {out.distribution!r}")
+        if out.algorithm == STATIC:
+            criteria.criterion(out.criterion)  # a known one
+            if out.distribution not in distributions.DISTRIBUTIONS:
+                raise ValueError(f"--distribution must be one of {sorted(distributions.DISTRIBUTIONS)}, "
+                                 f"got {out.distribution!r}")
+            if out.calibration_batches < 1:
+                raise ValueError(f"--calibration-batches must be >= 1, got {out.calibration_batches}")
+        elif out.distribution not in distributions.SHAPE_DENSITIES:
+            raise ValueError(f"--distribution must be one of {sorted(distributions.SHAPE_DENSITIES)} for "
+                             f"{out.algorithm} (its masks are drawn before any score exists), got {out.distribution!r}")
         if out.update_every < 1:
             raise ValueError(f"--update-every must be >= 1, got {out.update_every}")
         if not 0.0 <= out.end_fraction <= 1.0:
@@ -94,7 +123,35 @@ def with_optimizer(trainer: Trainer, optimizer: optax.GradientTransformation) ->
 
 
 def label(options: SparseTrainingOptions) -> str:
+    if options.algorithm == STATIC:
+        return f"{STATIC_LABELS.get(options.criterion, options.criterion + ' at init')} ({options.distribution})"
     return f"{LABELS.get(options.algorithm, options.algorithm)} ({options.distribution})"
+
+
+def options_record(options: SparseTrainingOptions) -> dict:
+    """The options as signatures and config.json keep them: the static-only fields only in static runs
+    (SET / RigL runs keep the signatures they had before static pruning existed)."""
+    record = dataclasses.asdict(options)
+    if options.algorithm != STATIC:
+        record = {k: v for k, v in record.items() if k not in STATIC_ONLY}
+    return record
+
+
+def signature_of(config: TrainConfig, options: SparseTrainingOptions) -> dict:
+    signature = run_signature("sparse_training", config)
+    signature.update(json.loads(json.dumps(options_record(options))))
+    return signature
+
+
+def masks_at_init(trainer: Trainer, state, options: SparseTrainingOptions, seed: int):
+    """The static run's masks: ``options.criterion``'s scores of ``state`` (the initial, dense
+    network, all-ones masks) from exactly the inputs it declares, kept at ``1 - options.sparsity``
+    by ``options.distribution`` (``distributions.prune``, as IMP's rounds)."""
+    method = MaskedTraining()
+    calibration = criteria.Calibration(trainer, state, method, options.calibration_batches, seed)
+    scores = criteria.scores(options.criterion, state.weights, criteria.gather_inputs(options.criterion, calibration))
+    magnitudes = criteria.scores("magnitude", state.weights, {})
+    return distributions.prune(options.distribution, scores, state.masks, 1.0 - options.sparsity, magnitudes)
 
 
 class SparseTrainingPlan(OneSegmentPlan):
@@ -104,7 +161,7 @@ class SparseTrainingPlan(OneSegmentPlan):
 
     def __init__(self, config: TrainConfig, options: SparseTrainingOptions):
         self.config, self.options = config, options.resolve(config)
-        self.signature = run_signature(self.name, config, self.options)
+        self.signature = signature_of(config, self.options)
         self.label = label(self.options)
         self.method: DynamicSparseTraining | None = None
 
@@ -137,15 +194,49 @@ class SparseTrainingPlan(OneSegmentPlan):
                 "end_step": self.method.end_step, "epochs": self.config.epochs, "algorithm": self.options.algorithm}
 
     def results_fields(self):
-        return {"options": dataclasses.asdict(self.options)}
+        return {"options": options_record(self.options)}
 
     def figures(self, run: Run, results):
         plots.training_curves(run.metrics(), os.path.join(run.workdir, "training_curves.png"), title=self.label)
 
 
+class StaticPruningPlan(SparseTrainingPlan):
+    """One segment: the weights trained under masks drawn once at initialisation (``masks_at_init``)."""
+
+    def setup(self, run: Run):
+        if self.options.optimizer != "sgd":
+            run.trainer = with_optimizer(run.trainer, sparse_optimizer(self.options.optimizer, self.config,
+                                                                       run.trainer.steps_per_epoch))
+        self.method = MaskedTraining()
+        v = init_variables(run.model, jax.random.key(self.config.seed), (1,) + run.dataset.image_shape)
+        dense = run.trainer.new_state(v, {}, self.method, self.config.seed)
+        start = time.perf_counter()
+        masks = jax.tree.map(np.asarray, masks_at_init(run.trainer, dense, self.options, self.config.seed))
+        self.scoring_seconds = time.perf_counter() - start
+        variables = Variables(dynamic.remask(v.weights, masks), masks, v.bn, v.batch_stats)
+        return run.trainer.new_state(variables, {}, self.method, self.config.seed)
+
+    def entry(self, run: Run, state, segment):
+        masks = jax.tree.map(np.asarray, state.masks)
+        weights = jax.tree.leaves(kernels(state.weights))
+        zeros = sum(int(np.sum(np.asarray(k) == 0)) for k in weights)
+        off_mask_nonzero = sum(int(np.count_nonzero(np.asarray(k)[np.asarray(m) == 0]))
+                               for k, m in zip(weights, jax.tree.leaves(masks)))
+        return {"sparsity": run.trainer.sparsity(state, self.method), "sparsity_target": self.options.sparsity,
+                "layer_sparsity": layer_sparsity_of(masks), "weight_sparsity": zeros / sum(k.size for k in weights),
+                "pruned_nonzero_weights": off_mask_nonzero, "epochs": self.config.epochs,
+                "algorithm": STATIC, "criterion": self.options.criterion, "distribution": self.options.distribution,
+                # the calibration pass of the process that drew the masks (a resumed run draws them again)
+                "scoring_seconds": self.scoring_seconds}
+
+
+def plan_of(config: TrainConfig, options: SparseTrainingOptions) -> SparseTrainingPlan:
+    return (StaticPruningPlan if options.algorithm == STATIC else SparseTrainingPlan)(config, options)
+
+
 def run(config: TrainConfig, options: SparseTrainingOptions, workdir: str, *, trainer: Trainer | None = None,
         outputs: Outputs = Outputs(), hooks: RunHooks = RunHooks()) -> dict:
-    """One SET / RigL run in ``workdir`` (resumable); results.json's dict."""
-    plan = SparseTrainingPlan(config, options)
+    """One SET / RigL / static run in ``workdir`` (resumable); results.json's dict."""
+    plan = plan_of(config, options)
     return Run(plan, config, workdir, trainer=trainer, outputs=outputs, hooks=hooks,
-               record={**config.to_dict(), "sparse_training": dataclasses.asdict(plan.options)}).execute()
+               record={**config.to_dict(), "sparse_training": options_record(plan.options)}).execute()
