@@ -15,6 +15,7 @@ from jsnn.data.augment import (
 from jsnn.data.batches import (
     epoch_permutation,
     eval_batches,
+    gather,
     num_batches,
     shard_for_process,
     train_batches,
@@ -29,6 +30,8 @@ from jsnn.data.datasets import (
     load_dataset,
 )
 from jsnn.data.errors import DataNotFoundError
+from jsnn.data.events.frames import FrameSettings
+from jsnn.data.events.loader import EVENT_AUGMENT, EVENT_DATASETS, default_frame_settings
 
 __all__ = [
     "ArrayDataset",
@@ -38,12 +41,17 @@ __all__ = [
     "DATASET_NAMES",
     "DIGITS_AUGMENT",
     "DataNotFoundError",
+    "EVENT_AUGMENT",
+    "EVENT_DATASETS",
+    "FrameSettings",
     "apply_augment",
     "augment_batch",
     "channel_stats",
     "default_data_dir",
+    "default_frame_settings",
     "epoch_permutation",
     "eval_batches",
+    "gather",
     "load_dataset",
     "normalize",
     "num_batches",

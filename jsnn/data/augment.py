@@ -10,6 +10,10 @@ The random choices (crop offsets, flip flags, cutout centres) are drawn by
 ``sample_augment_params`` and applied by ``apply_augment``; ``augment_batch``
 composes the two. Keeping them separate lets tests check the applied
 transformation against a NumPy loop at the very offsets that were drawn.
+
+Batches are images ``[B, H, W, C]`` or event frames ``[B, T, H, W, C]``: one draw per
+sample, the same crop, flip and Cutout for each of its T frames (an event sample is one
+recording; moving its frames apart would tear the motion).
 """
 
 from __future__ import annotations
@@ -67,13 +71,20 @@ def sample_augment_params(
     return AugmentParams(crop_offsets, flip, cutout_centers)
 
 
-def _random_crop(images: jax.Array, offsets: jax.Array, padding: int) -> jax.Array:
-    """Zero-pads by ``padding`` and cuts each image back at its own offset."""
-    _, height, width, channels = images.shape
-    padded = jnp.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+def _check_rank(images: jax.Array) -> None:
+    if images.ndim not in (4, 5):
+        raise ValueError(f"augment: expected images [B, H, W, C] or frames [B, T, H, W, C], got shape {images.shape}")
 
-    def crop_one(image, offset):
-        return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (height, width, channels))
+
+def _random_crop(images: jax.Array, offsets: jax.Array, padding: int) -> jax.Array:
+    """Zero-pads H and W by ``padding`` and cuts each sample (all its frames) back at its own offset."""
+    *lead, height, width, channels = images.shape[1:]  # lead = [T] for frames, [] for images
+    pad = [(0, 0)] * (1 + len(lead)) + [(padding, padding), (padding, padding), (0, 0)]
+    padded = jnp.pad(images, pad)
+
+    def crop_one(sample, offset):
+        start = (0,) * len(lead) + (offset[0], offset[1], 0)
+        return jax.lax.dynamic_slice(sample, start, (*lead, height, width, channels))
 
     return jax.vmap(crop_one)(padded, offsets)
 
@@ -84,7 +95,7 @@ def _cutout(images: jax.Array, centers: jax.Array, length: int) -> jax.Array:
     Same bounds as the reference Cutout (so an odd ``length`` gives a square of
     side ``length - 1``, as there).
     """
-    _, height, width, _ = images.shape
+    height, width = images.shape[-3:-1]
     half = length // 2
     rows = jnp.arange(height)[None, :]  # [1, H]
     cols = jnp.arange(width)[None, :]  # [1, W]
@@ -92,30 +103,34 @@ def _cutout(images: jax.Array, centers: jax.Array, length: int) -> jax.Array:
     in_rows = (rows >= cy - half) & (rows < cy + half)  # [B, H]
     in_cols = (cols >= cx - half) & (cols < cx + half)  # [B, W]
     hole = in_rows[:, :, None] & in_cols[:, None, :]  # [B, H, W]
-    return jnp.where(hole[..., None], jnp.zeros((), images.dtype), images)
+    hole = hole.reshape(hole.shape[:1] + (1,) * (images.ndim - 4) + hole.shape[1:] + (1,))  # [B, (1,) H, W, 1]
+    return jnp.where(hole, jnp.zeros((), images.dtype), images)
 
 
 def apply_augment(images: jax.Array, params: AugmentParams, config: AugmentConfig) -> jax.Array:
-    """Applies crop, then flip, then Cutout, with the given random draws."""
+    """Applies crop, then flip, then Cutout, with the given random draws (images or frames)."""
+    _check_rank(images)
     if config.crop_padding > 0:
         images = _random_crop(images, params.crop_offsets, config.crop_padding)
     if config.flip:
-        images = jnp.where(params.flip[:, None, None, None], images[:, :, ::-1, :], images)
+        flip = params.flip.reshape((-1,) + (1,) * (images.ndim - 1))
+        images = jnp.where(flip, jnp.flip(images, axis=-2), images)  # W is axis -2 in both layouts
     if config.cutout > 0:
         images = _cutout(images, params.cutout_centers, config.cutout)
     return images
 
 
 def augment_batch(key: jax.Array, images: jax.Array, config: AugmentConfig) -> jax.Array:
-    """Randomly augments a batch of raw-pixel images ``[B, H, W, C]``.
+    """Randomly augments a batch of raw-pixel images ``[B, H, W, C]`` or frames ``[B, T, H, W, C]``.
 
     Pure and jittable (``config`` is static: pass it by closure or as a static
     argument); the same ``key`` gives the same output. Call it on raw pixels
     (cast to float) *before* ``normalize``, as torchvision does.
     """
+    _check_rank(images)
     if config.is_identity:
         return images
-    batch_size, height, width, _ = images.shape
+    batch_size, (height, width) = images.shape[0], images.shape[-3:-1]
     params = sample_augment_params(key, batch_size, height, width, config)
     return apply_augment(images, params, config)
 

@@ -7,6 +7,10 @@ The order of an epoch depends only on ``(seed, epoch)``, so a run restarted
 from a checkpoint that stored ``(epoch, batch index)`` sees exactly the batches
 it would have seen, and every process of a multi-host run builds the same
 global batch and takes its own slice of it (``shard_for_process``).
+
+Event datasets are memory-mapped frame caches (``jsnn.data.events.cache``):
+``gather`` reads a batch's rows in file order and only those rows, so an epoch
+never pulls the whole file into memory at once (the OS page cache keeps what fits).
 """
 
 from __future__ import annotations
@@ -33,6 +37,23 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
+def gather(array: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """``array[indices]`` as an in-memory array, reading the rows in ascending order.
+
+    For a memmap, ascending reads are sequential where rows are close together
+    (read-ahead works, each page is touched once) instead of a random walk over the
+    file; the rows are then put back in the order asked for.
+    """
+    indices = np.asarray(indices)
+    if not isinstance(array, np.memmap):
+        return array[indices]
+    order = np.argsort(indices, kind="stable")
+    rows = np.asarray(array[indices[order]])
+    out = np.empty_like(rows)
+    out[order] = rows
+    return out
+
+
 def train_batches(
     images: np.ndarray,
     labels: np.ndarray,
@@ -53,7 +74,7 @@ def train_batches(
     order = epoch_permutation(n, seed, epoch)
     for b in range(start_batch, num_batches(n, batch_size, drop_last=True)):
         idx = order[b * batch_size : (b + 1) * batch_size]
-        yield images[idx], labels[idx]
+        yield gather(images, idx), labels[idx]
 
 
 def eval_batches(
@@ -69,7 +90,7 @@ def eval_batches(
     if len(labels) != n:
         raise ValueError(f"{n} images but {len(labels)} labels")
     for start in range(0, n, batch_size):
-        x = images[start : start + batch_size]
+        x = np.asarray(images[start : start + batch_size])  # a memmap's slice read into memory
         y = labels[start : start + batch_size]
         num_real = len(x)
         if num_real < batch_size:

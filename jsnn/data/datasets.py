@@ -10,6 +10,10 @@ Sources, tried in order, for CIFAR:
   2. tensorflow-datasets' ``tfds.data_source`` (array_record format), read
      record by record with ``download=False`` -- never a download.
 If neither is there, ``DataNotFoundError`` says how to prepare the data.
+
+The event datasets (``EVENT_DATASETS``: the offline stand-in ``digits_dvs``, N-MNIST, DVS Gesture,
+CIFAR10-DVS) are frames ``[N, T, H, W, 2]`` from the frame cache (``jsnn.data.events``), memory
+mapped rather than loaded, so N-MNIST's 1.4 GB of train frames need not fit in RAM.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import numpy as np
 
 from jsnn.data.augment import AugmentConfig
 from jsnn.data.errors import DataNotFoundError
+from jsnn.data.events.frames import FrameSettings
+from jsnn.data.events.loader import EVENT_DATASETS, default_frame_settings, load_event_frames
 
 # Kim et al. (ECCV 2022) / the paper: RandomCrop(32, padding=4) + horizontal
 # flip. Kim et al. also apply Cutout(16); off here by default, an option.
@@ -29,31 +35,40 @@ CIFAR_AUGMENT = AugmentConfig(crop_padding=4, flip=True, cutout=0)
 # Digits are 8x8 and not mirror-symmetric: no crop, no flip.
 DIGITS_AUGMENT = AugmentConfig()
 
-DATASET_NAMES = ("digits", "cifar10", "cifar100")
+DATASET_NAMES = ("digits", "cifar10", "cifar100") + EVENT_DATASETS
 
 
 @dataclasses.dataclass(frozen=True)
 class ArrayDataset:
-    """A whole dataset in host memory.
+    """A whole dataset on the host.
 
     Images are raw uint8 pixels ``[N, H, W, C]`` (NHWC); ``mean``/``std`` are the
     per-channel statistics of the *train* images in the same raw units, ready
-    for ``augment.normalize``.
+    for ``augment.normalize``. An event dataset (``timesteps`` set) holds uint8
+    event counts ``[N, T, H, W, 2]`` instead (channel 0 = OFF, 1 = ON), possibly
+    read-only memmaps of the frame cache.
     """
 
     name: str
-    train_images: np.ndarray  # uint8 [N, H, W, C]
+    train_images: np.ndarray  # uint8 [N, H, W, C], or [N, T, H, W, 2] for event data
     train_labels: np.ndarray  # int32 [N]
-    test_images: np.ndarray  # uint8 [M, H, W, C]
+    test_images: np.ndarray  # uint8 [M, H, W, C], or [M, T, H, W, 2]
     test_labels: np.ndarray  # int32 [M]
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augment: AugmentConfig
+    timesteps: int | None = None  # T of event frames; None = static images
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
+    def image_shape(self) -> tuple[int, ...]:
+        """One sample's array: (H, W, C) for images, (T, H, W, C) for event frames."""
         return tuple(self.train_images.shape[1:])
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of one image or one frame."""
+        return tuple(self.train_images.shape[-3:])
 
 
 def default_data_dir() -> str:
@@ -61,22 +76,27 @@ def default_data_dir() -> str:
     return os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
 
 
-def load_dataset(name: str, data_dir: str | None = None) -> ArrayDataset:
-    """Loads ``digits``, ``cifar10`` or ``cifar100`` into memory.
+def load_dataset(name: str, data_dir: str | None = None, *, frames: FrameSettings | None = None) -> ArrayDataset:
+    """Loads ``digits``, ``cifar10``, ``cifar100`` or an event dataset (``EVENT_DATASETS``).
 
     Args:
       name: dataset name.
-      data_dir: folder with the prepared data (CIFAR only; digits ships with
-        scikit-learn). Defaults to ``default_data_dir()``.
+      data_dir: folder with the prepared data (CIFAR and the recorded event
+        datasets; digits ships with scikit-learn, digits_dvs is simulated from it).
+        Defaults to ``default_data_dir()``.
+      frames: how an event dataset's events become frames; None = its defaults
+        (``default_frame_settings(name)``). Ignored by the image datasets.
 
     Raises:
       ValueError: unknown name.
-      DataNotFoundError: CIFAR files not found under ``data_dir``.
+      DataNotFoundError: the files are not under ``data_dir`` (or are damaged).
     """
     if name == "digits":
         return load_digits()
     if name in ("cifar10", "cifar100"):
         return load_cifar(name, data_dir)
+    if name in EVENT_DATASETS:
+        return load_event_dataset(name, data_dir, frames)
     raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
 
 
@@ -102,6 +122,20 @@ def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, .
     """Per-channel mean and (population) std of uint8 NHWC images, raw units."""
     flat = images.reshape(-1, images.shape[-1]).astype(np.float64)
     return tuple(float(m) for m in flat.mean(0)), tuple(float(s) for s in flat.std(0))
+
+
+def load_event_dataset(name: str, data_dir: str | None = None, frames: FrameSettings | None = None) -> ArrayDataset:
+    """An event dataset's frames from the frame cache (built on first use)."""
+    if name != "digits_dvs":
+        data_dir = os.path.expanduser(data_dir) if data_dir else default_data_dir()
+    settings = frames if frames is not None else default_frame_settings(name)
+    f = load_event_frames(name, data_dir, settings)
+    # Counts are not normalised: a frame's value is a number of events (0, 1, 2, ...), which the
+    # first layer sees as input current at its step, as in SpikingJelly and spyx; standardising
+    # would turn the many zero pixels into negative currents and make the input depend on the split.
+    return ArrayDataset(name=name, train_images=f.train_frames, train_labels=f.train_labels,
+                        test_images=f.test_frames, test_labels=f.test_labels, num_classes=f.num_classes,
+                        mean=(0.0, 0.0), std=(1.0, 1.0), augment=f.augment, timesteps=settings.timesteps)
 
 
 # --------------------------------------------------------------------- digits
