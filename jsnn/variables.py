@@ -33,9 +33,9 @@ class Variables(NamedTuple):
 
 
 def init_variables(model: nn.Module, key: jax.Array, input_shape) -> Variables:
-    """Initialises ``model`` for images of shape ``input_shape`` = [B, H, W, C]."""
-    if len(input_shape) != 4:
-        raise ValueError(f"input_shape must be [B, H, W, C], got {tuple(input_shape)}")
+    """Initialises ``model`` for images of shape ``input_shape`` = [B, H, W, C], or event frames [B, T, H, W, C]."""
+    if len(input_shape) not in (4, 5):
+        raise ValueError(f"input_shape must be [B, H, W, C] or [B, T, H, W, C], got {tuple(input_shape)}")
     # lazy_init runs only what creates the variables (the initializers, op by op as model.init
     # does, so the values are model.init's bit for bit), not the forward pass on a dummy batch.
     collections = model.lazy_init({"params": key}, jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32),

@@ -12,12 +12,14 @@ operations, neurons, pooling) it reads from the model's description of its layer
   count is that layer's conv / matmul of the binarised input (nonzero -> 1) with the
   binary kept-weight mask (kernel * mask nonzero -> 1), summed over outputs, all
   timesteps, positions and images: one operation per (nonzero input, kept weight)
-  pair the layer actually touches (zero padding touches nothing). An input whose
-  values all lie in {-1, 0, 1} counts as accumulates (ACs, spikes); any other input
-  as multiply-accumulates (MACs): the encoding conv, which sees the real-valued image,
-  and a linear layer after a global average pool (Res-SNN-19's fc1). This is
-  NeuroBench's ``SynapticOperations`` rule. Under direct encoding the encoding conv
-  runs once per image, so its MACs are counted once, not T times.
+  pair the layer actually touches (zero padding touches nothing). Per call of a layer
+  (one timestep of one batch), an input whose values all lie in {-1, 0, 1} counts as
+  accumulates (ACs, spikes); any other input as multiply-accumulates (MACs): the encoding
+  conv, which sees the real-valued image, and a linear layer after a global average pool
+  (Res-SNN-19's fc1). This is NeuroBench's ``SynapticOperations`` rule. Under direct
+  encoding the encoding conv runs once per image, so its MACs are counted once, not T
+  times. On event frames the first conv runs at every step on that step's frame: ACs at
+  a step whose frames are all 0/1 (binarised), MACs where they hold event counts > 1.
 * **Dense counts**: every weight at every output position, as often as the layer runs
   (T times; the encoding conv once), zero padding excluded = NeuroBench's "Dense"; the
   same network as an ANN (one pass, every weight, all MACs); and the "unpruned" count:
@@ -73,6 +75,9 @@ E_MAC_J = 4.6e-12
 ENERGY_SOURCE = "Horowitz 2014 (ISSCC), 45 nm, 32-bit float: AC = add 0.9 pJ, MAC = multiply 3.7 + add 0.9 pJ"
 DIRECT_ENCODING_NOTE = ("direct encoding: the encoding conv sees the real-valued image once per image; "
                         "its MACs are counted once, not once per timestep")
+FRAMES_NOTE = ("event frames: the first conv sees frame t at step t and is counted at every step, by NeuroBench's "
+               "rule per step: ACs where that step's input is all 0/1 (binarised frames), MACs where it holds "
+               "event counts")
 _INT32_MAX = 2**31 - 1
 
 
@@ -124,7 +129,7 @@ def _static_facts(layers: tuple[Layer, ...], timesteps: int) -> dict:
     """What the model's description fixes, per image (python values): for each conv / linear layer
     its dense operations and BN / bias operations per run and how often it runs; for each LIF layer
     its neurons; and the pooling operations."""
-    facts = {"layers": {}, "neurons": {}, "pool_ops": 0}
+    facts = {"layers": {}, "neurons": {}, "pool_ops": 0, "frames": bool(layers[0].frames)}
     for layer in layers:
         if layer.kind == "conv":
             (h, w, cin), (ho, wo, cout) = layer.in_shape, layer.out_shape
@@ -152,7 +157,8 @@ def _static_facts(layers: tuple[Layer, ...], timesteps: int) -> dict:
         if dense > _INT32_MAX:
             raise ValueError(f"layer {layer.name} has {dense} dense operations per image and timestep; "
                              "more than the int32 per-row counters hold")
-        # the encoding conv runs once per image (direct encoding), every other layer once per timestep
+        # the encoding conv runs once per image (direct encoding), every other layer once per timestep (a conv
+        # on event frames too: frame t at step t)
         facts["layers"][layer.name] = {**fact, "runs": 1 if layer.encoding else timesteps, "dense_per_run": dense}
     return facts
 
@@ -179,7 +185,8 @@ def _counting_pass(model: nn.Module, layers: tuple[Layer, ...], variables: Varia
                              f"{layer.in_shape} -> {layer.out_shape}")
         kb = kept[path]
         xb = (x != 0).astype(jnp.float32)
-        binary = jnp.all((x == 0) | (x == 1) | (x == -1))
+        # NeuroBench decides per call of a layer (one timestep of one batch): [rows]
+        binary = jnp.all(((x == 0) | (x == 1) | (x == -1)).reshape(-1, batch, x[0].size), axis=(1, 2))
         if layer.kind == "conv":
             k, s, pad, cout = layer.kernel_size, layer.stride, layer.padding, layer.out_shape[-1]
             pairs = _conv_count(xb, kb, s, pad).astype(jnp.int32).sum((1, 2, 3))
@@ -189,7 +196,8 @@ def _counting_pass(model: nn.Module, layers: tuple[Layer, ...], variables: Varia
         else:
             pairs = jnp.matmul(xb, kb, precision=jax.lax.Precision.HIGHEST).astype(jnp.int32).sum(-1)
             unpruned = xb.sum(-1).astype(jnp.int32) * layer.out_shape[-1]
-        connections[path] = {"pairs": rows(pairs), "unpruned": rows(unpruned), "binary": binary}
+        connections[path] = {"pairs": rows(pairs), "unpruned": rows(unpruned), "binary": binary,
+                             "touched": jnp.any(rows(xb.reshape(xb.shape[0], -1).sum(-1)) > 0, axis=1)}
 
     neurons = {}
     for path, call in seen.neurons.items():
@@ -248,7 +256,8 @@ def _batches(n: int, batch_size: int):
 
 def measure(model: nn.Module, variables: Variables, images, labels=None, *, batch_size: int = 128,
             energy: EnergyModel = EnergyModel(), normalize: tuple | None = None) -> dict:
-    """The cost report of ``model`` with ``variables`` over ``images`` [N, H, W, C] (eval mode).
+    """The cost report of ``model`` with ``variables`` over ``images`` [N, H, W, C] or event frames
+    [N, T, H, W, C] (eval mode).
 
     ``images`` are the model's input, or raw pixels when ``normalize = (mean, std)`` is
     given (the evaluation step's preprocessing). ``labels`` [N] add the test accuracy.
@@ -256,8 +265,9 @@ def measure(model: nn.Module, variables: Variables, images, labels=None, *, batc
     """
     images = np.asarray(images)
     n = len(images)
-    if images.ndim != 4 or n == 0:
-        raise ValueError(f"images must be a non-empty batch [N, H, W, C], got shape {images.shape}")
+    if images.ndim not in (4, 5) or n == 0:
+        raise ValueError("images must be a non-empty batch [N, H, W, C], or event frames [N, T, H, W, C], "
+                         f"got shape {images.shape}")
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     if labels is not None and len(labels) != n:
@@ -283,13 +293,14 @@ def measure(model: nn.Module, variables: Variables, images, labels=None, *, batc
             correct += int(np.sum(predicted[: stop - start] == np.asarray(labels[start:stop])))
         for path, c in layers.items():
             acc = conn.setdefault(path, {"acs": 0, "macs": 0, "unpruned_acs": 0, "unpruned_macs": 0,
-                                         "binary_batches": 0, "batches": 0})
-            pairs, unpruned = int(np.sum(c["pairs"], dtype=np.int64)), int(np.sum(c["unpruned"], dtype=np.int64))
-            kind = "acs" if bool(c["binary"]) else "macs"
-            acc[kind] += pairs
-            acc["unpruned_" + kind] += unpruned
-            acc["binary_batches"] += int(bool(c["binary"]))
-            acc["batches"] += 1
+                                         "binary_calls": 0, "real_calls": 0})
+            binary = np.asarray(c["binary"], bool)  # per call: each timestep's (or the image's) batch
+            for kind, rows in (("acs", binary), ("macs", ~binary)):
+                acc[kind] += int(np.sum(c["pairs"][rows], dtype=np.int64))
+                acc["unpruned_" + kind] += int(np.sum(c["unpruned"][rows], dtype=np.int64))
+            touched = np.asarray(c["touched"], bool)  # an all-zero input costs nothing either way
+            acc["binary_calls"] += int(np.sum(binary & touched))
+            acc["real_calls"] += int(np.sum(~binary & touched))
         for path, c in neurons.items():
             acc = lif.setdefault(path, {"spikes": 0, "membrane_updates": 0})
             for k in acc:
@@ -317,8 +328,7 @@ def _summarize(model, variables, static, conn, lif, n, energy: EnergyModel) -> d
         dense = facts["dense_per_run"] * facts["runs"] * n
         extra = facts["extra_per_run"] * facts["runs"] * n
         k, total = kept[path]
-        inputs = ("spikes" if c["binary_batches"] == c["batches"] else
-                  "real" if c["binary_batches"] == 0 else "mixed")
+        inputs = ("spikes" if c["real_calls"] == 0 else "real" if c["binary_calls"] == 0 else "mixed")
         layers.append({
             "layer": path, "kind": facts["kind"], "shape": facts["shape"], "input": inputs,
             "runs_per_image": facts["runs"], "weights": total, "kept_weights": k,
@@ -358,7 +368,8 @@ def _summarize(model, variables, static, conn, lif, n, energy: EnergyModel) -> d
     e_ann = energy.energy(0, totals["ann"]) / n
     fp = footprint(variables)
     return {
-        "images": n, "timesteps": int(model.timesteps), "encoding": DIRECT_ENCODING_NOTE,
+        "images": n, "timesteps": int(model.timesteps),
+        "encoding": FRAMES_NOTE if static["frames"] else DIRECT_ENCODING_NOTE,
         "energy_model": {"e_ac_j": energy.e_ac, "e_mac_j": energy.e_mac,
                          "source": ENERGY_SOURCE if energy == EnergyModel() else "given"},
         "synops_per_image": totals["acs"] / n, "macs_per_image": totals["macs"] / n,

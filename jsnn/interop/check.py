@@ -20,7 +20,8 @@ from jsnn.objective import predictions, preprocess
 
 
 def _runner(sim, graph, layers, T):
-    """images [N, H, W, C] -> (outputs [T, N, n], {layer: spikes [T, N, ...]}) in ``sim``."""
+    """images [N, H, W, C] or event frames [N, T, H, W, C] -> (outputs [T, N, n], {layer: spikes [T, N, ...]})
+    in ``sim``."""
     if sim == "jsnn":
         net, nv = from_nir(graph)
         run = jax.jit(lambda w, m, x: net.apply({"weights": w, "masks": m}, x, record=True))
@@ -33,7 +34,7 @@ def _runner(sim, graph, layers, T):
     net = snntorch_module(graph) if sim == "snntorch" else norse_module(graph)
 
     def torch_run(x):
-        o, recs = run_torch(net, x.transpose(0, 3, 1, 2), T, len(x))
+        o, recs = run_torch(net, np.moveaxis(x, -1, -3), T, len(x))  # channel-first: [N, (T,) C, H, W]
         return o, {k: recs[_torch_name(k, recs)] for k in layers}
 
     return torch_run

@@ -6,6 +6,8 @@ channel-first layout (C, H, W):
 
 - **Input**: the normalised image, presented unchanged at every timestep (direct
   encoding); ``metadata`` holds the pixel ``input_mean``/``input_std`` to normalise with.
+  On event frames (``image_shape`` (T, H, W, C)) the Input is one frame, (C, H, W), and
+  frame t is presented at step t (``metadata["encoding"]`` says which).
 - **Conv2d / Affine** per conv / linear layer: the effective kernel weights × mask
   (a pruned weight is exactly 0), eval-mode BN folded in (``fold_bn``):
   ``y = a * conv(x, W) + c`` with ``a = gamma / sqrt(var + eps)``, ``c = beta - mean * a``
@@ -55,6 +57,9 @@ from jsnn.models.description import Layer, describe
 
 NIR_DT = 1e-4  # the LIF time step: snnTorch 1.0.0's import_nir hard-codes dt = 1e-4
 OR_THRESHOLD = 0.5  # any value in (0, 1): a count of binary spikes crosses it iff it is >= 1
+DIRECT_ENCODING = "direct: the normalised image (pixel - input_mean) / input_std at every timestep"
+FRAMES_ENCODING = ("frames: event frame t of the example, normalised (x - input_mean) / input_std, at timestep t "
+                   "(the Input is one frame)")
 
 
 class ExportError(ValueError):
@@ -250,7 +255,7 @@ def to_nir(model, variables, image_shape, input_mean=None, input_std=None, dt: f
     Args:
       model: the flax module (``Ticket.model``, ``jsnn.models.build_model``).
       variables: ``jsnn.variables.Variables``; masks are the ones the forward pass applies.
-      image_shape: (H, W, C) of one image.
+      image_shape: (H, W, C) of one image, or (T, H, W, C) of one example's event frames.
       input_mean, input_std: per-channel pixel statistics the image is normalised with
         (``ArrayDataset.mean/std``), recorded in the graph's metadata.
       dt: the time step the LIF parameters are written for.
@@ -265,13 +270,14 @@ def to_nir(model, variables, image_shape, input_mean=None, input_std=None, dt: f
         raise ExportError(f"cannot export a {type(model).__name__}: NIR export covers jsnn's SpikingVGG "
                           "(vgg16, vgg_small, digits_cnn) and SpikingResNet (resnet19)")
     b = _Builder(model, variables, dt, soft_reset_as_hard)
-    last = _export_layers(b, describe(model, image_shape))
+    layers = describe(model, image_shape)
+    last = _export_layers(b, layers)
     b.add("output", nir.Output(output_type={"output": np.array([model.num_classes])}), last)
     metadata = {
         "producer": "jsnn",
         "dt": float(dt),
         "timesteps": int(model.timesteps),
-        "encoding": "direct: the normalised image (pixel - input_mean) / input_std at every timestep",
+        "encoding": FRAMES_ENCODING if layers[0].frames else DIRECT_ENCODING,
         "readout": "output per timestep (logits); prediction = argmax of their mean over timesteps",
         "lif_layers": ",".join(b.lif_layers),
         "jsnn_threshold_rule": "jsnn spikes at U >= threshold; NIR's LIF at v > v_threshold",

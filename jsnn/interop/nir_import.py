@@ -116,11 +116,13 @@ class NIRNetwork(nn.Module):
             if kind == "Input":
                 want = attrs["shape"]
                 want = (want[1], want[2], want[0]) if len(want) == 3 else want  # NIR's (C, H, W): NHWC here
-                if want and tuple(images.shape[1:]) != tuple(want):
-                    raise ValueError(f"the NIR graph's input is {want} per example (channel-last), "
-                                     f"got images of shape {tuple(images.shape)}")
-                # direct encoding: the image at every timestep, folded [T*B, H, W, C]
-                y = fold_time(jnp.broadcast_to(images, (T,) + images.shape))
+                frames = images.ndim == len(want) + 2  # event frames [B, T, ...]: frame t at step t
+                per_step = images.shape[2:] if frames else images.shape[1:]
+                if (want and tuple(per_step) != tuple(want)) or (frames and images.shape[1] != T):
+                    raise ValueError(f"the NIR graph's input is {want} per example and step (channel-last), "
+                                     f"over {T} steps; got input of shape {tuple(images.shape)}")
+                # event frames time-major, or direct encoding: the image at every timestep; folded [T*B, H, W, C]
+                y = fold_time(jnp.swapaxes(images, 0, 1) if frames else jnp.broadcast_to(images, (T,) + images.shape))
             elif kind == "Output":
                 out = x
                 continue

@@ -88,12 +88,16 @@ def _neuron_names(net):
 
 def run_torch(net, images_nchw: np.ndarray, timesteps: int, batch_size: int = 128):
     """Runs ``net`` for ``timesteps`` steps on ``images_nchw`` [N, C, H, W] presented at every
-    step (direct encoding), fresh state per batch.
+    step (direct encoding), or on event frames [N, T, C, H, W], frame t at step t; fresh state
+    per batch.
 
     Returns ``(outputs [T, N, n], {neuron module name: spikes [T, N, ...]})`` as numpy.
     """
     import torch
 
+    frames = np.ndim(images_nchw) == 5
+    if frames and np.shape(images_nchw)[1] != timesteps:
+        raise ValueError(f"{np.shape(images_nchw)[1]} event frames per example for {timesteps} timesteps")
     neurons = _neuron_names(net)
     is_snntorch = type(net).__name__ == "GraphModule"
     outs, recs = [], {name: [] for name in neurons}
@@ -110,14 +114,14 @@ def run_torch(net, images_nchw: np.ndarray, timesteps: int, batch_size: int = 12
                     utils.reset(net)
                     for m in neurons.values():  # fresh membrane, sized by the first step
                         m.mem = torch.zeros(1)
-                    for _ in range(timesteps):
-                        out = net(x)
+                    for t in range(timesteps):
+                        out = net(x[:, t] if frames else x)
                         out = out[0] if isinstance(out, tuple) else out
                         batch_out.append(out.numpy().copy())
                 else:
                     state = None
-                    for _ in range(timesteps):
-                        out, state = net(x, state)
+                    for t in range(timesteps):
+                        out, state = net(x[:, t] if frames else x, state)
                         batch_out.append(out.numpy().copy())
         finally:
             for h in hooks:

@@ -12,13 +12,15 @@ from jsnn.models.common import SpikingModel
 from jsnn.models.description import Layer, describe
 from jsnn.models.observe import observe
 from jsnn.models.resnet import SpikingResNet
-from jsnn.models.vgg import DIGITS_PLAN, VGG16_PLAN, VGG_SMALL_PLAN, SpikingVGG
+from jsnn.models.vgg import DIGITS_PLAN, DVS_SMALL_PLAN, VGG11_PLAN, VGG16_PLAN, VGG_SMALL_PLAN, SpikingVGG
 
 MODELS = {
     "vgg16": functools.partial(SpikingVGG, plan=VGG16_PLAN),  # SNN-VGG-16, SPEC §2
     "resnet19": SpikingResNet,  # Res-SNN-19, SPEC §2
     "vgg_small": functools.partial(SpikingVGG, plan=VGG_SMALL_PLAN),  # benchmarks' workload (a)
     "digits_cnn": functools.partial(SpikingVGG, plan=DIGITS_PLAN),  # offline digits default
+    "vgg11": functools.partial(SpikingVGG, plan=VGG11_PLAN),  # DVS Gesture / CIFAR10-DVS presets (jsnn/config.py)
+    "dvs_small": functools.partial(SpikingVGG, plan=DVS_SMALL_PLAN),  # digits_dvs / N-MNIST presets
 }
 
 

@@ -1,4 +1,5 @@
-"""Pieces shared by every SNN architecture: the spiking conv block and direct encoding."""
+"""Pieces shared by every SNN architecture: the spiking conv block, and the first layer's input:
+direct encoding of a static image, or one event frame per timestep."""
 from __future__ import annotations
 
 import flax.linen as nn
@@ -6,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from jsnn.layers import STATS, BNConfig, ConvBN, MaskedDense, fold_time, lif_folded
+from jsnn.models.description import check_frame_count
 from jsnn.neuron import LIFConfig
 
 
@@ -26,19 +28,26 @@ def spike_with_stats(layer: nn.Module, currents: jax.Array, timesteps: int, lif:
 
 
 def encode(layer: ConvBN, images: jax.Array, timesteps: int, train: bool) -> jax.Array:
-    """Direct encoding: the first conv + BN sees the real-valued image once;
-    its output is repeated over T and folded into the batch -> [T*B, ...]."""
+    """The first conv + BN on the network's input, as currents folded [T*B, ...] (time-major).
+
+    Static images [B, H, W, C] (direct encoding): the conv sees the real-valued image once; its
+    output is repeated over T. Event frames [B, T, H, W, C]: the conv sees frame t at step t (the
+    frames moved time-major and folded into the batch, as every later layer sees its input), so
+    its BN's statistics span T*B frames; T must be the model's."""
+    if images.ndim == 5:
+        check_frame_count(images.shape[1], timesteps)
+        return layer(fold_time(jnp.swapaxes(images, 0, 1)), train)
     if images.ndim != 4:
-        raise ValueError(f"images must be NHWC [B, H, W, C], got shape {images.shape}")
+        raise ValueError(f"images must be NHWC [B, H, W, C], or event frames [B, T, H, W, C], got shape {images.shape}")
     x = layer(images, train)
     return fold_time(jnp.broadcast_to(x, (timesteps,) + x.shape))
 
 
 class SpikingModel(nn.Module):
-    """Base for the architectures: images [B, H, W, C] -> logits [T, B, classes].
+    """Base for the architectures: images [B, H, W, C] or event frames [B, T, H, W, C] -> logits [T, B, classes].
 
     Subclasses name their ``encoding_layer`` (the first conv, which sees the
-    image rather than spikes) and their ``classifier_layer`` (the last linear).
+    image or the event frames rather than spikes) and their ``classifier_layer`` (the last linear).
     """
 
     num_classes: int

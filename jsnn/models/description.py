@@ -8,8 +8,10 @@ benchmarks' dense twin (``benchmarks/jsnn_impl.py``). ``tests/test_layer_descrip
 every description against the module's own variables and the shapes its forward pass computes.
 
 Shapes are per example and channel-last, as jsnn computes: (H, W, C) for maps, (features,) after
-a flatten. A layer with several inputs receives their sum (a residual join), as NIR's rule for a
-node with several incoming edges.
+a flatten. On event frames (``image_shape`` (T, H, W, C)) the input's shape is one frame's, (H, W, C),
+and the input and the first conv are marked ``frames``: that conv runs at every timestep, where
+on a static image the ``encoding`` conv runs once and its output repeats. A layer with several
+inputs receives their sum (a residual join), as NIR's rule for a node with several incoming edges.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import dataclasses
 import math
 
 KINDS = (
-    "input",     # the image
+    "input",     # the image, or one event frame per timestep (``frames``)
     "conv",      # masked conv (no bias) + BatchNorm: one ``ConvBN``, its variables at ``name``
     "linear",    # masked linear (+ bias): one ``MaskedDense``, its variables at ``name``
     "lif",       # a LIF neuron per input value, scanned over the T timesteps
@@ -42,6 +44,9 @@ class Layer:
     window: int = 0  # max_pool
     bias: bool = False  # linear
     encoding: bool = False  # conv on the image: it runs once per image, its output repeats over the timesteps
+    # the input and the conv reading it, on event frames [T, H, W, C]: that conv runs at every timestep on
+    # that step's frame (counts or binarised events), like a layer on spikes; its input is no repeated image
+    frames: bool = False
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -71,11 +76,16 @@ class Describer:
     """Builds a description layer by layer, computing each output shape from its input's.
     Every method returns the new layer's name, to feed the next one."""
 
-    def __init__(self, image_shape):
+    def __init__(self, image_shape, timesteps: int | None = None):
         shape = tuple(int(d) for d in image_shape)
-        if len(shape) != 3:
-            raise ValueError(f"image_shape must be (H, W, C), got {tuple(image_shape)}")
-        self.layers: list[Layer] = [Layer("input", "input", (), shape, shape)]
+        if len(shape) not in (3, 4):
+            raise ValueError(f"image_shape must be (H, W, C), or (T, H, W, C) for event frames, "
+                             f"got {tuple(image_shape)}")
+        self.frames = len(shape) == 4
+        if self.frames:
+            check_frame_count(shape[0], timesteps)
+            shape = shape[1:]
+        self.layers: list[Layer] = [Layer("input", "input", (), shape, shape, frames=self.frames)]
         self._shapes = {"input": shape}
 
     def _add(self, name, kind, inputs, out_shape, **facts) -> str:
@@ -92,13 +102,15 @@ class Describer:
     def shape(self, name: str) -> tuple[int, ...]:
         return self._shapes[name]
 
-    def conv(self, name, source, features, kernel_size=3, stride=1, encoding=False) -> str:
-        """A ``ConvBN`` (padding kernel_size // 2, as ConvBN pads)."""
+    def conv(self, name, source, features, kernel_size=3, stride=1) -> str:
+        """A ``ConvBN`` (padding kernel_size // 2, as ConvBN pads). A conv on the input is the encoding
+        conv (a static image) or runs on every frame (event frames)."""
         h, w, _ = self.shape(source)
         pad = kernel_size // 2
         out = (conv_output_size(h, kernel_size, stride, pad), conv_output_size(w, kernel_size, stride, pad), features)
+        on_input = source == "input"
         return self._add(name, "conv", (source,), out, kernel_size=kernel_size, stride=stride, padding=pad,
-                         encoding=encoding)
+                         encoding=on_input and not self.frames, frames=on_input and self.frames)
 
     def linear(self, name, source, features, bias=True) -> str:
         return self._add(name, "linear", (source,), (features,), bias=bias)
@@ -117,6 +129,13 @@ class Describer:
         return self._add(name, "flatten", (source,), (math.prod(self.shape(source)),))
 
 
+def check_frame_count(frames: int, timesteps: int | None) -> None:
+    """Event frames feed one frame per timestep: their count must be the model's T."""
+    if timesteps is not None and frames != timesteps:
+        raise ValueError(f"the input has {frames} event frames per example but the model runs {timesteps} "
+                         "timesteps; one frame feeds each step: make them equal (--timesteps sets both)")
+
+
 def describe(model, image_shape) -> list[Layer]:
     """``model.layers(image_shape)``, or a ValueError naming a model that cannot describe itself."""
     layers = getattr(model, "layers", None)
@@ -126,4 +145,4 @@ def describe(model, image_shape) -> list[Layer]:
     return layers(image_shape)
 
 
-__all__ = ["KINDS", "Layer", "Describer", "conv_output_size", "describe"]
+__all__ = ["KINDS", "Layer", "Describer", "check_frame_count", "conv_output_size", "describe"]

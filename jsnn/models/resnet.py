@@ -83,9 +83,10 @@ class SpikingResNet(SpikingModel):
 
     @nn.nowrap
     def layers(self, image_shape) -> list[Layer]:
-        """What ``__call__`` computes on images of ``image_shape`` (H, W, C), as data (``description.py``)."""
-        d = Describer(image_shape)
-        x = d.lif("stem_lif", d.conv("stem", "input", self.channels(self.stem_features), encoding=True))
+        """What ``__call__`` computes on images of ``image_shape`` (H, W, C), or event frames (T, H, W, C),
+        as data (``description.py``)."""
+        d = Describer(image_shape, self.timesteps)
+        x = d.lif("stem_lif", d.conv("stem", "input", self.channels(self.stem_features)))
         for s, (features, blocks) in enumerate(zip(self.stage_features, self.stage_blocks)):
             for b in range(blocks):
                 x = describe_block(d, f"stage{s}_block{b}", x, self.channels(features), 2 if b == 0 else 1)

@@ -16,11 +16,16 @@ VGG16_PLAN = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M"
 VGG_SMALL_PLAN = (64, 128, "M", 256, "M", 256, "M")
 # digits (8x8x1) default: trains in about a minute on 2 CPU cores
 DIGITS_PLAN = (32, 64, "M", 128, "M")
+# VGG-11 (Simonyan & Zisserman config A), the event-camera presets' network (jsnn/config.py)
+VGG11_PLAN = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
+# small event frames (digits_dvs, N-MNIST: 2 x 34 x 34 or smaller): pool early, three stages
+DVS_SMALL_PLAN = (16, "M", 32, "M", 64, "M")
 
 
 class SpikingVGG(SpikingModel):
     """conv3x3 -> BN -> LIF for each number in ``plan``, 2x2 max pool at each "M",
-    then flatten and one linear classifier. The first conv is the encoding layer."""
+    then flatten and one linear classifier. The first conv is the encoding layer (on event
+    frames: the conv that sees frame t at step t)."""
 
     plan: Sequence = VGG16_PLAN
     encoding_layer: ClassVar[str] = "conv0"
@@ -44,15 +49,16 @@ class SpikingVGG(SpikingModel):
 
     @nn.nowrap
     def layers(self, image_shape) -> list[Layer]:
-        """What ``__call__`` computes on images of ``image_shape`` (H, W, C), as data (``description.py``)."""
-        d = Describer(image_shape)
+        """What ``__call__`` computes on images of ``image_shape`` (H, W, C), or event frames (T, H, W, C),
+        as data (``description.py``)."""
+        d = Describer(image_shape, self.timesteps)
         x, n, p = "input", 0, 0
         for item in self.plan:
             if item == "M":
                 x = d.max_pool(f"pool{p}", x)
                 p += 1
                 continue
-            conv = d.conv(f"conv{n}", x, self.channels(item), encoding=x == "input")
+            conv = d.conv(f"conv{n}", x, self.channels(item))
             x = d.lif(f"conv{n}_lif", conv)
             n += 1
         d.linear(self.classifier_layer, d.flatten("flatten", x), self.num_classes)
