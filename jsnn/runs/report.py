@@ -67,9 +67,9 @@ def run_report(workdir: str, tickets: list[str] | None = None, energy: EnergyMod
     datasets, rows = {}, []
     for path in paths:
         ticket = load_ticket(path)
-        key = (ticket.config.dataset, ticket.config.data_dir)
+        key = (ticket.config.dataset, ticket.config.data_dir, ticket.config.frame_settings())
         if key not in datasets:
-            datasets[key] = jdata.load_dataset(*key)
+            datasets[key] = jdata.load_dataset(*key[:2], frames=key[2])
         start = time.perf_counter()
         cost = measure_dataset(ticket.model, ticket.variables, datasets[key],
                                batch_size=batch_size or ticket.config.batch_size, energy=energy)
