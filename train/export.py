@@ -77,7 +77,8 @@ def main():
 
     ticket_path = select_ticket(args.workdir, args.level, args.round)
     ticket = load_ticket(ticket_path)
-    dataset = jdata.load_dataset(ticket.config.dataset, args.data_dir or ticket.config.data_dir)
+    dataset = jdata.load_dataset(ticket.config.dataset, args.data_dir or ticket.config.data_dir,
+                                 frames=ticket.config.frame_settings())
     graph = to_nir(ticket.model, ticket.variables, dataset.image_shape, dataset.mean, dataset.std, dt=args.dt,
                    soft_reset_as_hard=args.soft_reset_as_hard)
     out = args.out or os.path.splitext(ticket_path)[0] + ".nir"

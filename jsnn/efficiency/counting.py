@@ -400,7 +400,7 @@ def ticket_entry(config, num_classes: int, variables: Variables, dataset=None,
     Its "seconds" is the whole cost of the entry, loading and compilation included."""
     start = time.perf_counter()
     if dataset is None:
-        dataset = jdata.load_dataset(config.dataset, config.data_dir)
+        dataset = jdata.load_dataset(config.dataset, config.data_dir, frames=config.frame_settings())
     model = build_model(config, num_classes)
     report = measure_dataset(model, jax.device_get(variables), dataset, batch_size=config.batch_size, energy=energy)
     report["seconds"] = time.perf_counter() - start  # everything: data, model, compilation, counting

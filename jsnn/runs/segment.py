@@ -21,7 +21,8 @@ from jsnn.trainer import Trainer, TrainState, checkpoint_tree, from_checkpoint_t
 
 def prepare(config: TrainConfig, workdir: str, signature: dict, extra_config: dict | None = None):
     """Loads data, builds the model and trainer, claims WORKDIR (config.json, see claim_workdir)."""
-    dataset = jdata.load_dataset(config.dataset, config.data_dir)  # first: missing data leaves no empty workdir
+    # first: missing data leaves no empty workdir
+    dataset = jdata.load_dataset(config.dataset, config.data_dir, frames=config.frame_settings())
     model = build_model(config, dataset.num_classes)
     trainer = Trainer(config, model, dataset)
     claim_workdir(workdir, signature, {**config.to_dict(), **(extra_config or {}),
