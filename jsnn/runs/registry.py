@@ -10,7 +10,7 @@ import dataclasses
 from typing import Callable
 
 from jsnn.config import TrainConfig
-from jsnn.runs import dense, edge_popup, imp, sparse_training
+from jsnn.runs import dense, edge_popup, energy, imp, sparse_training
 from jsnn.runs.outputs import Outputs, RunHooks
 
 
@@ -54,3 +54,5 @@ register_method(MethodEntry("imp", imp.IMPOptions, imp.run_imp, "imp",
                             "iterative pruning with rewinding; criteria, controls and early-bird"))
 register_method(MethodEntry("sparse_training", sparse_training.SparseTrainingOptions, sparse_training.run,
                             "sparse_training", "SET / RigL: sparse from scratch, masks updated inside the step"))
+register_method(MethodEntry("energy", energy.EnergyOptions, energy.run, "sparse_training",
+                            "neurons and weights pruned under a SynOps budget (Shi et al. 2024), then finetuned"))

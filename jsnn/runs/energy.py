@@ -1,0 +1,261 @@
+"""Neuron and weight pruning under an energy budget (Shi et al., ICLR 2024): a search segment and a finetune
+segment, ending with a ticket whose measured SynOps per image are within ``--synops-budget``.
+
+    segment 0 (search)    weights, weight logits m_w, channel logits m_n and lambda trained together;
+                          loss = task + lambda * S / target, S the differentiable SynOps count, beta
+                          annealed 5 -> 1000, lambda adapted to the target by dual ascent
+                          (jsnn/sparsity/energy_training.py). Ticket: WORKDIR/tickets/round_00.npz
+    switch                masks m > 0; a pruned channel's fan-in and fan-out masked; pruned weights
+                          stored as 0 and their optimizer moments zeroed; then the ticket's SynOps
+                          measured (jsnn.efficiency, the cost report's pass) and, if over the budget,
+                          cut cheapest-first until within it (jsnn/sparsity/energy.py)
+    segment 1 (finetune)  masks fixed, weights and BN trained on (same optimizer state) for
+                          ``finetune_epochs``; measured again and cut again if over the budget (no
+                          training after that cut): WORKDIR/ticket.npz, measured <= budget
+
+The budget is checked on the images the cost report counts (the test set; its labels are not used),
+so the report's ``synops_per_image`` is the number the guarantee holds for. The search aims at
+``target_fraction`` of the budget, leaving room for the activity to shift when the masks are
+binarised and the weights finetuned.
+
+Defaults and where they come from (``../shared/notes/sparse-training.md`` §3):
+    beta0 5, beta1 1000             Shi et al.'s temperature schedule, over all search steps
+    logit_init 0.5                  Shi et al. start at 0 (sigma = 0.5, and m > 0 prunes all); a small positive
+                                    value starts from the dense ticket (sigma(beta0 * 0.5) = 0.92)
+    mask_lr                         Shi et al.: Adam 1e-4 (CIFAR-10, 800 epochs), 1e-3 (DVS); digits: 0.01
+                                    (its 330 search steps), ``ENERGY_PRESETS``
+    finetune_epochs                 Shi et al.: 800 + 200 epochs on CIFAR-10 (a quarter); digits 5 after 15
+    target_fraction 0.9, lambda_init 0.1, dual_rate 0.05   jsnn's (Shi et al. fix lambda per run instead)
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import numpy as np
+
+from jsnn import data as jdata
+from jsnn import parallel, plots
+from jsnn.config import TrainConfig, dataset_family
+from jsnn.efficiency import measure_dataset
+from jsnn.metrics import log
+from jsnn.models.description import describe
+from jsnn.objective import preprocess
+from jsnn.runs.outputs import Outputs, RunHooks
+from jsnn.runs.run import Run
+from jsnn.runs.segment import Position
+from jsnn.runs.sparse_training import OPTIMIZERS, sparse_optimizer, with_optimizer
+from jsnn.runs.tickets import TICKET_FILE, round_path
+from jsnn.runs.workdir import run_signature
+from jsnn.sparsity import energy, energy_training
+from jsnn.sparsity.dynamic import remask, zero_state_at
+from jsnn.sparsity.masks import layer_sparsity_of, sparsity_of
+from jsnn.trainer import TrainState
+from jsnn.variables import Variables, by_name, from_names, init_variables
+
+# the method's own presets by dataset family (mask learning rate, finetune epochs)
+ENERGY_PRESETS = {
+    "cifar": {"mask_lr": 1e-4, "finetune_epochs": 75},  # Shi et al.'s CIFAR-10 mask lr; a quarter of 300 epochs
+    "digits": {"mask_lr": 0.01, "finetune_epochs": 5},
+}
+PHASES = ("search", "finetune")
+
+
+@dataclasses.dataclass(frozen=True)
+class EnergyOptions:
+    synops_budget: float | None = None  # SynOps per image the final ticket may need, measured (required)
+    finetune_epochs: int | None = None  # None: the dataset's preset; at most --epochs (the search's)
+    target_fraction: float = 0.9  # the search aims at this fraction of the budget
+    beta0: float = energy.BETA0
+    beta1: float = energy.BETA1
+    mask_lr: float | None = None  # Adam's learning rate for the logits; None: the dataset's preset
+    logit_init: float = 0.5
+    lambda_init: float = 0.1
+    dual_rate: float = 0.05  # eta of nu <- nu + eta clip(log(S / target), -1, 1), per step
+    optimizer: str = "sgd"  # the weights' optimizer: sgd (the TrainConfig's) | adam | adamw
+
+    def resolve(self, config: TrainConfig) -> "EnergyOptions":
+        preset = ENERGY_PRESETS.get(dataset_family(config.dataset), ENERGY_PRESETS["digits"])
+        out = dataclasses.replace(
+            self, finetune_epochs=preset["finetune_epochs"] if self.finetune_epochs is None else self.finetune_epochs,
+            mask_lr=preset["mask_lr"] if self.mask_lr is None else self.mask_lr)
+        if out.synops_budget is None or not out.synops_budget > 0:
+            raise ValueError(f"--synops-budget must be a number of SynOps per image > 0, got {out.synops_budget}")
+        if not 0 <= out.finetune_epochs <= config.epochs:
+            raise ValueError(f"--finetune-epochs must lie in [0, --epochs = {config.epochs}], "
+                             f"got {out.finetune_epochs}")
+        if not 0 < out.target_fraction <= 1:
+            raise ValueError(f"--target-fraction must lie in (0, 1], got {out.target_fraction}")
+        if not 0 < out.beta0 <= out.beta1:
+            raise ValueError(f"the temperatures must satisfy 0 < beta0 <= beta1, got {out.beta0}, {out.beta1}")
+        for name in ("mask_lr", "lambda_init", "dual_rate"):
+            if not getattr(out, name) > 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(out, name)}")
+        if out.optimizer not in OPTIMIZERS:
+            raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {out.optimizer!r}")
+        return out
+
+
+def label(options: EnergyOptions) -> str:
+    return f"energy budget ({options.synops_budget:g} SynOps)"
+
+
+def switch_state(state: TrainState, masks, mesh) -> TrainState:
+    """``state`` on binary ``masks`` (replicated on ``mesh``): pruned weights stored as exactly 0 and their
+    optimizer moments 0, so the finetune's masked updates keep them 0 under any optimizer."""
+    host = jax.device_get(state)
+    masks = jax.tree.map(lambda m, old: np.asarray(m, np.asarray(old).dtype), masks, host.masks)
+    pruned = jax.tree.map(lambda m: np.asarray(m) == 0, masks)
+    host = host.replace(masks=masks, weights=remask(host.weights, masks),
+                        opt_state=zero_state_at(host.opt_state, pruned))
+    return parallel.put_replicated(mesh, jax.tree.map(np.asarray, host))
+
+
+class EnergyPlan:
+    """Search, then finetune (module doc); segment k's entry is round k."""
+
+    name = "energy"
+    segments = 2
+
+    def __init__(self, config: TrainConfig, options: EnergyOptions):
+        self.config, self.options = config, options.resolve(config)
+        self.signature = run_signature(self.name, config, self.options)
+        self.label = label(self.options)
+        self.segment = 0
+        self.repairs: dict = {}  # {"switch" | "final": {"measured": [...], "removed_weights": n}}
+        self.search: energy_training.EnergySearch | None = None
+        self.finetune = energy_training.EnergyFinetune()
+        self._usage = None  # the jitted per-weight input-spike count, built once
+
+    # -- what the run starts from ---------------------------------------------------------------------
+    def setup(self, run: Run) -> TrainState:
+        o, cfg = self.options, self.config
+        steps = run.trainer.steps_per_epoch
+        # one schedule over both phases: the finetune goes on with the search's optimizer and its decay
+        weights_opt = sparse_optimizer(o.optimizer, dataclasses.replace(cfg, epochs=cfg.epochs + o.finetune_epochs),
+                                       steps)
+        run.trainer = with_optimizer(run.trainer, energy_training.optimizer(weights_opt, o.mask_lr, o.dual_rate))
+        layers = tuple(describe(run.model, run.dataset.image_shape))
+        self.groups = energy.neuron_groups(layers)
+        self.search = energy_training.EnergySearch(self.groups, layers, o.target_fraction * o.synops_budget,
+                                                   cfg.epochs * steps, o.beta0, o.beta1)
+        v = init_variables(run.model, jax.random.key(cfg.seed), (1,) + run.dataset.image_shape)
+        scores = energy_training.search_scores(v.masks, self.groups, o.logit_init, o.lambda_init)
+        return run.trainer.new_state(v, scores, self.search, cfg.seed)
+
+    def training(self):
+        return self.search if self.segment == 0 else self.finetune
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def restore(self, run: Run, state: TrainState, extra: dict, meta: dict) -> None:
+        self.segment = meta["position"]["segment"]
+        self.repairs = meta.get("energy_repairs", {})
+
+    def checkpoint_like(self, state: TrainState, meta: dict) -> dict:
+        return {}
+
+    def checkpoint_extra(self) -> dict:
+        return {}
+
+    def checkpoint_info(self) -> dict:
+        return {"energy_repairs": self.repairs}
+
+    def segment_label(self, segment: int) -> dict:
+        return {"round": segment}
+
+    # -- training -----------------------------------------------------------------------------------
+    def train(self, run: Run, state: TrainState, start: Position, partial_epoch: dict | None) -> TrainState:
+        self.segment = start.segment
+        if start.segment == 0:
+            def report(state, done):
+                nu = float(np.asarray(state.scores["log_lambda"]))
+                kept = 1.0 - sparsity_of(self.search.effective_masks(state.masks, state.scores))
+                log(f"search epoch {done}: lambda {np.exp(nu):.4g}, connections kept {kept:.4f}")
+
+            return run.train_segment(state, start, partial_epoch, on_epoch_end=report)
+        if start.epoch < self.options.finetune_epochs:
+            state = run.train_segment(state, start, partial_epoch,
+                                      on_epoch_end=lambda s, done: done >= self.options.finetune_epochs)
+        return self.meet_budget(run, state, "final")
+
+    def next_segment(self, run: Run, state: TrainState, segment: int) -> TrainState:
+        """The switch: the binary ticket, pruned weights and their moments zeroed, then within the budget."""
+        masks = energy.ticket_masks(jax.device_get(state.scores), jax.device_get(state.masks), self.groups)
+        state = self.with_masks(run, state, masks)
+        self.segment = 1
+        return self.meet_budget(run, state, "switch")
+
+    def with_masks(self, run: Run, state: TrainState, masks) -> TrainState:
+        return switch_state(state, masks, run.trainer.mesh)
+
+    def measure(self, run: Run, state: TrainState, masks) -> dict:
+        """The cost report's count of the ticket on ``masks`` (``jsnn.runs.tickets.ticket_cost``'s pass)."""
+        variables = Variables(state.weights, masks, state.bn, state.batch_stats)
+        return measure_dataset(run.model, jax.device_get(variables), run.dataset, batch_size=self.config.batch_size)
+
+    def meet_budget(self, run: Run, state: TrainState, when: str) -> TrainState:
+        """``state`` with its masks cut cheapest-first until the measured SynOps are within the budget."""
+        host = jax.device_get(state)
+        if self._usage is None:
+            self._usage = energy.weight_usage_fn(run.model, self.search.layers)
+        usage_of = self._usage
+        d = run.dataset
+
+        def usage(named):
+            total = None
+            variables = Variables(host.weights, from_names(named), host.bn, host.batch_stats)
+            for images, _, n_real in jdata.eval_batches(d.test_images, d.test_labels, self.config.batch_size):
+                x = preprocess(images[:n_real], d.mean, d.std)
+                u = jax.device_get(usage_of(variables, x))
+                total = u if total is None else {k: total[k] + u[k] for k in u}
+            return {k: v / len(d.test_labels) for k, v in total.items()}
+
+        def synops(named):
+            return self.measure(run, host, from_names(named))["synops_per_image"]
+
+        result = energy.enforce_budget(by_name(host.masks), self.options.synops_budget,
+                                       energy.weight_rank(host.scores, self.groups), self.groups, synops, usage)
+        self.repairs = {**self.repairs, when: {"measured": list(result.measured),
+                                               "removed_weights": result.removed_weights}}
+        if result.removed_weights:
+            log(f"{when}: {result.measured[0]:.0f} SynOps per image over the budget of "
+                f"{self.options.synops_budget:g}; removed {result.removed_weights} weights cheapest-first: "
+                f"{result.measured[-1]:.0f}")
+            state = self.with_masks(run, state, from_names(result.masks))
+        return state
+
+    # -- results ------------------------------------------------------------------------------------
+    def entry(self, run: Run, state: TrainState, segment: int) -> dict:
+        method = self.training()
+        masks = jax.device_get(method.effective_masks(state.masks, state.scores))
+        removed = energy.removed_channels(masks, run.model, run.dataset.image_shape)
+        nu = float(np.asarray(state.scores["log_lambda"]))
+        out = {"round": segment, "phase": PHASES[segment], "sparsity": sparsity_of(masks),
+               "layer_sparsity": layer_sparsity_of(masks), "synops_budget": self.options.synops_budget,
+               "lambda": float(np.exp(nu)), "removed_channels": {k: len(v) for k, v in removed.items()},
+               "channels": {g.producer: g.channels for g in self.groups},
+               "epochs": self.config.epochs if segment == 0 else self.options.finetune_epochs}
+        if segment == 1:
+            measured = self.repairs["final"]["measured"][-1]
+            out.update({"synops_per_image": measured, "within_budget": measured <= self.options.synops_budget,
+                        "repairs": self.repairs})
+        return out
+
+    def ticket_path(self, run: Run, segment: int) -> str:
+        return round_path(run.workdir, 0) if segment == 0 else os.path.join(run.workdir, TICKET_FILE)
+
+    def results_fields(self) -> dict:
+        return {"options": dataclasses.asdict(self.options)}
+
+    def figures(self, run: Run, results) -> None:
+        plots.training_curves(run.metrics(), os.path.join(run.workdir, "training_curves.png"), group_key="round",
+                              title=self.label)
+
+
+def run(config: TrainConfig, options: EnergyOptions, workdir: str, *, trainer=None, outputs: Outputs = Outputs(),
+        hooks: RunHooks = RunHooks()) -> dict:
+    """One energy-budget run in ``workdir`` (resumable); results.json's dict."""
+    plan = EnergyPlan(config, options)
+    return Run(plan, config, workdir, trainer=trainer, outputs=outputs, hooks=hooks,
+               record={**config.to_dict(), "energy": dataclasses.asdict(plan.options)}).execute()

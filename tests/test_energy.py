@@ -1,0 +1,327 @@
+"""Energy-budget pruning (Shi et al. 2024; jsnn/sparsity/energy.py, energy_training.py, jsnn/runs/energy.py):
+the channel groups, the differentiable SynOps count against jsnn.efficiency's exact count, the temperature,
+the dual step, the cheapest-first cut, no zombie weights, and the run: within budget, resumable bit for bit."""
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jsnn.runs.segment
+from jsnn.config import TrainConfig
+from jsnn.efficiency import measure
+from jsnn.models import build_model, get_model
+from jsnn.objective import preprocess
+from jsnn.parallel import put_batch
+from jsnn.runs import energy as energy_run
+from jsnn.runs import registry
+from jsnn.runs.outputs import Outputs
+from jsnn.runs.sparse_training import sparse_optimizer
+from jsnn.sparsity import energy, energy_training
+from jsnn.ticket import load_ticket
+from jsnn.trainer import Trainer
+from jsnn.variables import Variables, by_name, from_names, init_variables, kernels
+from tests.small_data import digits_subset
+
+
+def host(tree):
+    return jax.tree.map(np.asarray, tree)
+
+
+# -- channel groups ----------------------------------------------------------------------------------------
+
+
+def test_channel_groups_of_vgg_and_resnet():
+    digits = get_model("digits_cnn", 10, timesteps=2)
+    groups = {g.producer: g for g in energy.neuron_groups(digits.layers((8, 8, 1)))}
+    assert set(groups) == {"conv0", "conv1", "conv2"}  # the classifier's outputs are never gated
+    assert groups["conv0"].consumers == (energy.Consumer("conv1", "conv", 1),)
+    assert groups["conv1"].consumers == (energy.Consumer("conv2", "conv", 1),)  # through the max pool
+    # conv2 (128 channels) -> pool -> 2x2x128 -> flatten -> fc: every channel appears 2 * 2 times
+    assert groups["conv2"].channels == 128 and groups["conv2"].consumers == (energy.Consumer("fc", "linear", 4),)
+
+    resnet = get_model("resnet19", 10, timesteps=2, width=0.125)
+    groups = {g.producer: g for g in energy.neuron_groups(resnet.layers((8, 8, 3)))}
+    blocks = [f"stage{s}_block{b}" for s, n in enumerate((3, 3, 2)) for b in range(n)]
+    # residual joins are not gated: the stem (feeding block 0's conv1 and its shortcut conv), each
+    # block's conv1 (feeding conv2 only) and fc1 (feeding the classifier)
+    assert set(groups) == {"stem", "fc1"} | {f"{b}/conv1" for b in blocks}
+    assert {c.path for c in groups["stem"].consumers} == {"stage0_block0/conv1", "stage0_block0/shortcut"}
+    assert groups["fc1"].consumers == (energy.Consumer("fc2", "linear", 1),)
+    assert all(groups[f"{b}/conv1"].consumers == (energy.Consumer(f"{b}/conv2", "conv", 1),) for b in blocks)
+
+
+def test_the_flatten_gate_is_the_gate_on_the_spikes():
+    """The model's flatten (x.reshape(N, -1) of NHWC): gating channel c of the spikes equals scaling the
+    fc rows ``(h * W + w) * C + c``, the tiled gate ``in_gate`` puts on the kernel."""
+    rng = np.random.default_rng(0)
+    spikes = (rng.random((5, 2, 2, 6)) < 0.4).astype(np.float32)
+    kernel = rng.normal(size=(24, 3)).astype(np.float32)
+    gate = rng.random(6).astype(np.float32)
+    consumer = energy.Consumer("fc", "linear", 4)
+    direct = (spikes * gate).reshape(5, -1) @ kernel
+    folded = spikes.reshape(5, -1) @ (kernel * np.asarray(energy.in_gate(consumer, jnp.asarray(gate))))
+    np.testing.assert_allclose(direct, folded, rtol=1e-6)
+
+
+# -- the count against jsnn.efficiency ---------------------------------------------------------------------
+
+
+def random_ticket(model, image_shape, seed, keep=0.6, keep_neurons=0.7):
+    """Variables with random binary weight masks and random neuron gates folded in (fan-in and fan-out)."""
+    rng = np.random.default_rng(seed)
+    v = init_variables(model, jax.random.key(seed), (1,) + image_shape)
+    groups = energy.neuron_groups(model.layers(image_shape))
+    weight_masks = {k: (rng.random(m.shape) < keep).astype(np.float32) for k, m in by_name(v.masks).items()}
+    gates = {g.producer: jnp.asarray((rng.random(g.channels) < keep_neurons).astype(np.float32)) for g in groups}
+    count = energy.gated_masks({k: jnp.asarray(m) for k, m in weight_masks.items()}, gates, groups, fan_in=True)
+    # BN statistics away from their init, so that the eval-mode network fires
+    stats = jax.tree.map(lambda x: jnp.asarray(rng.uniform(0.2, 1.0, x.shape), jnp.float32) if x.ndim else x,
+                         v.batch_stats)
+    return v._replace(masks=from_names(count), batch_stats=stats), groups, count
+
+
+@pytest.mark.parametrize("name,image_shape", [("digits_cnn", (8, 8, 1)), ("resnet19", (8, 8, 3))])
+def test_the_count_with_binary_gates_is_the_exact_synops_count(name, image_shape):
+    """With 0/1 gates and the measured input spikes the differentiable count is jsnn.efficiency's SynOps,
+    on the same batch; and the per-weight input-spike counts (its gradient) sum to it as well."""
+    model = get_model(name, 10, timesteps=3, width=0.25 if name == "resnet19" else 1.0)
+    variables, groups, count = random_ticket(model, image_shape, seed=1)
+    images = jax.random.normal(jax.random.key(2), (12,) + image_shape) * 2.0
+    exact = measure(model, variables, np.asarray(images))["totals"]["synops"]  # an int, over the 12 images
+    _, _, inputs = energy.forward_with_inputs(model, variables, images, train=False)
+    layers = tuple(model.layers(image_shape))
+    assert 1000 < exact < 2**24  # float32 counts it exactly
+    assert float(energy.synops(inputs, count, layers)) == exact
+    usage = energy.weight_usage_fn(model, layers)(variables, images)
+    named = by_name(variables.masks)
+    assert sum(float(np.sum(np.asarray(u) * np.asarray(named[k]))) for k, u in usage.items()) == exact
+
+
+def test_the_count_is_linear_in_the_mask_and_its_gradient_reaches_the_logits():
+    model = get_model("digits_cnn", 10, timesteps=2)
+    layers = tuple(model.layers((8, 8, 1)))
+    v = init_variables(model, jax.random.key(0), (1, 8, 8, 1))
+    groups = energy.neuron_groups(layers)
+    images = jax.random.normal(jax.random.key(1), (4, 8, 8, 1)) * 2.0
+    _, _, inputs = energy.forward_with_inputs(model, v, images, train=False)
+    logits = energy.init_logits(v.masks, groups, 0.1)
+
+    def count(logits, beta):
+        weight_gates, neuron_gates = energy.soft_gates(logits, beta)
+        return energy.synops_per_image(inputs, energy.gated_masks(weight_gates, neuron_gates, groups, True),
+                                       layers, 4)
+
+    g = jax.grad(count)(logits, 5.0)
+    # d count / d m_w = beta sigma'(beta m) * (input spikes of that weight) * gates: every weight of a
+    # counted layer that sees a spike has a positive gradient, the encoding conv (real input) none
+    assert np.all(np.asarray(by_name(g["weights"])["conv0"]) == 0)
+    assert np.all(np.asarray(by_name(g["weights"])["fc"]) >= 0) and np.any(np.asarray(by_name(g["weights"])["fc"]) > 0)
+    assert all(np.any(np.asarray(x) > 0) for x in by_name(g["neurons"]).values())
+    # all gates equal to s: the count is s^2 on the gated layers (weight gate times one neuron gate on
+    # conv0, which is not counted; weight gate times in- and out-gates on conv1, conv2; fc: in-gate only)
+    half = count(energy.init_logits(v.masks, groups, 0.0), 1.0)
+    ones = count(energy.init_logits(v.masks, groups, 50.0), 1.0)
+    per_layer = {p: float(energy.connection_count(x, jnp.ones(by_name(v.masks)[p].shape), layers[[
+        layer.name for layer in layers].index(p)])) / 4 for p, x in inputs.items() if p != "conv0"}
+    assert float(ones) == pytest.approx(sum(per_layer.values()), rel=1e-6)
+    expected = per_layer["conv1"] / 8 + per_layer["conv2"] / 8 + per_layer["fc"] / 4
+    assert float(half) == pytest.approx(expected, rel=1e-5)
+
+
+def test_temperature_schedule():
+    assert float(energy.temperature(0, 100)) == pytest.approx(5.0)
+    assert float(energy.temperature(50, 100)) == pytest.approx(np.sqrt(5.0 * 1000.0), rel=1e-5)
+    assert float(energy.temperature(100, 100)) == pytest.approx(1000.0, rel=1e-5)
+    assert float(energy.temperature(400, 100)) == pytest.approx(1000.0, rel=1e-5)
+
+
+# -- masks: dead channels, removed channels, the cut -------------------------------------------------------
+
+
+def test_dead_fan_in_and_removed_channels():
+    model = get_model("digits_cnn", 10, timesteps=2)
+    v = init_variables(model, jax.random.key(0), (1, 8, 8, 1))
+    groups = energy.neuron_groups(model.layers((8, 8, 1)))
+    named = {k: np.ones(m.shape, np.float32) for k, m in by_name(v.masks).items()}
+    named["conv2"][:, :, 5, :] = 0  # conv1's channel 5: nothing reads it
+    fc = named["fc"].reshape(4, 128, 10)
+    fc[:, 7, :] = 0  # conv2's channel 7: nothing reads it ...
+    named["fc"] = fc.reshape(512, 10)
+    named["conv2"][:, :, :, 9] = 0  # ... and channel 9 has no fan-in but is read (a BN bias can drive it)
+    cleaned = energy.drop_dead_fan_in(named, groups)
+    assert np.all(cleaned["conv1"][..., 5] == 0) and np.sum(cleaned["conv1"] == 0) == 9 * 32
+    assert np.all(cleaned["conv2"][..., 7] == 0)
+    assert np.sum(cleaned["conv2"] == 0) == 9 * 128 + 2 * 9 * 64 - 9 * 2  # in 5, out 7, out 9
+    assert energy.removed_channels(from_names(cleaned), model, (8, 8, 1)) == {"conv1": [5], "conv2": [7]}
+    assert energy.removed_channels(from_names(named), model, (8, 8, 1)) == {}
+
+
+def test_cut_removes_the_lowest_rank_first_until_the_excess_is_covered():
+    masks = {"a": np.ones((2, 3), np.float32), "b": np.array([[1, 0, 1]], np.float32)}
+    rank = {"a": np.array([[5., 1., 3.], [0., 2., 9.]]), "b": np.array([[-1., -5., 4.]])}
+    usage = {"a": np.array([[1., 1., 1.], [0., 2., 1.]]), "b": np.array([[3., 3., 3.]])}
+    # b[0,0] (rank -1, usage 3) first (b[0,1] is already pruned; a[1,0] has no usage), then a[0,1] (1)
+    out = energy.cut(masks, rank, usage, excess=3.5)
+    np.testing.assert_array_equal(out["b"], [[0, 0, 1]])
+    np.testing.assert_array_equal(out["a"], [[1, 0, 1], [1, 1, 1]])
+    out = energy.cut(masks, rank, usage, excess=3.0)  # exactly covered by the first
+    np.testing.assert_array_equal(out["a"], masks["a"])
+
+
+def test_enforce_budget_measures_after_every_cut():
+    """A fake network in which cutting a weight raises another's use (downstream firing changes): the
+    loop measures again after each cut and ends only within the budget."""
+    masks = {"a": np.ones((1, 4), np.float32)}
+    rank = {"a": np.array([[0., 1., 2., 3.]])}
+
+    def usage(m):
+        u = np.array([[4., 4., 4., 4.]])
+        return {"a": u + 3 * (m["a"][0, 0] == 0)}  # once weight 0 is gone the others fire more
+
+    measured = []
+
+    def measure(m):
+        measured.append(float(np.sum(usage(m)["a"] * m["a"])))
+        return measured[-1]
+
+    result = energy.enforce_budget(masks, 9.0, rank, (), measure, usage)
+    assert result.measured[0] == 16 and result.measured[-1] <= 9.0 and len(result.measured) > 2
+    assert result.measured == tuple(measured)
+    np.testing.assert_array_equal(result.masks["a"], [[0, 0, 0, 1]])
+    assert result.removed_weights == 3
+
+
+# -- the methods in the jitted step ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small():
+    ds = digits_subset(192, 64)
+    config = TrainConfig(timesteps=2, epochs=2, batch_size=64, progress=False,
+                         checkpoint_every_steps=1).resolve("sparse_training")
+    return config, ds, Trainer(config, build_model(config, ds.num_classes), ds)
+
+
+def batches(trainer, n):
+    d = trainer.dataset
+    for i in range(n):
+        j = (i * 64) % (len(d.train_labels) - 63)
+        yield put_batch(trainer.mesh, d.train_images[j:j + 64], d.train_labels[j:j + 64])
+
+
+def search_state(config, trainer, target, weights_opt="sgd", lambda_init=0.1):
+    layers = tuple(trainer.model.layers(trainer.dataset.image_shape))
+    groups = energy.neuron_groups(layers)
+    method = energy_training.EnergySearch(groups, layers, target, 6)
+    trainer = energy_run.with_optimizer(trainer, energy_training.optimizer(
+        sparse_optimizer(weights_opt, config, trainer.steps_per_epoch), 0.05, 0.05))
+    v = init_variables(trainer.model, jax.random.key(0), (1,) + trainer.dataset.image_shape)
+    scores = energy_training.search_scores(v.masks, groups, 0.1, lambda_init)
+    return trainer, method, groups, trainer.new_state(v, scores, method, 0)
+
+
+def test_the_dual_step_moves_lambda_toward_the_target_and_the_logits_learn(small):
+    config, ds, base = small
+    (images, labels), = batches(base, 1)
+    nus = {}
+    for target in (1.0, 1e12):
+        trainer, method, groups, state = search_state(config, base, target)
+        before = host(state.scores)
+        new, metrics = trainer.jitted_steps(method)[0](state, images, labels, trainer.stop_flags())
+        nus[target] = float(new.scores["log_lambda"]) - float(before["log_lambda"])
+        changed = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before["weights"]),
+                                                             jax.tree.leaves(host(new.scores)["weights"]))]
+        assert all(changed)
+    # far over a target of 1 SynOp: the clipped gap is +1, nu grows by eta; far under 1e12: shrinks by eta
+    assert nus[1.0] == pytest.approx(0.05, rel=1e-5) and nus[1e12] == pytest.approx(-0.05, rel=1e-5)
+
+
+@pytest.mark.parametrize("optimizer,weight_decay", [("sgd", 5e-4), ("adam", 1e-3), ("adamw", 1e-2)])
+def test_no_zombie_weights_through_the_switch_and_the_finetune(small, optimizer, weight_decay):
+    config, ds, base = small
+    config = dataclasses.replace(config, weight_decay=weight_decay, lr=0.05)
+    trainer, method, groups, state = search_state(config, base, 1e3, optimizer, lambda_init=10.0)
+    data = list(batches(trainer, 6))
+    train = trainer.jitted_steps(method)[0]
+    for images, labels in data[:3]:  # momentum and moments at every weight
+        state, _ = train(state, images, labels, trainer.stop_flags())
+    masks = energy.ticket_masks(host(state.scores), host(state.masks), groups)
+    # some weights pruned, at least one channel removed: the logits of 3 steps decide little, so prune by hand too
+    named = {k: np.asarray(m).copy() for k, m in by_name(masks).items()}
+    named["conv1"][..., :3] = 0
+    named["conv2"][:, :, :3, :] = 0
+    named = energy.drop_dead_fan_in(named, groups)
+    state = energy_run.switch_state(state, from_names(named), trainer.mesh)
+    finetune = energy_training.EnergyFinetune()
+    step = trainer.jitted_steps(finetune)[0]
+    scores = host(state.scores)
+    for k, (images, labels) in enumerate([(None, None)] + data[3:]):
+        if images is not None:
+            state, _ = step(state, images, labels, trainer.stop_flags())
+        now = host(state)
+        for name, m in by_name(now.masks).items():
+            w = by_name(kernels(now.weights))[name]
+            assert np.any(m == 0) or name in ("conv0", "fc")
+            assert np.all(w[m == 0] == 0), (optimizer, name, k)
+        for a, b in zip(jax.tree.leaves(scores), jax.tree.leaves(now.scores)):
+            np.testing.assert_array_equal(a, b)  # frozen in the finetune
+    assert {0, 1, 2} <= set(energy.removed_channels(now.masks, trainer.model, ds.image_shape)["conv1"])
+
+
+# -- the run -----------------------------------------------------------------------------------------------
+
+
+def test_run_meets_its_budget_and_resumes_bit_identical_across_the_switch(small, tmp_path, monkeypatch):
+    config, ds, trainer = small
+    options = energy_run.EnergyOptions(synops_budget=20000, finetune_epochs=1, mask_lr=0.05)
+    outputs = Outputs(plots=False)
+    straight = registry.run_method("energy", config, options, str(tmp_path / "a"), trainer=trainer, outputs=outputs)
+    search, final = straight["runs"]
+    assert straight["method"] == "energy" and (search["phase"], final["phase"]) == ("search", "finetune")
+    # the guarantee, on the cost report's own count
+    assert final["efficiency"]["synops_per_image"] == final["synops_per_image"] <= 20000
+    assert final["within_budget"]
+    assert search["efficiency"]["synops_per_image"] > 20000  # the short search alone does not get there ...
+    assert final["repairs"]["switch"]["removed_weights"] > 0  # ... the cheapest-first cut does
+    ticket = load_ticket(str(tmp_path / "a" / "ticket.npz"))
+    for name, m in by_name(ticket.variables.masks).items():
+        assert np.all(np.asarray(by_name(kernels(ticket.variables.weights))[name])[np.asarray(m) == 0] == 0)
+    removed = energy.removed_channels(ticket.variables.masks, trainer.model, ds.image_shape)
+    assert {k: len(v) for k, v in removed.items()} == final["removed_channels"]
+
+    original = jsnn.runs.segment.save_checkpoint
+    for stop_at in ({"segment": 1, "epoch": 0, "batch": 0}, {"segment": 1, "epoch": 0, "batch": 1}):
+        def crash(ckpt, step, state, extra, meta, stop_at=stop_at):
+            original(ckpt, step, state, extra, meta)
+            if meta["position"] == stop_at:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(jsnn.runs.segment, "save_checkpoint", crash)
+        workdir = str(tmp_path / f"b{stop_at['batch']}")
+        with pytest.raises(KeyboardInterrupt):
+            registry.run_method("energy", config, options, workdir, trainer=trainer, outputs=outputs)
+        monkeypatch.setattr(jsnn.runs.segment, "save_checkpoint", original)
+        resumed = registry.run_method("energy", config, options, workdir, trainer=trainer, outputs=outputs)
+        assert resumed["runs"][1]["test_accuracy"] == final["test_accuracy"]
+        assert resumed["runs"][1]["repairs"] == final["repairs"]
+        other = load_ticket(os.path.join(workdir, "ticket.npz"))
+        for x, y in zip(jax.tree.leaves(ticket.variables), jax.tree.leaves(other.variables), strict=True):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_options_are_checked_with_one_line(small):
+    config = small[0]
+    with pytest.raises(ValueError, match="--synops-budget"):
+        energy_run.EnergyOptions().resolve(config)
+    with pytest.raises(ValueError, match="--finetune-epochs"):
+        energy_run.EnergyOptions(synops_budget=10, finetune_epochs=config.epochs + 1).resolve(config)
+
+
+def test_variables_preprocess_unused_guard():
+    # the run measures on the test set preprocessed as the evaluation step does
+    ds = digits_subset(64, 8)
+    x = preprocess(ds.test_images, ds.mean, ds.std)
+    assert x.shape == ds.test_images.shape and Variables is not None
