@@ -13,6 +13,7 @@ and WORKDIR/ticket.npz.
     python train/sparse_training.py --algorithm set --sparsity 0.9 --distribution uniform
     python train/sparse_training.py --algorithm static --criterion snip --sparsity 0.9   # SNIP, global
     python train/sparse_training.py --algorithm rigl --dataset cifar10            # ResNet-19, T = 5, 300 epochs
+    python train/sparse_training.py --algorithm energy --synops-budget 200000    # measured SynOps/image <= budget
     python train/ticket.py report --workdir runs/sparse_training_rigl_digits_0.90  # the ticket's cost
 """
 from __future__ import annotations
@@ -24,18 +25,21 @@ from flags import add_training_flags, parse_args, run_cleanly, run_outputs, star
 
 from jsnn.config import SPARSE_TRAINING_UPDATE_EVERY
 from jsnn.metrics import log
-from jsnn.runs import sparse_training
+from jsnn.runs import energy, sparse_training
 from jsnn.sparsity.criteria import CRITERIA
 from jsnn.sparsity.distributions import DISTRIBUTIONS
+
+ENERGY = "energy"  # jsnn/runs/energy.py: Shi et al.'s neuron and weight pruning under a SynOps budget
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = sparse_training.SparseTrainingOptions()
     g = p.add_argument_group("sparse training")
-    g.add_argument("--algorithm", choices=sparse_training.ALGORITHMS, default=d.algorithm,
+    g.add_argument("--algorithm", choices=sparse_training.ALGORITHMS + (ENERGY,), default=d.algorithm,
                    help="grow by random scores (SET) or by the largest dense gradient (RigL); static: prune once "
-                        "at initialisation by --criterion, the mask fixed afterwards")
+                        "at initialisation by --criterion, the mask fixed afterwards; energy: neurons and weights "
+                        "pruned under --synops-budget (Shi et al. 2024)")
     g.add_argument("--sparsity", type=float, default=d.sparsity, help="fraction of the weights removed (RigL: 0.9)")
     g.add_argument("--distribution", choices=sorted(DISTRIBUTIONS), default=d.distribution,
                    help="per-layer densities (unset: erk for set / rigl, which take erk or uniform; static: the "
@@ -53,6 +57,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--optimizer", choices=sparse_training.OPTIMIZERS, default=d.optimizer,
                    help="sgd (momentum, weight decay added to the gradient), adam, or adamw (decoupled decay); "
                         "--lr and --weight-decay apply to each")
+    g.add_argument("--synops-budget", type=float, help="energy: SynOps per image the final ticket may need, "
+                   "measured as the cost report counts them (required with --algorithm energy)")
+    g.add_argument("--finetune-epochs", type=int, help="energy: epochs of finetuning after the --epochs of search "
+                   f"(unset: {energy.ENERGY_PRESETS['digits']['finetune_epochs']} on digits)")
     add_training_flags(p)
     return p
 
@@ -68,6 +76,8 @@ def main():
     args = parse_args(parser(), method="sparse_training")
     start_run(args)
     config = training_config(args, "sparse_training")
+    if args.algorithm == ENERGY:
+        return run_energy(args, config)
     options = options_of(args).resolve(config)
     name = options.criterion if options.algorithm == sparse_training.STATIC else options.algorithm
     workdir = args.workdir or os.path.join("runs", f"sparse_training_{name}_{config.dataset}_{options.sparsity:.2f}")
@@ -75,6 +85,17 @@ def main():
     entry = results["runs"][0]
     log(f"{results['label']} on {config.dataset}: sparsity {entry['sparsity']:.4f}, "
         f"test accuracy {entry['test_accuracy']:.4f} ({workdir})")
+
+
+def run_energy(args: argparse.Namespace, config) -> None:
+    options = energy.EnergyOptions(synops_budget=args.synops_budget, finetune_epochs=args.finetune_epochs,
+                                   optimizer=args.optimizer).resolve(config)
+    workdir = args.workdir or os.path.join("runs", f"energy_{config.dataset}_{options.synops_budget:g}")
+    results = energy.run(config, options, workdir, outputs=run_outputs(args))
+    e = results["runs"][-1]
+    log(f"{results['label']} on {config.dataset}: {e['synops_per_image']:.0f} SynOps per image (measured, budget "
+        f"{options.synops_budget:g}), sparsity {e['sparsity']:.4f}, removed channels {e['removed_channels']}, "
+        f"test accuracy {e['test_accuracy']:.4f} ({workdir})")
 
 
 if __name__ == "__main__":
