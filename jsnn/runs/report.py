@@ -18,6 +18,7 @@ from jsnn import data as jdata
 from jsnn import plots
 from jsnn.efficiency.counting import EnergyModel, measure_dataset
 from jsnn.runs.tickets import TICKET_FILE, find_tickets
+from jsnn.sparsity.energy import removed_channel_counts
 from jsnn.ticket import TicketError, load_ticket
 
 DENSE = "dense (weights trained)"
@@ -77,7 +78,10 @@ def run_report(workdir: str, tickets: list[str] | None = None, energy: EnergyMod
                      "method": _method(ticket), "model": ticket.config.model,
                      "dataset": ticket.config.dataset, "sparsity": cost["connection_sparsity"],
                      "recorded_test_accuracy": ticket.info.get("test_accuracy"),
-                     "report_seconds": time.perf_counter() - start, "efficiency": cost})
+                     "report_seconds": time.perf_counter() - start, "efficiency": cost,
+                     # neurons the ticket removed whole (fan-in and fan-out masked): jsnn.sparsity.energy
+                     "removed_channels": removed_channel_counts(ticket.variables.masks, ticket.model,
+                                                                datasets[key].image_shape)})
     dense = [r for r in rows if r["method"] == DENSE] or [r for r in rows if r["label"] == "round 0"]
     reference = dense[0] if dense else None
     for r in rows:
@@ -161,6 +165,10 @@ def markdown(report: dict) -> str:
                   f"bias {_count(e['bias_adds_per_image'])} operations per image (not in the energy); "
                   f"footprint {e['footprint']['dense_f32_bytes']} B dense f32, {e['footprint']['bitmask_bytes']} B "
                   f"bitmask, {e['footprint']['csr_bytes']} B CSR.", ""]
+        removed = r.get("removed_channels") or {}
+        if any(c["removed"] for c in removed.values()):
+            lines += ["Removed channels (fan-in and fan-out all masked): " + ", ".join(
+                f"{layer} {c['removed']} / {c['channels']}" for layer, c in removed.items()) + ".", ""]
         lines += _table(ch, conn) + [""] + _table(lh, lif)
     return "\n".join(lines) + "\n"
 

@@ -186,6 +186,13 @@ def removed_channels(masks: PyTree, model, image_shape) -> dict[str, list[int]]:
     return out
 
 
+def removed_channel_counts(masks: PyTree, model, image_shape) -> dict[str, dict[str, int]]:
+    """{producer layer: {"removed": n, "channels": C}} for every gateable layer (the cost report's table)."""
+    removed = removed_channels(masks, model, image_shape)
+    return {g.producer: {"removed": len(removed.get(g.producer, [])), "channels": g.channels}
+            for g in neuron_groups(model.layers(tuple(image_shape)))}
+
+
 # -- the count ---------------------------------------------------------------------------------------------
 
 
