@@ -59,6 +59,10 @@ def main():
                    help="export a soft-reset ticket with NIR's hard reset (not the same neuron; --check measures "
                         "the agreement left)")
     p.add_argument("--data-dir", help="where CIFAR lives (for the image statistics and the check)")
+    p.add_argument("--drop-removed-channels", action="store_true",
+                   help="leave out the channels the ticket removed whole (fan-in and fan-out all masked, e.g. by "
+                        "sparse_training.py --algorithm energy); --check then checks the full graph and compares "
+                        "the smaller one with it in snnTorch")
     args = p.parse_args()
     checks = [c for c in args.check.split(",") if c]
     unknown = sorted(set(checks) - set(SIMULATORS))
@@ -81,6 +85,12 @@ def main():
                                  frames=ticket.config.frame_settings())
     graph = to_nir(ticket.model, ticket.variables, dataset.image_shape, dataset.mean, dataset.std, dt=args.dt,
                    soft_reset_as_hard=args.soft_reset_as_hard)
+    full = graph
+    if args.drop_removed_channels:
+        from jsnn.interop.channels import drop_removed_channels
+
+        graph, removed = drop_removed_channels(graph, ticket.model, ticket.variables.masks, dataset.image_shape)
+        log(f"removed channels left out: {', '.join(f'{k} {len(v)}' for k, v in removed.items()) or 'none'}")
     out = args.out or os.path.splitext(ticket_path)[0] + ".nir"
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     nir.write(out, graph)
@@ -95,8 +105,14 @@ def main():
         return
     from jsnn.interop.check import check_export
 
-    report = check_export(ticket.model, ticket.variables, nir.read(out), dataset, checks,
-                          max_images=args.check_images)
+    report = check_export(ticket.model, ticket.variables, full if graph is not full else nir.read(out), dataset,
+                          checks, max_images=args.check_images)
+    if graph is not full:
+        from jsnn.interop.channels import compare_in_snntorch
+
+        report["without_removed_channels"] = compare_in_snntorch(full, nir.read(out), dataset, args.check_images)
+        log(f"without the removed channels, in snnTorch: "
+            f"{report['without_removed_channels']['prediction_agreement']:.2%} of the full graph's predictions")
     report.update(sizes=sizes, ticket=ticket_path, nir=out, info=ticket.info)
     for name, r in report["simulators"].items():
         log(f"{name}: {r['spike_agreement']:.6%} of {r['spikes']} spikes agree, "

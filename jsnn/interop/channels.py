@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from jsnn.interop.nir_import import graph_metadata
+from jsnn.interop.torch_sims import run_torch, snntorch_module  # torch is imported when one is run
+from jsnn.objective import predictions, preprocess
 from jsnn.sparsity.energy import removed_channels
 
 _PER_NEURON = ("tau", "r", "v_leak", "v_threshold", "v_reset")
@@ -113,4 +116,20 @@ def drop_removed_channels(graph, model, masks, image_shape):
     return drop_channels(graph, removed), removed
 
 
-__all__ = ["drop_channels", "drop_removed_channels", "node_name"]
+def compare_in_snntorch(full, shrunk, dataset, max_images: int | None = None, batch_size: int = 120) -> dict:
+    """Both graphs run in snnTorch on the first ``max_images`` (default all) test images: the fraction of
+    predictions that agree and the largest output difference (float summation order only, when the dropped
+    channels were removed ones)."""
+    timesteps = int(graph_metadata(full)["timesteps"])
+    nets = snntorch_module(full), snntorch_module(shrunk)
+    n = len(dataset.test_images) if max_images is None else min(max_images, len(dataset.test_images))
+    same, largest = 0, 0.0
+    for start in range(0, n, batch_size):
+        x = np.asarray(preprocess(dataset.test_images[start:min(n, start + batch_size)], dataset.mean, dataset.std))
+        a, b = (np.asarray(run_torch(net, np.moveaxis(x, -1, -3), timesteps, len(x))[0]) for net in nets)
+        same += int(np.sum(np.asarray(predictions(a)) == np.asarray(predictions(b))))
+        largest = max(largest, float(np.max(np.abs(a - b))))
+    return {"images": n, "prediction_agreement": same / n, "max_output_difference": largest}
+
+
+__all__ = ["compare_in_snntorch", "drop_channels", "drop_removed_channels", "node_name"]
