@@ -4,6 +4,7 @@ and the NIR check of a trained ticket. Tiny frames (8 x 8, T = 2, a quarter-widt
 built once into a temporary frame cache (one frame setting only: each costs a digits_dvs simulation).
 The binarised frames' cost count (ACs) is checked in tests/test_event_models.py."""
 import dataclasses
+import importlib.util
 import json
 import os
 import sys
@@ -81,6 +82,34 @@ def test_frame_flags_map_into_frame_settings():
     args = p.parse_args(["--dataset", "digits", "--frame-size", "12"])
     with pytest.raises(ValueError, match="--frame-size set how event data becomes frames; digits is images"):
         flags.training_config(args, "imp")
+
+
+def program(name):
+    spec = importlib.util.spec_from_file_location(f"event_program_{name}", os.path.join(ROOT, "train", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def resolved(name, argv):
+    """(TrainConfig, resolved options) the program would run for ``argv`` (as tests/test_config.py)."""
+    prog = program(name)
+    args = flags.parse_args(prog.parser(), argv, method=name)
+    config = flags.training_config(args, name)
+    if name == "imp":
+        return config, prog.imp_options(args).resolve(config)
+    if name == "edge_popup":
+        return config, prog.edge_popup_options(args, config)
+    return config, None
+
+
+@pytest.mark.parametrize("config_file, dataset", [("digits_dvs.py", "digits_dvs"),
+                                                  ("dvs_gesture_vgg11.py", "dvs_gesture"),
+                                                  ("cifar10_dvs_vgg11.py", "cifar10_dvs")])
+def test_event_experiment_configs_are_the_presets(config_file, dataset):
+    for name in ("dense", "imp", "edge_popup"):
+        path = f"{ROOT}/configs/{config_file}" + ("" if name == "dense" else f":{name}")
+        assert resolved(name, ["--config", path]) == resolved(name, ["--dataset", dataset]), (config_file, name)
 
 
 @pytest.fixture(scope="module")
