@@ -128,8 +128,9 @@ def test_events_read_back_through_tonic_nmnist_equal_our_frames(tmp_path, digits
         write_nmnist_bin(folder / f"{i:05d}.bin", make_events(x[s], y[s], t[s], p[s]))
     (tmp_path / "NMNIST" / "train.zip").touch()
     settings = data.default_frame_settings("digits_dvs")
-    to_frame = tonic.transforms.Compose([tonic.transforms.Downsample(spatial_factor=0.5),
-                                         tonic.transforms.ToFrame(sensor_size=(17, 17, 2), n_time_bins=4)])
+    size = settings.size[1]
+    to_frame = tonic.transforms.Compose([tonic.transforms.Downsample(spatial_factor=size / 34),
+                                         tonic.transforms.ToFrame(sensor_size=(size, size, 2), n_time_bins=4)])
     with mock.patch.object(tonic.datasets.NMNIST, "_check_exists", return_value=True):  # as tonic's own tests
         ds = tonic.datasets.NMNIST(str(tmp_path), train=True, transform=to_frame)
         got = {}
@@ -147,9 +148,9 @@ def test_events_read_back_through_tonic_nmnist_equal_our_frames(tmp_path, digits
 def test_load_dataset_digits_dvs(tmp_path, monkeypatch, digits):
     monkeypatch.setenv("JSNN_CACHE_DIR", str(tmp_path))
     ds = data.load_dataset("digits_dvs")
-    assert ds.train_images.shape == (1437, 4, 17, 17, 2) and ds.test_images.shape == (360, 4, 17, 17, 2)
+    assert ds.train_images.shape == (1437, 4, 8, 8, 2) and ds.test_images.shape == (360, 4, 8, 8, 2)
     assert isinstance(ds.train_images, np.memmap) and ds.train_images.dtype == np.uint8
-    assert ds.timesteps == 4 and ds.image_shape == (4, 17, 17, 2) and ds.frame_shape == (17, 17, 2)
+    assert ds.timesteps == 4 and ds.image_shape == (4, 8, 8, 2) and ds.frame_shape == (8, 8, 2)
     assert ds.mean == (0.0, 0.0) and ds.std == (1.0, 1.0) and ds.augment == data.AugmentConfig()
     assert ds.num_classes == 10 and ds.train_labels.dtype == np.int32
     np.testing.assert_array_equal(ds.train_labels, digits[1])

@@ -273,7 +273,7 @@ def test_names_and_defaults():
     assert set(data.EVENT_DATASETS) == {"digits_dvs", "nmnist", "dvs_gesture", "cifar10_dvs"}
     assert set(data.EVENT_DATASETS) <= set(data.DATASET_NAMES)
     assert data.default_frame_settings("nmnist", 40).timesteps == 40
-    assert data.default_frame_settings("digits_dvs") == FrameSettings(timesteps=4, size=(17, 17))
+    assert data.default_frame_settings("digits_dvs") == FrameSettings(timesteps=4, size=(8, 8))
     with pytest.raises(ValueError, match="cifar10_dvs"):
         data.default_frame_settings("mnist_dvs")
     with pytest.raises(ValueError, match="digits_dvs"):
