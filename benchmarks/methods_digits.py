@@ -1,0 +1,502 @@
+"""One comparison of pruning methods on digits (issue 22 item 5), generalising benchmarks/lottery_digits.py.
+
+The lottery experiment's setting: the digits CNN at width 0.5 (16-32-64 channels), T = 2, the digits
+preset of an IMP round (8 epochs, SGD lr 0.1, batch 64). Per seed, every method is run on the same
+seed (the same initial weights where a method starts from trained weights of its own), at matched
+connection sparsity: the levels IMP reaches at 60 % per round, rounds ``LEVELS`` (84 %, 93.6 %, 97.4 %):
+
+    imp          IMP (magnitude), rewind to epoch 2, rounds 0..4: one run gives every level
+    sf1          SF-IMP-1 (the SF criterion, matched scope), the same rounds
+    snip_<k>     SNIP at initialisation (|w dL/dw| on 10 batches, global ranking), mask fixed, 8 epochs
+    random_<k>   random pruning at initialisation (ERK per-layer counts), mask fixed, 8 epochs
+    edge_popup_<k>  edge-popup: scores of the frozen initial weights trained (ERK targets; its preset's
+                 lr 0.3 and non-affine BN), 8 epochs
+    set_<k>, rigl_<k>  SET / RigL from scratch (ERK, drop fraction 0.3 cosine-decayed, updates every 10
+                 steps up to 75 % of training), 8 epochs
+    energy_<k>   energy-budget pruning (train/sparse_training.py --algorithm energy), its SynOps budget the
+                 measured SynOps per image of the same seed's IMP ticket of level k (matched SynOps);
+                 run only where the program offers --algorithm energy
+
+Every ticket's SynOps per image is measured by its cost pass over the test set (``jsnn.efficiency``,
+the runs' ``efficiency`` entries). Training budget: an IMP ticket of level k is trained for (k + 1)
+rounds of 8 epochs (round 0 dense, then rounds 1..k); every other method trains 8 epochs (one IMP
+round), from initialisation.
+
+    python benchmarks/methods_digits.py run --workdir /tmp/methods_digits --seeds 0,1,2,3,4,5,6,7 --workers 2
+    python benchmarks/methods_digits.py report --workdir /tmp/methods_digits --out docs/results/methods_digits
+    python benchmarks/methods_digits.py report --from-summary docs/results/methods_digits/summary.json \\
+        --out docs/results/methods_digits
+
+``run`` is resumable (finished runs are skipped, a killed one continues from its checkpoint) and skips
+methods that are not available yet (energy); rerun it when they are. ``report`` writes summary.json,
+table.md and the figures from the seeds on which every reported run has finished; ``--from-summary``
+recomputes the statistics and table.md from a summary.json alone.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WIDTH, TIMESTEPS, PRUNE_RATE, EPOCHS = 0.5, 2, 0.6, 8  # the lottery experiment's (benchmarks/lottery_digits.py)
+LEVELS = (2, 3, 4)  # IMP rounds whose sparsity every method is run at: 1 - 0.4^k
+IMP_ROUNDS = max(LEVELS) + 1
+ONE_SHOT = ("snip", "random", "edge_popup", "set", "rigl", "energy")  # one run per level
+LABELS = {"imp": "IMP (magnitude)", "sf1": "SF-IMP-1", "snip": "SNIP (at init)", "random": "random (at init)",
+          "edge_popup": "edge-popup", "set": "SET", "rigl": "RigL", "energy": "energy budget"}
+METHODS = tuple(LABELS)
+SEGMENTS = {"imp": IMP_ROUNDS, "sf1": IMP_ROUNDS, "energy": 2}  # results entries of a finished run (energy: search,
+#                                                                 finetune); the others one
+
+
+def level_sparsity(k: int) -> float:
+    return 1.0 - (1.0 - PRUNE_RATE) ** k
+
+
+def run_name(method: str, k: int | None = None) -> str:
+    return method if method in ("imp", "sf1") else f"{method}_{k}"
+
+
+# -- running ---------------------------------------------------------------------------------------------
+
+
+def energy_available() -> bool:
+    """Whether train/sparse_training.py offers --algorithm energy (issue 22 item 2, another helper's)."""
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "train", "sparse_training.py"), "--help"],
+                         capture_output=True, text=True, cwd=ROOT)
+    return out.returncode == 0 and "energy" in out.stdout and "--synops-budget" in out.stdout
+
+
+def synops_of(results: dict, entry_index: int) -> float:
+    return float(results["runs"][entry_index]["efficiency"]["synops_per_image"])
+
+
+def run_seed(workdir: str, seed: int, methods: tuple[str, ...]) -> None:
+    import jax
+
+    from jsnn import xla_flags
+
+    xla_flags.configure()  # jsnn's CPU convolutions, as the programs run them, before JAX starts
+    jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, ".jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    from jsnn import data as jdata
+    from jsnn.config import TrainConfig
+    from jsnn.metrics import read_json
+    from jsnn.models import build_model
+    from jsnn.runs import edge_popup, imp, sparse_training
+    from jsnn.runs.outputs import Outputs
+    from jsnn.trainer import Trainer
+
+    outputs = Outputs(plots=False, cost_report=True)  # every ticket's SynOps from its cost pass
+    common = dict(dataset="digits", width=WIDTH, timesteps=TIMESTEPS, seed=seed, epochs=EPOCHS, progress=False,
+                  checkpoint_every=8, eval_every=8)
+    config = TrainConfig(**common).resolve("imp")
+    sparse_config = TrainConfig(**common).resolve("sparse_training")
+    popup_config = TrainConfig(**common).resolve("edge_popup")
+    dataset = jdata.load_dataset("digits")
+    trainers = {}
+
+    def trainer_for(c):
+        key = json.dumps(c.signature(), sort_keys=True)
+        if key not in trainers:
+            trainers[key] = Trainer(c, build_model(c, dataset.num_classes), dataset)
+        return trainers[key]
+
+    base = os.path.join(workdir, f"seed_{seed}")
+    log_path = os.path.join(workdir, "wall_times.jsonl")
+
+    def timed(name, fn):
+        out = os.path.join(base, name)
+        done = read_json(os.path.join(out, "results.json"))
+        if done and len(done.get("runs", ())) >= SEGMENTS.get(name.split("_")[0], 1):
+            return done
+        t0 = time.time()
+        results = fn(out)
+        with open(log_path, "a") as f:
+            record = {"seed": seed, "run": name, "seconds": time.time() - t0, "finished": time.time()}
+            f.write(json.dumps(record) + "\n")
+        return results
+
+    for name, criterion in (("imp", "magnitude"), ("sf1", "sf")):
+        if name in methods:
+            options = imp.IMPOptions(rounds=IMP_ROUNDS, prune_rate=PRUNE_RATE, criterion=criterion)
+            timed(name, lambda out, o=options: imp.run_imp(config, o, out, trainer=trainer_for(config),
+                                                             outputs=outputs))
+    for k in LEVELS:
+        s = level_sparsity(k)
+        for method in ("snip", "random", "set", "rigl"):
+            if method not in methods:
+                continue
+            if method in ("snip", "random"):
+                options = sparse_training.SparseTrainingOptions(algorithm="static", criterion=method, sparsity=s,
+                                                                distribution="global" if method == "snip" else "erk")
+            else:
+                options = sparse_training.SparseTrainingOptions(algorithm=method, sparsity=s, distribution="erk")
+            timed(run_name(method, k), lambda out, o=options: sparse_training.run(
+                sparse_config, o, out, trainer=trainer_for(sparse_config), outputs=outputs))
+        if "edge_popup" in methods:
+            options = edge_popup.EdgePopupOptions(sparsities=(s,), distribution="erk")
+
+            def popup(out, o=options, s=s):
+                entry = edge_popup.run_level(popup_config, out, s, o, trainer_for(popup_config), outputs=outputs)
+                return {"runs": [entry]}
+
+            timed(run_name("edge_popup", k), popup)
+    if "energy" in methods and energy_available():
+        imp_results = read_json(os.path.join(base, "imp", "results.json"))
+        for k in LEVELS:
+            budget = synops_of(imp_results, k)
+
+            def energy(out, budget=budget):
+                argv = [sys.executable, os.path.join(ROOT, "train", "sparse_training.py"), "--algorithm", "energy",
+                        "--synops-budget", f"{budget:.1f}", "--dataset", "digits", "--width", str(WIDTH),
+                        "-T", str(TIMESTEPS), "--epochs", str(EPOCHS), "--seed", str(seed), "--workdir", out,
+                        "--no-progress", "--no-plots"]
+                subprocess.run(argv, cwd=ROOT, check=True)
+                return read_json(os.path.join(out, "results.json"))
+
+            timed(run_name("energy", k), energy)
+
+
+def run_all(workdir: str, seeds: list[int], workers: int, methods: tuple[str, ...]) -> None:
+    os.makedirs(workdir, exist_ok=True)
+    t0 = time.time()
+    groups = [seeds[i::workers] for i in range(workers)]
+    procs = [subprocess.Popen([sys.executable, __file__, "_worker", "--workdir", workdir, "--methods",
+                               ",".join(methods), "--seeds", ",".join(map(str, g))]) for g in groups if g]
+    codes = [p.wait() for p in procs]
+    with open(os.path.join(workdir, "wall_times.jsonl"), "a") as f:
+        f.write(json.dumps({"all": seeds, "workers": workers, "methods": list(methods), "seconds": time.time() - t0,
+                            "codes": codes}) + "\n")
+    if any(codes):
+        raise SystemExit(f"a worker failed: exit codes {codes}")
+
+
+# -- collecting ----------------------------------------------------------------------------------------------
+
+
+def training_seconds(records: list[dict]) -> list[float]:
+    """Per-epoch training seconds of one run (metrics.jsonl order). A process's first epoch of a method
+    includes compiling its step: it counts as the run's median epoch (as benchmarks/lottery_digits.py)."""
+    secs = [float(r["seconds"]) for r in records]
+    if secs:
+        secs[0] = float(np.median(secs))
+    return secs
+
+
+def collect(workdir: str, seed: int) -> dict:
+    """{method: {level k: {accuracy, sparsity, synops, epochs, seconds}}} of one seed's finished runs."""
+    from jsnn.metrics import read_json, read_jsonl
+
+    base = os.path.join(workdir, f"seed_{seed}")
+    out = {}
+    for method in ("imp", "sf1"):
+        d = os.path.join(base, method)
+        r = read_json(os.path.join(d, "results.json"))
+        if not r or len(r["runs"]) < IMP_ROUNDS:
+            continue
+        records = read_jsonl(os.path.join(d, "metrics.jsonl"))
+        secs = training_seconds(records)
+        per_round_s = [sum(t for x, t in zip(records, secs) if x.get("round", 0) == k) for k in range(IMP_ROUNDS)]
+        per_round_e = [sum(1 for x in records if x.get("round", 0) == k) for k in range(IMP_ROUNDS)]
+        out[method] = {k: {"accuracy": r["runs"][k]["test_accuracy"], "sparsity": r["runs"][k]["sparsity"],
+                           "synops": synops_of(r, k), "epochs": sum(per_round_e[:k + 1]),
+                           "seconds": sum(per_round_s[:k + 1])} for k in range(IMP_ROUNDS)}
+    for method in ONE_SHOT:
+        for k in LEVELS:
+            d = os.path.join(base, run_name(method, k))
+            if method == "edge_popup":
+                d = os.path.join(d, f"sparsity_{level_sparsity(k):.2f}")
+            r = read_json(os.path.join(d, "results.json"))
+            if not r or not r.get("runs"):
+                continue
+            e = r["runs"][-1]  # energy: the last phase's entry is the ticket
+            records = read_jsonl(os.path.join(d, "metrics.jsonl"))
+            out.setdefault(method, {})[k] = {
+                "accuracy": e["test_accuracy"], "sparsity": e["sparsity"], "synops": synops_of(r, -1),
+                "epochs": len(records), "seconds": sum(training_seconds(records)),
+                "scoring_seconds": e.get("scoring_seconds")}
+    # static pruning's scoring pass: the same computation at every level (one gradient pass, another top-k); the
+    # first level a process runs also compiles it, so each level is charged the seed's fastest one
+    for method in ("snip", "random"):
+        levels = out.get(method, {})
+        timed = [v["scoring_seconds"] for v in levels.values() if v["scoring_seconds"] is not None]
+        for v in levels.values():
+            v["seconds"] += min(timed) if timed else 0.0
+    for levels in out.values():
+        for v in levels.values():
+            v.pop("scoring_seconds", None)
+    return out
+
+
+# -- statistics and the report -------------------------------------------------------------------------------
+
+STATISTICS = ("per seed, accuracy as the integer count of correct test images; mean with its 95 % Student-t "
+              "interval over seeds; paired differences against IMP (magnitude) at the same level, in images and "
+              "points: mean [95 % t interval], seeds ahead/tied/behind, exact two-sided Wilcoxon signed-rank p by "
+              "enumeration of all sign flips (zeros dropped, ties at their average rank) and Holm's adjustment over "
+              "all the p-values of the paired table (jsnn.statistics)")
+
+
+def digits_test_size() -> int:
+    from jsnn import data as jdata
+
+    return len(jdata.load_dataset("digits").test_labels)
+
+
+def restate(summary: dict, n_test: int) -> dict:
+    """``summary`` with its statistics recomputed from its per-seed accuracies and SynOps."""
+    from jsnn import statistics as st
+
+    S = dict(summary)
+    S["n_test"], S["statistics"] = n_test, STATISTICS
+    points = 100.0 / n_test
+    S["correct"], S["mean"], S["ci95"] = {}, {}, {}
+    for m, levels in S["accuracy"].items():
+        S["correct"][m], S["mean"][m], S["ci95"][m] = {}, {}, {}
+        for k, acc in levels.items():
+            counts = st.accuracy_counts(acc, n_test)
+            mean, lo, hi = st.t_interval(counts)
+            S["correct"][m][k] = counts.tolist()
+            S["mean"][m][k], S["ci95"][m][k] = points * mean, [points * lo, points * hi]
+    paired = {}
+    for m in S["accuracy"]:
+        if m == "imp":
+            continue
+        rows = []
+        for k in map(str, S["levels"]):
+            if k not in S["correct"][m]:
+                continue
+            r = st.paired(np.array(S["correct"][m][k]), np.array(S["correct"]["imp"][k]))
+            rows.append({"level": int(k), "mean": points * r["mean"], "ci95": [points * x for x in r["ci95"]],
+                         "mean_images": r["mean"], "wilcoxon_p": r["wilcoxon_p"], "wilcoxon_p_holm": None,
+                         "sign_flip_p": r["sign_flip_p"], "ahead": r["ahead"], "tied": r["tied"],
+                         "behind": r["behind"], "per_seed_images": r["per_seed"]})
+        paired[m] = rows
+    cells = [e for rows in paired.values() for e in rows]
+    for e, q in zip(cells, st.holm([e["wilcoxon_p"] for e in cells])):
+        e["wilcoxon_p_holm"] = float(q)
+    S["paired"] = paired
+    n = len(S["seeds"])
+    S["smallest_p"] = {"wilcoxon_two_sided": 2.0 / 2 ** n, "tests": len(cells),
+                       "smallest_holm": min(1.0, len(cells) * 2.0 / 2 ** n)}
+    return S
+
+
+def report(workdir: str, out: str) -> dict:
+    seeds = sorted(int(d.split("_")[1]) for d in os.listdir(workdir) if d.startswith("seed_"))
+    data = {s: collect(workdir, s) for s in seeds}
+    methods = [m for m in METHODS if any(m in data[s] for s in seeds)]
+    # a method is reported on the seeds where IMP and it finished every level
+    complete = [s for s in seeds if "imp" in data[s]]
+    if not complete:
+        raise SystemExit(f"no seed in {workdir} has finished IMP yet")
+
+    def has_all(m, s):
+        return m in data[s] and all(k in data[s][m] for k in LEVELS)
+
+    # the seeds every reported method finished (the paired tests need the same seeds)
+    methods = [m for m in methods if all(has_all(m, s) for s in complete)]
+    summary = {"seeds": complete, "width": WIDTH, "timesteps": TIMESTEPS, "prune_rate": PRUNE_RATE,
+               "epochs_per_run": EPOCHS, "levels": list(LEVELS),
+               "level_sparsity": {str(k): level_sparsity(k) for k in LEVELS},
+               "methods": methods, "labels": {m: LABELS[m] for m in methods}, "accuracy": {}, "sparsity": {},
+               "synops": {}, "epochs": {}, "seconds": {}, "imp_rounds": {}}
+    for m in methods:
+        for field in ("accuracy", "sparsity", "synops", "epochs", "seconds"):
+            summary[field][m] = {str(k): [data[s][m][k][field] for s in complete] for k in LEVELS}
+    for m in ("imp", "sf1"):  # every round of the IMP runs: the curves of the figures
+        if m in methods:
+            summary["imp_rounds"][m] = {field: {str(k): [data[s][m][k][field] for s in complete]
+                                                for k in range(IMP_ROUNDS)}
+                                        for field in ("accuracy", "sparsity", "synops", "epochs", "seconds")}
+    wall = os.path.join(workdir, "wall_times.jsonl")
+    if os.path.exists(wall):
+        with open(wall) as f:
+            summary["wall_times"] = [json.loads(line) for line in f if line.strip() and '"all"' in line]
+    summary["machine"] = "this project's 2-core CPU machine, shared with other work while it ran (times indicative)"
+    summary = restate(summary, digits_test_size())
+    write(summary, out)
+    return summary
+
+
+def write(summary: dict, out: str, draw: bool = True) -> None:
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write(tables(summary))
+    if draw:
+        figures(summary, out)
+
+
+def report_from_summary(path: str, out: str) -> dict:
+    with open(path) as f:
+        summary = json.load(f)
+    summary = restate(summary, summary.get("n_test") or digits_test_size())
+    write(summary, out, draw=False)
+    return summary
+
+
+def _mean(v) -> float:
+    return float(np.mean(v))
+
+
+def tables(S: dict) -> str:
+    levels = [str(k) for k in S["levels"]]
+    head = "| method | " + " | ".join(f"{100 * S['level_sparsity'][k]:.1f} %" for k in levels) + " |\n"
+    head += "|---" * (len(levels) + 1) + "|\n"
+    n = len(S["seeds"])
+    text = (f"Test accuracy (%), mean [95 % t interval] over seeds {S['seeds']} (n = {n}), at each connection "
+            f"sparsity (measured sparsity in brackets where it is off the level by more than 0.1 point):\n\n" + head)
+    for m in S["methods"]:
+        cells = []
+        for k in levels:
+            lo, hi = S["ci95"][m][k]
+            sp = _mean(S["sparsity"][m][k])
+            off = f" ({100 * sp:.1f} %)" if abs(sp - S["level_sparsity"][k]) > 1e-3 else ""
+            cells.append(f"{S['mean'][m][k]:.1f} [{lo:.1f}, {hi:.1f}]{off}")
+        text += f"| {S['labels'][m]} | " + " | ".join(cells) + " |\n"
+    cells_n = S["smallest_p"]["tests"]
+    text += (f"\nPaired differences against IMP (magnitude) at the same level, in points (1 test image = "
+             f"{100 / S['n_test']:.2f} points): mean [95 % t interval]; seeds ahead/tied/behind; exact two-sided "
+             f"Wilcoxon signed-rank p and its Holm adjustment over the table's {cells_n} p-values. With n = {n} the "
+             f"smallest two-sided p is {S['smallest_p']['wilcoxon_two_sided']:.4f} (every seed on one side), so the "
+             f"smallest Holm-adjusted p is {S['smallest_p']['smallest_holm']:.3f}.\n\n")
+    text += head.replace("| method |", "| method − IMP |")
+    for m, rows in S["paired"].items():
+        by = {str(r["level"]): r for r in rows}
+        text += f"| {S['labels'][m]} | " + " | ".join(
+            f"{by[k]['mean']:+.1f} [{by[k]['ci95'][0]:+.1f}, {by[k]['ci95'][1]:+.1f}] "
+            f"{by[k]['ahead']}/{by[k]['tied']}/{by[k]['behind']} (p {by[k]['wilcoxon_p']:.2g}, "
+            f"Holm {by[k]['wilcoxon_p_holm']:.2g})" for k in levels) + " |\n"
+    text += ("\nSynOps per test image (thousands), mean over seeds, measured by each ticket's cost pass over the "
+             "test set (jsnn.efficiency):\n\n" + head)
+    for m in S["methods"]:
+        text += f"| {S['labels'][m]} | " + " | ".join(f"{_mean(S['synops'][m][k]) / 1e3:.1f}" for k in levels) + " |\n"
+    text += ("\nCost to the trained ticket: epochs, and training seconds (per-epoch seconds from metrics.jsonl, the "
+             "first epoch of a run counted as its median epoch since it includes compiling; static pruning adds its "
+             "scoring pass; IMP and SF-IMP-1 count every round up to and including the level's), mean over seeds:\n\n"
+             + head)
+    for m in S["methods"]:
+        text += f"| {S['labels'][m]} | " + " | ".join(
+            f"{_mean(S['epochs'][m][k]):.0f} ep, {_mean(S['seconds'][m][k]):.0f} s" for k in levels) + " |\n"
+    return text
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats on both axes (fewer SynOps, higher accuracy), by SynOps."""
+    front, best = [], -np.inf
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if y > best:
+            front.append((x, y))
+            best = y
+    return front
+
+
+def figures(S: dict, out: str) -> list[str]:
+    from jsnn.plots import plt, save_figure
+
+    levels = [str(k) for k in S["levels"]]
+    markers = dict(zip(METHODS, "os^vDPXh"))
+    title = (f"digits CNN, width {S['width']}, T = {S['timesteps']}, n = {len(S['seeds'])} seeds")
+    paths = []
+
+    # accuracy vs connection sparsity
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=130)
+    for m in S["methods"]:
+        if m in S.get("imp_rounds", {}):
+            R = S["imp_rounds"][m]
+            ks = sorted(R["accuracy"], key=int)
+            x = [100 * (1 - _mean(R["sparsity"][k])) for k in ks]
+            y = [100 * _mean(R["accuracy"][k]) for k in ks]
+            ax.plot(x, y, marker=markers[m], ms=4, label=S["labels"][m])
+        else:
+            x = [100 * (1 - _mean(S["sparsity"][m][k])) for k in levels]
+            y = [S["mean"][m][k] for k in levels]
+            err = np.array([[S["mean"][m][k] - S["ci95"][m][k][0], S["ci95"][m][k][1] - S["mean"][m][k]]
+                            for k in levels]).T
+            ax.errorbar(x, y, yerr=err, marker=markers[m], ms=4, capsize=2, label=S["labels"][m])
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("remaining connections (%)")
+    ax.set_ylabel("test accuracy (%), mean [95 % t interval]")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    paths.append(save_figure(fig, os.path.join(out, "accuracy_vs_sparsity.png"), title=title))
+
+    # accuracy vs SynOps, every ticket, with the Pareto front of the per-method means
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=130)
+    means = []
+    for m in S["methods"]:
+        xs = [v for k in levels for v in S["synops"][m][k]]
+        ys = [100 * v for k in levels for v in S["accuracy"][m][k]]
+        sc = ax.scatter(xs, ys, s=8, alpha=0.3, marker=markers[m])
+        mx = [_mean(S["synops"][m][k]) for k in levels]
+        my = [S["mean"][m][k] for k in levels]
+        ax.plot(mx, my, marker=markers[m], ms=6, color=sc.get_facecolor()[0][:3], label=S["labels"][m])
+        means += list(zip(mx, my))
+    front = pareto_front(means)
+    ax.plot([p[0] for p in front], [p[1] for p in front], "k--", lw=1, label="Pareto front of the means")
+    ax.set_xscale("log")
+    ax.set_xlabel("SynOps per test image (measured)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    paths.append(save_figure(fig, os.path.join(out, "accuracy_vs_synops.png"), title=title + ", each ticket a dot"))
+
+    # cost to ticket
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.0), dpi=130)
+    width = 0.8 / len(S["methods"])
+    for i, m in enumerate(S["methods"]):
+        xs = np.arange(len(levels)) + i * width
+        axes[0].bar(xs, [_mean(S["epochs"][m][k]) for k in levels], width, label=S["labels"][m])
+        axes[1].bar(xs, [_mean(S["seconds"][m][k]) for k in levels], width, label=S["labels"][m])
+    for ax, what in zip(axes, ("epochs", "training seconds")):
+        ax.set_xticks(np.arange(len(levels)) + 0.4 - width / 2)
+        ax.set_xticklabels([f"{100 * S['level_sparsity'][k]:.1f} %" for k in levels])
+        ax.set_ylabel(f"{what} to the trained ticket")
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=7)
+    paths.append(save_figure(fig, os.path.join(out, "cost_to_ticket.png"), title=title + ", mean over seeds"))
+    return paths
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["run", "report", "_worker"])
+    p.add_argument("--workdir", default="/tmp/methods_digits")
+    p.add_argument("--seeds", default="0,1,2,3,4,5,6,7")
+    p.add_argument("--workers", type=int, default=1, help="processes, each taking every workers-th seed")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"a subset of {','.join(METHODS)}")
+    p.add_argument("--out", default=os.path.join(ROOT, "docs", "results", "methods_digits"))
+    p.add_argument("--from-summary", metavar="SUMMARY_JSON",
+                   help="report: recompute the statistics and table.md from this summary.json alone")
+    args = p.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    methods = tuple(m for m in args.methods.split(",") if m)
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise SystemExit(f"unknown methods {unknown}; choose from {','.join(METHODS)}")
+    if args.command == "_worker":
+        for s in seeds:
+            run_seed(args.workdir, s, methods)
+    elif args.command == "run":
+        run_all(args.workdir, seeds, args.workers, methods)
+    else:
+        if args.from_summary:
+            report_from_summary(args.from_summary, args.out)
+        else:
+            report(args.workdir, args.out)
+        with open(os.path.join(args.out, "table.md")) as f:
+            print(f.read())
+
+
+if __name__ == "__main__":
+    main()
