@@ -2,6 +2,7 @@
 ticket of each exported to NIR and checked in snnTorch with frame t fed at step t.
 
     python benchmarks/events_digits_dvs.py [--workdir /tmp/events_digits_dvs] [--out docs/results/events_digits_dvs]
+    python benchmarks/events_digits_dvs.py --presets-only    # OUT/presets.json alone (no training)
 
 Runs, each as its own process, in WORKDIR (fresh: the frame cache too, in WORKDIR/frames):
   1. the frame cache build:  load_dataset("digits_dvs") with its default frames (simulated events -> frames)
@@ -10,8 +11,9 @@ Runs, each as its own process, in WORKDIR (fresh: the frame cache too, in WORKDI
   4. python train/export.py --workdir WORKDIR/edge_popup --check jsnn,snntorch
      python train/export.py --workdir WORKDIR/imp --round R --check jsnn,snntorch   (R: the round nearest 90 %)
 and writes OUT/results.json (commands, wall seconds, accuracies, per-round sparsity, the first layer's
-operations, the NIR checks) with each run's config.json. docs/build.py makes the table of docs/events.md
-from it.
+operations, the NIR checks) with each run's config.json, and OUT/presets.json: every event dataset's
+resolved presets per method (jsnn/config.py) and default frames (jsnn/data/events/loader.py).
+docs/build.py makes the tables of docs/events.md from them.
 """
 from __future__ import annotations
 
@@ -54,6 +56,11 @@ def entries(results: dict) -> list[dict]:
              "first_layer": first_layer(r["efficiency"])} for r in results["runs"]]
 
 
+def ep_config_frames(workdir: str) -> dict:
+    with open(os.path.join(workdir, "config.json")) as f:
+        return json.load(f)["frames"]
+
+
 def check_summary(path: str) -> dict:
     with open(path) as f:
         report = json.load(f)
@@ -62,11 +69,36 @@ def check_summary(path: str) -> dict:
                            for sim, r in report["simulators"].items()}}
 
 
+def presets() -> dict:
+    """Each event dataset's configuration as the programs resolve it, per method (no data loaded)."""
+    sys.path.insert(0, ROOT)
+    from jsnn import data as jdata
+    from jsnn.config import PRESETS, TrainConfig
+
+    keys = ("model", "timesteps", "epochs", "lr", "batch_size", "bn_affine")
+    return {name: {"frames": jdata.default_frame_settings(name).to_json(),
+                   "augment": str(jdata.EVENT_AUGMENT[name]),
+                   "methods": {method: {k: getattr(TrainConfig(dataset=name).resolve(method), k) for k in keys}
+                               for method in PRESETS}}
+            for name in jdata.EVENT_DATASETS}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", default="/tmp/events_digits_dvs")
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "results", "events_digits_dvs"))
+    p.add_argument("--presets-only", action="store_true", help="write OUT/presets.json only")
     args = p.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "presets.json"), "w") as f:
+        json.dump(presets(), f, indent=2)
+    if args.presets_only:
+        return
+    # the code measured: HEAD when the runs start, and whether jsnn/ or train/ differ from it
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "jsnn", "train"], cwd=ROOT,
+                                capture_output=True, text=True).stdout.strip())
     if os.path.exists(args.workdir):
         shutil.rmtree(args.workdir)
     os.makedirs(args.workdir)
@@ -89,11 +121,10 @@ def main(argv=None):
                                                env)
     seconds["export_check_imp"] = timed([py, "train/export.py", "--workdir", imp, "--round", str(nearest), "--check",
                                          "jsnn,snntorch"], env)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
     out = {
         "machine": machine() + " (shared with other jobs while measured: wall times are noisy)",
-        "commit": commit,
+        "commit": commit + (" with uncommitted changes in jsnn/ or train/" if dirty else ""),
+        "frames": ep_config_frames(ep),
         "commands": {
             "edge_popup": "python train/edge_popup.py --dataset digits_dvs",
             "imp": "python train/imp.py --dataset digits_dvs",

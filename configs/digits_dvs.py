@@ -26,15 +26,15 @@ def get_config(method: str = "dense") -> ml_collections.ConfigDict:
     epochs, lr, bn_affine = BUDGETS[method]
     config = ml_collections.ConfigDict()
     config.method = method
-    # data: 4 frames of equal time windows, 34x34 events summed into 17x17, counts
+    # data: 4 frames of equal time windows, 34x34 events summed into 8x8, counts
     config.dataset = "digits_dvs"
     config.data_dir = placeholder(str)  # nothing to put there: simulated from scikit-learn's digits
     config.timesteps = 4
     config.frames_by = "time"
-    config.frame_size = 17
+    config.frame_size = 8
     config.binarize = False
     # model
-    config.model = "dvs_small"
+    config.model = "digits_cnn"
     config.width = 1.0
     # optimisation
     config.epochs = epochs

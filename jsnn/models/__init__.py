@@ -20,7 +20,7 @@ MODELS = {
     "vgg_small": functools.partial(SpikingVGG, plan=VGG_SMALL_PLAN),  # benchmarks' workload (a)
     "digits_cnn": functools.partial(SpikingVGG, plan=DIGITS_PLAN),  # offline digits default
     "vgg11": functools.partial(SpikingVGG, plan=VGG11_PLAN),  # DVS Gesture / CIFAR10-DVS presets (jsnn/config.py)
-    "dvs_small": functools.partial(SpikingVGG, plan=DVS_SMALL_PLAN),  # digits_dvs / N-MNIST presets
+    "dvs_small": functools.partial(SpikingVGG, plan=DVS_SMALL_PLAN),  # N-MNIST presets
 }
 
 

@@ -18,7 +18,7 @@ VGG_SMALL_PLAN = (64, 128, "M", 256, "M", 256, "M")
 DIGITS_PLAN = (32, 64, "M", 128, "M")
 # VGG-11 (Simonyan & Zisserman config A), the event-camera presets' network (jsnn/config.py)
 VGG11_PLAN = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
-# small event frames (digits_dvs, N-MNIST: 2 x 34 x 34 or smaller): pool early, three stages
+# small event frames (N-MNIST: 2 x 34 x 34): pool early, three stages
 DVS_SMALL_PLAN = (16, "M", 32, "M", 64, "M")
 
 
