@@ -102,7 +102,9 @@ def main(argv=None):
     if os.path.exists(args.workdir):
         shutil.rmtree(args.workdir)
     os.makedirs(args.workdir)
-    env = {**os.environ, "JSNN_CACHE_DIR": os.path.join(args.workdir, "frames")}
+    # this tree's jsnn (not an installed one), and a fresh frame cache
+    env = {**os.environ, "JSNN_CACHE_DIR": os.path.join(args.workdir, "frames"),
+           "PYTHONPATH": os.pathsep.join([ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
     py = sys.executable
     ep, imp = os.path.join(args.workdir, "edge_popup"), os.path.join(args.workdir, "imp")
     seconds = {
