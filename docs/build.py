@@ -559,6 +559,32 @@ def sparse_training_digits(src):
                                   rows) + "\n\n" + tail
 
 
+@generator("energy_digits")
+def energy_digits(src):
+    d = src.json("benchmarks/results/energy_digits.json")
+    dense = d["runs"]["dense"]
+    rows = [["dense (weights trained)", "–", f"{dense['synops_per_image']:.0f}", "1.00×",
+             sparsity_label(dense["connection_sparsity"]), "–", pct(dense["test_accuracy"], 2),
+             f"{dense['wall_seconds']:.0f}"]]
+    for name, r in d["runs"].items():
+        if name == "dense":
+            continue
+        removed = ", ".join(f"`{k}` {n} / {r['channels'][k]}" for k, n in r["removed_channels"].items())
+        rows.append([f"`{r['command'].replace(' --no-progress', '')}`", f"{r['synops_budget']:g}",
+                     f"{r['synops_per_image']:.0f}", ratio(dense["synops_per_image"] / r["synops_per_image"]),
+                     pct(r["connection_sparsity"], 2), removed, pct(r["test_accuracy"], 2), f"{r['wall_seconds']:.0f}"])
+    m = d["machine"]
+    head = (f"digits, `digits_cnn`, T = 4, 15 search + 5 finetune epochs; SynOps per test image as the cost report "
+            f"counts them. {m['cpu']}, {m['cores']} cores, shared with other work while it ran: the times are "
+            "indicative.")
+    shrunk = {r["synops_budget"]: r["export"]["without_removed_channels"] for n, r in d["runs"].items() if n != "dense"}
+    tail = "NIR export without the removed channels (`train/export.py --drop-removed-channels`), in snnTorch: " + \
+        "; ".join(f"budget {b:g}: {pct(x['prediction_agreement'], 2)} of the full graph's {x['images']} predictions"
+                  for b, x in shrunk.items()) + "."
+    return head + "\n\n" + table(["run", "budget N", "SynOps / image", "fewer than dense", "connection sparsity",
+                                  "removed channels", "test accuracy", "wall s"], rows) + "\n\n" + tail
+
+
 FORMULATIONS = {"ffi_dense": "C++ event-driven, full rows", "ffi_ell": "C++ event-driven, kept weights (ELL)",
                 "channels": "channel-compressed", "xla_scatter": "XLA scatter"}
 
