@@ -12,7 +12,7 @@ import pytest
 import jsnn.runs.segment
 from jsnn.config import TrainConfig
 from jsnn.efficiency import measure
-from jsnn.models import build_model, get_model
+from jsnn.models import SpikingResNet, build_model, get_model
 from jsnn.objective import preprocess
 from jsnn.parallel import put_batch
 from jsnn.runs import energy as energy_run
@@ -83,11 +83,16 @@ def random_ticket(model, image_shape, seed, keep=0.6, keep_neurons=0.7):
     return v._replace(masks=from_names(count), batch_stats=stats), groups, count
 
 
-@pytest.mark.parametrize("name,image_shape", [("digits_cnn", (8, 8, 1)), ("resnet19", (8, 8, 3))])
+@pytest.mark.parametrize("name,image_shape", [("digits_cnn", (8, 8, 1)), ("resnet", (8, 8, 3))])
 def test_the_count_with_binary_gates_is_the_exact_synops_count(name, image_shape):
     """With 0/1 gates and the measured input spikes the differentiable count is jsnn.efficiency's SynOps,
-    on the same batch; and the per-weight input-spike counts (its gradient) sum to it as well."""
-    model = get_model(name, 10, timesteps=3, width=0.25 if name == "resnet19" else 1.0)
+    on the same batch; and the per-weight input-spike counts (its gradient) sum to it as well. The Res-SNN
+    (stride-2 blocks with conv shortcuts, an identity skip, fc1 after the average pool: MACs, not counted)."""
+    if name == "resnet":
+        model = SpikingResNet(num_classes=10, timesteps=3, stem_features=4, stage_features=(4, 8),
+                              stage_blocks=(2, 1), hidden_features=16)
+    else:
+        model = get_model(name, 10, timesteps=3)
     variables, groups, count = random_ticket(model, image_shape, seed=1)
     images = jax.random.normal(jax.random.key(2), (12,) + image_shape) * 2.0
     exact = measure(model, variables, np.asarray(images))["totals"]["synops"]  # an int, over the 12 images

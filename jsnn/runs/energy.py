@@ -133,9 +133,13 @@ class EnergyPlan:
         o, cfg = self.options, self.config
         steps = run.trainer.steps_per_epoch
         # one schedule over both phases: the finetune goes on with the search's optimizer and its decay
-        weights_opt = sparse_optimizer(o.optimizer, dataclasses.replace(cfg, epochs=cfg.epochs + o.finetune_epochs),
-                                       steps)
-        run.trainer = with_optimizer(run.trainer, energy_training.optimizer(weights_opt, o.mask_lr, o.dual_rate))
+        key = ("energy_trainer", o.optimizer, o.finetune_epochs, o.mask_lr, o.dual_rate)
+        if key not in run.trainer.jit_cache:  # kept with the caller's trainer: its runs share the compiled steps
+            weights_opt = sparse_optimizer(o.optimizer, dataclasses.replace(cfg, epochs=cfg.epochs + o.finetune_epochs),
+                                           steps)
+            run.trainer.jit_cache[key] = with_optimizer(run.trainer, energy_training.optimizer(weights_opt, o.mask_lr,
+                                                                                               o.dual_rate))
+        run.trainer = run.trainer.jit_cache[key]
         layers = tuple(describe(run.model, run.dataset.image_shape))
         self.groups = energy.neuron_groups(layers)
         self.search = energy_training.EnergySearch(self.groups, layers, o.target_fraction * o.synops_budget,
