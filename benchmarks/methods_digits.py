@@ -437,10 +437,10 @@ def figures(S: dict, out: str) -> list[str]:
     for m in S["methods"]:
         xs = [v for k in levels for v in S["synops"][m][k]]
         ys = [100 * v for k in levels for v in S["accuracy"][m][k]]
-        sc = ax.scatter(xs, ys, s=8, alpha=0.3, marker=markers[m])
         mx = [_mean(S["synops"][m][k]) for k in levels]
         my = [S["mean"][m][k] for k in levels]
-        ax.plot(mx, my, marker=markers[m], ms=6, color=sc.get_facecolor()[0][:3], label=S["labels"][m])
+        (line,) = ax.plot(mx, my, marker=markers[m], ms=6, label=S["labels"][m])
+        ax.scatter(xs, ys, s=8, alpha=0.3, marker=markers[m], color=line.get_color())
         means += list(zip(mx, my))
     front = pareto_front(means)
     ax.plot([p[0] for p in front], [p[1] for p in front], "k--", lw=1, label="Pareto front of the means")

@@ -670,6 +670,130 @@ def same_results(src):
             + table(["run", "command"], rows))
 
 
+# ------------------------------------------------------------------ one comparison of methods (docs/comparison.md)
+
+METHODS_DIGITS = "docs/results/methods_digits/summary.json"
+
+
+def _md_levels(d):
+    return [str(k) for k in d["levels"]]
+
+
+def _md_header(d, first):
+    return [first, *(sparsity_label(d["level_sparsity"][k]) for k in _md_levels(d))]
+
+
+@generator("methods_digits_setting")
+def methods_digits_setting(src):
+    d = src.json(METHODS_DIGITS)
+    n, sp, ks = len(d["seeds"]), d["smallest_p"], _md_levels(d)
+    reach = (": no cell can be significant at a family-wise 5 %, whatever the data" if sp["smallest_holm"] > 0.05
+             else ": below 5 % only where (nearly) every seed lies on one side")
+    return (f"Digits CNN at width {d['width']}, T = {d['timesteps']}, {d['epochs_per_run']} epochs per run; connection "
+            f"sparsity levels {', '.join(sparsity_label(d['level_sparsity'][k]) for k in ks)} (IMP rounds "
+            f"{', '.join(ks)} at {pct(d['prune_rate'], 0)} per round); seeds {', '.join(map(str, d['seeds']))} "
+            f"(n = {n}); accuracy on the {d['n_test']} test images, so one image is {100 / d['n_test']:.2f} points. "
+            f"Methods: {', '.join(d['labels'][m] for m in d['methods'])}. With n = {n} seeds all on one side the "
+            f"exact two-sided Wilcoxon signed-rank test gives p = 2/2ⁿ = {sp['wilcoxon_two_sided']:.4f} at best; "
+            f"Holm's adjustment over the paired table's {sp['tests']} p-values multiplies the smallest by "
+            f"{sp['tests']}, so no adjusted p can be below {sp['smallest_holm']:.3f}{reach}.")
+
+
+@generator("methods_digits_accuracy")
+def methods_digits_accuracy(src):
+    d = src.json(METHODS_DIGITS)
+    rows = []
+    for m in d["methods"]:
+        cells = []
+        for k in _md_levels(d):
+            lo, hi = d["ci95"][m][k]
+            sp = statistics.mean(d["sparsity"][m][k])
+            off = f" at {sparsity_label(sp)}" if abs(sp - d["level_sparsity"][k]) > 1e-3 else ""
+            cells.append(f"{d['mean'][m][k]:.1f} [{lo:.1f}, {hi:.1f}]{off}")
+        rows.append([d["labels"][m], *cells])
+    return ("Test accuracy (%), mean [95 % Student-t interval] over the seeds. Where a method's mean measured "
+            "connection sparsity is off the level by more than 0.1 point it is shown (the energy budget is matched in "
+            "SynOps, not in sparsity):\n\n" + table(_md_header(d, "method"), rows))
+
+
+@generator("methods_digits_paired")
+def methods_digits_paired(src):
+    d = src.json(METHODS_DIGITS)
+    rows = []
+    for m, cells in d["paired"].items():
+        by = {str(r["level"]): r for r in cells}
+        rows.append([d["labels"][m], *(
+            f"{by[k]['mean']:+.1f} [{by[k]['ci95'][0]:+.1f}, {by[k]['ci95'][1]:+.1f}] · "
+            f"{by[k]['ahead']}/{by[k]['tied']}/{by[k]['behind']} · p {by[k]['wilcoxon_p']:.2g} "
+            f"(Holm {by[k]['wilcoxon_p_holm']:.2g})" for k in _md_levels(d))])
+    return ("Each method minus IMP (magnitude) on the same seed at the same level, in points: mean [95 % Student-t "
+            "interval] · seeds ahead/tied/behind · exact two-sided Wilcoxon signed-rank p (zeros dropped, ties at "
+            f"their average rank) and its Holm adjustment over the table's {d['smallest_p']['tests']} p-values "
+            "(`jsnn.statistics`):\n\n" + table(_md_header(d, "method − IMP"), rows))
+
+
+@generator("methods_digits_synops")
+def methods_digits_synops(src):
+    d = src.json(METHODS_DIGITS)
+    rows = []
+    for m in d["methods"]:
+        rows.append([d["labels"][m], *(
+            f"{si(statistics.mean(d['synops'][m][k]))} ({min(d['synops'][m][k]) / 1e3:.1f}–"
+            f"{max(d['synops'][m][k]) / 1e3:.1f} k)" for k in _md_levels(d))])
+    means = sorted(((statistics.mean(d["synops"][m][k]), -d["mean"][m][k], m, k) for m in d["methods"]
+                    for k in _md_levels(d)))
+    front, best = [], None
+    for x, neg_y, m, k in means:  # by SynOps; a point is on the front if no cheaper one is as accurate
+        if best is None or -neg_y > best:
+            front.append(f"{d['labels'][m]} at {sparsity_label(d['level_sparsity'][k])} ({si(x)} SynOps, "
+                         f"{-neg_y:.1f} %)")
+            best = -neg_y
+    return ("SynOps per test image of each ticket, measured by its cost pass over the test set (`jsnn.efficiency`), "
+            "mean (smallest–largest seed):\n\n" + table(_md_header(d, "method"), rows)
+            + "\n\nThe Pareto front of the means (no other method and level has fewer SynOps and a higher mean "
+            "accuracy), from the fewest SynOps: " + "; ".join(front) + ".")
+
+
+@generator("methods_digits_cost")
+def methods_digits_cost(src):
+    d = src.json(METHODS_DIGITS)
+    rows = []
+    for m in d["methods"]:
+        rows.append([d["labels"][m], *(
+            f"{statistics.mean(d['epochs'][m][k]):.0f} epochs, {statistics.mean(d['seconds'][m][k]):.1f} s"
+            for k in _md_levels(d))])
+    walls = [w for w in d.get("wall_times", []) if "all" in w]
+    total = (f" The runs took {sum(w['seconds'] for w in walls) / 60:.0f} minutes of wall time in "
+             f"{len(walls)} invocation(s) of `run`, with other work on the machine." if walls else "")
+    return ("Cost to the trained ticket, mean over the seeds: epochs, and training seconds (each epoch's seconds from "
+            "the run's metrics.jsonl, a run's first epoch counted as its median epoch since it includes compiling; "
+            "static pruning adds its scoring pass; IMP and SF-IMP-1 count every round up to and including the "
+            f"level's). {d['machine']}.{total}\n\n" + table(_md_header(d, "method"), rows))
+
+
+@generator("methods_digits_findings")
+def methods_digits_findings(src):
+    d = src.json(METHODS_DIGITS)
+    lines = []
+    for k in _md_levels(d):
+        holm, raw, none = [], [], []
+        for m, cells in d["paired"].items():
+            r = next(c for c in cells if str(c["level"]) == k)
+            side = "ahead of" if r["mean"] > 0 else "behind"
+            what = (f"{d['labels'][m]} {side} IMP by {abs(r['mean']):.1f} points ({r['ahead']}/{r['tied']}/"
+                    f"{r['behind']}, p {r['wilcoxon_p']:.2g}, Holm {r['wilcoxon_p_holm']:.2g})")
+            if r["wilcoxon_p_holm"] <= 0.05:
+                holm.append(what)
+            elif r["wilcoxon_p"] <= 0.05:
+                raw.append(what)
+            else:
+                none.append(d["labels"][m])
+        lines.append(f"- {sparsity_label(d['level_sparsity'][k])}: significant after Holm: "
+                     f"{'; '.join(holm) or 'none'}. Unadjusted p ≤ 0.05 only: {'; '.join(raw) or 'none'}. "
+                     f"p > 0.05 (not decided): {', '.join(none) or 'none'}.")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------ the driver
 
 
