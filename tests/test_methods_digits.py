@@ -56,9 +56,11 @@ def made(tmp_path_factory):
                     d = os.path.join(d, f"sparsity_{md.level_sparsity(k):.2f}")
                 extra = {"scoring_seconds": 5.0 + k} if m in ("snip", "random") else {}
                 entries = [entry(c, md.level_sparsity(k), 700.0 * k, **extra)]
-                if m == "energy":  # the search's entry first, the finetuned ticket last
+                seconds, rounds = [4.0] + [2.0] * 7, None
+                if m == "energy":  # the search's entry first, the finetuned ticket last; each phase compiles
                     entries = [entry(10, 0.5, 1e6, phase="search"), entry(c, 0.9, 999.0 + k, phase="finetune")]
-                write_run(d, entries, [4.0] + [2.0] * 7)
+                    seconds, rounds = [4.0, 2.0, 2.0, 2.0, 9.0, 2.0, 2.0, 2.0], [0] * 4 + [1] * 4
+                write_run(d, entries, seconds, rounds)
     return work, counts
 
 
@@ -80,6 +82,7 @@ def test_report_reads_the_runs_and_tests_against_imp(made, tmp_path, monkeypatch
         assert S["seconds"]["imp"][str(level)] == pytest.approx([sum(secs[:8 * (level + 1)])] * len(SEEDS))
         # one-shot: 8 epochs (first at the median 2.0); static pruning adds the seed's fastest scoring pass
         assert S["seconds"]["rigl"][str(level)] == pytest.approx([16.0] * len(SEEDS))
+        assert S["seconds"]["energy"][str(level)] == pytest.approx([16.0] * len(SEEDS))  # 9 s: finetune compiling
         assert S["seconds"]["snip"][str(level)] == pytest.approx([16.0 + 5.0 + md.LEVELS[0]] * len(SEEDS))
     # paired statistics against IMP, one Holm family over the whole table
     cells, ps = [], []
