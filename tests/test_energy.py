@@ -2,7 +2,9 @@
 the channel groups, the differentiable SynOps count against jsnn.efficiency's exact count, the temperature,
 the dual step, the cheapest-first cut, no zombie weights, and the run: within budget, resumable bit for bit."""
 import dataclasses
+import importlib.util
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -13,16 +15,17 @@ import jsnn.runs.segment
 from jsnn.config import TrainConfig
 from jsnn.efficiency import measure
 from jsnn.models import SpikingResNet, build_model, get_model
-from jsnn.objective import preprocess
 from jsnn.parallel import put_batch
 from jsnn.runs import energy as energy_run
 from jsnn.runs import registry
 from jsnn.runs.outputs import Outputs
+from jsnn.runs.report import run_report
 from jsnn.runs.sparse_training import sparse_optimizer
+from jsnn.runs.workdir import RunMismatchError
 from jsnn.sparsity import energy, energy_training
 from jsnn.ticket import load_ticket
 from jsnn.trainer import Trainer
-from jsnn.variables import Variables, by_name, from_names, init_variables, kernels
+from jsnn.variables import by_name, from_names, init_variables, kernels
 from tests.small_data import digits_subset
 
 
@@ -96,10 +99,15 @@ def test_the_count_with_binary_gates_is_the_exact_synops_count(name, image_shape
     variables, groups, count = random_ticket(model, image_shape, seed=1)
     images = jax.random.normal(jax.random.key(2), (12,) + image_shape) * 2.0
     exact = measure(model, variables, np.asarray(images))["totals"]["synops"]  # an int, over the 12 images
-    _, _, inputs = energy.forward_with_inputs(model, variables, images, train=False)
     layers = tuple(model.layers(image_shape))
+
+    @jax.jit
+    def surrogate(variables, count, images):
+        _, _, inputs = energy.forward_with_inputs(model, variables, images, train=False)
+        return energy.synops(inputs, count, layers)
+
     assert 1000 < exact < 2**24  # float32 counts it exactly
-    assert float(energy.synops(inputs, count, layers)) == exact
+    assert float(surrogate(variables, count, images)) == exact
     usage = energy.weight_usage_fn(model, layers)(variables, images)
     named = by_name(variables.masks)
     assert sum(float(np.sum(np.asarray(u) * np.asarray(named[k]))) for k, u in usage.items()) == exact
@@ -111,15 +119,16 @@ def test_the_count_is_linear_in_the_mask_and_its_gradient_reaches_the_logits():
     v = init_variables(model, jax.random.key(0), (1, 8, 8, 1))
     groups = energy.neuron_groups(layers)
     images = jax.random.normal(jax.random.key(1), (4, 8, 8, 1)) * 2.0
-    _, _, inputs = energy.forward_with_inputs(model, v, images, train=False)
+    _, _, inputs = jax.jit(lambda v, x: energy.forward_with_inputs(model, v, x, train=False))(v, images)
     logits = energy.init_logits(v.masks, groups, 0.1)
 
+    @jax.jit
     def count(logits, beta):
         weight_gates, neuron_gates = energy.soft_gates(logits, beta)
         return energy.synops_per_image(inputs, energy.gated_masks(weight_gates, neuron_gates, groups, True),
                                        layers, 4)
 
-    g = jax.grad(count)(logits, 5.0)
+    g = jax.jit(jax.grad(count))(logits, 5.0)
     # d count / d m_w = beta sigma'(beta m) * (input spikes of that weight) * gates: every weight of a
     # counted layer that sees a spike has a positive gradient, the encoding conv (real input) none
     assert np.all(np.asarray(by_name(g["weights"])["conv0"]) == 0)
@@ -231,17 +240,23 @@ def search_state(config, trainer, target, weights_opt="sgd", lambda_init=0.1):
 def test_the_dual_step_moves_lambda_toward_the_target_and_the_logits_learn(small):
     config, ds, base = small
     (images, labels), = batches(base, 1)
-    nus = {}
-    for target in (1.0, 1e12):
-        trainer, method, groups, state = search_state(config, base, target)
-        before = host(state.scores)
-        new, metrics = trainer.jitted_steps(method)[0](state, images, labels, trainer.stop_flags())
-        nus[target] = float(new.scores["log_lambda"]) - float(before["log_lambda"])
+    trainer, method, groups, state = search_state(config, base, 100.0)
+    step = trainer.jitted_steps(method)[0]
+    # every neuron gate near 0 (logits -5, beta 5: sigma = 1.4e-11): S far under the target
+    silent = state.replace(scores={**state.scores, "neurons": jax.tree.map(lambda x: x - 5.1,
+                                                                           state.scores["neurons"])})
+    silent = jax.tree.map(jnp.copy, silent)  # buffers of its own: the step donates its input state
+    nus = []
+    for start in (state, silent):
+        before = host(start.scores)
+        new, _ = step(start, images, labels, trainer.stop_flags())
+        nus.append(float(new.scores["log_lambda"]) - float(before["log_lambda"]))
         changed = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before["weights"]),
                                                              jax.tree.leaves(host(new.scores)["weights"]))]
-        assert all(changed)
-    # far over a target of 1 SynOp: the clipped gap is +1, nu grows by eta; far under 1e12: shrinks by eta
-    assert nus[1.0] == pytest.approx(0.05, rel=1e-5) and nus[1e12] == pytest.approx(-0.05, rel=1e-5)
+        assert all(changed) or start is silent  # the logits learn (with every neuron silenced, nothing flows)
+    # far over a target of 100 SynOps: the clipped gap is +1, nu grows by eta; far under it: shrinks by eta
+    assert nus[0] == pytest.approx(0.05, rel=1e-5) and nus[1] == pytest.approx(-0.05, rel=1e-5)
+    assert step._cache_size() == 1
 
 
 @pytest.mark.parametrize("optimizer,weight_decay", [("sgd", 5e-4), ("adam", 1e-3), ("adamw", 1e-2)])
@@ -315,6 +330,15 @@ def test_run_meets_its_budget_and_resumes_bit_identical_across_the_switch(small,
         other = load_ticket(os.path.join(workdir, "ticket.npz"))
         for x, y in zip(jax.tree.leaves(ticket.variables), jax.tree.leaves(other.variables), strict=True):
             np.testing.assert_array_equal(x, y)
+    # the workdir is the run's: other settings are refused with one line naming them
+    with pytest.raises(RunMismatchError, match="synops_budget"):
+        registry.run_method("energy", config, dataclasses.replace(options, synops_budget=10000), workdir,
+                            trainer=trainer, outputs=outputs)
+    # the cost report of the finished run lists the final ticket's removed channels per layer (it measures
+    # the whole digits test set, where the run measured this test's 64 images)
+    report = run_report(str(tmp_path / "a"))
+    row = [r for r in report["tickets"] if r["ticket"] == "ticket.npz"][0]
+    assert {k: c["removed"] for k, c in row["removed_channels"].items() if c["removed"]} == final["removed_channels"]
 
 
 def test_options_are_checked_with_one_line(small):
@@ -325,8 +349,27 @@ def test_options_are_checked_with_one_line(small):
         energy_run.EnergyOptions(synops_budget=10, finetune_epochs=config.epochs + 1).resolve(config)
 
 
-def test_variables_preprocess_unused_guard():
-    # the run measures on the test set preprocessed as the evaluation step does
-    ds = digits_subset(64, 8)
-    x = preprocess(ds.test_images, ds.mean, ds.std)
-    assert x.shape == ds.test_images.shape and Variables is not None
+TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "train")
+
+
+def test_the_program_dispatches_energy(monkeypatch):
+    """``train/sparse_training.py --algorithm energy --synops-budget N`` runs jsnn.runs.energy with N."""
+    sys.path.insert(0, TRAIN)  # the programs import their shared flags as `flags`
+    spec = importlib.util.spec_from_file_location("train_program_sparse_training_energy",
+                                                  os.path.join(TRAIN, "sparse_training.py"))
+    program = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(program)
+    seen = {}
+
+    def fake_run(config, options, workdir, outputs):
+        seen.update(config=config, options=options, workdir=workdir)
+        return {"label": "energy", "runs": [{}, {"synops_per_image": 90.0, "sparsity": 0.5, "removed_channels": {},
+                                                 "test_accuracy": 0.9}]}
+
+    monkeypatch.setattr(program.energy, "run", fake_run)
+    monkeypatch.setattr(sys, "argv", ["sparse_training.py", "--algorithm", "energy", "--synops-budget", "1e5",
+                                      "--finetune-epochs", "3", "-T", "2", "--no-progress"])
+    program.main()
+    assert seen["options"] == energy_run.EnergyOptions(synops_budget=1e5, finetune_epochs=3).resolve(seen["config"])
+    assert seen["config"].model == "digits_cnn" and seen["config"].timesteps == 2
+    assert seen["workdir"] == os.path.join("runs", "energy_digits_100000")
