@@ -10,6 +10,7 @@ from jsnn import conv
 from jsnn.conv import conv2d
 from jsnn.models import get_model
 from jsnn.variables import apply_model, init_variables
+from tests import small_data
 
 
 def reference(x, kernel, stride, padding):
@@ -35,13 +36,13 @@ def custom_path(request, monkeypatch):
 def test_custom_vjp_matches_lax(stride, k, padding, hw, custom_path, impl):
     """Each non-XLA path (hand-written VJP, im2col matmul; "tuned" picks per shape) equals lax's conv."""
     kx, kk, kg = jax.random.split(jax.random.PRNGKey(stride * 100 + k * 10 + padding), 3)
-    x = jax.random.normal(kx, (3, *hw, 5))
-    kernel = jax.random.normal(kk, (k, k, 5, 4))
+    x = small_data.normal(kx, (3, *hw, 5))
+    kernel = small_data.normal(kk, (k, k, 5, 4))
     ref_out, ref_vjp = jax.vjp(lambda a, b: reference(a, b, stride, padding), x, kernel)
     out, vjp = jax.jit(lambda a, b: jax.vjp(lambda a, b: conv2d(a, b, stride, padding, impl=impl), a, b))(x, kernel)
     assert out.shape == ref_out.shape
     np.testing.assert_allclose(out, ref_out, rtol=1e-5, atol=1e-5)
-    g = jax.random.normal(kg, out.shape)
+    g = small_data.normal(kg, out.shape)
     for got, want in zip(vjp(g), ref_vjp(g)):
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
@@ -50,8 +51,8 @@ def test_custom_vjp_matches_lax(stride, k, padding, hw, custom_path, impl):
 @pytest.mark.parametrize("cin", [4, 200])  # both filter-gradient paths: im2col (thin) and per tap (wide)
 def test_filter_grad_paths_match_lax(cin):
     kx, kk = jax.random.split(jax.random.PRNGKey(cin))
-    x = (jax.random.uniform(kx, (2, 6, 6, cin)) < 0.3).astype(jnp.float32)  # spikes, as most layers see
-    kernel = jax.random.normal(kk, (3, 3, cin, 3))
+    x = (small_data.uniform(kx, (2, 6, 6, cin)) < 0.3).astype(jnp.float32)  # spikes, as most layers see
+    kernel = small_data.normal(kk, (3, 3, cin, 3))
     loss = lambda impl: (lambda a, b: jnp.sum(jnp.sin(conv2d(a, b, 1, 1, impl=impl))))
     want = jax.grad(loss("xla"), argnums=(0, 1))(x, kernel)
     got = jax.jit(jax.grad(loss("custom"), argnums=(0, 1)))(x, kernel)
@@ -61,8 +62,8 @@ def test_filter_grad_paths_match_lax(cin):
 
 def test_second_order_through_custom_vjp():
     """grad of a function of a gradient (grad inside grad) goes through the custom VJP too."""
-    x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 5, 3))
-    kernel = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 3, 2))
+    x = small_data.normal(jax.random.PRNGKey(0), (2, 5, 5, 3))
+    kernel = small_data.normal(jax.random.PRNGKey(1), (3, 3, 3, 2))
 
     def inner(impl):
         return lambda k: jnp.sum(jax.grad(lambda k: jnp.sum(conv2d(x, k, 1, 1, impl=impl) ** 3))(k) ** 2)
@@ -76,7 +77,7 @@ def test_whole_model_gradients_match_xla():
 
     model = get_model("resnet19", 10, timesteps=2, lif=LIFConfig(surrogate="rectangle"),
                       stage_features=(16,), stage_blocks=(1,), stem_features=8, hidden_features=16)
-    images = jax.random.normal(jax.random.PRNGKey(3), (2, 8, 8, 3))
+    images = small_data.normal(jax.random.PRNGKey(3), (2, 8, 8, 3))
     variables = init_variables(model, jax.random.PRNGKey(4), images.shape)
 
     def loss(weights, impl):
@@ -118,3 +119,14 @@ def test_tuned_routes_each_shape():
     assert "custom_vjp_call" in jaxpr((2, 8, 8, 3), (1, 1, 3, 4), 2, 0)
     tiny = jaxpr((2, 2, 2, 3), (3, 3, 3, 4), 1, 1)
     assert "dot_general" in tiny and "conv_general_dilated" not in tiny
+
+
+def test_flat_draws_equal_shaped_draws():
+    """The tests' random inputs (tests/small_data.py) are jax.random's draws of the same shape, bit for bit."""
+    key, shape = jax.random.PRNGKey(11), (5, 3)
+    for ours, theirs in ((small_data.normal(key, shape), jax.random.normal(key, shape)),
+                         (small_data.uniform(key, shape, minval=-2.0, maxval=0.5),
+                          jax.random.uniform(key, shape, minval=-2.0, maxval=0.5)),
+                         (small_data.bernoulli(key, 0.3, shape), jax.random.bernoulli(key, 0.3, shape))):
+        assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
+        assert np.asarray(ours).tobytes() == np.asarray(theirs).tobytes()

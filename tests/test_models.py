@@ -7,15 +7,16 @@ import pytest
 from jsnn.layers import BNConfig, ConvBN
 from jsnn.models import get_model
 from jsnn.variables import apply_model, check_kernel_tree, init_variables, kernels, named_kernels
+from tests import small_data
 from tests.reference import numpy_conv_same
 
 
 def test_masked_conv_equals_dense_conv_of_masked_kernel_and_blocks_gradient():
     layer = ConvBN(6, bn=BNConfig(affine=False))
-    x = jax.random.normal(jax.random.key(0), (2, 5, 5, 3))
+    x = small_data.normal(jax.random.key(0), (2, 5, 5, 3))
     v = layer.init(jax.random.key(1), x, train=False)
     kernel = np.asarray(v["weights"]["kernel"])
-    mask = np.asarray(jax.random.bernoulli(jax.random.key(2), 0.5, kernel.shape), np.float32)
+    mask = np.asarray(small_data.bernoulli(jax.random.key(2), 0.5, kernel.shape), np.float32)
     v = {**v, "masks": {"kernel": jnp.asarray(mask)}}
     out = layer.apply(v, x, train=False)  # eval BN with running stats (0, 1): identity up to eps
     ref = numpy_conv_same(np.asarray(x, np.float64), kernel * mask) / np.sqrt(1 + 1e-5)
@@ -32,7 +33,7 @@ def test_masked_conv_equals_dense_conv_of_masked_kernel_and_blocks_gradient():
 def test_bn_statistics_are_over_time_and_batch_jointly():
     model = get_model("digits_cnn", 10, timesteps=3)
     v = init_variables(model, jax.random.key(0), (1, 8, 8, 1))
-    images = jax.random.normal(jax.random.key(1), (4, 8, 8, 1))
+    images = small_data.normal(jax.random.key(1), (4, 8, 8, 1))
     _, stats, _ = apply_model(model, v, images, train=True)
     assert stats["conv1"]["mean"].shape == (64,)
     # encoding layer: the image is seen once, so its BN sees B samples; the momentum-0.1 update
@@ -140,7 +141,7 @@ def test_masks_and_bad_inputs_give_clear_errors():
 def test_firing_statistics_are_recorded_per_kernel():
     model = get_model("digits_cnn", 10, timesteps=2)
     v = init_variables(model, jax.random.key(0), (1, 8, 8, 1))
-    _, _, stats = apply_model(model, v, jax.random.normal(jax.random.key(1), (5, 8, 8, 1)), train=False,
+    _, _, stats = apply_model(model, v, small_data.normal(jax.random.key(1), (5, 8, 8, 1)), train=False,
                               collect_stats=True)
     assert "input_sum" not in stats["conv0"]  # the encoding layer's input is the image, not spikes
     assert stats["conv1"]["input_sum"].shape == (32,)
@@ -184,7 +185,7 @@ def test_folded_masks_give_the_same_outputs_bit_for_bit():
     rng = np.random.default_rng(0)
     masks = map_with_names(lambda _, m: jnp.asarray(rng.random(m.shape) < 0.3, m.dtype), v.masks)
     v = v._replace(masks=masks)
-    x = jax.random.normal(jax.random.key(2), (3, 16, 16, 3))
+    x = small_data.normal(jax.random.key(2), (3, 16, 16, 3))
     folded = fold_masks(v)
     assert all(m.shape == () for m in jax.tree.leaves(folded.masks))
     mask_of = by_name(v.masks)

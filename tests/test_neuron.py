@@ -8,6 +8,7 @@ import pytest
 
 from jsnn.neuron import LIFConfig, lif_time_major
 from jsnn.surrogate import Surrogate
+from tests import small_data
 
 
 def numpy_lif(x, beta, v_th, v_reset, reset):
@@ -44,7 +45,7 @@ def test_lif_matches_numpy_loop(beta, v_th, v_reset, reset):
 
 @pytest.mark.parametrize("options", [dict(remat=True), dict(unroll=1), dict(unroll=4), dict(unroll=6)])
 def test_remat_and_unroll_change_nothing(options):
-    x = jax.random.normal(jax.random.key(1), (6, 4, 8)) + 0.5
+    x = small_data.normal(jax.random.key(1), (6, 4, 8)) + 0.5
     f = lambda cfg: jax.grad(lambda x: jnp.sum(lif_time_major(x, cfg) * jnp.arange(8.0)))(x)
     np.testing.assert_allclose(f(LIFConfig(**options)), f(LIFConfig()), rtol=1e-6)
 
@@ -111,7 +112,7 @@ def test_auto_unroll_loops_past_the_limit_and_changes_nothing():
         return [e.params["unroll"] for e in eqns if e.primitive.name == "scan"]
 
     short = jnp.ones((FULL_UNROLL_MAX_T, 2, 3))
-    long = jax.random.normal(jax.random.key(2), (FULL_UNROLL_MAX_T + 2, 4, 8)) + 0.5
+    long = small_data.normal(jax.random.key(2), (FULL_UNROLL_MAX_T + 2, 4, 8)) + 0.5
     assert scan_unroll(short, LIFConfig()) == [FULL_UNROLL_MAX_T]
     assert scan_unroll(long, LIFConfig()) == [1]
     f = lambda cfg: jax.grad(lambda x: jnp.sum(lif_time_major(x, cfg) * jnp.arange(8.0)))(long)

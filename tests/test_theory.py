@@ -9,6 +9,7 @@ import pytest
 
 from jsnn.neuron import LIFConfig
 from jsnn.theory import crisis, slth
+from tests import small_data
 
 # ------------------------------------------------------------ crisis probability
 
@@ -81,7 +82,7 @@ def test_flip_count_one_weight_toy_layer_matches_hand_count():
 def test_flips_never_exceed_crisis_neighbourhood():
     # sample by sample: a flip after an agreeing history needs |U - V_th| <= carried error
     key = jax.random.PRNGKey(0)
-    cur = 0.5 + 0.4 * jax.random.normal(key, (6, 512, 16))
+    cur = 0.5 + 0.4 * small_data.normal(key, (6, 512, 16))
     cfg = LIFConfig()
     for kind in ("sign", "uniform", "constant"):
         d = crisis.perturbation(jax.random.PRNGKey(1), cur.shape, 0.05, kind)
@@ -247,8 +248,8 @@ def test_conv_removal_matches_brute_force(stride):
     T, B, H, cin, cout = 3, 4, 6, 3, 5
     cfg = LIFConfig()
     k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
-    x = jax.random.bernoulli(k1, 0.4, (T, B, H, H, cin)).astype(jnp.float32)
-    kernel = jax.random.normal(k2, (3, 3, cin, cout))
+    x = small_data.bernoulli(k1, 0.4, (T, B, H, H, cin)).astype(jnp.float32)
+    kernel = small_data.normal(k2, (3, 3, cin, cout))
     scale, shift = jax.random.uniform(k3, (cout,), minval=0.5, maxval=2.0), 0.3
 
     def currents_of(k):
@@ -303,7 +304,7 @@ def test_removal_in_digits_model_matches_masked_model():
     T = 2
     model = get_model("digits_cnn", 10, timesteps=T)
     variables = init_variables(model, jax.random.PRNGKey(0), (1, 8, 8, 1))
-    images = jax.random.normal(jax.random.PRNGKey(1), (6, 8, 8, 1))
+    images = small_data.normal(jax.random.PRNGKey(1), (6, 8, 8, 1))
     io = flips.layer_io(model, variables, images)
     assert list(io) == ["conv0", "conv1", "conv2"]
     # conv1's input is conv0's spikes
