@@ -670,6 +670,69 @@ def same_results(src):
             + table(["run", "command"], rows))
 
 
+# ------------------------------------------------------------------ event data (docs/events.md)
+
+EVENTS = "docs/results/events_digits_dvs"
+
+
+def _frames(f):
+    size = "sensor size" if f["size"] is None else f"{f['size'][0]}×{f['size'][1]}"
+    crop = "" if f["crop"] is None else f", crop {f['crop'][0]}×{f['crop'][1]}"
+    denoise = "" if not f["filter_time"] else f", denoise {f['filter_time']} µs"
+    return (f"T = {f['timesteps']}, {size}{crop}{denoise}, equal {'time' if f['slicing'] == 'time' else 'event counts'}"
+            + (", binarised" if f["binarise"] else ", counts"))
+
+
+@generator("events_presets")
+def events_presets(src):
+    d = src.json(f"{EVENTS}/presets.json")
+    rows = []
+    for name, p in d.items():
+        m = p["methods"]
+        imp, ep = m["imp"], m["edge_popup"]
+        rows.append([f"`{name}`", _frames(p["frames"]), f"`{imp['model']}`",
+                     f"{imp['epochs']} epochs/round, lr {imp['lr']}, batch {imp['batch_size']}",
+                     f"{ep['epochs']} epochs, lr {ep['lr']}", f"{m['dense']['epochs']} epochs, lr {m['dense']['lr']}"])
+    return table(["--dataset", "default frames", "model", "IMP", "edge-popup", "dense"], rows)
+
+
+@generator("events_digits_dvs")
+def events_digits_dvs(src):
+    d = src.json(f"{EVENTS}/results.json")
+    s, ep, imp = d["wall_seconds"], d["edge_popup"], d["imp"]
+    level = ep[-1]
+    best = max(imp[1:], key=lambda r: (r["test_accuracy"], r["sparsity"]))
+    first = level["first_layer"]
+    rows = [
+        ["frame cache build (`load_dataset(\"digits_dvs\")`, first use)", f"{s['frame_cache_build']:.0f}", ""],
+        [f"`{d['commands']['edge_popup']}`", f"{s['edge_popup']:.0f}",
+         f"sparsity {sparsity_label(level['sparsity'])}: test accuracy {pct(level['test_accuracy'])}"],
+        [f"`{d['commands']['imp']}`", f"{s['imp']:.0f}",
+         f"{len(imp)} rounds; round 0 (dense) {pct(imp[0]['test_accuracy'])}; best round {best['round']} "
+         f"({sparsity_label(best['sparsity'])}) {pct(best['test_accuracy'])}; last round {imp[-1]['round']} "
+         f"({sparsity_label(imp[-1]['sparsity'])}) {pct(imp[-1]['test_accuracy'])}"],
+    ]
+    per_round = table(["IMP round"] + [str(r["round"]) for r in imp],
+                      [["sparsity"] + [sparsity_label(r["sparsity"]) for r in imp],
+                       ["test accuracy"] + [pct(r["test_accuracy"]) for r in imp]])
+    checks = []
+    for name, c in d["nir_checks"].items():
+        t = c["simulators"]["snntorch"]
+        agree = round(t["spike_agreement"] * t["spikes"])
+        checks.append([name.replace("_", " "), str(c["images"]), pct(c["jsnn_accuracy"]), pct(t["accuracy"]),
+                       pct(t["prediction_agreement"], 2), f"{agree:,} of {t['spikes']:,}"])
+    return (f"{d['machine']}; commit {d['commit']}; frames: {_frames(d['frames'])}. Wall seconds of each command "
+            "as its own process.\n\n"
+            + table(["command", "wall s", "result"], rows) + "\n\n" + per_round
+            + f"\n\nThe edge-popup ticket's first layer (`{first['layer']}`) runs at each of its "
+            f"{first['runs_per_image']} steps on input the cost report classes as {first['input']}: "
+            f"{si(first['macs_per_image'])} MACs and {si(first['acs_per_image'])} ACs per image (NeuroBench's rule: "
+            "event counts are MACs).\n\nNIR export checked in snnTorch, frame t fed "
+            "at step t (`train/export.py --check jsnn,snntorch`):\n\n"
+            + table(["ticket", "test images", "jsnn accuracy", "snnTorch accuracy", "same predictions",
+                     "same spikes"], checks))
+
+
 # ------------------------------------------------------------------ one comparison of methods (docs/comparison.md)
 
 METHODS_DIGITS = "docs/results/methods_digits/summary.json"
@@ -762,13 +825,14 @@ def methods_digits_cost(src):
         rows.append([d["labels"][m], *(
             f"{statistics.mean(d['epochs'][m][k]):.0f} epochs, {statistics.mean(d['seconds'][m][k]):.1f} s"
             for k in _md_levels(d))])
-    walls = [w for w in d.get("wall_times", []) if "all" in w]
-    total = (f" The runs took {sum(w['seconds'] for w in walls) / 60:.0f} minutes of wall time in "
-             f"{len(walls)} invocation(s) of `run`, with other work on the machine." if walls else "")
+    span = d.get("wall_span_seconds")
+    total = (f" All the runs together took {span / 60:.0f} minutes of wall time from the first start to the last "
+             f"finish, several processes side by side." if span else "")
     return ("Cost to the trained ticket, mean over the seeds: epochs, and training seconds (each epoch's seconds from "
-            "the run's metrics.jsonl, a run's first epoch counted as its median epoch since it includes compiling; "
-            "static pruning adds its scoring pass; IMP and SF-IMP-1 count every round up to and including the "
-            f"level's). {d['machine']}.{total}\n\n" + table(_md_header(d, "method"), rows))
+            "the run's metrics.jsonl, a run's first epoch counted as its median epoch since it includes compiling, "
+            "and so the first epoch of the energy budget's finetune phase, which compiles its own step; static "
+            "pruning adds its scoring pass; IMP and SF-IMP-1 count every round up to and including the level's). "
+            f"{d['machine']}.{total}\n\n" + table(_md_header(d, "method"), rows))
 
 
 @generator("methods_digits_findings")
