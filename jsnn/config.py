@@ -205,7 +205,8 @@ class TrainConfig:
 
     dataset: str = setting("digits", "digits works offline (scikit-learn's bundled 8x8 digits)", group=DATA,
                            choices="datasets")
-    data_dir: str | None = setting(None, "where CIFAR lives: a tfds data dir or the python archives", group=DATA)
+    data_dir: str | None = setting(None, "where CIFAR lives (a tfds data dir or the python archives), or the recorded "
+                                   "event datasets (docs/events.md)", group=DATA)
     model: str | None = setting(None, group=DATA, choices="models")
     timesteps: int | None = setting(None, group=DATA, short="-T")
     batch_size: int | None = setting(None, "global batch, split over every local device", group=OPTIMISATION)
