@@ -1,7 +1,8 @@
 """Run a NIR graph in jsnn: ``from_nir(graph) -> (NIRNetwork, Variables)``.
 
 The network is a flax module like jsnn's own models: images NHWC [B, H, W, C]
-(normalised) -> outputs [T, B, n], one per timestep, through
+(normalised; repeated at every step) or event frames [B, T, H, W, C] (frame t at step t)
+-> outputs [T, B, n], one per timestep, through
 ``jsnn.variables.apply_model``. Conv and affine kernels sit in the ``weights``
 collection in jsnn's layouts (conv HWIO, linear [in, out]) with a ``masks``
 entry of the same shape ((kernel != 0) on import), so jsnn's pruning code reads them
