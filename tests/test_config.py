@@ -5,7 +5,6 @@ import argparse
 import dataclasses
 import importlib
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 
 from jsnn import config as C
 from jsnn.config import LIFSettings, TrainConfig
+from tests.programs import run_together
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "train"))  # the programs import their shared flags as `flags`
@@ -222,10 +222,11 @@ def test_config_values_are_validated_by_train_config(tmp_path):
 def test_import_jsnn_leaves_xla_flags_alone():
     code = ("import os, jsnn, jsnn.config, jsnn.models, jsnn.trainer, jsnn.xla_flags\n"
             "print(repr(os.environ.get('XLA_FLAGS')))")
-    for env in ({}, {"XLA_FLAGS": "--xla_cpu_enable_fast_math=false"}):
-        base = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JSNN_KEEP_XLA_FLAGS")}
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
-                             env={**base, "JAX_PLATFORMS": "cpu", **env})
+    envs = ({}, {"XLA_FLAGS": "--xla_cpu_enable_fast_math=false"})
+    base = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JSNN_KEEP_XLA_FLAGS")}
+    outs = run_together([[sys.executable, "-c", code]] * len(envs), timeout=120, cwd=ROOT,
+                        envs=[{**base, "JAX_PLATFORMS": "cpu", **env} for env in envs])
+    for env, out in zip(envs, outs, strict=True):
         assert out.returncode == 0, out.stderr
         assert out.stdout.split()[-1] == repr(env.get("XLA_FLAGS"))
 

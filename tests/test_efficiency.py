@@ -11,6 +11,7 @@ from jsnn.layers import ConvBN, MaskedDense
 from jsnn.models import get_model
 from jsnn.models.vgg import VGG16_PLAN
 from jsnn.variables import Variables, apply_model, init_variables
+from tests.programs import run_together
 
 VAR_ONE = np.float32(1.0) - np.float32(1e-5)  # var + eps == 1 in f32: eval-mode BN is the identity
 
@@ -318,7 +319,6 @@ def test_report_program(tmp_path):
     SNN (IMP round 0), tables and figure written; bad input gives one error line."""
     import json
     import os
-    import subprocess
     import sys
 
     from jsnn.config import TrainConfig
@@ -337,8 +337,9 @@ def test_report_program(tmp_path):
     save_ticket(round_path(work, 0), config, 10, dense, {"round": 0, "test_accuracy": 0.1})
     save_ticket(round_path(work, 1), config, 10, pruned, {"round": 1, "test_accuracy": 0.1})
     script = os.path.join(os.path.dirname(__file__), "..", "train", "ticket.py")
-    run = subprocess.run([sys.executable, script, "report", "--workdir", work, "--e-ac", "1", "--e-mac", "10"],
-                         capture_output=True, text=True, timeout=600)
+    # a run's report and a report of a folder without tickets, started together (tests/programs.py)
+    run, bad = run_together([[sys.executable, script, "report", "--workdir", work, "--e-ac", "1", "--e-mac", "10"],
+                             [sys.executable, script, "report", "--workdir", str(tmp_path)]], timeout=600)
     assert run.returncode == 0, run.stderr
     report = json.load(open(os.path.join(work, "efficiency.json")))
     assert os.path.getsize(os.path.join(work, "accuracy_vs_energy.png")) > 0
@@ -355,8 +356,6 @@ def test_report_program(tmp_path):
     assert report["tickets"][0]["efficiency"]["connection_sparsity"] == 0.0
     markdown = open(os.path.join(work, "efficiency.md")).read()
     assert "| conv2 | 3x3x64->128" in markdown and "round 1" in run.stdout and "best ticket" in run.stdout
-    bad = subprocess.run([sys.executable, script, "report", "--workdir", str(tmp_path)], capture_output=True, text=True,
-                         timeout=600)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "holds no tickets" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
 

@@ -23,6 +23,7 @@ from jsnn.runs.segment import Position, RunCheckpoints, describe, train_segment
 from jsnn.runs.workdir import METRICS, RunMismatchError, claim_workdir, drop_metrics_after, run_signature
 from jsnn.trainer import Trainer
 from jsnn.variables import init_variables
+from tests.programs import run_together
 from tests.small_data import digits_subset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -217,21 +218,27 @@ def test_finished_run_with_other_settings_is_refused_and_untouched(tmp_path):
 
 
 def test_bad_inputs_are_one_line(tmp_path):
+    """Five refused starts, started together (tests/programs.py)."""
     a_file = tmp_path / "a_file"
     a_file.write_text("keep me")
-    out = run_program("train/dense.py", "--epochs", "1", "--workdir", str(a_file))
+    bad_flags = ((["--threshold", "-1"], "--threshold (V_th) must be > 0"),
+                 (["--checkpoint-every-steps", "-2"], "--checkpoint-every-steps must be >= 0"),
+                 (["--momentum", "1.5"], "--momentum must lie in [0, 1)"))
+    dense = [sys.executable, "train/dense.py"]
+    commands = [dense + ["--epochs", "1", "--workdir", str(a_file)]]
+    commands += [dense + [*flags, "--workdir", str(tmp_path / "w")] for flags, _ in bad_flags]
+    envs = [ENV] * len(commands)
+    env = {k: v for k, v in ENV.items() if not k.startswith("JAX_")}
+    commands.append(dense + ["--workdir", str(tmp_path / "v")])
+    envs.append({**env, "JAX_PLATFORMS": "cpu", "JAX_COORDINATOR_ADDRESS": "127.0.0.1:1"})
+    outs = run_together(commands, envs=envs, timeout=120, cwd=ROOT)
+    out = outs[0]
     assert out.returncode == 2 and "is a file, not a directory" in out.stderr and "Traceback" not in out.stderr
     assert a_file.read_text() == "keep me"
-    for flags, words in ((["--threshold", "-1"], "--threshold (V_th) must be > 0"),
-                         (["--checkpoint-every-steps", "-2"], "--checkpoint-every-steps must be >= 0"),
-                         (["--momentum", "1.5"], "--momentum must lie in [0, 1)")):
-        out = run_program("train/dense.py", *flags, "--workdir", str(tmp_path / "w"))
+    for (_, words), out in zip(bad_flags, outs[1:4], strict=True):
         assert out.returncode == 2 and words in out.stderr and "Traceback" not in out.stderr, out.stderr
     assert not os.path.exists(tmp_path / "w")
-    env = {k: v for k, v in ENV.items() if not k.startswith("JAX_")}
-    out = subprocess.run([sys.executable, "train/dense.py", "--workdir", str(tmp_path / "w")], cwd=ROOT, text=True,
-                         env={**env, "JAX_PLATFORMS": "cpu", "JAX_COORDINATOR_ADDRESS": "127.0.0.1:1"},
-                         capture_output=True, timeout=120)
+    out = outs[4]
     assert out.returncode == 2 and "JAX_NUM_PROCESSES, JAX_PROCESS_ID not set" in out.stderr
 
 

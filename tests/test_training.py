@@ -21,6 +21,7 @@ from jsnn.runs.segment import Position, RunCheckpoints
 from jsnn.ticket import load_ticket
 from jsnn.trainer import Trainer, TrainingDivergedError
 from jsnn.variables import init_variables
+from tests.programs import run_together
 from tests.small_data import digits_subset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -125,20 +126,24 @@ def run_program(*args, timeout=120):
 
 
 def test_missing_cifar_and_bad_flags_give_one_clear_line(tmp_path):
-    out = run_program("train/edge_popup.py", "--dataset", "cifar10", "--data-dir", str(tmp_path / "nothing"),
-                      "--workdir", str(tmp_path / "w"))
-    assert out.returncode == 1
-    assert "--data-dir" in out.stderr and "Traceback" not in out.stderr
-    out = run_program("train/edge_popup.py", "--sparsity", "1.5", "--workdir", str(tmp_path / "w"))
-    assert out.returncode == 2 and "sparsity must be" in out.stderr and "Traceback" not in out.stderr
-    out = run_program("train/imp.py", "--dataset", "digits", "--prune-rate", "0", "--workdir", str(tmp_path / "w"))
-    assert out.returncode == 2 and "--prune-rate" in out.stderr and "Traceback" not in out.stderr
+    """Three refused starts, started together (tests/programs.py)."""
+    workdir = str(tmp_path / "w")
+    missing, sparsity, prune_rate = run_together(
+        [[sys.executable, "train/edge_popup.py", "--dataset", "cifar10", "--data-dir", str(tmp_path / "nothing"),
+          "--workdir", workdir],
+         [sys.executable, "train/edge_popup.py", "--sparsity", "1.5", "--workdir", workdir],
+         [sys.executable, "train/imp.py", "--dataset", "digits", "--prune-rate", "0", "--workdir", workdir]],
+        envs=[{**ENV, "JAX_PLATFORMS": "cpu"}] * 3, timeout=120, cwd=ROOT)
+    assert missing.returncode == 1
+    assert "--data-dir" in missing.stderr and "Traceback" not in missing.stderr
+    assert sparsity.returncode == 2 and "sparsity must be" in sparsity.stderr and "Traceback" not in sparsity.stderr
+    assert prune_rate.returncode == 2 and "--prune-rate" in prune_rate.stderr and "Traceback" not in prune_rate.stderr
 
 
 def test_dense_program_writes_results_config_and_plots(tmp_path):
     workdir = tmp_path / "dense"
-    out = run_program("train/dense.py", "--epochs", "1", "-T", "2", "--no-progress", "--workdir", str(workdir),
-                      timeout=300)
+    out = run_program("train/dense.py", "--epochs", "1", "-T", "2", "--no-progress", "--no-cost-report",
+                      "--workdir", str(workdir), timeout=300)  # the cost report is not under test here
     assert out.returncode == 0, out.stderr[-2000:]
     results = json.load(open(workdir / "results.json"))
     assert results["runs"][0]["sparsity"] == 0.0 and 0.5 < results["runs"][0]["test_accuracy"] <= 1.0

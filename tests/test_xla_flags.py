@@ -1,10 +1,10 @@
 """jsnn's programs select XLA's own CPU convolutions at start-up (jsnn/xla_flags.py); a user's choice wins,
 and ``import jsnn`` changes nothing."""
 import os
-import subprocess
 import sys
 
 from jsnn import xla_flags
+from tests.programs import run_together
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,16 +49,17 @@ flags.run_cleanly(main)
 """
 
 
-def _compiled_conv_library(**env):
-    out = subprocess.run([sys.executable, "-c", COMPILED_CONV], capture_output=True, text=True, timeout=300, cwd=ROOT,
-                         env={**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", **env})
-    assert out.returncode == 0, out.stderr
-    return out.stdout.split()[-1]
+def _compiled_conv_libraries(*envs) -> list[str]:
+    """The library of the convolution compiled by a program started with each of ``envs`` (all at once)."""
+    outs = run_together([[sys.executable, "-c", COMPILED_CONV]] * len(envs), timeout=300, cwd=ROOT,
+                        envs=[{**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", **env} for env in envs])
+    for out in outs:
+        assert out.returncode == 0, out.stderr
+    return [out.stdout.split()[-1] for out in outs]
 
 
 def test_flag_takes_effect_in_a_program():
     """The flag really moves the convolution off YNNPACK (and without it, this jaxlib uses YNNPACK:
-    the last assertion fails if a jaxlib update changes the default, time to re-measure)."""
-    assert _compiled_conv_library() == "EIGEN"
-    assert _compiled_conv_library(XLA_FLAGS="--xla_cpu_multi_thread_eigen=true not_a_flag=2") == "EIGEN"
-    assert _compiled_conv_library(JSNN_KEEP_XLA_FLAGS="1") == "YNN"
+    the last one fails if a jaxlib update changes the default, time to re-measure)."""
+    assert _compiled_conv_libraries({}, {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=true not_a_flag=2"},
+                                    {"JSNN_KEEP_XLA_FLAGS": "1"}) == ["EIGEN", "EIGEN", "YNN"]
