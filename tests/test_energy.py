@@ -315,14 +315,16 @@ def test_run_meets_its_budget_and_resumes_bit_identical_across_the_switch(small,
     assert {k: len(v) for k, v in removed.items()} == final["removed_channels"]
 
     original = jsnn.runs.segment.save_checkpoint
-    for stop_at in ({"segment": 1, "epoch": 0, "batch": 0}, {"segment": 1, "epoch": 0, "batch": 1}):
+    # killed inside the search, right after the switch (between the phases), inside the finetune
+    for stop_at in ({"segment": 0, "epoch": 1, "batch": 1}, {"segment": 1, "epoch": 0, "batch": 0},
+                    {"segment": 1, "epoch": 0, "batch": 1}):
         def crash(ckpt, step, state, extra, meta, stop_at=stop_at):
             original(ckpt, step, state, extra, meta)
             if meta["position"] == stop_at:
                 raise KeyboardInterrupt
 
         monkeypatch.setattr(jsnn.runs.segment, "save_checkpoint", crash)
-        workdir = str(tmp_path / f"b{stop_at['batch']}")
+        workdir = str(tmp_path / f"b{stop_at['segment']}{stop_at['batch']}")
         with pytest.raises(KeyboardInterrupt):
             registry.run_method("energy", config, options, workdir, trainer=trainer, outputs=outputs)
         monkeypatch.setattr(jsnn.runs.segment, "save_checkpoint", original)
