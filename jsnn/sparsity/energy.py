@@ -262,8 +262,9 @@ def temperature(step, steps: int, beta0: float = BETA0, beta1: float = BETA1) ->
 
 
 def init_logits(like_masks: PyTree, groups, value: float) -> dict:
-    """{"weights": one logit per weight, "neurons": one per gated channel, "log_lambda": the penalty's
-    log-multiplier} -- the search's ``scores``. ``value`` > 0 starts every weight and neuron kept."""
+    """{"weights": one logit per weight, "neurons": one per gated channel} (the search's ``scores`` add the
+    penalty's log-multiplier, ``energy_training.search_scores``). ``value`` > 0 starts every weight and neuron
+    kept."""
     weights = jax.tree.map(lambda m: jnp.full(m.shape, value, jnp.float32), like_masks)
     neurons = from_names({g.producer: jnp.full((g.channels,), value, jnp.float32) for g in groups}, leaf="gate")
     return {"weights": weights, "neurons": neurons}
