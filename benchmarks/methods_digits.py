@@ -440,24 +440,32 @@ def figures(S: dict, out: str) -> list[str]:
     ax.legend(fontsize=7)
     paths.append(save_figure(fig, os.path.join(out, "accuracy_vs_sparsity.png"), title=title))
 
-    # accuracy vs SynOps, every ticket, with the Pareto front of the per-method means
+    # accuracy vs SynOps, every ticket, with the Pareto front of the per-method means (log axis: tickets left
+    # with no connection, 0 SynOps, are named in a note instead)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=130)
-    means = []
+    means, empty = [], []
     for m in S["methods"]:
-        xs = [v for k in levels for v in S["synops"][m][k]]
-        ys = [100 * v for k in levels for v in S["accuracy"][m][k]]
-        mx = [_mean(S["synops"][m][k]) for k in levels]
-        my = [S["mean"][m][k] for k in levels]
-        (line,) = ax.plot(mx, my, marker=markers[m], ms=6, label=S["labels"][m])
-        ax.scatter(xs, ys, s=8, alpha=0.3, marker=markers[m], color=line.get_color())
-        means += list(zip(mx, my))
+        pts = [(v, 100 * a) for k in levels for v, a in zip(S["synops"][m][k], S["accuracy"][m][k]) if v > 0]
+        mean_pts = [(_mean(S["synops"][m][k]), S["mean"][m][k], k) for k in levels]
+        empty += [f"{S['labels'][m]} at {100 * S['level_sparsity'][k]:.1f} %: {y:.1f} %"
+                  for x, y, k in mean_pts if x == 0]
+        mean_pts = [(x, y) for x, y, _ in mean_pts if x > 0]
+        (line,) = ax.plot([p[0] for p in mean_pts], [p[1] for p in mean_pts], marker=markers[m], ms=6,
+                          label=S["labels"][m])
+        if pts:
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=8, alpha=0.3, marker=markers[m],
+                       color=line.get_color())
+        means += mean_pts
     front = pareto_front(means)
     ax.plot([p[0] for p in front], [p[1] for p in front], "k--", lw=1, label="Pareto front of the means")
     ax.set_xscale("log")
+    if empty:
+        ax.text(0.98, 0.02, "0 SynOps (no connection left), mean accuracy:\n" + "\n".join(empty),
+                transform=ax.transAxes, ha="right", va="bottom", fontsize=7)
     ax.set_xlabel("SynOps per test image (measured)")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 0.1))
     paths.append(save_figure(fig, os.path.join(out, "accuracy_vs_synops.png"), title=title + ", each ticket a dot"))
 
     # cost to ticket

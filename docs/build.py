@@ -803,8 +803,10 @@ def methods_digits_synops(src):
         rows.append([d["labels"][m], *(
             f"{si(statistics.mean(d['synops'][m][k]))} ({min(d['synops'][m][k]) / 1e3:.1f}–"
             f"{max(d['synops'][m][k]) / 1e3:.1f} k)" for k in _md_levels(d))])
-    means = sorted(((statistics.mean(d["synops"][m][k]), -d["mean"][m][k], m, k) for m in d["methods"]
-                    for k in _md_levels(d)))
+    every = [(statistics.mean(d["synops"][m][k]), -d["mean"][m][k], m, k) for m in d["methods"] for k in _md_levels(d)]
+    means = sorted(p for p in every if p[0] > 0)  # tickets with no connection left are named apart
+    empty = [f"{d['labels'][m]} at {sparsity_label(d['level_sparsity'][k])} ({-y:.1f} %)" for x, y, m, k in every
+             if x == 0]
     front, best = [], None
     for x, neg_y, m, k in means:  # by SynOps; a point is on the front if no cheaper one is as accurate
         if best is None or -neg_y > best:
@@ -814,7 +816,9 @@ def methods_digits_synops(src):
     return ("SynOps per test image of each ticket, measured by its cost pass over the test set (`jsnn.efficiency`), "
             "mean (smallest–largest seed):\n\n" + table(_md_header(d, "method"), rows)
             + "\n\nThe Pareto front of the means (no other method and level has fewer SynOps and a higher mean "
-            "accuracy), from the fewest SynOps: " + "; ".join(front) + ".")
+            "accuracy; tickets with SynOps), from the fewest SynOps: " + "; ".join(front) + "."
+            + (" Tickets with no connection left (0 SynOps), mean accuracy: " + "; ".join(empty) + "." if empty
+               else ""))
 
 
 @generator("methods_digits_cost")
@@ -832,7 +836,7 @@ def methods_digits_cost(src):
             "the run's metrics.jsonl, a run's first epoch counted as its median epoch since it includes compiling, "
             "and so the first epoch of the energy budget's finetune phase, which compiles its own step; static "
             "pruning adds its scoring pass; IMP and SF-IMP-1 count every round up to and including the level's). "
-            f"{d['machine']}.{total}\n\n" + table(_md_header(d, "method"), rows))
+            f"Machine: {d['machine']}.{total}\n\n" + table(_md_header(d, "method"), rows))
 
 
 @generator("methods_digits_findings")
