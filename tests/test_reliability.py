@@ -158,7 +158,9 @@ def run_program(*args, timeout=300):
 
 def test_second_start_of_a_running_run_is_refused_in_one_line(tmp_path):
     """The same command twice on one workdir: the second stops at once, naming the first (host,
-    pid); the first trains on, and its lock goes when it stops (here on SIGTERM)."""
+    pid); the first trains on, and its lock goes when it stops (here on SIGTERM). While the second
+    starts, the first is paused (SIGSTOP), so it does not take a core from it: on one host a lock is
+    held while its pid runs (jsnn/runs/lock.py), paused or not."""
     workdir = str(tmp_path / "w")
     command = [sys.executable, "train/dense.py", "--epochs", "20", "-T", "2", "--no-progress", "--workdir", workdir]
     first = subprocess.Popen(command, env=ENV, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -168,6 +170,7 @@ def test_second_start_of_a_running_run_is_refused_in_one_line(tmp_path):
         while not (os.path.exists(lock) and os.path.exists(metrics)):  # claimed, and an epoch trained
             assert time.time() < deadline and first.poll() is None, first.communicate()[1][-3000:]
             time.sleep(0.05)
+        first.send_signal(signal.SIGSTOP)
         second = subprocess.Popen(command, env=ENV, cwd=ROOT, text=True, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE)
         try:
@@ -181,6 +184,7 @@ def test_second_start_of_a_running_run_is_refused_in_one_line(tmp_path):
         assert f"host {socket.gethostname()}, pid {first.pid}" in line and "--workdir" in line
         assert first.poll() is None  # the first trains on
     finally:
+        first.send_signal(signal.SIGCONT)
         first.send_signal(signal.SIGTERM)
         _, stderr = first.communicate(timeout=120)
     assert first.returncode == 143 and "stopped by SIGTERM" in stderr, stderr[-3000:]
