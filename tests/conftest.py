@@ -4,6 +4,7 @@ import os
 import tempfile
 
 import jax
+import pytest
 
 from jsnn import xla_flags
 
@@ -16,3 +17,18 @@ _CACHE = tempfile.mkdtemp(prefix="jsnn-tests-jax-cache-")
 os.environ["JSNN_COMPILATION_CACHE"] = _CACHE
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+from tests.small_data import small_digits  # noqa: E402  (after the XLA flag: it imports jsnn.trainer)
+
+
+@pytest.fixture(scope="session")
+def digits_imp():
+    """The small digits setup for IMP (tests/small_data.py): (dataset, config, model, Trainer), one
+    Trainer for the session, so its steps compile once."""
+    return small_digits("imp")
+
+
+@pytest.fixture(scope="session")
+def digits_edge_popup():
+    """The small digits setup for edge-popup (tests/small_data.py), one Trainer for the session."""
+    return small_digits("edge_popup")

@@ -16,30 +16,25 @@ import pytest
 import jsnn.runs.edge_popup as eps
 import jsnn.runs.segment as segment
 from jsnn import data as jdata
-from jsnn.config import TrainConfig
 from jsnn.layers import BNConfig
 from jsnn.methods import EdgePopup, MaskedTraining
-from jsnn.models import build_model
 from jsnn.models.vgg import SpikingVGG
 from jsnn.objective import spike_loss
 from jsnn.runs.outputs import Outputs
 from jsnn.runs.tickets import level_dir
 from jsnn.sparsity.edge_popup import init_scores, masks_from_scores, top_k_mask
 from jsnn.sparsity.masks import count_kept, keep_count, keep_largest
-from jsnn.trainer import Trainer
 from jsnn.variables import apply_model, init_variables, kernels, named_kernels
-from tests.small_data import digits_subset
 
 T = 2
 
 
 @pytest.fixture(scope="module")
-def setup():
-    ds = digits_subset(256, 128)
-    config = TrainConfig(timesteps=T, epochs=2, batch_size=64, progress=False).resolve("edge_popup")
-    assert config.bn_affine is False  # SPEC §3 default: nothing but the scores is learned
-    model = build_model(config, ds.num_classes)
-    return ds, config, model, Trainer(config, model, ds)
+def setup(digits_edge_popup):
+    """The session's small digits edge-popup setup (tests/small_data.py): 256 images, T = 2, batch 64, 2 epochs."""
+    ds, config, model, trainer = digits_edge_popup
+    assert config.timesteps == T and config.bn_affine is False  # SPEC §3 default: nothing but the scores is learned
+    return ds, config, model, trainer
 
 
 def host(tree):

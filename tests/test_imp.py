@@ -17,15 +17,11 @@ from flax import traverse_util
 import jsnn.runs.imp as imp
 import jsnn.runs.segment as segment
 from jsnn import parallel
-from jsnn.config import TrainConfig
 from jsnn.methods import MaskedTraining
-from jsnn.models import build_model
 from jsnn.runs.outputs import Outputs
 from jsnn.runs.segment import Position, RunCheckpoints
 from jsnn.sparsity import masks as M
-from jsnn.trainer import Trainer
 from jsnn.variables import kernels, named_kernels
-from tests.small_data import digits_subset
 
 RATE = 0.25
 LAYERS = {"conv0": (3, 3, 1, 8), "conv1": (3, 3, 8, 16), "fc": (64, 10), "tiny": (2, 3)}
@@ -161,11 +157,9 @@ def test_dns_layer_revives_a_pruned_weight_at_the_next_pruning():
 
 
 @pytest.fixture(scope="module")
-def setup():
-    ds = digits_subset(256, 128)
-    config = TrainConfig(timesteps=2, epochs=2, batch_size=64, progress=False).resolve("imp")
-    model = build_model(config, ds.num_classes)
-    return ds, config, model, Trainer(config, model, ds)
+def setup(digits_imp):
+    """The session's small digits IMP setup (tests/small_data.py): 256 images, T = 2, batch 64, 2 epochs."""
+    return digits_imp
 
 
 def host(tree):

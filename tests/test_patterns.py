@@ -19,7 +19,6 @@ import pytest
 import jsnn.runs.edge_popup as eps
 import jsnn.runs.imp as imp
 from jsnn.config import TrainConfig
-from jsnn.models import build_model
 from jsnn.runs.outputs import Outputs
 from jsnn.runs.tickets import TICKET_FILE, level_dir, round_path
 from jsnn.runs.workdir import run_signature
@@ -27,9 +26,7 @@ from jsnn.sparsity import distributions, patterns
 from jsnn.sparsity.edge_popup import masks_from_scores, top_k_mask
 from jsnn.sparsity.patterns import PatternError, check_pattern
 from jsnn.ticket import load_ticket
-from jsnn.trainer import Trainer
 from jsnn.variables import named_kernels
-from tests.small_data import digits_subset
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = {"conv0": (3, 3, 1, 8), "conv1": (3, 3, 8, 16), "fc": (64, 10), "tiny": (2, 3)}
@@ -313,11 +310,9 @@ def test_the_programs_take_sparsity_type(capsys):
 
 
 @pytest.fixture(scope="module")
-def imp_setup():
-    ds = digits_subset(256, 128)
-    config = TrainConfig(timesteps=2, epochs=2, batch_size=64, progress=False).resolve("imp")
-    model = build_model(config, ds.num_classes)
-    return ds, config, model, Trainer(config, model, ds)
+def imp_setup(digits_imp):
+    """The session's small digits IMP setup (tests/small_data.py): 256 images, T = 2, batch 64, 2 epochs."""
+    return digits_imp
 
 
 def numpy_global_counts(scores: dict, density: float) -> dict:
@@ -374,11 +369,8 @@ def test_imp_with_two_of_four_prunes_round_one_to_two_of_four(imp_setup, tmp_pat
     assert_cost_report_counts_the_mask(entry, masks)
 
 
-def test_edge_popup_level_with_two_of_four(tmp_path):
-    ds = digits_subset(256, 128)
-    config = TrainConfig(timesteps=2, epochs=2, batch_size=64, progress=False).resolve("edge_popup")
-    model = build_model(config, ds.num_classes)
-    trainer = Trainer(config, model, ds)
+def test_edge_popup_level_with_two_of_four(tmp_path, digits_edge_popup):
+    ds, config, model, trainer = digits_edge_popup  # the session's small setup (tests/small_data.py)
     options = eps.EdgePopupOptions(sparsities=(0.5,), sparsity_type="2:4", dense_classifier=True)
     results = eps.run(config, str(tmp_path), options, trainer=trainer, outputs=Outputs(plots=False))
     assert results["sparsity_type"] == "2:4"

@@ -13,9 +13,7 @@ import numpy as np
 import pytest
 
 import jsnn.runs.run
-from jsnn.config import TrainConfig
 from jsnn.methods import MaskedTraining
-from jsnn.models import build_model
 from jsnn.runs import registry
 from jsnn.runs.outputs import Outputs, RunHooks
 from jsnn.runs.run import Plan, Run
@@ -23,9 +21,7 @@ from jsnn.runs.tickets import round_path
 from jsnn.runs.workdir import run_signature
 from jsnn.sparsity import masks as M
 from jsnn.ticket import load_ticket
-from jsnn.trainer import Trainer
 from jsnn.variables import Variables, by_name, from_names, init_variables
-from tests.small_data import digits_subset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,10 +112,10 @@ def registered():
 
 
 @pytest.fixture(scope="module")
-def setup():
-    ds = digits_subset(256, 128)
-    config = TrainConfig(timesteps=2, epochs=2, batch_size=64, progress=False).resolve("imp")
-    return config, Trainer(config, build_model(config, ds.num_classes), ds)
+def setup(digits_imp):
+    """The session's small digits IMP setup (tests/small_data.py): 256 images, T = 2, batch 64, 2 epochs."""
+    _, config, _, trainer = digits_imp
+    return config, trainer
 
 
 def test_a_method_registered_from_outside_runs_through_the_one_run(setup, registered, tmp_path, capsys):
