@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from jsnn import preemption
-from jsnn.config import LIFSettings, TrainConfig
+from jsnn.config import FRAME_FIELDS, LIFSettings, TrainConfig
 from jsnn.methods import MaskedTraining
 from jsnn.metrics import log
 from jsnn.models import build_model
@@ -146,9 +146,13 @@ def test_resume_with_another_setting_names_it_and_changes_nothing(small, tmp_pat
     # every TrainConfig field that can change results is in the signature
     settings = {f.name for f in dataclasses.fields(TrainConfig) if f.name != "lif"} | {
         f.name for f in dataclasses.fields(LIFSettings)}  # the neuron's settings nested in TrainConfig.lif
-    assert set(run_signature("dense", config)) == settings - {
-        "data_dir", "checkpoint_every", "checkpoint_every_steps", "keep_checkpoints", "eval_every", "progress"
-    } | {"method"}
+    run_control = {"data_dir", "checkpoint_every", "checkpoint_every_steps", "keep_checkpoints", "eval_every",
+                   "progress"}
+    # the event-frame settings (and the frames they resolve to) only where the data are events: an
+    # image run's signature, and so its workdir files, are as before they existed
+    assert set(run_signature("dense", config)) == settings - run_control - set(FRAME_FIELDS) | {"method"}
+    events = TrainConfig(dataset="digits_dvs", epochs=2, timesteps=2, batch_size=32, progress=False).resolve("dense")
+    assert set(run_signature("dense", events)) == settings - run_control | {"method", "frames"}
 
 
 def run_program(*args, timeout=300):
