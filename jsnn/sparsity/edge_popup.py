@@ -83,5 +83,6 @@ def init_scores(key: jax.Array, kernels: PyTree) -> PyTree:
     for k, w in zip(keys, leaves):
         fan_in = math.prod(w.shape[:-1])
         bound = math.sqrt(1.0 / fan_in)
-        out.append(jax.random.uniform(k, w.shape, jnp.float32, -bound, bound))
+        # drawn flat and reshaped (the same numbers; see jsnn.layers on why)
+        out.append(jax.random.uniform(k, (w.size,), jnp.float32, -bound, bound).reshape(w.shape))
     return jax.tree.unflatten(treedef, out)
