@@ -313,6 +313,7 @@ def test_run_meets_its_budget_and_resumes_bit_identical_across_the_switch(small,
         assert np.all(np.asarray(by_name(kernels(ticket.variables.weights))[name])[np.asarray(m) == 0] == 0)
     removed = energy.removed_channels(ticket.variables.masks, trainer.model, ds.image_shape)
     assert {k: len(v) for k, v in removed.items()} == final["removed_channels"]
+    assert final["disconnected_layers"] == []
 
     original = jsnn.runs.segment.save_checkpoint
     # killed inside the search, right after the switch (between the phases), inside the finetune
@@ -377,3 +378,18 @@ def test_the_program_dispatches_energy(monkeypatch):
     assert seen["options"] == energy_run.EnergyOptions(synops_budget=1e5, finetune_epochs=3).resolve(seen["config"])
     assert seen["config"].model == "digits_cnn" and seen["config"].timesteps == 2
     assert seen["workdir"] == os.path.join("runs", "energy_digits_100000")
+
+
+def test_a_budget_below_what_the_network_needs_is_met_and_named_disconnected(small, tmp_path, capsys):
+    # 1 SynOp per image: the cut has to empty the spiking layers, the guarantee still holds, and the
+    # run says the ticket is disconnected instead of passing it off as a ticket.
+    config, ds, trainer = small
+    options = energy_run.EnergyOptions(synops_budget=1, finetune_epochs=1, mask_lr=0.05)
+    out = registry.run_method("energy", config, options, str(tmp_path / "w"), trainer=trainer,
+                              outputs=Outputs(plots=False, cost_report=False))
+    final = out["runs"][1]
+    assert final["synops_per_image"] <= 1 and final["within_budget"]
+    empty = [n for n, m in by_name(load_ticket(str(tmp_path / "w" / "ticket.npz")).variables.masks).items()
+             if not np.asarray(m).any()]
+    assert empty and final["disconnected_layers"] == sorted(empty)
+    assert "no connection left in" in capsys.readouterr().out

@@ -242,8 +242,15 @@ class EnergyPlan:
                "epochs": self.config.epochs if segment == 0 else self.options.finetune_epochs}
         if segment == 1:
             measured = self.repairs["final"]["measured"][-1]
+            # A budget below what the network needs is met by cutting whole layers: the ticket is
+            # within it but disconnected (its outputs no longer depend on the input). Said, not hidden.
+            empty = sorted(n for n, s in out["layer_sparsity"].items() if s >= 1.0)
+            if empty:
+                log(f"warning: the final ticket has no connection left in {', '.join(empty)}, so it cannot tell "
+                    f"inputs apart; {self.options.synops_budget:g} SynOps per image is below what this network "
+                    f"needs: raise --synops-budget")
             out.update({"synops_per_image": measured, "within_budget": measured <= self.options.synops_budget,
-                        "repairs": self.repairs})
+                        "disconnected_layers": empty, "repairs": self.repairs})
         return out
 
     def ticket_path(self, run: Run, segment: int) -> str:
