@@ -6,8 +6,6 @@ export of the ticket runs in snnTorch spike for spike with jsnn.
 The signal is sent from the run's own hooks (as tests/test_signal_phases.py does), so it lands at
 one chosen batch. One trainer serves every run of the module, so each step compiles once.
 """
-import glob
-import json
 import os
 import signal
 
@@ -30,6 +28,8 @@ from jsnn.runs.workdir import RunMismatchError
 from jsnn.ticket import load_ticket
 from jsnn.trainer import Trainer
 from jsnn.variables import by_name, kernels
+from tests.outcomes import run_outcome as outcome
+from tests.outcomes import untimed
 from tests.small_data import digits_subset
 
 ALGORITHMS = ("set", "rigl")
@@ -52,25 +52,6 @@ def setup(tmp_path_factory):
         results = sparse_training.run(config, options, workdir, trainer=trainer, outputs=Outputs(plots=False))
         references[algorithm] = (options, workdir, results, outcome(workdir))
     return config, ds, trainer, references
-
-
-def untimed(tree):
-    if isinstance(tree, dict):
-        return {k: untimed(v) for k, v in tree.items() if "seconds" not in k and k != "images_per_sec"}
-    if isinstance(tree, list):
-        return [untimed(v) for v in tree]
-    return tree
-
-
-def outcome(workdir):
-    """results.json's entries less timings, and the ticket's arrays as bytes."""
-    with open(os.path.join(workdir, "results.json")) as f:
-        results = json.load(f)
-    tickets = {}
-    for path in sorted(glob.glob(os.path.join(workdir, "*.npz"))):
-        with np.load(path) as z:
-            tickets[os.path.basename(path)] = {k: z[k].tobytes() for k in z.files if k != "__meta__"}
-    return untimed(results["runs"]), tickets
 
 
 @pytest.fixture(autouse=True)

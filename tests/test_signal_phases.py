@@ -9,12 +9,9 @@ declare (``outputs.PHASES``) is covered: a phase added there without a case here
 ``test_every_phase_is_signalled``. One in-process trainer serves every run, so each step compiles
 once.
 """
-import glob
-import json
 import os
 import signal
 
-import numpy as np
 import pytest
 
 from jsnn import preemption
@@ -23,6 +20,7 @@ from jsnn.models import build_model
 from jsnn.runs import imp
 from jsnn.runs.outputs import PHASES, RunHooks
 from jsnn.trainer import Trainer
+from tests.outcomes import run_outcome
 from tests.small_data import digits_subset
 
 ROUNDS = 2
@@ -69,23 +67,9 @@ def setup(tmp_path_factory):
     return config, options, trainer, outcome(reference_dir), seen
 
 
-def untimed(tree):
-    if isinstance(tree, dict):
-        return {k: untimed(v) for k, v in tree.items() if "seconds" not in k and k != "images_per_sec"}
-    if isinstance(tree, list):
-        return [untimed(v) for v in tree]
-    return tree
-
-
 def outcome(workdir):
     """results.json's entries less timings, and every ticket's arrays as bytes."""
-    with open(os.path.join(workdir, "results.json")) as f:
-        results = json.load(f)
-    tickets = {}
-    for path in sorted(glob.glob(os.path.join(workdir, "tickets", "*.npz"))):
-        with np.load(path) as z:
-            tickets[os.path.basename(path)] = {k: z[k].tobytes() for k in z.files if k != "__meta__"}
-    return untimed(results["runs"]), tickets
+    return run_outcome(workdir, "tickets/*.npz")
 
 
 @pytest.fixture(autouse=True)
