@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import os
 import time
 
@@ -46,7 +45,7 @@ from jsnn.runs.workdir import run_signature
 from jsnn.sparsity import criteria, distributions, dynamic
 from jsnn.sparsity.masks import check_sparsity, layer_sparsity_of
 from jsnn.trainer import Trainer, learning_rate_schedule, make_optimizer
-from jsnn.variables import Variables, init_variables, kernels, named_kernels
+from jsnn.variables import Variables, init_variables, kernels
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 STATIC = "static"  # one-shot pruning at initialisation, the mask fixed afterwards
@@ -138,9 +137,7 @@ def options_record(options: SparseTrainingOptions) -> dict:
 
 
 def signature_of(config: TrainConfig, options: SparseTrainingOptions) -> dict:
-    signature = run_signature("sparse_training", config)
-    signature.update(json.loads(json.dumps(options_record(options))))
-    return signature
+    return run_signature("sparse_training", config, **options_record(options))
 
 
 def masks_at_init(trainer: Trainer, state, options: SparseTrainingOptions, seed: int):
@@ -168,11 +165,15 @@ class SparseTrainingPlan(OneSegmentPlan):
     def total_steps(self, run: Run) -> int:
         return self.config.epochs * run.trainer.steps_per_epoch
 
+    def use_optimizer(self, run: Run) -> None:
+        """The run's trainer with ``options.optimizer`` (the TrainConfig's SGD needs no change)."""
+        if self.options.optimizer != "sgd":
+            run.trainer = with_optimizer(run.trainer, sparse_optimizer(self.options.optimizer, self.config,
+                                                                       run.trainer.steps_per_epoch))
+
     def setup(self, run: Run):
         o = self.options
-        if o.optimizer != "sgd":
-            run.trainer = with_optimizer(run.trainer, sparse_optimizer(o.optimizer, self.config,
-                                                                       run.trainer.steps_per_epoch))
+        self.use_optimizer(run)
         key_weights, key_masks = jax.random.split(jax.random.key(self.config.seed))
         v = init_variables(run.model, key_weights, (1,) + run.dataset.image_shape)
         masks = dynamic.initial_masks(key_masks, v.masks, o.sparsity, o.distribution)
@@ -181,17 +182,21 @@ class SparseTrainingPlan(OneSegmentPlan):
         self.method = DynamicSparseTraining(o.algorithm, o.drop_fraction, o.update_every, end_step)
         return run.trainer.new_state(variables, {}, self.method, self.config.seed)
 
-    def entry(self, run: Run, state, segment):
+    def sparsity_fields(self, run: Run, state) -> dict:
+        """The measured sparsity of masks and kernels, and the pruned weights that are not 0 (none)."""
         masks = jax.tree.map(np.asarray, state.masks)
-        zeros = sum(int(np.sum(np.asarray(k) == 0)) for k in named_kernels(state.weights).values())
-        total = sum(int(np.asarray(k).size) for k in named_kernels(state.weights).values())
-        off_mask_nonzero = sum(int(np.count_nonzero(np.asarray(k)[np.asarray(m) == 0]))
-                               for k, m in zip(jax.tree.leaves(kernels(state.weights)), jax.tree.leaves(masks)))
-        updates = dynamic.update_steps(self.total_steps(run), self.method.update_every, self.method.end_step)
+        weights = [np.asarray(k) for k in jax.tree.leaves(kernels(state.weights))]
+        zeros = sum(int(np.sum(k == 0)) for k in weights)
+        off_mask_nonzero = sum(int(np.count_nonzero(k[np.asarray(m) == 0]))
+                               for k, m in zip(weights, jax.tree.leaves(masks)))
         return {"sparsity": run.trainer.sparsity(state, self.method), "sparsity_target": self.options.sparsity,
-                "layer_sparsity": layer_sparsity_of(masks), "weight_sparsity": zeros / total,
-                "pruned_nonzero_weights": off_mask_nonzero, "mask_updates": len(updates),
-                "end_step": self.method.end_step, "epochs": self.config.epochs, "algorithm": self.options.algorithm}
+                "layer_sparsity": layer_sparsity_of(masks), "weight_sparsity": zeros / sum(k.size for k in weights),
+                "pruned_nonzero_weights": off_mask_nonzero}
+
+    def entry(self, run: Run, state, segment):
+        updates = dynamic.update_steps(self.total_steps(run), self.method.update_every, self.method.end_step)
+        return {**self.sparsity_fields(run, state), "mask_updates": len(updates), "end_step": self.method.end_step,
+                "epochs": self.config.epochs, "algorithm": self.options.algorithm}
 
     def results_fields(self):
         return {"options": options_record(self.options)}
@@ -204,9 +209,7 @@ class StaticPruningPlan(SparseTrainingPlan):
     """One segment: the weights trained under masks drawn once at initialisation (``masks_at_init``)."""
 
     def setup(self, run: Run):
-        if self.options.optimizer != "sgd":
-            run.trainer = with_optimizer(run.trainer, sparse_optimizer(self.options.optimizer, self.config,
-                                                                       run.trainer.steps_per_epoch))
+        self.use_optimizer(run)
         self.method = MaskedTraining()
         v = init_variables(run.model, jax.random.key(self.config.seed), (1,) + run.dataset.image_shape)
         dense = run.trainer.new_state(v, {}, self.method, self.config.seed)
@@ -217,15 +220,8 @@ class StaticPruningPlan(SparseTrainingPlan):
         return run.trainer.new_state(variables, {}, self.method, self.config.seed)
 
     def entry(self, run: Run, state, segment):
-        masks = jax.tree.map(np.asarray, state.masks)
-        weights = jax.tree.leaves(kernels(state.weights))
-        zeros = sum(int(np.sum(np.asarray(k) == 0)) for k in weights)
-        off_mask_nonzero = sum(int(np.count_nonzero(np.asarray(k)[np.asarray(m) == 0]))
-                               for k, m in zip(weights, jax.tree.leaves(masks)))
-        return {"sparsity": run.trainer.sparsity(state, self.method), "sparsity_target": self.options.sparsity,
-                "layer_sparsity": layer_sparsity_of(masks), "weight_sparsity": zeros / sum(k.size for k in weights),
-                "pruned_nonzero_weights": off_mask_nonzero, "epochs": self.config.epochs,
-                "algorithm": STATIC, "criterion": self.options.criterion, "distribution": self.options.distribution,
+        return {**self.sparsity_fields(run, state), "epochs": self.config.epochs, "algorithm": STATIC,
+                "criterion": self.options.criterion, "distribution": self.options.distribution,
                 # the calibration pass of the process that drew the masks (a resumed run draws them again)
                 "scoring_seconds": self.scoring_seconds}
 
