@@ -94,16 +94,22 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
-# IMP (Kim et al.): late rewinding to epoch 20 of round 0 on CIFAR; digits: a short budget.
-# The event datasets: digits_dvs as digits, the recorded ones as CIFAR.
 _AS_CIFAR = ("nmnist", "dvs_gesture", "cifar10_dvs")
-IMP_REWIND_EPOCH = {"cifar": 20, "digits": 2, "digits_dvs": 2, **dict.fromkeys(_AS_CIFAR, 20)}
+
+
+def _with_event_datasets(by_family: dict) -> dict:
+    """A method option's presets by family, extended to the event datasets: digits_dvs takes digits', the
+    recorded ones CIFAR's."""
+    return {**by_family, "digits_dvs": by_family["digits"], **dict.fromkeys(_AS_CIFAR, by_family["cifar"])}
+
+
+# IMP (Kim et al.): late rewinding to epoch 20 of round 0 on CIFAR; digits: a short budget.
+IMP_REWIND_EPOCH = _with_event_datasets({"cifar": 20, "digits": 2})
 # edge-popup: the paper sweeps five levels of the fraction REMOVED per layer on CIFAR; digits one.
-EDGE_POPUP_SPARSITIES = {"cifar": (0.1, 0.3, 0.5, 0.7, 0.9), "digits": (0.5,), "digits_dvs": (0.5,),
-                         **dict.fromkeys(_AS_CIFAR, (0.1, 0.3, 0.5, 0.7, 0.9))}
+EDGE_POPUP_SPARSITIES = _with_event_datasets({"cifar": (0.1, 0.3, 0.5, 0.7, 0.9), "digits": (0.5,)})
 # SET / RigL: steps between mask updates. rigl-TF's flag default 100 (ImageNet, CIFAR-10); digits has 22
 # steps an epoch and 330 in its 15 epochs, so 10 (25 updates before the end step at 75%).
-SPARSE_TRAINING_UPDATE_EVERY = {"cifar": 100, "digits": 10, "digits_dvs": 10, **dict.fromkeys(_AS_CIFAR, 100)}
+SPARSE_TRAINING_UPDATE_EVERY = _with_event_datasets({"cifar": 100, "digits": 10})
 # method -> dataset family -> the presets of the method's own options (IMPOptions, EdgePopupOptions)
 METHOD_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "dense": {family: {} for family in PRESETS["dense"]},
