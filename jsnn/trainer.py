@@ -21,7 +21,7 @@ import numpy as np
 import optax
 
 from jsnn import data as jdata
-from jsnn import parallel, preemption
+from jsnn import parallel, platform, preemption
 from jsnn.checkpoint import Checkpointer
 from jsnn.config import TrainConfig
 from jsnn.methods import Method
@@ -302,7 +302,8 @@ def _epoch_line(r: dict) -> str:
     test = f" test acc {r['test_accuracy']:.4f}" if "test_accuracy" in r else ""
     head = _describe({k: v for k, v in r.items() if k in ("round", "sparsity_target")})
     return (f"{head}epoch {r['epoch']}: loss {r['loss']:.4f} train acc {r['train_accuracy']:.4f}{test} "
-            f"lr {r['learning_rate']:.4g} sparsity {r['sparsity']:.4f} {r['images_per_sec']:.0f} img/s")
+            f"lr {r['learning_rate']:.4g} sparsity {r['sparsity']:.4f} {r['images_per_sec']:.0f} img/s "
+            f"on {platform.line()}")
 
 
 def checkpoint_tree(state: TrainState, extra: dict | None = None) -> dict:

@@ -31,7 +31,7 @@ from typing import Any
 
 import ml_collections
 
-from jsnn import xla_flags
+from jsnn import platform, xla_flags
 from jsnn.compilation_cache import enable_compilation_cache
 from jsnn.config import LIF_FIELDS, SCHEDULES, LIFSettings, TrainConfig
 from jsnn.data import DATASET_NAMES
@@ -125,6 +125,12 @@ def add_training_flags(p: argparse.ArgumentParser, default_dataset: str = "digit
     g.add_argument("--distributed", choices=DISTRIBUTED_MODES, default="auto",
                    help="join a multi-process run: auto (JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID, "
                         "or a SLURM / Open MPI / Kubernetes / Cloud TPU cluster), on, or off")
+    g.add_argument("--platform", choices=platform.PLATFORMS, default=None,
+                   help="stop at once unless JAX computes there (a GPU host without jsnn[cuda12] falls back to the "
+                        "CPU); cpu also keeps a GPU host's run on its CPU (docs/gpu.md)")
+    g.add_argument("--deterministic", action="store_true",
+                   help="deterministic GPU kernels (XLA_FLAGS; in the run signature): bit-exact reruns and resumes "
+                        "on a GPU, at a cost (docs/gpu.md)")
     add_config_file_flag(p)
 
 
@@ -291,9 +297,11 @@ def start_run(args: argparse.Namespace) -> None:
     """Sets jsnn's XLA flag and joins the distributed runtime (when launched as several processes),
     before anything starts JAX's backend."""
     xla_flags.configure()
+    platform.configure(getattr(args, "platform", None), getattr(args, "deterministic", False))
     initialize_distributed(args.distributed)
     take_signals_back()  # the distributed runtime installs a SIGTERM handler of its own
     enable_compilation_cache()
+    platform.require(getattr(args, "platform", None))
 
 
 def run_outputs(args: argparse.Namespace) -> Outputs:

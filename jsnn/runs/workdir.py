@@ -17,6 +17,7 @@ import os
 
 import jax
 
+from jsnn import platform
 from jsnn.config import signature_differences
 from jsnn.metrics import read_json, read_jsonl, write_json, write_jsonl
 from jsnn.runs.lock import hold_workdir, release_workdir, run_identity
@@ -36,7 +37,7 @@ def run_signature(method: str, config, options=None, **more) -> dict:
     if options is not None:
         skip = getattr(options, "RUN_CONTROL", ())
         sig.update({k: v for k, v in dataclasses.asdict(options).items() if k not in skip})
-    sig.update(more)
+    sig.update({**platform.signature_fields(), **more})
     return json.loads(json.dumps(sig))
 
 
@@ -67,7 +68,7 @@ def claim_workdir(workdir: str, signature: dict, record: dict) -> None:
         release_workdir(workdir)
         raise
     if found is None or "signature" not in found:
-        write_json(os.path.join(workdir, CONFIG), {**record, "signature": signature})
+        write_json(os.path.join(workdir, CONFIG), {**record, **platform.record(), "signature": signature})
 
 
 __all__ = ["CONFIG", "METRICS", "RESULTS", "CHECKPOINTS", "RunMismatchError", "check_same_run", "claim_workdir",
