@@ -16,7 +16,8 @@ of ``sparse_layers``; pass its result to ``predict_sparse`` to reuse it.
 When it pays (measured per layer, random spikes and masks, batch x T = 160): at firing rates of
 5-10 % in most layers of a 90-99 % sparse ticket; at 20 % firing the full-row format loses to the
 dense conv on 4x4 and 8x8 maps. Training and the encoding conv are untouched (dense). Linear
-layers stay dense. No VJP: inference only.
+layers stay dense. No VJP: inference only. The kernel runs on the CPU only: on a GPU or TPU backend
+``predict_sparse`` computes every conv densely (``apply_model``), the same predictions.
 """
 from __future__ import annotations
 
@@ -58,6 +59,8 @@ def predict_sparse(model: nn.Module, variables: Variables, images: jax.Array, la
     Jit-compatible in ``images`` (``variables`` and ``layers`` must be concrete: the kernel formats
     are built from their values). Raises ``kernel.CompilerMissing`` with one line without a C++ compiler.
     """
+    if kernel.backend() != "cpu":  # the kernel is XLA-CPU only; the accelerator's dense conv gives the same logits
+        return apply_model(model, variables, images, train=False)[0]
     kernel.load()
     layers = sparse_layers(variables) if layers is None else layers
 

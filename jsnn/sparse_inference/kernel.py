@@ -19,8 +19,13 @@ A binary input makes every output a sum of selected weights; only the summation
 order differs from a dense convolution, so outputs agree to f32 rounding.
 
 The source is compiled on first use (``find_compiler``: ``$CXX``, g++, c++, clang++, or zig's
-clang from PyPI) into a per-user cache directory keyed by the source, compiler and flags;
-without a compiler ``load`` raises ``CompilerMissing`` with one line that says so.
+clang from PyPI) into a per-user cache directory keyed by the source, compiler, flags and the host's
+CPU features (``-march=native`` builds for this CPU: a node of another CPU sharing the home directory
+gets its own build instead of an illegal instruction); without a compiler ``load`` raises
+``CompilerMissing`` with one line that says so.
+
+The kernel is registered with XLA's CPU backend only: on a GPU or TPU backend ``spike_conv`` raises
+``NotOnCPU`` in one line (``predict_sparse`` computes there with the dense convolution instead).
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ import functools
 import hashlib
 import importlib.util
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -279,6 +285,36 @@ class CompilerMissing(RuntimeError):
     """No C++ compiler to build the kernel with."""
 
 
+class NotOnCPU(ValueError):
+    """The kernel runs on XLA's CPU backend only."""
+
+
+def backend() -> str:
+    """The backend JAX computes on by default (a function, so tests can fake a GPU)."""
+    return jax.default_backend()
+
+
+def check_backend() -> None:
+    """One line, not an XLA compile error, when the default backend is not the CPU."""
+    if backend() != "cpu":
+        raise NotOnCPU(f"the event-driven spike conv runs on the CPU only, and JAX computes on {backend()}: use "
+                       "the dense path there (predict_sparse does), or JAX_PLATFORMS=cpu to run it on the host")
+
+
+def cpu_features() -> str:
+    """What ``-march=native`` compiles for: the instruction-set flags of /proc/cpuinfo (x86 "flags", Arm
+    "Features") and the machine, else the processor's name where /proc/cpuinfo is missing (macOS)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return f"{platform.machine()} {' '.join(sorted(value.split()))}"
+    except OSError:
+        pass
+    return f"{platform.machine()} {platform.processor()}"
+
+
 def _cache_dir() -> str:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "jsnn", "sparse_inference")
@@ -301,13 +337,19 @@ def find_compiler() -> list[str]:
                           "install one, or `pip install ziglang` (jsnn's `sparse` extra), or set CXX")
 
 
+def library_path(cxx: list[str], cache_dir: str | None = None) -> str:
+    """Where the build for this source, compiler, flags, jax headers and CPU is cached."""
+    parts = (SOURCE, *cxx, *FLAGS, jax.ffi.include_dir(), cpu_features())
+    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+    return os.path.join(cache_dir or _cache_dir(), f"spike_conv_{key}.so")
+
+
 def build(cache_dir: str | None = None) -> str:
-    """Compiles the kernel (once per source, flags and compiler) and returns the shared library's path."""
+    """Compiles the kernel (once per source, flags, compiler and CPU) and returns the shared library's path."""
     cxx = find_compiler()
     include = jax.ffi.include_dir()
-    key = hashlib.sha256("\0".join((SOURCE, *cxx, *FLAGS, include)).encode()).hexdigest()[:16]
-    cache_dir = cache_dir or _cache_dir()
-    path = os.path.join(cache_dir, f"spike_conv_{key}.so")
+    path = library_path(cxx, cache_dir)
+    cache_dir = os.path.dirname(path)
     if os.path.isfile(path):
         return path
     os.makedirs(cache_dir, exist_ok=True)
@@ -363,8 +405,9 @@ def spike_conv(x: jax.Array, kernel, stride: int, padding: int, fmt: str = "dens
 
     ``fmt="dense"``: ``kernel`` is the HWIO array. ``fmt="ell"``: ``kernel`` is
     ``(kernel_shape, indices, values)`` with ``indices, values = ell_rows(hwio)`` (built once per ticket).
-    Forward only (inference): no VJP is defined.
+    Forward only (inference): no VJP is defined. On a GPU or TPU backend: ``NotOnCPU``.
     """
+    check_backend()
     load()
     threads = default_threads() if threads is None else int(threads)
     if fmt == "dense":

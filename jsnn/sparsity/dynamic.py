@@ -38,6 +38,7 @@ import numpy as np
 from flax import traverse_util
 
 from jsnn.sparsity import distributions
+from jsnn.sparsity.masks import _order_preserving_int32
 from jsnn.variables import by_name, from_names, kernels, with_kernels
 
 PyTree = Any
@@ -93,10 +94,8 @@ def initial_masks(key: jax.Array, like_masks: PyTree, sparsity: float, distribut
 
 def _descending_ranks(scores: jax.Array) -> jax.Array:
     """Rank of each entry of a flat float array, largest first, ties by lower index (stable sort of an
-    order-preserving integer key, so -0 / +0 compare equal)."""
-    x = jnp.where(scores == 0, 0.0, scores.astype(jnp.float32))
-    bits = jax.lax.bitcast_convert_type(x, jnp.int32)
-    key = jnp.where(bits >= 0, bits, bits ^ jnp.int32(0x7FFFFFFF))  # ascending with the float order
+    order-preserving integer key, so -0 / +0 compare equal, and denormals equal 0 on every backend)."""
+    key = _order_preserving_int32(scores)  # ascending with the float order
     order = jnp.argsort(~key, stable=True)  # ~key: descending, no overflow
     return jnp.zeros(scores.shape, jnp.int32).at[order].set(jnp.arange(scores.size, dtype=jnp.int32))
 

@@ -48,10 +48,16 @@ def keep_count(n: int, sparsity: float) -> int:
 
 def _order_preserving_int32(x: jax.Array) -> jax.Array:
     """float32 -> int32 with the order a sort gives (-inf < negatives < zeros < positives < inf < NaN);
-    -0 and +0, and any NaNs, map to one value each, so they tie as they do in a sort."""
-    x = x.astype(jnp.float32)
-    x = jnp.where(x == 0, 0.0, jnp.where(jnp.isnan(x), jnp.nan, x))
-    bits = jax.lax.bitcast_convert_type(x, jnp.int32)
+    -0 and +0, and any NaNs, map to one value each, so they tie as they do in a sort.
+
+    Denormals are zeros here: XLA's CPU runtime reads them as 0 (denormals-are-zero), a GPU does not,
+    so a float comparison would tie a score of 1e-40 with 0 on the CPU and rank it above 0 on a GPU,
+    and the masks would differ by backend. The key is computed on the integer bits alone (no float
+    comparison), with every magnitude below the smallest normal number flushed to 0."""
+    bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.int32)
+    magnitude = bits & jnp.int32(0x7FFFFFFF)
+    bits = jnp.where(magnitude < jnp.int32(0x00800000), 0, bits)  # +-0 and denormals: +0
+    bits = jnp.where(magnitude > jnp.int32(0x7F800000), jnp.int32(0x7FC00000), bits)  # every NaN: one
     return jnp.where(bits >= 0, bits, bits ^ jnp.int32(0x7FFFFFFF))
 
 
