@@ -48,6 +48,7 @@ class Case:
     steps: int = 10
     warmup: int = 2  # untimed steps after the first (compile) step
     threads: int = 2
+    device: str = "auto"  # "auto": a GPU where one is found (JAX's default backend; torch.cuda), "cpu": the CPU
 
 
 def make_batch(batch: int, seed: int = 0):

@@ -11,8 +11,10 @@ after imports) never mixes. Train step = forward + mean-over-t cross-entropy + b
 + SGD(0.1, momentum 0.9) update; inference = forward + argmax of the mean logits. The
 first step is timed alone (compile / first-run cost); then ``--warmup`` untimed steps;
 then the median of ``--steps`` steps. A peer that is not installed is reported
-"missing", one that raises "failed" — never dropped. Writes results/<out>.json,
-results/<out>.md and results/<out>.png (``--out latest`` by default).
+"missing", one that raises "failed" — never dropped. On a GPU host every implementation computes on
+the GPU (JAX's default backend; the torch peers move to CUDA and synchronise before the clock stops;
+SpikingJelly runs its CUDA kernels, peers/spikingjelly_impl.py); ``--device cpu`` keeps them on the CPU.
+Writes results/<out>.json, results/<out>.md and results/<out>.png (``--out latest`` by default).
 """
 from __future__ import annotations
 
@@ -58,7 +60,7 @@ RESULTS = Path(__file__).parent / "results"
 MARK = "@@RESULT@@"
 
 
-def child_env(threads: int, impl: str) -> dict:
+def child_env(threads: int, impl: str, device: str = "auto") -> dict:
     env = dict(os.environ)
     # Threads: the affinity mask set in run_child (XLA sizes its pool from it) and the BLAS
     # variables below. Every XLA_FLAGS token must be a --flag: XLA stops reading at one that is not.
@@ -72,7 +74,8 @@ def child_env(threads: int, impl: str) -> dict:
         env["XLA_FLAGS"] = " ".join(t for t in env["XLA_FLAGS"].split() if "ynn_fusion_type" not in t)
     if impl == "spyx_eigen":  # the same XLA configuration as jsnn's, to separate flag from library
         env["XLA_FLAGS"] = f"{JSNN_CPU_CONV_FLAG} {env['XLA_FLAGS']}"
-    env.setdefault("JAX_PLATFORMS", "cpu")
+    if device == "cpu":  # "auto": JAX's default backend, the GPU where its plugin finds one
+        env["JAX_PLATFORMS"] = "cpu"
     return env
 
 
@@ -92,7 +95,8 @@ def run_child(case: common.Case) -> dict:
 
             from jsnn import conv
 
-            info = {"conv_impl": conv.default_impl(), "jax": jax.__version__, "backend": jax.default_backend()}
+            info = {"conv_impl": conv.default_impl(), "jax": jax.__version__, "backend": jax.default_backend(),
+                    "device": jax.devices()[0].device_kind}
         else:
             info = {"library": module.LIBRARY, "version": _version(module.LIBRARY)}
     except ImportError as e:
@@ -109,6 +113,7 @@ def run_child(case: common.Case) -> dict:
         return {"status": "not implemented", "error": str(e), **info}
     record.update(info)
     record["status"] = "ok"
+    record.setdefault("device_peak_mb", _jax_device_peak_mb(module_name))
     record["rss_after_import_mb"] = base / 2**20
     peak = max(common.peak_rss_bytes(), record.pop("first_step_peak_rss_bytes", 0))
     record["peak_rss_mb"] = peak / 2**20
@@ -116,6 +121,16 @@ def run_child(case: common.Case) -> dict:
     steady = record.pop("steady_peak_rss_bytes", None)
     record["steady_peak_rss_delta_mb"] = None if steady is None else (steady - base) / 2**20
     return record
+
+
+def _jax_device_peak_mb(module_name: str) -> float | None:
+    """JAX's peak device memory on an accelerator (its allocator's statistics); None on the CPU (RSS above)."""
+    if "peers" in module_name and module_name != "benchmarks.peers.spyx_impl":
+        return None
+    import jax
+
+    stats = jax.devices()[0].memory_stats() if jax.default_backend() != "cpu" else None
+    return stats["peak_bytes_in_use"] / 2**20 if stats and "peak_bytes_in_use" in stats else None
 
 
 def _version(dist: str) -> str:
@@ -132,7 +147,7 @@ def run_case(case: common.Case, timeout: float) -> dict:
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, env=child_env(case.threads, case.impl), capture_output=True, text=True,
+        proc = subprocess.run(cmd, env=child_env(case.threads, case.impl, case.device), capture_output=True, text=True,
                               timeout=timeout, cwd=Path(__file__).resolve().parent.parent)
     except subprocess.TimeoutExpired:
         record = {"status": "failed", "error": f"timed out after {timeout:.0f} s"}
@@ -310,6 +325,9 @@ def parse(argv=None):
     p.add_argument("--warmup", type=int, default=2, help="untimed steps after the first")
     p.add_argument("--threads", type=int, default=2, help="threads (and cores pinned) per implementation")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per subprocess")
+    p.add_argument("--device", choices=("auto", "cpu"), default="auto",
+                   help="auto: every implementation on the GPU where one is found (JAX's backend, torch.cuda), else "
+                        "the CPU; cpu: the CPU even on a GPU host")
     p.add_argument("--out", default="latest", help="results/<out>.{json,md,png}")
     p.add_argument("--results-dir", default=str(RESULTS))
     args = p.parse_args(argv)
@@ -339,7 +357,7 @@ def main(argv=None):
     records = []
     for w, b, t, impl, mode in itertools.product(args.workloads.split(","), args.batch, args.timesteps, impls,
                                                  args.modes.split(",")):
-        case = common.Case(impl, w, mode, b, t, args.steps, args.warmup, args.threads)
+        case = common.Case(impl, w, mode, b, t, args.steps, args.warmup, args.threads, args.device)
         r = run_case(case, args.timeout)
         records.append(r)
         if r["status"] == "ok":

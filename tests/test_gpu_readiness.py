@@ -204,3 +204,26 @@ def test_train_steps_export_for_cuda_and_tpu(which, digits_imp, digits_edge_popu
     assert exported.platforms == ("cuda", "tpu")
     text = exported.mlir_module()
     assert "stablehlo" in text and "lapack" not in text and "cpu" not in re.findall(r"custom_call @(\w+)", text)
+
+
+# -- benchmarks/gpu_check.py in its CPU mode ---------------------------------------------------------------------
+
+def test_gpu_check_cpu_mode_writes_one_results_file(tmp_path):
+    from benchmarks import gpu_check
+
+    out = tmp_path / "gpu_check.json"
+    assert gpu_check.main(["--cpu", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    sections = result["sections"]
+    assert list(sections) == ["versions", "platform", "determinism", "parity", "sparse", "steps", "sweeps",
+                              "presets", "memory"]  # the order
+    assert sections["versions"]["packages"]["jax"] == jax.__version__
+    assert sections["platform"]["platform"] == "cpu" and sections["platform"]["flags_together"] == {"accepted": True}
+    default = sections["determinism"]["default"]
+    assert default["rerun_identical"] and default["resume_identical"] and default["steps"] == 4
+    parity = sections["parity"]["highest"]  # the CPU against itself: nothing may differ
+    assert set(parity["flips_per_layer"]) == {"conv1", "conv2", "fc"} and not any(parity["flips_per_layer"].values())
+    assert sections["presets"]["imp"]["images"] == 32 and sections["memory"]["host_peak_rss_mb"] > 0
+    # what the CPU mode leaves to the GPU is recorded, not dropped
+    assert {n.split(":")[0] for n in result["not_run"]} == {"sparse", "steps", "sweeps"}
+    assert all(sections[n]["status"].startswith("not run in --cpu mode") for n in ("sparse", "steps", "sweeps"))

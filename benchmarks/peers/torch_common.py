@@ -123,13 +123,27 @@ def load_jsnn_vgg(model: VGG, weights, bn) -> None:
         model.fc.bias.copy_(torch.from_numpy(np.asarray(weights["fc"]["bias"])))
 
 
+def device_of(case: common.Case) -> torch.device:
+    """The GPU where torch finds one and the case allows it (``device`` "auto"), else the CPU."""
+    return torch.device("cuda" if case.device != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def synchronizer(device: torch.device):
+    """What a timed step waits for: CUDA kernels run asynchronously, so the clock stops only after
+    ``torch.cuda.synchronize``; CPU torch returns when the work is done."""
+    if device.type == "cuda":
+        return lambda _: torch.cuda.synchronize(device)
+    return lambda _: None
+
+
 def run(case: common.Case, make_lif) -> dict:
     torch.set_num_threads(case.threads)
     torch.manual_seed(0)
+    device = device_of(case)
     images, labels = common.make_batch(case.batch)
-    x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
-    y = torch.from_numpy(labels.astype(np.int64))
-    model = build(case.workload, make_lif, case.timesteps)
+    x = torch.from_numpy(images.transpose(0, 3, 1, 2).copy()).to(device)
+    y = torch.from_numpy(labels.astype(np.int64)).to(device)
+    model = build(case.workload, make_lif, case.timesteps).to(device)
     if case.mode == "train":
         model.train()
         opt = torch.optim.SGD(model.parameters(), lr=common.LR, momentum=common.MOMENTUM)
@@ -148,4 +162,10 @@ def run(case: common.Case, make_lif) -> dict:
         def step():
             with torch.inference_mode():
                 return model(x).mean(0).argmax(-1)
-    return common.time_steps(step, lambda r: None, case)  # CPU torch is synchronous
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    record = common.time_steps(step, synchronizer(device), case)
+    record["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    if device.type == "cuda":
+        record["device_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return record
