@@ -25,7 +25,7 @@ import jax
 PLATFORMS = ("cpu", "gpu", "tpu")  # the names jax.default_backend() gives (CUDA and ROCm are both "gpu")
 DETERMINISTIC_FLAGS = ("--xla_gpu_deterministic_ops=true", "--xla_gpu_exclude_nondeterministic_ops=true")
 INSTALL = {"gpu": 'pip install "jsnn[cuda12]" (or [cuda13]) on a host with an NVIDIA driver',
-           "tpu": 'pip install "jsnn[tpu]" on a Cloud TPU VM', "cpu": "JAX_PLATFORMS names another platform"}
+           "tpu": 'pip install "jsnn[tpu]" on a Cloud TPU VM', "cpu": "unset JAX_PLATFORMS (it names another platform)"}
 
 
 def configure(platform: str | None = None, deterministic: bool = False, environ=os.environ) -> None:
@@ -33,12 +33,17 @@ def configure(platform: str | None = None, deterministic: bool = False, environ=
     GPU); ``deterministic`` adds ``DETERMINISTIC_FLAGS`` to ``XLA_FLAGS`` (flags already there are kept)."""
     if platform is not None and platform not in PLATFORMS:
         raise ValueError(f"--platform must be one of {', '.join(PLATFORMS)}, got {platform!r}")
-    if platform == "cpu" and not environ.get("JAX_PLATFORMS"):
-        environ["JAX_PLATFORMS"] = "cpu"
+    if platform == "cpu" and not _platforms_chosen():  # JAX read JAX_PLATFORMS at import: set its config
+        jax.config.update("jax_platforms", "cpu")
     if deterministic:
         flags = environ.get("XLA_FLAGS", "")
         more = [f for f in DETERMINISTIC_FLAGS if f.split("=")[0] not in flags]
         environ["XLA_FLAGS"] = " ".join([flags, *more]).strip()
+
+
+def _platforms_chosen() -> bool:
+    """Whether JAX_PLATFORMS (or jax.config) already names the platforms: the user's choice stands."""
+    return bool(jax.config.jax_platforms)
 
 
 def is_deterministic(environ=os.environ) -> bool:

@@ -94,8 +94,11 @@ def test_the_platform_in_config_json_the_signature_and_the_epoch_line(tmp_path, 
 
 def test_deterministic_mode_adds_flags_this_jaxlib_knows(monkeypatch):
     environ = {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"}
+    updates = []
+    monkeypatch.setattr(platform.jax.config, "update", lambda *a: updates.append(a))
+    monkeypatch.setattr(platform, "_platforms_chosen", lambda: False)
     platform.configure("cpu", deterministic=True, environ=environ)
-    assert environ["JAX_PLATFORMS"] == "cpu"
+    assert updates == [("jax_platforms", "cpu")]  # --platform cpu: a GPU host's JAX stays on its CPU
     assert environ["XLA_FLAGS"].split() == ["--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",
                                             *platform.DETERMINISTIC_FLAGS]
     platform.configure(None, deterministic=True, environ=environ)  # again: nothing added twice
