@@ -223,6 +223,7 @@ def markdown(meta: dict, records: list[dict]) -> str:
         f"Median of {meta['steps']} steps after the first (compile) step and {meta['warmup']} warm-up steps. "
         "Peak memory: peak RSS of the implementation's own subprocess minus its RSS after imports; "
         "\"all\" over the whole run, first step (JIT compilation) included, \"steps\" over the steps after the first.",
+        *devices(records),
         "",
         "| workload | B | T | implementation | train img/s | infer img/s | train step s (IQR) | "
         "train peak MB all / steps | infer peak MB all / steps | compile/first step s (train) | status |",
@@ -247,6 +248,12 @@ def markdown(meta: dict, records: list[dict]) -> str:
         )
     lines += ["", *ratios(records)]
     return "\n".join(lines) + "\n"
+
+
+def devices(records: list[dict]) -> list[str]:
+    """A line naming the accelerators the implementations ran on, where any ran off the CPU; none otherwise."""
+    used = sorted({f"{r['impl']}: {r['device']}" for r in records if r.get("device") not in (None, "cpu")})
+    return [f"Devices: {'; '.join(used)}; device memory peaks in the JSON (device_peak_mb)."] if used else []
 
 
 def ratios(records: list[dict]) -> list[str]:

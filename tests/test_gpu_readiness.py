@@ -4,6 +4,7 @@ deterministic flags are known to this jaxlib, the sparse kernel refuses a GPU ba
 is keyed by the CPU, denormal scores rank as zeros on every backend, and the train steps lower for
 CUDA and TPU. Cluster detection: tests/test_cluster_detection.py."""
 import importlib.metadata
+import importlib.util
 import json
 import os
 import re
@@ -233,3 +234,36 @@ def test_gpu_check_cpu_mode_writes_one_results_file(tmp_path):
     # what the CPU mode leaves to the GPU is recorded, not dropped
     assert {n.split(":")[0] for n in result["not_run"]} == {"sparse", "steps", "sweeps"}
     assert all(sections[n]["status"].startswith("not run in --cpu mode") for n in ("sparse", "steps", "sweeps"))
+
+
+# -- the speed benchmark on a GPU host (CUDA faked) -------------------------------------------------------------
+
+def test_throughput_uses_the_gpu_where_found_and_synchronises(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from benchmarks import common, throughput
+    from benchmarks.peers import torch_common
+
+    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    assert "JAX_PLATFORMS" not in throughput.child_env(2, "jsnn")  # JAX's default backend: the GPU if found
+    assert throughput.child_env(2, "jsnn", "cpu")["JAX_PLATFORMS"] == "cpu"
+    assert throughput.parse(["--device", "cpu"]).device == "cpu" and throughput.parse([]).device == "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert torch_common.device_of(common.Case("torch")).type == "cuda"
+    assert torch_common.device_of(common.Case("torch", device="cpu")).type == "cpu"
+    waited = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: waited.append(device))
+    torch_common.synchronizer(torch.device("cuda"))(None)  # the clock stops after the GPU's work
+    torch_common.synchronizer(torch.device("cpu"))(None)
+    assert waited == [torch.device("cuda")]
+    try:
+        from benchmarks.peers import spikingjelly_impl
+    except ImportError:
+        return
+    assert spikingjelly_impl.neuron_kernel(False) == "torch"  # the CPU as before: its Python loop over T
+    kernel = spikingjelly_impl.neuron_kernel(True)
+    if kernel == "fused":  # SpikingJelly 2.x: its CUDA kernels exist for the triangle, not for the rectangle
+        from spikingjelly._ops.surrogate import _surrogate_spec
+        assert _surrogate_spec(spikingjelly_impl.LIF(2, "fused").node.surrogate_function) is not None
+        assert _surrogate_spec(spikingjelly_impl.LIF(2, "torch").node.surrogate_function) is None
+    else:  # 0.0.0.0.x: backend="cupy" where CuPy is installed
+        assert kernel == ("cupy" if importlib.util.find_spec("cupy") else "torch")
