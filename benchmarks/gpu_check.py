@@ -341,8 +341,12 @@ STEP_CASES = (("vgg16", 4), ("resnet19", 6))
 def steps(scale: Scale, args) -> dict:
     if args.cpu:
         return {"status": "not run in --cpu mode: tests/test_benchmarks_smoke.py runs benchmarks/throughput.py --quick"}
-    out = {}
+    out, start = {}, time.perf_counter()
+    share = 0.45 * args.budget  # of the whole budget: the sweeps, presets and memory still to come
     for workload, t in STEP_CASES:
+        if time.perf_counter() - start > share:
+            out[f"{workload} T={t}"] = {"status": f"not run: the step benchmark's share ({share:.0f} s) was spent"}
+            continue
         common = ["--workloads", workload, "--timesteps", str(t), "--batch", str(args.step_batch), "--modes", "train",
                   "--steps", "5", "--warmup", "1", "--threads", str(os.cpu_count() or 1)]
         for name, precision in STEP_PRECISIONS.items():
@@ -364,7 +368,7 @@ def steps(scale: Scale, args) -> dict:
 
 def _step_record(result: dict) -> dict:
     r = result["records"][0]
-    keep = ("status", "error", "images_per_s", "median_step_s", "first_step_s", "device", "device_peak_mb",
+    keep = ("status", "error", "images_per_s", "median_step_s", "first_step_s", "device_kind", "device_peak_mb",
             "peak_rss_delta_mb", "neuron_kernel", "backend", "batch", "timesteps")
     return {k: r[k] for k in keep if k in r}
 
@@ -423,7 +427,9 @@ def run_sections(args) -> dict:
            "scale": dataclasses.asdict(scale), "budget_s": args.budget, "sections": {}, "not_run": []}
     for name, fn in SECTIONS:
         elapsed = time.perf_counter() - start
-        if elapsed > args.budget and name != "memory":
+        if args.sections and name not in args.sections:
+            record = {"status": "not run: not in --sections"}
+        elif elapsed > args.budget and name != "memory":
             record = {"status": f"not run: the time budget ({args.budget:.0f} s) was spent"}
         else:
             t0 = time.perf_counter()
@@ -452,8 +458,13 @@ def main(argv=None) -> int:
     p.add_argument("--section-timeout", type=float, default=240, help="seconds per subprocess")
     p.add_argument("--step-batch", type=int, default=64, help="batch of the step benchmark")
     p.add_argument("--epoch-images", type=int, default=GPU.epoch_images, help="made-up CIFAR images per epoch")
+    p.add_argument("--sections", type=lambda v: v.split(","), default=None,
+                   help=f"a comma list of {', '.join(n for n, _ in SECTIONS)} (default: all, in this order)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    unknown = set(args.sections or ()) - {n for n, _ in SECTIONS}
+    if unknown:
+        p.error(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(n for n, _ in SECTIONS)}")
     if args.child:
         from jsnn.compilation_cache import enable_compilation_cache
 

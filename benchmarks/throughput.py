@@ -96,7 +96,7 @@ def run_child(case: common.Case) -> dict:
             from jsnn import conv
 
             info = {"conv_impl": conv.default_impl(), "jax": jax.__version__, "backend": jax.default_backend(),
-                    "device": jax.devices()[0].device_kind}
+                    "device_kind": jax.devices()[0].device_kind}
         else:
             info = {"library": module.LIBRARY, "version": _version(module.LIBRARY)}
     except ImportError as e:
@@ -252,7 +252,7 @@ def markdown(meta: dict, records: list[dict]) -> str:
 
 def devices(records: list[dict]) -> list[str]:
     """A line naming the accelerators the implementations ran on, where any ran off the CPU; none otherwise."""
-    used = sorted({f"{r['impl']}: {r['device']}" for r in records if r.get("device") not in (None, "cpu")})
+    used = sorted({f"{r['impl']}: {r['device_kind']}" for r in records if r.get("device_kind") not in (None, "cpu")})
     return [f"Devices: {'; '.join(used)}; device memory peaks in the JSON (device_peak_mb)."] if used else []
 
 

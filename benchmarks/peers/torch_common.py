@@ -165,7 +165,7 @@ def run(case: common.Case, make_lif) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     record = common.time_steps(step, synchronizer(device), case)
-    record["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    record["device_kind"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     if device.type == "cuda":
         record["device_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     return record
