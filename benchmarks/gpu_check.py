@@ -369,7 +369,7 @@ def steps(scale: Scale, args) -> dict:
 def _step_record(result: dict) -> dict:
     r = result["records"][0]
     keep = ("status", "error", "images_per_s", "median_step_s", "first_step_s", "device_kind", "device_peak_mb",
-            "peak_rss_delta_mb", "neuron_kernel", "backend", "batch", "timesteps")
+            "peak_rss_delta_mb", "neuron_kernel", "tf32", "backend", "batch", "timesteps")
     return {k: r[k] for k in keep if k in r}
 
 

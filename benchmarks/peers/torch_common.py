@@ -166,6 +166,7 @@ def run(case: common.Case, make_lif) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     record = common.time_steps(step, synchronizer(device), case)
     record["device_kind"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    if device.type == "cuda":
+    if device.type == "cuda":  # and what torch computed f32 convolutions and matmuls in (its defaults)
         record["device_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        record["tf32"] = {"conv": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32}
     return record
