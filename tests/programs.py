@@ -1,23 +1,69 @@
 """Programs started by the tests, several at once: each spends most of its time importing (one
 core), so independent commands started together finish in about half the time on two cores."""
+import os
 import subprocess
+import threading
+import time
 
 
-def run_together(commands, envs=None, timeout=300, **popen) -> list[subprocess.CompletedProcess]:
+def run_together(commands, envs=None, timeout=300, signals=None, **popen) -> list[subprocess.CompletedProcess]:
     """Every command in ``commands`` started at once, command i with environment ``envs[i]`` (None:
     this process's), ``popen`` (subprocess.Popen's keywords) shared; their results in the same order,
-    as ``subprocess.run(..., capture_output=True, text=True)`` gives them."""
+    as ``subprocess.run(..., capture_output=True, text=True)`` gives them.
+
+    ``signals[i]``, when given, is ``(prefix, signum, every)``: once command i prints a line starting
+    with ``prefix`` on stdout, it is sent ``signum`` at once, and again every ``every`` seconds until it
+    exits (``every`` None: once). Every command is killed after ``timeout`` seconds."""
     envs = envs or [None] * len(commands)
+    signals = signals or [None] * len(commands)
     procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **popen)
              for c, env in zip(commands, envs, strict=True)]
-    done = []
+    outputs = [{"stdout": [], "stderr": []} for _ in procs]
+    readers = []
+    for p, out, sig in zip(procs, outputs, signals, strict=True):
+        readers.append(threading.Thread(target=_read_lines, args=(p, "stdout", out["stdout"], sig), daemon=True))
+        readers.append(threading.Thread(target=_read_lines, args=(p, "stderr", out["stderr"], None), daemon=True))
+    for r in readers:
+        r.start()
+    deadline = time.monotonic() + timeout
     try:
-        for c, p in zip(commands, procs):
-            out, err = p.communicate(timeout=timeout)
-            done.append(subprocess.CompletedProcess(c, p.returncode, out, err))
+        for p in procs:
+            p.wait(timeout=max(deadline - time.monotonic(), 0.0))
+        for r in readers:
+            r.join(timeout=max(deadline - time.monotonic(), 1.0))
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
-                p.communicate()
-    return done
+                p.wait()
+    return [subprocess.CompletedProcess(c, p.returncode, "".join(out["stdout"]), "".join(out["stderr"]))
+            for c, p, out in zip(commands, procs, outputs)]
+
+
+def _read_lines(proc: subprocess.Popen, stream: str, lines: list, sig) -> None:
+    """Collects ``proc``'s ``stream`` line by line; with ``sig`` = (prefix, signum, every), signals it as
+    run_together says."""
+    for line in getattr(proc, stream):
+        lines.append(line)
+        if sig is not None and line.startswith(sig[0]):
+            _send(proc, sig[1], sig[2])
+            sig = None
+    getattr(proc, stream).close()
+
+
+def _send(proc: subprocess.Popen, signum: int, every: float | None) -> None:
+    """``signum`` to ``proc`` now and, with ``every``, again every ``every`` seconds until it exits (in
+    a thread of its own, so the output keeps being read)."""
+    def repeat():
+        while proc.poll() is None:
+            try:
+                os.kill(proc.pid, signum)
+            except ProcessLookupError:
+                return
+            if every is None:
+                return
+            time.sleep(every)
+
+    threading.Thread(target=repeat, daemon=True).start()
+
+

@@ -332,7 +332,7 @@ def run_cleanly(main) -> None:
 
     xla_flags.configure()
     try:
-        with stop_on_signals():
+        with stop_on_signals(until_exit=True):  # until the process exits: no silent kill at its end
             main()
     except Preempted as e:
         _exit(str(e), e.exit_code)
