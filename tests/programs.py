@@ -35,7 +35,7 @@ def run_together(commands, envs=None, timeout=300, signals=None, **popen) -> lis
         for p in procs:
             if p.poll() is None:
                 p.kill()
-                p.wait()
+                p.wait(timeout=60)
     return [subprocess.CompletedProcess(c, p.returncode, "".join(out["stdout"]), "".join(out["stderr"]))
             for c, p, out in zip(commands, procs, outputs)]
 

@@ -3,6 +3,8 @@ holder; a killed run's lock is taken over (at once on its host, after its heartb
 another host); the processes of one multi-process run share it; it goes away when its run ends."""
 import json
 import os
+import re
+import select
 import signal
 import socket
 import subprocess
@@ -40,7 +42,7 @@ def files(workdir) -> set:
 
 def dead_pid() -> int:
     p = subprocess.Popen([sys.executable, "-c", "pass"])
-    p.wait()
+    p.wait(timeout=60)
     return p.pid
 
 
@@ -84,23 +86,28 @@ def test_other_host_lock_is_taken_over_only_once_its_heartbeat_is_old(tmp_path):
         WorkdirLock(workdir, stale_after=60).acquire()  # touched just now: its run may be alive
     old = time.time() - 120
     os.utime(path, (old, old))
-    with pytest.raises(WorkdirBusyError, match="last heartbeat 1[12][0-9] s ago"):
+    with pytest.raises(WorkdirBusyError, match=r"last heartbeat \d+ s ago") as err:
         WorkdirLock(workdir, stale_after=300).acquire()
+    age = int(re.search(r"last heartbeat (\d+) s ago", str(err.value)).group(1))
+    assert 119 <= age <= time.time() - old + 1  # the file's age, however long the machine took to get here
     with WorkdirLock(workdir, stale_after=60):
         assert holder(workdir)["host"] == socket.gethostname()
     assert files(workdir) == set()
 
 
 def test_heartbeat_keeps_the_lock_fresh(tmp_path):
+    """The heartbeat touches the lock again after it was made old (at most 120 s of waiting, a guard
+    against a hang only: the heartbeat runs every 0.05 s)."""
     workdir = str(tmp_path / "w")
     with WorkdirLock(workdir, heartbeat=0.05):
         path = os.path.join(workdir, LOCK_NAME)
         old = time.time() - 1000
         os.utime(path, (old, old))
-        deadline = time.time() + 5
-        while os.stat(path).st_mtime < time.time() - 100:
-            assert time.time() < deadline, "the heartbeat never touched the lock"
-            time.sleep(0.02)
+        deadline = time.monotonic() + 120
+        while os.stat(path).st_mtime == old:
+            assert time.monotonic() < deadline, "the heartbeat never touched the lock"
+            time.sleep(0.01)
+        assert os.stat(path).st_mtime > old + 999  # touched now, not some other time
 
 
 def test_processes_of_one_run_share_the_lock_and_only_process_0_writes(tmp_path):
@@ -166,6 +173,13 @@ def test_same_process_keeps_its_lock_and_release_is_idempotent(tmp_path):
     release_workdir(workdir)
 
 
+def first_line(proc: subprocess.Popen, timeout: float) -> str:
+    """The first line ``proc`` prints on stdout, waiting at most ``timeout`` seconds for it."""
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, f"no line from the holder in {timeout} s"
+    return proc.stdout.readline().strip()
+
+
 def start_holder(workdir, mode="hold") -> subprocess.Popen:
     return subprocess.Popen([sys.executable, HOLDER, workdir, mode], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -176,7 +190,7 @@ def test_real_processes_refused_then_killed_then_taken_over(tmp_path):
     exits = start_holder(str(tmp_path / "x"), "exit")  # meanwhile: a run that ends without releasing
     first = start_holder(workdir)
     try:
-        assert first.stdout.readline().strip() == "held"
+        assert first_line(first, timeout=120) == "held"
         second = subprocess.run([sys.executable, HOLDER, workdir, "hold"], cwd=ROOT, text=True,
                                 capture_output=True, timeout=60)
         assert second.returncode == 2 and second.stdout == ""
@@ -185,7 +199,7 @@ def test_real_processes_refused_then_killed_then_taken_over(tmp_path):
         assert holder(workdir)["pid"] == first.pid
     finally:
         first.send_signal(signal.SIGKILL)
-        first.wait()
+        first.wait(timeout=60)
     assert holder(workdir)["pid"] == first.pid  # SIGKILL leaves the lock behind
     with WorkdirLock(workdir):  # the rerun takes it over
         assert holder(workdir)["pid"] == os.getpid()

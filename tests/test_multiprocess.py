@@ -153,7 +153,7 @@ def test_process_1_marks_are_seen(tmp_path):
     workdir = str(tmp_path / "w")
     os.makedirs(workdir)
     subprocess.run([sys.executable, "-c", "import os, sys; os.makedirs(os.path.join(sys.argv[1], 'd')); "
-                    "open(os.path.join(sys.argv[1], 'f'), 'w').close()", workdir], check=True,
+                    "open(os.path.join(sys.argv[1], 'f'), 'w').close()", workdir], check=True, timeout=120,
                    preexec_fn=lambda: os.umask(UMASKS[1]))
     assert sorted(marked_by_process_1(workdir)) == ["d", "f"]
 

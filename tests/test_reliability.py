@@ -172,7 +172,9 @@ def test_second_start_of_a_running_run_is_refused_in_one_line(tmp_path):
         lock, metrics = os.path.join(workdir, "run.lock"), os.path.join(workdir, "metrics.jsonl")
         deadline = time.time() + 240
         while not (os.path.exists(lock) and os.path.exists(metrics)):  # claimed, and an epoch trained
-            assert time.time() < deadline and first.poll() is None, first.communicate()[1][-3000:]
+            if time.time() > deadline or first.poll() is not None:
+                first.kill()
+                pytest.fail(first.communicate(timeout=60)[1][-3000:])
             time.sleep(0.05)
         first.send_signal(signal.SIGSTOP)
         second = subprocess.Popen(command, env=ENV, cwd=ROOT, text=True, stdout=subprocess.PIPE,
@@ -181,7 +183,7 @@ def test_second_start_of_a_running_run_is_refused_in_one_line(tmp_path):
             _, line = second.communicate(timeout=120)
         except subprocess.TimeoutExpired:
             second.kill()
-            second.communicate()
+            second.communicate(timeout=60)
             pytest.fail("the second start was not refused: it trains into the same workdir")
         line = line.strip()
         assert second.returncode == 2 and "\n" not in line and "Traceback" not in line, line[-3000:]

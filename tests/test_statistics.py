@@ -235,7 +235,7 @@ def test_paired_summary():
 
 def test_no_jax():
     code = "import sys, jsnn.statistics; assert 'jax' not in sys.modules, 'jax imported'"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
 
 
 # -- the lottery experiment's committed accuracies ----------------------------------------------------------
