@@ -1,7 +1,10 @@
 """Run integrity and preemption in one process: a workdir never mixes configurations, SIGTERM
 mid-epoch (sent at a batch count) then rerun equals an uninterrupted run bit for bit, a second
 signal during the save is harmless, and bad input is one line."""
+import builtins
 import dataclasses
+import errno
+import importlib.util
 import json
 import os
 import signal
@@ -19,6 +22,8 @@ from jsnn.config import FRAME_FIELDS, LIFSettings, TrainConfig
 from jsnn.methods import MaskedTraining
 from jsnn.metrics import log
 from jsnn.models import build_model
+from jsnn.runs import imp
+from jsnn.runs.outputs import Outputs, RunHooks
 from jsnn.runs.segment import Position, RunCheckpoints, describe, train_segment
 from jsnn.runs.workdir import METRICS, RunMismatchError, claim_workdir, drop_metrics_after, run_signature
 from jsnn.trainer import Trainer
@@ -258,3 +263,74 @@ def test_metrics_line_cut_short_is_dropped_on_resume(tmp_path):
         f.write('{"epoch": 1, "loss": 0.5}\n{"epoch": 2, "lo')  # the disk filled in the middle of a line
     drop_metrics_after(path, lambda r: r["epoch"] <= 1)
     assert open(path).read() == '{"epoch": 1, "loss": 0.5}\n'
+
+
+def program_flags():
+    """train/flags.py, the programs' shared start-up and exit (``run_cleanly``), imported as they import it."""
+    spec = importlib.util.spec_from_file_location("train_flags_for_tests", os.path.join(ROOT, "train", "flags.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def snapshot(workdir: str) -> dict:
+    """Every file under ``workdir`` (but the lock) and its bytes."""
+    found = {}
+    for d, _, fs in os.walk(workdir):
+        for f in fs:
+            if f != "run.lock":
+                with open(os.path.join(d, f), "rb") as fh:
+                    found[os.path.relpath(os.path.join(d, f), workdir)] = fh.read()
+    return found
+
+
+def test_full_disk_keeps_what_was_saved_and_says_so_in_one_line(digits_imp, tmp_path, monkeypatch, capsys):
+    """An IMP run whose disk fills as it writes round 1's ticket: every file write under the workdir
+    from then on creates its file and fails with ENOSPC. The program's exit (``run_cleanly``) prints
+    one line and exits 1; every file saved before is there, byte for byte; the rerun, with space
+    again, goes on from round 1 (round 0 is not trained again) and ends with both rounds."""
+    flags = program_flags()
+    _, config, _, trainer = digits_imp
+    options = imp.IMPOptions(rounds=2).resolve(config)
+    workdir = str(tmp_path / "w")
+    before_full = {}
+    real_open = builtins.open
+
+    def on_phase(name, where):
+        if name == "ticket" and where.get("segment") == 1 and not before_full:
+            before_full.update(snapshot(workdir))
+
+    def full_disk_open(file, mode="r", *args, **kwargs):
+        if before_full and any(c in mode for c in "wax") and os.path.abspath(str(file)).startswith(workdir):
+            real_open(file, mode, *args, **kwargs).close()  # the file is made, its bytes do not fit
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    def run(hooks):
+        return imp.run_imp(config, options, workdir, trainer=trainer, outputs=Outputs(plots=False, cost_report=False),
+                           hooks=hooks)
+
+    monkeypatch.setattr(builtins, "open", full_disk_open)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with pytest.raises(SystemExit) as exited:
+            flags.run_cleanly(lambda: run(RunHooks(on_phase)))
+    finally:  # run_cleanly leaves the signals ignored (the process is about to exit): not this one
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    monkeypatch.setattr(builtins, "open", real_open)
+    assert exited.value.code == 1 and before_full
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: cannot write ") and "No space left on device" in lines[0]
+    assert "rerun the same command to resume" in lines[0]
+    after = snapshot(workdir)
+    assert {k: after.get(k) for k in before_full} == before_full  # nothing saved before is lost or changed
+    saved_round_0 = json.loads(before_full["results.json"])["runs"]
+    assert [r["round"] for r in saved_round_0] == [0]
+
+    trained = []
+    results = run(RunHooks(lambda name, where: trained.append(where.get("segment")) if name == "train" else None))
+    assert set(trained) == {1}  # round 0 was kept, only round 1 trained again
+    assert [r["round"] for r in results["runs"]] == [0, 1] and results["runs"][0] == saved_round_0[0]
+    assert os.path.exists(os.path.join(workdir, "tickets", "round_01.npz"))

@@ -11,6 +11,7 @@ import math
 import jax
 import numpy as np
 import pytest
+import scipy.stats
 
 from jsnn import data as jdata
 from jsnn.config import TrainConfig
@@ -113,17 +114,53 @@ def test_snip_scores_and_global_top_k(small):
     assert len({round(float(m.mean()), 3) for m in masks.values()}) > 1
 
 
+def erk_reference(shapes: dict, density: float) -> dict:
+    """ERK's per-layer densities (Evci et al. 2020) solved here by bisection: the densities
+    min(1, eps * sum(shape) / prod(shape)) whose kept weights add up to ``density`` of all weights."""
+    sizes = {n: math.prod(s) for n, s in shapes.items()}
+    raw = {n: sum(s) / sizes[n] for n, s in shapes.items()}
+
+    def kept(eps):
+        return sum(min(1.0, eps * raw[n]) * sizes[n] for n in sizes)
+
+    lo, hi = 0.0, 1.0 / min(raw.values())  # at hi every layer is dense
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if kept(mid) < density * sum(sizes.values()) else (lo, mid)
+    return {n: min(1.0, hi * raw[n]) for n in sizes}
+
+
+def test_erk_reference_by_hand():
+    # two layers: a 3x3x1x8 conv (raw 15/72) and a 128x10 dense (raw 138/1280); at density 0.5 neither
+    # is dense: eps (15 + 138) = 0.5 (72 + 1280) gives eps = 676/153
+    d = erk_reference({"a": (3, 3, 1, 8), "b": (128, 10)}, 0.5)
+    assert d["a"] == pytest.approx(676 / 153 * 15 / 72) and d["b"] == pytest.approx(676 / 153 * 138 / 1280)
+    assert distributions.erk_densities({"a": (3, 3, 1, 8), "b": (128, 10)}, 0.5) == pytest.approx(d)
+
+
 def test_random_erk_counts_and_top_k_of_its_scores(small):
     config, ds, trainer, state = small
     options = SparseTrainingOptions(algorithm="static", criterion="random", sparsity=0.8,
                                     distribution="erk").resolve(config)
     masks = {n: np.asarray(m) for n, m in by_name(masks_at_init(trainer, state, options, config.seed)).items()}
     shapes = {n: m.shape for n, m in masks.items()}
-    densities = distributions.erk_densities(shapes, 0.2)
+    densities = erk_reference(shapes, 0.2)
+    assert any(d == 1.0 for d in densities.values()) and any(d < 1.0 for d in densities.values())  # both cases
     counts = {n: max(1, int(round(densities[n] * math.prod(s)))) for n, s in shapes.items()}  # jsnn's rounding
     calibration = criteria.Calibration(trainer, state, MaskedTraining(), 1, config.seed)
     scores = {n: np.asarray(s) for n, s in by_name(criteria.scores(
         "random", state.weights, criteria.gather_inputs("random", calibration))).items()}
+    # the random criterion's scores are i.i.d. U[0, 1): uniform by a Kolmogorov-Smirnov test,
+    # unrelated to the weights' magnitudes, and another seed draws others
+    flat = np.concatenate([scores[n].reshape(-1) for n in sorted(scores)])
+    assert flat.min() >= 0.0 and flat.max() < 1.0
+    assert scipy.stats.kstest(flat, "uniform").pvalue > 1e-3
+    magnitudes = by_name(kernels(state.weights))
+    weights = np.concatenate([np.abs(np.asarray(magnitudes[n])).reshape(-1) for n in sorted(scores)])
+    assert abs(scipy.stats.spearmanr(flat, weights).statistic) < 0.1
+    other = criteria.Calibration(trainer, state, MaskedTraining(), 1, config.seed + 1)
+    other_scores = by_name(criteria.scores("random", state.weights, criteria.gather_inputs("random", other)))
+    assert all(not np.array_equal(np.asarray(other_scores[n]), scores[n]) for n in scores)
     expected = numpy_top_k(scores, counts)
     for n in masks:
         assert int(masks[n].sum()) == counts[n], n
