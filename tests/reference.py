@@ -12,3 +12,28 @@ def numpy_conv_same(x, k):
         for j in range(kw):
             out += np.einsum("bhwc,co->bhwo", xp[:, i:i + x.shape[1], j:j + x.shape[2]], k[i, j])
     return out
+
+
+def loop_event_frames(events, sensor_size, timesteps, slicing="time", size=None, crop=None, binarise=False):
+    """uint8 frames [T, H, W, 2] of one sample's events, event by event: T equal time windows of
+    (t_last - t_first) // T ticks (at least 1; events past T windows dropped) or T bins of n // T
+    events (the remainder in the last); resized by x * W // sensor width; centre-cropped at offset
+    (size - crop) // 2; counts saturate at 255 (at 1 when ``binarise``). No denoising."""
+    width, height = sensor_size[0], sensor_size[1]
+    out_h, out_w = size if size is not None else (height, width)
+    top, left = (0, 0) if crop is None else ((out_h - crop[0]) // 2, (out_w - crop[1]) // 2)
+    frame_h, frame_w = (out_h, out_w) if crop is None else crop
+    frames = np.zeros((timesteps, frame_h, frame_w, 2), np.int64)
+    n = len(events)
+    for i, e in enumerate(events):
+        if slicing == "time":
+            window = max((int(events[-1]["t"]) - int(events[0]["t"])) // timesteps, 1)
+            b = (int(e["t"]) - int(events[0]["t"])) // window
+            if b >= timesteps:
+                continue
+        else:
+            b = min(i // max(n // timesteps, 1), timesteps - 1)
+        x, y = int(e["x"]) * out_w // width - left, int(e["y"]) * out_h // height - top
+        if 0 <= x < frame_w and 0 <= y < frame_h:
+            frames[b, y, x, int(e["p"] != 0)] += 1
+    return np.minimum(frames, 1 if binarise else 255).astype(np.uint8)
