@@ -10,6 +10,9 @@ import os
 
 import numpy as np
 
+from jsnn.ticket import load_ticket
+from jsnn.variables import apply_model
+
 
 def untimed(tree):
     """``tree`` without the keys that hold wall-clock measurements."""
@@ -30,3 +33,14 @@ def run_outcome(workdir: str, tickets: str = "*.npz"):
         with np.load(path) as z:
             arrays[os.path.basename(path)] = {k: z[k].tobytes() for k in z.files if k != "__meta__"}
     return untimed(results["runs"]), arrays
+
+
+def ticket_accuracy(ticket_path: str, dataset) -> float:
+    """A ticket's test accuracy counted here, not by the trainer's evaluation: its model on every
+    test image of ``dataset`` at once, the class of the largest time-averaged output, against the label."""
+    ticket = load_ticket(ticket_path)
+    x = (np.asarray(dataset.test_images, np.float32) - np.asarray(dataset.mean, np.float32)) / np.asarray(
+        dataset.std, np.float32)
+    logits, _, _ = apply_model(ticket.model, ticket.variables, x, train=False)
+    predicted = np.argmax(np.asarray(logits, np.float64).mean(axis=0), axis=-1)
+    return float(np.mean(predicted == np.asarray(dataset.test_labels)))

@@ -29,6 +29,7 @@ from jsnn.sparsity.stats import collect_statistics
 from jsnn.ticket import load_ticket
 from jsnn.trainer import Trainer
 from jsnn.variables import init_variables
+from tests.outcomes import ticket_accuracy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "train"))
@@ -121,7 +122,8 @@ def dense_run(tmp_path_factory):
 
 def test_dense_on_frames_cost_entry_and_workdir_of_other_frames_refused(dense_run):
     config, workdir, entry = dense_run
-    assert 0.0 <= entry["test_accuracy"] <= 1.0
+    dataset = jdata.load_dataset(config.dataset, frames=config.frame_settings())
+    assert entry["test_accuracy"] == pytest.approx(ticket_accuracy(os.path.join(workdir, "ticket.npz"), dataset))
     saved = json.load(open(os.path.join(workdir, "config.json")))
     assert saved["frames"] == config.frame_settings().to_json() and saved["frame_size"] == 8
     cost = entry["efficiency"]

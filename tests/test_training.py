@@ -12,6 +12,7 @@ import pytest
 import jsnn.runs.segment
 from jsnn.checkpoint import CheckpointError
 from jsnn.config import TrainConfig
+from jsnn.data import load_dataset
 from jsnn.methods import MaskedTraining
 from jsnn.models import build_model
 from jsnn.runs.dense import DensePlan, dense_signature
@@ -21,6 +22,7 @@ from jsnn.runs.segment import Position, RunCheckpoints
 from jsnn.ticket import load_ticket
 from jsnn.trainer import Trainer, TrainingDivergedError
 from jsnn.variables import init_variables
+from tests.outcomes import ticket_accuracy
 from tests.programs import run_together
 from tests.small_data import digits_subset
 
@@ -164,6 +166,8 @@ def test_cifar_tfds_path_trains_end_to_end_on_mock_data(tmp_path):
                          progress=False).resolve("dense")
     with tfds.testing.mock_data(num_examples=64):
         entry = train_dense(config, str(tmp_path / "cifar"))
-    assert entry["sparsity"] == 0.0 and 0.0 <= entry["test_accuracy"] <= 1.0
+        dataset = load_dataset("cifar10")
+    assert entry["sparsity"] == 0.0 and len(dataset.test_labels) == 64
+    assert entry["test_accuracy"] == pytest.approx(ticket_accuracy(str(tmp_path / "cifar" / "ticket.npz"), dataset))
     records = [json.loads(line) for line in open(tmp_path / "cifar" / "metrics.jsonl")]
     assert len(records) == 1 and np.isfinite(records[0]["loss"])
