@@ -58,6 +58,17 @@ def _event_presets(lr: float, bn_affine: bool, epochs_digits: int) -> dict[str, 
     }
 
 
+# MNIST / Fashion-MNIST (28 x 28 x 1): "dvs_small", 16C3-P2-32C3-P2-64C3-P2-FC10 (29 k weights: the size of
+# the small CNNs the SNN papers report MNIST with, e.g. STBP's 15C5-P2-40C5-P2-300 or Diehl et al.'s
+# 12C5-P2-64C5-P2), T = 4, batch 128, SGD + cosine at jsnn's rates (lr 0.1; edge-popup 0.3, BN
+# non-affine). Epochs: a few, as MNIST needs (docs/data.md has what they reach); Fashion-MNIST twice as many.
+
+
+def _mnist_presets(lr: float, bn_affine: bool, epochs: int) -> dict[str, dict[str, Any]]:
+    row = dict(model="dvs_small", lr=lr, batch_size=PAPER_BATCH_SIZE, timesteps=4, bn_affine=bn_affine)
+    return {"mnist": dict(row, epochs=epochs), "fashion_mnist": dict(row, epochs=2 * epochs)}
+
+
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # method -> dataset family -> TrainConfig defaults
     "dense": {
@@ -67,6 +78,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # digits: the small net, T = 4, a budget of about a minute on 2 CPU cores
         "digits": dict(model="digits_cnn", epochs=15, lr=0.1, batch_size=64, timesteps=4, bn_affine=True),
         **_event_presets(lr=0.1, bn_affine=True, epochs_digits=15),
+        **_mnist_presets(lr=0.1, bn_affine=True, epochs=8),
     },
     "imp": {
         # Kim et al.: ResNet-19 (the paper's SF experiments), lr 0.1, 300 epochs per round
@@ -75,6 +87,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # digits: 8 epochs per round (the dense net passes 98% by epoch 4)
         "digits": dict(model="digits_cnn", epochs=8, lr=0.1, batch_size=64, timesteps=4, bn_affine=True),
         **_event_presets(lr=0.1, bn_affine=True, epochs_digits=8),
+        **_mnist_presets(lr=0.1, bn_affine=True, epochs=4),
     },
     "edge_popup": {
         # paper Sec. 5 / SPEC §3: lr 0.3, batch 128, T = 5, 300 epochs
@@ -83,6 +96,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                       bn_affine=False),
         "digits": dict(model="digits_cnn", epochs=20, lr=0.3, batch_size=64, timesteps=4, bn_affine=False),
         **_event_presets(lr=0.3, bn_affine=False, epochs_digits=20),
+        **_mnist_presets(lr=0.3, bn_affine=False, epochs=8),
     },
     "sparse_training": {
         # SET / RigL from scratch (jsnn/runs/sparse_training.py) at the dense network's budget (RigL's "1x":
@@ -91,6 +105,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                       bn_affine=True),
         "digits": dict(model="digits_cnn", epochs=15, lr=0.1, batch_size=64, timesteps=4, bn_affine=True),
         **_event_presets(lr=0.1, bn_affine=True, epochs_digits=15),
+        **_mnist_presets(lr=0.1, bn_affine=True, epochs=8),
     },
 }
 
@@ -108,8 +123,10 @@ IMP_REWIND_EPOCH = _with_event_datasets({"cifar": 20, "digits": 2})
 # edge-popup: the paper sweeps five levels of the fraction REMOVED per layer on CIFAR; digits one.
 EDGE_POPUP_SPARSITIES = _with_event_datasets({"cifar": (0.1, 0.3, 0.5, 0.7, 0.9), "digits": (0.5,)})
 # SET / RigL: steps between mask updates. rigl-TF's flag default 100 (ImageNet, CIFAR-10); digits has 22
-# steps an epoch and 330 in its 15 epochs, so 10 (25 updates before the end step at 75%).
-SPARSE_TRAINING_UPDATE_EVERY = _with_event_datasets({"cifar": 100, "digits": 10})
+# steps an epoch and 330 in its 15 epochs, so 10 (25 updates before the end step at 75%). MNIST (468 steps an
+# epoch): rigl-TF's 100.
+SPARSE_TRAINING_UPDATE_EVERY = {**_with_event_datasets({"cifar": 100, "digits": 10}), "mnist": 100,
+                                "fashion_mnist": 100}
 # method -> dataset family -> the presets of the method's own options (IMPOptions, EdgePopupOptions)
 METHOD_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "dense": {family: {} for family in PRESETS["dense"]},
@@ -211,8 +228,8 @@ class TrainConfig:
 
     dataset: str = setting("digits", "digits works offline (scikit-learn's bundled 8x8 digits)", group=DATA,
                            choices="datasets")
-    data_dir: str | None = setting(None, "where CIFAR lives (a tfds data dir or the python archives), or the recorded "
-                                   "event datasets (docs/events.md)", group=DATA)
+    data_dir: str | None = setting(None, "where MNIST or CIFAR lives (the IDX files, a tfds data dir, CIFAR's python "
+                                   "archives), or the recorded event datasets (docs/events.md)", group=DATA)
     model: str | None = setting(None, group=DATA, choices="models")
     timesteps: int | None = setting(None, group=DATA, short="-T")
     batch_size: int | None = setting(None, "global batch, split over every local device", group=OPTIMISATION)

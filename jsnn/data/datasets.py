@@ -11,6 +11,9 @@ Sources, tried in order, for CIFAR:
      record by record with ``download=False`` -- never a download.
 If neither is there, ``DataNotFoundError`` says how to prepare the data.
 
+MNIST and Fashion-MNIST (60k / 10k, 28 x 28 x 1): the four IDX files as published, gzipped or not,
+in the folders ``jsnn.data.mnist`` looks in, else a prepared tfds data source (as CIFAR's).
+
 The event datasets (``EVENT_DATASETS``: the offline stand-in ``digits_dvs``, N-MNIST, DVS Gesture,
 CIFAR10-DVS) are frames ``[N, T, H, W, 2]`` from the frame cache (``jsnn.data.events``), memory
 mapped rather than loaded, so N-MNIST's 1.4 GB of train frames need not fit in RAM.
@@ -28,14 +31,17 @@ from jsnn.data.augment import AugmentConfig
 from jsnn.data.errors import DataNotFoundError
 from jsnn.data.events.frames import FrameSettings
 from jsnn.data.events.loader import EVENT_DATASETS, default_frame_settings, load_event_frames
+from jsnn.data.mnist import IDX_DATASETS, find_idx_files, load_idx_splits, not_found_message
 
 # Kim et al. (ECCV 2022) / the paper: RandomCrop(32, padding=4) + horizontal
 # flip. Kim et al. also apply Cutout(16); off here by default, an option.
 CIFAR_AUGMENT = AugmentConfig(crop_padding=4, flip=True, cutout=0)
 # Digits are 8x8 and not mirror-symmetric: no crop, no flip.
 DIGITS_AUGMENT = AugmentConfig()
+# MNIST / Fashion-MNIST: none, as the SNN papers that report them train (STBP, PLIF, Spiking ResNets)
+MNIST_AUGMENT = AugmentConfig()
 
-DATASET_NAMES = ("digits", "cifar10", "cifar100") + EVENT_DATASETS
+DATASET_NAMES = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100") + EVENT_DATASETS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,11 +83,12 @@ def default_data_dir() -> str:
 
 
 def load_dataset(name: str, data_dir: str | None = None, *, frames: FrameSettings | None = None) -> ArrayDataset:
-    """Loads ``digits``, ``cifar10``, ``cifar100`` or an event dataset (``EVENT_DATASETS``).
+    """Loads ``digits``, ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100`` or an event dataset
+    (``EVENT_DATASETS``).
 
     Args:
       name: dataset name.
-      data_dir: folder with the prepared data (CIFAR and the recorded event
+      data_dir: folder with the prepared data (MNIST, CIFAR and the recorded event
         datasets; digits ships with scikit-learn, digits_dvs is simulated from it).
         Defaults to ``default_data_dir()``.
       frames: how an event dataset's events become frames; None = its defaults
@@ -95,6 +102,8 @@ def load_dataset(name: str, data_dir: str | None = None, *, frames: FrameSetting
         return load_digits()
     if name in ("cifar10", "cifar100"):
         return load_cifar(name, data_dir)
+    if name in IDX_DATASETS:
+        return load_mnist(name, data_dir)
     if name in EVENT_DATASETS:
         return load_event_dataset(name, data_dir, frames)
     raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
@@ -159,6 +168,22 @@ def load_digits() -> ArrayDataset:
     return _make_dataset("digits", train_x, train_y, test_x, test_y, 10, DIGITS_AUGMENT)
 
 
+# ------------------------------------------------------------- MNIST, Fashion
+
+
+def load_mnist(name: str, data_dir: str | None = None) -> ArrayDataset:
+    """MNIST / Fashion-MNIST: the IDX files (``jsnn.data.mnist``), else a prepared tfds data source."""
+    data_dir = os.path.expanduser(data_dir) if data_dir else default_data_dir()
+    paths, folder = find_idx_files(name, data_dir)
+    if paths:
+        splits = load_idx_splits(name, paths)
+    else:
+        splits = _read_tfds(name, data_dir, (28, 28, 1), lambda cause: not_found_message(name, data_dir, folder)
+                            + (f" (tensorflow-datasets reported: {type(cause).__name__}: {cause})"
+                               if os.path.isdir(os.path.join(data_dir, name)) else ""))
+    return _make_dataset(name, *splits, 10, MNIST_AUGMENT)
+
+
 # ---------------------------------------------------------------------- CIFAR
 
 # Per dataset: (folder of the python archive, train files, test files,
@@ -191,7 +216,7 @@ def load_cifar(name: str, data_dir: str | None = None) -> ArrayDataset:
     if folder is not None:
         splits = _read_python_archive(name, folder)
     else:
-        splits = _read_tfds(name, data_dir)
+        splits = _read_tfds(name, data_dir, (32, 32, 3), lambda cause: _not_found_message(name, data_dir, cause))
     return _make_dataset(name, *splits, num_classes, CIFAR_AUGMENT)
 
 
@@ -259,26 +284,28 @@ def _not_found_message(name: str, data_dir: str, cause: BaseException | None) ->
     return msg
 
 
-def _read_tfds(name: str, data_dir: str):
+def _read_tfds(name: str, data_dir: str, shape: tuple[int, int, int], message):
+    """Train and test splits of the tfds data source ``name`` prepared under ``data_dir`` (images of
+    ``shape``); ``message(cause)`` is the DataNotFoundError's text when there is none."""
     try:
         import tensorflow_datasets as tfds
     except ImportError as err:
-        raise DataNotFoundError(_not_found_message(name, data_dir, err)) from err
+        raise DataNotFoundError(message(err)) from err
     try:
         # download=False: only read what is there; tfds raises (quickly) if the
         # data is missing or not in a random-access format.
         train_src, test_src = tfds.data_source(name, split=["train", "test"], data_dir=data_dir, download=False)
     except Exception as err:  # tfds signals "not prepared" with assorted types
-        raise DataNotFoundError(_not_found_message(name, data_dir, err)) from err
-    train_x, train_y = _read_source(train_src)
-    test_x, test_y = _read_source(test_src)
+        raise DataNotFoundError(message(err)) from err
+    train_x, train_y = _read_source(train_src, shape)
+    test_x, test_y = _read_source(test_src, shape)
     return train_x, train_y, test_x, test_y
 
 
-def _read_source(source):
-    """All records of a tfds data source as (uint8 [N,32,32,3], int32 [N])."""
+def _read_source(source, shape):
+    """All records of a tfds data source as (uint8 [N, *shape], int32 [N])."""
     n = len(source)
-    images = np.empty((n, 32, 32, 3), np.uint8)
+    images = np.empty((n, *shape), np.uint8)
     labels = np.empty((n,), np.int32)
     for i in range(n):
         record = source[i]
