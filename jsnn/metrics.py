@@ -1,4 +1,5 @@
-"""What a run writes for people and programs: metrics.jsonl, config.json, results.json, a progress bar."""
+"""What a run writes for people and programs: metrics.jsonl (and its TensorBoard event files), config.json,
+results.json, a progress bar."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,8 @@ from typing import Any, Iterable
 
 import jax
 from tqdm.auto import tqdm
+
+from jsnn import tensorboard
 
 
 def _jsonl_line(record: dict) -> str:
@@ -29,6 +32,15 @@ def append_jsonl(path: str, record: dict) -> None:
         return
     with open(path, "a") as f:
         f.write(_jsonl_line(record))
+
+
+def append_epoch(path: str, record: dict) -> None:
+    """One epoch's metrics: a line of ``path`` (metrics.jsonl) and the same numbers in the TensorBoard
+    event files of its folder (``jsnn.tensorboard``), process 0 only."""
+    if not is_primary():
+        return
+    append_jsonl(path, record)
+    tensorboard.write_record(os.path.dirname(os.path.abspath(path)), record)
 
 
 def read_jsonl(path: str) -> list[dict]:

@@ -24,8 +24,9 @@ from jsnn import data as jdata
 from jsnn import parallel, platform, preemption
 from jsnn.checkpoint import Checkpointer
 from jsnn.config import TrainConfig
+from jsnn.efficiency.counting import measure_dataset
 from jsnn.methods import Method
-from jsnn.metrics import append_jsonl, is_primary, log, progress
+from jsnn.metrics import append_epoch, is_primary, log, progress
 from jsnn.objective import per_example_loss, predictions, preprocess, spike_loss
 from jsnn.preemption import Preempted
 from jsnn.sparsity.masks import sparsity_of
@@ -131,6 +132,9 @@ class Trainer:
     model: Any
     dataset: jdata.ArrayDataset
     mesh: Any = None
+    # each evaluated epoch's metrics also hold the network's SynOps per test image (a counting pass over
+    # the test set); the runs set it when they make a cost report (Outputs.cost_report)
+    count_synops: bool = False
 
     def __post_init__(self):
         self.mesh = self.mesh or parallel.data_mesh()
@@ -261,8 +265,10 @@ class Trainer:
                       "images_per_sec": self.steps_per_epoch * cfg.batch_size / seconds, "seconds": seconds}
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                 record.update(self.evaluate(state, method))
+                if self.count_synops:
+                    record["synops_per_image"] = self.synops_per_image(state, method)
             if metrics_path:
-                append_jsonl(metrics_path, record)
+                append_epoch(metrics_path, record)
             log(_epoch_line(record))
             finished = bool(on_epoch_end(state, epoch + 1)) if on_epoch_end else False
             last = finished or epoch + 1 == cfg.epochs
@@ -288,6 +294,15 @@ class Trainer:
         where = f"{_describe(label)}epoch {epoch + 1}, batch {batch}" if batch else f"{_describe(label)}epoch {epoch}"
         return Preempted(f"stopped by {signal.Signals(signum).name} after {where} and saved a checkpoint there; "
                          "rerun the same command to continue from it", signum)
+
+    def synops_per_image(self, state: TrainState, method: Method) -> float:
+        """SynOps per test image of the network as it stands: the cost report's exact count
+        (``jsnn.efficiency``) over the whole test set, at the run's batch size (its counting pass is
+        compiled once and shared with the cost report's)."""
+        variables = Variables(state.weights, method.effective_masks(state.masks, state.scores), state.bn,
+                              state.batch_stats)
+        return measure_dataset(self.model, jax.device_get(variables), self.dataset,
+                               batch_size=self.config.batch_size)["synops_per_image"]
 
     def sparsity(self, state: TrainState, method: Method) -> float:
         """Measured fraction of maskable weights that are zero in the forward pass."""

@@ -113,6 +113,7 @@ class Run:
             _, _, self.trainer = prepare(self.config, self.workdir, plan.signature, self.record)
         else:
             claim_workdir(self.workdir, plan.signature, self.record or _config_record(self.config))
+        self.trainer.count_synops = self.outputs.cost_report  # SynOps per epoch in metrics.jsonl / TensorBoard
         try:
             self._phase("prepare")
             state = plan.setup(self)
