@@ -7,13 +7,13 @@ import struct
 
 import numpy as np
 import pytest
+from tensorboard.backend.event_processing import event_accumulator  # the reference reader (the test extra)
+from tensorboard.compat.proto import event_pb2
 
 from jsnn import tensorboard
 from jsnn.metrics import append_epoch
 from jsnn.runs import imp
 from jsnn.runs.outputs import Outputs
-
-event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
 
 def crc32c(data: bytes) -> int:
@@ -76,6 +76,13 @@ def test_records_round_trip_through_tensorboards_reader(tmp_path):
     (path,) = glob.glob(str(logdir / "events.out.tfevents.*"))
     payloads = records_by_hand(path)
     assert b"brain.Event:2" in payloads[0] and len(payloads) == 2 + 3 * len(expected)
+    # and each parsed by TensorBoard's own protos
+    events = [event_pb2.Event.FromString(p) for p in payloads]
+    assert events[0].file_version == "brain.Event:2"
+    assert events[1].step == 1 and events[1].session_log.status == event_pb2.SessionLog.START
+    last = events[-1]
+    assert last.step == 3 and last.summary.value[0].tag == "speed/epoch_seconds"
+    assert last.summary.value[0].simple_value == 1.5
 
 
 def test_an_imp_run_writes_every_epoch_of_every_round(digits_imp, tmp_path):
