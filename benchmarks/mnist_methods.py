@@ -123,13 +123,13 @@ def report(args, wall: dict) -> None:
                           "preset": "dvs_small (16C3-P2-32C3-P2-64C3-P2-FC10), T = 4, batch 128, seed 0",
                           "epochs": args.epochs, "imp_rounds": args.rounds, "imp_round_epochs": args.round_epochs,
                           "energy_fraction_of_dense_synops": args.energy_fraction},
-              "machine": {**machine_info(threads=2), "note": "2-core CPU shared with other jobs; one run at a time, "
+              "machine": {**machine_info(threads=2), "note": "shared with other jobs; one run at a time, "
                                                              "nice 10: times are noisy"},
               "wall": wall, "results": rows}
     lines = ["# Every method on MNIST (benchmarks/mnist_methods.py)", "",
              f"MNIST, the official 60k / 10k files; {record['setting']['preset']}; {args.epochs} epochs per run "
-             f"(IMP / SF-IMP-1: {args.rounds} rounds of {args.round_epochs}); CPU: {record['machine']['cpu']}, "
-             f"{record['machine']['note']}.", "",
+             f"(IMP / SF-IMP-1: {args.rounds} rounds of {args.round_epochs}); {record['machine']['cpu']}, "
+             f"{record['machine']['cores']} cores, {record['machine']['note']}.", "",
              "| run | ticket | sparsity | test accuracy | SynOps / image | epochs | training s | program wall s |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, entries in rows.items():

@@ -862,6 +862,42 @@ def methods_digits_findings(src):
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------ MNIST (docs/data.md)
+
+
+def _shown_command(command):
+    """The program and its settings, without the data and work folders and the output switches."""
+    words, out = command.split(), []
+    for i, w in enumerate(words):
+        if w in ("--no-progress", "--no-plots", "--data-dir", "--workdir") or (i and words[i - 1] in
+                                                                               ("--data-dir", "--workdir")):
+            continue
+        out.append(w)
+    return " ".join(out) + " --data-dir DIR"
+
+
+@generator("mnist_methods")
+def mnist_methods(src):
+    d = src.json("benchmarks/results/mnist_methods.json")
+    rows = []
+    for name, entries in d["results"].items():
+        command = _shown_command(d["wall"][name]["command"])
+        for r in entries:
+            synops = "–" if r["synops_per_image"] is None else si(r["synops_per_image"])
+            rows.append([f"`{command}`", r["label"], sparsity_label(r["sparsity"]), pct(r["test_accuracy"], 2),
+                         synops, str(r["epochs"]), f"{r['train_seconds']:.0f}", f"{d['wall'][name]['seconds']:.0f}"])
+    s, m = d["setting"], d["machine"]
+    head = (f"{s['dataset']}; {s['preset']}; {s['epochs']} epochs a run. {m['cpu']}, {m['cores']} cores, "
+            f"{m['note']}.")
+    published = src.json("docs/results/mnist/published.json")
+    tail = " ".join(
+        f"Published: {e['paper']}: {pct(e['mnist_test_accuracy_max_over_training'], 2)} on MNIST (the highest test "
+        f"accuracy during training; {pct(e['mnist_test_accuracy_validation_selected'], 2)} for the epoch a validation "
+        f"split picks), in their setting: {e['setting']} ({e['source']})." for e in published["entries"])
+    return head + "\n\n" + table(["command", "ticket", "sparsity", "test accuracy", "SynOps / image", "epochs",
+                                   "training s", "program wall s"], rows) + "\n\n" + tail
+
+
 # ------------------------------------------------------------------ the driver
 
 
