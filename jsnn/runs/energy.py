@@ -38,7 +38,7 @@ import numpy as np
 from jsnn import data as jdata
 from jsnn import parallel, plots
 from jsnn.config import TrainConfig, dataset_family
-from jsnn.efficiency import measure_dataset
+from jsnn.efficiency import measure
 from jsnn.metrics import log
 from jsnn.models.description import describe
 from jsnn.objective import preprocess
@@ -60,6 +60,7 @@ ENERGY_PRESETS = {
     "digits": {"mask_lr": 0.01, "finetune_epochs": 5},
 }
 PHASES = ("search", "finetune")
+CUT_RANKS = ("magnitude", "logits")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,9 +72,10 @@ class EnergyOptions:
     beta1: float = energy.BETA1
     mask_lr: float | None = None  # Adam's learning rate for the logits; None: the dataset's preset
     logit_init: float = 0.5
-    lambda_init: float = 0.1
+    lambda_init: float = 0.01  # the penalty starts near the task loss (0.1 collapsed 8-epoch searches)
     dual_rate: float = 0.05  # eta of nu <- nu + eta clip(log(S / target), -1, 1), per step
     optimizer: str = "sgd"  # the weights' optimizer: sgd (the TrainConfig's) | adam | adamw
+    cut_rank: str = "magnitude"  # the budget cut's order within a layer: magnitude (|w|) | logits (the search's)
 
     def resolve(self, config: TrainConfig) -> "EnergyOptions":
         preset = ENERGY_PRESETS.get(dataset_family(config.dataset), ENERGY_PRESETS["digits"])
@@ -92,6 +94,8 @@ class EnergyOptions:
         for name in ("mask_lr", "lambda_init", "dual_rate"):
             if not getattr(out, name) > 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(out, name)}")
+        if out.cut_rank not in CUT_RANKS:
+            raise ValueError(f"--cut-rank must be one of {CUT_RANKS}, got {out.cut_rank!r}")
         if out.optimizer not in OPTIMIZERS:
             raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {out.optimizer!r}")
         return out
@@ -193,13 +197,22 @@ class EnergyPlan:
     def with_masks(self, run: Run, state: TrainState, masks) -> TrainState:
         return switch_state(state, masks, run.trainer.mesh)
 
+    def cut_rank(self, host: TrainState) -> dict:
+        if self.options.cut_rank == "logits":
+            return energy.weight_rank(host.scores, self.groups)
+        return energy.cut_rank(host.weights)
+
     def measure(self, run: Run, state: TrainState, masks) -> dict:
-        """The cost report's count of the ticket on ``masks`` (``jsnn.runs.tickets.ticket_cost``'s pass)."""
+        """The cost report's count of the ticket on ``masks`` over the training images (the budget is a
+        property of the ticket fitted on them; the test images stay unseen until the run's cost report)."""
         variables = Variables(state.weights, masks, state.bn, state.batch_stats)
-        return measure_dataset(run.model, jax.device_get(variables), run.dataset, batch_size=self.config.batch_size)
+        d = run.dataset
+        return measure(run.model, jax.device_get(variables), d.train_images, batch_size=self.config.batch_size,
+                       normalize=(d.mean, d.std))
 
     def meet_budget(self, run: Run, state: TrainState, when: str) -> TrainState:
-        """``state`` with its masks cut cheapest-first until the measured SynOps are within the budget."""
+        """``state`` with its masks cut layer by layer, cheapest first, until the SynOps measured on the training
+        images are within the budget, never through the spine (``energy.enforce_budget``)."""
         host = jax.device_get(state)
         if self._usage is None:
             self._usage = energy.weight_usage_fn(run.model, self.search.layers)
@@ -209,23 +222,32 @@ class EnergyPlan:
         def usage(named):
             total = None
             variables = Variables(host.weights, from_names(named), host.bn, host.batch_stats)
-            for images, _, n_real in jdata.eval_batches(d.test_images, d.test_labels, self.config.batch_size):
+            for images, _, n_real in jdata.eval_batches(d.train_images, d.train_labels, self.config.batch_size):
                 x = preprocess(images[:n_real], d.mean, d.std)
                 u = jax.device_get(usage_of(variables, x))
                 total = u if total is None else {k: total[k] + u[k] for k in u}
-            return {k: v / len(d.test_labels) for k, v in total.items()}
+            return {k: v / len(d.train_labels) for k, v in total.items()}
 
         def synops(named):
             return self.measure(run, host, from_names(named))["synops_per_image"]
 
-        result = energy.enforce_budget(by_name(host.masks), self.options.synops_budget,
-                                       energy.weight_rank(host.scores, self.groups), self.groups, synops, usage)
-        self.repairs = {**self.repairs, when: {"measured": list(result.measured),
-                                               "removed_weights": result.removed_weights}}
+        budget = self.options.synops_budget
+        result = energy.enforce_budget(by_name(host.masks), budget, self.cut_rank(host),
+                                       self.groups, synops, usage)
+        self.repairs = {**self.repairs, when: {"measured": list(result.measured), "met": result.met,
+                                               "removed_weights": result.removed_weights,
+                                               "restored_weights": result.restored_weights}}
+        if result.restored_weights:
+            log(f"{when}: the binarised logits left a counted layer without a path; restored "
+                f"{result.restored_weights} weights of the spine (one path through every counted layer)")
         if result.removed_weights:
-            log(f"{when}: {result.measured[0]:.0f} SynOps per image over the budget of "
-                f"{self.options.synops_budget:g}; removed {result.removed_weights} weights cheapest-first: "
-                f"{result.measured[-1]:.0f}")
+            log(f"{when}: {result.measured[0]:.0f} SynOps per training image over the budget of {budget:g}; removed "
+                f"{result.removed_weights} weights layer by layer, cheapest first: {result.measured[-1]:.0f}")
+        if not result.met:
+            log(f"{when}: no connected ticket within the budget: the smallest this run finds, one path through "
+                f"every counted layer, needs {result.measured[-1]:.0f} SynOps per training image, over "
+                f"{budget:g}; raise --synops-budget")
+        if result.restored_weights or result.removed_weights:
             state = self.with_masks(run, state, from_names(result.masks))
         return state
 
@@ -241,16 +263,12 @@ class EnergyPlan:
                "channels": {g.producer: g.channels for g in self.groups},
                "epochs": self.config.epochs if segment == 0 else self.options.finetune_epochs}
         if segment == 1:
-            measured = self.repairs["final"]["measured"][-1]
-            # A budget below what the network needs is met by cutting whole layers: the ticket is
-            # within it but disconnected (its outputs no longer depend on the input). Said, not hidden.
-            empty = sorted(n for n, s in out["layer_sparsity"].items() if s >= 1.0)
-            if empty:
-                log(f"warning: the final ticket has no connection left in {', '.join(empty)}, so it cannot tell "
-                    f"inputs apart; {self.options.synops_budget:g} SynOps per image is below what this network "
-                    f"needs: raise --synops-budget")
-            out.update({"synops_per_image": measured, "within_budget": measured <= self.options.synops_budget,
-                        "disconnected_layers": empty, "repairs": self.repairs})
+            final = self.repairs["final"]
+            empty = sorted(n for n, s in out["layer_sparsity"].items() if s >= 1.0)  # [] by the spine
+            met = final.get("met", final["measured"][-1] <= self.options.synops_budget)  # older checkpoints: no "met"
+            out.update({"synops_per_image": final["measured"][-1], "synops_measured_on": "train",
+                        "within_budget": bool(met) and not empty, "disconnected_layers": empty,
+                        "repairs": self.repairs})
         return out
 
     def ticket_path(self, run: Run, segment: int) -> str:
