@@ -105,6 +105,12 @@ def label(options: EnergyOptions) -> str:
     return f"energy budget ({options.synops_budget:g} SynOps)"
 
 
+def silent_layers(report: dict) -> list[str]:
+    """The counted layers (spike inputs) of a cost report that no spike reached: with a path through them
+    still kept (the spine), the ticket's output no longer depends on its input there."""
+    return sorted(r["layer"] for r in report["layers"] if r["input"] == "spikes" and r["acs_per_image"] == 0)
+
+
 def switch_state(state: TrainState, masks, mesh) -> TrainState:
     """``state`` on binary ``masks`` (replicated on ``mesh``): pruned weights stored as exactly 0 and their
     optimizer moments 0, so the finetune's masked updates keep them 0 under any optimizer."""
@@ -228,15 +234,19 @@ class EnergyPlan:
                 total = u if total is None else {k: total[k] + u[k] for k in u}
             return {k: v / len(d.train_labels) for k, v in total.items()}
 
+        last = {}  # the report of the last masks measured: the final ones
+
         def synops(named):
-            return self.measure(run, host, from_names(named))["synops_per_image"]
+            last["report"] = self.measure(run, host, from_names(named))
+            return last["report"]["synops_per_image"]
 
         budget = self.options.synops_budget
         result = energy.enforce_budget(by_name(host.masks), budget, self.cut_rank(host),
                                        self.groups, synops, usage)
         self.repairs = {**self.repairs, when: {"measured": list(result.measured), "met": result.met,
                                                "removed_weights": result.removed_weights,
-                                               "restored_weights": result.restored_weights}}
+                                               "restored_weights": result.restored_weights,
+                                               "silent_layers": silent_layers(last["report"])}}
         if result.restored_weights:
             log(f"{when}: the binarised logits left a counted layer without a path; restored "
                 f"{result.restored_weights} weights of the spine (one path through every counted layer)")
@@ -247,6 +257,10 @@ class EnergyPlan:
             log(f"{when}: no connected ticket within the budget: the smallest this run finds, one path through "
                 f"every counted layer, needs {result.measured[-1]:.0f} SynOps per training image, over "
                 f"{budget:g}; raise --synops-budget")
+        elif self.repairs[when]["silent_layers"]:
+            log(f"{when}: no connected ticket within the budget: no spike reaches "
+                f"{', '.join(self.repairs[when]['silent_layers'])} on the training images, so the ticket cannot "
+                f"tell inputs apart; raise --synops-budget")
         if result.restored_weights or result.removed_weights:
             state = self.with_masks(run, state, from_names(result.masks))
         return state
@@ -266,8 +280,10 @@ class EnergyPlan:
             final = self.repairs["final"]
             empty = sorted(n for n, s in out["layer_sparsity"].items() if s >= 1.0)  # [] by the spine
             met = final.get("met", final["measured"][-1] <= self.options.synops_budget)  # older checkpoints: no "met"
+            silent = final.get("silent_layers", [])
             out.update({"synops_per_image": final["measured"][-1], "synops_measured_on": "train",
-                        "within_budget": bool(met) and not empty, "disconnected_layers": empty,
+                        "within_budget": bool(met) and not empty and not silent, "silent_layers": silent,
+                        "disconnected_layers": empty,
                         "repairs": self.repairs})
         return out
 
