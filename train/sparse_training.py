@@ -29,7 +29,7 @@ from jsnn.runs import energy, sparse_training
 from jsnn.sparsity.criteria import CRITERIA
 from jsnn.sparsity.distributions import DISTRIBUTIONS
 
-ENERGY = "energy"  # jsnn/runs/energy.py: Shi et al.'s neuron and weight pruning under a SynOps budget
+ENERGY = "energy"  # jsnn/runs/energy.py: a SynOps-budget variant of Shi et al.'s weight and neuron mask learning
 
 
 def parser() -> argparse.ArgumentParser:
@@ -39,7 +39,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--algorithm", choices=sparse_training.ALGORITHMS + (ENERGY,), default=d.algorithm,
                    help="grow by random scores (SET) or by the largest dense gradient (RigL); static: prune once "
                         "at initialisation by --criterion, the mask fixed afterwards; energy: neurons and weights "
-                        "pruned under --synops-budget (Shi et al. 2024)")
+                        "pruned under --synops-budget (a SynOps-budget variant of Shi et al. 2024's mask learning)")
     g.add_argument("--sparsity", type=float, default=d.sparsity, help="fraction of the weights removed (RigL: 0.9)")
     g.add_argument("--distribution", choices=sorted(DISTRIBUTIONS), default=d.distribution,
                    help="per-layer densities (unset: erk for set / rigl, which take erk or uniform; static: the "
@@ -58,7 +58,7 @@ def parser() -> argparse.ArgumentParser:
                    help="sgd (momentum, weight decay added to the gradient), adam, or adamw (decoupled decay); "
                         "--lr and --weight-decay apply to each")
     g.add_argument("--synops-budget", type=float, help="energy: SynOps per image the final ticket may need, "
-                   "measured as the cost report counts them (required with --algorithm energy)")
+                   "measured on the training images as the cost report counts them (required with --algorithm energy)")
     g.add_argument("--finetune-epochs", type=int, help="energy: epochs of finetuning after the --epochs of search "
                    f"(unset: {energy.ENERGY_PRESETS['digits']['finetune_epochs']} on digits)")
     add_training_flags(p)

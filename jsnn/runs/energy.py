@@ -1,5 +1,6 @@
-"""Neuron and weight pruning under an energy budget (Shi et al., ICLR 2024): a search segment and a finetune
-segment, ending with a ticket whose measured SynOps per image are within ``--synops-budget``.
+"""A SynOps-budget variant of Shi et al.'s weight and neuron mask learning (ICLR 2024; the differences are
+listed in jsnn/sparsity/energy.py): a search segment and a finetune segment, ending with a connected ticket
+whose SynOps per training image are within ``--synops-budget``, or ``within_budget: false`` and one line.
 
     segment 0 (search)    weights, weight logits m_w, channel logits m_n and lambda trained together;
                           loss = task + lambda * S / target, S the differentiable SynOps count, beta
@@ -7,25 +8,27 @@ segment, ending with a ticket whose measured SynOps per image are within ``--syn
                           (jsnn/sparsity/energy_training.py). Ticket: WORKDIR/tickets/round_00.npz
     switch                masks m > 0; a pruned channel's fan-in and fan-out masked; pruned weights
                           stored as 0 and their optimizer moments zeroed; then the ticket's SynOps
-                          measured (jsnn.efficiency, the cost report's pass) and, if over the budget,
-                          cut cheapest-first until within it (jsnn/sparsity/energy.py)
+                          measured (jsnn.efficiency on the training images) and, if over the budget,
+                          cut layer by layer, smallest |w| first, never through the spine (one path
+                          through every counted layer) until within it (jsnn/sparsity/energy.py)
     segment 1 (finetune)  masks fixed, weights and BN trained on (same optimizer state) for
                           ``finetune_epochs``; measured again and cut again if over the budget (no
                           training after that cut): WORKDIR/ticket.npz, measured <= budget
 
-The budget is checked on the images the cost report counts (the test set; its labels are not used),
-so the report's ``synops_per_image`` is the number the guarantee holds for. The search aims at
+The budget is checked on the training images (the test set stays unseen until the run's cost report,
+whose count can differ a little). The search aims at
 ``target_fraction`` of the budget, leaving room for the activity to shift when the masks are
 binarised and the weights finetuned.
 
-Defaults and where they come from (``../shared/notes/sparse-training.md`` §3):
+Defaults and where they come from (Shi et al.'s reference code, xyshi2000/Unstructured-Pruning @ 175134e):
     beta0 5, beta1 1000             Shi et al.'s temperature schedule, over all search steps
     logit_init 0.5                  Shi et al. start at 0 (sigma = 0.5, and m > 0 prunes all); a small positive
                                     value starts from the dense ticket (sigma(beta0 * 0.5) = 0.92)
     mask_lr                         Shi et al.: Adam 1e-4 (CIFAR-10, 800 epochs), 1e-3 (DVS); digits: 0.01
                                     (its 330 search steps), ``ENERGY_PRESETS``
     finetune_epochs                 Shi et al.: 800 + 200 epochs on CIFAR-10 (a quarter); digits 5 after 15
-    target_fraction 0.9, lambda_init 0.1, dual_rate 0.05   jsnn's (Shi et al. fix lambda per run instead)
+    target_fraction 0.9, lambda_init 0.01, dual_rate 0.05  jsnn's (Shi et al. fix lambda per run instead); lambda
+                                    0.1 collapsed 8-epoch digits searches (every logit below 0 at once)
 """
 from __future__ import annotations
 

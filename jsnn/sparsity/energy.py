@@ -1,5 +1,9 @@
-"""Neuron and weight pruning under an energy budget (Shi et al., ICLR 2024): neurons, gates, the
-differentiable SynOps count, the temperature, and making a ticket meet its budget.
+"""A SynOps-budget variant of Shi et al.'s weight and neuron mask learning (ICLR 2024): neurons, gates, the
+differentiable SynOps count, the temperature, and making a ticket meet its budget. Not Shi et al.'s method:
+a budget with λ by dual ascent (theirs: λ fixed), one product penalty priced by measured spikes (theirs:
+separate neuron and weight terms with usage constants), gates per channel (theirs: per (C, H, W) position),
+SGD on the weights (theirs: Adam), a layer-aware budget cut after the search, measured on training images
+(docs/methods.md, "Energy-budget pruning", lists them).
 
 **Neurons are channels.** jsnn gates the output channels of a conv / linear layer, one gate per
 channel after its LIF (Shi et al. gate every neuron position (C, H, W)). A non-negative
@@ -28,12 +32,13 @@ mask, hence differentiable in the logits; with 0/1 gates it is the exact count (
 ``jsnn.efficiency.measure``). The input spikes are the measured ones (no gradient flows through
 them: as in Shi et al. the penalty prices connections, at their measured use).
 
-**Meeting the budget** (``enforce_budget``): the ticket's SynOps are measured with
-``jsnn.efficiency`` (the cost report's pass); while above the budget, the kept weights of the
-counted layers with the lowest logits are removed, cheapest-first, as many as the per-weight
-input-spike counts (``weight_usage``) say cover the excess, then measured again. Removing
-connections changes downstream firing, so the loop measures after every cut; it ends with a
-measured count within the budget (at worst every counted connection is gone and the count is 0).
+**Meeting the budget** (``enforce_budget``): the ticket's SynOps are measured with ``jsnn.efficiency``
+(the cost report's pass, on the training images); while above the budget, each counted layer gives up its
+share of the excess (in proportion to its own SynOps), smallest ``cut_rank`` first, as many weights as the
+per-weight input-spike counts (``weight_usage``) say cover it, then measured again (removing connections
+changes downstream firing). A ``spine``, one path through every counted layer, is never cut (and restored
+when the binarised logits emptied a layer), so the ticket stays connected; when only the spine is left and
+the count is still over the budget, the result says the budget was not met.
 """
 from __future__ import annotations
 

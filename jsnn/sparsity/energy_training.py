@@ -1,11 +1,13 @@
-"""The two phases of energy-budget pruning as trainer Methods (``jsnn.methods.Method``), and their optimizer.
+"""The two phases of the SynOps-budget variant of Shi et al.'s mask learning as trainer Methods
+(``jsnn.methods.Method``), and their optimizer.
 
 | method         | trained                         | forward kernel                                        |
 |----------------|---------------------------------|-------------------------------------------------------|
 | EnergySearch   | weights, bn, scores (logits, nu)| weights * sigma(beta m_w) * sigma(beta m_n)[in-channel]|
 | EnergyFinetune | weights, bn (scores frozen)     | weights * binary ticket mask                          |
 
-Search (Shi et al. 2024): loss = task + lambda * S / B_target, S the differentiable SynOps per image
+Search (after Shi et al. 2024, not theirs: jsnn.sparsity.energy lists the differences):
+loss = task + lambda * S / B_target, S the differentiable SynOps per image
 (``jsnn.sparsity.energy.synops_per_image``) of the batch, B_target the budget the search aims at.
 ``lambda = exp(nu)`` is adapted inside the step by dual ascent on its logarithm,
 ``nu <- nu + eta * clip(log(S / B_target), -1, 1)`` (lambda grows while the batch is over the target,
