@@ -13,6 +13,16 @@ A page marks a generated block as
 and NAME is one of the generators below. Each generator reads only committed results files
 (benchmarks/results/*.json, docs/results/**) and ends its block with the files it read, so every number
 in a table can be traced to a file. Only the standard library is used: no JAX, no NumPy.
+
+A number in prose is marked as a value read from a file:
+
+    <!-- v SOURCE: PATH | SPEC -->42.8<!-- /v -->
+
+SOURCE is a results file, or one of the short names in ``SOURCES``; PATH walks its JSON by keys and list
+indices separated by ``/`` (``mean/mag/5``), or is an expression of such reads, ``v('a/b') - v('c/d')``;
+SPEC is a Python format spec (``.1f``, ``+.1f``), ``%`` followed by one for a fraction shown in percent
+(``%.1f`` prints 0.428 as 42.8), or ``int``. ``--check`` fails where the text between the marks is not
+what the file gives, and where a page links outside the repository.
 """
 
 from __future__ import annotations
@@ -29,6 +39,15 @@ PAGES = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").
 BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
 
 GENERATORS: dict = {}
+VALUE = re.compile(r"<!-- v (?P<source>[\w./-]+): (?P<path>.+?) \| (?P<spec>[^>]+?) -->(?P<text>.*?)<!-- /v -->",
+                   re.S)
+# short names of the results files the prose reads
+SOURCES = {
+    "lottery": "docs/results/lottery_digits/summary.json",
+    "methods": "docs/results/methods_digits/summary.json",
+    "energy_fix": "benchmarks/results/energy_budget_fix.json",
+}
+LINK = re.compile(r"\]\((?P<target>[^)\s#]+)(?:#[^)]*)?\)")
 
 
 def generator(name):
@@ -898,6 +917,64 @@ def mnist_methods(src):
                                    "training s", "program wall s"], rows) + "\n\n" + tail
 
 
+# ------------------------------------------------------------------ values in prose
+
+
+def _walk(data, path):
+    for key in path.split("/"):
+        data = data[int(key)] if isinstance(data, list) else data[key]
+    return data
+
+
+def value(source, path, spec):
+    """The text a prose value mark stands for (module doc)."""
+    with open(ROOT / SOURCES.get(source, source)) as f:
+        data = json.load(f)
+    if "v(" in path:
+        names = {"v": lambda p: _walk(data, p), "abs": abs, "min": min, "max": max, "sum": sum, "len": len,
+                 "round": round, "range": range, "str": str}
+        x = eval(path, {"__builtins__": {}, **names})  # globals: generator expressions see them
+    else:
+        x = _walk(data, path)
+    spec = spec.strip()
+    if spec == "int":
+        return str(int(x))
+    if spec.startswith("%"):
+        return format(100 * x, spec[1:])
+    text = format(x, spec)
+    return text.replace("-", "−") if text.startswith("-") else text
+
+
+def check_values(text, page, errors):
+    """The page with every prose value rewritten from its file; a mismatch appended to ``errors``."""
+    def replace(m):
+        try:
+            want = value(m.group("source"), m.group("path"), m.group("spec"))
+        except (OSError, ValueError, LookupError, TypeError, ZeroDivisionError, SyntaxError, NameError) as e:
+            errors.append(f"{page}: value '{m.group('path')}' cannot be read from {m.group('source')}: "
+                          f"{type(e).__name__}: {e}")
+            return m.group(0)
+        if m.group("text") != want:
+            errors.append(f"{page}: the text says {m.group('text')!r} where {m.group('source')} "
+                          f"'{m.group('path')}' gives {want!r}")
+        return m.group(0).replace(f"-->{m.group('text')}<!--", f"-->{want}<!--", 1)
+
+    return VALUE.sub(replace, text)
+
+
+def outside_links(text, page):
+    """Relative links of ``page`` that leave the repository."""
+    here = (ROOT / page).parent
+    out = []
+    for m in LINK.finditer(text):
+        target = m.group("target")
+        if "://" in target or target.startswith("mailto:"):
+            continue
+        if not (here / target).resolve().is_relative_to(ROOT):
+            out.append(target)
+    return out + [m for m in re.findall(r"\.\./shared/[\w./-]+", text) if m not in out]
+
+
 # ------------------------------------------------------------------ the driver
 
 
@@ -934,7 +1011,11 @@ def main(argv=None):
     for page in PAGES:
         path = ROOT / page
         text = path.read_text()
-        new = build_page(text, page, errors)
+        value_errors = []
+        new = check_values(build_page(text, page, errors), page, value_errors)
+        if args.check:
+            errors += value_errors
+        errors += [f"{page}: links outside the repository: {t}" for t in outside_links(text, page)]
         names = [m.group("name") for m in BLOCK.finditer(text)]
         used.update(names)
         if args.list:
