@@ -21,8 +21,8 @@ A number in prose is marked as a value read from a file:
 SOURCE is a results file, or one of the short names in ``SOURCES``; PATH walks its JSON by keys and list
 indices separated by ``/`` (``mean/mag/5``), or is an expression of such reads, ``v('a/b') - v('c/d')``;
 SPEC is a Python format spec (``.1f``, ``+.1f``), ``%`` followed by one for a fraction shown in percent
-(``%.1f`` prints 0.428 as 42.8), or ``int``. ``--check`` fails where the text between the marks is not
-what the file gives, and where a page links outside the repository.
+(``%.1f`` prints 0.428 as 42.8), ``int``, or ``list`` (items joined by commas). ``--check`` fails where the
+text between the marks is not what the file gives, and where a page links outside the repository.
 """
 
 from __future__ import annotations
@@ -917,6 +917,31 @@ def mnist_methods(src):
                                    "training s", "program wall s"], rows) + "\n\n" + tail
 
 
+@generator("energy_budget_fix")
+def energy_budget_fix(src):
+    d = src.json("benchmarks/results/energy_budget_fix.json")
+    rows = []
+    for r in d["rows"]:
+        rows.append([r["seed"], f"{r['budget']:.0f}", r["cut_rank"], pct(r["test_accuracy"]),
+                     f"{r['synops_per_image_train']:.0f}", f"{r['synops_per_image_test']:.0f}",
+                     "yes" if r["within_budget"] else "**no**", ", ".join(r["disconnected_layers"]) or "none",
+                     pct(r["snip_accuracy"]), pct(r["imp_accuracy"])])
+    means = []
+    for rank in dict.fromkeys(r["cut_rank"] for r in d["rows"]):
+        acc = [r["test_accuracy"] for r in d["rows"] if r["cut_rank"] == rank]
+        snip = [r["snip_accuracy"] for r in d["rows"] if r["cut_rank"] == rank]
+        imp = [r["imp_accuracy"] for r in d["rows"] if r["cut_rank"] == rank]
+        means.append(f"cut by {rank}: mean {pct(statistics.mean(acc))} (SNIP {pct(statistics.mean(snip))}, "
+                     f"IMP {pct(statistics.mean(imp))} on the same seeds)")
+    return (f"The energy budget at IMP's 97.44 % SynOps, rerun at commit {d['commit']} (`{d['command']}`): the "
+            "comparison's network and schedule (8 search + 5 finetune epochs), the budget each seed's IMP ticket "
+            "measured per test image; the run's own count is on the training images, the cost report's on the "
+            "test images. SNIP's and IMP's accuracy are the comparison's (not rerun). Machine: "
+            f"{d['machine']['note']}.\n\n"
+            + table(["seed", "budget", "cut order", "accuracy", "SynOps (train)", "SynOps (test)", "within budget",
+                     "empty layers", "SNIP", "IMP"], rows) + "\n\n" + "; ".join(means) + ".")
+
+
 # ------------------------------------------------------------------ values in prose
 
 
@@ -939,6 +964,8 @@ def value(source, path, spec):
     spec = spec.strip()
     if spec == "int":
         return str(int(x))
+    if spec == "list":
+        return ", ".join(str(i) for i in x)
     if spec.startswith("%"):
         return format(100 * x, spec[1:])
     text = format(x, spec)
