@@ -13,14 +13,17 @@ connection sparsity: the levels IMP reaches at 60 % per round, rounds ``LEVELS``
                  lr 0.3 and non-affine BN), 8 epochs
     set_<k>, rigl_<k>  SET / RigL from scratch (ERK, drop fraction 0.3 cosine-decayed, updates every 10
                  steps up to 75 % of training), 8 epochs
-    energy_<k>   energy-budget pruning (train/sparse_training.py --algorithm energy), its SynOps budget the
-                 measured SynOps per image of the same seed's IMP ticket of level k (matched SynOps);
+    energy_<k>   the SynOps-budget variant of Shi et al.'s mask learning (train/sparse_training.py --algorithm
+                 energy), its SynOps budget the measured SynOps per image of the same seed's IMP ticket of
+                 level k (an upper bound, not a match);
                  run only where the program offers --algorithm energy
 
 Every ticket's SynOps per image is measured by its cost pass over the test set (``jsnn.efficiency``,
 the runs' ``efficiency`` entries). Training budget: an IMP ticket of level k is trained for (k + 1)
 rounds of 8 epochs (round 0 dense, then rounds 1..k); every other method trains 8 epochs (one IMP
-round), from initialisation.
+round), from initialisation, the energy budget 8 search epochs and its finetune. The summary records the
+commit, the command and each run's details (``runs``: MACs per image, per-layer sparsity, and the energy
+budget's search entry, cuts and connectivity).
 
     python benchmarks/methods_digits.py run --workdir /tmp/methods_digits --seeds 0,1,2,3,4,5,6,7 --workers 2
     python benchmarks/methods_digits.py report --workdir /tmp/methods_digits --out docs/results/methods_digits
@@ -190,6 +193,25 @@ def training_seconds(records: list[dict]) -> list[float]:
     return secs
 
 
+DETAILS = ("layer_sparsity", "within_budget", "synops_budget", "synops_per_image", "synops_measured_on", "lambda",
+           "repairs", "disconnected_layers", "silent_layers", "removed_channels")
+
+
+def run_details(entry: dict, search: dict | None = None) -> dict:
+    """What a ticket's results entry says beyond the tables: the encoding layer's MACs per image, per-layer
+    sparsity, and the energy budget's search entry, cuts and connectivity (where the entry has them)."""
+    out = {"macs_per_image": entry.get("efficiency", {}).get("macs_per_image")}
+    out.update({k: entry[k] for k in DETAILS if k in entry})
+    if search is not None:
+        out["search"] = {k: v for k, v in search.items() if k not in ("efficiency",)}
+    return out
+
+
+def git_commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
+
+
 def collect(workdir: str, seed: int) -> dict:
     """{method: {level k: {accuracy, sparsity, synops, epochs, seconds}}} of one seed's finished runs."""
     from jsnn.metrics import read_json, read_jsonl
@@ -207,7 +229,8 @@ def collect(workdir: str, seed: int) -> dict:
         per_round_e = [sum(1 for x in records if x.get("round", 0) == k) for k in range(IMP_ROUNDS)]
         out[method] = {k: {"accuracy": r["runs"][k]["test_accuracy"], "sparsity": r["runs"][k]["sparsity"],
                            "synops": synops_of(r, k), "epochs": sum(per_round_e[:k + 1]),
-                           "seconds": sum(per_round_s[:k + 1])} for k in range(IMP_ROUNDS)}
+                           "seconds": sum(per_round_s[:k + 1]), "details": run_details(r["runs"][k])}
+                       for k in range(IMP_ROUNDS)}
     for method in ONE_SHOT:
         for k in LEVELS:
             d = os.path.join(base, run_name(method, k))
@@ -224,7 +247,8 @@ def collect(workdir: str, seed: int) -> dict:
             out.setdefault(method, {})[k] = {
                 "accuracy": e["test_accuracy"], "sparsity": e["sparsity"], "synops": synops_of(r, -1),
                 "epochs": len(records), "seconds": seconds,
-                "scoring_seconds": e.get("scoring_seconds")}
+                "scoring_seconds": e.get("scoring_seconds"),
+                "details": run_details(e, r["runs"][0] if method == "energy" else None)}
     # static pruning's scoring pass: the same computation at every level (one gradient pass, another top-k); the
     # first level a process runs also compiles it, so each level is charged the seed's fastest one
     for method in ("snip", "random"):
@@ -310,10 +334,13 @@ def report(workdir: str, out: str) -> dict:
                "epochs_per_run": EPOCHS, "levels": list(LEVELS),
                "level_sparsity": {str(k): level_sparsity(k) for k in LEVELS},
                "methods": methods, "labels": {m: LABELS[m] for m in methods}, "accuracy": {}, "sparsity": {},
-               "synops": {}, "epochs": {}, "seconds": {}, "imp_rounds": {}}
+               "synops": {}, "epochs": {}, "seconds": {}, "imp_rounds": {}, "commit": git_commit(),
+               "command": "python benchmarks/methods_digits.py run --workdir WORK --seeds "
+                          + ",".join(map(str, complete)) + " (then report)", "runs": {}}
     for m in methods:
         for field in ("accuracy", "sparsity", "synops", "epochs", "seconds"):
             summary[field][m] = {str(k): [data[s][m][k][field] for s in complete] for k in LEVELS}
+        summary["runs"][m] = {str(k): [data[s][m][k]["details"] for s in complete] for k in LEVELS}
     for m in ("imp", "sf1"):  # every round of the IMP runs: the curves of the figures
         if m in methods:
             summary["imp_rounds"][m] = {field: {str(k): [data[s][m][k][field] for s in complete]
