@@ -22,6 +22,7 @@ from typing import Any
 
 from jsnn import data as jdata
 from jsnn.neuron import LIFConfig
+from jsnn.precision import PRECISIONS
 from jsnn.surrogate import Surrogate
 
 # The paper's CIFAR settings (Yao et al. Sec. 5-6, following Kim et al. 2022 and edge-popup):
@@ -245,6 +246,9 @@ class TrainConfig:
     weight_init: str = setting("kaiming_normal", group=NEURON, choices="weight_inits")
     width: float = setting(1.0, "channel multiplier of the network (0.25: a quarter of the channels in every "
                            "layer; 1: the architecture as published)", group=DATA)
+    precision: str = setting("f32", "operands of every convolution and matmul: f32, tf32 (TF32 on an NVIDIA GPU) or "
+                             "bf16; parameters, optimizer, BN and the membrane potential stay f32 (docs/speed.md)",
+                             group=DATA, choices=PRECISIONS)
     # event data (jsnn.data.FrameSettings; unset: the dataset's default frames, jsnn/data/events/loader.py)
     frames_by: str | None = setting(None, "event data: T frames of equal time windows or of equal event counts "
                                     "(unset: the dataset's default)", group=DATA, choices=("time", "count"))
@@ -279,6 +283,9 @@ class TrainConfig:
             elif f.name in FRAME_FIELDS:  # left out on images, so their files are what they were
                 if getattr(self, f.name) is not None:
                     out[f.name] = getattr(self, f.name)
+            elif f.name == "precision":  # left out at f32, so f32 runs' files are what they were
+                if self.precision != "f32":
+                    out[f.name] = self.precision
             else:
                 out[f.name] = getattr(self, f.name)
         if self.dataset in jdata.EVENT_DATASETS and self.timesteps is not None:
@@ -317,6 +324,8 @@ class TrainConfig:
             (self.batch_size is not None and self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
             (self.timesteps is not None and self.timesteps >= 1, f"timesteps must be >= 1, got {self.timesteps}"),
             (self.width > 0, f"width (channel multiplier) must be > 0, got {self.width}"),
+            (self.precision in PRECISIONS,
+             f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
             (self.lr is not None and self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
             (self.schedule in SCHEDULES, f"schedule must be cosine or constant, got {self.schedule!r}"),
             (0.0 <= self.momentum < 1.0, f"--momentum must lie in [0, 1), got {self.momentum}"),

@@ -42,6 +42,8 @@ import os
 import jax
 import jax.numpy as jnp
 
+from jsnn.precision import MatmulPolicy, matmul_policy
+
 _DIMS = ("NHWC", "HWIO", "NHWC")
 IMPLS = ("xla", "tuned", "custom")
 # backend -> default implementation (measured: benchmarks/conv_layer.py). Backends
@@ -77,13 +79,14 @@ def default_impl(backend: str | None = None) -> str:
     return BACKEND_DEFAULTS.get(backend or jax.default_backend(), "xla")
 
 
-def _xla_conv(x, kernel, stride, padding):
+def _xla_conv(x, kernel, stride, padding, policy: MatmulPolicy):
     return jax.lax.conv_general_dilated(
-        x, kernel, (stride, stride), [(padding, padding), (padding, padding)], dimension_numbers=_DIMS
+        x, kernel, (stride, stride), [(padding, padding), (padding, padding)], dimension_numbers=_DIMS,
+        precision=policy.precision, preferred_element_type=policy.result_dtype,
     )
 
 
-def _input_grad(g, kernel, in_hw, stride, padding):
+def _input_grad(g, kernel, in_hw, stride, padding, policy: MatmulPolicy):
     """d conv / d x, as a stride-1 convolution of the (stride-dilated) output gradient."""
     kh, kw = kernel.shape[:2]
     flipped = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)  # HWIO -> flipped HW, O<->I
@@ -92,7 +95,8 @@ def _input_grad(g, kernel, in_hw, stride, padding):
         rem = (size + 2 * padding - k) % stride  # input rows the strided windows never reached
         pads.append((k - 1 - padding, k - 1 - padding + rem))
     return jax.lax.conv_general_dilated(
-        g, flipped, (1, 1), pads, lhs_dilation=(stride, stride), dimension_numbers=_DIMS
+        g, flipped, (1, 1), pads, lhs_dilation=(stride, stride), dimension_numbers=_DIMS,
+        precision=policy.precision, preferred_element_type=policy.result_dtype,
     )
 
 
@@ -120,7 +124,7 @@ def _windows(x, kh, kw, stride, padding, ho, wo):
 IM2COL_MAX_DEPTH = 1024
 
 
-def _filter_grad(x, g, kernel_shape, stride, padding):
+def _filter_grad(x, g, kernel_shape, stride, padding, policy: MatmulPolicy):
     """d conv / d kernel: for every tap (i, j), the strided input window^T @ output gradient."""
     kh, kw, cin, cout = kernel_shape
     n, ho, wo, _ = g.shape
@@ -128,60 +132,112 @@ def _filter_grad(x, g, kernel_shape, stride, padding):
     wins = [w.reshape(n * ho * wo, cin) for w in _windows(x, kh, kw, stride, padding, ho, wo)]
     if len(wins) > 1 and kh * kw * cin < IM2COL_MAX_DEPTH:
         patches = jnp.concatenate(wins, axis=1)  # [N*Ho*Wo, (i, j, c)] = HWI order
-        return jnp.dot(patches.T, g2, preferred_element_type=g.dtype).reshape(kernel_shape)
-    taps = [jnp.dot(w.T, g2, preferred_element_type=g.dtype) for w in wins]
+        return jnp.dot(patches.T, g2, precision=policy.precision,
+                       preferred_element_type=policy.result_dtype).reshape(kernel_shape)
+    taps = [jnp.dot(w.T, g2, precision=policy.precision, preferred_element_type=policy.result_dtype) for w in wins]
     return jnp.stack(taps).reshape(kernel_shape)
 
 
 # Output maps of at most this many pixels use the im2col matmul: the crossover measured by
 # benchmarks/conv_layer.py (at 2x2 the matmul wins by far; at 4x4 XLA's convolution is ahead).
 IM2COL_MAX_OUTPUT_PIXELS = 4
+# bf16 operands ("bf16" precision): the CPU's matrix unit (AMX) runs bf16 matmuls, not bf16
+# convolutions, so larger maps pay as one im2col matmul too (benchmarks/precision_conv.py).
+IM2COL_MAX_OUTPUT_PIXELS_BF16 = 4
 
 
-def _im2col_conv(x, kernel, stride, padding):
-    """The convolution as one matmul of the (kh, kw, Cin)-ordered patches with the HWIO kernel."""
-    kh, kw, cin, cout = kernel.shape
+def _as_matmul(output_pixels: int, policy: MatmulPolicy) -> bool:
+    """Whether a non-"xla" implementation computes this convolution as one im2col matmul."""
+    limit = IM2COL_MAX_OUTPUT_PIXELS_BF16 if policy.operand_dtype == jnp.bfloat16 else IM2COL_MAX_OUTPUT_PIXELS
+    return output_pixels <= limit
+
+
+def _patches(x, kernel_shape, stride, padding):
+    """[N*Ho*Wo, kh*kw*Cin]: the (kh, kw, Cin)-ordered input patch of every output pixel."""
+    kh, kw, cin, _ = kernel_shape
     n = x.shape[0]
     ho, wo = _output_hw(x.shape[1:3], (kh, kw), stride, padding)
-    patches = jnp.concatenate(_windows(x, kh, kw, stride, padding, ho, wo), axis=-1)
-    out = jnp.dot(patches.reshape(n * ho * wo, kh * kw * cin), kernel.reshape(kh * kw * cin, cout),
-                  preferred_element_type=x.dtype)
-    return out.reshape(n, ho, wo, cout)
+    return jnp.concatenate(_windows(x, kh, kw, stride, padding, ho, wo), axis=-1).reshape(n * ho * wo, kh * kw * cin)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _custom_conv(x, kernel, stride, padding):
-    return _xla_conv(x, kernel, stride, padding)
+_CONTRACT_LAST = (((1,), (1,)), ((), ()))  # a @ b.T
+_CONTRACT_FIRST = (((0,), (0,)), ((), ()))  # a.T @ b
 
 
-def _custom_fwd(x, kernel, stride, padding):
-    return _xla_conv(x, kernel, stride, padding), (x, kernel)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _im2col_conv(x, kernel, stride, padding, policy: MatmulPolicy):
+    """The convolution as one matmul of the (kh, kw, Cin)-ordered patches with the HWIO kernel.
+
+    Its VJP is written out so that both backward matmuls take operands of the policy's dtype (bf16
+    x bf16 -> f32 is the matmul a CPU's AMX runs; autodiff would multiply the f32 output gradient
+    by bf16 operands, a slow mixed product) and the patches' gradient is summed back into the
+    input in f32."""
+    kh, kw, cin, cout = kernel.shape
+    ho, wo = _output_hw(x.shape[1:3], (kh, kw), stride, padding)
+    out = jnp.dot(_patches(x, kernel.shape, stride, padding), kernel.reshape(kh * kw * cin, cout),
+                  precision=policy.precision, preferred_element_type=policy.result_dtype)
+    return out.reshape(x.shape[0], ho, wo, cout)
 
 
-def _custom_bwd(stride, padding, res, g):
+def _im2col_fwd(x, kernel, stride, padding, policy):
+    return _im2col_conv(x, kernel, stride, padding, policy), (x, kernel)
+
+
+def _im2col_bwd(stride, padding, policy, res, g):
     x, kernel = res
-    dx = _input_grad(g, kernel, x.shape[1:3], stride, padding).astype(x.dtype)
-    dk = _filter_grad(x, g, kernel.shape, stride, padding).astype(kernel.dtype)
+    kh, kw, cin, cout = kernel.shape
+    g2 = g.reshape(-1, cout).astype(policy.operand_dtype)
+    k2 = kernel.reshape(kh * kw * cin, cout)
+    d_patches = jax.lax.dot_general(g2, k2, _CONTRACT_LAST, precision=policy.precision,
+                                    preferred_element_type=policy.result_dtype)
+    _, to_input = jax.vjp(lambda a: _patches(a, kernel.shape, stride, padding), jnp.zeros(x.shape, d_patches.dtype))
+    dx = to_input(d_patches)[0].astype(x.dtype)
+    dk = jax.lax.dot_general(_patches(x, kernel.shape, stride, padding), g2, _CONTRACT_FIRST,
+                             precision=policy.precision, preferred_element_type=policy.result_dtype)
+    return dx, dk.reshape(kernel.shape).astype(kernel.dtype)
+
+
+_im2col_conv.defvjp(_im2col_fwd, _im2col_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _custom_conv(x, kernel, stride, padding, policy):
+    return _xla_conv(x, kernel, stride, padding, policy)
+
+
+def _custom_fwd(x, kernel, stride, padding, policy):
+    return _xla_conv(x, kernel, stride, padding, policy), (x, kernel)
+
+
+def _custom_bwd(stride, padding, policy, res, g):
+    x, kernel = res
+    g = g.astype(policy.operand_dtype)  # the backward products under the forward's policy
+    dx = _input_grad(g, kernel, x.shape[1:3], stride, padding, policy).astype(x.dtype)
+    dk = _filter_grad(x, g, kernel.shape, stride, padding, policy).astype(kernel.dtype)
     return dx, dk
 
 
 _custom_conv.defvjp(_custom_fwd, _custom_bwd)
 
 
-def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int, impl: str | None = None) -> jax.Array:
+def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int, impl: str | None = None,
+           precision: str = "f32") -> jax.Array:
     """2-D convolution, NHWC input ``x`` [N, H, W, C], HWIO ``kernel``, ``padding`` zeros on every side.
 
     ``impl``: "xla", "tuned" or "custom" (see the module docstring); None picks
-    ``default_impl()`` for the backend being traced for.
+    ``default_impl()`` for the backend being traced for. ``precision``: "f32", "tf32" or "bf16"
+    (``jsnn/precision.py``: the operands' dtype and XLA's precision; the result is f32).
     """
     impl = default_impl() if impl is None else _check_impl(impl)
+    policy = matmul_policy(precision)
+    x, kernel = x.astype(policy.operand_dtype), kernel.astype(policy.operand_dtype)
     if impl == "xla":
-        return _xla_conv(x, kernel, stride, padding)
+        return _xla_conv(x, kernel, stride, padding, policy)
     stride, padding = int(stride), int(padding)
     kh, kw = kernel.shape[:2]
     ho, wo = _output_hw(x.shape[1:3], (kh, kw), stride, padding)
-    if ho * wo <= IM2COL_MAX_OUTPUT_PIXELS:
-        return _im2col_conv(x, kernel, stride, padding)
+    if _as_matmul(ho * wo, policy):
+        return _im2col_conv(x, kernel, stride, padding, policy)
     if impl == "custom" or kh == kw == 1:
-        return _custom_conv(x, kernel, stride, padding)
-    return _xla_conv(x, kernel, stride, padding)
+        return _custom_conv(x, kernel, stride, padding, policy)
+    return _xla_conv(x, kernel, stride, padding, policy)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from jsnn.conv import conv2d
 from jsnn.neuron import LIFConfig, lif_time_major
+from jsnn.precision import matmul
 
 WEIGHTS, MASKS, BN, BATCH_STATS, STATS = "weights", "masks", "bn", "batch_stats", "stats"
 
@@ -158,6 +159,7 @@ class ConvBN(nn.Module):
     weight_init: str = "kaiming_normal"
     bn: BNConfig = BNConfig()
     input_is_spikes: bool = True  # False for the encoding layer (it sees the image)
+    precision: str = "f32"  # of the convolution (jsnn/precision.py); its result, BN and the LIF are f32
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -167,7 +169,7 @@ class ConvBN(nn.Module):
         k = self.kernel_size
         kernel = _masked_kernel(self, (k, k, x.shape[-1], self.features))
         pad = k // 2
-        y = conv2d(x, kernel.astype(x.dtype), self.stride, pad)
+        y = conv2d(x, kernel, self.stride, pad, precision=self.precision)
         return _batch_norm(self, y, train, self.bn)
 
     def record_potential(self, potentials: jax.Array) -> None:
@@ -181,14 +183,15 @@ class MaskedDense(nn.Module):
     use_bias: bool = True
     weight_init: str = "kaiming_normal"
     input_is_spikes: bool = True
+    precision: str = "f32"  # of the matmul (jsnn/precision.py); its result and the bias are f32
 
     @nn.compact
     def __call__(self, x):
         _record_input_rate(self, x)
         kernel = _masked_kernel(self, (x.shape[-1], self.features))
-        y = x @ kernel.astype(x.dtype)
+        y = matmul(x, kernel, self.precision)
         if self.use_bias:
-            y = y + self.variable(WEIGHTS, "bias", jnp.zeros, (self.features,), jnp.float32).value.astype(x.dtype)
+            y = y + self.variable(WEIGHTS, "bias", jnp.zeros, (self.features,), jnp.float32).value.astype(y.dtype)
         return y
 
     def record_potential(self, potentials: jax.Array) -> None:

@@ -1,5 +1,6 @@
-"""jsnn's programs select XLA's own CPU convolutions at start-up (jsnn/xla_flags.py); a user's choice wins,
-and ``import jsnn`` changes nothing."""
+"""``import jsnn`` (and the programs at start-up) select XLA's own CPU convolutions (jsnn/xla_flags.py): a
+user's choice wins, a jaxlib the flag was not checked with is left alone, and each skip is said in one line."""
+import io
 import os
 import sys
 
@@ -28,6 +29,26 @@ def test_configure_keeps_the_users_choice():
     assert "XLA_FLAGS" not in opted_out
 
 
+def test_unknown_jaxlib_is_left_alone_in_one_line(monkeypatch):
+    """XLA aborts on a flag its release does not know: under any jaxlib not in KNOWN_JAXLIB (a GPU user's
+    upgraded one, faked here) XLA_FLAGS stays as it is, and one line (once per process) says why."""
+    monkeypatch.setattr(xla_flags, "_said", set())
+    env, said = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, io.StringIO()
+    assert not xla_flags.configure(env, jaxlib="0.11.0", stream=said)
+    assert not xla_flags.configure(env, jaxlib="0.11.0", stream=said)
+    assert env == {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    lines = said.getvalue().splitlines()
+    assert len(lines) == 1 and "jaxlib 0.11.0" in lines[0] and xla_flags.CPU_CONV_FLAG in lines[0]
+    monkeypatch.setattr(xla_flags, "jaxlib_version", lambda: "0.9.0")  # the installed version is what is judged
+    assert not xla_flags.configure({}, stream=said)
+    assert xla_flags.configure({}, jaxlib=xla_flags.KNOWN_JAXLIB[-1], stream=said)
+
+
+def test_installed_jaxlib_is_known():
+    """The test environment's jaxlib is one the flag was checked with (else the suite runs on YNNPACK)."""
+    assert xla_flags.jaxlib_version() in xla_flags.KNOWN_JAXLIB
+
+
 # The programs' start-up: every program's imports (nothing may start a JAX backend there), then
 # run_cleanly, which sets the flag before main() runs; then one convolution is compiled.
 COMPILED_CONV = """
@@ -49,17 +70,48 @@ flags.run_cleanly(main)
 """
 
 
-def _compiled_conv_libraries(*envs) -> list[str]:
-    """The library of the convolution compiled by a program started with each of ``envs`` (all at once)."""
-    outs = run_together([[sys.executable, "-c", COMPILED_CONV]] * len(envs), timeout=300, cwd=ROOT,
-                        envs=[{**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", **env} for env in envs])
+# A user's own script: import jsnn, then JAX; optionally a JAX computation first (too late for the flag), or
+# another jaxlib faked in the package metadata jsnn reads.
+USER_SCRIPT = """
+import sys
+if "fake-jaxlib" in sys.argv:
+    import importlib.metadata as metadata
+    real = metadata.version
+    metadata.version = lambda name: "0.11.0" if name == "jaxlib" else real(name)
+import jax, jax.numpy as jnp
+if "late" in sys.argv:
+    jnp.ones(1).block_until_ready()
+import jsnn
+f = jax.jit(lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
+text = f.lower(jnp.zeros((16, 32, 32, 64)), jnp.zeros((3, 3, 64, 128))).compile().as_text()
+print("YNN" if "__ynn_fusion" in text else "EIGEN")
+"""
+
+
+def _compiled_conv_libraries(*runs):
+    """The library of the convolution compiled by each (program source, arguments, environment), all at once;
+    with what each wrote on stderr."""
+    outs = run_together([[sys.executable, "-c", source, *args] for source, args, _ in runs], timeout=300, cwd=ROOT,
+                        envs=[{**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", **env} for _, _, env in runs])
     for out in outs:
         assert out.returncode == 0, out.stderr
-    return [out.stdout.split()[-1] for out in outs]
+    return [(out.stdout.split()[-1], out.stderr) for out in outs]
 
 
-def test_flag_takes_effect_in_a_program():
-    """The flag really moves the convolution off YNNPACK (and without it, this jaxlib uses YNNPACK:
-    the last one fails if a jaxlib update changes the default, time to re-measure)."""
-    assert _compiled_conv_libraries({}, {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=true not_a_flag=2"},
-                                    {"JSNN_KEEP_XLA_FLAGS": "1"}) == ["EIGEN", "EIGEN", "YNN"]
+def test_flag_takes_effect_in_a_program_and_a_users_script():
+    """The flag really moves the convolution off YNNPACK, in the programs and in a user's script that imports
+    jsnn before its first JAX computation; after one, or under an unknown jaxlib, it does not, and one line says
+    so (without the flag, this jaxlib uses YNNPACK: that case fails if a jaxlib update changes the default,
+    time to re-measure)."""
+    got = _compiled_conv_libraries((COMPILED_CONV, [], {}),
+                                   (COMPILED_CONV, [], {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=true not_a_flag=2"}),
+                                   (COMPILED_CONV, [], {"JSNN_KEEP_XLA_FLAGS": "1"}),
+                                   (USER_SCRIPT, [], {}),
+                                   (USER_SCRIPT, ["late"], {}),
+                                   (USER_SCRIPT, ["fake-jaxlib"], {}))
+    assert [library for library, _ in got] == ["EIGEN", "EIGEN", "YNN", "EIGEN", "YNN", "YNN"]
+    quiet = [err for _, err in got[:4]]
+    assert not any("jsnn:" in err for err in quiet)
+    late, fake = (err.splitlines() for _, err in got[4:])
+    assert sum("a JAX computation ran before jsnn was imported" in line for line in late) == 1
+    assert sum("jaxlib 0.11.0 is not one" in line for line in fake) == 1

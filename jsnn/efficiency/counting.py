@@ -273,6 +273,8 @@ def measure(model: nn.Module, variables: Variables, images, labels=None, *, batc
     if labels is not None and len(labels) != n:
         raise ValueError(f"{n} images but {len(labels)} labels")
     start_time = time.perf_counter()
+    if getattr(model, "precision", "f32") != "f32":  # the report counts in f32, whatever the run trained in
+        model = model.clone(precision="f32")
     layers = tuple(describe(model, images.shape[1:]))
     static = _static_facts(layers, int(model.timesteps))
     run = _counter(model, layers)

@@ -25,7 +25,7 @@ MODELS = {
 
 
 def get_model(name: str, num_classes: int, **options) -> SpikingModel:
-    """Builds architecture ``name``; options: timesteps, lif, bn, weight_init."""
+    """Builds architecture ``name``; options: timesteps, lif, bn, weight_init, width, precision."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
     return MODELS[name](num_classes=num_classes, **options)
@@ -35,7 +35,7 @@ def build_model(config: TrainConfig, num_classes: int) -> SpikingModel:
     """The model a run's configuration describes (architecture, width, T, neuron, BN, initialiser)."""
     return get_model(config.model, num_classes, timesteps=config.timesteps, lif=config.lif.neuron(),
                      bn=BNConfig(affine=config.bn_affine), weight_init=config.weight_init,
-                     width=config.width)
+                     width=config.width, precision=config.precision)
 
 
 __all__ = ["MODELS", "build_model", "get_model", "SpikingModel", "SpikingVGG", "SpikingResNet", "Layer", "describe",

@@ -56,6 +56,7 @@ class SpikingModel(nn.Module):
     bn: BNConfig = BNConfig()
     weight_init: str = "kaiming_normal"
     width: float = 1.0  # channel multiplier: every conv / hidden layer has round(width * c) channels
+    precision: str = "f32"  # of every convolution and matmul (jsnn/precision.py)
 
     def check(self):
         if self.timesteps < 1:
@@ -70,10 +71,11 @@ class SpikingModel(nn.Module):
         return max(1, int(round(features * self.width)))
 
     def conv_bn(self, features, name, stride=1, kernel_size=3, input_is_spikes=True):
-        return ConvBN(features, kernel_size, stride, self.weight_init, self.bn, input_is_spikes, name=name)
+        return ConvBN(features, kernel_size, stride, self.weight_init, self.bn, input_is_spikes,
+                      precision=self.precision, name=name)
 
     def dense(self, features, name):
-        return MaskedDense(features, use_bias=True, weight_init=self.weight_init, name=name)
+        return MaskedDense(features, use_bias=True, weight_init=self.weight_init, precision=self.precision, name=name)
 
     def logits_per_timestep(self, folded_logits: jax.Array) -> jax.Array:
         return folded_logits.reshape((self.timesteps, -1, folded_logits.shape[-1]))

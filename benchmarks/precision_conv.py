@@ -1,0 +1,103 @@
+"""Which convolutions gain from bf16 on this CPU, and in which form: XLA's convolution or one im2col matmul.
+
+    python -m benchmarks.precision_conv            # the CIFAR-shape layers of SNN-VGG and Res-SNN-19
+    python -m benchmarks.precision_conv --quick    # two shapes, for a smoke test
+
+For every layer shape (spike input N = B*T = 160 at CIFAR sizes) it times forward+backward (input and
+kernel gradients) of the same convolution four ways: XLA's convolution and the im2col matmul
+(``jsnn.conv``'s tiny-map path), each with f32 and with bf16 operands (f32 accumulation and result,
+``jsnn/precision.py``). The bf16 im2col rule of ``jsnn/conv.py`` (``IM2COL_MAX_OUTPUT_PIXELS_BF16``)
+is read from this table. Results: benchmarks/results/precision_conv.{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jsnn  # noqa: F401  (jsnn's CPU convolution flag, as a user's script gets it)
+from benchmarks.common import write_results
+from jsnn import conv
+from jsnn.precision import matmul_policy
+
+RESULTS = os.path.join(os.path.dirname(__file__), "results", "precision_conv")
+
+# (N, H, W, Cin, Cout, k, stride): N = 32 images x T = 5
+SHAPES = [
+    (160, 32, 32, 64, 128, 3, 1),  # VGG stage 1 / vgg_small conv1
+    (160, 16, 16, 128, 256, 3, 1),  # stage 2
+    (160, 8, 8, 256, 256, 3, 1),  # stage 3
+    (160, 4, 4, 512, 512, 3, 1),  # SNN-VGG-16 stage 4
+    (160, 2, 2, 512, 512, 3, 1),  # SNN-VGG-16 stage 5 (im2col already in f32)
+    (160, 32, 32, 128, 256, 1, 2),  # Res-SNN-19's strided 1x1 shortcut
+]
+QUICK = [(160, 8, 8, 64, 64, 3, 1), (160, 2, 2, 128, 128, 3, 1)]
+FORMS = {"xla": conv._xla_conv, "im2col": conv._im2col_conv}
+
+
+def _median_s(fn, args, repeats):
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def bench_shape(shape, repeats):
+    n, h, w, cin, cout, k, stride = shape
+    pad = k // 2
+    kx, kk = jax.random.split(jax.random.PRNGKey(0))
+    x = (jax.random.uniform(kx, (n, h, w, cin)) < 0.2).astype(jnp.float32)  # spikes
+    kernel = jax.random.normal(kk, (k, k, cin, cout)) * 0.05
+    ho, wo = conv._output_hw((h, w), (k, k), stride, pad)
+    flop = 2.0 * n * ho * wo * k * k * cin * cout
+    row = {"shape": list(shape), "output_pixels": ho * wo, "gflop_fwd": flop / 1e9}
+    for precision in ("f32", "bf16"):
+        policy = matmul_policy(precision)
+        for form, fn in FORMS.items():
+            def loss(a, b, fn=fn, policy=policy):
+                y = fn(a.astype(policy.operand_dtype), b.astype(policy.operand_dtype), stride, pad, policy)
+                return jnp.sum(y * y) * 0.5
+
+            step = jax.jit(jax.grad(loss, argnums=(0, 1)))
+            seconds = _median_s(step, (x, kernel), repeats)
+            row[f"{precision}_{form}"] = {"fwdbwd_s": seconds, "gflops": 3 * flop / seconds / 1e9}
+    base = row["f32_xla"]["fwdbwd_s"]
+    row["speedup_vs_f32_xla"] = {key: base / row[key]["fwdbwd_s"] for key in ("f32_im2col", "bf16_xla", "bf16_im2col")}
+    row["fastest"] = min(("f32_xla", "f32_im2col", "bf16_xla", "bf16_im2col"), key=lambda key: row[key]["fwdbwd_s"])
+    return row
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="two small shapes (smoke test); writes no results")
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args(argv)
+    rows = [bench_shape(s, args.repeats) for s in (QUICK if args.quick else SHAPES)]
+    lines = ["| N,H,W,Cin,Cout,k,s | out px | f32 xla GFLOP/s | f32 im2col | bf16 xla | bf16 im2col | fastest |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(f"| {','.join(map(str, r['shape']))} | {r['output_pixels']} | "
+                     + " | ".join(f"{r[key]['gflops']:.0f}" for key in ("f32_xla", "f32_im2col", "bf16_xla",
+                                                                        "bf16_im2col")) + f" | {r['fastest']} |")
+    record = {"what": "forward+backward of one convolution (spike input), GFLOP/s = 3 x 2 x MACs / median time",
+              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared with "
+                         "other jobs: compare ratios within one run)",
+              "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""), "repeats": args.repeats,
+              "rows": rows}
+    if args.quick:
+        print("\n".join(lines))
+        return record
+    write_results(RESULTS, record, lines)
+    return record
+
+
+if __name__ == "__main__":
+    main()
