@@ -513,6 +513,59 @@ def speed_lif_unroll(src):
                   "loop fwd+bwd ms", "`unroll=None` picks"], rows)
 
 
+def _load_line(d):
+    before, after = d["load_average_before"][0], d["load_average_after"][0]
+    return f"{d['machine']}; 1-minute load average {before:.1f} before, {after:.1f} after"
+
+
+@generator("speed_library_step")
+def speed_library_step(src):
+    d = src.json("benchmarks/results/library_step.json")
+    rows = [[r["variant"], r["conv_library"], r["precision"], f"{r['train_images_per_s']:.1f}",
+             f"{r['infer_images_per_s']:.1f}", ratio(r["train_speedup_vs_before"]), ratio(r["infer_speedup_vs_before"])]
+            for r in d["rows"]]
+    return (f"{d['what']}. {_load_line(d)}.\n\n"
+            + table(["variant", "CPU convolutions", "precision", "train img/s", "infer img/s", "train vs before",
+                     "infer vs before"], rows))
+
+
+@generator("speed_precision_conv")
+def speed_precision_conv(src):
+    d = src.json("benchmarks/results/precision_conv.json")
+    keys = ("f32_xla", "f32_im2col", "bf16_xla", "bf16_im2col")
+    rows = [[",".join(map(str, r["shape"])), r["output_pixels"]] + [f"{r[k]['gflops']:.0f}" for k in keys]
+            + [r["fastest"]] for r in d["rows"]]
+    return (f"{d['what']}; {d['machine']}; median of {d['repeats']}.\n\n"
+            + table(["N,H,W,Cin,Cout,k,stride", "output pixels", "f32 conv", "f32 im2col", "bf16 conv",
+                     "bf16 im2col", "fastest"], rows))
+
+
+@generator("speed_precision_digits")
+def speed_precision_digits(src):
+    d = src.json("benchmarks/results/precision_digits.json")
+    summary = d["summary"]
+    precisions = [p for p in ("f32", "bf16") if p in summary]
+    rows = []
+    for p in precisions:
+        for row in summary[p]["rounds"]:
+            cells = [p, row["round"]]
+            for key, scale, digits in (("test_accuracy", 100, 2), ("sparsity", 100, 1),
+                                       ("synops_per_image", 1e-6, 3), ("activation_sparsity", 100, 2)):
+                v = row[key]
+                cells.append(mean_std(v["values"], digits, scale))
+            rows.append(cells)
+    speed = [[p, f"{summary[p]['wall_s_mean']:.0f}", f"{summary[p]['train_images_per_s_median']:.0f}"]
+             for p in precisions]
+    seeds = ", ".join(map(str, d["seeds"]))
+    epochs = "" if d["epochs"] is None else f" --epochs {d['epochs']}"
+    return (f"`train/imp.py --dataset digits --rounds {d['rounds']}{epochs} --seed S --precision P`, seeds {seeds} "
+            "(mean ± sd over seeds); "
+            f"{_load_line(d)}.\n\n"
+            + table(["precision", "round", "test accuracy %", "sparsity %", "SynOps / image (M)",
+                     "activation sparsity %"], rows)
+            + "\n\n" + table(["precision", "wall s a run (mean)", "training img/s (median)"], speed))
+
+
 @generator("speed_top_k")
 def speed_top_k(src):
     d = src.json("benchmarks/results/top_k.json")

@@ -14,21 +14,22 @@ list; first, because XLA stops reading at a token that is not a ``--`` flag), un
   * the installed jaxlib is not one the flag was checked with (``KNOWN_JAXLIB``): XLA aborts
     the whole process on a flag it does not know ("Unknown flag in XLA_FLAGS"), and a GPU
     user's ``pip install -U "jax[cuda12]"`` brings another jaxlib. jsnn then says so in one
-    line on stderr and leaves ``XLA_FLAGS`` alone, or
-  * a JAX backend has already started (XLA read ``XLA_FLAGS`` then, so the flag would change
-    nothing): on a CPU backend jsnn says so in one line.
+    line on stderr and leaves ``XLA_FLAGS`` alone.
 
 ``import jsnn`` calls ``configure`` (``jsnn/__init__.py``), so a user's own script over jsnn's
 layers gets the programs' convolutions as long as it imports jsnn before its first JAX
-computation (``import jax`` alone starts no backend); the programs in ``train/`` and the
-test suite call it again at start-up, which changes nothing the second time. GPU/TPU
-backends ignore CPU flags. The flag only picks which library runs a convolution; values
-agree to float rounding.
+computation (``import jax`` alone starts no backend). XLA reads ``XLA_FLAGS`` once, when the
+first backend starts: after that the flag changes nothing in this process (JAX offers no
+public way to ask whether a backend has started, so jsnn cannot say so; processes started
+later inherit it). The programs in ``train/`` and the test suite call ``configure`` again at
+start-up, which changes nothing the second time. GPU/TPU backends ignore CPU flags. The flag
+only picks which library runs a convolution; values agree to float rounding.
 """
 from __future__ import annotations
 
 import os
 import sys
+from importlib import metadata
 
 CPU_CONV_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 _FLAG_NAME = "xla_cpu_experimental_ynn_fusion_type"
@@ -42,24 +43,10 @@ _said: set[str] = set()  # the lines already printed in this process (each once)
 
 def jaxlib_version() -> str | None:
     """The installed jaxlib's version, read from its package metadata (importing nothing of JAX)."""
-    from importlib import metadata
-
     try:
         return metadata.version("jaxlib")
     except metadata.PackageNotFoundError:
         return None
-
-
-def _backends_started() -> bool:
-    xla_bridge = sys.modules.get("jax._src.xla_bridge")  # not imported: nothing can have started
-    started = getattr(xla_bridge, "backends_are_initialized", None)
-    return bool(started and started())
-
-
-def _default_backend() -> str:
-    import jax  # only asked once a backend runs: then jax is imported already
-
-    return jax.default_backend()
 
 
 def _say(line: str, stream) -> None:
@@ -83,12 +70,6 @@ def configure(environ=os.environ, *, jaxlib: str | None = None, stream=None) -> 
         _say(f"jsnn: jaxlib {version} is not one jsnn's CPU convolution flag was checked with "
              f"({', '.join(KNOWN_JAXLIB)}), so XLA_FLAGS is left alone (CPU convolutions may run slower); "
              f"to try it, set XLA_FLAGS={CPU_CONV_FLAG} yourself", stream)
-        return False
-    if _backends_started():
-        if _default_backend() == "cpu":
-            _say("jsnn: a JAX computation ran before jsnn was imported, so XLA keeps YNNPACK's CPU convolutions "
-                 "(slower here); import jsnn before the first JAX computation, or set "
-                 f"XLA_FLAGS={CPU_CONV_FLAG} before Python starts", stream)
         return False
     environ["XLA_FLAGS"] = f"{CPU_CONV_FLAG} {flags}".strip()
     return True

@@ -17,6 +17,10 @@ _CACHE = tempfile.mkdtemp(prefix="jsnn-tests-jax-cache-")
 os.environ["JSNN_COMPILATION_CACHE"] = _CACHE
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+# Every product a test computes without naming a precision (its references included) is exact f32, as
+# jsnn's layers compute f32 on every backend (jsnn/precision.py): on a GPU the default would be TF32, and
+# equality tests would compare two roundings. (A no-op on the CPU.)
+jax.config.update("jax_default_matmul_precision", "highest")
 
 from tests.small_data import small_digits  # noqa: E402  (after the XLA flag: it imports jsnn.trainer)
 

@@ -27,6 +27,7 @@ TODAY = {
     ("--model",): ("model", None),
     ("--timesteps", "-T"): ("timesteps", None),
     ("--width",): ("width", 1.0),
+    ("--precision",): ("precision", "f32"),
     ("--frames-by",): ("frames_by", None),
     ("--frame-size",): ("frame_size", None),
     ("--binarize", "--no-binarize"): ("binarize", None),
@@ -97,7 +98,8 @@ def test_flags_are_generated_from_the_config_fields():
     by_dest = {a.dest: a for a in actions(training_parser()).values()}
     fields = flags.config_fields()
     assert {f.name for f in fields} == set(by_dest) - {"workdir", "distributed", "config", "plots", "cost_report"}
-    assert {f.name for f in fields} == set(FLAT) | set(C.FRAME_FIELDS)  # files of image runs leave those out
+    # files of image runs leave the frame settings out, and f32 runs the precision
+    assert {f.name for f in fields} == set(FLAT) | set(C.FRAME_FIELDS) | {"precision"}
     for f in fields:
         assert by_dest[f.name].default == f.default
         assert by_dest[f.name].help == f.metadata.get("help")
@@ -219,16 +221,22 @@ def test_config_values_are_validated_by_train_config(tmp_path):
         flags.training_config(flags.parse_args(training_parser(), ["--config", path]), "dense")
 
 
-def test_import_jsnn_leaves_xla_flags_alone():
+def test_import_jsnn_sets_only_its_cpu_convolution_flag():
+    """import jsnn puts its one flag first (jsnn/xla_flags.py), keeps the user's others, and leaves a user's
+    own setting of that flag alone."""
+    from jsnn.xla_flags import CPU_CONV_FLAG
+
     code = ("import os, jsnn, jsnn.config, jsnn.models, jsnn.trainer, jsnn.xla_flags\n"
             "print(repr(os.environ.get('XLA_FLAGS')))")
-    envs = ({}, {"XLA_FLAGS": "--xla_cpu_enable_fast_math=false"})
+    mine = "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
+    envs = ({}, {"XLA_FLAGS": "--xla_cpu_enable_fast_math=false"}, {"XLA_FLAGS": mine})
+    want = [CPU_CONV_FLAG, f"{CPU_CONV_FLAG} --xla_cpu_enable_fast_math=false", mine]
     base = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JSNN_KEEP_XLA_FLAGS")}
     outs = run_together([[sys.executable, "-c", code]] * len(envs), timeout=120, cwd=ROOT,
                         envs=[{**base, "JAX_PLATFORMS": "cpu", **env} for env in envs])
-    for env, out in zip(envs, outs, strict=True):
+    for flags_wanted, out in zip(want, outs, strict=True):
         assert out.returncode == 0, out.stderr
-        assert out.stdout.split()[-1] == repr(env.get("XLA_FLAGS"))
+        assert out.stdout.strip().splitlines()[-1] == repr(flags_wanted)
 
 
 def test_configuration_and_start_up_use_no_private_jax_module():

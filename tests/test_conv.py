@@ -14,8 +14,11 @@ from tests import small_data
 
 
 def reference(x, kernel, stride, padding):
+    """lax's convolution at the precision conv2d's f32 uses on every backend (jsnn/precision.py): without it a
+    GPU would compare its TF32 reference with jsnn's f32."""
     return jax.lax.conv_general_dilated(
-        x, kernel, (stride, stride), [(padding, padding)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC")
+        x, kernel, (stride, stride), [(padding, padding)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=jax.lax.Precision.HIGHEST,
     )
 
 
