@@ -3,11 +3,12 @@
     python -m benchmarks.precision_conv            # the CIFAR-shape layers of SNN-VGG and Res-SNN-19
     python -m benchmarks.precision_conv --quick    # two shapes, for a smoke test
 
-For every layer shape (spike input N = B*T = 160 at CIFAR sizes) it times forward+backward (input and
-kernel gradients) of the same convolution four ways: XLA's convolution and the im2col matmul
-(``jsnn.conv``'s tiny-map path), each with f32 and with bf16 operands (f32 accumulation and result,
-``jsnn/precision.py``). The bf16 im2col rule of ``jsnn/conv.py`` (``IM2COL_MAX_OUTPUT_PIXELS_BF16``)
-is read from this table. Results: benchmarks/results/precision_conv.{json,md}.
+For every layer shape (spike input of N = 32 images, one timestep of a B = 32 batch, at CIFAR
+sizes) it times forward+backward (input and kernel gradients) of the same convolution four ways:
+XLA's convolution and the im2col matmul (``jsnn.conv``'s tiny-map path), each with f32 and with
+bf16 operands (f32 accumulation and result, ``jsnn/precision.py``). The bf16 im2col rule of
+``jsnn/conv.py`` (``IM2COL_MAX_OUTPUT_PIXELS_BF16``) is read from this table.
+Results: benchmarks/results/precision_conv.{json,md}.
 """
 from __future__ import annotations
 
@@ -27,16 +28,16 @@ from jsnn.precision import matmul_policy
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "precision_conv")
 
-# (N, H, W, Cin, Cout, k, stride): N = 32 images x T = 5
+# (N, H, W, Cin, Cout, k, stride): N = 32 images (a step at T = 5 runs five times this)
 SHAPES = [
-    (160, 32, 32, 64, 128, 3, 1),  # VGG stage 1 / vgg_small conv1
-    (160, 16, 16, 128, 256, 3, 1),  # stage 2
-    (160, 8, 8, 256, 256, 3, 1),  # stage 3
-    (160, 4, 4, 512, 512, 3, 1),  # SNN-VGG-16 stage 4
-    (160, 2, 2, 512, 512, 3, 1),  # SNN-VGG-16 stage 5 (im2col already in f32)
-    (160, 32, 32, 128, 256, 1, 2),  # Res-SNN-19's strided 1x1 shortcut
+    (32, 32, 32, 64, 128, 3, 1),  # VGG stage 1 / vgg_small conv1
+    (32, 16, 16, 128, 256, 3, 1),  # stage 2
+    (32, 8, 8, 256, 256, 3, 1),  # stage 3
+    (32, 4, 4, 512, 512, 3, 1),  # SNN-VGG-16 stage 4
+    (32, 2, 2, 512, 512, 3, 1),  # SNN-VGG-16 stage 5 (im2col already in f32)
+    (32, 32, 32, 128, 256, 1, 2),  # Res-SNN-19's strided 1x1 shortcut
 ]
-QUICK = [(160, 8, 8, 64, 64, 3, 1), (160, 2, 2, 128, 128, 3, 1)]
+QUICK = [(32, 8, 8, 64, 64, 3, 1), (32, 2, 2, 128, 128, 3, 1)]
 FORMS = {"xla": conv._xla_conv, "im2col": conv._im2col_conv}
 
 

@@ -20,6 +20,8 @@ in every setting, and every product accumulates and returns f32 (``preferred_ele
           at the backend's default precision. On a CPU with AMX, bf16 reaches the matrix unit
           through matmuls (``jsnn/conv.py`` routes convolutions accordingly).
 
+A user who sets JAX's own default matmul precision (``jax.default_matmul_precision``, or the
+environment variable ``JAX_DEFAULT_MATMUL_PRECISION``) gets it for "f32" instead of HIGHEST.
 The policy depends on the backend in principle (``POLICY``); today the same entry serves every
 backend, which keeps a program exported on one backend for another (``jax.export``) right. The
 backend is read when a layer is traced (``jax.default_backend()``), as ``jsnn.conv`` picks its
@@ -43,7 +45,7 @@ class MatmulPolicy:
     """What a convolution / matmul does under one ``precision`` on one backend."""
 
     operand_dtype: Any  # the operands are cast to this
-    precision: jax.lax.Precision  # XLA's precision config of the product
+    precision: jax.lax.Precision | None  # XLA's precision config of the product (None: JAX's default)
     result_dtype: Any = jnp.float32  # accumulation and result (preferred_element_type)
 
 
@@ -72,10 +74,17 @@ def _backend_kind(backend: str) -> str:
     return backend if backend in ("cpu", "gpu", "tpu") else "other"
 
 
+_USER_F32 = MatmulPolicy(jnp.float32, None)  # f32 products at the precision the user gave JAX
+
+
 def matmul_policy(precision: str = "f32", backend: str | None = None) -> MatmulPolicy:
-    """The policy for ``precision`` on ``backend`` (default: the backend being traced for)."""
-    rows = POLICY[check_precision(precision)]
-    return rows[_backend_kind(backend or jax.default_backend())]
+    """The policy for ``precision`` on ``backend`` (default: the backend being traced for).
+
+    Where the user has set JAX's own default (``jax.default_matmul_precision(...)``, or
+    ``JAX_DEFAULT_MATMUL_PRECISION``), "f32" follows it instead of asking for HIGHEST."""
+    if check_precision(precision) == "f32" and jax.config.jax_default_matmul_precision is not None:
+        return _USER_F32
+    return POLICY[precision][_backend_kind(backend or jax.default_backend())]
 
 
 _CONTRACT_LAST = (((1,), (1,)), ((), ()))  # a @ b.T

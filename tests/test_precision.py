@@ -135,15 +135,27 @@ def test_policy_per_backend_is_what_the_layers_trace(backend, monkeypatch):
     def normal(p):  # jax writes DEFAULT as None, one precision as a pair
         return None if p is None or p == (P.DEFAULT, P.DEFAULT) else p
 
-    for name, (dtypes, prec) in want.items():
-        layers = [ConvBN(4, precision=name, input_is_spikes=False), MaskedDense(3, precision=name)]
-        for layer, inp in zip(layers, (x, x.reshape(2, -1))):
-            products = _products(layer, inp, backend, monkeypatch)
-            assert products, f"no product traced in {type(layer).__name__}"
-            for operand_dtypes, got in products:
-                assert operand_dtypes == dtypes and normal(got) == normal(prec), (name, backend, got)
-        assert precision.matmul_policy(name, backend) == precision.POLICY[name][
-            {"cuda": "gpu", "METAL": "other"}.get(backend, backend)]
+    with jax.default_matmul_precision(None):  # jsnn's own choice (the test session pins JAX's default)
+        for name, (dtypes, prec) in want.items():
+            layers = [ConvBN(4, precision=name, input_is_spikes=False), MaskedDense(3, precision=name)]
+            for layer, inp in zip(layers, (x, x.reshape(2, -1))):
+                products = _products(layer, inp, backend, monkeypatch)
+                assert products, f"no product traced in {type(layer).__name__}"
+                for operand_dtypes, got in products:
+                    assert operand_dtypes == dtypes and normal(got) == normal(prec), (name, backend, got)
+            assert precision.matmul_policy(name, backend) == precision.POLICY[name][
+                {"cuda": "gpu", "METAL": "other"}.get(backend, backend)]
+
+
+def test_f32_follows_the_users_jax_default_precision(monkeypatch):
+    """A user who sets JAX's own default (here TF32) gets it for f32; unset, f32 asks for HIGHEST."""
+    P = jax.lax.Precision
+    x = jnp.ones((2, 4, 4, 3))
+    with jax.default_matmul_precision("tensorfloat32"):
+        assert precision.matmul_policy("f32", "gpu").precision is None
+        assert {p for _, p in _products(ConvBN(4, input_is_spikes=False), x, "gpu", monkeypatch)} == {(P.HIGH, P.HIGH)}
+    with jax.default_matmul_precision(None):
+        assert precision.matmul_policy("f32", "gpu").precision == P.HIGHEST
 
 
 def test_precision_setting_reaches_config_files_and_flags():
