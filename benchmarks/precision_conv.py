@@ -6,8 +6,8 @@
 For every layer shape (spike input of N = 32 images, one timestep of a B = 32 batch, at CIFAR
 sizes) it times forward+backward (input and kernel gradients) of the same convolution four ways:
 XLA's convolution and the im2col matmul (``jsnn.conv``'s tiny-map path), each with f32 and with
-bf16 operands (f32 accumulation and result, ``jsnn/precision.py``). The bf16 im2col rule of
-``jsnn/conv.py`` (``IM2COL_MAX_OUTPUT_PIXELS_BF16``) is read from this table.
+bf16 operands (f32 accumulation and result, ``jsnn/precision.py``). ``jsnn/conv.py``'s im2col
+limit (``IM2COL_MAX_OUTPUT_PIXELS``, for both precisions) is read from this table.
 Results: benchmarks/results/precision_conv.{json,md}.
 """
 from __future__ import annotations
@@ -81,6 +81,7 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="two small shapes (smoke test); writes no results")
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args(argv)
+    load_before = os.getloadavg()
     rows = [bench_shape(s, args.repeats) for s in (QUICK if args.quick else SHAPES)]
     lines = ["| N,H,W,Cin,Cout,k,s | out px | f32 xla GFLOP/s | f32 im2col | bf16 xla | bf16 im2col | fastest |",
              "|---|---:|---:|---:|---:|---:|---|"]
@@ -91,6 +92,7 @@ def main(argv=None):
     record = {"what": "forward+backward of one convolution (spike input), GFLOP/s = 3 x 2 x MACs / median time",
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared with "
                          "other jobs: compare ratios within one run)",
+              "load_average_before": load_before, "load_average_after": os.getloadavg(),
               "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""), "repeats": args.repeats,
               "rows": rows}
     if args.quick:

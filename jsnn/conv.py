@@ -141,15 +141,9 @@ def _filter_grad(x, g, kernel_shape, stride, padding, policy: MatmulPolicy):
 # Output maps of at most this many pixels use the im2col matmul: the crossover measured by
 # benchmarks/conv_layer.py (at 2x2 the matmul wins by far; at 4x4 XLA's convolution is ahead).
 IM2COL_MAX_OUTPUT_PIXELS = 4
-# bf16 operands ("bf16" precision): the CPU's matrix unit (AMX) runs bf16 matmuls, not bf16
-# convolutions, so larger maps pay as one im2col matmul too (benchmarks/precision_conv.py).
-IM2COL_MAX_OUTPUT_PIXELS_BF16 = 4
-
-
-def _as_matmul(output_pixels: int, policy: MatmulPolicy) -> bool:
-    """Whether a non-"xla" implementation computes this convolution as one im2col matmul."""
-    limit = IM2COL_MAX_OUTPUT_PIXELS_BF16 if policy.operand_dtype == jnp.bfloat16 else IM2COL_MAX_OUTPUT_PIXELS
-    return output_pixels <= limit
+# The same limit serves bf16 operands: the CPU's matrix unit (AMX) runs bf16 matmuls, not bf16
+# convolutions, but the bf16 im2col matmul (patches built, their gradient summed back) showed no
+# consistent gain over the convolution on larger maps (benchmarks/precision_conv.py; docs/speed.md).
 
 
 def _patches(x, kernel_shape, stride, padding):
@@ -236,7 +230,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int, impl: str
     stride, padding = int(stride), int(padding)
     kh, kw = kernel.shape[:2]
     ho, wo = _output_hw(x.shape[1:3], (kh, kw), stride, padding)
-    if _as_matmul(ho * wo, policy):
+    if ho * wo <= IM2COL_MAX_OUTPUT_PIXELS:
         return _im2col_conv(x, kernel, stride, padding, policy)
     if impl == "custom" or kh == kw == 1:
         return _custom_conv(x, kernel, stride, padding, policy)

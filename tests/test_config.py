@@ -56,6 +56,8 @@ TODAY = {
     ("--no-plots",): ("plots", True),
     ("--no-cost-report",): ("cost_report", True),
     ("--distributed",): ("distributed", "auto"),
+    ("--platform",): ("platform", None),
+    ("--deterministic",): ("deterministic", False),
     ("--config",): ("config", None),
 }
 
@@ -97,7 +99,8 @@ def test_flags_are_generated_from_the_config_fields():
     """One flag per setting (the neuron's included), its default the field's, its help the field's."""
     by_dest = {a.dest: a for a in actions(training_parser()).values()}
     fields = flags.config_fields()
-    assert {f.name for f in fields} == set(by_dest) - {"workdir", "distributed", "config", "plots", "cost_report"}
+    assert {f.name for f in fields} == set(by_dest) - {"workdir", "distributed", "config", "plots", "cost_report",
+                                                      "platform", "deterministic"}
     # files of image runs leave the frame settings out, and f32 runs the precision
     assert {f.name for f in fields} == set(FLAT) | set(C.FRAME_FIELDS) | {"precision"}
     for f in fields:
