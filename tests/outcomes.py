@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 
+from jsnn.runs.outputs import RunHooks
 from jsnn.ticket import load_ticket
 from jsnn.variables import apply_model
 
@@ -44,3 +45,20 @@ def ticket_accuracy(ticket_path: str, dataset) -> float:
     logits, _, _ = apply_model(ticket.model, ticket.variables, x, train=False)
     predicted = np.argmax(np.asarray(logits, np.float64).mean(axis=0), axis=-1)
     return float(np.mean(predicted == np.asarray(dataset.test_labels)))
+
+
+def crash_after_checkpoint(segment: int, epoch: int, nth: int = 1) -> RunHooks:
+    """Run hooks that kill the run (KeyboardInterrupt, as a process killed without the signal guard)
+    just after its ``nth`` checkpoint at (``segment``, ``epoch``) is written: on the first phase the
+    run enters after that save (``Run`` announces the phase it goes back to)."""
+    seen, armed = [], []
+
+    def on_phase(name, where):
+        if armed:
+            raise KeyboardInterrupt(f"killed after the checkpoint at segment {segment}, epoch {epoch}")
+        if name == "checkpoint" and (where.get("segment"), where.get("epoch")) == (segment, epoch):
+            seen.append(where)
+            if len(seen) == nth:
+                armed.append(True)
+
+    return RunHooks(on_phase)

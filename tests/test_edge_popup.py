@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 import jsnn.runs.edge_popup as eps
-import jsnn.runs.segment as segment
 from jsnn import data as jdata
 from jsnn.layers import BNConfig
 from jsnn.methods import EdgePopup, MaskedTraining
@@ -25,6 +24,7 @@ from jsnn.runs.tickets import level_dir
 from jsnn.sparsity.edge_popup import init_scores, masks_from_scores, top_k_mask
 from jsnn.sparsity.masks import count_kept, keep_count, keep_largest
 from jsnn.variables import apply_model, init_variables, kernels, named_kernels
+from tests.outcomes import crash_after_checkpoint, run_outcome, untimed
 
 T = 2
 
@@ -233,7 +233,7 @@ def _metrics(path):
         return [{k: v for k, v in json.loads(line).items() if k not in ("seconds", "images_per_sec")} for line in f]
 
 
-def test_interrupted_sweep_resumes_to_identical_results(setup, tmp_path, monkeypatch, capsys):
+def test_interrupted_sweep_resumes_to_identical_results(setup, tmp_path, capsys):
     ds, config, model, trainer = setup
     # the compiled steps shared; figures are not under test here
     sweep = functools.partial(eps.run, trainer=trainer, outputs=Outputs(plots=False))
@@ -242,18 +242,11 @@ def test_interrupted_sweep_resumes_to_identical_results(setup, tmp_path, monkeyp
     whole = sweep(config, str(tmp_path / "whole"), options)
     assert [r["sparsity_target"] for r in whole["runs"]] == [0.3, 0.5]
 
-    original = segment.save_checkpoint
-    def crash_after_saving(ckpt, step, state, extra, meta):
-        original(ckpt, step, state, extra, meta)
-        if meta["signature"]["sparsity"] == 0.5 and meta["position"]["epoch"] == 1:
-            raise KeyboardInterrupt  # killed just after the level's first epoch was saved
-    monkeypatch.setattr(segment, "save_checkpoint", crash_after_saving)
     workdir = str(tmp_path / "interrupted")
-    with pytest.raises(KeyboardInterrupt):
-        sweep(config, workdir, options)
+    with pytest.raises(KeyboardInterrupt):  # killed just after the second level's first epoch was saved
+        sweep(config, workdir, options, hooks=crash_after_checkpoint(0, 1, nth=2))
     assert os.path.exists(os.path.join(level_dir(workdir, 0.3), "results.json"))
     assert not os.path.exists(os.path.join(level_dir(workdir, 0.5), "results.json"))
-    monkeypatch.setattr(segment, "save_checkpoint", original)
 
     capsys.readouterr()
     resumed = sweep(config, workdir, options)
@@ -262,7 +255,10 @@ def test_interrupted_sweep_resumes_to_identical_results(setup, tmp_path, monkeyp
     assert "resuming from" in out and "at epoch 1/2" in out
     assert "epoch 1:" not in out  # the finished epoch is not trained again
     assert [_comparable(r) for r in resumed["runs"]] == [_comparable(r) for r in whole["runs"]]
-    for s in (0.3, 0.5):
+    assert untimed(resumed["runs"]) == untimed(whole["runs"])  # every field, less timings
+    for s in (0.3, 0.5):  # each level's results and ticket arrays, byte for byte
+        level, reference = run_outcome(level_dir(workdir, s)), run_outcome(level_dir(str(tmp_path / "whole"), s))
+        assert level == reference and len(level[1]) == 1
         a = _metrics(os.path.join(level_dir(str(tmp_path / "whole"), s), "metrics.jsonl"))
         b = _metrics(os.path.join(level_dir(workdir, s), "metrics.jsonl"))
         assert [r["epoch"] for r in b] == [1, 2] and a == b
