@@ -47,17 +47,17 @@ def ticket_accuracy(ticket_path: str, dataset) -> float:
     return float(np.mean(predicted == np.asarray(dataset.test_labels)))
 
 
-def crash_after_checkpoint(segment: int, epoch: int, nth: int = 1) -> RunHooks:
+def crash_after_checkpoint(nth: int = 1, **where) -> RunHooks:
     """Run hooks that kill the run (KeyboardInterrupt, as a process killed without the signal guard)
-    just after its ``nth`` checkpoint at (``segment``, ``epoch``) is written: on the first phase the
-    run enters after that save (``Run`` announces the phase it goes back to)."""
+    just after its ``nth`` checkpoint at ``where`` (segment, epoch, batch: those given) is written: on
+    the first phase the run enters after that save (``Run`` announces the phase it goes back to)."""
     seen, armed = [], []
 
-    def on_phase(name, where):
+    def on_phase(name, at):
         if armed:
-            raise KeyboardInterrupt(f"killed after the checkpoint at segment {segment}, epoch {epoch}")
-        if name == "checkpoint" and (where.get("segment"), where.get("epoch")) == (segment, epoch):
-            seen.append(where)
+            raise KeyboardInterrupt(f"killed after the checkpoint at {where}")
+        if name == "checkpoint" and all(at.get(k) == v for k, v in where.items()):
+            seen.append(at)
             if len(seen) == nth:
                 armed.append(True)
 

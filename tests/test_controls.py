@@ -297,7 +297,8 @@ def test_early_bird_ends_rounds_where_the_rule_fires_and_resumes_there(setup, tm
 
     # killed right after the early stop's checkpoint of round 1: the rerun does not train round 1 further
     with pytest.raises(KeyboardInterrupt):
-        quiet_run(config, options, tmp_path / "cut", trainer, hooks=crash_after_checkpoint(1, 2)).execute()
+        quiet_run(config, options, tmp_path / "cut", trainer,
+                  hooks=crash_after_checkpoint(segment=1, epoch=2)).execute()
     resumed = quiet_run(config, options, tmp_path / "cut", trainer).execute()
     # every result entry (less timings) and every ticket's arrays, both ways
     results, tickets = run_outcome(str(tmp_path / "cut"), "tickets/*.npz")

@@ -244,7 +244,7 @@ def test_interrupted_sweep_resumes_to_identical_results(setup, tmp_path, capsys)
 
     workdir = str(tmp_path / "interrupted")
     with pytest.raises(KeyboardInterrupt):  # killed just after the second level's first epoch was saved
-        sweep(config, workdir, options, hooks=crash_after_checkpoint(0, 1, nth=2))
+        sweep(config, workdir, options, hooks=crash_after_checkpoint(nth=2, segment=0, epoch=1))
     assert os.path.exists(os.path.join(level_dir(workdir, 0.3), "results.json"))
     assert not os.path.exists(os.path.join(level_dir(workdir, 0.5), "results.json"))
 

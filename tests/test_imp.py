@@ -15,13 +15,13 @@ import pytest
 from flax import traverse_util
 
 import jsnn.runs.imp as imp
-import jsnn.runs.segment as segment
 from jsnn import parallel
 from jsnn.methods import MaskedTraining
-from jsnn.runs.outputs import Outputs
+from jsnn.runs.outputs import Outputs, RunHooks
 from jsnn.runs.segment import Position, RunCheckpoints
 from jsnn.sparsity import masks as M
 from jsnn.variables import kernels, named_kernels
+from tests.outcomes import crash_after_checkpoint
 
 RATE = 0.25
 LAYERS = {"conv0": (3, 3, 1, 8), "conv1": (3, 3, 8, 16), "fc": (64, 10), "tiny": (2, 3)}
@@ -174,11 +174,11 @@ def assert_trees_bit_equal(a, b, what=""):
         assert x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes(), (what, k)
 
 
-def new_run(setup, workdir, **opts):
+def new_run(setup, workdir, hooks=RunHooks(), **opts):
     """An IMP run (figures off: not under test here)."""
     ds, config, model, trainer = setup
     options = imp.IMPOptions(**{"rounds": 3, "rewind_epoch": 1, **opts}).resolve(config)
-    return imp.imp_run(config, options, str(workdir), trainer=trainer, outputs=Outputs(plots=False))
+    return imp.imp_run(config, options, str(workdir), trainer=trainer, outputs=Outputs(plots=False), hooks=hooks)
 
 
 class RoundDriver:
@@ -367,27 +367,16 @@ def _metrics(workdir):
         return [{k: v for k, v in json.loads(line).items() if k not in ("seconds", "images_per_sec")} for line in f]
 
 
-def test_interrupted_imp_run_resumes_to_identical_results(setup, tmp_path, monkeypatch, capsys):
+def test_interrupted_imp_run_resumes_to_identical_results(setup, tmp_path, capsys):
     whole = new_run(setup, tmp_path / "whole").execute()
     assert [r["round"] for r in whole["runs"]] == [0, 1, 2]
     assert [r["sparsity"] for r in whole["runs"]] == pytest.approx([0, 0.25, 0.4375], abs=1e-4)
 
     workdir = tmp_path / "interrupted"
-    original = segment.save_checkpoint
-
-    def crash_at(where):
-        def save(ckpt, step, state, extra, meta):
-            original(ckpt, step, state, extra, meta)
-            if (meta["position"]["segment"], meta["position"]["epoch"]) == where:
-                raise KeyboardInterrupt
-        return save
-
     # killed in the middle of round 1, then just after pruning for round 2
-    for where in ((1, 1), (2, 0)):
-        monkeypatch.setattr(segment, "save_checkpoint", crash_at(where))
+    for segment_, epoch in ((1, 1), (2, 0)):
         with pytest.raises(KeyboardInterrupt):
-            new_run(setup, workdir).execute()
-    monkeypatch.setattr(segment, "save_checkpoint", original)
+            new_run(setup, workdir, hooks=crash_after_checkpoint(segment=segment_, epoch=epoch)).execute()
     capsys.readouterr()
     resumed = new_run(setup, workdir).execute()
     out = capsys.readouterr().out

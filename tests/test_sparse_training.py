@@ -17,7 +17,6 @@ import numpy as np
 import optax
 import pytest
 
-import jsnn.runs.segment
 from jsnn.config import TrainConfig
 from jsnn.methods import DynamicSparseTraining
 from jsnn.models import build_model
@@ -39,6 +38,7 @@ from jsnn.variables import (
     named_kernels,
     with_kernels,
 )
+from tests.outcomes import crash_after_checkpoint
 from tests.small_data import digits_subset
 
 TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "train")
@@ -331,7 +331,7 @@ def test_no_zombie_weights_after_any_step(small, optimizer, weight_decay):
     assert any(grew)  # (drop fraction 1 may regrow the same weights once every kept one is 0)
 
 
-def test_run_end_to_end_and_interrupted_run_resumes_bit_identical(small, tmp_path, monkeypatch):
+def test_run_end_to_end_and_interrupted_run_resumes_bit_identical(small, tmp_path):
     config, ds, trainer = small
     options = SparseTrainingOptions(algorithm="rigl", sparsity=0.9, update_every=3)
     outputs = Outputs(plots=False, cost_report=False)
@@ -347,18 +347,10 @@ def test_run_end_to_end_and_interrupted_run_resumes_bit_identical(small, tmp_pat
     for name, m in by_name(ticket.variables.masks).items():
         assert np.all(np.asarray(by_name(kernels(ticket.variables.weights))[name])[np.asarray(m) == 0] == 0)
 
-    original = jsnn.runs.segment.save_checkpoint
-
-    def crash(ckpt, step, state, extra, meta):
-        original(ckpt, step, state, extra, meta)
-        if meta["position"] == {"segment": 0, "epoch": 0, "batch": 2}:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(jsnn.runs.segment, "save_checkpoint", crash)
     workdir = str(tmp_path / "b")
-    with pytest.raises(KeyboardInterrupt):
-        registry.run_method("sparse_training", config, options, workdir, trainer=trainer, outputs=outputs)
-    monkeypatch.setattr(jsnn.runs.segment, "save_checkpoint", original)
+    with pytest.raises(KeyboardInterrupt):  # killed just after the checkpoint at batch 2 of epoch 1
+        registry.run_method("sparse_training", config, options, workdir, trainer=trainer, outputs=outputs,
+                            hooks=crash_after_checkpoint(segment=0, epoch=0, batch=2))
     resumed = registry.run_method("sparse_training", config, options, workdir, trainer=trainer, outputs=outputs)
     assert resumed["runs"][0]["test_accuracy"] == entry["test_accuracy"]
     other = load_ticket(os.path.join(workdir, "ticket.npz"))

@@ -9,20 +9,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jsnn.runs.segment
 from jsnn.checkpoint import CheckpointError
 from jsnn.config import TrainConfig
 from jsnn.data import load_dataset
 from jsnn.methods import MaskedTraining
 from jsnn.models import build_model
 from jsnn.runs.dense import DensePlan, dense_signature
-from jsnn.runs.outputs import Outputs
+from jsnn.runs.outputs import Outputs, RunHooks
 from jsnn.runs.run import Run
 from jsnn.runs.segment import Position, RunCheckpoints
 from jsnn.ticket import load_ticket
 from jsnn.trainer import Trainer, TrainingDivergedError
 from jsnn.variables import init_variables
-from tests.outcomes import ticket_accuracy
+from tests.outcomes import crash_after_checkpoint, ticket_accuracy
 from tests.programs import run_together
 from tests.small_data import digits_subset
 
@@ -59,27 +58,18 @@ def test_eight_devices_equal_one_device():
     assert "does not divide over 8 devices" in result["indivisible_error"]
 
 
-def dense_run(config, trainer, workdir) -> Run:
+def dense_run(config, trainer, workdir, hooks=RunHooks()) -> Run:
     return Run(DensePlan(config), config, str(workdir), trainer=trainer,
-               outputs=Outputs(plots=False, cost_report=False))
+               outputs=Outputs(plots=False, cost_report=False), hooks=hooks)
 
 
-def test_interrupted_run_resumes_to_identical_results(small, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_identical_results(small, tmp_path):
     config, trainer = small
     reference = dense_run(config, trainer, tmp_path / "straight").execute()
 
-    original = jsnn.runs.segment.save_checkpoint
-
-    def crash_after_epoch_2(ckpt, step, state, extra, meta):
-        original(ckpt, step, state, extra, meta)
-        if meta["position"]["epoch"] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(jsnn.runs.segment, "save_checkpoint", crash_after_epoch_2)
     workdir = str(tmp_path / "interrupted")
-    with pytest.raises(KeyboardInterrupt):
-        dense_run(config, trainer, workdir).execute()
-    monkeypatch.setattr(jsnn.runs.segment, "save_checkpoint", original)
+    with pytest.raises(KeyboardInterrupt):  # killed just after the checkpoint of epoch 2
+        dense_run(config, trainer, workdir, hooks=crash_after_checkpoint(epoch=2)).execute()
     resumed = dense_run(config, trainer, workdir).execute()
     assert resumed["runs"][0]["test_accuracy"] == reference["runs"][0]["test_accuracy"]
     a, b = (load_ticket(os.path.join(w, "ticket.npz")).variables for w in (tmp_path / "straight", workdir))
