@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 
 from jsnn.data.events.frames import FrameSettings, count_bins, denoise_mask, frame_counts, frame_events, frame_shape
+from tests.optional import Optional
 
-tonic_transforms = pytest.importorskip("tonic.transforms")
+tonic_transforms = Optional("tonic.transforms")  # the tests that compare against tonic skip without it
 
 DTYPE = np.dtype([("x", "<i2"), ("y", "<i2"), ("t", "<i8"), ("p", "u1")])
 TONIC_DTYPE = np.dtype([("x", "<i8"), ("y", "<i8"), ("t", "<i8"), ("p", "<i8")])  # tonic NMNIST.dtype

@@ -11,9 +11,10 @@ from jsnn.data.errors import DataNotFoundError
 from jsnn.data.events import layouts, readers, writers
 from jsnn.data.events.layouts import Segment, iter_sample_events, list_samples, read_sample
 from jsnn.data.events.readers import EVENT_DTYPE, make_events
+from tests.optional import Optional
 
-tonic_datasets = pytest.importorskip("tonic.datasets")  # tonic's own readers, the reference
-tonic_io = pytest.importorskip("tonic.io")
+tonic_datasets = Optional("tonic.datasets")  # tonic's own readers, the reference (tests using them skip without it)
+tonic_io = Optional("tonic.io")
 
 
 def random_events(rng, n, width, height, t_max, step=1):
