@@ -146,8 +146,9 @@ RUN_CONTROL = frozenset({"data_dir", "checkpoint_every", "checkpoint_every_steps
 
 
 def dataset_family(dataset: str) -> str:
-    """The presets' key: "cifar" for CIFAR-10/100; any other dataset (digits, each event dataset) its own."""
-    return "cifar" if dataset in ("cifar10", "cifar100") else dataset
+    """The presets' key: "cifar" for CIFAR-10/100 and any streamed tfds:NAME (set --model and --batch-size
+    for ImageNet-sized images); any other dataset (digits, each event dataset) its own."""
+    return "cifar" if dataset in ("cifar10", "cifar100") or jdata.is_tfds_name(dataset) else dataset
 
 
 def rewind_epoch_preset(dataset: str) -> int:

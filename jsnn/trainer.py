@@ -9,7 +9,6 @@ edges: data, progress, metrics, checkpoints.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import signal
 import time
 from typing import Any, Callable
@@ -175,10 +174,8 @@ class Trainer:
         _, eval_step, forward_variables = self.jitted_steps(method)
         variables = forward_variables(state)
         totals = {"correct": 0.0, "loss": 0.0, "count": 0.0}
-        d = self.dataset
-        for images, labels, n_real in jdata.eval_batches(d.test_images, d.test_labels, self.config.batch_size):
-            valid = (np.arange(len(labels)) < n_real).astype(np.float32)
-            out = eval_step(variables, *parallel.put_batch(self.mesh, *jdata.shard_for_process(images, labels, valid)))
+        for images, labels, valid in jdata.process_eval_batches(self.dataset, self.config.batch_size):
+            out = eval_step(variables, *parallel.put_batch(self.mesh, images, labels, valid))
             for k in totals:
                 totals[k] += float(out[k])
         return {"test_accuracy": totals["correct"] / totals["count"], "test_loss": totals["loss"] / totals["count"]}
@@ -223,9 +220,8 @@ class Trainer:
                 raise ValueError(f"partial epoch holds {len(losses)} batches, resuming at batch {first}")
             seconds_before = float(done_before.get("seconds", 0.0))
             t0 = time.perf_counter()
-            batches = jdata.train_batches(d.train_images, d.train_labels, cfg.batch_size, data_seed,
-                                          epoch_offset + epoch)
-            bar = progress(itertools.islice(batches, first, None), self.steps_per_epoch,
+            batches = jdata.process_train_batches(d, cfg.batch_size, data_seed, epoch_offset + epoch, first)
+            bar = progress(batches, self.steps_per_epoch,
                            f"{_describe(label)}epoch {epoch + 1}/{cfg.epochs}", cfg.progress and is_primary(),
                            initial=first)
             history, pending = [], None
@@ -236,8 +232,7 @@ class Trainer:
                         "seconds": seconds_before + time.perf_counter() - t0}
 
             for i, (images, labels) in enumerate(bar, start=first):
-                state, m = train_step(state, *parallel.put_batch(self.mesh, *jdata.shard_for_process(images, labels)),
-                                      self.stop_flags())
+                state, m = train_step(state, *parallel.put_batch(self.mesh, images, labels), self.stop_flags())
                 history.append(m)
                 # the previous step's agreed stop flag: reading it keeps one step in flight
                 stop = pending is not None and bool(pending["stop"])

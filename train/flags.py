@@ -34,7 +34,7 @@ import ml_collections
 from jsnn import platform, xla_flags
 from jsnn.compilation_cache import enable_compilation_cache
 from jsnn.config import LIF_FIELDS, SCHEDULES, LIFSettings, TrainConfig
-from jsnn.data import DATASET_NAMES
+from jsnn.data import DatasetNames
 from jsnn.layers import WEIGHT_INITS
 from jsnn.models import MODELS
 from jsnn.parallel import DISTRIBUTED_MODES, initialize_distributed
@@ -46,7 +46,7 @@ from jsnn.surrogate import surrogate_names
 
 # registry name -> the names registered in it now (looked up when a parser is built)
 REGISTRIES: dict[str, Callable[[], Sequence[str]]] = {
-    "datasets": lambda: list(DATASET_NAMES),
+    "datasets": DatasetNames,  # its `in` takes tfds:NAME[/CONFIG] too
     "models": lambda: sorted(MODELS),
     "surrogates": surrogate_names,
     "weight_inits": lambda: sorted(WEIGHT_INITS),
@@ -62,7 +62,8 @@ def choices_of(registry: str | Sequence[str] | None) -> list[str] | None:
     if registry is None:
         return None
     if isinstance(registry, str):
-        return list(REGISTRIES[registry]())
+        names = REGISTRIES[registry]()
+        return names if isinstance(names, list) else list(names)  # a list keeps its own `in` (DatasetNames)
     return list(registry)
 
 

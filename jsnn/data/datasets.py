@@ -32,6 +32,7 @@ from jsnn.data.errors import DataNotFoundError
 from jsnn.data.events.frames import FrameSettings
 from jsnn.data.events.loader import EVENT_DATASETS, default_frame_settings, load_event_frames
 from jsnn.data.mnist import IDX_DATASETS, find_idx_files, load_idx_splits, not_found_message
+from jsnn.data.streaming import TFDS_PREFIX, StreamedDataset, is_tfds_name, load_streamed
 
 # Kim et al. (ECCV 2022) / the paper: RandomCrop(32, padding=4) + horizontal
 # flip. Kim et al. also apply Cutout(16); off here by default, an option.
@@ -42,6 +43,17 @@ DIGITS_AUGMENT = AugmentConfig()
 MNIST_AUGMENT = AugmentConfig()
 
 DATASET_NAMES = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100") + EVENT_DATASETS
+
+
+class DatasetNames(list):
+    """The names ``--dataset`` takes: ``DATASET_NAMES`` and any ``tfds:NAME[/CONFIG]`` (streamed,
+    ``jsnn.data.streaming``), which ``in`` accepts and the list shows as one entry."""
+
+    def __init__(self):
+        super().__init__(DATASET_NAMES + (TFDS_PREFIX + "NAME[/CONFIG]",))
+
+    def __contains__(self, name) -> bool:
+        return is_tfds_name(name) or name in DATASET_NAMES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,9 +94,11 @@ def default_data_dir() -> str:
     return os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
 
 
-def load_dataset(name: str, data_dir: str | None = None, *, frames: FrameSettings | None = None) -> ArrayDataset:
+def load_dataset(name: str, data_dir: str | None = None, *,
+                 frames: FrameSettings | None = None) -> ArrayDataset | StreamedDataset:
     """Loads ``digits``, ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100`` or an event dataset
-    (``EVENT_DATASETS``).
+    (``EVENT_DATASETS``), or opens ``tfds:NAME[/CONFIG]`` for streaming from its array_record files
+    (``StreamedDataset``).
 
     Args:
       name: dataset name.
@@ -106,7 +120,9 @@ def load_dataset(name: str, data_dir: str | None = None, *, frames: FrameSetting
         return load_mnist(name, data_dir)
     if name in EVENT_DATASETS:
         return load_event_dataset(name, data_dir, frames)
-    raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
+    if is_tfds_name(name):
+        return load_streamed(name, os.path.expanduser(data_dir) if data_dir else default_data_dir())
+    raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DatasetNames())}")
 
 
 def _make_dataset(name, train_x, train_y, test_x, test_y, num_classes, augment):

@@ -263,7 +263,8 @@ def measure(model: nn.Module, variables: Variables, images, labels=None, *, batc
     given (the evaluation step's preprocessing). ``labels`` [N] add the test accuracy.
     Returns a JSON-ready dict: totals, per-image values, ``layers`` and ``neurons`` tables.
     """
-    images = np.asarray(images)
+    if not hasattr(images, "shape"):  # an array-like with a shape (a streamed split's images) is read batch by batch
+        images = np.asarray(images)
     n = len(images)
     if images.ndim not in (4, 5) or n == 0:
         raise ValueError("images must be a non-empty batch [N, H, W, C], or event frames [N, T, H, W, C], "
