@@ -16,7 +16,8 @@ ABOVE_RUNS = {"jsnn.theory.experiments"}
 # loaded where they are used: optional extras (NIR and the torch simulators), or heavy and needed by
 # one path only (TFDS for CIFAR, scikit-learn for the digits, aedat for AEDAT4 event files)
 # grain (about 1 s to import) and PIL: only a streamed tfds dataset (jsnn/data/streaming.py) needs them
-LAZY_OK = {"nir", "torch", "snntorch", "norse", "nirtorch", "tensorflow_datasets", "sklearn", "aedat", "grain", "PIL"}
+LAZY_OK = {"nir", "torch", "snntorch", "norse", "nirtorch", "tensorflow_datasets", "sklearn", "aedat", "grain", "PIL",
+           "absl"}
 
 
 def module_name(path: pathlib.Path) -> str:

@@ -272,6 +272,10 @@ class StreamedDataset:
         ds = records.to_iter_dataset(grain.ReadOptions(num_threads=self._threads(), prefetch_buffer_size=2 * local))
         ds = ds.batch(local, drop_remainder=True)
         if self.workers > 0:
+            from absl import flags
+
+            if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; jsnn's programs parse none
+                flags.FLAGS.mark_as_parsed()
             ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers, per_worker_buffer_size=2))
         return iter(ds)
 
@@ -385,9 +389,15 @@ def _channel_stats(images: RecordImages) -> tuple[tuple[float, ...], tuple[float
     """Per-channel mean and std of up to STATS_IMAGES evenly spaced images (raw units, float64)."""
     n = len(images)
     rows = np.unique(np.linspace(0, n - 1, min(n, STATS_IMAGES)).astype(np.int64))
-    flat = images[rows].reshape(-1, images.shape[-1]).astype(np.float64)
-    std = flat.std(0)
-    return tuple(float(m) for m in flat.mean(0)), tuple(float(s) if s > 0 else 1.0 for s in std)
+    total, squares = np.zeros(images.shape[-1]), np.zeros(images.shape[-1])
+    for r in rows:  # image by image: 512 ImageNet-sized images at once would be 600 MB of float64
+        pixels = images[int(r)].reshape(-1, images.shape[-1]).astype(np.float64)
+        total += pixels.sum(0)
+        squares += np.square(pixels).sum(0)
+    count = len(rows) * int(np.prod(images.shape[1:-1]))
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - np.square(mean), 0.0))
+    return tuple(float(m) for m in mean), tuple(float(s) if s > 0 else 1.0 for s in std)
 
 
 def _first_line(err: BaseException) -> str:
