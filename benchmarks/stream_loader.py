@@ -1,6 +1,6 @@
 """The streamed tfds loader (jsnn/data/streaming.py) on ImageNet-shaped data: images/s, memory, a cap.
 
-    nice -n 10 python -m benchmarks.stream_loader                 # 12 000 JPEGs, results/stream_loader.json
+    nice -n 10 python -m benchmarks.stream_loader                 # 10 000 JPEGs, results/stream_loader.json
     nice -n 10 python -m benchmarks.stream_loader --quick         # 1 200 JPEGs, results/stream_loader_quick.json
 
 1. **Data**: a tfds dataset written by a tiny builder in array_record format, as `tfds build
@@ -14,7 +14,8 @@
    ``StreamedDataset.process_train_batches`` for ``--batches`` batches after one untimed batch; images/s
    per process and all together, and each process's peak memory (its RSS plus its grain workers',
    sampled every 50 ms). With threads only (workers 0) and with grain worker processes.
-3. **Under a memory cap**: one process under ``RLIMIT_AS`` (`ulimit -v`) of ``--cap-mb``, smaller
+3. **Under a memory cap**: one process (2 threads, ``MALLOC_ARENA_MAX=2``) under ``RLIMIT_AS`` (`ulimit -v`)
+   of ``--cap-mb``, smaller
    than the decoded training set (N x 224 x 224 x 3 bytes), reads a whole epoch and the whole test
    split: it finishes, with its peak RSS.
 4. **The train step** the loader feeds: the programs' jitted step (``Trainer.jitted_steps``,
@@ -25,6 +26,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import io
 import json
 import os
@@ -152,6 +154,8 @@ def child(args) -> None:
     out.update(images=images, seconds=seconds, images_per_sec=images / seconds, local_batch=len(x),
                batch_shape=list(x.shape))
     if args.whole_epoch:
+        del batches  # its threads and read-ahead go before the test split's start
+        gc.collect()
         t0 = time.perf_counter()
         test = sum(int(v.sum()) for _, _, v in ds.process_eval_batches(args.batch, process_index=args.process,
                                                                       process_count=args.processes))
@@ -167,6 +171,8 @@ def run_children(args, processes: int, workers: int, threads: int, *, whole_epoc
             resource.setrlimit(resource.RLIMIT_AS, (cap_bytes, cap_bytes))
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+    if cap_bytes:  # glibc reserves 64 MiB of address space per thread's arena: two arenas, not one per thread
+        env["MALLOC_ARENA_MAX"] = "2"
     cmds = [[sys.executable, "-m", "benchmarks.stream_loader", "--child", "--data-dir", args.data_dir,
              "--process", str(p), "--processes", str(processes), "--workers", str(workers), "--threads", str(threads),
              "--batch", str(args.batch), "--batches", str(args.batches)] + (["--whole-epoch"] if whole_epoch else [])
@@ -245,16 +251,16 @@ def commit() -> str:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default="/tmp/jsnn_stream_bench")
-    p.add_argument("--images", type=int, default=12_000)
-    p.add_argument("--val", type=int, default=1_000)
+    p.add_argument("--images", type=int, default=10_000)
+    p.add_argument("--val", type=int, default=500)
     p.add_argument("--quality", type=int, default=75)
     p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--batches", type=int, default=12, help="timed batches per process")
-    p.add_argument("--cap-mb", type=int, default=1536, help="RLIMIT_AS of the capped run, MiB")
+    p.add_argument("--batches", type=int, default=8, help="timed batches per process")
+    p.add_argument("--cap-mb", type=int, default=1280, help="RLIMIT_AS of the capped run, MiB")
     p.add_argument("--model", default="resnet19")
     p.add_argument("--timesteps", type=int, default=4)
     p.add_argument("--step-batch", type=int, default=2)
-    p.add_argument("--step-repeats", type=int, default=3)
+    p.add_argument("--step-repeats", type=int, default=2)
     p.add_argument("--quick", action="store_true")
     # one loader process (started by this script)
     p.add_argument("--child", action="store_true")
@@ -280,18 +286,20 @@ def main():
         rss = ", ".join(f"{r['peak_rss_bytes'] / 2**20:.0f} MiB" for r in per)
         print(f"{processes} process(es), {workers} workers, {threads} threads: {total:.0f} images/s in all; "
               f"peak RSS per process {rss}", flush=True)
-    capped = run_children(args, 1, 0, 4, whole_epoch=True, cap_bytes=args.cap_mb * 2**20)[0]
+    capped = run_children(args, 1, 0, 2, whole_epoch=True, cap_bytes=args.cap_mb * 2**20)[0]
     print(f"under RLIMIT_AS {args.cap_mb} MiB: {capped['images']} train + {capped['test_images']} test images, "
           f"peak RSS {capped['peak_rss_bytes'] / 2**20:.0f} MiB", flush=True)
-    step = train_step_rate(args.model, args.timesteps, args.step_batch, args.step_repeats)
-    print(f"train step: {step['images_per_sec']:.2f} images/s ({args.model}, T={args.timesteps}, "
-          f"batch {args.step_batch})", flush=True)
+    path = RESULTS / ("stream_loader_quick.json" if args.quick else "stream_loader.json")
     record = {"machine": machine(), "commit": commit(), "load_average_at_start": list(load),
               "command": "nice -n 10 python -m benchmarks.stream_loader" + (" --quick" if args.quick else ""),
               "batch": args.batch, "batches_timed": args.batches, "data": data, "loader": runs,
-              "memory_cap": {"rlimit_as_bytes": args.cap_mb * 2**20, **capped}, "train_step": step,
+              "memory_cap": {"rlimit_as_bytes": args.cap_mb * 2**20, **capped}, "train_step": None,
               "wall_seconds": time.time() - t_start}
-    path = RESULTS / ("stream_loader_quick.json" if args.quick else "stream_loader.json")
+    path.write_text(json.dumps(record, indent=1) + "\n")  # the loader's numbers, before the (long) step
+    step = train_step_rate(args.model, args.timesteps, args.step_batch, args.step_repeats)
+    print(f"train step: {step['images_per_sec']:.2f} images/s ({args.model}, T={args.timesteps}, "
+          f"batch {args.step_batch})", flush=True)
+    record.update(train_step=step, wall_seconds=time.time() - t_start)
     path.write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {path}")
 
