@@ -1055,6 +1055,40 @@ def outside_links(text, page):
     return out + [m for m in re.findall(r"\.\./shared/[\w./-]+", text) if m not in out]
 
 
+# ------------------------------------------------------------------ streamed tfds data (docs/data.md)
+
+
+@generator("stream_loader")
+def stream_loader(src):
+    d = src.json("benchmarks/results/stream_loader.json")
+    data, step, cap = d["data"], d["train_step"], d["memory_cap"]
+    mib = lambda b: f"{b / 2**20:.0f}"  # noqa: E731
+    rows = []
+    for r in d["loader"]:
+        per = r["per_process"]
+        rows.append([str(r["processes"]), str(r["workers"]), str(r["threads"]),
+                     ", ".join(f"{p['images_per_sec']:.0f}" for p in per), f"{r['images_per_sec_total']:.0f}",
+                     ", ".join(mib(p["peak_rss_bytes"]) for p in per)])
+    best = max(r["images_per_sec_total"] for r in d["loader"])
+    load = ", ".join(f"{x:.1f}" for x in d["load_average_at_start"])
+    return (f"{d['machine']}; load average {load} at the start; commit {d['commit']}; `{d['command']}`. "
+            f"Data: {data['train_images']:,} train and {data['test_images']:,} test made-up "
+            f"{data['image_side']}×{data['image_side']} JPEGs (quality {data['jpeg_quality']}), "
+            f"{mib(data['train_file_bytes'])} MiB of train ArrayRecord files, "
+            f"{mib(data['train_decoded_bytes'])} MiB decoded. Global batch {d['batch']}, "
+            f"{d['batches_timed']} batches timed per process after one untimed.\n\n"
+            + table(["processes", "grain workers", "threads", "images/s per process", "images/s in all",
+                     "peak MiB per process (with its workers)"], rows)
+            + f"\n\nUnder `RLIMIT_AS` = {mib(cap['rlimit_as_bytes'])} MiB (`ulimit -v`), smaller than the "
+            f"{mib(data['train_decoded_bytes'])} MiB the decoded training set takes, one process read a whole "
+            f"epoch ({cap['images']:,} train images after the untimed batch) and the {cap['test_images']:,} test "
+            f"images at a peak RSS of {mib(cap['peak_rss_bytes'])} MiB.\n\n"
+            + ("The train step it feeds was not measured in this run." if step is None else
+               f"The train step it feeds, here: `{step['model']}` at T = {step['timesteps']}, batch {step['batch']} "
+               f"of 224×224×3, {step['images_per_sec']:.2f} images/s (median of {step['repeats']} steps); the "
+               f"loader's best {best:.0f} images/s is {best / step['images_per_sec']:.0f}× that."))
+
+
 # ------------------------------------------------------------------ the driver
 
 
