@@ -204,7 +204,7 @@ class RecordImages:
     def __getitem__(self, index):
         if isinstance(index, (int, np.integer)):
             return self.transform.eval(self.source[int(index)][self.key])
-        rows = np.arange(len(self))[index]
+        rows = _rows(index, len(self))
         out = np.empty((len(rows),) + self.shape[1:], np.uint8)
         for i, r in enumerate(rows):
             out[i] = self.transform.eval(self.source[int(r)][self.key])
@@ -224,7 +224,15 @@ class RecordLabels:
     def __getitem__(self, index):
         if isinstance(index, (int, np.integer)):
             return np.int32(self.source[int(index)][self.key])
-        return np.array([self.source[int(r)][self.key] for r in np.arange(len(self))[index]], np.int32)
+        return np.array([self.source[int(r)][self.key] for r in _rows(index, len(self))], np.int32)
+
+
+def _rows(index, n: int):
+    """The rows a slice or an index array names (a slice without materialising all n row numbers)."""
+    if isinstance(index, slice):
+        return range(*index.indices(n))
+    rows = np.asarray(index)
+    return np.where(rows < 0, rows + n, rows)
 
 
 # -------------------------------------------------------------------- dataset
