@@ -12,7 +12,10 @@ magnitude (the default) and logits (the order the cut used before). Beside each:
 the same seed from the comparison's summary (not rerun). The budget holds on the training images (the run's
 ``synops_per_image``); the test images' count is the cost report's (``efficiency``).
 
-    python benchmarks/energy_budget_fix.py --seeds 0,1,2,3,4 --workdir /tmp/energy_budget_fix
+    python benchmarks/energy_budget_fix.py --seeds 0,1,2,3,4,5,6,7,8,9 --ablation-seeds 0,1,2
+
+The logits order runs only on ``--ablation-seeds``. Finished runs in ``--workdir`` are read back, not rerun
+(each run is resumable).
 """
 from __future__ import annotations
 
@@ -69,7 +72,8 @@ def one_run(seed: int, budget: float, rank: str, workdir: str) -> dict:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--seeds", default="0,1,2,3,4,5,6,7,8,9")
+    p.add_argument("--ablation-seeds", default="0,1,2", help="seeds on which the cut by logits runs too")
     p.add_argument("--workdir", default="/tmp/energy_budget_fix")
     p.add_argument("--out", default=OUT)
     p.add_argument("--_one", help=argparse.SUPPRESS)  # seed,budget,rank: one run in this process
@@ -86,7 +90,8 @@ def main(argv=None) -> None:
     rows, load = [], []
     for seed in seeds:
         budget = summary["synops"]["imp"][LEVEL][index[seed]]
-        for rank in RANKS:
+        ablation = [int(x) for x in args.ablation_seeds.split(",") if x]
+        for rank in [r for r in RANKS if r == "magnitude" or seed in ablation]:
             load.append(os.getloadavg()[0])
             out = subprocess.run([sys.executable, __file__, "--workdir", args.workdir, "--_one",
                                   f"{seed},{budget},{rank}"], cwd=ROOT, capture_output=True, text=True)
@@ -97,7 +102,8 @@ def main(argv=None) -> None:
             row["snip_accuracy"] = summary["accuracy"]["snip"][LEVEL][index[seed]]
             row["imp_accuracy"] = summary["accuracy"]["imp"][LEVEL][index[seed]]
             rows.append(row)
-    record = {"commit": commit(), "command": "python benchmarks/energy_budget_fix.py --seeds " + args.seeds,
+    record = {"commit": commit(), "command": f"python benchmarks/energy_budget_fix.py --seeds {args.seeds} "
+                                             f"--ablation-seeds {args.ablation_seeds}",
               "budget_from": "docs/results/methods_digits/summary.json synops.imp['4'] (IMP at 97.44 %, per seed)",
               "machine": {**machine_info(1), "note": "2-core CPU shared with other jobs; wall seconds indicative",
                           "load_average_at_each_start": load},
