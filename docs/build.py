@@ -1010,7 +1010,7 @@ def value(source, path, spec):
         data = json.load(f)
     if "v(" in path:
         names = {"v": lambda p: _walk(data, p), "abs": abs, "min": min, "max": max, "sum": sum, "len": len,
-                 "round": round, "range": range, "str": str}
+                 "round": round, "range": range, "str": str, "sorted": sorted, "set": set}
         x = eval(path, {"__builtins__": {}, **names})  # globals: generator expressions see them
     else:
         x = _walk(data, path)
