@@ -1,6 +1,7 @@
-"""Energy-budget pruning (Shi et al. 2024; jsnn/sparsity/energy.py, energy_training.py, jsnn/runs/energy.py):
-the channel groups, the differentiable SynOps count against jsnn.efficiency's exact count, the temperature,
-the dual step, the cheapest-first cut, no zombie weights, and the run: within budget, resumable bit for bit."""
+"""The SynOps-budget variant of Shi et al. 2024's mask learning (jsnn/sparsity/energy.py, energy_training.py,
+jsnn/runs/energy.py): the channel groups, the differentiable SynOps count against jsnn.efficiency's exact
+count, the temperature, the dual step, the layer-aware cut and its spine, no zombie weights, and the run:
+within budget or said not to be, resumable bit for bit."""
 import dataclasses
 import importlib.util
 import os
@@ -389,7 +390,7 @@ def test_run_meets_its_budget_and_resumes_bit_identical_across_the_switch(small,
         pytest.approx(final["synops_per_image"], rel=1e-6)
     assert final["within_budget"] and final["silent_layers"] == []
     assert search["efficiency"]["synops_per_image"] > 20000  # the short search alone does not get there ...
-    assert final["repairs"]["switch"]["removed_weights"] > 0  # ... the cheapest-first cut does
+    assert final["repairs"]["switch"]["removed_weights"] > 0  # ... the layer-aware cut does
     for name, m in by_name(ticket.variables.masks).items():
         assert np.all(np.asarray(by_name(kernels(ticket.variables.weights))[name])[np.asarray(m) == 0] == 0)
     removed = energy.removed_channels(ticket.variables.masks, trainer.model, ds.image_shape)
