@@ -13,7 +13,8 @@ whose SynOps per training image are within ``--synops-budget``, or ``within_budg
                           through every counted layer) until within it (jsnn/sparsity/energy.py)
     segment 1 (finetune)  masks fixed, weights and BN trained on (same optimizer state) for
                           ``finetune_epochs``; measured again and cut again if over the budget (no
-                          training after that cut): WORKDIR/ticket.npz, measured <= budget
+                          training after that cut): WORKDIR/ticket.npz, measured <= budget, or
+                          within_budget false and one line where no connected ticket is
 
 The budget is checked on the training images (the test set stays unseen until the run's cost report,
 whose count can differ a little). The search aims at
