@@ -119,7 +119,8 @@ def main(argv=None) -> None:
     for rank in RANKS:
         acc = [r["test_accuracy"] for r in rows if r["cut_rank"] == rank]
         snip = [r["snip_accuracy"] for r in rows if r["cut_rank"] == rank]
-        lines.append(f"\n{rank}: mean accuracy {100 * sum(acc) / len(acc):.1f} % over seeds {seeds} "
+        ran = [r["seed"] for r in rows if r["cut_rank"] == rank]
+        lines.append(f"\n{rank}: mean accuracy {100 * sum(acc) / len(acc):.1f} % over seeds {ran} "
                      f"(SNIP on the same seeds {100 * sum(snip) / len(snip):.1f} %)")
     write_results(args.out, record, lines)
 
