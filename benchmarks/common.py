@@ -49,6 +49,7 @@ class Case:
     warmup: int = 2  # untimed steps after the first (compile) step
     threads: int = 2
     device: str = "auto"  # "auto": a GPU where one is found (JAX's default backend; torch.cuda), "cpu": the CPU
+    precision: str = "f32"  # jsnn's --precision for the programs' steps (jsnn/precision.py); the peers compute in f32
 
 
 def make_batch(batch: int, seed: int = 0):

@@ -13,11 +13,11 @@ section that fails or runs out of the time budget never stops the ones after it)
   determinism  a few train steps run twice and resumed halfway (state through the host), bit for bit,
                under the default flags and under ``--deterministic``'s, each in its own process, with
                the step time (the deterministic mode's cost)
-  parity       spikes entering each layer (jsnn's ConvBN / MaskedDense inputs) on the GPU against the CPU,
-               the same variables and images, under matmul precision default / tensorfloat32 / highest
+  parity       spikes entering each layer (jsnn's ConvBN / MaskedDense inputs) on the GPU against the CPU at
+               f32, the same variables and images, at --precision f32 / tf32 / bf16 and at XLA's default
   sparse       the sparse inference path on the accelerator's backend (the CPU kernel refuses it in one
                line; predict_sparse computes densely there: checked equal to apply_model)
-  steps        benchmarks/throughput.py: jsnn at f32 (highest), TF32 and bf16 matmul precision against
+  steps        benchmarks/throughput.py: jsnn at --precision f32, tf32 and bf16 against
                SpikingJelly and snnTorch (on the GPU, synchronised), VGG-16 T=4 and ResNet-19 T=6, CIFAR shapes
   sweeps       benchmarks/lif_unroll.py and benchmarks/top_k.py (the CPU-tuned LIF unroll and top-k)
   presets      one epoch of made-up CIFAR (--epoch-images) with each paper preset's step (dense, IMP,
@@ -32,6 +32,7 @@ GPU-only ones as not run, so CI keeps this script working.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import importlib.metadata
@@ -154,7 +155,9 @@ def platform_section(scale: Scale, args) -> dict:
 
     environ = {}
     out = {**platform.describe(), "cpu_conv_flag_set_by_jsnn": xla_flags.configure(environ),
-           "xla_flags_jsnn_sets": environ.get("XLA_FLAGS", "")}
+           "xla_flags_jsnn_sets": environ.get("XLA_FLAGS", ""), "jaxlib": xla_flags.jaxlib_version(),
+           "cpu_conv_flag_checked_jaxlib": list(xla_flags.KNOWN_JAXLIB),
+           "deterministic_flags_checked_jaxlib": list(platform.DETERMINISTIC_JAXLIB)}
     if args.cpu:  # one subprocess for both: XLA reads every flag at once
         out["flags_together"] = flag_accepted(" ".join([xla_flags.CPU_CONV_FLAG, *platform.DETERMINISTIC_FLAGS]))
     else:
@@ -257,28 +260,36 @@ def spikes_by_layer(model, variables, images):
 
 
 def parity(scale: Scale, args) -> dict:
+    """Spikes entering each layer on the accelerator against the CPU at f32, for each ``--precision`` and for
+    XLA's own default (TF32 on an NVIDIA GPU: what an f32 run computed before jsnn set a precision)."""
     import jax
     import numpy as np
 
+    from jsnn.models import build_model
     from jsnn.objective import preprocess
 
     trainer, method, state, dataset = setup(scale, "imp", scale.parity_batch)
     variables = jax.device_get(state.forward_variables(method))
     images = np.asarray(preprocess(dataset.train_images[:scale.parity_batch], dataset.mean, dataset.std))
-    forward = jax.jit(lambda v, x: spikes_by_layer(trainer.model, v, x))
+
+    def forward(precision: str):
+        model = build_model(dataclasses.replace(trainer.config, precision=precision), dataset.num_classes)
+        return jax.jit(lambda v, x: spikes_by_layer(model, v, x))
+
     cpu = jax.devices("cpu")[0]
-    with jax.default_device(cpu), jax.default_matmul_precision("highest"):
-        ref_logits, ref = jax.device_get(forward(jax.device_put(variables, cpu), jax.device_put(images, cpu)))
+    ref_logits, ref = jax.device_get(forward("f32")(jax.device_put(variables, cpu), jax.device_put(images, cpu)))
     accelerator = jax.devices()[0]
-    out = {"against": "cpu, matmul precision highest", "device": accelerator.device_kind,
+    out = {"against": "the CPU at --precision f32", "device": accelerator.device_kind,
            "batch": scale.parity_batch, "timesteps": trainer.config.timesteps, "model": trainer.config.model}
     if accelerator.platform == "cpu" and not args.cpu:
         return {**out, "status": "not run: no accelerator (JAX runs on cpu)"}
-    for precision in ("highest",) if args.cpu else ("default", "tensorfloat32", "highest"):
-        with jax.default_matmul_precision(precision):
-            logits, got = jax.device_get(forward(jax.device_put(variables, accelerator),
-                                                 jax.device_put(images, accelerator)))
-        out[precision] = {
+    rows = {"f32": ("f32", None)} if args.cpu else {
+        "f32": ("f32", None), "tf32": ("tf32", None), "bf16": ("bf16", None), "xla_default": ("f32", "default")}
+    for row, (precision, jax_default) in rows.items():
+        with jax.default_matmul_precision(jax_default) if jax_default else contextlib.nullcontext():
+            logits, got = jax.device_get(forward(precision)(jax.device_put(variables, accelerator),
+                                                            jax.device_put(images, accelerator)))
+        out[row] = {
             "flips_per_layer": {k: int(np.sum(np.asarray(got[k]) != np.asarray(ref[k]))) for k in ref},
             "inputs_per_layer": {k: int(np.asarray(ref[k]).size) for k in ref},
             "max_logit_difference": float(np.max(np.abs(np.asarray(logits) - np.asarray(ref_logits)))),
@@ -332,9 +343,8 @@ def run_benchmark(module: str, argv: list[str], timeout: float, env_extra: dict 
             return json.load(f)
 
 
-# jsnn's matmul/conv precision for each row of the step benchmark (JAX_DEFAULT_MATMUL_PRECISION: what an f32
-# matmul or convolution is computed in; storage stays f32)
-STEP_PRECISIONS = {"f32": "highest", "tf32": "tensorfloat32", "bf16": "bfloat16"}
+# jsnn's --precision for each row of the step benchmark (jsnn/precision.py; docs/speed.md "Precision")
+STEP_PRECISIONS = ("f32", "tf32", "bf16")
 STEP_CASES = (("vgg16", 4), ("resnet19", 6))
 
 
@@ -349,10 +359,10 @@ def steps(scale: Scale, args) -> dict:
             continue
         common = ["--workloads", workload, "--timesteps", str(t), "--batch", str(args.step_batch), "--modes", "train",
                   "--steps", "5", "--warmup", "1", "--threads", str(os.cpu_count() or 1)]
-        for name, precision in STEP_PRECISIONS.items():
+        for name in STEP_PRECISIONS:
             try:
-                r = run_benchmark("benchmarks.throughput", [*common, "--impls", "jsnn"], args.section_timeout,
-                                  {"JAX_DEFAULT_MATMUL_PRECISION": precision})
+                r = run_benchmark("benchmarks.throughput", [*common, "--impls", "jsnn", "--precision", name],
+                                  args.section_timeout)
                 out[f"{workload} T={t} jsnn {name}"] = _step_record(r)
             except Exception as e:  # noqa: BLE001 - recorded, the next row still runs
                 out[f"{workload} T={t} jsnn {name}"] = {"status": f"failed: {one_line(e)}"}
@@ -368,8 +378,8 @@ def steps(scale: Scale, args) -> dict:
 
 def _step_record(result: dict) -> dict:
     r = result["records"][0]
-    keep = ("status", "error", "images_per_s", "median_step_s", "first_step_s", "device_kind", "device_peak_mb",
-            "peak_rss_delta_mb", "neuron_kernel", "tf32", "backend", "batch", "timesteps")
+    keep = ("status", "error", "precision", "images_per_s", "median_step_s", "first_step_s", "device_kind",
+            "device_peak_mb", "peak_rss_delta_mb", "neuron_kernel", "tf32", "backend", "batch", "timesteps")
     return {k: r[k] for k in keep if k in r}
 
 

@@ -335,6 +335,8 @@ def parse(argv=None):
     p.add_argument("--device", choices=("auto", "cpu"), default="auto",
                    help="auto: every implementation on the GPU where one is found (JAX's backend, torch.cuda), else "
                         "the CPU; cpu: the CPU even on a GPU host")
+    p.add_argument("--precision", choices=("f32", "tf32", "bf16"), default="f32",
+                   help="jsnn's --precision for the programs' steps (jsnn, jsnn_edge_popup, ...; docs/speed.md)")
     p.add_argument("--out", default="latest", help="results/<out>.{json,md,png}")
     p.add_argument("--results-dir", default=str(RESULTS))
     args = p.parse_args(argv)
@@ -364,7 +366,7 @@ def main(argv=None):
     records = []
     for w, b, t, impl, mode in itertools.product(args.workloads.split(","), args.batch, args.timesteps, impls,
                                                  args.modes.split(",")):
-        case = common.Case(impl, w, mode, b, t, args.steps, args.warmup, args.threads, args.device)
+        case = common.Case(impl, w, mode, b, t, args.steps, args.warmup, args.threads, args.device, args.precision)
         r = run_case(case, args.timeout)
         records.append(r)
         if r["status"] == "ok":

@@ -35,10 +35,11 @@ EDGE_POPUP_SPARSITY = 0.5  # the sweep's default level (uniform over every layer
 
 def program_config(case: common.Case, method: str) -> TrainConfig:
     """The CIFAR-100 preset of ``method``'s program with the benchmark's network (common.py):
-    rectangle surrogate of width 1 (the peers'), the case's model, batch and T."""
+    rectangle surrogate of width 1 (the peers'), the case's model, batch, T and precision."""
     return TrainConfig(dataset="cifar100", model=common.WORKLOADS[case.workload], timesteps=case.timesteps,
                        batch_size=case.batch, epochs=1, surrogate="rectangle", surrogate_width=common.RECT_WIDTH,
-                       decay=common.DECAY, threshold=common.V_TH, progress=False).resolve(method)
+                       decay=common.DECAY, threshold=common.V_TH, precision=case.precision,
+                       progress=False).resolve(method)
 
 
 def synthetic_cifar(batch: int, seed: int = 0) -> jdata.ArrayDataset:

@@ -22,20 +22,34 @@ import os
 
 import jax
 
+from jsnn import xla_flags
+
 PLATFORMS = ("cpu", "gpu", "tpu")  # the names jax.default_backend() gives (CUDA and ROCm are both "gpu")
 DETERMINISTIC_FLAGS = ("--xla_gpu_deterministic_ops=true", "--xla_gpu_exclude_nondeterministic_ops=true")
+# jaxlib releases known to accept DETERMINISTIC_FLAGS (XLA aborts the whole process on a flag it does not
+# know, and XLA renames and retires GPU flags): a jaxlib started with them (benchmarks/gpu_check.py's flag
+# guard, tests/test_gpu_readiness.py). Add a release here after checking it.
+DETERMINISTIC_JAXLIB = ("0.10.2",)
 INSTALL = {"gpu": 'pip install "jsnn[cuda12]" (or [cuda13]) on a host with an NVIDIA driver',
            "tpu": 'pip install "jsnn[tpu]" on a Cloud TPU VM', "cpu": "unset JAX_PLATFORMS (it names another platform)"}
 
 
-def configure(platform: str | None = None, deterministic: bool = False, environ=os.environ) -> None:
+def configure(platform: str | None = None, deterministic: bool = False, environ=os.environ,
+              jaxlib: str | None = None) -> None:
     """Before the backend starts: ``--platform cpu`` keeps JAX on the CPU (a GPU host otherwise picks its
-    GPU); ``deterministic`` adds ``DETERMINISTIC_FLAGS`` to ``XLA_FLAGS`` (flags already there are kept)."""
+    GPU); ``deterministic`` adds ``DETERMINISTIC_FLAGS`` to ``XLA_FLAGS`` (flags already there are kept),
+    under a jaxlib known to accept them (``jaxlib``: the version to judge, default the installed one),
+    else a ValueError in one line: a flag XLA does not know would abort the process."""
     if platform is not None and platform not in PLATFORMS:
         raise ValueError(f"--platform must be one of {', '.join(PLATFORMS)}, got {platform!r}")
     if platform == "cpu" and not _platforms_chosen():  # JAX read JAX_PLATFORMS at import: set its config
         jax.config.update("jax_platforms", "cpu")
-    if deterministic:
+    if deterministic and not is_deterministic(environ):
+        version = xla_flags.jaxlib_version() if jaxlib is None else jaxlib
+        if version not in DETERMINISTIC_JAXLIB:
+            raise ValueError(f"--deterministic: jaxlib {version} is not one its XLA flags were checked with "
+                             f"({', '.join(DETERMINISTIC_JAXLIB)}), and XLA aborts on a flag it does not know; set "
+                             f"XLA's deterministic flags in XLA_FLAGS yourself (e.g. {DETERMINISTIC_FLAGS[1]})")
         flags = environ.get("XLA_FLAGS", "")
         more = [f for f in DETERMINISTIC_FLAGS if f.split("=")[0] not in flags]
         environ["XLA_FLAGS"] = " ".join([flags, *more]).strip()

@@ -105,6 +105,17 @@ def test_deterministic_mode_adds_flags_this_jaxlib_knows(monkeypatch):
     platform.configure(None, deterministic=True, environ=environ)  # again: nothing added twice
     assert environ["XLA_FLAGS"].split().count(platform.DETERMINISTIC_FLAGS[0]) == 1
     assert platform.is_deterministic(environ) and not platform.is_deterministic({})
+    # under a jaxlib the flags were not checked with: one line, XLA_FLAGS untouched (XLA would abort on an
+    # unknown flag); flags the user set by hand count as deterministic
+    other = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=true"}
+    with pytest.raises(ValueError) as e:
+        platform.configure(None, deterministic=True, environ=other, jaxlib="0.11.0")
+    assert "\n" not in str(e.value) and "jaxlib 0.11.0" in str(e.value)
+    assert other == {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=true"}
+    by_hand = {"XLA_FLAGS": platform.DETERMINISTIC_FLAGS[1]}
+    platform.configure(None, deterministic=True, environ=by_hand, jaxlib="0.11.0")
+    assert platform.is_deterministic(by_hand)
+    assert importlib.metadata.version("jaxlib") in platform.DETERMINISTIC_JAXLIB  # checked: gpu_check's flag guard
     # XLA aborts the process on a flag it does not know: that this jaxlib knows them is checked by
     # benchmarks/gpu_check.py's flag guard (test_gpu_check_cpu_mode_writes_one_results_file)
 
@@ -228,7 +239,7 @@ def test_gpu_check_cpu_mode_writes_one_results_file(tmp_path):
     assert sections["platform"]["platform"] == "cpu" and sections["platform"]["flags_together"] == {"accepted": True}
     default = sections["determinism"]["default"]
     assert default["rerun_identical"] and default["resume_identical"] and default["steps"] == 4
-    parity = sections["parity"]["highest"]  # the CPU against itself: nothing may differ
+    parity = sections["parity"]["f32"]  # the CPU against itself: nothing may differ
     assert set(parity["flips_per_layer"]) == {"conv1", "conv2", "fc"} and not any(parity["flips_per_layer"].values())
     assert sections["presets"]["imp"]["images"] == 32 and sections["memory"]["host_peak_rss_mb"] > 0
     # what the CPU mode leaves to the GPU is recorded, not dropped
