@@ -56,14 +56,14 @@ def results_of(workdir: str) -> list[dict]:
     """(label, sparsity, accuracy, SynOps per image, epochs, training seconds) per ticket a run wrote."""
     rows = []
     for folder, _, files in sorted(os.walk(workdir)):
-        if "results.json" not in files or "checkpoints" in folder:
+        # a ticket's folder holds its metrics.jsonl (an edge-popup sweep's results.json beside its levels' folders
+        # repeats their entries)
+        if "results.json" not in files or "metrics.jsonl" not in files or "checkpoints" in folder:
             continue
         with open(os.path.join(folder, "results.json")) as f:
             results = json.load(f)
-        records = []
-        if os.path.exists(os.path.join(folder, "metrics.jsonl")):
-            with open(os.path.join(folder, "metrics.jsonl")) as f:
-                records = [json.loads(line) for line in f if line.strip()]
+        with open(os.path.join(folder, "metrics.jsonl")) as f:
+            records = [json.loads(line) for line in f if line.strip()]
         for entry in results["runs"]:
             segment = entry.get("round", 0)
             mine = [x for x in records if x.get("round", 0) == segment]
