@@ -554,8 +554,7 @@ def speed_precision_digits(src):
                 v = row[key]
                 cells.append(mean_std(v["values"], digits, scale))
             rows.append(cells)
-    speed = [[p, f"{summary[p]['wall_s_mean']:.0f}", f"{summary[p]['train_images_per_s_median']:.0f}"]
-             for p in precisions]
+    speed = [[r["seed"], r["precision"], f"{r['wall_s']:.0f}", f"{r['train_images_per_s']:.0f}"] for r in d["runs"]]
     seeds = ", ".join(map(str, d["seeds"]))
     epochs = "" if d["epochs"] is None else f" --epochs {d['epochs']}"
     return (f"`train/imp.py --dataset digits --rounds {d['rounds']}{epochs} --seed S --precision P`, seeds {seeds} "
@@ -563,7 +562,8 @@ def speed_precision_digits(src):
             f"{_load_line(d)}.\n\n"
             + table(["precision", "round", "test accuracy %", "sparsity %", "SynOps / image (M)",
                      "activation sparsity %"], rows)
-            + "\n\n" + table(["precision", "wall s a run (mean)", "training img/s (median)"], speed))
+            + "\n\nEach run's wall time and training throughput, in the order they ran:\n\n"
+            + table(["seed", "precision", "wall s", "training img/s (median over epochs)"], speed))
 
 
 @generator("speed_top_k")
