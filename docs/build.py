@@ -566,6 +566,26 @@ def speed_precision_digits(src):
             + table(["seed", "precision", "wall s", "training img/s (median over epochs)"], speed))
 
 
+@generator("speed_precision_step")
+def speed_precision_step(src):
+    d = src.json("benchmarks/results/precision_step.json")
+    rows = [[r["model"], r["batch"], r["timesteps"], "×".join(map(str, r["image_shape"])), f"{r['f32_step_s']:.3f}",
+             f"{r['bf16_step_s']:.3f}", ratio(r["bf16_speedup"])] for r in d["rows"]]
+    return (f"{d['what']}; {_load_line(d)}.\n\n"
+            + table(["network", "batch", "T", "image", "f32 step s", "bf16 step s", "bf16 speed-up"], rows))
+
+
+@generator("speed_step_peak")
+def speed_step_peak(src):
+    d = src.json("benchmarks/results/step_peak.json")
+    rows = [[r["model"], r["precision"], f"{r['step_flops'] / 1e9:.0f}", f"{r['median_step_s']:.2f}",
+             f"{r['step_gflops']:.0f}", f"{r['peak_gflops']:.0f} / {r['peak_after_gflops']:.0f}",
+             pct(r["fraction_of_peak"], 0)] for r in d["rows"]]
+    return (f"{d['what']}; {_load_line(d)}.\n\n"
+            + table(["network", "precision", "step GFLOP (XLA)", "step s", "step GFLOP/s",
+                     "matmul peak GFLOP/s (before / after)", "fraction of peak"], rows))
+
+
 @generator("speed_top_k")
 def speed_top_k(src):
     d = src.json("benchmarks/results/top_k.json")

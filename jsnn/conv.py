@@ -33,6 +33,10 @@ no device). Override it for the whole process with
 ``set_conv_impl("xla" | "tuned" | "custom" | None)`` or the environment
 variable ``JSNN_CONV_IMPL``, or per call with ``impl=``. Results agree with
 "xla" to floating-point rounding (summation order).
+
+Every path computes under a ``precision`` ("f32", "tf32", "bf16": ``jsnn/precision.py``): the
+operands are cast to its dtype, every convolution and matmul, forward and backward, carries its
+XLA precision and returns f32.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ in every setting, and every product accumulates and returns f32 (``preferred_ele
 
   "f32"   f32 operands at ``Precision.HIGHEST`` on every backend: exact f32 products. On the CPU
           HIGHEST is what XLA computes anyway (the compiled program differs only in the
-          attribute; measured equal in speed, docs/speed.md "Precision"); on an NVIDIA GPU
+          attribute); on an NVIDIA GPU
           (Ampere and later) it turns off TF32, which XLA otherwise uses for f32 convolutions
           and matmuls, and on a TPU it asks for f32 instead of one bf16 pass. Without it a
           spike whose potential lies within TF32's rounding (10 mantissa bits) of the threshold
@@ -18,7 +18,8 @@ in every setting, and every product accumulates and returns f32 (``preferred_ele
   "bf16"  bf16 operands (weights rounded to 8 significant bits; spikes are exactly 0 or 1 in
           bf16, so on spike inputs only the weights are rounded), f32 accumulation and result,
           at the backend's default precision. On a CPU with AMX, bf16 reaches the matrix unit
-          through matmuls (``jsnn/conv.py`` routes convolutions accordingly).
+          through matmuls only (the dense layers, ``jsnn/conv.py``'s tiny maps;
+          ``benchmarks/precision_conv.py`` measures where else a matmul would pay).
 
 A user who sets JAX's own default matmul precision (``jax.default_matmul_precision``, or the
 environment variable ``JAX_DEFAULT_MATMUL_PRECISION``) gets it for "f32" instead of HIGHEST.
