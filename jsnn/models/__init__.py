@@ -12,7 +12,18 @@ from jsnn.models.common import SpikingModel
 from jsnn.models.description import Layer, describe
 from jsnn.models.observe import observe
 from jsnn.models.resnet import SpikingResNet
-from jsnn.models.vgg import DIGITS_PLAN, DVS_SMALL_PLAN, VGG11_PLAN, VGG16_PLAN, VGG_SMALL_PLAN, SpikingVGG
+from jsnn.models.sew_resnet import SEW_RESNET18_BLOCKS, SEW_RESNET34_BLOCKS, SEWResNet
+from jsnn.models.vgg import (
+    CIFAR10NET_HIDDEN,
+    CIFAR10NET_PLAN,
+    DIGITS_PLAN,
+    DVS_SMALL_PLAN,
+    VGG11_PLAN,
+    VGG16_PLAN,
+    VGG_SMALL_PLAN,
+    VGGSNN_PLAN,
+    SpikingVGG,
+)
 
 MODELS = {
     "vgg16": functools.partial(SpikingVGG, plan=VGG16_PLAN),  # SNN-VGG-16, SPEC §2
@@ -21,6 +32,11 @@ MODELS = {
     "digits_cnn": functools.partial(SpikingVGG, plan=DIGITS_PLAN),  # offline digits default
     "vgg11": functools.partial(SpikingVGG, plan=VGG11_PLAN),  # DVS Gesture / CIFAR10-DVS presets (jsnn/config.py)
     "dvs_small": functools.partial(SpikingVGG, plan=DVS_SMALL_PLAN),  # N-MNIST presets
+    # the field's pruning testbeds (configs/*.py, docs/reproduce.md)
+    "sew_resnet18": functools.partial(SEWResNet, stage_blocks=SEW_RESNET18_BLOCKS),  # Fang et al. 2021, ImageNet
+    "sew_resnet34": functools.partial(SEWResNet, stage_blocks=SEW_RESNET34_BLOCKS),
+    "vggsnn": functools.partial(SpikingVGG, plan=VGGSNN_PLAN),  # TET (Deng et al. 2022), CIFAR10-DVS
+    "cifar10net": functools.partial(SpikingVGG, plan=CIFAR10NET_PLAN, hidden=CIFAR10NET_HIDDEN),  # Shi et al. 2024
 }
 
 
@@ -38,5 +54,5 @@ def build_model(config: TrainConfig, num_classes: int) -> SpikingModel:
                      width=config.width, precision=config.precision)
 
 
-__all__ = ["MODELS", "build_model", "get_model", "SpikingModel", "SpikingVGG", "SpikingResNet", "Layer", "describe",
-           "observe"]
+__all__ = ["MODELS", "build_model", "get_model", "SpikingModel", "SpikingVGG", "SpikingResNet", "SEWResNet", "Layer",
+           "describe", "observe"]

@@ -27,6 +27,18 @@ def spike_with_stats(layer: nn.Module, currents: jax.Array, timesteps: int, lif:
     return spikes
 
 
+def max_pool(x: jax.Array, window: int, stride: int, padding: int) -> jax.Array:
+    """Max over window x window regions of NHWC ``x`` at ``stride``, ``padding`` on every side (padded values
+    never win: -inf, as PyTorch's MaxPool2d pads); SEW-ResNet's stem pool is (3, 2, 1)."""
+    return nn.max_pool(x, (window, window), (stride, stride), ((padding, padding), (padding, padding)))
+
+
+def avg_pool(x: jax.Array, window: int) -> jax.Array:
+    """Mean over window x window regions of NHWC ``x``, stride ``window``, edges that fit no window dropped
+    (PyTorch's AvgPool2d(window), TET's VGGSNN)."""
+    return nn.avg_pool(x, (window, window), (window, window))
+
+
 def encode(layer: ConvBN, images: jax.Array, timesteps: int, train: bool) -> jax.Array:
     """The first conv + BN on the network's input, as currents folded [T*B, ...] (time-major).
 

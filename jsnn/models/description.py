@@ -11,7 +11,9 @@ Shapes are per example and channel-last, as jsnn computes: (H, W, C) for maps, (
 a flatten. On event frames (``image_shape`` (T, H, W, C)) the input's shape is one frame's, (H, W, C),
 and the input and the first conv are marked ``frames``: that conv runs at every timestep, where
 on a static image the ``encoding`` conv runs once and its output repeats. A layer with several
-inputs receives their sum (a residual join), as NIR's rule for a node with several incoming edges.
+inputs receives their sum (a residual join), as NIR's rule for a node with several incoming edges;
+an ``add`` layer is such a sum standing alone (SEW-ResNet's spike-element-wise join), its output
+read by the next layers as it is (spike counts 0, 1, 2, ..., no neuron in between).
 """
 from __future__ import annotations
 
@@ -23,9 +25,12 @@ KINDS = (
     "conv",      # masked conv (no bias) + BatchNorm: one ``ConvBN``, its variables at ``name``
     "linear",    # masked linear (+ bias): one ``MaskedDense``, its variables at ``name``
     "lif",       # a LIF neuron per input value, scanned over the T timesteps
-    "max_pool",  # max over ``window`` x ``window`` regions, stride ``window``, odd edges dropped
-    "avg_pool",  # mean over the whole map -> (1, 1, C)
+    "max_pool",  # max over ``window`` x ``window`` regions at ``stride`` (``window`` unless given), ``padding`` on
+                 # every side (never the max: its inputs are spikes >= 0), edges that fit no window dropped
+    "avg_pool",  # ``window`` 0: mean over the whole map -> (1, 1, C); else mean over window x window regions,
+                 # stride ``window``, edges that fit no window dropped (PyTorch's AvgPool2d(window))
     "flatten",   # (H, W, C) -> (H * W * C,) in row-major (H, W, C) order
+    "add",       # the element-wise sum of its inputs' spikes (SEW-ResNet's ADD connect function): no neuron
 )
 
 
@@ -39,9 +44,9 @@ class Layer:
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
     kernel_size: int = 0  # conv
-    stride: int = 1  # conv
-    padding: int = 0  # conv: zeros on every side
-    window: int = 0  # max_pool
+    stride: int = 1  # conv, max_pool
+    padding: int = 0  # conv, max_pool: on every side
+    window: int = 0  # max_pool, avg_pool (0: global)
     bias: bool = False  # linear
     encoding: bool = False  # conv on the image: it runs once per image, its output repeats over the timesteps
     # the input and the conv reading it, on event frames [T, H, W, C]: that conv runs at every timestep on
@@ -118,12 +123,21 @@ class Describer:
     def lif(self, name, *sources) -> str:
         return self._add(name, "lif", sources, self.shape(sources[0]))
 
-    def max_pool(self, name, source, window=2) -> str:
+    def max_pool(self, name, source, window=2, stride=None, padding=0) -> str:
         h, w, c = self.shape(source)
-        return self._add(name, "max_pool", (source,), (h // window, w // window, c), window=window)
+        stride = window if stride is None else stride
+        out = (conv_output_size(h, window, stride, padding), conv_output_size(w, window, stride, padding), c)
+        return self._add(name, "max_pool", (source,), out, window=window, stride=stride, padding=padding)
 
-    def avg_pool(self, name, source) -> str:
-        return self._add(name, "avg_pool", (source,), (1, 1, self.shape(source)[-1]))
+    def avg_pool(self, name, source, window=0) -> str:
+        """The mean over the whole map (``window`` 0), or over each window x window region (stride window)."""
+        h, w, c = self.shape(source)
+        out = (1, 1, c) if window == 0 else (h // window, w // window, c)
+        return self._add(name, "avg_pool", (source,), out, window=window, stride=window or 1)
+
+    def add(self, name, *sources) -> str:
+        """The element-wise sum of ``sources`` (same shape): a residual join with no neuron after it."""
+        return self._add(name, "add", sources, self.shape(sources[0]))
 
     def flatten(self, name, source) -> str:
         return self._add(name, "flatten", (source,), (math.prod(self.shape(source)),))
