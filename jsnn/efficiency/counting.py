@@ -32,8 +32,11 @@ operations, neurons, pooling) it reads from the model's description of its layer
   model's own spike function, so they are the model's spikes bit for bit.
 * **Other operations**, not synaptic and not in the energy: BatchNorm (one
   multiply-add per normalised value; eval-mode BN folds into a scale and a shift),
-  linear biases, pooling (a 2x2 max pool: 3 comparisons per output; a global average
-  pool: one accumulate per input value).
+  linear biases, pooling (a max pool: one comparison fewer than the window's values inside the
+  map per output, 3 for a 2x2 pool; an average pool: one accumulate per value summed), and the
+  spike-element-wise joins of SEW-ResNet (one add per value: ``residual_adds_per_image``). The
+  next layer reads such a join's spike counts (0, 1, 2, ...) and, by the rule above, counts MACs
+  at every call where a count exceeds 1.
 * **Energy** = ACs * e_ac + MACs * e_mac (``EnergyModel``; default Horowitz 2014,
   45 nm, 32-bit float: 0.9 pJ per add, 3.7 + 0.9 = 4.6 pJ per multiply-add), for the
   ticket, for the unpruned network at the same activity, and for the dense ANN.
@@ -129,7 +132,7 @@ def _static_facts(layers: tuple[Layer, ...], timesteps: int) -> dict:
     """What the model's description fixes, per image (python values): for each conv / linear layer
     its dense operations and BN / bias operations per run and how often it runs; for each LIF layer
     its neurons; and the pooling operations."""
-    facts = {"layers": {}, "neurons": {}, "pool_ops": 0, "frames": bool(layers[0].frames)}
+    facts = {"layers": {}, "neurons": {}, "pool_ops": 0, "add_ops": 0, "frames": bool(layers[0].frames)}
     for layer in layers:
         if layer.kind == "conv":
             (h, w, cin), (ho, wo, cout) = layer.in_shape, layer.out_shape
@@ -146,11 +149,17 @@ def _static_facts(layers: tuple[Layer, ...], timesteps: int) -> dict:
             facts["neurons"][layer.inputs[0]] = {"shape": layer.out_shape, "neurons": layer.size,
                                                  "timesteps": timesteps}
             continue
-        elif layer.kind == "max_pool":  # comparisons: window^2 - 1 per output, every timestep
-            facts["pool_ops"] += (layer.window**2 - 1) * layer.size * timesteps
+        elif layer.kind == "max_pool":  # comparisons: (window values inside the map) - 1 per output, every timestep
+            (h, w, c), (ho, wo, _) = layer.in_shape, layer.out_shape
+            k, s, pad = layer.window, layer.stride, layer.padding
+            facts["pool_ops"] += (_taps(h, k, s, pad, ho) * _taps(w, k, s, pad, wo) - ho * wo) * c * timesteps
             continue
-        elif layer.kind == "avg_pool":  # one accumulate per input value, every timestep
-            facts["pool_ops"] += math.prod(layer.in_shape) * timesteps
+        elif layer.kind == "avg_pool":  # one accumulate per value summed, every timestep
+            window = layer.window
+            facts["pool_ops"] += (math.prod(layer.in_shape) if window == 0 else layer.size * window**2) * timesteps
+            continue
+        elif layer.kind == "add":  # a residual join: (inputs - 1) adds per value, every timestep
+            facts["add_ops"] += (len(layer.inputs) - 1) * layer.size * timesteps
             continue
         else:  # the input and a flatten: no operations
             continue
@@ -389,7 +398,7 @@ def _summarize(model, variables, static, conn, lif, n, energy: EnergyModel) -> d
         "footprint": {k: v for k, v in fp.items() if k != "layers"},
         "neuron_updates_per_image": updates_total / n, "membrane_updates_per_image": membrane_total / n,
         "bn_ops_per_image": totals["bn_ops"] / n, "bias_adds_per_image": totals["bias_adds"] / n,
-        "pool_ops_per_image": static["pool_ops"],
+        "pool_ops_per_image": static["pool_ops"], "residual_adds_per_image": static["add_ops"],
         "totals": {"synops": totals["acs"], "macs": totals["macs"], "dense_macs": totals["dense"],
                    "ann_macs": totals["ann"], "spikes": spikes_total, "membrane_updates": membrane_total},
         "layers": layers, "neurons": neurons,

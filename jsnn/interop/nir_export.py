@@ -36,15 +36,20 @@ channel-first layout (C, H, W):
   (counts 0..4) followed by ``or_neuron``: a LIF with no memory (tau = dt, so
   beta = 0) and v_threshold 0.5, which fires iff the count is >= 1 under either
   threshold rule (> and >=).
-- **Average pool** (Res-SNN-19's global pool): a **SumPool2d** over the whole map, its
-  1 / (H W) folded into the next affine layer's weight (Norse has no AvgPool2d;
+  A padded or overlapping max pool (SEW-ResNet's 3×3 stride 2 stem pool) counts its window
+  with a **Conv2d** of ones on the channel diagonal (zero padding adds nothing), as snnTorch
+  drops a SumPool2d's padding (nirtorch's TODO); the same ``or_neuron`` follows.
+- **Average pool** (Res-SNN-19's global pool, VGGSNN's 2×2 pools): a **SumPool2d**, its
+  1 / window² folded into the next conv or affine layer's weight (Norse has no AvgPool2d;
   snnTorch and Norse both read SumPool2d).
 - **Flatten** (``start_dim=0``) of (C, H, W); jsnn flattens NHWC in (H, W, C) order, so
   the classifier's weight columns are permuted to NIR's (C, H, W) order.
 - **Affine** classifier to the **Output**: logits per timestep; the prediction is the
   argmax of their mean over time (``metadata["readout"]``).
 - Residual blocks (Res-SNN-19): a node with several incoming edges sums them (NIR's
-  rule). snnTorch runs such graphs; Norse 1.1's executor orders nodes depth-first and
+  rule). SEW-ResNet's spike-element-wise ADD has no node: every reader of a join takes an
+  edge from each spike map it sums (the block's conv2 LIF, and the identity: the previous
+  join's inputs, or the downsample's LIF). snnTorch runs such graphs; Norse 1.1's executor orders nodes depth-first and
   would compute a block's join before its conv shortcut, so ``norse_module`` refuses
   them (torch_sims.py).
 """
@@ -163,19 +168,21 @@ class _Builder:
         m = self.masks.get(f"{path}/kernel")
         return w if m is None else w * m.astype(w.dtype)
 
-    def conv_bn(self, layer: Layer, source):
-        """The conv ``layer`` (weights × mask) with its BN folded, as a nir.Conv2d."""
+    def conv_bn(self, layer: Layer, sources, in_scale=1.0):
+        """The conv ``layer`` (weights × mask) with its BN folded, as a nir.Conv2d; ``in_scale``: a factor its
+        input still needs (an average pool's 1 / window^2), folded into the kernel."""
         import nir
 
         path = layer.name
         bn = self.model.bn
-        kernel, bias = fold_bn(self.kernel(path), self.stats[f"{path}/mean"], self.stats[f"{path}/var"], bn.epsilon,
-                               self.bn.get(f"{path}/scale"), self.bn.get(f"{path}/bias"))
+        kernel, bias = fold_bn(self.kernel(path).astype(np.float64) * in_scale, self.stats[f"{path}/mean"],
+                               self.stats[f"{path}/var"], bn.epsilon, self.bn.get(f"{path}/scale"),
+                               self.bn.get(f"{path}/bias"))
         h, w, _ = layer.in_shape
         s, pad = layer.stride, layer.padding
         node = nir.Conv2d(input_shape=(h, w), weight=_oihw(kernel), stride=(s, s), padding=(pad, pad),
                           dilation=(1, 1), groups=1, bias=bias)
-        return self.add(_node_name(path), node, source)
+        return self.add(_node_name(path), node, *sources)
 
     def lif(self, layer: Layer, sources):
         lif = self.model.lif
@@ -185,7 +192,7 @@ class _Builder:
         self.lif_layers.append(name)
         return name
 
-    def affine(self, path, source, in_scale=1.0, hwc=None):
+    def affine(self, path, sources, in_scale=1.0, hwc=None):
         """The linear layer ``path`` (weights × mask, bias) as nir.Affine; ``hwc``: the (H, W, C)
         its input was flattened from in jsnn, whose rows are reordered to NIR's (C, H, W)."""
         import nir
@@ -197,7 +204,7 @@ class _Builder:
         bias = self.weights.get(f"{path}/bias", np.zeros(kernel.shape[1]))
         node = nir.Affine(weight=np.ascontiguousarray(kernel.T).astype(np.float32),
                           bias=np.asarray(bias, np.float32))
-        return self.add(_node_name(path), node, source)
+        return self.add(_node_name(path), node, *sources)
 
 
 def _node_name(layer_name: str) -> str:
@@ -209,42 +216,61 @@ def _export_layers(b: _Builder, layers: list[Layer]) -> str:
     returns the node that computes the output."""
     import nir
 
-    node_of = {}  # a layer's name -> the NIR node that carries its output
-    scale_of = {}  # a layer's name -> the factor its output still needs (an average pool's 1 / (H W))
+    node_of = {}  # a layer's name -> the NIR nodes whose sum is its output (several for an ``add`` join)
+    scale_of = {}  # a layer's name -> the factor its output still needs (an average pool's 1 / window^2)
     flattened_from = {}  # a flatten's name -> the (H, W, C) it flattened
+    kinds = {layer.name: layer.kind for layer in layers}
     for layer in layers:
-        sources = [node_of[i] for i in layer.inputs]
+        sources = [n for i in layer.inputs for n in node_of[i]]
+        scale = scale_of.get(layer.inputs[0], 1.0) if layer.inputs else 1.0
+        if any(scale_of.get(i, 1.0) != scale for i in layer.inputs) or (
+                scale != 1.0 and layer.kind not in ("conv", "linear", "flatten")):
+            raise ExportError(f"layer {layer.name}: an average pool's output reaches a {layer.kind!r} layer; "
+                              "NIR export folds its 1 / window^2 into the next conv or linear layer only")
         name = _node_name(layer.name)
         if layer.kind == "input":
             node = b.add("input", nir.Input(input_type={"input": np.array(_chw(layer.out_shape))}))
         elif layer.kind == "conv":
-            node = b.conv_bn(layer, sources[0])
+            node = b.conv_bn(layer, sources, in_scale=scale)
         elif layer.kind == "lif":
             node = b.lif(layer, sources)
         elif layer.kind == "max_pool":
-            k = layer.window
-            pool = b.add(name, nir.SumPool2d(kernel_size=np.array([k, k]), stride=np.array([k, k]),
-                                             padding=np.array([0, 0])), *sources)
+            if kinds[layer.inputs[0]] not in ("lif", "max_pool"):
+                raise ExportError(f"layer {layer.name}: a max pool exports as an OR of binary spikes; its input "
+                                  f"{layer.inputs[0]} is a {kinds[layer.inputs[0]]!r} layer, not spikes")
+            k, st, pad = layer.window, layer.stride, layer.padding
+            if st == k and pad == 0:
+                pool = b.add(name, nir.SumPool2d(kernel_size=np.array([k, k]), stride=np.array([st, st]),
+                                                 padding=np.array([0, 0])), *sources)
+            else:  # snnTorch's SumPool2d drops padding (nirtorch): the window count as a channel-diagonal conv
+                c = layer.in_shape[-1]
+                ones = np.zeros((c, c, k, k), np.float32)
+                ones[np.arange(c), np.arange(c)] = 1.0
+                pool = b.add(name, nir.Conv2d(input_shape=layer.in_shape[:2], weight=ones, stride=(st, st),
+                                              padding=(pad, pad), dilation=(1, 1), groups=1,
+                                              bias=np.zeros(c, np.float32)), *sources)
             node = b.add(f"{name}_or", or_neuron(_chw(layer.out_shape), b.dt), pool)
         elif layer.kind == "avg_pool":
             h, w, _ = layer.in_shape
-            node = b.add(name, nir.SumPool2d(kernel_size=np.array([h, w]), stride=np.array([h, w]),
+            k = (h, w) if layer.window == 0 else (layer.window, layer.window)
+            node = b.add(name, nir.SumPool2d(kernel_size=np.array(k), stride=np.array(k),
                                              padding=np.array([0, 0])), *sources)
-            scale_of[layer.name] = 1.0 / (h * w)  # folded into the next affine (Norse has no AvgPool2d)
+            scale_of[layer.name] = 1.0 / (k[0] * k[1])  # folded into the next conv / affine (Norse has no AvgPool2d)
+        elif layer.kind == "add":  # NIR sums a node's incoming edges: the join's readers take every input's edge
+            node_of[layer.name] = sources
+            continue
         elif layer.kind == "flatten":
             node = b.add(name, nir.Flatten(input_type={"input": np.array(_chw(layer.in_shape))}, start_dim=0,
                                            end_dim=-1), *sources)
-            if layer.inputs[0] in scale_of:
-                scale_of[layer.name] = scale_of[layer.inputs[0]]
+            if scale != 1.0:
+                scale_of[layer.name] = scale
             if len(layer.in_shape) == 3:
                 flattened_from[layer.name] = layer.in_shape
         elif layer.kind == "linear":
-            source = layer.inputs[0]
-            node = b.affine(layer.name, sources[0], in_scale=scale_of.get(source, 1.0),
-                            hwc=flattened_from.get(source))
+            node = b.affine(layer.name, sources, in_scale=scale, hwc=flattened_from.get(layer.inputs[0]))
         else:
             raise ExportError(f"layer {layer.name}: NIR export has no mapping for a {layer.kind!r} layer")
-        node_of[layer.name] = node
+        node_of[layer.name] = [node]
     return node_of[layers[-1].name]
 
 
@@ -272,7 +298,7 @@ def to_nir(model, variables, image_shape, input_mean=None, input_std=None, dt: f
     b = _Builder(model, variables, dt, soft_reset_as_hard)
     layers = describe(model, image_shape)
     last = _export_layers(b, layers)
-    b.add("output", nir.Output(output_type={"output": np.array([model.num_classes])}), last)
+    b.add("output", nir.Output(output_type={"output": np.array([model.num_classes])}), *last)
     metadata = {
         "producer": "jsnn",
         "dt": float(dt),

@@ -7,9 +7,9 @@ from typing import ClassVar, Sequence
 import flax.linen as nn
 import jax
 
+from jsnn.layers import MaskedDense
 from jsnn.models.common import SpikingModel, avg_pool, encode, spike_with_stats
 from jsnn.models.description import Describer, Layer
-from jsnn.layers import MaskedDense
 from jsnn.pooling import max_pool_2x2
 
 # SNN-VGG-16 (Simonyan & Zisserman config D; Kim et al.): M = 2x2 max pool
