@@ -10,6 +10,15 @@ Copy and edit: every value the experiment sets is here. The keys are train/edge_
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+PUBLISHED = {
+    "paper": "Yao et al., 2023, Probabilistic Modeling: Proving the LTH in SNNs (this project's paper)",
+    "setting": "CIFAR-100, SNN-VGG-16, T = 5, edge-popup at sparsity 0.1 ... 0.9",
+    "reported": "curves only (paper Fig. 3): good sub-networks of the random SNN at every sparsity; no table",
+    "source": "the paper, Sec. 5 and Fig. 3",
+    "command": "python train/edge_popup.py --config configs/edge_popup_cifar100_vgg16.py --data-dir DATA",
+    "data": "cifar100",
+}
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()

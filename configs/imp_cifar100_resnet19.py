@@ -9,6 +9,15 @@ Copy and edit: every value the experiment sets is here. The keys are train/imp.p
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+PUBLISHED = {
+    "paper": "Kim et al., ECCV 2022, Exploring Lottery Ticket Hypothesis in SNNs",
+    "setting": "CIFAR-100, Res-SNN-19, T = 5, IMP (magnitude, global, rewind to epoch 20)",
+    "reported": "71.64 / 71.38 / 70.45 / 67.35 % at sparsity 68.30 / 89.91 / 95.69 / 98.13 %",
+    "source": "SPEC.md section 4 (Kim et al.'s reported IMP accuracies, mean of 5 runs)",
+    "command": "python train/imp.py --config configs/imp_cifar100_resnet19.py --data-dir DATA",
+    "data": "cifar100",
+}
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()

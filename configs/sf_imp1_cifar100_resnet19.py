@@ -9,6 +9,15 @@ Copy and edit: every value the experiment sets is here. The keys are train/imp.p
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+PUBLISHED = {
+    "paper": "Yao et al., 2023, Probabilistic Modeling: Proving the LTH in SNNs (this project's paper)",
+    "setting": "CIFAR-100, Res-SNN-19, T = 5, SF-IMP-1 against IMP",
+    "reported": "curves only (paper Fig. 5): SF-IMP-1 above IMP at every sparsity on CIFAR-100; no table",
+    "source": "the paper, Sec. 6 and Fig. 5",
+    "command": "python train/imp.py --config configs/sf_imp1_cifar100_resnet19.py --data-dir DATA",
+    "data": "cifar100",
+}
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
