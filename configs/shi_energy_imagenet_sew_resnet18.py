@@ -1,8 +1,9 @@
 """Shi et al. (ICLR 2024) on ImageNet: weights and neurons of SEW-ResNet-18 (``sew_resnet18``, ADD joins,
 Fang et al. NeurIPS 2021) pruned under an energy budget, T = 4, several processes.
 
-    # 4 processes (one per GPU), each its quarter of the batch: jsnn joins them (docs/reliability.md)
-    python train/sparse_training.py --config configs/shi_energy_imagenet_sew_resnet18.py --data-dir DATA \\
+    # 4 processes, one per GPU (SLURM: --ntasks=4 --gpus-per-task=1), one global batch of 256 over them;
+    # elsewhere JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID per process (docs/reliability.md)
+    srun python train/sparse_training.py --config configs/shi_energy_imagenet_sew_resnet18.py --data-dir DATA \\
         --config.synops_budget=N
 
 Needs ImageNet streamed from a tfds directory (``--dataset tfds:imagenet2012``): until jsnn reads ``tfds:NAME``
@@ -28,8 +29,8 @@ PUBLISHED = {
     "setting": "ImageNet, SEW-ResNet-18 (ADD), 224 x 224, T = 4, 4 processes x batch 64",
     "reported": "dense SEW-ResNet-18: 63.18 % top-1 (SEW paper); pruned points: the paper's ImageNet table",
     "source": "xyshi2000/Unstructured-Pruning README and models/sew_resnet.py",
-    "command": ("python train/sparse_training.py --config configs/shi_energy_imagenet_sew_resnet18.py "
-                "--data-dir DATA --config.synops_budget=N  (one process per GPU)"),
+    "command": ("srun python train/sparse_training.py --config configs/shi_energy_imagenet_sew_resnet18.py "
+                "--data-dir DATA --config.synops_budget=N"),
     "data": "tfds:imagenet2012 (streamed; not loadable by jsnn yet)",
 }
 IMAGE_SHAPE = (224, 224, 3)  # RandomResizedCrop(224) in training, Resize(256) + CenterCrop(224) in evaluation
