@@ -11,7 +11,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-PAGES = ["methods", "comparison", "lottery", "efficiency", "nir", "speed", "reliability", "theory", "data", "events", "reproduce"]
+PAGES = ["methods", "comparison", "lottery", "efficiency", "nir", "speed", "reliability", "theory", "data", "events",
+         "reproduce"]
 DATE = re.compile(r"\b20\d\d-[01]\d-[0-3]\d\b")
 BLOCK = re.compile(r"<!-- generated: ([\w.-]+) -->\n(.*?)<!-- end generated -->", re.S)
 
