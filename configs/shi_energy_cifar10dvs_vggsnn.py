@@ -12,7 +12,8 @@ masks Adam 0.001, finetune lr 0.0025, cross-entropy, cosine, TET, augmentation; 
 CIFAR10DVS split_by='number' (equal event counts), resized to 48 x 48, a 9:1 split per class.
 
 What jsnn runs differently: the TET loss is not in jsnn (plain cross-entropy of the time-mean logits); the
-finetune keeps the search's lr (0.025, cosine) where Shi et al. restart at 0.0025; masks use jsnn's energy mask lr;
+finetune keeps the search's lr (0.025, cosine) where Shi et al. restart at 0.0025; the mask logits take
+jsnn's energy preset lr (jsnn/runs/energy.py ENERGY_PRESETS) where Shi et al. use Adam 0.001;
 the budget is a SynOps count instead of a penalty weight lambda; neurons are gated per channel; jsnn's frames sum
 the events into 48 x 48 (Shi et al. resize 128 x 128 frames with antialiasing); TET's convs carry a bias before BN
 (it cancels under BN; jsnn's convs have none).
