@@ -6,15 +6,15 @@ Fang et al. NeurIPS 2021) pruned under an energy budget, T = 4, several processe
     srun python train/sparse_training.py --config configs/shi_energy_imagenet_sew_resnet18.py --data-dir DATA \\
         --config.synops_budget=N
 
-Needs ImageNet streamed from a tfds directory (``--dataset tfds:imagenet2012``): until jsnn reads ``tfds:NAME`` the
-program refuses the dataset name, and the whole set does not fit in memory as jsnn's other datasets are loaded.
-Images: RandomResizedCrop(224) and a flip in training, Resize(256) + CenterCrop(224) in evaluation (Shi et al.'s
-main.py). Published: the dense SEW-ResNet-18 (ADD) reaches 63.18 % top-1 at T = 4 (Fang et al. 2021, ImageNet
-table); Shi et al.'s pruned points are in their ImageNet table (not checked in this session, so not copied: give the
-SOPs compared with as ``synops_budget``). Hyper-parameters: xyshi2000/Unstructured-Pruning README (5892f35):
-torchrun with 4 processes, batch 64 per process (256 in all), T 4, 280 search + 40 finetune epochs, lr 1e-3 (search;
-Adam, main.py's default optimizer) and 1e-4 (finetune), cross-entropy, cosine; IF neurons (spikingjelly
-MultiStepIFNode: jsnn's LIF with decay 1), threshold 1, hard reset, ATan.
+ImageNet is streamed from a tfds-prepared directory under --data-dir (``tfds:imagenet2012``, jsnn/data/streaming.py,
+docs/data.md), never loaded whole: a random resized crop to 224 and a flip in training, the shorter side resized to
+256 and the centre 224 x 224 in evaluation, as Shi et al.'s main.py (RandomResizedCrop(224), Resize(256) +
+CenterCrop(224)). Published: the dense SEW-ResNet-18 (ADD) reaches 63.18 % top-1 at T = 4 (Fang et al. 2021,
+ImageNet table); Shi et al.'s pruned points are in their ImageNet table (not checked in this session, so not copied:
+give the SOPs compared with as ``synops_budget``). Hyper-parameters: xyshi2000/Unstructured-Pruning README
+(5892f35): torchrun with 4 processes, batch 64 per process (256 in all), T 4, 280 search + 40 finetune epochs, lr
+1e-3 (search; Adam, main.py's default optimizer) and 1e-4 (finetune), cross-entropy, cosine; IF neurons
+(spikingjelly MultiStepIFNode: jsnn's LIF with decay 1), threshold 1, hard reset, ATan.
 
 What jsnn runs differently: the finetune keeps the search's lr schedule; the budget is a SynOps count instead of
 lambda; neurons are gated per channel and the neurons feeding a SEW join are never gated (jsnn.sparsity.energy);
@@ -32,7 +32,7 @@ PUBLISHED = {
     "source": "xyshi2000/Unstructured-Pruning README and models/sew_resnet.py",
     "command": ("srun python train/sparse_training.py --config configs/shi_energy_imagenet_sew_resnet18.py "
                 "--data-dir DATA --config.synops_budget=N"),
-    "data": "tfds:imagenet2012 (streamed; not loadable by jsnn yet)",
+    "data": "tfds:imagenet2012 (streamed from a tfds-prepared directory)",
 }
 
 

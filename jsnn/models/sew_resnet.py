@@ -49,13 +49,15 @@ class SEWBasicBlock(nn.Module):
     lif: LIFConfig
     bn: BNConfig
     weight_init: str
+    precision: str = "f32"
 
     @nn.compact
     def __call__(self, x, train: bool):
         T = self.timesteps
 
         def conv_bn(name, stride=1, kernel_size=3):
-            return ConvBN(self.features, kernel_size, stride, self.weight_init, self.bn, name=name)
+            return ConvBN(self.features, kernel_size, stride, self.weight_init, self.bn, precision=self.precision,
+                          name=name)
 
         conv1, conv2 = conv_bn("conv1", self.stride), conv_bn("conv2")
         h = spike_with_stats(self, conv1(x, train), T, self.lif, conv1)
@@ -100,7 +102,7 @@ class SEWResNet(SpikingModel):
         for s, (features, blocks) in enumerate(zip(self.stage_features, self.stage_blocks)):
             for b in range(blocks):
                 x = SEWBasicBlock(self.channels(features), 2 if b == 0 and s > 0 else 1, T, self.lif, self.bn,
-                                  self.weight_init, name=f"stage{s}_block{b}")(x, train)
+                                  self.weight_init, self.precision, name=f"stage{s}_block{b}")(x, train)
         x = jnp.mean(x, axis=(1, 2))
         return self.logits_per_timestep(self.dense(self.num_classes, name=self.classifier_layer)(x))
 

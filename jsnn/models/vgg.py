@@ -63,7 +63,7 @@ class SpikingVGG(SpikingModel):
         x = x.reshape((x.shape[0], -1))
         for i, features in enumerate(self.hidden):
             layer = MaskedDense(self.channels(features), use_bias=False, weight_init=self.weight_init,
-                                name=f"fc{i}")
+                                precision=self.precision, name=f"fc{i}")
             x = spike_with_stats(self, layer(x), T, self.lif, layer)
         return self.logits_per_timestep(self.dense(self.num_classes, name="fc")(x))
 
