@@ -1,11 +1,12 @@
 """The recipes of published runs (configs/*.py with PUBLISHED, docs/reproduce.md): each loads through its
-program as the command in docs/reproduce.md gives it, with the paper's values, and its network takes one
-training step of the recipe's method on made-up data.
+program as the command in docs/reproduce.md gives it, with the paper's values, and takes one training step of
+the recipe's method on made-up data.
 
-The step runs at the recipe's image shape, T and classes, with the width cut to a sliver and a batch of 2
-(the full networks at the recipes' batches are minutes of CPU per step); the full-width network at the
-recipe's batch and image is checked by ``jax.eval_shape`` (shapes only, nothing computed). The ImageNet
-recipe's step runs at 32 x 32 instead of 224 x 224 (its shapes at 224 are checked abstractly)."""
+Every recipe's full-width network at the recipe's batch and image is checked by ``jax.eval_shape`` (shapes
+only, nothing computed). The recipes on the testbed networks (Shi et al.'s, energy pruning) take one real
+step at the recipe's image shape, T and classes, with the width cut to a sliver and a batch of 2 (the full
+networks at the recipes' batches are minutes of CPU per step), the ImageNet one at 32 x 32; the recipes on
+jsnn's own networks (IMP, edge-popup) trace their step at full width and the recipe's batch."""
 import ast
 import dataclasses
 import importlib.util
@@ -25,7 +26,7 @@ from jsnn.models import build_model
 from jsnn.runs import edge_popup as edge_popup_run
 from jsnn.runs import energy as energy_run
 from jsnn.sparsity.edge_popup import init_scores
-from jsnn.trainer import Trainer
+from jsnn.trainer import Trainer, create_state, make_optimizer, make_train_step
 from jsnn.variables import apply_model, init_variables, kernels
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,10 +46,6 @@ RECIPES = {
     "edge_popup_cifar100_vgg16.py": ("edge_popup", "edge_popup", [], 100, (32, 32, 3)),
 }
 SLIVER = 1 / 32  # width of the network that takes the real step
-# the recipes whose step is another's with other classes or another criterion (the same compiled program
-# but for the classifier's width): they load and check their shapes; the step is taken once
-SAME_STEP_AS = {"imp_cifar10_resnet19.py": "imp_cifar100_resnet19.py",
-                "sf_imp1_cifar100_resnet19.py": "imp_cifar100_resnet19.py"}
 REDUCED = {"shi_energy_imagenet_sew_resnet18.py": (32, 32, 3)}  # the real step's image where the recipe's is big
 
 
@@ -136,32 +133,39 @@ def test_recipe_loads_and_takes_one_step(name):
     logits = jax.eval_shape(lambda v, x: apply_model(model, v, x, train=True)[0], variables,
                             jax.ShapeDtypeStruct(full, jnp.float32))
     assert logits.shape == (config.timesteps, values.batch_size, classes)
-    if name in SAME_STEP_AS:
+    if getattr(args, "algorithm", None) != "energy":
+        # IMP's and edge-popup's recipes run jsnn's own networks (Res-SNN-19, SNN-VGG-16), whose steps the
+        # suite compiles elsewhere: their step at full width and the recipe's batch, traced (shapes only)
+        if method == "edge_popup":
+            options = prog.edge_popup_options(args, config)
+            assert options.sparsities == tuple(values.sparsity)
+            m = edge_popup_run.edge_popup_method(model, variables.weights, options.sparsities[0], options)
+        else:  # IMP's rounds: masked training (the first round dense)
+            assert prog.imp_options(args).resolve(config).rounds == values.rounds
+            m = MaskedTraining()
+        dataset = _made_up(config, classes, image_shape, n=values.batch_size)
+        optimizer = make_optimizer(config, 1)
+        step = make_train_step(model, m, optimizer, dataset, dataset.augment)
+
+        def one_step(key, images, labels):
+            v = init_variables(model, key, (1,) + image_shape)
+            scores = init_scores(key, kernels(v.weights)) if method == "edge_popup" else {}
+            return step(create_state(v, scores, m, optimizer, 0), images, labels, jnp.zeros((1,), jnp.float32))
+
+        state, metrics = jax.eval_shape(one_step, jax.random.key(0), dataset.train_images, dataset.train_labels)
+        assert metrics["loss"].shape == () and state.step.shape == ()
+        assert jax.tree.map(lambda x: x.shape, state.weights) == jax.tree.map(lambda x: x.shape, variables.weights)
         return
-    # one real step of the recipe's method, at a sliver of the width and a batch of 2
+    # the energy recipes run the testbed networks: one real step, at a sliver of the width and a batch of 2
+    assert (args.finetune_epochs, args.optimizer) == (values.finetune_epochs, values.optimizer)
     small = dataclasses.replace(config, width=SLIVER, batch_size=2, progress=False)
     dataset = _made_up(small, classes, REDUCED.get(name, image_shape))
     model = build_model(small, classes)
-    trainer = Trainer(small, model, dataset)
-    v = init_variables(model, jax.random.key(0), (1,) + dataset.image_shape)
-    if getattr(args, "algorithm", None) == "energy":
-        assert (args.finetune_epochs, args.optimizer) == (values.finetune_epochs, values.optimizer)
-        plan = energy_run.EnergyPlan(small, energy_run.EnergyOptions(
-            synops_budget=args.synops_budget, finetune_epochs=args.finetune_epochs, optimizer=args.optimizer))
-        run = types.SimpleNamespace(trainer=trainer, model=model, dataset=dataset)
-        state = plan.setup(run)
-        state, loss = _one_step(run.trainer, plan.search, state)
-    elif method == "edge_popup":
-        options = prog.edge_popup_options(args, config)
-        assert options.sparsities == tuple(values.sparsity)
-        m = edge_popup_run.edge_popup_method(model, v.weights, options.sparsities[0], options)
-        state = trainer.new_state(v, init_scores(jax.random.key(1), kernels(v.weights)), m, 0)
-        state, loss = _one_step(trainer, m, state)
-    else:  # IMP's rounds: masked training (the first round dense)
-        assert prog.imp_options(args).resolve(config).rounds == values.rounds
-        m = MaskedTraining()
-        state = trainer.new_state(v, {}, m, 0)
-        state, loss = _one_step(trainer, m, state)
+    plan = energy_run.EnergyPlan(small, energy_run.EnergyOptions(
+        synops_budget=args.synops_budget, finetune_epochs=args.finetune_epochs, optimizer=args.optimizer))
+    run = types.SimpleNamespace(trainer=Trainer(small, model, dataset), model=model, dataset=dataset)
+    state = plan.setup(run)
+    state, loss = _one_step(run.trainer, plan.search, state)
     assert np.isfinite(loss) and loss > 0, name
     assert int(state.step) == 1
 
