@@ -9,12 +9,12 @@ Fang et al. NeurIPS 2021) pruned under an energy budget, T = 4, several processe
 ImageNet is streamed from a tfds-prepared directory under --data-dir (``tfds:imagenet2012``, jsnn/data/streaming.py,
 docs/data.md), never loaded whole: a random resized crop to 224 and a flip in training, the shorter side resized to
 256 and the centre 224 x 224 in evaluation, as Shi et al.'s main.py (RandomResizedCrop(224), Resize(256) +
-CenterCrop(224)). Published: the dense SEW-ResNet-18 (ADD) reaches 63.18 % top-1 at T = 4 (Fang et al. 2021,
-ImageNet table); Shi et al.'s pruned points are in their ImageNet table (not checked in this session, so not copied:
-give the SOPs compared with as ``synops_budget``). Hyper-parameters: xyshi2000/Unstructured-Pruning README
-(5892f35): torchrun with 4 processes, batch 64 per process (256 in all), T 4, 280 search + 40 finetune epochs, lr
-1e-3 (search; Adam, main.py's default optimizer) and 1e-4 (finetune), cross-entropy, cosine; IF neurons
-(spikingjelly MultiStepIFNode: jsnn's LIF with decay 1), threshold 1, hard reset, ATan.
+CenterCrop(224)). Published: the dense SEW-ResNet-18 (ADD) accuracy at T = 4 (Fang et al. 2021) and Shi et al.'s
+pruned points are in the papers' ImageNet tables (not checked in this session, so not copied: give the SOPs compared
+with as ``synops_budget``). Hyper-parameters: xyshi2000/Unstructured-Pruning README (5892f35): torchrun with 4
+processes, batch 64 per process (256 in all), T 4, 280 search + 40 finetune epochs, lr 1e-3 (search; Adam, main.py's
+default optimizer) and 1e-4 (finetune), cross-entropy, cosine; IF neurons (spikingjelly MultiStepIFNode: jsnn's LIF
+with decay 1), threshold 1, hard reset, ATan.
 
 What jsnn runs differently: the finetune keeps the search's lr schedule; the budget is a SynOps count instead of
 lambda; neurons are gated per channel and the neurons feeding a SEW join are never gated (jsnn.sparsity.energy);
@@ -28,7 +28,7 @@ from ml_collections.config_dict import placeholder
 PUBLISHED = {
     "paper": "Shi et al., ICLR 2024 (pruning); network and dense reference: Fang et al., NeurIPS 2021 (SEW-ResNet)",
     "setting": "ImageNet, SEW-ResNet-18 (ADD), 224 x 224, T = 4, 4 processes x batch 64",
-    "reported": "dense SEW-ResNet-18: 63.18 % top-1 (SEW paper); pruned points: the paper's ImageNet table",
+    "reported": "dense and pruned points: the SEW and Shi et al. ImageNet tables (not checked here)",
     "source": "xyshi2000/Unstructured-Pruning README and models/sew_resnet.py",
     "command": ("srun python train/sparse_training.py --config configs/shi_energy_imagenet_sew_resnet18.py "
                 "--data-dir DATA --config.synops_budget=N"),
