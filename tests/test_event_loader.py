@@ -313,10 +313,11 @@ def test_augment_frames_same_draw_for_every_frame(config):
     rng = np.random.default_rng(5)
     frames = rng.integers(0, 5, (6, 3, 10, 12, 2)).astype(np.float32)
     params = sample_augment_params(jax.random.key(1), 6, 10, 12, config)
-    ours = np.asarray(jax.jit(apply_augment, static_argnums=2)(jnp.asarray(frames), params, config))
+    augment = jax.jit(apply_augment, static_argnums=2)  # one compilation per input shape (op by op: 10x slower)
+    ours = np.asarray(augment(jnp.asarray(frames), params, config))
     np.testing.assert_array_equal(ours, augment_loop(frames, params, config))
     for t in range(3):  # frame t augmented as an image batch with the same draws
-        np.testing.assert_array_equal(ours[:, t], np.asarray(apply_augment(jnp.asarray(frames[:, t]), params, config)))
+        np.testing.assert_array_equal(ours[:, t], np.asarray(augment(jnp.asarray(frames[:, t]), params, config)))
     batch = jax.jit(lambda k, x: data.augment_batch(k, x, config))(jax.random.key(1), jnp.asarray(frames))
     np.testing.assert_array_equal(np.asarray(batch), ours)  # augment_batch draws the same params from the key
 
