@@ -22,7 +22,10 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 # equality tests would compare two roundings. (A no-op on the CPU.)
 jax.config.update("jax_default_matmul_precision", "highest")
 
-from tests.small_data import small_digits  # noqa: E402  (after the XLA flag: it imports jsnn.trainer)
+from jsnn.config import TrainConfig  # noqa: E402  (after the XLA flag: these import jsnn.trainer)
+from jsnn.models import build_model  # noqa: E402
+from jsnn.trainer import Trainer  # noqa: E402
+from tests.small_data import digits_subset, small_digits  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +33,16 @@ def digits_imp():
     """The small digits setup for IMP (tests/small_data.py): (dataset, config, model, Trainer), one
     Trainer for the session, so its steps compile once."""
     return small_digits("imp")
+
+
+@pytest.fixture(scope="session")
+def digits_sparse_training():
+    """(config, dataset, Trainer) of SET/RigL and the energy method on 192 digits, T = 2, batch 64, 2 epochs,
+    a checkpoint every step: shared by test_sparse_training and test_energy, so its steps compile once."""
+    ds = digits_subset(192, 64)
+    config = TrainConfig(timesteps=2, epochs=2, batch_size=64, progress=False,
+                         checkpoint_every_steps=1).resolve("sparse_training")
+    return config, ds, Trainer(config, build_model(config, ds.num_classes), ds)
 
 
 @pytest.fixture(scope="session")

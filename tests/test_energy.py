@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 
 import jsnn.runs.segment
-from jsnn.config import TrainConfig
 from jsnn.efficiency import measure, measure_dataset
-from jsnn.models import SpikingResNet, build_model, get_model
+from jsnn.models import SpikingResNet, get_model
 from jsnn.parallel import put_batch
 from jsnn.runs import energy as energy_run
 from jsnn.runs import registry
@@ -25,9 +24,7 @@ from jsnn.runs.sparse_training import sparse_optimizer
 from jsnn.runs.workdir import RunMismatchError
 from jsnn.sparsity import energy, energy_training
 from jsnn.ticket import load_ticket
-from jsnn.trainer import Trainer
 from jsnn.variables import by_name, from_names, init_variables, kernels
-from tests.small_data import digits_subset
 
 
 def host(tree):
@@ -291,11 +288,8 @@ def test_enforce_budget_measures_after_every_cut():
 
 
 @pytest.fixture(scope="module")
-def small():
-    ds = digits_subset(192, 64)
-    config = TrainConfig(timesteps=2, epochs=2, batch_size=64, progress=False,
-                         checkpoint_every_steps=1).resolve("sparse_training")
-    return config, ds, Trainer(config, build_model(config, ds.num_classes), ds)
+def small(digits_sparse_training):
+    return digits_sparse_training  # conftest.py: one Trainer for this file and its neighbour, compiled once
 
 
 def batches(trainer, n):

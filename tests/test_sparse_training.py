@@ -19,7 +19,6 @@ import pytest
 
 from jsnn.config import TrainConfig
 from jsnn.methods import DynamicSparseTraining
-from jsnn.models import build_model
 from jsnn.objective import preprocess, spike_loss
 from jsnn.parallel import put_batch
 from jsnn.runs import registry
@@ -27,7 +26,6 @@ from jsnn.runs.outputs import Outputs
 from jsnn.runs.sparse_training import SparseTrainingOptions, sparse_optimizer, with_optimizer
 from jsnn.sparsity import dynamic
 from jsnn.ticket import load_ticket
-from jsnn.trainer import Trainer
 from jsnn.variables import (
     Variables,
     apply_model,
@@ -39,7 +37,6 @@ from jsnn.variables import (
     with_kernels,
 )
 from tests.outcomes import crash_after_checkpoint
-from tests.small_data import digits_subset
 
 TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "train")
 sys.path.insert(0, TRAIN)  # the programs import their shared flags as `flags`
@@ -200,11 +197,8 @@ def test_initial_masks_have_exact_erk_counts():
 
 
 @pytest.fixture(scope="module")
-def small():
-    ds = digits_subset(192, 64)
-    config = TrainConfig(timesteps=2, epochs=2, batch_size=64, progress=False,
-                         checkpoint_every_steps=1).resolve("sparse_training")
-    return config, ds, Trainer(config, build_model(config, ds.num_classes), ds)
+def small(digits_sparse_training):
+    return digits_sparse_training  # conftest.py: one Trainer for this file and its neighbour, compiled once
 
 
 def start(trainer, config, method, sparsity=0.9, seed=0):
