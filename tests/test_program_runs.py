@@ -4,7 +4,8 @@ the end of a run lies inside the signal guard (jsnn/preemption.py ``stop_on_sign
 - ``train/imp.py`` (2 rounds of 1 epoch) is sent SIGTERM as soon as it prints the last round's result
   line and again every 5 ms until it exits: every one of them lands in the run's last writes, its
   exit or the interpreter's shutdown. The run must finish (exit 0, one line saying the signal came
-  too late to stop anything) with every round's results and tickets, never be killed without a word.
+  too late to stop anything, or none when every signal came after the guard ended and was ignored)
+  with every round's results and tickets, never be killed without a word (before: exit -15, nothing said).
 - ``train/imp.py`` sent SIGINT (Ctrl-C) after its first epoch stops with one line and exit 130.
 - ``train/sparse_training.py --algorithm set`` (with its cost report) and ``train/theory.py slth`` run to
   their end. (``theory.py`` with all three experiments costs about 35 s of CPU even at its smallest
@@ -68,8 +69,9 @@ def printed_accuracies(stdout: str, prefix: str) -> list[float]:
 def test_sigterm_after_the_last_result_line_lets_the_run_finish(runs):
     out, workdir = runs["imp"]
     assert out.returncode == 0, out.stderr[-3000:]
-    last = [line for line in out.stderr.splitlines() if "again" not in line]
-    assert last == ["SIGTERM came after the last training step: the run finished and is complete"], out.stderr[-3000:]
+    # a signal that came inside the guard is said in one line (repeats as "again"); one after it is ignored
+    said = [line for line in out.stderr.splitlines() if not line.startswith("SIGTERM again: ")]
+    assert said in ([], ["SIGTERM came after the last training step: the run finished and is complete"]), out.stderr
     results = json.load(open(os.path.join(workdir, "results.json")))["runs"]
     assert [r["round"] for r in results] == [0, 1]
     assert [r["sparsity"] for r in results] == pytest.approx([0.0, 0.25], abs=1e-3)
