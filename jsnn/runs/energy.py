@@ -8,7 +8,8 @@ whose SynOps per training image are within ``--synops-budget``, or ``within_budg
                           (jsnn/sparsity/energy_training.py). Ticket: WORKDIR/tickets/round_00.npz
     switch                masks m > 0; a pruned channel's fan-in and fan-out masked; pruned weights
                           stored as 0 and their optimizer moments zeroed; then the ticket's SynOps
-                          measured (jsnn.efficiency on the training images) and, if over the budget,
+                          measured (jsnn.efficiency on the training images) and, if over the search's
+                          target (``target_fraction`` of the budget, room for the finetune),
                           cut layer by layer, smallest |w| first, never through the spine (one path
                           through every counted layer) until within it (jsnn/sparsity/energy.py)
     segment 1 (finetune)  masks fixed, weights and BN trained on (same optimizer state) for
@@ -244,7 +245,9 @@ class EnergyPlan:
             last["report"] = self.measure(run, host, from_names(named))
             return last["report"]["synops_per_image"]
 
-        budget = self.options.synops_budget
+        # the switch cuts to the search's target (target_fraction of the budget): the finetune can raise the
+        # activity, and a cut after the finetune has no training left to recover from it
+        budget = self.options.synops_budget * (self.options.target_fraction if when == "switch" else 1.0)
         result = energy.enforce_budget(by_name(host.masks), budget, self.cut_rank(host),
                                        self.groups, synops, usage)
         self.repairs = {**self.repairs, when: {"measured": list(result.measured), "met": result.met,
@@ -255,9 +258,11 @@ class EnergyPlan:
             log(f"{when}: the binarised logits left a counted layer without a path; restored "
                 f"{result.restored_weights} weights of the spine (one path through every counted layer)")
         if result.removed_weights:
-            log(f"{when}: {result.measured[0]:.0f} SynOps per training image over the budget of {budget:g}; removed "
+            log(f"{when}: {result.measured[0]:.0f} SynOps per training image over {budget:g}; removed "
                 f"{result.removed_weights} weights layer by layer, cheapest first: {result.measured[-1]:.0f}")
-        if not result.met:
+        if when != "final":  # the final measurement decides; the finetune still changes the activity
+            pass
+        elif not result.met:
             log(f"{when}: no connected ticket within the budget: the smallest this run finds, one path through "
                 f"every counted layer, needs {result.measured[-1]:.0f} SynOps per training image, over "
                 f"{budget:g}; raise --synops-budget")
