@@ -58,6 +58,10 @@ def one_run(seed: int, budget: float, rank: str, workdir: str) -> dict:
     t0 = time.time()
     results = energy.run(config, energy.EnergyOptions(synops_budget=budget, cut_rank=rank), workdir,
                          outputs=Outputs(plots=False))
+    return row_of(results, seed, budget, rank, time.time() - t0)
+
+
+def row_of(results: dict, seed: int, budget: float, rank: str, wall_seconds) -> dict:
     search, final = results["runs"]
     return {"seed": seed, "cut_rank": rank, "budget": budget, "test_accuracy": final["test_accuracy"],
             "synops_per_image_train": final["synops_per_image"],
@@ -67,7 +71,18 @@ def one_run(seed: int, budget: float, rank: str, workdir: str) -> dict:
             "removed_channels": final["removed_channels"], "repairs": final["repairs"],
             "search": {"test_accuracy": search["test_accuracy"], "sparsity": search["sparsity"],
                        "lambda": search["lambda"], "synops_per_image_test": search["efficiency"]["synops_per_image"]},
-            "wall_seconds": time.time() - t0}
+            "wall_seconds": wall_seconds}
+
+
+def finished(workdir: str) -> dict | None:
+    """A finished run's results.json (both phases, the final one measured), else None."""
+    path = os.path.join(workdir, "results.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        results = json.load(f)
+    runs = results.get("runs", [])
+    return results if len(runs) == 2 and "efficiency" in runs[-1] else None
 
 
 def main(argv=None) -> None:
@@ -92,6 +107,14 @@ def main(argv=None) -> None:
         budget = summary["synops"]["imp"][LEVEL][index[seed]]
         ablation = [int(x) for x in args.ablation_seeds.split(",") if x]
         for rank in [r for r in RANKS if r == "magnitude" or seed in ablation]:
+            done = finished(os.path.join(args.workdir, f"{rank}_seed_{seed}"))
+            if done is not None:  # read back (wall seconds not known here)
+                row = row_of(done, seed, budget, rank, None)
+                row["snip_accuracy"] = summary["accuracy"]["snip"][LEVEL][index[seed]]
+                row["imp_accuracy"] = summary["accuracy"]["imp"][LEVEL][index[seed]]
+                rows.append(row)
+                load.append(None)
+                continue
             load.append(os.getloadavg()[0])
             out = subprocess.run([sys.executable, __file__, "--workdir", args.workdir, "--_one",
                                   f"{seed},{budget},{rank}"], cwd=ROOT, capture_output=True, text=True)
