@@ -1,6 +1,6 @@
 """What every implementation shares: the workloads, the synthetic batch, timing and memory.
 
-All implementations compute the same network (SPEC §1-2 with the rectangle
+All implementations compute the same network (LIF, hard reset, conv -> BN -> LIF with the rectangle
 surrogate): conv (no bias) -> BatchNorm over T*B -> LIF (decay 0.25, V_th 1,
 hard reset to 0, detached reset, rectangle surrogate of width 1); direct
 encoding (the first conv + BN sees the image once, repeated over T);
@@ -32,7 +32,7 @@ def vgg_plan(workload: str):
     return {"vgg_small": VGG_SMALL_PLAN, "vgg16": VGG16_PLAN}[workload]
 
 
-# Res-SNN-19 (SPEC §2), for the peers' own implementations: jsnn's SpikingResNet defaults
+# Res-SNN-19 (Kim et al.'s: stem, stages [3, 3, 2]), for the peers' own implementations: jsnn's SpikingResNet defaults
 # (tests/test_benchmarks_smoke.py checks they agree; written out so that a peer's process,
 # whose memory is measured, does not import JAX)
 RESNET19 = dict(stem=64, stages=(128, 256, 512), blocks=(3, 3, 2), hidden=256)

@@ -11,7 +11,7 @@ equal the uninterrupted run's bit for bit. "Finished rounds lost" counts rounds 
 existed right after the fault and were gone at the end.
 
 Where a fault hit. The faulted run is `train/imp.py`'s run (the same flags, `start_run`,
-`run_cleanly` and `imp.run_imp`) started through this script (`--child`), which passes
+`run_cleanly` and `imp.run`) started through this script (`--child`), which passes
 `hooks=RunHooks(on_phase=...)`: every phase the run enters (prepare, train, batch, epoch_end,
 evaluate, ticket, cost_report, results, plots, prune) is appended to a progress file as it
 happens. A fault is aimed at a phase: the phase and its occurrence are drawn at random from
@@ -73,7 +73,7 @@ START_UP = "start-up"
 # -- the child: train/imp.py's run with hooks that record its progress ---------------------------
 def child(argv: list[str]) -> None:
     """``train/imp.py`` for the flags this benchmark passes (its parser, its options, its start-up
-    and error handling) with one addition: ``run_imp`` gets hooks that append every phase to the
+    and error handling) with one addition: its run gets hooks that append every phase to the
     file named by $FAULT_PROGRESS (one JSON line each, written straight to the file, so a SIGKILL
     loses none)."""
     sys.path.insert(0, os.path.join(ROOT, "train"))
@@ -86,14 +86,7 @@ def child(argv: list[str]) -> None:
     def on_phase(name: str, where: dict) -> None:
         os.write(fd, (json.dumps({"phase": name, **where}) + "\n").encode())
 
-    def main():
-        args = program.parse_args(program.parser(), argv, method="imp")
-        program.start_run(args)
-        config = program.training_config(args, "imp")
-        options = program.imp_options(args).resolve(config)
-        program.imp.run_imp(config, options, args.workdir, hooks=RunHooks(on_phase=on_phase))
-
-    program.run_cleanly(main)
+    program.run_cleanly(lambda: program.main(argv, hooks=RunHooks(on_phase=on_phase)))
 
 
 # -- running and watching ------------------------------------------------------------------------

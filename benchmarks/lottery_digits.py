@@ -87,7 +87,7 @@ def run_seed(workdir: str, seed: int) -> None:
                                  ticket_dir=os.path.join(workdir, f"seed_{seed}", ticket) if ticket else None,
                                  early_bird=early_bird)
         t0 = time.time()
-        imp.run_imp(config, options, out, trainer=trainer, outputs=outputs)
+        imp.run(config, options, out, trainer=trainer, outputs=outputs)
         with open(log_path, "a") as f:
             record = {"seed": seed, "run": name, "seconds": time.time() - t0, "finished": time.time()}
             f.write(json.dumps(record) + "\n")

@@ -129,7 +129,7 @@ def run_seed(workdir: str, seed: int, methods: tuple[str, ...]) -> None:
     for name, criterion in (("imp", "magnitude"), ("sf1", "sf")):
         if name in methods:
             options = imp.IMPOptions(rounds=IMP_ROUNDS, prune_rate=PRUNE_RATE, criterion=criterion)
-            timed(name, lambda out, o=options: imp.run_imp(config, o, out, trainer=trainer_for(config),
+            timed(name, lambda out, o=options: imp.run(config, o, out, trainer=trainer_for(config),
                                                              outputs=outputs))
     for k in LEVELS:
         s = level_sparsity(k)

@@ -3,7 +3,7 @@
     python benchmarks/time_to_ticket.py                       # digits, 3 rounds x 8 epochs
     python benchmarks/time_to_ticket.py --model vgg_small     # the small SNN-VGG on CIFAR-shaped random data
 
-Runs the IMP program's own code (``jsnn.runs.imp.run_imp``) in a child process three times: with JAX's
+Runs the IMP program's own code (``jsnn.runs.imp.run``) in a child process three times: with JAX's
 persistent compilation cache off, with an empty cache (cold) and with the cache the cold run
 filled (warm: what a rerun or a resume after preemption sees). Each child reports, exclusive of
 each other: start-up (interpreter and imports, until the program's first line), data and set-up,
@@ -106,7 +106,7 @@ def child(args) -> dict:
                          batch_size=args.batch_size, progress=False).resolve("imp")
     trainer = Trainer(config, build_model(config, dataset.num_classes), dataset)
     options = imp.IMPOptions(rounds=args.rounds, criterion=args.criterion)
-    imp.run_imp(config, options, tempfile.mkdtemp(), trainer=trainer, hooks=RunHooks(on_phase=clock.on_phase))
+    imp.run(config, options, tempfile.mkdtemp(), trainer=trainer, hooks=RunHooks(on_phase=clock.on_phase))
     clock.stop()
     total = time.perf_counter() - t0 + start_up
     after_round0 = [s for label, s in clock.compiles if label not in ("set-up", "round 0")]

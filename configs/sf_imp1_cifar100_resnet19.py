@@ -1,4 +1,4 @@
-"""SF-IMP-1 on CIFAR-100, Res-SNN-19, T = 5: IMP pruning by the paper's SF criterion (SPEC §5).
+"""SF-IMP-1 on CIFAR-100, Res-SNN-19, T = 5: IMP pruning by the paper's SF criterion (Sec. 6).
 
     python train/imp.py --config configs/sf_imp1_cifar100_resnet19.py
     python train/imp.py --config configs/sf_imp1_cifar100_resnet19.py --config.rounds=5 --config.lif.decay=0.5

@@ -1,5 +1,5 @@
 """SF-IMP-2 on CIFAR-100, Res-SNN-19, T = 5: SF-IMP-1 with dynamic network surgery on the encoding
-and linear layers (SPEC §5).
+and linear layers (their masks act in the forward pass only, so a pruned weight there can come back).
 
     python train/imp.py --config configs/sf_imp2_cifar100_resnet19.py
     python train/imp.py --config configs/sf_imp2_cifar100_resnet19.py --config.rounds=5 --config.lif.decay=0.5

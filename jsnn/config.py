@@ -91,8 +91,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         **_mnist_presets(lr=0.1, bn_affine=True, epochs=4),
     },
     "edge_popup": {
-        # paper Sec. 5 / SPEC §3: lr 0.3, batch 128, T = 5, 300 epochs
-        # BN non-affine (SPEC §3 default): nothing but the scores is learned
+        # paper Sec. 5: lr 0.3, batch 128, T = 5, 300 epochs
+        # BN non-affine (edge-popup's default): nothing but the scores is learned
         "cifar": dict(model="vgg16", epochs=300, lr=0.3, batch_size=PAPER_BATCH_SIZE, timesteps=PAPER_TIMESTEPS,
                       bn_affine=False),
         "digits": dict(model="digits_cnn", epochs=20, lr=0.3, batch_size=64, timesteps=4, bn_affine=False),
@@ -120,7 +120,8 @@ def _with_event_datasets(by_family: dict) -> dict:
 
 
 # IMP (Kim et al.): late rewinding to epoch 20 of round 0 on CIFAR; digits: a short budget.
-IMP_REWIND_EPOCH = _with_event_datasets({"cifar": 20, "digits": 2})
+# MNIST: rewinding to initialisation (0), what IMP took for a dataset without a preset of its own.
+IMP_REWIND_EPOCH = {**_with_event_datasets({"cifar": 20, "digits": 2}), "mnist": 0, "fashion_mnist": 0}
 # edge-popup: the paper sweeps five levels of the fraction REMOVED per layer on CIFAR; digits one.
 EDGE_POPUP_SPARSITIES = _with_event_datasets({"cifar": (0.1, 0.3, 0.5, 0.7, 0.9), "digits": (0.5,)})
 # SET / RigL: steps between mask updates. rigl-TF's flag default 100 (ImageNet, CIFAR-10); digits has 22
@@ -128,12 +129,18 @@ EDGE_POPUP_SPARSITIES = _with_event_datasets({"cifar": (0.1, 0.3, 0.5, 0.7, 0.9)
 # epoch): rigl-TF's 100.
 SPARSE_TRAINING_UPDATE_EVERY = {**_with_event_datasets({"cifar": 100, "digits": 10}), "mnist": 100,
                                 "fashion_mnist": 100}
-# method -> dataset family -> the presets of the method's own options (IMPOptions, EdgePopupOptions)
+# The method's own presets by dataset family (jsnn/runs/energy.py says where each comes from): Shi et al.'s
+# CIFAR-10 mask learning rate, a quarter of 300 epochs of finetuning; digits: its 330 search steps, 5 epochs.
+# The event datasets take digits' (no entry of their own).
+ENERGY_PRESETS = {"cifar": {"mask_lr": 1e-4, "finetune_epochs": 75}, "digits": {"mask_lr": 0.01, "finetune_epochs": 5}}
+# THE table of the methods' own option presets: method -> dataset family -> {option: value}, for the option
+# fields a method leaves None (``option_presets``; each method's options dataclass fills them in ``resolve``)
 METHOD_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "dense": {family: {} for family in PRESETS["dense"]},
     "imp": {family: {"rewind_epoch": epoch} for family, epoch in IMP_REWIND_EPOCH.items()},
     "edge_popup": {family: {"sparsities": levels} for family, levels in EDGE_POPUP_SPARSITIES.items()},
     "sparse_training": {family: {"update_every": n} for family, n in SPARSE_TRAINING_UPDATE_EVERY.items()},
+    "energy": ENERGY_PRESETS,
 }
 
 SCHEDULES = ("cosine", "constant")  # the learning-rate schedules jsnn.trainer implements
@@ -151,14 +158,17 @@ def dataset_family(dataset: str) -> str:
     return "cifar" if dataset in ("cifar10", "cifar100") or jdata.is_tfds_name(dataset) else dataset
 
 
-def rewind_epoch_preset(dataset: str) -> int:
-    """IMP's rewind epoch for ``dataset`` (0, the initialisation, for a dataset without a preset)."""
-    return IMP_REWIND_EPOCH.get(dataset_family(dataset), 0)
+def option_presets(method: str, dataset: str) -> dict[str, Any]:
+    """The presets of ``method``'s own options on ``dataset`` (``METHOD_PRESETS``; a family without an entry of
+    its own takes digits')."""
+    table = METHOD_PRESETS.get(method, {})
+    return dict(table.get(dataset_family(dataset), table.get("digits", {})))
 
 
-def edge_popup_sparsities(dataset: str) -> tuple[float, ...]:
-    """Edge-popup's default sparsity levels for ``dataset``: the paper's sweep on CIFAR, 0.5 on digits."""
-    return EDGE_POPUP_SPARSITIES.get(dataset_family(dataset), EDGE_POPUP_SPARSITIES["digits"])
+def with_option_presets(options, method: str, dataset: str):
+    """``options`` (a dataclass) with each field it leaves None that has a preset set to the preset."""
+    preset = option_presets(method, dataset)
+    return dataclasses.replace(options, **{k: v for k, v in preset.items() if getattr(options, k) is None})
 
 
 def signature_differences(found: dict, wanted: dict, keys=None) -> list[str]:
@@ -168,15 +178,17 @@ def signature_differences(found: dict, wanted: dict, keys=None) -> list[str]:
             if found.get(k) != wanted.get(k)]
 
 
-def setting(default: Any, help: str | None = None, *, group: str, choices: str | tuple | None = None,
-            short: str | None = None, flag: str | None = None) -> Any:
-    """A configuration field and what its flag needs.
+def setting(default: Any, help: str | None = None, *, group: str | None = None, choices: str | tuple | None = None,
+            short: str | None = None, flag: str | None = None, parse: Any = None, metavar: str | None = None) -> Any:
+    """A configuration field (of TrainConfig, or of a method's options dataclass) and what its flag needs.
 
     ``choices``: a registry name (``train/flags.py`` looks it up when it builds the flags, so a newly
     registered model, surrogate, ... is a valid choice at once) or a tuple of the values allowed.
     ``flag``: the flag's spelling where it is not ``--name-with-dashes`` (e.g. ``--no-progress``).
+    ``parse``: the flag's text to value where the field's type does not say it (``--sparsity-type``).
     """
-    metadata = {"help": help, "group": group, "choices": choices, "short": short, "flag": flag}
+    metadata = {"help": help, "group": group, "choices": choices, "short": short, "flag": flag, "parse": parse,
+                "metavar": metavar}
     return dataclasses.field(default=default, metadata={k: v for k, v in metadata.items() if v is not None})
 
 
@@ -190,7 +202,7 @@ _LIF = LIFConfig()
 
 @dataclasses.dataclass(frozen=True)
 class LIFSettings:
-    """The neuron's settings in a run (SPEC §1 defaults; Kim et al.'s spikingjelly LIFNode, tau = 4/3).
+    """The neuron's settings in a run (V_th 1, beta 0.25, hard reset, atan; Kim et al.'s LIFNode, tau = 4/3).
 
     The JSON-friendly face of ``jsnn.neuron.LIFConfig`` (its defaults, the surrogate as a name and a
     width); ``neuron()`` gives the LIFConfig the model's layers run with.
@@ -243,7 +255,7 @@ class TrainConfig:
     seed: int = setting(0, group=OPTIMISATION)
     lif: LIFSettings = dataclasses.field(default_factory=LIFSettings)
     bn_affine: bool | None = setting(None, "learn BN's scale and offset (unset: the method's preset; edge-popup "
-                                     "trains no BN, SPEC §3)", group=NEURON)
+                                     "trains no BN, so nothing but the scores is learned)", group=NEURON)
     weight_init: str = setting("kaiming_normal", group=NEURON, choices="weight_inits")
     width: float = setting(1.0, "channel multiplier of the network (0.25: a quarter of the channels in every "
                            "layer; 1: the architecture as published)", group=DATA)

@@ -105,7 +105,7 @@ def _batch_norm(module: nn.Module, x: jax.Array, train: bool, bn: "BNConfig") ->
     """BatchNorm over every axis but the last, with variables in ``module``'s own scope.
 
     On folded input [T*B, H, W, C] the statistics are over (T, B, H, W)
-    jointly (SPEC §2 default). PyTorch semantics, as in Kim et al.'s code:
+    jointly (what folding T into the batch gives; the default). PyTorch semantics, as in Kim et al.'s code:
     momentum 0.1, eps 1e-5, the running variance tracks the unbiased batch
     variance. Under jit with the batch sharded over devices the reductions
     span the global batch, so BN is synchronised across devices.

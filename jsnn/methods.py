@@ -1,4 +1,4 @@
-"""Pruning methods as the one thing they change in training (ARCHITECTURE.md):
+"""Pruning methods as the one thing they change in training:
 which pytrees the optimizer updates, and how (weights, masks, scores) become
 the variables of the forward pass.
 
@@ -9,8 +9,13 @@ the variables of the forward pass.
 | EdgePopup     | scores            | weights * top-k(|scores|) (straight-through)     |
 | DynamicSparse | weights, bn       | weights * masks, gradient to every weight; masks |
 |   Training    |                   | updated inside the step (SET / RigL)             |
+| EnergySearch  | weights, bn,      | weights * gates of weight and channel logits;    |
+|               | scores (logits)   | its loss adds the SynOps penalty                 |
+| EnergyFinetune| weights, bn       | weights * binary masks (logits' updates zeroed)  |
+|               |                   | (both: jsnn/sparsity/energy_training.py)         |
 
-The trainer, data, checkpoint and metrics code never branch on the method.
+Each subclasses ``jsnn.objective.MethodDefaults`` (the task loss, no in-step change) and overrides what
+differs. The trainer, data, checkpoint and metrics code never branch on the method.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from typing import Any
 
 import jax
 
+from jsnn.objective import MethodDefaults
 from jsnn.sparsity import dynamic
 from jsnn.sparsity.edge_popup import masks_from_scores
 from jsnn.variables import Variables, by_name, from_names, kernels, map_with_names, with_kernels
@@ -28,7 +34,7 @@ PyTree = Any
 
 
 @dataclasses.dataclass(frozen=True)
-class MaskedTraining:
+class MaskedTraining(MethodDefaults):
     """Dense training and IMP: weights and BN trained, kernel = weights * mask.
 
     Pruned weights stay exactly zero: the mask zeroes their gradient in the
@@ -67,7 +73,7 @@ class MaskedTraining:
 
 
 @dataclasses.dataclass(frozen=True)
-class EdgePopup:
+class EdgePopup(MethodDefaults):
     """Edge-popup: only the scores are trained; weights (and BN, if affine) stay frozen.
 
     ``sparsities`` gives each layer's removed fraction as ((path, s), ...),
@@ -91,7 +97,7 @@ class EdgePopup:
 
 
 @dataclasses.dataclass(frozen=True)
-class DynamicSparseTraining:
+class DynamicSparseTraining(MethodDefaults):
     """SET / RigL (jsnn/sparsity/dynamic.py): weights and BN trained under masks that change during training.
 
     Forward: the kernel times its mask, with the straight-through gradient of DNS layers
@@ -100,7 +106,7 @@ class DynamicSparseTraining:
     updates of pruned weights and ``update_masks`` re-masks the kernels after every step, so a pruned
     weight is exactly 0 after every step, whatever the optimizer.
 
-    ``update_masks`` is the trainer's optional in-step hook: at the steps ``t`` with
+    ``update_masks`` (``MethodDefaults``' no-change replaced): at the steps ``t`` with
     ``t % update_every == 0`` and ``t <= end_step`` (``lax.cond``, inside the jitted step) it drops and
     grows with the cosine-decayed ``drop_fraction``. An update iteration takes the weight step on the old
     mask first, then updates the mask (rigl-TF's SET order; rigl-TF's RigL and jaxpruner skip the
@@ -151,12 +157,11 @@ class Method(typing.Protocol):
     state's trees into what the model runs on; ``effective_masks`` is the mask the forward pass applies;
     ``mask_updates`` edits the optimizer's updates before they are applied.
 
-    Optional (not a member, so methods without it still are Methods): ``update_masks(state, grads,
-    step, key) -> state``, called by the train step after the weight step with the state after it, the
-    step's gradients, the step's index and a key of its own (DynamicSparseTraining: SET / RigL).
-    ``loss(model, state, images, labels) -> (loss, (logits, new_batch_stats))``, the step's objective in
-    place of the task loss of ``forward_variables``'s network (jsnn/sparsity/energy_training.py: the
-    energy-budget search adds its SynOps penalty).
+    ``loss(model, state, images, labels) -> (loss, (logits, new_batch_stats))`` is the step's objective and
+    ``update_masks(state, grads, step, key) -> state`` changes the state after the weight step, inside the
+    jitted step; ``MethodDefaults`` gives both (the task loss; no change), so a method subclasses it and
+    writes what differs (DynamicSparseTraining: SET / RigL's mask update; jsnn/sparsity/energy_training.py:
+    the energy-budget search adds its SynOps penalty to the loss).
     """
 
     trainable: tuple[str, ...]
@@ -166,3 +171,7 @@ class Method(typing.Protocol):
     def effective_masks(self, masks, scores) -> PyTree: ...
 
     def mask_updates(self, updates: dict, masks) -> dict: ...
+
+    def loss(self, model, state, images, labels): ...
+
+    def update_masks(self, state, grads: dict, step, key): ...

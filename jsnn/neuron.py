@@ -1,4 +1,4 @@
-"""Leaky integrate-and-fire dynamics over time with ``jax.lax.scan`` (SPEC §1, Eq. 2–4).
+"""Leaky integrate-and-fire dynamics over time with ``jax.lax.scan`` (paper Eq. 2–4).
 
 Everything here is time-major: inputs and outputs have shape ``[T, B, ...]``.
 Only the neuron state is scanned; the layers that produce the input current

@@ -1,5 +1,6 @@
 """What the network is trained and judged on: input preprocessing, the loss and the prediction.
 
+``MethodDefaults`` is what a trainer Method (jsnn/methods.py) trains by where it says nothing else.
 One module, so the trainer, the SF statistics and gradients, the theory experiments, the cost
 report and the NIR checks all see the same inputs and follow the same loss.
 """
@@ -10,6 +11,7 @@ import jax.numpy as jnp
 import optax
 
 from jsnn import data as jdata
+from jsnn.variables import apply_model
 
 
 def preprocess(images: jax.Array, mean, std, augment: jdata.AugmentConfig | None = None, key=None) -> jax.Array:
@@ -21,7 +23,7 @@ def preprocess(images: jax.Array, mean, std, augment: jdata.AugmentConfig | None
 
 
 def spike_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean over timesteps of the cross-entropy of each timestep's logits (SPEC §1)."""
+    """Mean over timesteps of the cross-entropy of each timestep's logits (prediction: argmax of the mean logits)."""
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels[None, :]).mean()
 
 
@@ -33,3 +35,19 @@ def per_example_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
 def predictions(logits: jax.Array) -> jax.Array:
     """argmax of the logits averaged over time."""
     return jnp.argmax(logits.mean(axis=0), axis=-1)
+
+
+class MethodDefaults:
+    """What a method does where it says nothing: its objective is the task loss of ``forward_variables``'
+    network, and the step changes nothing after the optimizer's update. The trainer calls both on every
+    method (a method overrides what differs: the energy search its loss, SET / RigL ``update_masks``)."""
+
+    def loss(self, model, state, images, labels):
+        """(loss, (logits, new batch statistics)) of ``state``'s trees, in training mode."""
+        variables = self.forward_variables(state.weights, state.masks, state.scores, state.bn, state.batch_stats)
+        logits, new_stats, _ = apply_model(model, variables, images, train=True)
+        return spike_loss(logits, labels), (logits, new_stats)
+
+    def update_masks(self, state, grads: dict, step, key):
+        """The state after the step's update, changed in the step (inside jit); by default unchanged."""
+        return state

@@ -1,4 +1,4 @@
-"""Spike function: exact Heaviside forward, surrogate derivative backward (SPEC §1).
+"""Spike function: exact Heaviside forward, surrogate derivative backward (atan by default).
 
 The Heaviside step has zero derivative almost everywhere, so training an SNN
 replaces dS/dU by a smooth bump g(U - V_th) in the backward pass only. A
@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 # name -> (derivative g(x, param), default param). The parameter is each
 # family's width/sharpness: alpha for atan and sigmoid, a for rectangle,
-# gamma for triangle. Defaults are those of SPEC §1.
+# gamma for triangle. Defaults: atan alpha 2, rectangle width 1, sigmoid alpha 4, triangle gamma 1.
 _SURROGATES: dict[str, tuple[Callable[[jax.Array, float], jax.Array], float]] = {}
 
 

@@ -26,7 +26,7 @@ from jsnn.config import TrainConfig
 from jsnn.efficiency.counting import measure_dataset
 from jsnn.methods import Method
 from jsnn.metrics import append_epoch, is_primary, log, progress
-from jsnn.objective import per_example_loss, predictions, preprocess, spike_loss
+from jsnn.objective import per_example_loss, predictions, preprocess
 from jsnn.preemption import Preempted
 from jsnn.sparsity.masks import sparsity_of
 from jsnn.variables import Variables, apply_model, fold_masks
@@ -86,12 +86,8 @@ def make_train_step(model, method: Method, optimizer, dataset: jdata.ArrayDatase
         key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
         x = preprocess(images, dataset.mean, dataset.std, augment, key)
 
-        def loss_fn(trainable):
-            if hasattr(method, "loss"):  # the optional objective hook (energy-budget search: task + SynOps penalty)
-                return method.loss(model, state.replace(**trainable), x, labels)
-            variables = state.forward_variables(method, trainable)
-            logits, new_stats, _ = apply_model(model, variables, x, train=True)
-            return spike_loss(logits, labels), (logits, new_stats)
+        def loss_fn(trainable):  # the method's objective (most: the task loss; energy: + its SynOps penalty)
+            return method.loss(model, state.replace(**trainable), x, labels)
 
         trainable = state.trainable(method)
         (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
@@ -99,8 +95,8 @@ def make_train_step(model, method: Method, optimizer, dataset: jdata.ArrayDatase
         updates = method.mask_updates(updates, state.masks)
         new = state.replace(**optax.apply_updates(trainable, updates))
         new = new.replace(step=state.step + 1, opt_state=opt_state, batch_stats=new_stats)
-        if hasattr(method, "update_masks"):  # the optional in-step hook (dynamic sparse training), decided at trace
-            new = method.update_masks(new, grads, state.step, jax.random.fold_in(key, 1))
+        # the method's in-step change of the state (SET / RigL: the mask update; the others none)
+        new = method.update_masks(new, grads, state.step, jax.random.fold_in(key, 1))
         accuracy = jnp.mean(predictions(logits) == labels)
         # every process's stop request (preemption.py), agreed on by all: the maximum over devices
         return new, {"loss": loss, "accuracy": accuracy, "stop": jnp.max(stop_flags)}
@@ -146,27 +142,42 @@ class Trainer:
         self.jit_cache: dict = {}  # jitted functions by (kind, method): compiled once each
 
     # -- jitted steps, one compilation per method ------------------------------------------
-    def jitted_steps(self, method: Method):
+    def jitted_steps(self, method: Method, optimizer: optax.GradientTransformation | None = None):
         """(train_step(state, images, labels, stop_flags), eval_step(variables, images, labels, valid),
-        forward_variables(state)), jitted once per method."""
-        if ("steps", method) not in self.jit_cache:
+        forward_variables(state)), jitted once per method and optimizer (None: the TrainConfig's,
+        ``self.optimizer``; a run's plan may step with another, ``jsnn.runs.run.Plan.optimizer``)."""
+        optimizer = self.optimizer if optimizer is None else optimizer
+        key = ("steps", method) if optimizer is self.optimizer else ("steps", method, optimizer)
+        if key not in self.jit_cache:
             repl, batch = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
-            train = jax.jit(make_train_step(self.model, method, self.optimizer, self.dataset, self.dataset.augment),
+            train = jax.jit(make_train_step(self.model, method, optimizer, self.dataset, self.dataset.augment),
                             in_shardings=(repl, batch, batch, batch), out_shardings=(repl, repl), donate_argnums=0)
             evaluate = jax.jit(make_eval_step(self.model, self.dataset),
                                in_shardings=(repl, batch, batch, batch), out_shardings=repl)
             forward = jax.jit(lambda state: fold_masks(state.forward_variables(method)), in_shardings=repl,
                               out_shardings=repl)
-            self.jit_cache[("steps", method)] = (train, evaluate, forward)
-        return self.jit_cache[("steps", method)]
+            self.jit_cache[key] = (train, evaluate, forward)
+        return self.jit_cache[key]
 
-    def new_state(self, variables: Variables, scores: PyTree, method: Method, seed: int) -> TrainState:
-        return parallel.put_replicated(self.mesh, create_state(variables, scores, method, self.optimizer, seed))
+    def compiled(self, key, build: Callable[[], Callable]) -> Callable:
+        """The function ``build()`` returns (a jitted one), built once per trainer and ``key``: what is compiled
+        for this trainer's model, data and mesh is kept with it (e.g. ``jsnn.sparsity.stats``' passes)."""
+        if key not in self.jit_cache:
+            self.jit_cache[key] = build()
+        return self.jit_cache[key]
 
-    def fresh_optimizer(self, state: TrainState, method: Method, seed: int) -> TrainState:
+    def new_state(self, variables: Variables, scores: PyTree, method: Method, seed: int,
+                  optimizer: optax.GradientTransformation | None = None) -> TrainState:
+        """The first state; ``optimizer`` None: the TrainConfig's."""
+        optimizer = self.optimizer if optimizer is None else optimizer
+        return parallel.put_replicated(self.mesh, create_state(variables, scores, method, optimizer, seed))
+
+    def fresh_optimizer(self, state: TrainState, method: Method, seed: int,
+                        optimizer: optax.GradientTransformation | None = None) -> TrainState:
         """Same variables, a new optimizer, schedule and augmentation stream (a new IMP round)."""
+        optimizer = self.optimizer if optimizer is None else optimizer
         state = state.replace(step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(jax.random.key(seed)),
-                              opt_state=self.optimizer.init(state.trainable(method)))
+                              opt_state=optimizer.init(state.trainable(method)))
         return parallel.put_replicated(self.mesh, state)
 
     # -- evaluation -------------------------------------------------------------------------
@@ -191,7 +202,8 @@ class Trainer:
                      on_epoch_end: Callable[[TrainState, int], bool | None] | None = None,
                      save: Callable[[TrainState, int, int, dict], None] | None = None,
                      start_batch: int = 0, partial_epoch: dict | None = None,
-                     on_batch: Callable[[int, int], None] | None = None) -> TrainState:
+                     on_batch: Callable[[int, int], None] | None = None,
+                     optimizer: optax.GradientTransformation | None = None) -> TrainState:
         """Trains epochs ``start_epoch .. config.epochs - 1`` (from batch ``start_batch`` of the first).
 
         Each epoch's batch order depends on (data_seed, epoch_offset + epoch)
@@ -206,9 +218,10 @@ class Trainer:
         and when a stop was requested (preemption.py), after which ``Preempted`` is
         raised. Raises TrainingDivergedError on a non-finite loss, before anything
         of that epoch is saved. ``on_batch(epoch, batches_done)`` runs after each
-        train step is dispatched (``epoch`` counts from 0, as ``start_epoch``).
+        train step is dispatched (``epoch`` counts from 0, as ``start_epoch``). The step updates with
+        ``optimizer`` (None: the TrainConfig's), which must be the one the state was made with.
         """
-        train_step = self.jitted_steps(method)[0]
+        train_step = self.jitted_steps(method, optimizer)[0]
         cfg, d = self.config, self.dataset
         label = label or {}
         every_steps = cfg.checkpoint_every_steps

@@ -158,9 +158,12 @@ def test_lif_settings_defaults_are_the_neurons():
 
 
 def test_presets_live_in_config():
-    assert C.rewind_epoch_preset("cifar100") == 20 and C.rewind_epoch_preset("digits") == 2
-    assert C.edge_popup_sparsities("cifar10") == (0.1, 0.3, 0.5, 0.7, 0.9)
-    assert C.edge_popup_sparsities("digits") == (0.5,)
+    assert C.option_presets("imp", "cifar100") == {"rewind_epoch": 20}
+    assert C.option_presets("imp", "digits") == {"rewind_epoch": 2}
+    assert C.option_presets("edge_popup", "cifar10") == {"sparsities": (0.1, 0.3, 0.5, 0.7, 0.9)}
+    assert C.option_presets("edge_popup", "digits") == {"sparsities": (0.5,)}
+    assert C.option_presets("energy", "cifar10") == {"mask_lr": 1e-4, "finetune_epochs": 75}
+    assert C.option_presets("energy", "nmnist") == {"mask_lr": 0.01, "finetune_epochs": 5}  # no entry: digits'
     assert C.METHOD_PRESETS["imp"]["cifar"] == {"rewind_epoch": 20}
 
 
@@ -258,14 +261,8 @@ def program(name):
 
 def resolved(name, argv):
     """(TrainConfig, resolved options) the program would run for ``argv``."""
-    prog, method = program(name), {"dense": "dense", "imp": "imp", "edge_popup": "edge_popup"}[name]
-    args = flags.parse_args(prog.parser(), argv, method=method)
-    config = flags.training_config(args, method)
-    if name == "imp":
-        return config, prog.imp_options(args).resolve(config)
-    if name == "edge_popup":
-        return config, prog.edge_popup_options(args, config)
-    return config, None
+    args = flags.parse_args(program(name).parser(), argv, method=name)
+    return flags.method_settings(args, name)
 
 
 @pytest.mark.parametrize("name, config_file, same_as", [

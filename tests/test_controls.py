@@ -20,6 +20,7 @@ from jsnn.methods import MaskedTraining
 from jsnn.models import build_model
 from jsnn.runs import controls, results
 from jsnn.runs.outputs import Outputs, RunHooks
+from jsnn.runs.run import Run
 from jsnn.runs.tickets import rewind_path, round_path
 from jsnn.sparsity import criteria
 from jsnn.sparsity import masks as M
@@ -177,7 +178,8 @@ def registered():
 
 def quiet_run(config, options, workdir, trainer, hooks=RunHooks()):
     """An IMP run without figures (not under test here)."""
-    return imp.imp_run(config, options, str(workdir), trainer=trainer, outputs=Outputs(plots=False), hooks=hooks)
+    return Run(imp.IMPPlan(config, options), config, str(workdir), trainer=trainer, outputs=Outputs(plots=False),
+               hooks=hooks)
 
 
 def test_a_registered_criterion_runs_through_imp_unchanged(setup, tmp_path, registered):

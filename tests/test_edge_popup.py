@@ -239,17 +239,17 @@ def test_interrupted_sweep_resumes_to_identical_results(setup, tmp_path, capsys)
     sweep = functools.partial(eps.run, trainer=trainer, outputs=Outputs(plots=False))
     options = eps.EdgePopupOptions(sparsities=(0.3, 0.5))
 
-    whole = sweep(config, str(tmp_path / "whole"), options)
+    whole = sweep(config, options, str(tmp_path / "whole"))
     assert [r["sparsity_target"] for r in whole["runs"]] == [0.3, 0.5]
 
     workdir = str(tmp_path / "interrupted")
     with pytest.raises(KeyboardInterrupt):  # killed just after the second level's first epoch was saved
-        sweep(config, workdir, options, hooks=crash_after_checkpoint(nth=2, segment=0, epoch=1))
+        sweep(config, options, workdir, hooks=crash_after_checkpoint(nth=2, segment=0, epoch=1))
     assert os.path.exists(os.path.join(level_dir(workdir, 0.3), "results.json"))
     assert not os.path.exists(os.path.join(level_dir(workdir, 0.5), "results.json"))
 
     capsys.readouterr()
-    resumed = sweep(config, workdir, options)
+    resumed = sweep(config, options, workdir)
     out = capsys.readouterr().out
     assert "sparsity 0.30: already complete" in out
     assert "resuming from" in out and "at epoch 1/2" in out
@@ -263,7 +263,7 @@ def test_interrupted_sweep_resumes_to_identical_results(setup, tmp_path, capsys)
         b = _metrics(os.path.join(level_dir(workdir, s), "metrics.jsonl"))
         assert [r["epoch"] for r in b] == [1, 2] and a == b
     # rerunning a finished sweep does nothing new and returns the same results
-    again = sweep(config, workdir, options)
+    again = sweep(config, options, workdir)
     assert [_comparable(r) for r in again["runs"]] == [_comparable(r) for r in whole["runs"]]
 
 

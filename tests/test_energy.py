@@ -442,12 +442,12 @@ def test_the_program_dispatches_energy(monkeypatch):
     spec.loader.exec_module(program)
     seen = {}
 
-    def fake_run(config, options, workdir, outputs):
+    def fake_run(config, options, workdir, **kw):
         seen.update(config=config, options=options, workdir=workdir)
         return {"label": "energy", "runs": [{}, {"synops_per_image": 90.0, "sparsity": 0.5, "removed_channels": {},
                                                  "test_accuracy": 0.9}]}
 
-    monkeypatch.setattr(program.energy, "run", fake_run)
+    monkeypatch.setitem(registry.METHODS, "energy", dataclasses.replace(registry.METHODS["energy"], run=fake_run))
     monkeypatch.setattr(sys, "argv", ["sparse_training.py", "--algorithm", "energy", "--synops-budget", "1e5",
                                       "--finetune-epochs", "3", "-T", "2", "--no-progress"])
     program.main()

@@ -94,14 +94,8 @@ def program(name):
 
 def resolved(name, argv):
     """(TrainConfig, resolved options) the program would run for ``argv`` (as tests/test_config.py)."""
-    prog = program(name)
-    args = flags.parse_args(prog.parser(), argv, method=name)
-    config = flags.training_config(args, name)
-    if name == "imp":
-        return config, prog.imp_options(args).resolve(config)
-    if name == "edge_popup":
-        return config, prog.edge_popup_options(args, config)
-    return config, None
+    args = flags.parse_args(program(name).parser(), argv, method=name)
+    return flags.method_settings(args, name)
 
 
 @pytest.mark.parametrize("config_file, dataset", [("digits_dvs.py", "digits_dvs"),
@@ -169,7 +163,7 @@ def test_imp_sf_and_the_controls_on_frames(tmp_path):
     config = TrainConfig(**TINY).resolve("imp")
     ticket_dir = str(tmp_path / "imp")
     options = imp.IMPOptions(rounds=2, criterion="sf", calibration_batches=2).resolve(config)
-    imp.run_imp(config, options, ticket_dir, outputs=QUIET)
+    imp.run(config, options, ticket_dir, outputs=QUIET)
     rounds = json.load(open(os.path.join(ticket_dir, "results.json")))["runs"]
     assert [r["round"] for r in rounds] == [0, 1] and rounds[1]["sparsity"] == pytest.approx(0.25, abs=0.01)
     ticket = load_ticket(os.path.join(ticket_dir, "tickets", "round_01.npz"))
@@ -177,7 +171,7 @@ def test_imp_sf_and_the_controls_on_frames(tmp_path):
     for control in ("reinit", "random"):
         out = str(tmp_path / control)
         opts = dataclasses.replace(options, control=control, ticket_dir=ticket_dir)
-        imp.run_imp(config, opts, out, outputs=Outputs(plots=False, cost_report=False))
+        imp.run(config, opts, out, outputs=Outputs(plots=False, cost_report=False))
         runs = json.load(open(os.path.join(out, "results.json")))["runs"]
         assert runs[-1]["sparsity"] == pytest.approx(rounds[1]["sparsity"], abs=1e-3), control
 
@@ -187,7 +181,7 @@ def test_edge_popup_on_frames_and_its_nir_check(tmp_path):
     frame t fed at step t."""
     config = TrainConfig(**TINY).resolve("edge_popup")
     workdir = str(tmp_path / "ep")
-    edge_popup.run(config, workdir, edge_popup.EdgePopupOptions(sparsities=(0.5,)), outputs=QUIET)
+    edge_popup.run(config, edge_popup.EdgePopupOptions(sparsities=(0.5,)), workdir, outputs=QUIET)
     level = json.load(open(os.path.join(workdir, "results.json")))["runs"][0]
     assert level["efficiency"]["layers"][0]["runs_per_image"] == 2
     ticket = load_ticket(os.path.join(workdir, "sparsity_0.50", "ticket.npz"))

@@ -18,6 +18,7 @@ import jsnn.runs.imp as imp
 from jsnn import parallel
 from jsnn.methods import MaskedTraining
 from jsnn.runs.outputs import Outputs, RunHooks
+from jsnn.runs.run import Run
 from jsnn.runs.segment import Position, RunCheckpoints
 from jsnn.sparsity import masks as M
 from jsnn.variables import kernels, named_kernels
@@ -178,7 +179,8 @@ def new_run(setup, workdir, hooks=RunHooks(), **opts):
     """An IMP run (figures off: not under test here)."""
     ds, config, model, trainer = setup
     options = imp.IMPOptions(**{"rounds": 3, "rewind_epoch": 1, **opts}).resolve(config)
-    return imp.imp_run(config, options, str(workdir), trainer=trainer, outputs=Outputs(plots=False), hooks=hooks)
+    return Run(imp.IMPPlan(config, options), config, str(workdir), trainer=trainer, outputs=Outputs(plots=False),
+               hooks=hooks)
 
 
 class RoundDriver:

@@ -20,6 +20,7 @@ import jsnn.runs.edge_popup as eps
 import jsnn.runs.imp as imp
 from jsnn.config import TrainConfig
 from jsnn.runs.outputs import Outputs
+from jsnn.runs.run import Run
 from jsnn.runs.tickets import TICKET_FILE, level_dir, round_path
 from jsnn.runs.workdir import run_signature
 from jsnn.sparsity import distributions, patterns
@@ -293,17 +294,20 @@ def test_the_programs_take_sparsity_type(capsys):
 
     assert flags.parse_args(prog.parser(), []).sparsity_type == "unstructured"
     args = flags.parse_args(prog.parser(), ["--sparsity-type", "2:4", "--rounds", "2"])
-    assert prog.imp_options(args).sparsity_type == "2:4"
+    assert flags.options_of(args, imp.IMPOptions).sparsity_type == "2:4"
     with pytest.raises(SystemExit):
         flags.parse_args(prog.parser(), ["--sparsity-type", "3:2"])
     assert "N:M needs 0 < n <= m" in capsys.readouterr().err
     ep = program("edge_popup")
-    config = TrainConfig().resolve("edge_popup")
-    options = ep.edge_popup_options(flags.parse_args(ep.parser(), ["--sparsity-type", "1:4"]), config)
+
+    def edge_popup_options(argv):
+        return flags.method_settings(flags.parse_args(ep.parser(), argv), "edge_popup")[1]
+
+    options = edge_popup_options(["--sparsity-type", "1:4"])
     assert (options.sparsity_type, options.sparsities) == ("1:4", (0.75,))
-    options = ep.edge_popup_options(flags.parse_args(ep.parser(), ["--sparsity-type", "channel"]), config)
+    options = edge_popup_options(["--sparsity-type", "channel"])
     assert options.sparsity_type == "channel"
-    assert options.sparsities == ep.edge_popup_options(flags.parse_args(ep.parser(), []), config).sparsities
+    assert options.sparsities == edge_popup_options([]).sparsities
 
 
 # ----------------------------------------------------------------------------- short runs
@@ -337,7 +341,8 @@ def assert_cost_report_counts_the_mask(entry: dict, masks: dict):
 def test_imp_with_channel_prunes_whole_channels_of_the_global_counts(imp_setup, tmp_path):
     ds, config, model, trainer = imp_setup
     options = imp.IMPOptions(rounds=2, rewind_epoch=1, sparsity_type="channel")
-    results = imp.imp_run(config, options, str(tmp_path), trainer=trainer, outputs=Outputs(plots=False)).execute()
+    results = Run(imp.IMPPlan(config, options), config, str(tmp_path), trainer=trainer,
+                  outputs=Outputs(plots=False)).execute()
     assert results["sparsity_type"] == "channel" and results["runs"][1]["method_label"].endswith(", channel")
     trained = named_kernels(load_ticket(round_path(str(tmp_path), 0)).variables.weights)  # what round 1 pruned
     ticket = load_ticket(round_path(str(tmp_path), 1))
@@ -353,7 +358,8 @@ def test_imp_with_channel_prunes_whole_channels_of_the_global_counts(imp_setup, 
 def test_imp_with_two_of_four_prunes_round_one_to_two_of_four(imp_setup, tmp_path, capsys):
     ds, config, model, trainer = imp_setup
     options = imp.IMPOptions(rounds=2, rewind_epoch=1, sparsity_type="2:4")
-    results = imp.imp_run(config, options, str(tmp_path), trainer=trainer, outputs=Outputs(plots=False)).execute()
+    results = Run(imp.IMPPlan(config, options), config, str(tmp_path), trainer=trainer,
+                  outputs=Outputs(plots=False)).execute()
     assert f"sparsity type 2:4 leaves {model.encoding_layer} dense" in capsys.readouterr().out
     entry = results["runs"][1]
     assert entry["sparsity_target"] == 0.5
@@ -372,7 +378,7 @@ def test_imp_with_two_of_four_prunes_round_one_to_two_of_four(imp_setup, tmp_pat
 def test_edge_popup_level_with_two_of_four(tmp_path, digits_edge_popup):
     ds, config, model, trainer = digits_edge_popup  # the session's small setup (tests/small_data.py)
     options = eps.EdgePopupOptions(sparsities=(0.5,), sparsity_type="2:4", dense_classifier=True)
-    results = eps.run(config, str(tmp_path), options, trainer=trainer, outputs=Outputs(plots=False))
+    results = eps.run(config, options, str(tmp_path), trainer=trainer, outputs=Outputs(plots=False))
     assert results["sparsity_type"] == "2:4"
     entry = results["runs"][0]
     ticket = load_ticket(str(Path(level_dir(str(tmp_path), 0.5)) / TICKET_FILE))

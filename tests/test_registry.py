@@ -29,17 +29,18 @@ class FixedRandomOptions:
     densities: tuple[float, ...] = (0.5, 0.25)
 
 
-class FixedRandomPlan:
-    """Segment k trains the weights under a random mask of density ``densities[k]`` in every layer."""
+class FixedRandomPlan(Plan):
+    """Segment k trains the weights under a random mask of density ``densities[k]`` in every layer. It writes
+    only what differs from ``Plan``'s defaults: its names, its segments, its start, its entry and the
+    next segment's state."""
 
     name = "fixed_random"
+    method = MaskedTraining()
 
     def __init__(self, config, options):
-        self.config, self.options = config, options
-        self.signature = run_signature(self.name, config, options)
+        super().__init__(config, options)
         self.segments = len(options.densities)
         self.label = f"fixed random ({', '.join(map(str, options.densities))})"
-        self.method = MaskedTraining()
 
     def _masks(self, like, density):
         key = jax.random.key(self.config.seed + 1)
@@ -54,48 +55,19 @@ class FixedRandomPlan:
     def setup(self, run):
         v = init_variables(run.model, jax.random.key(self.config.seed), (1,) + run.dataset.image_shape)
         masks = self._masks(v.masks, self.options.densities[0])
-        return run.trainer.new_state(Variables(v.weights, masks, v.bn, v.batch_stats), {}, self.method,
-                                     self.config.seed)
-
-    def training(self):
-        return self.method
-
-    def restore(self, run, state, extra, meta):
-        pass
-
-    def checkpoint_like(self, state, meta):
-        return {}
-
-    def checkpoint_extra(self):
-        return {}
-
-    def checkpoint_info(self):
-        return {}
-
-    def segment_label(self, segment):
-        return {"round": segment}
-
-    def train(self, run, state, start, partial_epoch):
-        return run.train_segment(state, start, partial_epoch)
+        return run.new_state(Variables(v.weights, masks, v.bn, v.batch_stats), {}, self.method)
 
     def entry(self, run, state, segment):
-        return {"round": segment, "sparsity": run.trainer.sparsity(state, self.method),
-                "density_target": self.options.densities[segment]}
-
-    def ticket_path(self, run, segment):
-        return round_path(run.workdir, segment)
+        return {**super().entry(run, state, segment), "density_target": self.options.densities[segment]}
 
     def next_segment(self, run, state, segment):
         masks = self._masks(state.masks, self.options.densities[segment])
         weights = jax.tree.map(np.asarray, state.weights)
         state = state.replace(masks=jax.tree.map(jax.numpy.asarray, masks), weights=weights)
-        return run.trainer.fresh_optimizer(state, self.method, self.config.seed + segment)
+        return run.fresh_optimizer(state, self.method, self.config.seed + segment)
 
     def results_fields(self):
         return {"densities": list(self.options.densities)}
-
-    def figures(self, run, results):
-        pass
 
 
 def run_fixed_random(config, options, workdir, *, trainer=None, outputs=Outputs(), hooks=RunHooks()):
@@ -120,7 +92,8 @@ def setup(digits_imp):
 
 def test_a_method_registered_from_outside_runs_through_the_one_run(setup, registered, tmp_path, capsys):
     config, trainer = setup
-    assert isinstance(FixedRandomPlan(config, FixedRandomOptions()), Plan)
+    plan = FixedRandomPlan(config, FixedRandomOptions())
+    assert plan.signature == run_signature("fixed_random", config, FixedRandomOptions())
     assert "fixed_random" in registry.METHODS and registry.get_method("fixed_random") is registered
     # nothing in the run code names the method
     assert "fixed_random" not in inspect.getsource(jsnn.runs.run)
@@ -157,3 +130,59 @@ def test_run_method_checks_its_options_and_names(setup, tmp_path):
     with pytest.raises(TypeError, match="takes IMPOptions"):
         registry.run_method("imp", config, FixedRandomOptions(), str(tmp_path))
     assert {"dense", "edge_popup", "imp"} <= set(registry.METHODS)
+
+
+@pytest.fixture(scope="module")
+def sparse_setup(digits_sparse_training):
+    """test_energy's and test_sparse_training's session setup (192 / 64 digits, T = 2, batch 64, 2 epochs):
+    their runs compiled its steps already."""
+    config, _, trainer = digits_sparse_training
+    return config, trainer
+
+
+def cheap_cases(digits_imp, digits_edge_popup, sparse_setup):
+    """{method: (config, trainer, options)} of every method registered in jsnn, each on a small setup whose
+    steps other tests compile too (the session's trainers, or the compilation cache): a method added to the
+    registry without a line here fails ``test_every_registered_method_runs_through_run_method``."""
+    from jsnn.runs import dense, edge_popup, energy, imp, sparse_training
+
+    on_imp, on_popup = (digits_imp[1], digits_imp[3]), (digits_edge_popup[1], digits_edge_popup[3])
+    return {"dense": (*on_imp, dense.DenseOptions()),
+            "imp": (*on_imp, imp.IMPOptions(rounds=2)),
+            "edge_popup": (*on_popup, edge_popup.EdgePopupOptions(sparsities=(0.5,))),
+            # test_sparse_training's and test_energy's runs
+            "sparse_training": (*sparse_setup, sparse_training.SparseTrainingOptions(algorithm="rigl", sparsity=0.9,
+                                                                                     update_every=3)),
+            "energy": (*sparse_setup, energy.EnergyOptions(synops_budget=20000, finetune_epochs=1, mask_lr=0.05))}
+
+
+def test_every_registered_method_runs_through_run_method(digits_imp, digits_edge_popup, sparse_setup, tmp_path):
+    """Each method of the registry, called as the programs call it (``run_method(name, config, options,
+    workdir)``), trains on a small digits setup and writes its results; its options and its TrainConfig preset
+    are the entry's."""
+    cases = cheap_cases(digits_imp, digits_edge_popup, sparse_setup)
+    assert set(cases) == set(registry.METHODS), "a registered method has no case here"
+    for name, entry in registry.METHODS.items():
+        config, trainer, options = cases[name]
+        assert isinstance(options, entry.options) and entry.summary
+        # the setup is the entry's preset (explicit settings aside)
+        assert config == dataclasses.replace(config, model=None, lr=None, bn_affine=None).resolve(entry.preset)
+        results = registry.run_method(name, config, options, str(tmp_path / name), trainer=trainer,
+                                      outputs=Outputs(plots=False, cost_report=False))
+        with open(tmp_path / name / "results.json") as f:
+            assert json.load(f) == json.loads(json.dumps(results)), name
+        runs = results["runs"]
+        assert results["method"] == name and [e["label"] for e in runs] == LABELS[name], name
+        for e in runs:
+            assert set(e) >= {"test_accuracy", "test_loss", "method_label"}, (name, e)
+        if name == "energy":  # the search, then the ticket within the budget
+            assert runs[1]["synops_per_image"] <= 20000 and runs[1]["within_budget"]
+        else:
+            assert [e["sparsity"] for e in runs] == pytest.approx(SPARSITY[name], abs=2e-3), name
+
+
+# each case's entries and their measured sparsity: dense; IMP's rounds 0 and 1 (25 % of the weights, global);
+# edge-popup's level; RigL at 0.9; the energy search and its finetuned ticket
+LABELS = {"dense": ["dense"], "imp": ["round 0", "round 1"], "edge_popup": ["sparsity 0.50"],
+          "sparse_training": ["sparsity 0.90"], "energy": ["round 0", "round 1"]}
+SPARSITY = {"dense": [0.0], "imp": [0.0, 0.25], "edge_popup": [0.5], "sparse_training": [0.9]}

@@ -307,8 +307,8 @@ def test_full_disk_keeps_what_was_saved_and_says_so_in_one_line(digits_imp, tmp_
         return real_open(file, mode, *args, **kwargs)
 
     def run(hooks):
-        return imp.run_imp(config, options, workdir, trainer=trainer, outputs=Outputs(plots=False, cost_report=False),
-                           hooks=hooks)
+        return imp.run(config, options, workdir, trainer=trainer, outputs=Outputs(plots=False, cost_report=False),
+                       hooks=hooks)
 
     monkeypatch.setattr(builtins, "open", full_disk_open)
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}

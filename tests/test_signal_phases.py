@@ -63,7 +63,7 @@ def setup(tmp_path_factory):
     options = imp.IMPOptions(rounds=ROUNDS).resolve(config)
     reference_dir = str(tmp_path_factory.mktemp("reference"))
     seen = []
-    imp.run_imp(config, options, reference_dir, trainer=trainer, hooks=RunHooks(lambda n, w: seen.append((n, w))))
+    imp.run(config, options, reference_dir, trainer=trainer, hooks=RunHooks(lambda n, w: seen.append((n, w))))
     return config, options, trainer, outcome(reference_dir), seen
 
 
@@ -105,7 +105,7 @@ def test_sigterm_at_phase_then_rerun_equals_uninterrupted(setup, tmp_path, phase
     stopped = None
     with preemption.stop_on_signals():
         try:
-            imp.run_imp(config, options, workdir, trainer=trainer, hooks=RunHooks(on_phase))
+            imp.run(config, options, workdir, trainer=trainer, hooks=RunHooks(on_phase))
         except preemption.Preempted as e:
             stopped = str(e)
     assert sent, f"{name}: the run never entered that phase"
@@ -117,7 +117,7 @@ def test_sigterm_at_phase_then_rerun_equals_uninterrupted(setup, tmp_path, phase
 
     preemption.clear()
     rerun_phases = []
-    imp.run_imp(config, options, workdir, trainer=trainer, hooks=RunHooks(lambda n, w: rerun_phases.append(n)))
+    imp.run(config, options, workdir, trainer=trainer, hooks=RunHooks(lambda n, w: rerun_phases.append(n)))
     results, tickets = outcome(workdir)
     assert results == reference[0]
     assert tickets.keys() == reference[1].keys()

@@ -44,6 +44,7 @@ _spec = importlib.util.spec_from_file_location("train_program_sparse_training",
                                                os.path.join(TRAIN, "sparse_training.py"))
 program = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(program)
+import flags  # noqa: E402  (on the path above)
 
 # -- the NumPy reference -----------------------------------------------------------------------------------
 
@@ -357,9 +358,9 @@ def test_run_end_to_end_and_interrupted_run_resumes_bit_identical(small, tmp_pat
 def test_the_program_builds_its_options_and_config():
     args = program.parser().parse_args(["--algorithm", "set", "--sparsity", "0.8", "--distribution", "uniform",
                                         "--optimizer", "adamw", "-T", "2"])
-    options = program.options_of(args)
+    options = flags.options_of(args, SparseTrainingOptions)
     assert options == SparseTrainingOptions(algorithm="set", sparsity=0.8, distribution="uniform", optimizer="adamw")
-    config = program.training_config(args, "sparse_training")
+    config = flags.training_config(args, "sparse_training")
     assert config.model == "digits_cnn" and config.epochs == 15 and config.timesteps == 2
     assert options.resolve(config).update_every == 10
     assert options.resolve(dataclasses.replace(config, dataset="cifar10")).update_every == 100

@@ -201,8 +201,8 @@ def test_signatures_and_the_program():
         SparseTrainingOptions(algorithm="set", distribution="global").resolve(config)
     with pytest.raises(ValueError, match="criterion"):
         SparseTrainingOptions(algorithm="static", criterion="nope").resolve(config)
-    from tests.test_sparse_training import program
+    from tests.test_sparse_training import flags, program
 
     args = program.parser().parse_args(["--algorithm", "static", "--criterion", "random", "--sparsity", "0.8"])
-    options = program.options_of(args).resolve(config)
+    options = flags.options_of(args, SparseTrainingOptions).resolve(config)
     assert (options.algorithm, options.criterion, options.distribution) == ("static", "random", "global")

@@ -14,6 +14,7 @@ from jsnn import tensorboard
 from jsnn.metrics import append_epoch
 from jsnn.runs import imp
 from jsnn.runs.outputs import Outputs
+from jsnn.runs.run import Run
 
 
 def crc32c(data: bytes) -> int:
@@ -90,7 +91,8 @@ def test_an_imp_run_writes_every_epoch_of_every_round(digits_imp, tmp_path):
     round's last epoch the SynOps equal the round's cost report (the same count on the same ticket)."""
     _, config, _, trainer = digits_imp
     options = imp.IMPOptions(rounds=2, rewind_epoch=1).resolve(config)
-    results = imp.imp_run(config, options, str(tmp_path), trainer=trainer, outputs=Outputs(plots=False)).execute()
+    results = Run(imp.IMPPlan(config, options), config, str(tmp_path), trainer=trainer,
+                  outputs=Outputs(plots=False)).execute()
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in records] == [0, 0, 1, 1]
     for k in (0, 1):

@@ -6,27 +6,23 @@
 """
 from __future__ import annotations
 
-import argparse
+import functools
 import os
 
-from flags import add_training_flags, parse_args, run_cleanly, run_outputs, start_run, training_config
+from flags import begin, method_parser, run_cleanly, run_outputs
 
 from jsnn.metrics import log
-from jsnn.runs.dense import train_dense
+from jsnn.runs.outputs import RunHooks
+from jsnn.runs.registry import run_method
+
+METHOD = "dense"
+parser = functools.partial(method_parser, METHOD, __doc__)  # the method's flags, then TrainConfig's
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_training_flags(p)
-    return p
-
-
-def main():
-    args = parse_args(parser(), method="dense")
-    start_run(args)
-    config = training_config(args, "dense")
+def main(argv=None, hooks: RunHooks = RunHooks()):
+    args, config, options = begin(parser(), argv, METHOD)
     workdir = args.workdir or os.path.join("runs", f"dense_{config.dataset}_{config.model}")
-    entry = train_dense(config, workdir, outputs=run_outputs(args))
+    entry = run_method(METHOD, config, options, workdir, outputs=run_outputs(args), hooks=hooks)["runs"][0]
     log(f"dense {config.model} on {config.dataset}: test accuracy {entry['test_accuracy']:.4f}")
 
 

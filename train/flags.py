@@ -16,6 +16,18 @@ in ``TrainConfig``). ``--config.KEY=VALUE`` overrides one value (dots for nested
 against the type the file gives it. Precedence, lowest first: the dataset's preset, the config
 file, its ``--config.KEY`` overrides, explicit flags (``--config configs/x.py --epochs 1``
 runs one epoch of experiment x).
+
+Why not ``ml_collections.config_flags`` (tried with ml_collections as pinned here): it is an absl flag.
+The programs' flags are argparse's (generated from TrainConfig and the methods' options), so it would
+parse with a FlagValues of its own and ``known_only=True``; there ``--config PATH`` loads (``PATH:ARG``
+too), but ``--config.KEY=VALUE`` is neither applied nor refused (it comes back as an unknown argument;
+without ``known_only`` it is "Unknown command line flag 'config.lr'"), because its override flags are
+made for the process's own absl parse. Moving every program to absl would keep none of what this file
+adds either: a file's values checked against each flag's type and registry choices, with one line
+("the config's model must be one of ..."), the neuron's settings under ``lif`` mapped to their flat
+flags, a file made for another method refused, and explicit flags winning over the file. So the file is
+loaded and overridden here (``load_config_file``, ``override``: about 60 lines) and its values become
+the parser's defaults (``config_defaults``).
 """
 from __future__ import annotations
 
@@ -40,6 +52,7 @@ from jsnn.models import MODELS
 from jsnn.parallel import DISTRIBUTED_MODES, initialize_distributed
 from jsnn.preemption import take_signals_back
 from jsnn.runs.outputs import Outputs
+from jsnn.runs.registry import get_method
 from jsnn.sparsity import distributions
 from jsnn.sparsity.criteria import CRITERIA
 from jsnn.surrogate import surrogate_names
@@ -100,6 +113,8 @@ def add_config_flag(group, field: dataclasses.Field, owner: type, default: Any =
     kwargs: dict[str, Any] = {"dest": field.name}
     if meta.get("help"):
         kwargs["help"] = meta["help"]
+    if meta.get("metavar"):
+        kwargs["metavar"] = meta["metavar"]
     value_type = _value_type(owner, field.name)
     if value_type is bool:
         if default is None:  # unset: a preset decides; --X / --no-X
@@ -107,8 +122,25 @@ def add_config_flag(group, field: dataclasses.Field, owner: type, default: Any =
         else:  # --no-X turns off what is on by default, --X turns on what is off
             kwargs.update(action="store_false" if default else "store_true")
     else:
-        kwargs.update(type=value_type, default=default, choices=choices_of(meta.get("choices")))
+        parse = meta.get("parse") or (floats if typing.get_origin(value_type) is tuple else value_type)
+        kwargs.update(type=parse, default=default, choices=choices_of(meta.get("choices")))
     group.add_argument(*names, **kwargs)
+
+
+def add_option_flags(p: argparse.ArgumentParser, options: type, title: str, description: str | None = None) -> None:
+    """One flag per field of a method's options dataclass (its ``setting`` metadata), as for TrainConfig's;
+    fields without a group of their own go under ``title``."""
+    groups: dict[str, Any] = {}
+    for f in dataclasses.fields(options):
+        name = f.metadata.get("group", title)
+        if name not in groups:
+            groups[name] = p.add_argument_group(name, description if not groups else None)
+        add_config_flag(groups[name], f, options)
+
+
+def options_of(args: argparse.Namespace, options: type):
+    """The method's options dataclass from its flags (``add_option_flags``)."""
+    return options(**{f.name: getattr(args, f.name) for f in dataclasses.fields(options)})
 
 
 def add_training_flags(p: argparse.ArgumentParser, default_dataset: str = "digits") -> None:
@@ -247,6 +279,8 @@ def _coerce(action: argparse.Action, value: Any) -> Any:
 def config_defaults(parser: argparse.ArgumentParser, config: ml_collections.ConfigDict) -> dict[str, Any]:
     """{flag dest: value} for each value of the config (the neuron's under ``lif``), checked against its flag."""
     actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
+    # a key may also be the flag's own name where it is not the field's (``sparsity`` for --sparsity)
+    by_flag = {o[2:].replace("-", "_"): a for a in actions.values() for o in a.option_strings if o.startswith("--")}
     flat: dict[str, Any] = {}
     for key, value in config.items():
         if key == "lif" and isinstance(value, ml_collections.ConfigDict):
@@ -258,10 +292,11 @@ def config_defaults(parser: argparse.ArgumentParser, config: ml_collections.Conf
             flat[key] = value
     out = {}
     for key, value in flat.items():
-        if key not in actions:
+        action = actions.get(key) or by_flag.get(key)
+        if action is None:
             raise ValueError(f"the config's {key!r} is no flag of this program")
         try:
-            out[key] = _coerce(actions[key], value)
+            out[action.dest] = _coerce(action, value)
         except (argparse.ArgumentTypeError, TypeError, ValueError) as e:
             raise ValueError(f"the config's {key} {e}") from None
     return out
@@ -313,6 +348,33 @@ def run_outputs(args: argparse.Namespace) -> Outputs:
 def training_config(args: argparse.Namespace, method: str) -> TrainConfig:
     names = {f.name for f in config_fields()}
     return TrainConfig(**{k: v for k, v in vars(args).items() if k in names}).resolve(method)
+
+
+# ------------------------------------------------------------------ a program over the method registry
+
+def method_parser(method: str, description: str | None, default_dataset: str = "digits") -> argparse.ArgumentParser:
+    """The flags of a program that runs ``method`` (jsnn/runs/registry.py): its options' then TrainConfig's."""
+    entry = get_method(method)
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_option_flags(p, entry.options, entry.name, entry.summary)
+    add_training_flags(p, default_dataset)
+    return p
+
+
+def begin(parser: argparse.ArgumentParser, argv: Sequence[str] | None, method: str):
+    """What a program's main does first: (args, config, options) from ``argv`` (``parse_args``), the process
+    started (``start_run``)."""
+    args = parse_args(parser, argv, method=method)
+    start_run(args)
+    return (args, *method_settings(args, method))
+
+
+def method_settings(args: argparse.Namespace, method: str) -> tuple[TrainConfig, Any]:
+    """(TrainConfig at the method's presets, the method's options resolved against it) from the flags."""
+    entry = get_method(method)
+    config = training_config(args, entry.preset)
+    options = options_of(args, entry.options)
+    return config, options.resolve(config)
 
 
 # a full disk, a quota, a file too large, a read-only or failing file system

@@ -1,4 +1,4 @@
-"""The paper's theory, checked by measurement (SPEC §6; issue #7 parts 1-3).
+"""The paper's theory, checked by measurement (paper Sec. 3-4: crisis probability, spike flips, strong LTH).
 
     python train/theory.py --workdir /tmp/theory            # all three
     python train/theory.py --workdir /tmp/theory crisis     # Eq. 6, Lemma 3.2-3.4, Theorem 3.5

@@ -15,7 +15,7 @@ channel-first layout (C, H, W):
 - **LIF** per spiking layer (``lif_to_nir``). NIR's LIF is continuous-time,
   ``tau dv/dt = (v_leak - v) + r I``, spike when ``v > v_threshold``, then ``v = v_reset``.
   Both importers step it with forward Euler at a time step dt:
-  ``v[t] = v[t-1] + (dt / tau) (v_leak - v[t-1] + r I[t])``. jsnn's neuron (SPEC §1) is
+  ``v[t] = v[t-1] + (dt / tau) (v_leak - v[t-1] + r I[t])``. jsnn's neuron (U = beta H + X, hard reset to 0) is
   ``U[t] = H[t-1] + X[t]``, spike when ``U >= theta``, ``H = V_reset`` after a spike,
   else ``beta U``. With
 

@@ -26,8 +26,8 @@ from jsnn.models.vgg import (
 )
 
 MODELS = {
-    "vgg16": functools.partial(SpikingVGG, plan=VGG16_PLAN),  # SNN-VGG-16, SPEC §2
-    "resnet19": SpikingResNet,  # Res-SNN-19, SPEC §2
+    "vgg16": functools.partial(SpikingVGG, plan=VGG16_PLAN),  # SNN-VGG-16 (13 convs, 5 pools, linear 512 -> classes)
+    "resnet19": SpikingResNet,  # Res-SNN-19 (Kim et al.'s code)
     "vgg_small": functools.partial(SpikingVGG, plan=VGG_SMALL_PLAN),  # benchmarks' workload (a)
     "digits_cnn": functools.partial(SpikingVGG, plan=DIGITS_PLAN),  # offline digits default
     "vgg11": functools.partial(SpikingVGG, plan=VGG11_PLAN),  # DVS Gesture / CIFAR10-DVS presets (jsnn/config.py)

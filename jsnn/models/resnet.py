@@ -1,4 +1,4 @@
-"""Res-SNN-19 as in Kim et al.'s code (SPEC §2)."""
+"""Res-SNN-19 as in Kim et al.'s code: a stem and stages of [3, 3, 2] basic blocks (128, 256, 512 channels)."""
 from __future__ import annotations
 
 from typing import ClassVar, Sequence

@@ -1,5 +1,5 @@
-"""Plain spiking VGG stacks: SNN-VGG-16 (SPEC §2), TET's VGGSNN, Shi et al.'s CIFAR-10 network, and
-smaller ones built the same way."""
+"""Plain spiking VGG stacks: SNN-VGG-16 (13 3x3 convs, conv -> BN -> LIF), TET's VGGSNN, Shi et al.'s
+CIFAR-10 network, and smaller ones built the same way."""
 from __future__ import annotations
 
 from typing import ClassVar, Sequence

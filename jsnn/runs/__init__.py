@@ -4,15 +4,15 @@ Everything in jsnn/ below this package knows nothing of workdirs, results files 
 everything here imports only downward (and within the package, in this order):
 
     lock.py       one run per workdir (the standard library only)
-    workdir.py    the workdir contract: files, signature, claim (with the lock)
+    workdir.py    the workdir contract: files, the one rule for the signature and for config.json, the claim
     outputs.py    what a run writes besides results, hooks that see its phases
     tickets.py    where tickets go, writing them and their cost pass
     segment.py    data/model/trainer set-up and resumable training segments
     results.py    reading results back: labels, comparison figures
-    run.py        one run of any method: the Plan protocol and Run
+    run.py        one run of any method: the Plan base class (its defaults) and Run
     controls.py   the lottery-ticket controls (IMP's collaborator)
     early_bird.py early-bird search (IMP's collaborator)
-    dense.py, edge_popup.py, imp.py   the methods
-    registry.py   methods by name
+    dense.py, edge_popup.py, imp.py, sparse_training.py, energy.py   the methods (options, Plan, run)
+    registry.py   methods by name: run_method, what every program in train/ calls
     report.py     the cost report of a finished run
 """

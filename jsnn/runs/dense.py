@@ -10,7 +10,7 @@ from jsnn import plots
 from jsnn.config import TrainConfig
 from jsnn.methods import MaskedTraining
 from jsnn.runs.outputs import Outputs, RunHooks
-from jsnn.runs.run import OneSegmentPlan, Run
+from jsnn.runs.run import Plan, Run
 from jsnn.runs.workdir import run_signature
 from jsnn.trainer import Trainer
 from jsnn.variables import init_variables
@@ -28,33 +28,26 @@ def dense_signature(config: TrainConfig) -> dict:
     return run_signature("dense", config)
 
 
-class DensePlan(OneSegmentPlan):
+class DensePlan(Plan):
     """One segment of weight training, no masks (all-ones)."""
 
     name, label = "dense", "dense (weights trained)"
-
-    def __init__(self, config: TrainConfig, options: DenseOptions = DenseOptions()):
-        self.config, self.options = config, options
-        self.signature = dense_signature(config)
-        self.method = MaskedTraining()
+    method = MaskedTraining()
 
     def setup(self, run: Run):
         variables = init_variables(run.model, jax.random.key(self.config.seed), (1,) + run.dataset.image_shape)
-        return run.trainer.new_state(variables, {}, self.method, self.config.seed)
-
-    def entry(self, run: Run, state, segment):
-        return {"sparsity": run.trainer.sparsity(state, self.method), "epochs": self.config.epochs}
+        return run.new_state(variables, {}, self.method)
 
     def figures(self, run: Run, results):
         plots.training_curves(run.metrics(), os.path.join(run.workdir, "training_curves.png"), title="dense SNN")
 
 
-def run_dense(config: TrainConfig, workdir: str, *, trainer: Trainer | None = None, outputs: Outputs = Outputs(),
-              hooks: RunHooks = RunHooks()) -> dict:
+def run(config: TrainConfig, options: DenseOptions, workdir: str, *, trainer: Trainer | None = None,
+        outputs: Outputs = Outputs(), hooks: RunHooks = RunHooks()) -> dict:
     """Trains the weights of a dense SNN (resumable); returns results.json's dict."""
-    return Run(DensePlan(config), config, workdir, trainer=trainer, outputs=outputs, hooks=hooks).execute()
+    return Run(DensePlan(config, options), config, workdir, trainer=trainer, outputs=outputs, hooks=hooks).execute()
 
 
 def train_dense(config: TrainConfig, workdir: str, **kw) -> dict:
-    """``run_dense``'s one results entry."""
-    return run_dense(config, workdir, **kw)["runs"][0]
+    """The one results entry of the dense run in ``workdir``."""
+    return run(config, DenseOptions(), workdir, **kw)["runs"][0]

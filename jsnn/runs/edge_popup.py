@@ -1,4 +1,4 @@
-"""Edge-popup over a list of sparsities (paper Sec. 5, SPEC §3): one resumable run per level.
+"""Edge-popup over a list of sparsities (paper Sec. 5): one resumable run per level.
 
 Each level trains only the scores of a randomly initialised SNN whose weights
 never change, in WORKDIR/sparsity_0.50/ etc.; WORKDIR/results.json collects
@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from jsnn import plots
-from jsnn.config import TrainConfig
+from jsnn.config import EDGE_POPUP_SPARSITIES, TrainConfig, setting, with_option_presets
 from jsnn.methods import EdgePopup, MaskedTraining
 from jsnn.metrics import log, read_json, write_json
 from jsnn.parallel import put_replicated
@@ -22,16 +22,16 @@ from jsnn.runs.controls import RESEED
 from jsnn.runs.dense import dense_signature, train_dense
 from jsnn.runs.outputs import Outputs, RunHooks
 from jsnn.runs.results import entries_figure
-from jsnn.runs.run import OneSegmentPlan, Run
-from jsnn.runs.segment import prepare
+from jsnn.runs.run import Plan, Run
+from jsnn.runs.segment import build_trainer
 from jsnn.runs.tickets import level_dir
 from jsnn.runs.workdir import (
     CONFIG,
     RESULTS,
     check_same_run,
     claim_workdir,
-    finished_results,
     release_workdir,
+    run_record,
     run_signature,
 )
 from jsnn.sparsity import distributions, patterns
@@ -41,31 +41,51 @@ from jsnn.sparsity.stats import recalibrate_batch_stats
 from jsnn.trainer import Trainer
 from jsnn.variables import init_variables, kernels, named_kernels
 
-LABEL = "edge-popup"
+NAME, LABEL = "edge_popup", "edge-popup"
+
+
+GROUP = "edge-popup"
+_LEVELS = {family: ",".join(f"{s:g}" for s in v) for family, v in EDGE_POPUP_SPARSITIES.items()}
 
 
 @dataclasses.dataclass(frozen=True)
 class EdgePopupOptions:
-    sparsities: tuple[float, ...] = (0.5,)  # fraction REMOVED per layer (0.9 keeps 10%)
-    dense_encoding: bool = False  # keep the first (encoding) layer dense; edge-popup masks it by default
-    dense_classifier: bool = False  # keep the last linear layer dense
-    dense_baseline: str | None = None  # "train": train one in WORKDIR/dense; or a directory holding results.json
-    distribution: str = "uniform"  # per-layer targets: uniform (edge-popup's) or erk (jsnn/sparsity/distributions.py)
-    control: str | None = None  # "random": a random mask of each level's per-layer sparsity, same frozen weights,
-    #                             BN statistics recalibrated on training data: the floor the search must beat
+    """Edge-popup's own settings; ``train/edge_popup.py`` has one flag per field (``train/flags.py``)."""
+
+    # fraction REMOVED per layer (0.9 keeps 10%); None: the dataset's levels (METHOD_PRESETS), or N:M's one level
+    sparsities: tuple[float, ...] | None = setting(
+        None, "fraction of weights REMOVED per layer, one value or a list (default: digits "
+        f"{_LEVELS['digits']}; CIFAR {_LEVELS['cifar']}, the paper's sweep)", group=GROUP, flag="--sparsity")
+    dense_encoding: bool = setting(False, "keep the first conv dense", group=GROUP)  # edge-popup masks it by default
+    dense_classifier: bool = setting(False, "keep the last linear layer dense", group=GROUP)
+    # "train": train one in WORKDIR/dense; or a directory holding results.json
+    dense_baseline: str | None = setting(None, "'train' to train the dense network too, or its workdir", group=GROUP)
+    # per-layer targets: uniform (edge-popup's) or erk (jsnn/sparsity/distributions.py)
+    distribution: str = setting("uniform", "per-layer sparsity: uniform (edge-popup's) or erk (Evci et al. 2020) at "
+                                "the same total", group=GROUP, choices="shape_distributions")
+    # "random": a random mask of each level's per-layer sparsity, same frozen weights, BN statistics recalibrated
+    # on training data: the floor the search must beat
+    control: str | None = setting(None, "random: no search; a random mask of each level's per-layer sparsity on the "
+                                  "same frozen weights, BN statistics recalibrated on the training set (the floor "
+                                  "the search must beat)", group=GROUP, choices=("random",))
     # the pattern the top-k keeps (jsnn/sparsity/patterns.py): unstructured | channel (each layer's count rounded
     # to whole output channels) | N:M (e.g. 2:4: every masked layer at n / m, so the one level is 1 - n/m).
     # In the signature only when not unstructured (older runs keep theirs)
-    sparsity_type: str = patterns.UNSTRUCTURED
+    sparsity_type: str = setting(
+        patterns.UNSTRUCTURED, "the pattern the top-k keeps: unstructured (any weights), channel (whole output "
+        "channels; each layer's count rounded to whole channels) or N:M, e.g. 2:4 (n of every m weights along the "
+        "input axis; one level, --sparsity 1 - n/m, the default then)", group=GROUP, parse=patterns.flag_value,
+        metavar="|".join(patterns.sparsity_type_names()))
 
     # not part of a level's signature: a sweep may add levels, and the baseline is only a reference line
     RUN_CONTROL = ("sparsities", "dense_baseline")
 
     def __post_init__(self):
-        if not self.sparsities:
-            raise ValueError("give at least one sparsity")
-        for s in self.sparsities:
-            check_sparsity(s)
+        if self.sparsities is not None:
+            if not self.sparsities:
+                raise ValueError("give at least one sparsity")
+            for s in self.sparsities:
+                check_sparsity(s)
         if self.distribution not in distributions.SHAPE_DENSITIES:
             raise ValueError(f"edge-popup's per-layer targets come from the layer shapes: --distribution must be "
                              f"one of {sorted(distributions.SHAPE_DENSITIES)}, got {self.distribution!r}")
@@ -74,7 +94,7 @@ class EdgePopupOptions:
         object.__setattr__(self, "sparsity_type", patterns.canonical(self.sparsity_type))
         fixed = patterns.fixed_density(self.sparsity_type)
         if fixed is not None:
-            if any(abs(s - (1.0 - fixed)) > 1e-9 for s in self.sparsities):
+            if self.sparsities is not None and any(abs(s - (1.0 - fixed)) > 1e-9 for s in self.sparsities):
                 kept = self.sparsity_type.replace(":", " of ")
                 raise ValueError(f"--sparsity-type {self.sparsity_type} keeps {kept} weights in every masked layer: "
                                  f"its one level is --sparsity {1.0 - fixed:g}, got "
@@ -82,6 +102,20 @@ class EdgePopupOptions:
             if self.distribution != "uniform":
                 raise ValueError(f"--sparsity-type {self.sparsity_type} fixes each layer's density; "
                                  f"--distribution {self.distribution} does not apply")
+
+    def resolve(self, config: TrainConfig) -> "EdgePopupOptions":
+        """The levels filled in: N:M's one level, else the dataset's preset."""
+        if self.sparsities is not None:
+            return self
+        fixed = patterns.fixed_density(self.sparsity_type)
+        if fixed is not None:
+            return dataclasses.replace(self, sparsities=(1.0 - fixed,))
+        return with_option_presets(self, "edge_popup", config.dataset)
+
+    def unrecorded(self) -> tuple[str, ...]:
+        """The fields left out of the signature and config.json: the sparsity type when unstructured (runs of
+        it keep the signatures they had before sparsity types existed)."""
+        return ("sparsity_type",) if self.sparsity_type == patterns.UNSTRUCTURED else ()
 
 
 def layer_targets(model, weights, sparsity: float, options: EdgePopupOptions) -> tuple:
@@ -93,12 +127,12 @@ def layer_targets(model, weights, sparsity: float, options: EdgePopupOptions) ->
 
 
 def level_signature(config: TrainConfig, options: EdgePopupOptions, sparsity: float) -> dict:
-    """A level's signature; the sparsity type enters only when it is not unstructured."""
-    return patterns.without_default(run_signature("edge_popup", config, options, sparsity=sparsity))
+    """A level's signature (the sparsity type enters only when it is not unstructured)."""
+    return run_signature(NAME, config, options, sparsity=sparsity)
 
 
 def sweep_signature(config: TrainConfig, options: EdgePopupOptions) -> dict:
-    return patterns.without_default(run_signature("edge_popup", config, options))
+    return run_signature(NAME, config, options)
 
 
 def edge_popup_method(model, weights, sparsity: float, options: EdgePopupOptions) -> EdgePopup:
@@ -112,16 +146,19 @@ def check_level_pattern(method: EdgePopup, masks) -> None:
         patterns.check_pattern(masks, method.sparsity_type, dense={n for n, s in method.sparsities if s == 0.0})
 
 
-class EdgePopupLevel(OneSegmentPlan):
+class EdgePopupLevel(Plan):
     """One sparsity level: one segment training the scores of frozen random weights."""
 
-    name, label = "edge_popup", LABEL
+    name, label = NAME, LABEL
+    method: EdgePopup | None = None
 
     def __init__(self, config: TrainConfig, options: EdgePopupOptions, sparsity: float):
-        self.config, self.options, self.sparsity = config, options, sparsity
-        self.signature = level_signature(config, options, sparsity)
-        self.method: EdgePopup | None = None
+        super().__init__(config, options)
+        self.sparsity = sparsity
         self.initial_weights = None
+
+    def signature_fields(self) -> dict:
+        return {"sparsity": self.sparsity}
 
     def setup(self, run: Run):
         key_weights, key_scores = jax.random.split(jax.random.key(self.config.seed))
@@ -133,7 +170,7 @@ class EdgePopupLevel(OneSegmentPlan):
         if note:
             log(note)
         self.initial_weights = jax.tree.map(np.array, variables.weights)  # host copy: the step donates its input
-        return run.trainer.new_state(variables, scores, self.method, self.config.seed)
+        return run.new_state(variables, scores, self.method)
 
     def segment_label(self, segment):
         return {"sparsity_target": self.sparsity}
@@ -154,55 +191,49 @@ class EdgePopupLevel(OneSegmentPlan):
                               title=f"edge-popup, sparsity {self.sparsity:.2f}")
 
 
-def run_level(config: TrainConfig, workdir: str, sparsity: float, options: EdgePopupOptions,
-              trainer: Trainer | None = None, *, outputs: Outputs = Outputs(), hooks: RunHooks = RunHooks()) -> dict:
-    """Searches one sparsity level in WORKDIR/sparsity_S; returns its results entry."""
-    out_dir = level_dir(workdir, sparsity)
-    if options.control == "random":
-        return random_floor(config, out_dir, sparsity, options, trainer)
-    plan = EdgePopupLevel(config, options, sparsity)
-    return Run(plan, config, out_dir, trainer=trainer, outputs=outputs, hooks=hooks).execute()["runs"][0]
-
-
-def random_floor(config: TrainConfig, out_dir: str, sparsity: float, options: EdgePopupOptions,
-                 trainer: Trainer | None = None) -> dict:
+class RandomFloor(EdgePopupLevel):
     """The level's random-mask control: the search's frozen weights under a uniformly random mask with
     the level's per-layer kept counts (edge-popup's top-k of i.i.d. random scores), BN running
-    statistics recalibrated on the training set; nothing is trained."""
-    sig = level_signature(config, options, sparsity)
-    done = finished_results(out_dir, sig)
-    if done is not None:
-        log(f"sparsity {sparsity:.2f}: already complete in {out_dir}")
-        return done["runs"][0]
-    if trainer is None:
-        _, _, trainer = prepare(config, out_dir, sig)
-    else:
-        claim_workdir(out_dir, sig, config.to_dict())
-    try:
-        return _random_floor_entry(config, out_dir, sparsity, options, trainer, sig)
-    finally:
-        release_workdir(out_dir)
+    statistics recalibrated on the training set; nothing is trained, and no ticket is written."""
 
-
-def _random_floor_entry(config, out_dir, sparsity, options, trainer, sig) -> dict:
-    key_weights, _ = jax.random.split(jax.random.key(config.seed))
-    variables = init_variables(trainer.model, key_weights, (1,) + trainer.dataset.image_shape)
-    method = edge_popup_method(trainer.model, variables.weights, sparsity, options)
-    key = jax.random.fold_in(jax.random.key(config.seed + RESEED), int(round(sparsity * 1e6)))
-    random_scores = init_scores(key, kernels(variables.weights))
-    masks = method.effective_masks(None, random_scores)
-    check_level_pattern(method, masks)
-    fixed = MaskedTraining(trainable=())
-    state = trainer.new_state(variables._replace(masks=masks), {}, fixed, config.seed)
-    state = state.replace(batch_stats=recalibrate_batch_stats(trainer, state, fixed, seed=config.seed))
-    state = put_replicated(trainer.mesh, state)
     label = f"{LABEL}, random-mask floor"
-    entry = {"sparsity_target": sparsity, "sparsity": sparsity_of(masks), "layer_sparsity": layer_sparsity_of(masks),
-             **trainer.evaluate(state, fixed), "control": "random", "epochs": 0,
-             "label": f"sparsity {sparsity:.2f}", "method_label": label}
-    write_json(os.path.join(out_dir, RESULTS), {"method": "edge_popup", "label": label, "control": "random",
-                                               "runs": [entry], "signature": sig})
-    return entry
+    method = MaskedTraining(trainable=())  # the fixed random mask: nothing trained
+
+    def setup(self, run: Run):
+        key_weights, _ = jax.random.split(jax.random.key(self.config.seed))
+        variables = init_variables(run.model, key_weights, (1,) + run.dataset.image_shape)
+        search = edge_popup_method(run.model, variables.weights, self.sparsity, self.options)
+        key = jax.random.fold_in(jax.random.key(self.config.seed + RESEED), int(round(self.sparsity * 1e6)))
+        masks = search.effective_masks(None, init_scores(key, kernels(variables.weights)))
+        check_level_pattern(search, masks)
+        return run.new_state(variables._replace(masks=masks), {}, self.method)
+
+    def train(self, run: Run, state, start, partial_epoch):
+        stats = recalibrate_batch_stats(run.trainer, state, self.method, seed=self.config.seed)
+        return put_replicated(run.trainer.mesh, state.replace(batch_stats=stats))
+
+    def entry(self, run: Run, state, segment):
+        masks = jax.tree.map(np.asarray, state.masks)
+        return {"sparsity_target": self.sparsity, "sparsity": sparsity_of(masks),
+                "layer_sparsity": layer_sparsity_of(masks), "control": "random", "epochs": 0}
+
+    def ticket_path(self, run: Run, segment):
+        return None
+
+    def results_fields(self):
+        return {"control": "random"}
+
+    def figures(self, run: Run, results):
+        pass
+
+
+def run_level(config: TrainConfig, workdir: str, sparsity: float, options: EdgePopupOptions,
+              trainer: Trainer | None = None, *, outputs: Outputs = Outputs(), hooks: RunHooks = RunHooks()) -> dict:
+    """Searches one sparsity level (or, with ``options.control``, takes its random floor) in WORKDIR/sparsity_S;
+    returns its results entry."""
+    plan = (RandomFloor if options.control == "random" else EdgePopupLevel)(config, options, sparsity)
+    return Run(plan, config, level_dir(workdir, sparsity), trainer=trainer, outputs=outputs,
+               hooks=hooks).execute()["runs"][0]
 
 
 # What makes a dense network the same architecture as the one it is the baseline for.
@@ -235,29 +266,29 @@ def sweep_label(config: TrainConfig, options: EdgePopupOptions) -> str:
     return f"{LABEL} ({config.model}){kind}{', random-mask floor' if options.control else ''}"
 
 
-def run(config: TrainConfig, workdir: str, options: EdgePopupOptions, *, trainer: Trainer | None = None,
+def run(config: TrainConfig, options: EdgePopupOptions, workdir: str, *, trainer: Trainer | None = None,
         outputs: Outputs = Outputs(), hooks: RunHooks = RunHooks()) -> dict:
-    """The whole sweep; returns (and writes) WORKDIR/results.json."""
-    try:
-        return _sweep(config, workdir, options, trainer, outputs, hooks)
-    finally:
-        release_workdir(workdir)  # held if this sweep trained a level (``prepare`` claims the sweep's workdir)
-
-
-def _sweep(config, workdir, options, trainer, outputs, hooks) -> dict:
+    """The whole sweep: one ``Run`` per level (``run_level``) in WORKDIR/sparsity_S, then the dense baseline;
+    returns (and writes) WORKDIR/results.json. WORKDIR is held (config.json: the sweep's signature and
+    record) while a level has still to run."""
+    options = options.resolve(config)
     label = sweep_label(config, options)
     runs = []
-    for s in options.sparsities:
-        if trainer is None and read_json(os.path.join(level_dir(workdir, s), RESULTS)) is None:
-            _, _, trainer = prepare(config, workdir, sweep_signature(config, options),
-                                    {"edge_popup": patterns.without_default(dataclasses.asdict(options))})
-        runs.append(run_level(config, workdir, s, options, trainer, outputs=outputs, hooks=hooks))
-        write_json(os.path.join(workdir, RESULTS), {"method": "edge_popup", "label": label, "runs": runs})
+    try:
+        for s in options.sparsities:
+            if trainer is None and read_json(os.path.join(level_dir(workdir, s), RESULTS)) is None:
+                trainer = build_trainer(config)
+                claim_workdir(workdir, sweep_signature(config, options), run_record(NAME, config, options))
+            runs.append(run_level(config, workdir, s, options, trainer, outputs=outputs, hooks=hooks))
+            write_json(os.path.join(workdir, RESULTS), {"method": NAME, "label": label, "runs": runs})
+    finally:
+        release_workdir(workdir)
     baseline = dense_baseline(config, workdir, options.dense_baseline, outputs=outputs, hooks=hooks)
-    results = patterns.without_default(
-        {"method": "edge_popup", "label": label, "dataset": config.dataset, "model": config.model, "runs": runs,
-         "dense_baseline": baseline, "control": options.control, "distribution": options.distribution,
-         "sparsity_type": options.sparsity_type})
+    results = {"method": NAME, "label": label, "dataset": config.dataset, "model": config.model, "runs": runs,
+               "dense_baseline": baseline, "control": options.control, "distribution": options.distribution,
+               "sparsity_type": options.sparsity_type}
+    if options.sparsity_type == patterns.UNSTRUCTURED:  # results of the default type keep their keys
+        del results["sparsity_type"]
     hooks.phase("results")
     write_json(os.path.join(workdir, RESULTS), results)
     if outputs.plots:

@@ -27,7 +27,7 @@ Defaults and where they come from (Shi et al.'s reference code, xyshi2000/Unstru
     logit_init 0.5                  Shi et al. start at 0 (sigma = 0.5, and m > 0 prunes all); a small positive
                                     value starts from the dense ticket (sigma(beta0 * 0.5) = 0.92)
     mask_lr                         Shi et al.: Adam 1e-4 (CIFAR-10, 800 epochs), 1e-3 (DVS); digits: 0.01
-                                    (its 330 search steps), ``ENERGY_PRESETS``
+                                    (its 330 search steps), ``jsnn.config.METHOD_PRESETS``
     finetune_epochs                 Shi et al.: 800 + 200 epochs on CIFAR-10 (a quarter); digits 5 after 15
     target_fraction 0.9, lambda_init 0.01, dual_rate 0.05  jsnn's (Shi et al. fix lambda per run instead); lambda
                                     0.1 collapsed 8-epoch digits searches (every logit below 0 at once)
@@ -35,58 +35,61 @@ Defaults and where they come from (Shi et al.'s reference code, xyshi2000/Unstru
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 import jax
 import numpy as np
+import optax
 
 from jsnn import data as jdata
-from jsnn import parallel, plots
-from jsnn.config import TrainConfig, dataset_family
+from jsnn import parallel
+from jsnn.config import ENERGY_PRESETS, TrainConfig, setting, with_option_presets
 from jsnn.efficiency import measure
 from jsnn.metrics import log
 from jsnn.models.description import describe
 from jsnn.objective import preprocess
 from jsnn.runs.outputs import Outputs, RunHooks
-from jsnn.runs.run import Run
+from jsnn.runs.run import Plan, Run
 from jsnn.runs.segment import Position
-from jsnn.runs.sparse_training import OPTIMIZERS, sparse_optimizer, with_optimizer
+from jsnn.runs.sparse_training import OPTIMIZERS, shared_optimizer, with_optimizer  # noqa: F401 (tests)
 from jsnn.runs.tickets import TICKET_FILE, round_path
-from jsnn.runs.workdir import run_signature
 from jsnn.sparsity import energy, energy_training
 from jsnn.sparsity.dynamic import remask, zero_state_at
 from jsnn.sparsity.masks import layer_sparsity_of, sparsity_of
 from jsnn.trainer import TrainState
 from jsnn.variables import Variables, by_name, from_names, init_variables
 
-# the method's own presets by dataset family (mask learning rate, finetune epochs)
-ENERGY_PRESETS = {
-    "cifar": {"mask_lr": 1e-4, "finetune_epochs": 75},  # Shi et al.'s CIFAR-10 mask lr; a quarter of 300 epochs
-    "digits": {"mask_lr": 0.01, "finetune_epochs": 5},
-}
-PHASES = ("search", "finetune")
+GROUP = "energy budget"
+SEGMENTS = ("search", "finetune")  # what each of the run's two segments is (entries' "phase")
 CUT_RANKS = ("magnitude", "logits")
 
 
 @dataclasses.dataclass(frozen=True)
 class EnergyOptions:
-    synops_budget: float | None = None  # SynOps per image the final ticket may need, measured (required)
-    finetune_epochs: int | None = None  # None: the dataset's preset; at most --epochs (the search's)
-    target_fraction: float = 0.9  # the search aims at this fraction of the budget
-    beta0: float = energy.BETA0
-    beta1: float = energy.BETA1
-    mask_lr: float | None = None  # Adam's learning rate for the logits; None: the dataset's preset
-    logit_init: float = 0.5
-    lambda_init: float = 0.01  # the penalty starts near the task loss (0.1 collapsed 8-epoch searches)
-    dual_rate: float = 0.05  # eta of nu <- nu + eta clip(log(S / target), -1, 1), per step
-    optimizer: str = "sgd"  # the weights' optimizer: sgd (the TrainConfig's) | adam | adamw
-    cut_rank: str = "magnitude"  # the budget cut's order within a layer: magnitude (|w|) | logits (the search's)
+    """The energy-budget method's own settings; ``train/energy.py`` has one flag per field."""
+
+    synops_budget: float | None = setting(None, "SynOps per image the final ticket may need, measured on the "
+                                          "training images as the cost report counts them (required)", group=GROUP)
+    finetune_epochs: int | None = setting(None, "epochs of finetuning after the --epochs of search (unset: "
+                                          f"{ENERGY_PRESETS['digits']['finetune_epochs']} on digits; at most "
+                                          "--epochs)", group=GROUP)
+    target_fraction: float = setting(0.9, "the search aims at this fraction of the budget", group=GROUP)
+    beta0: float = setting(energy.BETA0, "the sigmoid temperature at the start of the search", group=GROUP)
+    beta1: float = setting(energy.BETA1, "the sigmoid temperature at its end", group=GROUP)
+    mask_lr: float | None = setting(None, "Adam's learning rate for the logits (unset: the dataset's preset)",
+                                    group=GROUP)
+    logit_init: float = setting(0.5, "the logits' initial value", group=GROUP)
+    # the penalty starts near the task loss (0.1 collapsed 8-epoch searches)
+    lambda_init: float = setting(0.01, "the multiplier's initial value", group=GROUP)
+    dual_rate: float = setting(0.05, "eta of nu <- nu + eta clip(log(S / target), -1, 1), per step", group=GROUP)
+    optimizer: str = setting("sgd", "the weights' optimizer: sgd (the TrainConfig's), adam or adamw", group=GROUP,
+                             choices=OPTIMIZERS)
+    cut_rank: str = setting("magnitude", "the budget cut's order within a layer: magnitude (|w|) or logits (the "
+                            "search's)", group=GROUP, choices=CUT_RANKS)
 
     def resolve(self, config: TrainConfig) -> "EnergyOptions":
-        preset = ENERGY_PRESETS.get(dataset_family(config.dataset), ENERGY_PRESETS["digits"])
-        out = dataclasses.replace(
-            self, finetune_epochs=preset["finetune_epochs"] if self.finetune_epochs is None else self.finetune_epochs,
-            mask_lr=preset["mask_lr"] if self.mask_lr is None else self.mask_lr)
+        out = with_option_presets(self, "energy", config.dataset)
         if out.synops_budget is None or not out.synops_budget > 0:
             raise ValueError(f"--synops-budget must be a number of SynOps per image > 0, got {out.synops_budget}")
         if not 0 <= out.finetune_epochs <= config.epochs:
@@ -127,15 +130,19 @@ def switch_state(state: TrainState, masks, mesh) -> TrainState:
     return parallel.put_replicated(mesh, jax.tree.map(np.asarray, host))
 
 
-class EnergyPlan:
+@functools.lru_cache(maxsize=None)
+def _energy_optimizer(weights: optax.GradientTransformation, mask_lr: float, dual_rate: float):
+    return energy_training.optimizer(weights, mask_lr, dual_rate)
+
+
+class EnergyPlan(Plan):
     """Search, then finetune (module doc); segment k's entry is round k."""
 
     name = "energy"
     segments = 2
 
     def __init__(self, config: TrainConfig, options: EnergyOptions):
-        self.config, self.options = config, options.resolve(config)
-        self.signature = run_signature(self.name, config, self.options)
+        super().__init__(config, options.resolve(config))
         self.label = label(self.options)
         self.segment = 0
         self.repairs: dict = {}  # {"switch" | "final": {"measured": [...], "removed_weights": n}}
@@ -144,24 +151,25 @@ class EnergyPlan:
         self._usage = None  # the jitted per-weight input-spike count, built once
 
     # -- what the run starts from ---------------------------------------------------------------------
+    def optimizer(self, trainer) -> optax.GradientTransformation:
+        """The weights' optimizer (``options.optimizer``) with one schedule over both phases (the finetune goes
+        on with the search's optimizer and its decay), and the logits' Adam and lambda's dual step. One object
+        per setting, so runs sharing a trainer share its compiled steps."""
+        o, cfg = self.options, self.config
+        weights = shared_optimizer(o.optimizer, dataclasses.replace(cfg, epochs=cfg.epochs + o.finetune_epochs),
+                                   trainer.steps_per_epoch)
+        return _energy_optimizer(weights, o.mask_lr, o.dual_rate)
+
     def setup(self, run: Run) -> TrainState:
         o, cfg = self.options, self.config
         steps = run.trainer.steps_per_epoch
-        # one schedule over both phases: the finetune goes on with the search's optimizer and its decay
-        key = ("energy_trainer", o.optimizer, o.finetune_epochs, o.mask_lr, o.dual_rate)
-        if key not in run.trainer.jit_cache:  # kept with the caller's trainer: its runs share the compiled steps
-            weights_opt = sparse_optimizer(o.optimizer, dataclasses.replace(cfg, epochs=cfg.epochs + o.finetune_epochs),
-                                           steps)
-            run.trainer.jit_cache[key] = with_optimizer(run.trainer, energy_training.optimizer(weights_opt, o.mask_lr,
-                                                                                               o.dual_rate))
-        run.trainer = run.trainer.jit_cache[key]
         layers = tuple(describe(run.model, run.dataset.image_shape))
         self.groups = energy.neuron_groups(layers)
         self.search = energy_training.EnergySearch(self.groups, layers, o.target_fraction * o.synops_budget,
                                                    cfg.epochs * steps, o.beta0, o.beta1)
         v = init_variables(run.model, jax.random.key(cfg.seed), (1,) + run.dataset.image_shape)
         scores = energy_training.search_scores(v.masks, self.groups, o.logit_init, o.lambda_init)
-        return run.trainer.new_state(v, scores, self.search, cfg.seed)
+        return run.new_state(v, scores, self.search)
 
     def training(self):
         return self.search if self.segment == 0 else self.finetune
@@ -171,17 +179,8 @@ class EnergyPlan:
         self.segment = meta["position"]["segment"]
         self.repairs = meta.get("energy_repairs", {})
 
-    def checkpoint_like(self, state: TrainState, meta: dict) -> dict:
-        return {}
-
-    def checkpoint_extra(self) -> dict:
-        return {}
-
     def checkpoint_info(self) -> dict:
         return {"energy_repairs": self.repairs}
-
-    def segment_label(self, segment: int) -> dict:
-        return {"round": segment}
 
     # -- training -----------------------------------------------------------------------------------
     def train(self, run: Run, state: TrainState, start: Position, partial_epoch: dict | None) -> TrainState:
@@ -280,7 +279,7 @@ class EnergyPlan:
         masks = jax.device_get(method.effective_masks(state.masks, state.scores))
         removed = energy.removed_channels(masks, run.model, run.dataset.image_shape)
         nu = float(np.asarray(state.scores["log_lambda"]))
-        out = {"round": segment, "phase": PHASES[segment], "sparsity": sparsity_of(masks),
+        out = {"round": segment, "phase": SEGMENTS[segment], "sparsity": sparsity_of(masks),
                "layer_sparsity": layer_sparsity_of(masks), "synops_budget": self.options.synops_budget,
                "lambda": float(np.exp(nu)), "removed_channels": {k: len(v) for k, v in removed.items()},
                "channels": {g.producer: g.channels for g in self.groups},
@@ -302,14 +301,8 @@ class EnergyPlan:
     def results_fields(self) -> dict:
         return {"options": dataclasses.asdict(self.options)}
 
-    def figures(self, run: Run, results) -> None:
-        plots.training_curves(run.metrics(), os.path.join(run.workdir, "training_curves.png"), group_key="round",
-                              title=self.label)
-
 
 def run(config: TrainConfig, options: EnergyOptions, workdir: str, *, trainer=None, outputs: Outputs = Outputs(),
         hooks: RunHooks = RunHooks()) -> dict:
     """One energy-budget run in ``workdir`` (resumable); results.json's dict."""
-    plan = EnergyPlan(config, options)
-    return Run(plan, config, workdir, trainer=trainer, outputs=outputs, hooks=hooks,
-               record={**config.to_dict(), "energy": dataclasses.asdict(plan.options)}).execute()
+    return Run(EnergyPlan(config, options), config, workdir, trainer=trainer, outputs=outputs, hooks=hooks).execute()

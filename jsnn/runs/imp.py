@@ -3,7 +3,7 @@
 Round 0 trains the dense network. Each later round prunes ``prune_rate`` of
 the still-unpruned maskable weights (by the criterion, within the scope),
 rewinds the surviving weights, BN scale/bias and running statistics to the
-rewind point, and trains again with a fresh optimizer (SPEC §4-5).
+rewind point, and trains again with a fresh optimizer; pruned weights stay exactly 0.
 
 Every round is one segment of the run (``runs/run.py``): the training state,
 the masks and the rewind point are checkpointed at epoch ends, every
@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from jsnn import plots
-from jsnn.config import TrainConfig, rewind_epoch_preset
+from jsnn.config import IMP_REWIND_EPOCH, TrainConfig, setting, with_option_presets
 from jsnn.methods import MaskedTraining
 from jsnn.metrics import is_primary, log
 from jsnn.runs import controls
@@ -31,7 +31,7 @@ from jsnn.runs.controls import CONTROLS, TicketSource
 from jsnn.runs.early_bird import EarlyBirdSearch, ones_for
 from jsnn.runs.outputs import Outputs, RunHooks
 from jsnn.runs.results import entries_figure
-from jsnn.runs.run import Run
+from jsnn.runs.run import Plan, Run
 from jsnn.runs.tickets import rewind_path, round_path
 from jsnn.runs.workdir import run_signature
 from jsnn.sparsity import criteria, distributions, patterns
@@ -42,37 +42,63 @@ from jsnn.ticket import save_ticket
 from jsnn.trainer import Trainer, TrainState
 from jsnn.variables import Variables, init_variables, named_kernels
 
+PRUNING, CONTROL = "pruning", "lottery-ticket controls and early-bird tickets"
+_TYPE_HELP = ("unstructured (any weights), channel (whole output channels; each layer's count rounded to whole "
+              "channels) or N:M, e.g. 2:4 (n of every m weights along the input axis")
+
 
 @dataclasses.dataclass(frozen=True)
 class IMPOptions:
-    rounds: int = 15  # counting the dense round 0
-    prune_rate: float = 0.25  # fraction of the remaining weights pruned each round
-    rewind_epoch: int | None = None  # None: 20 for CIFAR (Kim et al.), 2 for digits; 0 = initialisation
-    criterion: str = "magnitude"  # a name in jsnn.sparsity.criteria.CRITERIA: magnitude | sf | snip | random | ...
-    scope: str | None = None  # the sparsity distribution; None: the criterion's (global for magnitude, Kim et al.;
-    #                           matched for sf, SPEC §5)
-    dns: bool = False  # SF-IMP-2: dynamic network surgery on the encoding and linear layers
-    calibration_batches: int = 10  # training batches the SF statistics are collected over (cost < 1% of an epoch)
+    """IMP's own settings; ``train/imp.py`` has one flag per field (``train/flags.py``)."""
+
+    rounds: int = setting(15, "counting the dense round 0 (Kim et al.: 15)", group=PRUNING)
+    prune_rate: float = setting(0.25, "of the remaining weights, per round", group=PRUNING)
+    # None: the dataset's preset (METHOD_PRESETS: 20 for CIFAR, Kim et al.; 2 for digits); 0 = initialisation
+    rewind_epoch: int | None = setting(None, "epoch of round 0 to rewind to (0 = init; unset: CIFAR "
+                                       f"{IMP_REWIND_EPOCH['cifar']}, digits {IMP_REWIND_EPOCH['digits']})",
+                                       group=PRUNING)
+    criterion: str = setting("magnitude", group=PRUNING, choices="criteria")  # jsnn.sparsity.criteria.CRITERIA
+    # the sparsity distribution; None: the criterion's (global for magnitude, Kim et al.; matched for sf: each
+    # layer loses what global magnitude would take and the criterion picks which)
+    scope: str | None = setting(None, "sparsity distribution: global (default for magnitude), uniform, erk, or "
+                                "matched (default for sf: each layer loses what global magnitude would take, the "
+                                "criterion picks which)", group=PRUNING, choices="distributions")
+    dns: bool = setting(False, "SF-IMP-2: dynamic network surgery on encoding/linear layers", group=PRUNING)
+    calibration_batches: int = setting(10, "training batches for the SF firing statistics", group=PRUNING)
     # controls (jsnn/runs/controls.py): each round k >= 1 trains round k's mask of the run in ``ticket_dir`` as
     # reinit (fresh weights), random (a random mask of its per-layer counts, its rewind point) or
     # ticket (that ticket itself, e.g. an early-bird ticket retrained for the full round)
-    control: str | None = None
-    ticket_dir: str | None = None
-    early_bird: bool = False  # stop a round once the mask it would prune to has settled (You et al. 2020)
-    early_bird_window: int = early_bird_rule.WINDOW
-    early_bird_threshold: float = early_bird_rule.THRESHOLD
-    # the pattern each round's masks keep (jsnn/sparsity/patterns.py): unstructured | channel (the distribution's
-    # per-layer count rounded to whole output channels) | N:M (e.g. 2:4: n / m per layer, reached in round 1,
-    # the only pruning round). In the signature only when not unstructured (older runs keep theirs)
-    sparsity_type: str = patterns.UNSTRUCTURED
+    control: str | None = setting(None, "reinit: each round's ticket mask with fresh weights (another seed); random: "
+                                  "a random mask with the ticket's per-layer counts on its rewind point; ticket: the "
+                                  "tickets of --ticket retrained for full rounds. Without --ticket the ticket run "
+                                  "goes to WORKDIR/ticket first", group=CONTROL, choices=CONTROLS)
+    ticket_dir: str | None = setting(None, "the IMP run whose tickets a --control run takes (with --seeds: "
+                                     "WORKDIR/seed_N)", group=CONTROL, flag="--ticket", metavar="WORKDIR")
+    # stop a round once the mask it would prune to has settled (You et al. 2020)
+    early_bird: bool = setting(False, "end each round once the mask pruning would give has settled "
+                               "(You et al. 2020)", group=CONTROL)
+    early_bird_window: int = setting(early_bird_rule.WINDOW, "epochs whose masks must agree (You et al.: 5)",
+                                     group=CONTROL)
+    early_bird_threshold: float = setting(early_bird_rule.THRESHOLD, "largest normalised Hamming distance between "
+                                          "them (You et al.: 0.1)", group=CONTROL)
+    # the pattern each round's masks keep (jsnn/sparsity/patterns.py); N:M is reached in round 1, the only pruning
+    # round. In the signature only when not unstructured (older runs keep theirs)
+    sparsity_type: str = setting(patterns.UNSTRUCTURED, f"the pattern each round's masks keep: {_TYPE_HELP}; "
+                                 "round 1 prunes straight to it, so --rounds 2)", group=PRUNING,
+                                 parse=patterns.flag_value, metavar="|".join(patterns.sparsity_type_names()))
 
     # not part of the run's signature: rerunning with more rounds continues a finished run
     RUN_CONTROL = ("rounds",)
 
+    def unrecorded(self) -> tuple[str, ...]:
+        """The fields left out of the signature and config.json: the sparsity type when unstructured (runs of
+        it keep the signatures they had before sparsity types existed)."""
+        return ("sparsity_type",) if self.sparsity_type == patterns.UNSTRUCTURED else ()
+
     def resolve(self, config: TrainConfig) -> "IMPOptions":
         rewind = self.rewind_epoch
         if rewind is None:  # the preset, never past the end of a short round 0
-            rewind = min(rewind_epoch_preset(config.dataset), config.epochs)
+            rewind = min(with_option_presets(self, "imp", config.dataset).rewind_epoch, config.epochs)
         scope = self.scope or criteria.criterion(self.criterion).distribution
         out = dataclasses.replace(self, rewind_epoch=rewind, scope=scope,
                                   sparsity_type=patterns.canonical(self.sparsity_type))
@@ -126,8 +152,8 @@ def next_masks(scores, masks, options: IMPOptions, round_index: int, magnitudes,
 
 
 def imp_signature(config: TrainConfig, options: IMPOptions) -> dict:
-    """The run's signature; the sparsity type enters only when it is not unstructured."""
-    return patterns.without_default(run_signature("imp", config, options))
+    """The run's signature (the sparsity type enters only when it is not unstructured)."""
+    return run_signature("imp", config, options)
 
 
 def sparsity_target(options: IMPOptions, round_index: int) -> float:
@@ -190,17 +216,15 @@ class ControlRounds:
                                            self.plan.method.dns_layers)
 
 
-class IMPPlan:
+class IMPPlan(Plan):
     """IMP as a plan of ``options.rounds`` segments (``runs/run.py``)."""
 
     name = "imp"
 
     def __init__(self, config: TrainConfig, options: IMPOptions):
-        self.config = config
-        self.options = options.resolve(config)  # idempotent: presets filled, values checked
+        super().__init__(config, options.resolve(config))  # idempotent: presets filled, values checked
         if self.options.control and not self.options.ticket_dir:
             raise ValueError(f"--control {self.options.control} needs the ticket run's workdir (ticket_dir)")
-        self.signature = imp_signature(config, self.options)
         self.segments = self.options.rounds
         self.label = imp_label(self.options)
         self.rounds = ControlRounds(self) if self.options.control else PruneAndRewind(self)
@@ -221,12 +245,9 @@ class IMPPlan:
             self.search = EarlyBirdSearch(self.options.early_bird_window, self.options.early_bird_threshold,
                                           revivable, self.config.epochs,
                                           lambda state, next_round: self.would_be_masks(run, state, next_round))
-        state = run.trainer.new_state(self.variables, {}, self.method, self.config.seed)
+        state = run.new_state(self.variables, {}, self.method)
         self.rewind = rewind_point(state) if self.options.rewind_epoch == 0 else None
         return state
-
-    def training(self) -> MaskedTraining:
-        return self.method
 
     # -- checkpointed -------------------------------------------------------------------------
     def checkpoint_extra(self) -> dict:
@@ -247,7 +268,7 @@ class IMPPlan:
 
     # -- the rounds ---------------------------------------------------------------------------
     def segment_label(self, segment: int) -> dict:
-        return {"round": segment}
+        return {"round": segment}  # a run of one round too (its metrics and tickets are round 0's)
 
     def train(self, run: Run, state: TrainState, start, partial_epoch) -> TrainState:
         """Trains round ``start.segment`` from ``start``; round 0 records the rewind point."""
@@ -284,7 +305,7 @@ class IMPPlan:
         """Round ``segment``'s variables (pruned and rewound, or the control's), a fresh optimizer."""
         v = self.rounds.round_variables(run, state, segment)
         state = state.replace(weights=v.weights, masks=v.masks, bn=v.bn, batch_stats=v.batch_stats)
-        return run.trainer.fresh_optimizer(state, self.method, self.config.seed + segment)
+        return run.fresh_optimizer(state, self.method, self.config.seed + segment)
 
     # -- pruning ------------------------------------------------------------------------------
     def scores(self, run: Run, state: TrainState, trained_round: int | None = None, save: bool = True) -> dict:
@@ -309,10 +330,9 @@ class IMPPlan:
     # -- results ------------------------------------------------------------------------------
     def results_fields(self) -> dict:
         o, c = self.options, self.config
-        return patterns.without_default(
-            {"criterion": o.criterion, "dns": o.dns, "scope": o.scope, "dataset": c.dataset, "model": c.model,
-             "seed": c.seed, "control": o.control, "ticket_dir": o.ticket_dir, "early_bird": o.early_bird,
-             "sparsity_type": o.sparsity_type})
+        kind = {"sparsity_type": o.sparsity_type} if o.sparsity_type != patterns.UNSTRUCTURED else {}
+        return {"criterion": o.criterion, "dns": o.dns, "scope": o.scope, "dataset": c.dataset, "model": c.model,
+                "seed": c.seed, "control": o.control, "ticket_dir": o.ticket_dir, "early_bird": o.early_bird, **kind}
 
     def figures(self, run: Run, results: dict) -> None:
         title = f"{self.label} on {self.config.dataset}"
@@ -325,20 +345,12 @@ class IMPPlan:
                               title=self.label)
 
 
-def imp_run(config: TrainConfig, options: IMPOptions, workdir: str, *, trainer: Trainer | None = None,
-            outputs: Outputs = Outputs(), hooks: RunHooks = RunHooks()) -> Run:
-    """One IMP run (one criterion, one seed) in one workdir, ready to ``execute()``."""
-    plan = IMPPlan(config, options)
-    return Run(plan, config, workdir, trainer=trainer, outputs=outputs, hooks=hooks,
-               record={**config.to_dict(), "imp": patterns.without_default(dataclasses.asdict(plan.options))})
-
-
-def run_imp(config: TrainConfig, options: IMPOptions, workdir: str, *, trainer: Trainer | None = None,
-            outputs: Outputs = Outputs(), hooks: RunHooks = RunHooks()) -> dict:
+def run(config: TrainConfig, options: IMPOptions, workdir: str, *, trainer: Trainer | None = None,
+        outputs: Outputs = Outputs(), hooks: RunHooks = RunHooks()) -> dict:
     """One IMP run; a control without a ticket run first runs its ticket in WORKDIR/ticket."""
     if options.control and not options.ticket_dir:
         ticket_dir = os.path.join(workdir, "ticket")
-        imp_run(config, dataclasses.replace(options, control=None), ticket_dir, trainer=trainer, outputs=outputs,
-                hooks=hooks).execute()
+        Run(IMPPlan(config, dataclasses.replace(options, control=None)), config, ticket_dir, trainer=trainer,
+            outputs=outputs, hooks=hooks).execute()
         options = dataclasses.replace(options, ticket_dir=ticket_dir)
-    return imp_run(config, options, workdir, trainer=trainer, outputs=outputs, hooks=hooks).execute()
+    return Run(IMPPlan(config, options), config, workdir, trainer=trainer, outputs=outputs, hooks=hooks).execute()

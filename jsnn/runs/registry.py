@@ -1,8 +1,12 @@
-"""Methods as plug-ins: each is one module (a ``Plan`` for ``runs/run.py`` and an options
-dataclass) plus one entry here. Programs, benchmarks and tests look methods up by name.
+"""Methods as plug-ins: each is one module (a ``Plan`` for ``runs/run.py``, an options dataclass and a
+``run``) plus one entry here. Programs, benchmarks and tests look methods up by name; every program in
+train/ is a thin main over ``run_method`` (``train/flags.py`` makes the method's flags from its options).
 
     register_method(MethodEntry("mine", MyOptions, run_mine, preset="imp"))
     run_method("mine", config, MyOptions(...), workdir)
+
+Every method's ``run`` takes ``(config, options, workdir, *, trainer=None, outputs=Outputs(),
+hooks=RunHooks())`` and returns results.json's dict.
 """
 from __future__ import annotations
 
@@ -17,10 +21,10 @@ from jsnn.runs.outputs import Outputs, RunHooks
 @dataclasses.dataclass(frozen=True)
 class MethodEntry:
     name: str
-    options: type  # the method's options dataclass, built with keywords
-    run: Callable[..., dict]  # run(config, options, workdir, *, outputs, hooks, trainer) -> results.json's dict
-    preset: str  # the TrainConfig presets it takes (jsnn.config.PRESETS)
-    summary: str = ""
+    options: type  # the method's options dataclass (its fields made with jsnn.config.setting: one flag each)
+    run: Callable[..., dict]  # run(config, options, workdir, *, trainer, outputs, hooks) -> results.json's dict
+    preset: str  # the TrainConfig presets it takes (jsnn.config.PRESETS[preset]): config.resolve(entry.preset)
+    summary: str = ""  # one line: the program's help says it above the method's flags
 
 
 METHODS: dict[str, MethodEntry] = {}
@@ -46,13 +50,13 @@ def run_method(name: str, config: TrainConfig, options, workdir: str, *, trainer
     return entry.run(config, options, workdir, trainer=trainer, outputs=outputs, hooks=hooks)
 
 
-register_method(MethodEntry("dense", dense.DenseOptions, lambda c, o, w, **kw: dense.run_dense(c, w, **kw),
-                            "dense", "the dense SNN, weights trained"))
+register_method(MethodEntry("dense", dense.DenseOptions, dense.run, "dense", "the dense SNN, weights trained"))
 register_method(MethodEntry("edge_popup", edge_popup.EdgePopupOptions, edge_popup.run, "edge_popup",
                             "edge-popup: scores of frozen random weights trained, one run per sparsity"))
-register_method(MethodEntry("imp", imp.IMPOptions, imp.run_imp, "imp",
+register_method(MethodEntry("imp", imp.IMPOptions, imp.run, "imp",
                             "iterative pruning with rewinding; criteria, controls and early-bird"))
 register_method(MethodEntry("sparse_training", sparse_training.SparseTrainingOptions, sparse_training.run,
-                            "sparse_training", "SET / RigL: sparse from scratch, masks updated inside the step"))
+                            "sparse_training", "SET / RigL: sparse from scratch, masks updated inside the step; "
+                            "static: pruned once at initialisation"))
 register_method(MethodEntry("energy", energy.EnergyOptions, energy.run, "sparse_training",
                             "neurons and weights pruned under a SynOps budget (Shi et al. 2024), then finetuned"))

@@ -2,93 +2,151 @@
 
 A method is a ``Plan``: what the run starts from, how each segment trains, what a finished
 segment's results entry says, and what happens between segments. ``Run`` does the rest the
-same way for every method: the workdir claim, checkpoints and resumption, evaluation, the
-ticket and its cost pass, results.json with labels, figures, phases for hooks.
+same way for every method: the workdir claim (``workdir.run_signature`` / ``run_record``, the one
+rule for each), checkpoints and resumption, evaluation, the ticket and its cost pass, results.json
+with labels, figures, phases for hooks.
 
-    dense network       one segment of weight training            (runs/dense.py)
-    edge-popup level    one segment of score training             (runs/edge_popup.py)
-    IMP                 one segment per round, pruning in between (runs/imp.py)
+    dense network           one segment of weight training            (runs/dense.py)
+    edge-popup level        one segment of score training             (runs/edge_popup.py)
+    edge-popup random floor one segment, nothing trained              (runs/edge_popup.py)
+    SET / RigL / static     one segment under changing / fixed masks  (runs/sparse_training.py)
+    IMP                     one segment per round, pruning in between (runs/imp.py)
+    energy budget           search, then finetune                     (runs/energy.py)
 
-A new method is one module with a Plan and a registry entry (``runs/registry.py``).
+A new method is one module with a ``Plan`` subclass (it writes what differs from the defaults:
+``name``, ``label``, ``setup`` and usually ``entry``) and a registry entry (``runs/registry.py``).
 """
 from __future__ import annotations
 
+import functools
 import os
-import typing
-from typing import Any
 
+import optax
+
+from jsnn import plots
 from jsnn.config import TrainConfig
 from jsnn.methods import Method
 from jsnn.metrics import log, read_jsonl, write_json
 from jsnn.runs.outputs import Outputs, RunHooks
-from jsnn.runs.segment import Position, RunCheckpoints, describe, prepare, train_segment
-from jsnn.runs.tickets import TICKET_FILE, ticket_cost, write_ticket
-from jsnn.runs.workdir import METRICS, RESULTS, claim_workdir, drop_metrics_after, finished_results, release_workdir
+from jsnn.runs.segment import Position, RunCheckpoints, build_trainer, describe, train_segment
+from jsnn.runs.tickets import TICKET_FILE, round_path, ticket_cost, write_ticket
+from jsnn.runs.workdir import (
+    METRICS,
+    RESULTS,
+    claim_workdir,
+    drop_metrics_after,
+    finished_results,
+    release_workdir,
+    run_record,
+    run_signature,
+)
 from jsnn.trainer import Trainer, TrainState
+from jsnn.variables import Variables
 
 
-@typing.runtime_checkable
-class Plan(typing.Protocol):
-    """A method as the run sees it.
+class Plan:
+    """A method as the run sees it, with the defaults of a one-segment method that trains ``self.method``
+    (set by ``setup``) with the TrainConfig's optimizer and keeps nothing in its checkpoints but the
+    training state. A method subclasses it and writes what differs.
 
-    ``name`` goes into results.json as "method"; ``label`` names the method in figures and
-    tables (stored in results.json, each entry and each ticket); ``segments`` is how many
-    segments the run trains; ``signature`` every setting that changes its results.
+    ``name`` goes into results.json as "method" (and names its options in config.json); ``label``
+    names the method in figures and tables (stored in results.json, each entry and each ticket);
+    ``segments`` is how many segments the run trains; ``signature`` every setting that changes its
+    results (``workdir.run_signature`` of the config, the options and ``signature_fields``).
     """
 
-    name: str
-    label: str
-    segments: int
-    signature: dict
+    name: str = ""
+    label: str = ""
+    segments: int = 1
+    method: Method | None = None  # the trainer's method (what is trained, how the kernels are formed)
+
+    def __init__(self, config: TrainConfig, options=None):
+        self.config, self.options = config, options
+
+    # -- what identifies the run, and what config.json records ------------------------------------------
+    def signature_fields(self) -> dict:
+        """What identifies the run besides its config and options (an edge-popup level: its sparsity)."""
+        return {}
+
+    @functools.cached_property
+    def signature(self) -> dict:
+        return run_signature(self.name, self.config, self.options, **self.signature_fields())
+
+    def record(self) -> dict:
+        """What config.json holds besides the signature."""
+        return run_record(self.name, self.config, self.options)
+
+    # -- what the run starts from and trains ------------------------------------------------------------
+    def optimizer(self, trainer: Trainer) -> optax.GradientTransformation | None:
+        """The optimizer the run's states step with; None: the TrainConfig's (``trainer.optimizer``)."""
+        return None
 
     def setup(self, run: "Run") -> TrainState:
-        """Everything the run starts from (variables, the trainer's ``Method``); the first state."""
+        """Everything the run starts from (variables, ``self.method``); the first state (``run.new_state``)."""
+        raise NotImplementedError(f"{type(self).__name__} must say what the run starts from (setup)")
 
     def training(self) -> Method:
-        """The trainer's method (what the optimizer updates, what the forward pass applies)."""
+        """The trainer's method of the current segment."""
+        return self.method
+
+    def train(self, run: "Run", state: TrainState, start: Position, partial_epoch: dict | None) -> TrainState:
+        """Trains segment ``start.segment`` from ``start`` (usually ``run.train_segment``)."""
+        return run.train_segment(state, start, partial_epoch)
+
+    def next_segment(self, run: "Run", state: TrainState, segment: int) -> TrainState:
+        """The state segment ``segment`` (>= 1) starts from (IMP: pruned and rewound)."""
+        raise NotImplementedError(f"{self.name} has {self.segments} segment(s) and no next_segment")
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def checkpoint_extra(self) -> dict:
+        """Arrays a checkpoint stores besides the training state (e.g. IMP's rewind point)."""
+        return {}
+
+    def checkpoint_info(self) -> dict:
+        """JSON a checkpoint stores besides the run's entries."""
+        return {}
+
+    def checkpoint_like(self, state: TrainState, meta: dict) -> dict:
+        """The structure of the extras a checkpoint with ``meta`` holds."""
+        return {}
 
     def restore(self, run: "Run", state: TrainState, extra: dict, meta: dict) -> None:
         """Takes back what ``checkpoint_extra`` / ``checkpoint_info`` saved."""
 
-    def checkpoint_like(self, state: TrainState, meta: dict) -> dict:
-        """The structure of the extras a checkpoint with ``meta`` holds."""
-
-    def checkpoint_extra(self) -> dict:
-        """Arrays a checkpoint stores besides the training state (e.g. IMP's rewind point)."""
-
-    def checkpoint_info(self) -> dict:
-        """JSON a checkpoint stores besides the run's entries."""
-
+    # -- what it records ----------------------------------------------------------------------------
     def segment_label(self, segment: int) -> dict:
-        """What metrics lines and progress bars of a segment carry ({"round": k}, ...)."""
-
-    def train(self, run: "Run", state: TrainState, start: Position, partial_epoch: dict | None) -> TrainState:
-        """Trains segment ``start.segment`` from ``start`` (usually ``run.train_segment``)."""
+        """What metrics lines and progress bars of a segment carry ({"round": k} when there are several)."""
+        return {"round": segment} if self.segments > 1 else {}
 
     def entry(self, run: "Run", state: TrainState, segment: int) -> dict:
         """The finished segment's results entry, less the evaluation ``Run`` adds. A plan of several
         segments names each entry's segment "round" (how results, tables and resumption find it)."""
+        return {**self.segment_label(segment), "sparsity": run.trainer.sparsity(state, self.training()),
+                "epochs": self.config.epochs}
 
-    def ticket_path(self, run: "Run", segment: int) -> str: ...
-
-    def next_segment(self, run: "Run", state: TrainState, segment: int) -> TrainState:
-        """The state segment ``segment`` (>= 1) starts from (IMP: pruned and rewound)."""
+    def ticket_path(self, run: "Run", segment: int) -> str | None:
+        """Where segment ``segment``'s ticket goes (None: no ticket, and no cost pass)."""
+        return round_path(run.workdir, segment) if self.segments > 1 else os.path.join(run.workdir, TICKET_FILE)
 
     def results_fields(self) -> dict:
         """What results.json says of the method besides its entries."""
+        return {}
 
     def figures(self, run: "Run", results: dict) -> None:
         """The figures of the results so far (called only when the caller wants plots)."""
+        plots.training_curves(run.metrics(), os.path.join(run.workdir, "training_curves.png"),
+                              group_key="round" if self.segments > 1 else None, title=self.label)
 
 
 class Run:
     """Executes a Plan in ``workdir``; rerunning the same run resumes it or returns its results."""
 
     def __init__(self, plan: Plan, config: TrainConfig, workdir: str, *, trainer: Trainer | None = None,
-                 outputs: Outputs = Outputs(), hooks: RunHooks = RunHooks(), record: dict | None = None):
+                 outputs: Outputs = Outputs(), hooks: RunHooks = RunHooks()):
         self.plan, self.config, self.workdir = plan, config, workdir
         self.trainer, self.outputs, self.hooks = trainer, outputs, hooks
-        self.record = record or {}  # what config.json holds besides the configuration
+        self.optimizer: optax.GradientTransformation | None = None  # the plan's (None: the trainer's)
+        self.state: TrainState | None = None  # the last segment's state once trained
         self.entries: list[dict] = []
         self.metrics_path = os.path.join(workdir, METRICS)
         self.checkpoints: RunCheckpoints | None = None
@@ -110,9 +168,9 @@ class Run:
             log(f"{what}: already complete in {self.workdir}")
             return done
         if self.trainer is None:
-            _, _, self.trainer = prepare(self.config, self.workdir, plan.signature, self.record)
-        else:
-            claim_workdir(self.workdir, plan.signature, self.record or _config_record(self.config))
+            self.trainer = build_trainer(self.config)  # first: missing data leaves no empty workdir
+        claim_workdir(self.workdir, plan.signature, plan.record())
+        self.optimizer = plan.optimizer(self.trainer)
         self.trainer.count_synops = self.outputs.cost_report  # SynOps per epoch in metrics.jsonl / TensorBoard
         try:
             self._phase("prepare")
@@ -134,6 +192,7 @@ class Run:
                 here = start if segment == start.segment else Position(segment)
                 self._phase("train", segment=segment, epoch=here.epoch, batch=here.batch)
                 state = plan.train(self, state, here, partial if here == start else None)
+                self.state = state
                 results = self._finish_segment(state, segment)
                 if segment + 1 < plan.segments:
                     self._phase("prune", segment=segment + 1)
@@ -142,6 +201,14 @@ class Run:
             return results if results is not None else self._write_results()
         finally:
             release_workdir(self.workdir)
+
+    def new_state(self, variables: Variables, scores, method: Method) -> TrainState:
+        """The first state of ``method`` at the config's seed, stepping with the plan's optimizer."""
+        return self.trainer.new_state(variables, scores, method, self.config.seed, self.optimizer)
+
+    def fresh_optimizer(self, state: TrainState, method: Method, seed: int) -> TrainState:
+        """``state`` with the plan's optimizer started afresh (a new IMP round)."""
+        return self.trainer.fresh_optimizer(state, method, seed, self.optimizer)
 
     def train_segment(self, state: TrainState, start: Position, partial_epoch: dict | None = None,
                       on_epoch_end=None) -> TrainState:
@@ -154,7 +221,7 @@ class Run:
             self._phase("train", segment=segment, epoch=done, batch=0)
             return stop
 
-        return train_segment(self.trainer, self.checkpoints, state, self.plan.training(), start,
+        return train_segment(self.trainer, self.checkpoints, state, self.plan.training(), start, self.optimizer,
                              partial_epoch=partial_epoch, extra=self.plan.checkpoint_extra, info=self._info,
                              label=self.plan.segment_label(segment) or None, metrics_path=self.metrics_path,
                              on_epoch_end=epoch_end,
@@ -181,9 +248,11 @@ class Run:
         self._phase("evaluate", segment=segment)
         entry = {**plan.entry(self, state, segment), **self.trainer.evaluate(state, method)}
         entry = {**entry, "label": _entry_label(entry), "method_label": plan.label}
-        self._phase("ticket", segment=segment)
-        write_ticket(plan.ticket_path(self, segment), self.config, self.dataset.num_classes, state, method, entry)
-        if self.outputs.cost_report:
+        path = plan.ticket_path(self, segment)
+        if path is not None:
+            self._phase("ticket", segment=segment)
+            write_ticket(path, self.config, self.dataset.num_classes, state, method, entry)
+        if self.outputs.cost_report and path is not None:
             self._phase("cost_report", segment=segment)
             entry["efficiency"] = ticket_cost(self.config, self.dataset.num_classes, state, method, self.dataset)
         self.entries = [e for e in self.entries if _segment_of(e) != segment] + [entry]
@@ -217,47 +286,3 @@ def _entry_label(entry: dict) -> str:
     if "sparsity_target" in entry:
         return f"sparsity {entry['sparsity_target']:.2f}"
     return "dense"
-
-
-def _config_record(config: TrainConfig) -> dict[str, Any]:
-    return config.to_dict()
-
-
-class OneSegmentPlan:
-    """What a one-segment method (a dense run, an edge-popup level, sparse training) shares: it
-    trains ``self.method`` for one segment with the trainer's epochs, keeps nothing in its
-    checkpoints but the training state, and writes WORKDIR/ticket.npz. Subclasses set ``name``,
-    ``label``, ``signature`` and ``method`` and give ``setup``, ``entry`` and ``figures``."""
-
-    segments = 1
-    method: Method | None = None
-
-    def training(self) -> Method:
-        return self.method
-
-    def restore(self, run: Run, state: TrainState, extra: dict, meta: dict) -> None:
-        pass
-
-    def checkpoint_like(self, state: TrainState, meta: dict) -> dict:
-        return {}
-
-    def checkpoint_extra(self) -> dict:
-        return {}
-
-    def checkpoint_info(self) -> dict:
-        return {}
-
-    def segment_label(self, segment: int) -> dict:
-        return {}
-
-    def train(self, run: Run, state: TrainState, start: Position, partial_epoch: dict | None) -> TrainState:
-        return run.train_segment(state, start, partial_epoch)
-
-    def ticket_path(self, run: Run, segment: int) -> str:
-        return os.path.join(run.workdir, TICKET_FILE)
-
-    def next_segment(self, run: Run, state: TrainState, segment: int) -> TrainState:
-        raise AssertionError(f"{self.name} has one segment")
-
-    def results_fields(self) -> dict:
-        return {}

@@ -1,4 +1,4 @@
-"""Setting up a run (data, model, trainer, the claimed workdir) and resumable training segments.
+"""Setting up a run (data, model, trainer) and resumable training segments.
 
 A run trains one or more segments (an IMP round is one; a dense run or an edge-popup level has
 one), each checkpointed by ``Position`` so that an interrupted run resumes bit for bit.
@@ -15,19 +15,14 @@ from jsnn import data as jdata
 from jsnn.checkpoint import Checkpointer
 from jsnn.config import TrainConfig
 from jsnn.models import build_model
-from jsnn.runs.workdir import CHECKPOINTS, claim_workdir
+from jsnn.runs.workdir import CHECKPOINTS
 from jsnn.trainer import Trainer, TrainState, checkpoint_tree, from_checkpoint_tree, save_checkpoint
 
 
-def prepare(config: TrainConfig, workdir: str, signature: dict, extra_config: dict | None = None):
-    """Loads data, builds the model and trainer, claims WORKDIR (config.json, see claim_workdir)."""
-    # first: missing data leaves no empty workdir
+def build_trainer(config: TrainConfig) -> Trainer:
+    """Loads the data and builds the model and the trainer of ``config``."""
     dataset = jdata.load_dataset(config.dataset, config.data_dir, frames=config.frame_settings())
-    model = build_model(config, dataset.num_classes)
-    trainer = Trainer(config, model, dataset)
-    claim_workdir(workdir, signature, {**config.to_dict(), **(extra_config or {}),
-                                       "devices": jax.device_count(), "processes": jax.process_count()})
-    return dataset, model, trainer
+    return Trainer(config, build_model(config, dataset.num_classes), dataset)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +74,8 @@ class RunCheckpoints:
         return restored, tree["extra"], Position(**meta["position"]), meta
 
 
-def train_segment(trainer: Trainer, checkpoints: RunCheckpoints, state: TrainState, method, start: Position, *,
+def train_segment(trainer: Trainer, checkpoints: RunCheckpoints, state: TrainState, method, start: Position,
+                  optimizer=None, *,
                   partial_epoch: dict | None = None, extra: Callable[[], dict] = dict,
                   info: Callable[[], dict] = dict, label: dict | None = None, metrics_path: str | None = None,
                   on_epoch_end: Callable[[TrainState, int], bool | None] | None = None,
@@ -87,7 +83,8 @@ def train_segment(trainer: Trainer, checkpoints: RunCheckpoints, state: TrainSta
     """Trains segment ``start.segment`` from ``start`` to its end (or until ``on_epoch_end`` says
     stop), checkpointing as the config says and when a stop signal arrives. Segment k sees the
     batch orders of epochs k*epochs ..., so every IMP round sees new data orders; ``extra()`` and
-    ``info()`` give what each checkpoint stores besides the state."""
+    ``info()`` give what each checkpoint stores besides the state; ``optimizer`` is the one the state steps
+    with (None: the TrainConfig's)."""
     cfg = trainer.config
 
     def save(state, epoch, batch, partial):
@@ -96,7 +93,8 @@ def train_segment(trainer: Trainer, checkpoints: RunCheckpoints, state: TrainSta
 
     return trainer.train_epochs(state, method, start.epoch, start_batch=start.batch, partial_epoch=partial_epoch,
                                 data_seed=cfg.seed, epoch_offset=start.segment * cfg.epochs, label=label,
-                                metrics_path=metrics_path, on_epoch_end=on_epoch_end, save=save, on_batch=on_batch)
+                                metrics_path=metrics_path, on_epoch_end=on_epoch_end, save=save, on_batch=on_batch,
+                                optimizer=optimizer)
 
 
 def describe(position: Position, epochs: int) -> str:

@@ -14,7 +14,7 @@ own unless given: global for SNIP, as Lee et al. rank all connections at once); 
 fixed while the weights train (``MaskedTraining``: pruned weights stay exactly 0). The weights start
 from IMP's initialisation of the same seed (``jax.random.key(seed)``), so the two compare per seed.
 
-Defaults and where they come from (``../shared/notes/sparse-training.md`` §2):
+Defaults and where they come from (RigL's paper and rigl-TF, jaxpruner):
     sparsity 0.9, distribution erk   RigL's main setting (Evci et al. Sec. 4; rigl-TF ImageNet flags)
     drop_fraction 0.3                 rigl-TF's flag default (jaxpruner's dataclass default too)
     end_fraction 0.75                 RigL paper: updates stop at 75% of training (rigl-TF CIFAR-10: 75000
@@ -29,19 +29,18 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
+import functools
 import time
 
 import jax
 import numpy as np
 import optax
 
-from jsnn import plots
-from jsnn.config import METHOD_PRESETS, TrainConfig, dataset_family
+from jsnn.config import SPARSE_TRAINING_UPDATE_EVERY, TrainConfig, setting, with_option_presets
 from jsnn.methods import DynamicSparseTraining, MaskedTraining
 from jsnn.runs.outputs import Outputs, RunHooks
-from jsnn.runs.run import OneSegmentPlan, Run
-from jsnn.runs.workdir import run_signature
+from jsnn.runs.run import Plan, Run
+from jsnn.runs.workdir import options_record, run_signature
 from jsnn.sparsity import criteria, distributions, dynamic
 from jsnn.sparsity.masks import check_sparsity, layer_sparsity_of
 from jsnn.trainer import Trainer, learning_rate_schedule, make_optimizer
@@ -55,26 +54,46 @@ STATIC_LABELS = {"snip": "SNIP", "random": "random pruning at init", "magnitude"
 STATIC_ONLY = ("criterion", "calibration_batches")  # options of static runs alone: not in set / rigl signatures
 
 
+GROUP = "sparse training"
+
+
 @dataclasses.dataclass(frozen=True)
 class SparseTrainingOptions:
-    algorithm: str = "rigl"  # set | rigl | static
-    sparsity: float = 0.9  # fraction REMOVED over all maskable kernels
-    distribution: str | None = None  # per-layer densities: erk (RigL's) or uniform; static: any distribution
-    #                                  (None: erk for set / rigl, the criterion's own for static)
-    update_every: int | None = None  # steps between mask updates (None: the dataset's preset)
-    end_fraction: float = 0.75  # mask updates stop at this fraction of the training steps
-    drop_fraction: float = 0.3  # alpha, cosine-decayed to 0 at the end step
-    optimizer: str = "sgd"  # sgd (the TrainConfig's) | adam | adamw (lr and weight decay from the TrainConfig)
-    criterion: str = "snip"  # static: the criterion scoring the initial weights (jsnn.sparsity.criteria)
-    calibration_batches: int = 10  # static: training batches the criterion's inputs are gathered over
+    """SET / RigL / static pruning's own settings; ``train/sparse_training.py`` has one flag per field."""
+
+    algorithm: str = setting("rigl", "grow by random scores (SET) or by the largest dense gradient (RigL); static: "
+                             "prune once at initialisation by --criterion, the mask fixed afterwards; energy: neurons "
+                             "and weights pruned under --synops-budget (Shi et al. 2024, train/energy.py)",
+                             group=GROUP, choices=ALGORITHMS)
+    sparsity: float = setting(0.9, "fraction of the weights removed (RigL: 0.9)", group=GROUP)  # over all kernels
+    # per-layer densities: erk (RigL's) or uniform; static: any distribution (None: erk for set / rigl, the
+    # criterion's own for static)
+    distribution: str | None = setting(None, "per-layer densities (unset: erk for set / rigl, which take erk or "
+                                       "uniform; static: the criterion's own, global for snip)", group=GROUP,
+                                       choices="distributions")
+    # steps between mask updates (None: the dataset's preset)
+    update_every: int | None = setting(None, "steps between mask updates (unset: rigl's 100 on CIFAR, "
+                                       f"{SPARSE_TRAINING_UPDATE_EVERY['digits']} on digits)", group=GROUP)
+    end_fraction: float = setting(0.75, "fraction of the training steps after which the masks stay fixed (RigL: "
+                                  "0.75)", group=GROUP)
+    drop_fraction: float = setting(0.3, "fraction of each layer's kept weights dropped at step 0, cosine-decayed "
+                                   "(rigl: 0.3)", group=GROUP)  # alpha, cosine-decayed to 0 at the end step
+    optimizer: str = setting("sgd", "sgd (momentum, weight decay added to the gradient), adam, or adamw (decoupled "
+                             "decay); --lr and --weight-decay apply to each", group=GROUP, choices=OPTIMIZERS)
+    criterion: str = setting("snip", "static: the criterion scoring the initial weights (snip: |w * dL/dw|, Lee et "
+                             "al. 2019)", group=GROUP, choices="criteria")
+    calibration_batches: int = setting(10, "static: training batches the criterion's inputs (snip: gradients) are "
+                                       "averaged over", group=GROUP)
+
+    def unrecorded(self) -> tuple[str, ...]:
+        """The fields left out of the signature and config.json: the static-only ones in SET / RigL runs (which
+        keep the signatures they had before static pruning existed)."""
+        return STATIC_ONLY if self.algorithm != STATIC else ()
 
     def resolve(self, config: TrainConfig) -> "SparseTrainingOptions":
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"--algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
-        every = self.update_every
-        if every is None:
-            presets = METHOD_PRESETS["sparse_training"]
-            every = presets.get(dataset_family(config.dataset), presets["digits"])["update_every"]
+        every = with_option_presets(self, "sparse_training", config.dataset).update_every
         distribution = self.distribution
         if distribution is None:
             distribution = criteria.criterion(self.criterion).distribution if self.algorithm == STATIC else "erk"
@@ -114,8 +133,23 @@ def sparse_optimizer(name: str, config: TrainConfig, steps_per_epoch: int) -> op
     raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
 
 
+@functools.lru_cache(maxsize=None)
+def _shared_optimizer(name: str, steps_per_epoch: int, lr: float, epochs: int, schedule: str, momentum: float,
+                      weight_decay: float) -> optax.GradientTransformation:
+    return sparse_optimizer(name, TrainConfig(lr=lr, epochs=epochs, schedule=schedule, momentum=momentum,
+                                              weight_decay=weight_decay), steps_per_epoch)
+
+
+def shared_optimizer(name: str, config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+    """``sparse_optimizer``, one object per setting: runs that share a trainer share its compiled step (the
+    trainer compiles one step per method and optimizer)."""
+    return _shared_optimizer(name, steps_per_epoch, config.lr, config.epochs, config.schedule, config.momentum,
+                             config.weight_decay)
+
+
 def with_optimizer(trainer: Trainer, optimizer: optax.GradientTransformation) -> Trainer:
-    """A copy of ``trainer`` (same model, data, mesh) stepping with ``optimizer``, its own jit cache."""
+    """A copy of ``trainer`` (same model, data, mesh) whose own optimizer is ``optimizer``, its own jit cache
+    (for stepping a trainer by hand; a run takes its plan's optimizer, ``Plan.optimizer``)."""
     out = copy.copy(trainer)
     out.optimizer, out.jit_cache = optimizer, {}
     return out
@@ -127,17 +161,9 @@ def label(options: SparseTrainingOptions) -> str:
     return f"{LABELS.get(options.algorithm, options.algorithm)} ({options.distribution})"
 
 
-def options_record(options: SparseTrainingOptions) -> dict:
-    """The options as signatures and config.json keep them: the static-only fields only in static runs
-    (SET / RigL runs keep the signatures they had before static pruning existed)."""
-    record = dataclasses.asdict(options)
-    if options.algorithm != STATIC:
-        record = {k: v for k, v in record.items() if k not in STATIC_ONLY}
-    return record
-
-
 def signature_of(config: TrainConfig, options: SparseTrainingOptions) -> dict:
-    return run_signature("sparse_training", config, **options_record(options))
+    """The run's signature (the static-only fields only in static runs, ``SparseTrainingOptions.unrecorded``)."""
+    return run_signature("sparse_training", config, options)
 
 
 def masks_at_init(trainer: Trainer, state, options: SparseTrainingOptions, seed: int):
@@ -151,36 +177,34 @@ def masks_at_init(trainer: Trainer, state, options: SparseTrainingOptions, seed:
     return distributions.prune(options.distribution, scores, state.masks, 1.0 - options.sparsity, magnitudes)
 
 
-class SparseTrainingPlan(OneSegmentPlan):
+class SparseTrainingPlan(Plan):
     """One segment: the weights trained under masks that SET / RigL update inside the step."""
 
     name = "sparse_training"
+    method: DynamicSparseTraining | None = None
 
     def __init__(self, config: TrainConfig, options: SparseTrainingOptions):
-        self.config, self.options = config, options.resolve(config)
-        self.signature = signature_of(config, self.options)
+        super().__init__(config, options.resolve(config))
         self.label = label(self.options)
-        self.method: DynamicSparseTraining | None = None
 
     def total_steps(self, run: Run) -> int:
         return self.config.epochs * run.trainer.steps_per_epoch
 
-    def use_optimizer(self, run: Run) -> None:
-        """The run's trainer with ``options.optimizer`` (the TrainConfig's SGD needs no change)."""
-        if self.options.optimizer != "sgd":
-            run.trainer = with_optimizer(run.trainer, sparse_optimizer(self.options.optimizer, self.config,
-                                                                       run.trainer.steps_per_epoch))
+    def optimizer(self, trainer: Trainer) -> optax.GradientTransformation | None:
+        """``options.optimizer`` (sgd: the TrainConfig's, the trainer's own)."""
+        if self.options.optimizer == "sgd":
+            return None
+        return shared_optimizer(self.options.optimizer, self.config, trainer.steps_per_epoch)
 
     def setup(self, run: Run):
         o = self.options
-        self.use_optimizer(run)
         key_weights, key_masks = jax.random.split(jax.random.key(self.config.seed))
         v = init_variables(run.model, key_weights, (1,) + run.dataset.image_shape)
         masks = dynamic.initial_masks(key_masks, v.masks, o.sparsity, o.distribution)
         variables = Variables(dynamic.remask(v.weights, masks), masks, v.bn, v.batch_stats)
         end_step = int(o.end_fraction * self.total_steps(run))
         self.method = DynamicSparseTraining(o.algorithm, o.drop_fraction, o.update_every, end_step)
-        return run.trainer.new_state(variables, {}, self.method, self.config.seed)
+        return run.new_state(variables, {}, self.method)
 
     def sparsity_fields(self, run: Run, state) -> dict:
         """The measured sparsity of masks and kernels, and the pruned weights that are not 0 (none)."""
@@ -201,23 +225,19 @@ class SparseTrainingPlan(OneSegmentPlan):
     def results_fields(self):
         return {"options": options_record(self.options)}
 
-    def figures(self, run: Run, results):
-        plots.training_curves(run.metrics(), os.path.join(run.workdir, "training_curves.png"), title=self.label)
-
 
 class StaticPruningPlan(SparseTrainingPlan):
     """One segment: the weights trained under masks drawn once at initialisation (``masks_at_init``)."""
 
     def setup(self, run: Run):
-        self.use_optimizer(run)
         self.method = MaskedTraining()
         v = init_variables(run.model, jax.random.key(self.config.seed), (1,) + run.dataset.image_shape)
-        dense = run.trainer.new_state(v, {}, self.method, self.config.seed)
+        dense = run.new_state(v, {}, self.method)
         start = time.perf_counter()
         masks = jax.tree.map(np.asarray, masks_at_init(run.trainer, dense, self.options, self.config.seed))
         self.scoring_seconds = time.perf_counter() - start
         variables = Variables(dynamic.remask(v.weights, masks), masks, v.bn, v.batch_stats)
-        return run.trainer.new_state(variables, {}, self.method, self.config.seed)
+        return run.new_state(variables, {}, self.method)
 
     def entry(self, run: Run, state, segment):
         return {**self.sparsity_fields(run, state), "epochs": self.config.epochs, "algorithm": STATIC,
@@ -233,6 +253,4 @@ def plan_of(config: TrainConfig, options: SparseTrainingOptions) -> SparseTraini
 def run(config: TrainConfig, options: SparseTrainingOptions, workdir: str, *, trainer: Trainer | None = None,
         outputs: Outputs = Outputs(), hooks: RunHooks = RunHooks()) -> dict:
     """One SET / RigL / static run in ``workdir`` (resumable); results.json's dict."""
-    plan = plan_of(config, options)
-    return Run(plan, config, workdir, trainer=trainer, outputs=outputs, hooks=hooks,
-               record={**config.to_dict(), "sparse_training": options_record(plan.options)}).execute()
+    return Run(plan_of(config, options), config, workdir, trainer=trainer, outputs=outputs, hooks=hooks).execute()

@@ -1,6 +1,7 @@
 """The workdir contract: what a run keeps in its directory, and whose directory it is.
 
-    WORKDIR/config.json    the resolved configuration and the run's signature (written once)
+    WORKDIR/config.json    the resolved configuration and the run's signature (written once; ``run_record``
+                           and ``run_signature`` are the one rule for each, every method's the same)
     WORKDIR/metrics.jsonl  one line per epoch
     WORKDIR/results.json   one entry per finished level / round, with its label
     WORKDIR/checkpoints/   the newest training states (``segment.RunCheckpoints``)
@@ -29,16 +30,37 @@ class RunMismatchError(ValueError):
     """A workdir, checkpoint or finished result written with other settings than this run's."""
 
 
+def options_record(options) -> dict:
+    """A method's options as its signature and config.json keep them: every field, less those that do not
+    apply to this run (``options.unrecorded()``, where the options define it: e.g. a sparsity type left at
+    unstructured, so runs of it keep the signatures they had before the field existed)."""
+    if options is None:
+        return {}
+    unrecorded = options.unrecorded() if hasattr(options, "unrecorded") else ()
+    return {k: v for k, v in dataclasses.asdict(options).items() if k not in unrecorded}
+
+
 def run_signature(method: str, config, options=None, **more) -> dict:
-    """Every resolved setting that can change a run's results: the config, the method's options
-    (less their ``RUN_CONTROL`` fields, e.g. IMP's round count, which a resumed run may extend) and
-    ``more``; as JSON would store it, so a signature read back compares equal."""
+    """THE rule for what identifies a run: every resolved setting that can change its results. The config's
+    (``TrainConfig.signature``), the method's options (``options_record``, less their ``RUN_CONTROL`` fields,
+    e.g. IMP's round count, which a resumed run may extend) and what the method adds as data (``more``, e.g.
+    an edge-popup level's sparsity); as JSON would store it, so a signature read back compares equal."""
     sig = {"method": method, **config.signature()}
-    if options is not None:
-        skip = getattr(options, "RUN_CONTROL", ())
-        sig.update({k: v for k, v in dataclasses.asdict(options).items() if k not in skip})
-    sig.update({**platform.signature_fields(), **more})
+    skip = getattr(options, "RUN_CONTROL", ())
+    sig.update({k: v for k, v in options_record(options).items() if k not in skip})
+    sig.update({**platform.signature_fields(), **more})  # where it ran, when that can change results
     return json.loads(json.dumps(sig))
+
+
+def run_record(method: str, config, options=None) -> dict:
+    """THE rule for what config.json holds besides the signature: the resolved configuration (flat, as
+    ``TrainConfig.to_dict``), the method's options under its name (when it has any; RUN_CONTROL fields
+    included) and the devices and processes it ran on."""
+    record = config.to_dict()
+    fields = options_record(options)
+    if fields:
+        record[method] = fields
+    return {**record, "devices": jax.device_count(), "processes": jax.process_count()}
 
 
 def check_same_run(found: dict | None, signature: dict, where: str, keys=None) -> None:
@@ -72,7 +94,8 @@ def claim_workdir(workdir: str, signature: dict, record: dict) -> None:
 
 
 __all__ = ["CONFIG", "METRICS", "RESULTS", "CHECKPOINTS", "RunMismatchError", "check_same_run", "claim_workdir",
-           "drop_metrics_after", "finished_results", "release_workdir", "run_signature"]
+           "drop_metrics_after", "finished_results", "options_record", "release_workdir", "run_record",
+           "run_signature"]
 
 
 def drop_metrics_after(path: str, keep) -> None:

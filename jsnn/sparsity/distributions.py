@@ -12,7 +12,7 @@ works with any distribution.
               and the others are rescaled to make up for it (RigL's dense-layer handling)
     global    one ranking over every layer by the criterion's scores (Kim et al.'s IMP)
     matched   each layer keeps what global *magnitude* ranking would leave it; the criterion
-              picks which weights inside the layer (the SF default, SPEC §5)
+              picks which weights inside the layer (the SF default: the only change against IMP is which weights go)
 
 ``uniform`` and ``erk`` depend on the layer shapes only, so edge-popup takes its
 per-layer targets from ``layer_targets``; ``global`` and ``matched`` need

@@ -2,8 +2,8 @@
 
 Pure and jittable with static shapes, so a train step can run it under ``lax.cond`` (no host round
 trip, no recompilation). Per layer, with M the mask, W the stored kernel (exactly 0 where M = 0) and
-``n_ones = sum(M)`` (google-research/rigl ``sparse_optimizers_base._get_update_op``, read in
-``../shared/notes/sparse-training.md`` §2):
+``n_ones = sum(M)`` (google-research/rigl ``sparse_optimizers_base._get_update_op``, as in
+RigL's paper; where jaxpruner differs, said):
 
 1. ``n_prune = floor(n_ones * alpha_t)`` (rigl's rounding, in float32 as rigl-TF computes it;
    jaxpruner keeps ``round(n_ones * (1 - alpha_t))`` instead and drops 2, not 1, of 10 at 0.15).

@@ -3,7 +3,7 @@
 Forward: per layer, keep the weights whose |score| is in the top (1 - sparsity)
 fraction. Backward: straight-through, the top-k passes dL/dm unchanged to
 |s|, so every score (of kept and dropped weights alike) receives
-dL/d(w m) * w, the gradient its masked weight would get (SPEC §3, Eq. 11),
+dL/d(w m) * w, the gradient its masked weight would get (paper Eq. 11: the top-k passed through unchanged),
 times sign(s) from the |.|: as in the reference code (GetSubnet applied to
 scores.abs()). Without the sign, a step on a negative score would move its
 |s| the wrong way, and the search does not learn.

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import optax
 
 from jsnn.models.description import Layer
-from jsnn.objective import spike_loss
+from jsnn.objective import MethodDefaults, spike_loss
 from jsnn.sparsity import energy
 from jsnn.variables import Variables, by_name, from_names, kernels, map_with_names, with_kernels
 
@@ -53,7 +53,7 @@ def _forward_masks(masks, scores: dict, groups, beta) -> tuple[dict, dict]:
 
 
 @dataclasses.dataclass(frozen=True)
-class EnergySearch:
+class EnergySearch(MethodDefaults):
     """The search phase (module doc). Hashable: a static argument of the jitted step."""
 
     groups: tuple[energy.NeuronGroup, ...]
@@ -95,7 +95,7 @@ class EnergySearch:
 
 
 @dataclasses.dataclass(frozen=True)
-class EnergyFinetune:
+class EnergyFinetune(MethodDefaults):
     """The finetune phase: the binary ticket in ``masks``, fixed; weights and BN train, scores frozen."""
 
     trainable: tuple[str, ...] = ("weights", "bn", "scores")

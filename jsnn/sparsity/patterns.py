@@ -43,7 +43,6 @@ from jsnn.variables import by_name, from_names
 PyTree = Any
 
 UNSTRUCTURED = "unstructured"
-SIGNATURE_KEY = "sparsity_type"  # the options field naming the type (IMP's and edge-popup's)
 
 
 class PatternError(ValueError):
@@ -98,14 +97,6 @@ def flag_value(text: str) -> str:
         return canonical(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def without_default(record: dict) -> dict:
-    """``record`` (a run signature or an options dict) less its sparsity type when that is the default:
-    runs of the default type keep the signatures they had before sparsity types existed."""
-    if record.get(SIGNATURE_KEY, UNSTRUCTURED) == UNSTRUCTURED:
-        return {k: v for k, v in record.items() if k != SIGNATURE_KEY}
-    return record
 
 
 # -- the types -------------------------------------------------------------------------------------------

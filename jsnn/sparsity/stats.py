@@ -1,4 +1,4 @@
-"""Firing statistics for the SF criterion (paper Sec. 6, SPEC §5).
+"""Firing statistics for the SF criterion (paper Sec. 6).
 
 Per maskable kernel at path P whose input is spikes and whose output feeds a
 LIF layer: the firing rate of every input channel (mean spike over
@@ -68,13 +68,11 @@ def _by_path(tree: PyTree) -> dict[str, dict[str, np.ndarray]]:
 
 def collect_statistics(trainer, state, method, num_batches: int, seed: int = 0) -> dict:
     """Firing statistics over ``num_batches`` training batches (all of them if fewer exist)."""
-    key = ("statistics", method)  # one compilation per trainer and method, not per pruning round
-    if key not in trainer.jit_cache:
-        trainer.jit_cache[key] = jax.jit(
-            make_stats_step(trainer.model, method, trainer.dataset),
-            in_shardings=(parallel.replicated(trainer.mesh), parallel.batch_sharded(trainer.mesh)),
-            out_shardings=parallel.replicated(trainer.mesh))
-    step = trainer.jit_cache[key]
+    # one compilation per trainer and method, not per pruning round
+    step = trainer.compiled(("statistics", method), lambda: jax.jit(
+        make_stats_step(trainer.model, method, trainer.dataset),
+        in_shardings=(parallel.replicated(trainer.mesh), parallel.batch_sharded(trainer.mesh)),
+        out_shardings=parallel.replicated(trainer.mesh)))
     d = trainer.dataset
     totals: dict[str, dict[str, np.ndarray]] = {}
     batches = jdata.train_batches(d.train_images, d.train_labels, trainer.config.batch_size, seed, epoch=0)
@@ -110,14 +108,11 @@ def collect_gradients(trainer, state, method, num_batches: int, seed: int = 0) -
     Each batch's loss is the mean over its examples, so the result is the gradient of the loss over
     all those examples; a pruned weight's gradient is 0 outside DNS layers (the mask is in the forward).
     """
-    key = ("gradients", method)
-    if key not in trainer.jit_cache:
-        batch = parallel.batch_sharded(trainer.mesh)
-        trainer.jit_cache[key] = jax.jit(
-            make_gradient_step(trainer.model, method, trainer.dataset),
-            in_shardings=(parallel.replicated(trainer.mesh), batch, batch),
-            out_shardings=parallel.replicated(trainer.mesh))
-    step = trainer.jit_cache[key]
+    batch = parallel.batch_sharded(trainer.mesh)
+    step = trainer.compiled(("gradients", method), lambda: jax.jit(
+        make_gradient_step(trainer.model, method, trainer.dataset),
+        in_shardings=(parallel.replicated(trainer.mesh), batch, batch),
+        out_shardings=parallel.replicated(trainer.mesh)))
     d = trainer.dataset
     total, n = None, 0
     for i, (images, labels) in enumerate(jdata.train_batches(d.train_images, d.train_labels,
@@ -137,17 +132,15 @@ def recalibrate_batch_stats(trainer, state, method, num_batches: int | None = No
     unbiased variance in training mode (PyTorch's cumulative recalibration). The running averages the
     network carries are the ones of other weights or masks (edge-popup's random-mask floor)."""
     model = trainer.model.clone(bn=dataclasses.replace(trainer.model.bn, momentum=1.0))  # running = this batch's
-    key = ("recalibrate", method)
-    if key not in trainer.jit_cache:
-        def batch_stats_step(state, images):
-            x = preprocess(images, trainer.dataset.mean, trainer.dataset.std)
-            _, new_stats, _ = apply_model(model, state.forward_variables(method), x, train=True)
-            return new_stats
 
-        trainer.jit_cache[key] = jax.jit(
-            batch_stats_step, in_shardings=(parallel.replicated(trainer.mesh), parallel.batch_sharded(trainer.mesh)),
-            out_shardings=parallel.replicated(trainer.mesh))
-    step = trainer.jit_cache[key]
+    def batch_stats_step(state, images):
+        x = preprocess(images, trainer.dataset.mean, trainer.dataset.std)
+        _, new_stats, _ = apply_model(model, state.forward_variables(method), x, train=True)
+        return new_stats
+
+    step = trainer.compiled(("recalibrate", method), lambda: jax.jit(
+        batch_stats_step, in_shardings=(parallel.replicated(trainer.mesh), parallel.batch_sharded(trainer.mesh)),
+        out_shardings=parallel.replicated(trainer.mesh)))
     d = trainer.dataset
     total, n = None, 0
     for i, (images, _) in enumerate(jdata.train_batches(d.train_images, d.train_labels, trainer.config.batch_size,

@@ -1,4 +1,4 @@
-"""Crisis probability of a spiking neuron, and the spike flips it bounds (paper Sec. 3, SPEC §6).
+"""Crisis probability of a spiking neuron, and the spike flips it bounds (paper Sec. 3).
 
 A spike S = Heaviside(U - V_th) can change under a perturbation |dU| <= eps only
 if U lies in the crisis neighbourhood [V_th - eps, V_th + eps]. So, for U with

@@ -1,4 +1,4 @@
-"""The theory experiments (SPEC §6; issue #7 parts 1-3) on a trained digits SNN, as
+"""The theory experiments (paper Sec. 3-4) on a trained digits SNN, as
 ``train/theory.py`` runs them. Each ``run_*`` returns a JSON-able dict; ``run`` trains
 the network once, runs the experiments asked for and writes ``NAME.json`` and
 ``NAME.png`` (``jsnn.theory.figures``) for each experiment NAME.
@@ -38,18 +38,21 @@ import numpy as np
 
 from jsnn.config import TrainConfig
 from jsnn.layers import unfold_time
-from jsnn.methods import MaskedTraining
 from jsnn.metrics import log
 from jsnn.models import SpikingVGG
 from jsnn.neuron import LIFConfig, lif_time_major
 from jsnn.objective import preprocess
-from jsnn.runs.segment import prepare
-from jsnn.runs.workdir import run_signature
+from jsnn.runs.dense import DensePlan
+from jsnn.runs.outputs import Outputs
+from jsnn.runs.run import Run
+from jsnn.runs.segment import build_trainer
+from jsnn.runs.tickets import TICKET_FILE
 from jsnn.sparsity.criteria import gaussian_density, magnitude, sf, sf_eligible
 from jsnn.sparsity.stats import collect_statistics
 from jsnn.theory import crisis, figures, slth
 from jsnn.theory import flips as flips_mod
-from jsnn.variables import by_layer, by_name, from_names, init_variables, named_kernels
+from jsnn.ticket import load_ticket
+from jsnn.variables import by_layer, by_name, from_names, named_kernels
 
 EXPERIMENTS = ("crisis", "flips", "slth")
 
@@ -111,18 +114,28 @@ class TrainedNetwork:
         return preprocess(jnp.asarray(d.test_images[:n]), d.mean, d.std)
 
 
+class DigitsNetwork(DensePlan):
+    """The dense digits SNN the theory experiments measure: a dense run under its own name, so a workdir of
+    ``train/dense.py`` is not taken for it (nor it for one)."""
+
+    name = "theory_dense"
+
+
 def train_digits(workdir: str, epochs: int = 3, seed: int = 0) -> TrainedNetwork:
-    """The dense digits SNN trained by jsnn's own Trainer (``epochs`` epochs of the dense
-    preset, plain masked training); ``workdir`` gets the run's config.json."""
+    """The dense digits SNN trained by jsnn's own Trainer (``epochs`` epochs of the dense preset, plain
+    masked training), as a ``Run`` in ``workdir`` (its config.json, checkpoints, results and ticket): a
+    rerun takes the finished network from its ticket."""
     t0 = time.time()
     config = TrainConfig(dataset="digits", epochs=epochs, seed=seed, progress=False).resolve("dense")
-    dataset, model, trainer = prepare(config, workdir, run_signature("theory_dense", config))
-    method = MaskedTraining()
-    variables = init_variables(model, jax.random.key(config.seed), (1,) + dataset.image_shape)
-    state = trainer.new_state(variables, {}, method, config.seed)
-    state = trainer.train_epochs(state, method, 0, data_seed=config.seed)
-    acc = float(trainer.evaluate(state, method)["test_accuracy"])
-    return TrainedNetwork(config, dataset, model, trainer, method, state, acc, time.time() - t0)
+    plan = DigitsNetwork(config)
+    run = Run(plan, config, workdir, outputs=Outputs(plots=False, cost_report=False))
+    results = run.execute()
+    trainer, state = run.trainer, run.state
+    if state is None:  # finished before: the network is its ticket
+        trainer = trainer or build_trainer(config)
+        state = trainer.new_state(load_ticket(os.path.join(workdir, TICKET_FILE)).variables, {}, plan.method, seed)
+    acc = float(results["runs"][0]["test_accuracy"])
+    return TrainedNetwork(config, trainer.dataset, trainer.model, trainer, plan.method, state, acc, time.time() - t0)
 
 
 def lif_currents(out: jax.Array, T: int, encoding: bool) -> jax.Array:

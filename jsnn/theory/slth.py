@@ -1,4 +1,4 @@
-"""The strong-LTH construction of the paper (Lemma 4.1-4.2, Theorem 4.3, Appendix C; SPEC §6).
+"""The strong-LTH construction of the paper (Lemma 4.1-4.2, Theorem 4.3, Appendix C).
 
 Target layer: spikes s[t] in {0,1}^N_in -> LIF(W_hat s[t]) with N_out outputs,
 W_hat in [-1/sqrt(N), 1/sqrt(N)]. Wide random layer: k = N_in * n virtual

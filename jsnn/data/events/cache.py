@@ -13,7 +13,7 @@ directory under the key's name: the next run builds again. (A killed build leave
 ``.<key>.tmp-*`` directory behind; it is never read and can be deleted.) Two processes building
 the same key at once both finish; the first rename wins and the other's copy is removed.
 SpikingJelly, by contrast, skips a build once the folder exists, so an interrupted build leaves a
-silently incomplete cache (../shared/notes/event-data.md section 3).
+silently incomplete cache (an interrupted conversion must not pass for a finished one).
 """
 from __future__ import annotations
 

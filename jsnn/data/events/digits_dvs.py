@@ -3,7 +3,7 @@
 N-MNIST was recorded by an ATIS sensor on a pan-tilt unit looking at MNIST digits on a screen
 (Orchard et al., Front. Neurosci. 9:437, 2015): three 105 ms saccades moving the image along
 (0, 0) -> (3.5, 7) -> (7, 0) -> (0, 0) pixels, cropped to 34x34. This module simulates that
-recording for each digit by the recipe of ../shared/notes/event-data.md section 4:
+recording for each digit by this recipe:
 
 1. the glyph (values / 16) zoomed x2.5 bilinearly to 20x20, padded by 4 to MNIST's 28x28 box and
    placed at (x, y) = (1, 2) on the 34x34 sensor, moved along the saccade path in 1 ms steps

@@ -1,7 +1,7 @@
 """Events -> frames: ``[T, H, W, 2]`` uint8 counts per sample, vectorised NumPy.
 
 The steps, in this order (the order tonic pipelines use: ``Denoise`` -> ``Downsample`` ->
-``CenterCrop`` -> ``ToFrame``; ../shared/notes/event-data.md section 2):
+``CenterCrop`` -> ``ToFrame``, as tonic and SpikingJelly do):
 
 1. ``denoise``: keep an event only if one of its 4 neighbours fired within the previous
    ``filter_time`` (tonic ``Denoise`` semantics, including that every event with

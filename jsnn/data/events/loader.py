@@ -27,7 +27,7 @@ EVENT_DATASETS = ("digits_dvs",) + RECORDED_DATASETS
 SENSOR_SIZES = {"digits_dvs": digits_dvs.SENSOR_SIZE, **RECORDED_SENSOR_SIZES}  # (W, H, P)
 NUM_CLASSES = {"digits_dvs": 10, **RECORDED_NUM_CLASSES}
 
-# Default frames per dataset (../shared/notes/event-data.md section 2, "Common preprocessing"):
+# Default frames per dataset (the event papers' common preprocessing: T frames of equal time windows):
 DEFAULT_FRAMES = {
     # digits_dvs: T = 4 and 8x8 as the digits presets (jsnn/config.py, configs/digits.py), so digits_cnn
     # has digits' shape (two channels) and the digits optimisation presets apply: 34x34 summed into 8x8
