@@ -13,12 +13,25 @@ statistics + scoring + pruning (and early-bird's end-of-epoch work), checkpoint 
 their cost report, results + plots, each timed from the run's phase events (``RunHooks``); the test
 evaluations inside training count as training steps.
 Writes benchmarks/results/time_to_ticket_<model>.{json,md}.
+
+    python benchmarks/time_to_ticket.py --paired [--pairs 3]   # digits: jsnn's program against an eager script
+
+``--paired`` (digits only) times what a user runs, each in its own child process, one after another per
+pair: ``train/imp.py --dataset digits --rounds R`` in a fresh workdir with an empty compilation cache
+(first run), again with the cache that run filled (warm), and the same IMP written the way an snnTorch
+user would (benchmarks/peers/snntorch_imp_digits.py: eager PyTorch, same net, budget and schedule). For
+each: wall time, CPU time (user + system, the child's own rusage from ``os.wait4``) and peak RSS; the
+medians over the pairs, the ratios jsnn / script and the phase breakdown above (cold and warm, the program's
+criterion). Writes benchmarks/results/time_to_ticket_digits.{json,md}, with the load average: on a shared
+machine the numbers are noisy.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -116,6 +129,101 @@ def child(args) -> dict:
             "devices": jax.device_count(), "config": config.to_dict()}
 
 
+def timed_child(cmd: list[str], env: dict) -> dict:
+    """Runs ``cmd`` to its end: wall seconds, CPU seconds (user + system) and peak RSS (MiB) of that child
+    alone (``os.wait4``'s rusage, which ``resource.getrusage(RUSAGE_CHILDREN)`` sums over all children),
+    and its output."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read()
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{text[-3000:]}")
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_mib": usage.ru_maxrss / 1024,
+            "output": text}
+
+
+def test_accuracies(text: str) -> list[float]:
+    """Each round's test accuracy from the program's log ("round 1: sparsity 0.25 test accuracy 0.98") or the
+    script's lines ("round 1: test accuracy 0.98, ...")."""
+    return [float(a) for a in re.findall(r"test accuracy ([0-9.]+)", text)]
+
+
+def paired(args, argv: list[str]) -> None:
+    py = sys.executable
+    load_before = os.getloadavg()
+    samples = {"jsnn, first run (cache empty)": [], "jsnn, cache warm": [], "script": []}
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    for pair in range(args.pairs):
+        with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as work:
+            env_cache = {**env, "JSNN_COMPILATION_CACHE": cache}
+            for name, workdir in (("jsnn, first run (cache empty)", "cold"), ("jsnn, cache warm", "warm")):
+                cmd = [py, "train/imp.py", "--dataset", "digits", "--rounds", str(args.rounds),
+                       "--workdir", os.path.join(work, workdir)]
+                samples[name].append(timed_child(cmd, env_cache))
+            samples["script"].append(timed_child(
+                [py, "benchmarks/peers/snntorch_imp_digits.py", "--rounds", str(args.rounds)], env))
+        print(f"pair {pair}: " + ", ".join(f"{n} {v[-1]['wall_s']:.1f} s" for n, v in samples.items()), flush=True)
+    load_after = os.getloadavg()
+
+    # the phase breakdown: the program's code in a child with the phase clock, cold then warm
+    breakdown = {}
+    with tempfile.TemporaryDirectory() as cache:
+        for name in ("cache, cold", "cache, warm"):
+            cmd = [py, os.path.abspath(__file__), "--child", "--cache", cache, "--criterion", args.criterion,
+                   "--rounds", str(args.rounds)]
+            out = subprocess.run(cmd, cwd=ROOT, env={**env, "TIME_TO_TICKET_T0": repr(time.time())},
+                                 capture_output=True, text=True)
+            if out.returncode != 0:
+                sys.exit(f"{name}: {out.stderr[-3000:]}")
+            breakdown[name] = json.loads(out.stdout.strip().splitlines()[-1])
+
+    med = {n: {k: statistics.median(s[k] for s in v) for k in ("wall_s", "cpu_s", "peak_mib")}
+           for n, v in samples.items()}
+    script = med["script"]
+    ratios = {n: {k: m[k] / script[k] for k in m} for n, m in med.items() if n != "script"}
+    accuracy = {n: [test_accuracies(s["output"]) for s in v]
+                for n, v in samples.items()}
+    path = args.out or os.path.join(ROOT, "benchmarks", "results", "time_to_ticket_digits")
+    machine = f"{os.cpu_count()}-core CPU shared with other jobs"
+    record = {"command": " ".join(["python benchmarks/time_to_ticket.py"] + argv),
+              "machine": machine, "load_average_before": load_before, "load_average_after": load_after,
+              "pairs": args.pairs, "rounds": args.rounds,
+              "runs": {n: [{k: s[k] for k in ("wall_s", "cpu_s", "peak_mib")} for s in v] for n, v in samples.items()},
+              "median": med, "ratio_to_script": ratios, "test_accuracy_per_round": accuracy,
+              "breakdown": breakdown}
+    with open(path + ".json", "w") as f:
+        json.dump(record, f, indent=2)
+    lines = ["| | wall s | CPU s | peak MiB | wall / script | CPU / script | peak / script |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for n, m in med.items():
+        r = ratios.get(n, {"wall_s": 1.0, "cpu_s": 1.0, "peak_mib": 1.0})
+        walls = [s["wall_s"] for s in samples[n]]
+        spread = f"{min(walls):.1f}–{max(walls):.1f}"
+        lines.append(f"| {n} | {m['wall_s']:.1f} ({spread}) | {m['cpu_s']:.1f} | {m['peak_mib']:.0f} | "
+                     f"{r['wall_s']:.2f} | {r['cpu_s']:.2f} | {r['peak_mib']:.2f} |")
+    names = list(breakdown)
+    lines += ["", f"Phase breakdown (the program's code with a phase clock, criterion {args.criterion}), seconds:", "",
+              f"| phase | {' | '.join(names)} |", "|---|" + "---:|" * len(names)]
+    for phase in PHASES:
+        lines.append(f"| {phase} | " + " | ".join(f"{breakdown[n]['seconds'][phase]:.1f}" for n in names) + " |")
+    lines.append("| **total** | " + " | ".join(f"**{breakdown[n]['total_seconds']:.1f}**" for n in names) + " |")
+    lines.append("| compilations (after round 0) | " + " | ".join(
+        f"{breakdown[n]['compilations']} ({breakdown[n]['compilations_after_round_0']})" for n in names) + " |")
+    acc = "; ".join(f"{n}: " + ", ".join(f"{a:.3f}" for a in accuracy[n][0]) for n in accuracy)
+    head = (f"Time to a digits ticket: `train/imp.py --dataset digits --rounds {args.rounds}` (fresh workdir) against "
+            f"benchmarks/peers/snntorch_imp_digits.py, median of {args.pairs} pair(s) run one after another (wall "
+            f"min–max in brackets), {machine}, load average {load_before[0]:.1f} before and {load_after[0]:.1f} "
+            f"after: noisy numbers. Test accuracy per round (first pair): {acc}.\n\n")
+    with open(path + ".md", "w") as f:
+        f.write(head + "\n".join(lines) + "\n")
+    print(head + "\n".join(lines))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="digits_cnn", choices=["digits_cnn", "vgg_small"])
@@ -124,7 +232,9 @@ def main():
     p.add_argument("--timesteps", type=int, default=None, help="digits 4, vgg_small 5")
     p.add_argument("--batch-size", type=int, default=None, help="digits 64, vgg_small 32")
     p.add_argument("--images", type=int, default=640, help="training images of the random CIFAR-shaped set")
-    p.add_argument("--criterion", default="sf")
+    p.add_argument("--criterion", default=None, help="IMP's criterion (--paired: magnitude, the program's; else sf)")
+    p.add_argument("--paired", action="store_true", help="digits: the program, cold and warm, against the script")
+    p.add_argument("--pairs", type=int, default=3, help="--paired: how many (cold, warm, script) triples")
     p.add_argument("--cache", default=None, help=argparse.SUPPRESS)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", default=None)
@@ -135,8 +245,14 @@ def main():
     args.batch_size = args.batch_size or (64 if small else 32)
     if args.model == "digits_cnn" and args.images != 640:
         p.error("--images is for the random CIFAR-shaped set (vgg_small)")
+    args.criterion = args.criterion or ("magnitude" if args.paired else "sf")
     if args.child:
         print(json.dumps(child(args)))
+        return
+    if args.paired:
+        if args.model != "digits_cnn":
+            p.error("--paired is for digits (the script is digits')")
+        paired(args, sys.argv[1:])
         return
 
     runs = {}
