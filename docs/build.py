@@ -625,6 +625,24 @@ def time_to_ticket_digits(src):
     return _time_to_ticket(src, "benchmarks/results/time_to_ticket_digits_cnn.json")
 
 
+@generator("time_to_ticket_paired")
+def time_to_ticket_paired(src):
+    d = src.json("benchmarks/results/time_to_ticket_digits.json")
+    rows = []
+    for name, m in d["median"].items():
+        r = d["ratio_to_script"].get(name, {"wall_s": 1.0, "cpu_s": 1.0, "peak_mib": 1.0})
+        walls = [s["wall_s"] for s in d["runs"][name]]
+        rows.append([name, f"{m['wall_s']:.1f} ({min(walls):.1f}–{max(walls):.1f})", f"{m['cpu_s']:.1f}",
+                     f"{m['peak_mib']:.0f}", f"{r['wall_s']:.2f}", f"{r['cpu_s']:.2f}", f"{r['peak_mib']:.2f}"])
+    acc = "; ".join(f"{name}: " + ", ".join(f"{a:.3f}" for a in runs[0]) for name, runs in
+                    d["test_accuracy_per_round"].items())
+    head = (f"`{d['command']}` ({d['machine']}, load average {d['load_average_before'][0]:.1f} before and "
+            f"{d['load_average_after'][0]:.1f} after: noisy), median of {d['pairs']} pair(s), wall min–max in "
+            f"brackets. Test accuracy per round: {acc}.")
+    return head + "\n\n" + table(["", "wall s", "CPU s", "peak MiB", "wall / script", "CPU / script",
+                                   "peak / script"], rows)
+
+
 @generator("time_to_ticket_vgg_small")
 def time_to_ticket_vgg_small(src):
     return _time_to_ticket(src, "benchmarks/results/time_to_ticket_vgg_small.json")
