@@ -1,7 +1,7 @@
 """Shi et al. (ICLR 2024) on CIFAR-10: weights and neurons pruned under an energy budget, their 6-conv + 2-FC
 network (``cifar10net``), T = 8.
 
-    python train/sparse_training.py --config configs/shi_energy_cifar10_cifar10net.py --data-dir DATA
+    python train/energy.py --config configs/shi_energy_cifar10_cifar10net.py --data-dir DATA
 
 Published (PUBLISHED below; docs/reproduce.md): 0.63 % of the connections left, 8.5 M SOPs per image, 2.19 points
 below the dense network (paper abstract). Hyper-parameters: xyshi2000/Unstructured-Pruning main.py defaults
@@ -23,15 +23,14 @@ PUBLISHED = {
     "setting": "CIFAR-10, Cifar10Net (6 conv x 256 + 2 FC), T = 8",
     "reported": "0.63 % of connections, 8.5 M SOPs, -2.19 points vs dense (abstract)",
     "source": "openreview.net/forum?id=eoSeaK4QJo (abstract); hyper-parameters: xyshi2000/Unstructured-Pruning",
-    "command": "python train/sparse_training.py --config configs/shi_energy_cifar10_cifar10net.py --data-dir DATA",
+    "command": "python train/energy.py --config configs/shi_energy_cifar10_cifar10net.py --data-dir DATA",
     "data": "cifar10",
 }
 
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
-    config.method = "sparse_training"
-    config.algorithm = "energy"
+    config.method = "energy"
     config.synops_budget = 8.5e6  # SynOps per image the ticket may need: the paper's 8.5 M SOPs
     config.finetune_epochs = 200
     config.optimizer = "adam"

@@ -1,7 +1,7 @@
 """Shi et al. (ICLR 2024) on CIFAR10-DVS: weights and neurons pruned under an energy budget, TET's VGGSNN
 (``vggsnn``) at 48 x 48, T = 10.
 
-    python train/sparse_training.py --config configs/shi_energy_cifar10dvs_vggsnn.py --data-dir DATA \\
+    python train/energy.py --config configs/shi_energy_cifar10dvs_vggsnn.py --data-dir DATA \\
         --config.synops_budget=N
 
 Published: the paper's CIFAR10-DVS table (not checked in this session, so no number is copied here: give the
@@ -26,7 +26,7 @@ PUBLISHED = {
     "setting": "CIFAR10-DVS, VGGSNN, 48 x 48, T = 10",
     "reported": "dense VGGSNN with TET: 83 % top-1 (TET abstract); pruned points: the paper's CIFAR10-DVS table",
     "source": "xyshi2000/Unstructured-Pruning README; Gus-Lab/temporal_efficient_training models/VGG_models.py",
-    "command": ("python train/sparse_training.py --config configs/shi_energy_cifar10dvs_vggsnn.py --data-dir DATA "
+    "command": ("python train/energy.py --config configs/shi_energy_cifar10dvs_vggsnn.py --data-dir DATA "
                 "--config.synops_budget=N"),
     "data": "cifar10_dvs",
 }
@@ -34,8 +34,7 @@ PUBLISHED = {
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
-    config.method = "sparse_training"
-    config.algorithm = "energy"
+    config.method = "energy"
     config.synops_budget = placeholder(float)  # required: the SOPs of the published point compared with
     config.finetune_epochs = 80
     config.optimizer = "sgd"

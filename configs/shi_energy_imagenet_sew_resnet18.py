@@ -3,7 +3,7 @@ Fang et al. NeurIPS 2021) pruned under an energy budget, T = 4, several processe
 
     # 4 processes, one per GPU (SLURM: --ntasks=4 --gpus-per-task=1), one global batch of 256 over them;
     # elsewhere JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID per process (docs/reliability.md)
-    srun python train/sparse_training.py --config configs/shi_energy_imagenet_sew_resnet18.py --data-dir DATA \\
+    srun python train/energy.py --config configs/shi_energy_imagenet_sew_resnet18.py --data-dir DATA \\
         --config.synops_budget=N
 
 ImageNet is streamed from a tfds-prepared directory under --data-dir (``tfds:imagenet2012``, jsnn/data/streaming.py,
@@ -30,7 +30,7 @@ PUBLISHED = {
     "setting": "ImageNet, SEW-ResNet-18 (ADD), 224 x 224, T = 4, 4 processes x batch 64",
     "reported": "dense and pruned points: the SEW and Shi et al. ImageNet tables (not checked here)",
     "source": "xyshi2000/Unstructured-Pruning README and models/sew_resnet.py",
-    "command": ("srun python train/sparse_training.py --config configs/shi_energy_imagenet_sew_resnet18.py "
+    "command": ("srun python train/energy.py --config configs/shi_energy_imagenet_sew_resnet18.py "
                 "--data-dir DATA --config.synops_budget=N"),
     "data": "tfds:imagenet2012 (streamed from a tfds-prepared directory)",
 }
@@ -38,8 +38,7 @@ PUBLISHED = {
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
-    config.method = "sparse_training"
-    config.algorithm = "energy"
+    config.method = "energy"
     config.synops_budget = placeholder(float)  # required: the SOPs of the published point compared with
     config.finetune_epochs = 40
     config.optimizer = "adam"

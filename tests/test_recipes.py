@@ -11,7 +11,6 @@ import ast
 import dataclasses
 import importlib.util
 import sys
-import types
 from pathlib import Path
 
 import jax
@@ -25,6 +24,7 @@ from jsnn.methods import MaskedTraining
 from jsnn.models import build_model
 from jsnn.runs import edge_popup as edge_popup_run
 from jsnn.runs import energy as energy_run
+from jsnn.runs.run import Run
 from jsnn.sparsity.edge_popup import init_scores
 from jsnn.trainer import Trainer, create_state, make_optimizer, make_train_step
 from jsnn.variables import apply_model, init_variables, kernels
@@ -35,11 +35,9 @@ import flags  # noqa: E402
 
 # recipe -> (program, method, overrides a run must give, classes, image shape of one example)
 RECIPES = {
-    "shi_energy_cifar10_cifar10net.py": ("sparse_training", "sparse_training", [], 10, (32, 32, 3)),
-    "shi_energy_cifar10dvs_vggsnn.py": ("sparse_training", "sparse_training", ["--config.synops_budget=1e6"], 10,
-                                        (10, 48, 48, 2)),
-    "shi_energy_imagenet_sew_resnet18.py": ("sparse_training", "sparse_training", ["--config.synops_budget=1e9"],
-                                            1000, (224, 224, 3)),
+    "shi_energy_cifar10_cifar10net.py": ("energy", "energy", [], 10, (32, 32, 3)),
+    "shi_energy_cifar10dvs_vggsnn.py": ("energy", "energy", ["--config.synops_budget=1e6"], 10, (10, 48, 48, 2)),
+    "shi_energy_imagenet_sew_resnet18.py": ("energy", "energy", ["--config.synops_budget=1e9"], 1000, (224, 224, 3)),
     "imp_cifar10_resnet19.py": ("imp", "imp", [], 10, (32, 32, 3)),
     "imp_cifar100_resnet19.py": ("imp", "imp", [], 100, (32, 32, 3)),
     "sf_imp1_cifar100_resnet19.py": ("imp", "imp", [], 100, (32, 32, 3)),
@@ -85,11 +83,11 @@ def test_every_published_recipe_is_tested_and_in_reproduce_md():
 
 
 def _parse(name):
-    """(TrainConfig, program args, program module) of the recipe's command."""
+    """(TrainConfig, the method's options, program args) of the recipe's command, as its program builds them."""
     program, method, overrides, _, _ = RECIPES[name]
     prog = _program(program)
     args = flags.parse_args(prog.parser(), ["--config", str(ROOT / "configs" / name), *overrides], method=method)
-    return flags.training_config(args, method), args, prog
+    return (*flags.method_settings(args, method), args)
 
 
 def _made_up(config, classes, image_shape, n=2):
@@ -107,8 +105,8 @@ def _made_up(config, classes, image_shape, n=2):
                               timesteps=image_shape[0] if frames else None)
 
 
-def _one_step(trainer, method, state):
-    train = trainer.jitted_steps(method)[0]
+def _one_step(trainer, method, state, optimizer):
+    train = trainer.jitted_steps(method, optimizer)[0]
     d = trainer.dataset
     state, m = train(state, *parallel.put_batch(trainer.mesh, *jdata.shard_for_process(d.train_images,
                                                                                          d.train_labels)),
@@ -121,7 +119,7 @@ def test_recipe_loads_and_takes_one_step(name):
     program, method, overrides, classes, image_shape = RECIPES[name]
     recipe = _recipe(name)
     values = recipe.get_config()
-    config, args, prog = _parse(name)
+    config, options, args = _parse(name)
     # the program runs the recipe's values
     for key in ("model", "timesteps", "epochs", "batch_size", "lr", "weight_decay", "schedule", "width"):
         assert getattr(config, key) == values[key], (name, key)
@@ -133,15 +131,14 @@ def test_recipe_loads_and_takes_one_step(name):
     logits = jax.eval_shape(lambda v, x: apply_model(model, v, x, train=True)[0], variables,
                             jax.ShapeDtypeStruct(full, jnp.float32))
     assert logits.shape == (config.timesteps, values.batch_size, classes)
-    if getattr(args, "algorithm", None) != "energy":
+    if method != "energy":
         # IMP's and edge-popup's recipes run jsnn's own networks (Res-SNN-19, SNN-VGG-16), whose steps the
         # suite compiles elsewhere: their step at full width and the recipe's batch, traced (shapes only)
         if method == "edge_popup":
-            options = prog.edge_popup_options(args, config)
             assert options.sparsities == tuple(values.sparsity)
             m = edge_popup_run.edge_popup_method(model, variables.weights, options.sparsities[0], options)
         else:  # IMP's rounds: masked training (the first round dense)
-            assert prog.imp_options(args).resolve(config).rounds == values.rounds
+            assert options.rounds == values.rounds
             m = MaskedTraining()
         dataset = _made_up(config, classes, image_shape, n=values.batch_size)
         optimizer = make_optimizer(config, 1)
@@ -157,15 +154,15 @@ def test_recipe_loads_and_takes_one_step(name):
         assert jax.tree.map(lambda x: x.shape, state.weights) == jax.tree.map(lambda x: x.shape, variables.weights)
         return
     # the energy recipes run the testbed networks: one real step, at a sliver of the width and a batch of 2
-    assert (args.finetune_epochs, args.optimizer) == (values.finetune_epochs, values.optimizer)
+    assert (options.finetune_epochs, options.optimizer) == (values.finetune_epochs, values.optimizer)
     small = dataclasses.replace(config, width=SLIVER, batch_size=2, progress=False)
     dataset = _made_up(small, classes, REDUCED.get(name, image_shape))
     model = build_model(small, classes)
-    plan = energy_run.EnergyPlan(small, energy_run.EnergyOptions(
-        synops_budget=args.synops_budget, finetune_epochs=args.finetune_epochs, optimizer=args.optimizer))
-    run = types.SimpleNamespace(trainer=Trainer(small, model, dataset), model=model, dataset=dataset)
+    plan = energy_run.EnergyPlan(small, options)
+    run = Run(plan, small, "unused: no file is written", trainer=Trainer(small, model, dataset))
+    run.optimizer = plan.optimizer(run.trainer)  # what Run.execute sets before setup
     state = plan.setup(run)
-    state, loss = _one_step(run.trainer, plan.search, state)
+    state, loss = _one_step(run.trainer, plan.search, state, run.optimizer)
     assert np.isfinite(loss) and loss > 0, name
     assert int(state.step) == 1
 

@@ -155,9 +155,12 @@ def test_resume_with_another_setting_names_it_and_changes_nothing(small, tmp_pat
                    "progress"}
     # the event-frame settings (and the frames they resolve to) only where the data are events: an
     # image run's signature, and so its workdir files, are as before they existed
-    assert set(run_signature("dense", config)) == settings - run_control - set(FRAME_FIELDS) | {"method"}
+    # the precision only where it is not f32: an f32 run's signature is as before --precision existed
+    assert set(run_signature("dense", config)) == settings - run_control - set(FRAME_FIELDS) - {"precision"} | {
+        "method"}
+    assert run_signature("dense", dataclasses.replace(config, precision="bf16"))["precision"] == "bf16"
     events = TrainConfig(dataset="digits_dvs", epochs=2, timesteps=2, batch_size=32, progress=False).resolve("dense")
-    assert set(run_signature("dense", events)) == settings - run_control | {"method", "frames"}
+    assert set(run_signature("dense", events)) == settings - run_control - {"precision"} | {"method", "frames"}
 
 
 def run_program(*args, timeout=300):
