@@ -128,9 +128,23 @@ def median_call_seconds(fn: Callable[[], object], repeats: int) -> float:
     return float(np.median(times))
 
 
-def write_results(path: str, record: dict, markdown_lines: list[str]) -> None:
-    """``path``.json (``record``) and ``path``.md (the lines), and the markdown printed."""
+def shared_machine(how_to_read: str) -> str:
+    """The machine a benchmark ran on, as its results record it: CPU, cores, and how to read timings taken while
+    other jobs shared it."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu}, {os.cpu_count()} cores, shared with other jobs ({how_to_read})"
+
+
+def write_results(path: str | None, record: dict, markdown_lines: list[str]) -> None:
+    """``path``.json (``record``) and ``path``.md (the lines), and the markdown printed (only printed when
+    ``path`` is None)."""
     import json
+
+    if path is None:
+        print("\n".join(markdown_lines))
+        return
 
     with open(path + ".json", "w") as f:
         json.dump(record, f, indent=1)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -156,18 +155,14 @@ def main(argv=None):
     lines += [f"| {r['variant']} | {r['conv_library']} | {r['train_images_per_s']:.1f} | "
               f"{r['infer_images_per_s']:.1f} | {r['train_speedup_vs_before']:.2f} | "
               f"{r['infer_speedup_vs_before']:.2f} |" for r in rows]
-    from benchmarks.common import write_results
+    from benchmarks.common import shared_machine, write_results
 
     record = {"what": f"a user's VGG-style SNN from jsnn's layers (plan {PLAN}, average pooling), B = {BATCH}, "
                       f"T = {TIMESTEPS}, 32x32x3; median of {args.steps} steps after {args.warmup} untimed, each "
                       "variant in a fresh process",
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared with other "
-                         "jobs (compare variants within this run)",
+              "machine": shared_machine("compare variants within this run"),
               "load_average_before": load_before, "load_average_after": os.getloadavg(), "rows": rows}
-    if args.out:
-        write_results(args.out, record, lines)
-    else:
-        print("\n".join(lines))
+    write_results(args.out, record, lines)
     return record
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import jax
@@ -22,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jsnn  # noqa: F401  (jsnn's CPU convolution flag, as a user's script gets it)
-from benchmarks.common import write_results
+from benchmarks.common import shared_machine, write_results
 from jsnn import conv
 from jsnn.precision import matmul_policy
 
@@ -90,8 +89,7 @@ def main(argv=None):
                      + " | ".join(f"{r[key]['gflops']:.0f}" for key in ("f32_xla", "f32_im2col", "bf16_xla",
                                                                         "bf16_im2col")) + f" | {r['fastest']} |")
     record = {"what": "forward+backward of one convolution (spike input), GFLOP/s = 3 x 2 x MACs / median time",
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared with "
-                         "other jobs: compare ratios within one run)",
+              "machine": shared_machine("compare ratios within one run"),
               "load_average_before": load_before, "load_average_after": os.getloadavg(),
               "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""), "repeats": args.repeats,
               "rows": rows}

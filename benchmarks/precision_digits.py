@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ import time
 
 import numpy as np
 
-from benchmarks.common import write_results
+from benchmarks.common import shared_machine, write_results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results", "precision_digits")
@@ -109,8 +108,7 @@ def main(argv=None):
                   + ", ".join(f"round {x['round']} acc {x['test_accuracy']:.4f} sparsity {x['sparsity']:.3f} "
                               f"SynOps {x['synops_per_image'] or 0:.3g}" for x in r["rounds"]), flush=True)
     summary = summarize(runs, precisions)
-    record = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared with other "
-                         "jobs (compare f32 and bf16 within this run)",
+    record = {"machine": shared_machine("compare f32 and bf16 within this run"),
               "load_average_before": load_before, "load_average_after": os.getloadavg(),
               "seeds": seeds, "rounds": args.rounds, "epochs": args.epochs, "runs": runs, "summary": summary}
     lines = ["| precision | round | test acc (mean ± seed sd) | sparsity | SynOps / image | activation sparsity |",
@@ -126,10 +124,7 @@ def main(argv=None):
     lines += ["", "| precision | wall s (mean) | training img/s (median) |", "|---|---:|---:|"]
     lines += [f"| {prec} | {summary[prec]['wall_s_mean']:.1f} | {summary[prec]['train_images_per_s_median']:.0f} |"
               for prec in precisions]
-    if args.out:
-        write_results(args.out, record, lines)
-    else:
-        print("\n".join(lines))
+    write_results(args.out, record, lines)
     return record
 
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import jax
 import numpy as np
 
 import jsnn  # noqa: F401  (jsnn's CPU convolution flag before the first computation)
-from benchmarks.common import write_results
+from benchmarks.common import shared_machine, write_results
 from benchmarks.step_peak import compiled_step
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "precision_step")
@@ -56,13 +55,9 @@ def main(argv=None):
     lines += [f"| {r['model']} | {r['batch']} | {r['timesteps']} | {r['f32_step_s']:.3f} | {r['bf16_step_s']:.3f} | "
               f"{r['bf16_speedup']:.2f} |" for r in rows]
     record = {"what": f"SGD training step, f32 and bf16 alternated {args.rounds} times in one process, medians",
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared with other "
-                         "jobs (the two precisions alternate, so both see the same load)",
+              "machine": shared_machine("the two precisions alternate, so both see the same load"),
               "load_average_before": load_before, "load_average_after": os.getloadavg(), "rows": rows}
-    if args.out:
-        write_results(args.out, record, lines)
-    else:
-        print("\n".join(lines))
+    write_results(args.out, record, lines)
     return record
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import jax
@@ -23,7 +22,7 @@ import numpy as np
 import optax
 
 import jsnn  # noqa: F401  (jsnn's CPU convolution flag before the first computation)
-from benchmarks.common import write_results
+from benchmarks.common import shared_machine, write_results
 from jsnn.models import get_model
 from jsnn.neuron import LIFConfig
 from jsnn.precision import matmul_policy
@@ -119,14 +118,10 @@ def main(argv=None):
     record = {"what": f"training step (SGD, momentum) at B = {args.batch}, T = {args.timesteps}, 32x32x3, 100 "
                       f"classes; median of {args.steps} steps after the compiling one; peak: best of 5 jitted "
                       f"{PEAK_N}^3 matmuls",
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared with other "
-                         "jobs (each peak measured right before its network's steps)",
+              "machine": shared_machine("each peak measured right before its network's steps"),
               "load_average_before": load_before, "load_average_after": os.getloadavg(),
               "xla_flags": os.environ.get("XLA_FLAGS", ""), "jax": jax.__version__, "rows": rows}
-    if args.out:
-        write_results(args.out, record, lines)
-    else:
-        print("\n".join(lines))
+    write_results(args.out, record, lines)
     return record
 
 
