@@ -108,6 +108,16 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         **_event_presets(lr=0.1, bn_affine=True, epochs_digits=15),
         **_mnist_presets(lr=0.1, bn_affine=True, epochs=8),
     },
+    "shi": {
+        # Shi et al.'s mask learning (jsnn/runs/shi.py): Adam on the weights (their optimizer). CIFAR: their
+        # CIFAR-10 defaults (xyshi2000/Unstructured-Pruning main.py): Cifar10Net, T = 8, batch 16, Adam 1e-4, 800
+        # search epochs (set --schedule constant --weight-decay 0 for theirs: configs/shi_cifar10_cifar10net.py).
+        # digits: the sparse-training budget (15 epochs of search), Adam at 1e-3
+        "cifar": dict(model="cifar10net", epochs=800, lr=1e-4, batch_size=16, timesteps=8, bn_affine=True),
+        "digits": dict(model="digits_cnn", epochs=15, lr=1e-3, batch_size=64, timesteps=4, bn_affine=True),
+        **_event_presets(lr=1e-3, bn_affine=True, epochs_digits=15),
+        **_mnist_presets(lr=1e-3, bn_affine=True, epochs=8),
+    },
 }
 
 _AS_CIFAR = ("nmnist", "dvs_gesture", "cifar10_dvs")
@@ -133,6 +143,11 @@ SPARSE_TRAINING_UPDATE_EVERY = {**_with_event_datasets({"cifar": 100, "digits": 
 # CIFAR-10 mask learning rate, a quarter of 300 epochs of finetuning; digits: its 330 search steps, 5 epochs.
 # The event datasets take digits' (no entry of their own).
 ENERGY_PRESETS = {"cifar": {"mask_lr": 1e-4, "finetune_epochs": 75}, "digits": {"mask_lr": 0.01, "finetune_epochs": 5}}
+# Shi et al.'s method (jsnn/runs/shi.py): lambda and the masks' Adam learning rate; their CIFAR-10 defaults
+# (lambda 1e-11, masks at the weights' 1e-4, 200 finetune epochs after 800) and digits' (chosen on digits:
+# benchmarks/results/shi_digits.json says what they reach). The event datasets take digits'.
+SHI_PRESETS = {"cifar": {"penalty_lambda": 1e-11, "mask_lr": 1e-4, "finetune_epochs": 200},
+               "digits": {"penalty_lambda": 1e-6, "mask_lr": 1e-2, "finetune_epochs": 5}}
 # THE table of the methods' own option presets: method -> dataset family -> {option: value}, for the option
 # fields a method leaves None (``option_presets``; each method's options dataclass fills them in ``resolve``)
 METHOD_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
@@ -141,6 +156,7 @@ METHOD_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "edge_popup": {family: {"sparsities": levels} for family, levels in EDGE_POPUP_SPARSITIES.items()},
     "sparse_training": {family: {"update_every": n} for family, n in SPARSE_TRAINING_UPDATE_EVERY.items()},
     "energy": ENERGY_PRESETS,
+    "shi": SHI_PRESETS,
 }
 
 SCHEDULES = ("cosine", "constant")  # the learning-rate schedules jsnn.trainer implements

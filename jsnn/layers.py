@@ -8,6 +8,8 @@ as its own pytree (see ``variables.py``):
   bn           BatchNorm scale and bias (absent when BN is non-affine)
   batch_stats  BatchNorm running mean and variance
   stats        firing statistics, written only when the collection is mutable
+  gates        optional per-neuron gates on the spikes of the LIF a layer feeds (``gate_spikes``; Shi et al.'s
+               neuron masks, jsnn/sparsity/shi.py): absent for every other method, and then nothing is gated
 
 Stateless layers (conv, linear, BN, pooling) see time folded into the batch
 axis, ``[T*B, ...]``; only the LIF layer unfolds to ``[T, B, ...]`` and scans.
@@ -26,7 +28,8 @@ from jsnn.conv import conv2d
 from jsnn.neuron import LIFConfig, lif_time_major
 from jsnn.precision import matmul
 
-WEIGHTS, MASKS, BN, BATCH_STATS, STATS = "weights", "masks", "bn", "batch_stats", "stats"
+WEIGHTS, MASKS, BN, BATCH_STATS, STATS, GATES = "weights", "masks", "bn", "batch_stats", "stats", "gates"
+GATE = "neurons"  # the leaf of a layer's gate: gates/<path>/neurons
 
 
 def fold_time(x: jax.Array) -> jax.Array:
@@ -99,6 +102,14 @@ def _record_potential(module: nn.Module, potentials: jax.Array) -> None:
         module.put_variable(STATS, "potential_sum", jnp.sum(potentials, axis=axes))
         module.put_variable(STATS, "potential_sq_sum", jnp.sum(jnp.square(potentials), axis=axes))
         module.put_variable(STATS, "potential_count", jnp.asarray(potentials.size // potentials.shape[-1], jnp.float32))
+
+
+def _gate_spikes(module: nn.Module, spikes: jax.Array) -> jax.Array:
+    """``spikes`` of the LIF ``module`` feeds (folded [T*B, ...]) times its gate ``gates/<path>/neurons`` (the
+    shape of one example's output: a gate per neuron, shared over time and batch), or unchanged without one."""
+    if not module.has_variable(GATES, GATE):
+        return spikes
+    return spikes * module.get_variable(GATES, GATE).astype(spikes.dtype)
 
 
 def _batch_norm(module: nn.Module, x: jax.Array, train: bool, bn: "BNConfig") -> jax.Array:
@@ -175,6 +186,9 @@ class ConvBN(nn.Module):
     def record_potential(self, potentials: jax.Array) -> None:
         _record_potential(self, potentials)
 
+    def gate_spikes(self, spikes: jax.Array) -> jax.Array:
+        return _gate_spikes(self, spikes)
+
 
 class MaskedDense(nn.Module):
     """Linear layer [..., in] -> [..., features]; kernel * mask, optional bias (not masked)."""
@@ -196,6 +210,9 @@ class MaskedDense(nn.Module):
 
     def record_potential(self, potentials: jax.Array) -> None:
         _record_potential(self, potentials)
+
+    def gate_spikes(self, spikes: jax.Array) -> jax.Array:
+        return _gate_spikes(self, spikes)
 
 
 def lif_folded(x: jax.Array, timesteps: int, config: LIFConfig, return_potential: bool = False):

@@ -13,6 +13,10 @@ the variables of the forward pass.
 |               | scores (logits)   | its loss adds the SynOps penalty                 |
 | EnergyFinetune| weights, bn       | weights * binary masks (logits' updates zeroed)  |
 |               |                   | (both: jsnn/sparsity/energy_training.py)         |
+| ShiSearch     | weights, bn,      | weights * sigma(beta m_w); spikes * sigma(beta   |
+|               | scores (logits)   | m_n) per neuron; its loss adds Shi's penalty     |
+| ShiFinetune   | weights, bn       | binary masks; spikes * (m_n > 0) per neuron      |
+|               |                   | (both: jsnn/sparsity/shi_training.py)            |
 
 Each subclasses ``jsnn.objective.MethodDefaults`` (the task loss, no in-step change) and overrides what
 differs. The trainer, data, checkpoint and metrics code never branch on the method.
@@ -159,7 +163,8 @@ class Method(typing.Protocol):
 
     ``loss(model, state, images, labels) -> (loss, (logits, new_batch_stats))`` is the step's objective and
     ``update_masks(state, grads, step, key) -> state`` changes the state after the weight step, inside the
-    jitted step; ``MethodDefaults`` gives both (the task loss; no change), so a method subclasses it and
+    jitted step; ``effective_gates(scores)`` the per-neuron gates of the ticket (``Variables.gates``);
+    ``MethodDefaults`` gives the three (the task loss; no change), so a method subclasses it and
     writes what differs (DynamicSparseTraining: SET / RigL's mask update; jsnn/sparsity/energy_training.py:
     the energy-budget search adds its SynOps penalty to the loss).
     """
@@ -175,3 +180,5 @@ class Method(typing.Protocol):
     def loss(self, model, state, images, labels): ...
 
     def update_masks(self, state, grads: dict, step, key): ...
+
+    def effective_gates(self, scores) -> PyTree: ...

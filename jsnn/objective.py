@@ -51,3 +51,8 @@ class MethodDefaults:
     def update_masks(self, state, grads: dict, step, key):
         """The state after the step's update, changed in the step (inside jit); by default unchanged."""
         return state
+
+    def effective_gates(self, scores):
+        """The per-neuron gates the ticket's forward pass applies (``Variables.gates``); none by default (only
+        Shi et al.'s neuron masks gate spikes, jsnn/sparsity/shi_training.py)."""
+        return {}

@@ -308,7 +308,7 @@ class Trainer:
         (``jsnn.efficiency``) over the whole test set, at the run's batch size (its counting pass is
         compiled once and shared with the cost report's)."""
         variables = Variables(state.weights, method.effective_masks(state.masks, state.scores), state.bn,
-                              state.batch_stats)
+                              state.batch_stats, method.effective_gates(state.scores))
         return measure_dataset(self.model, jax.device_get(variables), self.dataset,
                                batch_size=self.config.batch_size)["synops_per_image"]
 

@@ -5,6 +5,9 @@
     scores       edge-popup scores, the kernels' structure          -> trained by edge-popup
     bn           BatchNorm scale / bias ({} when BN is non-affine)
     batch_stats  BatchNorm running mean / var
+    gates        per-neuron gates on a LIF layer's spikes, {producer path: {"neurons": [H, W, C] or [F]}}
+                 ({} for every method but Shi et al.'s mask learning, jsnn/sparsity/shi.py): the spikes of the
+                 LIF fed by that conv / linear layer leave it multiplied by the gate (jsnn.layers.GATES)
 
 ``masks`` and ``scores`` have exactly the tree structure of ``kernels(weights)``:
 {layer path: {"kernel": array}}. Every conv and linear kernel is maskable.
@@ -18,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
-from jsnn.layers import BATCH_STATS, BN, MASKS, STATS, WEIGHTS
+from jsnn.layers import BATCH_STATS, BN, GATES, MASKS, STATS, WEIGHTS
 
 PyTree = Any
 
@@ -30,6 +33,7 @@ class Variables(NamedTuple):
     masks: PyTree
     bn: PyTree
     batch_stats: PyTree
+    gates: PyTree = {}  # noqa: RUF012 (never mutated: a NamedTuple field's default, the empty tree)
 
 
 def init_variables(model: nn.Module, key: jax.Array, input_shape) -> Variables:
@@ -135,6 +139,8 @@ def apply_model(model: nn.Module, variables: Variables, images: jax.Array, train
     collections = {WEIGHTS: variables.weights, MASKS: variables.masks, BATCH_STATS: variables.batch_stats}
     if variables.bn:
         collections[BN] = variables.bn
+    if variables.gates:
+        collections[GATES] = variables.gates
     mutable = ([BATCH_STATS] if train else []) + ([STATS] if collect_stats else [])
     logits, updates = model.apply(collections, images, train=train, mutable=mutable)
     return logits, updates.get(BATCH_STATS, variables.batch_stats), updates.get(STATS, {})

@@ -20,8 +20,10 @@ from jsnn.runs.run import Plan, Run
 from jsnn.runs.tickets import round_path
 from jsnn.runs.workdir import run_signature
 from jsnn.sparsity import masks as M
+from jsnn.sparsity import shi
 from jsnn.ticket import load_ticket
 from jsnn.variables import Variables, by_name, from_names, init_variables
+from tests.test_shi import shi_case
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +155,9 @@ def cheap_cases(digits_imp, digits_edge_popup, sparse_setup):
             # test_sparse_training's and test_energy's runs
             "sparse_training": (*sparse_setup, sparse_training.SparseTrainingOptions(algorithm="rigl", sparsity=0.9,
                                                                                      update_every=3)),
-            "energy": (*sparse_setup, energy.EnergyOptions(synops_budget=20000, finetune_epochs=1, mask_lr=0.05))}
+            "energy": (*sparse_setup, energy.EnergyOptions(synops_budget=20000, finetune_epochs=1, mask_lr=0.05)),
+            # the sparse-training setup at Shi et al.'s TrainConfig presets (its trainer: the same data and steps)
+            "shi": (shi_case(sparse_setup[0])[0], sparse_setup[1], shi_case(sparse_setup[0])[1])}
 
 
 def test_every_registered_method_runs_through_run_method(digits_imp, digits_edge_popup, sparse_setup, tmp_path):
@@ -177,6 +181,8 @@ def test_every_registered_method_runs_through_run_method(digits_imp, digits_edge
             assert set(e) >= {"test_accuracy", "test_loss", "method_label"}, (name, e)
         if name == "energy":  # the search, then the ticket within the budget
             assert runs[1]["synops_per_image"] <= 20000 and runs[1]["within_budget"]
+        elif name == "shi":  # the search, then the finetuned ticket with its per-position neuron gates
+            check_shi_ticket(results, tmp_path / name)
         else:
             assert [e["sparsity"] for e in runs] == pytest.approx(SPARSITY[name], abs=2e-3), name
 
@@ -184,5 +190,22 @@ def test_every_registered_method_runs_through_run_method(digits_imp, digits_edge
 # each case's entries and their measured sparsity: dense; IMP's rounds 0 and 1 (25 % of the weights, global);
 # edge-popup's level; RigL at 0.9; the energy search and its finetuned ticket
 LABELS = {"dense": ["dense"], "imp": ["round 0", "round 1"], "edge_popup": ["sparsity 0.50"],
-          "sparse_training": ["sparsity 0.90"], "energy": ["round 0", "round 1"]}
+          "sparse_training": ["sparsity 0.90"], "energy": ["round 0", "round 1"], "shi": ["round 0", "round 1"]}
 SPARSITY = {"dense": [0.0], "imp": [0.0, 0.25], "edge_popup": [0.5], "sparse_training": [0.9]}
+
+
+def check_shi_ticket(results: dict, workdir) -> None:
+    """Shi et al.'s run: its ticket holds binary per-position gates after conv1 and conv2 (not after the first conv
+    or the classifier), and its entry's connection and neuron fractions are the ticket's."""
+    search, final = results["runs"]
+    assert [search["phase"], final["phase"]] == ["search", "finetune"]
+    assert results["usage_constants"]["c_n"] == {"conv1": 128 * 9, "conv2": 10}
+    ticket = load_ticket(str(workdir / "ticket.npz"))
+    gates = by_name(ticket.variables.gates)
+    assert {k: g.shape for k, g in gates.items()} == {"conv1": (8, 8, 64), "conv2": (4, 4, 128)}
+    assert all(set(np.unique(g)) <= {0.0, 1.0} for g in gates.values())
+    assert final["neuron_fraction"] == pytest.approx(sum(g.sum() for g in gates.values())
+                                                     / sum(g.size for g in gates.values()))
+    conn, total = shi.connections(ticket.model.layers((8, 8, 1)), by_name(ticket.variables.masks), gates)
+    assert final["connection_fraction"] == pytest.approx(conn / total) and 0 < conn < total
+    assert final["sparsity"] == pytest.approx(M.sparsity_of(ticket.variables.masks))

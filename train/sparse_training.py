@@ -14,6 +14,7 @@ and WORKDIR/ticket.npz.
     python train/sparse_training.py --algorithm static --criterion snip --sparsity 0.9   # SNIP, global
     python train/sparse_training.py --algorithm rigl --dataset cifar10            # ResNet-19, T = 5, 300 epochs
     python train/sparse_training.py --algorithm energy --synops-budget 200000    # train/energy.py's method
+    python train/sparse_training.py --algorithm shi                               # train/shi.py's method
     python train/ticket.py report --workdir runs/sparse_training_rigl_digits_0.90  # the ticket's cost
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 import sys
 
 import energy as energy_program
+import shi as shi_program
 from flags import begin, method_parser, run_cleanly, run_outputs
 
 from jsnn.metrics import log
@@ -32,24 +34,32 @@ from jsnn.runs.registry import run_method
 
 METHOD = "sparse_training"
 ENERGY = "energy"  # --algorithm energy: the energy method (train/energy.py), kept here as the docs spell it
+SHI = "shi"  # --algorithm shi: Shi et al.'s method (train/shi.py)
+ALIASES = {ENERGY: energy_program, SHI: shi_program}
 parser = functools.partial(method_parser, METHOD, __doc__)  # the method's flags, then TrainConfig's
 
 
-def energy_argv(argv: list[str]) -> list[str] | None:
-    """``argv`` less ``--algorithm energy`` when it asks for the energy method, else None."""
+def alias_argv(argv: list[str], name: str) -> list[str] | None:
+    """``argv`` less ``--algorithm NAME`` when it asks for that method, else None."""
     for i, arg in enumerate(argv):
-        if arg == "--algorithm" and i + 1 < len(argv) and argv[i + 1] == ENERGY:
+        if arg == "--algorithm" and i + 1 < len(argv) and argv[i + 1] == name:
             return argv[:i] + argv[i + 2:]
-        if arg == f"--algorithm={ENERGY}":
+        if arg == f"--algorithm={name}":
             return argv[:i] + argv[i + 1:]
     return None
 
 
+def energy_argv(argv: list[str]) -> list[str] | None:
+    """``argv`` less ``--algorithm energy`` when it asks for the energy method, else None."""
+    return alias_argv(argv, ENERGY)
+
+
 def main(argv=None, hooks: RunHooks = RunHooks()):
     argv = sys.argv[1:] if argv is None else list(argv)
-    alias = energy_argv(argv)
-    if alias is not None:
-        return energy_program.main(alias, hooks)
+    for name, program in ALIASES.items():
+        alias = alias_argv(argv, name)
+        if alias is not None:
+            return program.main(alias, hooks)
     args, config, options = begin(parser(), argv, METHOD)
     name = options.criterion if options.algorithm == sparse_training.STATIC else options.algorithm
     workdir = args.workdir or os.path.join("runs", f"sparse_training_{name}_{config.dataset}_{options.sparsity:.2f}")

@@ -24,6 +24,11 @@ operations, neurons, pooling) it reads from the model's description of its layer
   (T times; the encoding conv once), zero padding excluded = NeuroBench's "Dense"; the
   same network as an ANN (one pass, every weight, all MACs); and the "unpruned" count:
   the ticket's own spikes through every weight (what the mask alone saves at this activity).
+* **Gated neurons** (``Variables.gates``, Shi et al.'s per-neuron masks): the model multiplies a LIF's spikes
+  by its gate, so the next layer's input, captured as the model computes it, holds no spike of a gated-off
+  neuron and its synaptic operations are gone from the count; the neuron table counts the spikes the layer
+  emits (after the gate). Its neuron and membrane updates still count every neuron (it integrates in the model,
+  as in Shi et al.; hardware would drop it).
 * **Neurons**: per LIF layer the spikes, firing rate and activation sparsity (zero
   fraction of its outputs over every neuron, timestep and image); neuron updates
   (every neuron, every timestep) and NeuroBench's ``MembraneUpdates`` (every neuron at
@@ -209,6 +214,7 @@ def _counting_pass(model: nn.Module, layers: tuple[Layer, ...], variables: Varia
                              "touched": jnp.any(rows(xb.reshape(xb.shape[0], -1).sum(-1)) > 0, axis=1)}
 
     neurons = {}
+    gates = {"/".join(k[:-1]): g for k, g in traverse_util.flatten_dict(variables.gates).items()}
     for path, call in seen.neurons.items():
         t_steps = call.potentials.shape[0]
         u, s = call.potentials.reshape(t_steps, batch, -1), call.spikes.reshape(t_steps, batch, -1)
@@ -216,6 +222,8 @@ def _counting_pass(model: nn.Module, layers: tuple[Layer, ...], variables: Varia
         n = u.shape[-1]
         changed = jnp.concatenate([jnp.full((1, batch), n, jnp.int32),
                                    (h[1:] != h[:-1]).astype(jnp.int32).sum(-1)])
+        if path in gates:  # the spikes the layer emits: a gated-off neuron's never leave it
+            s = s * (gates[path].reshape(-1) != 0)
         neurons[path] = {"spikes": s.astype(jnp.int32).sum(-1) * valid[None, :],
                          "membrane_updates": changed * valid[None, :]}
     return logits, connections, neurons

@@ -70,6 +70,8 @@ def _drop_neurons(node, channels):
         return nir.Flatten(input_type={"input": shape}, start_dim=node.start_dim, end_dim=node.end_dim)
     if isinstance(node, nir.SumPool2d):  # no parameters; a new node, so the graph infers its smaller type
         return nir.SumPool2d(kernel_size=node.kernel_size, stride=node.stride, padding=node.padding)
+    if isinstance(node, nir.Scale):  # a per-neuron gate (Shi et al.'s neuron masks): its (C, H, W) less the channels
+        return nir.Scale(scale=np.delete(np.asarray(node.scale), channels, axis=0))
     raise ValueError(f"cannot remove channels through a {type(node).__name__} node")
 
 

@@ -32,6 +32,12 @@ channel-first layout (C, H, W):
   (always 0). Norse steps ``v`` itself with ``dt/tau = 1 - beta`` and ignores ``r``
   (1 here) and v_reset. Neither can express V_reset != 0 or a soft reset (NIR's LIF
   has only the reset to v_reset): ``to_nir`` refuses a soft-reset network.
+- **Scale** after a LIF whose spikes are gated per neuron (``Variables.gates``: Shi et al.'s neuron masks,
+  jsnn/sparsity/shi.py): NIR's elementwise product by the gate in (C, H, W), an exact diagonal weight. Not the
+  gated neurons' outgoing weights zeroed instead: a conv's weight is shared by every position, so a gate on one
+  position of a map has no place in the next conv's kernel (it would be exact only for a linear layer reading
+  the map directly, and never through a max pool). snnTorch 1.0's import has no mapping for ``nir.Scale``;
+  ``torch_sims.snntorch_module`` maps it to the elementwise product.
 - **Max pool 2×2** over binary spikes is an OR, exactly a 2×2 **SumPool2d**
   (counts 0..4) followed by ``or_neuron``: a LIF with no memory (tau = dt, so
   beta = 0) and v_threshold 0.5, which fires iff the count is >= 1 under either
@@ -154,6 +160,9 @@ class _Builder:
         self.masks = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(variables.masks).items()}
         self.bn = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(variables.bn).items()}
         self.stats = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(variables.batch_stats).items()}
+        # per-neuron gates on the spikes of the LIF a layer feeds: {layer path: gate (H, W, C) or (F,)}
+        self.gates = {"/".join(k[:-1]): np.asarray(v) for k, v in
+                      traverse_util.flatten_dict(getattr(variables, "gates", {}) or {}).items()}
         self.nodes, self.edges, self.lif_layers = {}, [], []
 
     def add(self, name, node, *sources):
@@ -185,12 +194,21 @@ class _Builder:
         return self.add(_node_name(path), node, *sources)
 
     def lif(self, layer: Layer, sources):
+        """The LIF node, and after it the Scale node of its per-neuron gate if it has one (what reads it)."""
+        import nir
+
         lif = self.model.lif
         reset = "hard" if self.soft_reset_as_hard else lif.reset
         node = lif_to_nir(_chw(layer.out_shape), lif.decay, lif.threshold, lif.reset_value, reset, self.dt)
         name = self.add(_node_name(layer.name), node, *sources)
         self.lif_layers.append(name)
-        return name
+        gate = self.gates.get(layer.inputs[0]) if len(layer.inputs) == 1 else None
+        if gate is None:
+            return name
+        if gate.shape != tuple(layer.out_shape):
+            raise ExportError(f"the gate of {layer.name} has shape {gate.shape}, its neurons {tuple(layer.out_shape)}")
+        scale = np.transpose(gate, (2, 0, 1)) if gate.ndim == 3 else gate  # NIR's (C, H, W)
+        return self.add(f"{name}_gate", nir.Scale(scale=np.ascontiguousarray(scale, np.float32)), name)
 
     def affine(self, path, sources, in_scale=1.0, hwc=None):
         """The linear layer ``path`` (weights × mask, bias) as nir.Affine; ``hwc``: the (H, W, C)

@@ -4,7 +4,8 @@
     net = norse_module(graph)               # norse.torch.from_nir(graph, dt=metadata dt)
     outputs, spikes = run_torch(net, images_nchw, timesteps)
 
-Each importer's own reading of the graph is used unchanged, with one repair: both turn
+Each importer's own reading of the graph is used unchanged, with one addition: snnTorch has no mapping for
+``nir.Scale`` (a per-neuron gate), which runs here as the elementwise product; and one repair: both turn
 NIR's batch-free ``Flatten(start_dim=0)`` into ``torch.nn.Flatten(0, -1)``, which would
 flatten the batch axis too; the returned module's Flatten layers are shifted by one
 axis so that a batch of images runs at once (the same as running them one by one).
@@ -35,11 +36,44 @@ def _keep_batch_axis(module):
     return module
 
 
+def _scale_module(node):
+    """``nir.Scale`` as the elementwise product over a batch (snnTorch 1.0 and nirtorch 2.6 map no Scale)."""
+    import torch
+
+    class Scale(torch.nn.Module):
+        def __init__(self, scale):
+            super().__init__()
+            self.register_buffer("scale", torch.tensor(np.asarray(scale, np.float32)))
+
+        def forward(self, x):
+            return x * self.scale
+
+    return Scale(node.scale)
+
+
+@contextlib.contextmanager
+def _scale_mapped():
+    """nirtorch's default node map with ``nir.Scale`` added while an import runs (snnTorch's import passes its
+    own map for its neurons and layers and takes the rest from nirtorch's defaults)."""
+    import nir
+    from nirtorch import nir_interpreter
+
+    added = nir.Scale not in nir_interpreter.DEFAULT_MAP
+    if added:
+        nir_interpreter.DEFAULT_MAP[nir.Scale] = _scale_module
+    try:
+        yield
+    finally:
+        if added:
+            nir_interpreter.DEFAULT_MAP.pop(nir.Scale, None)
+
+
 def snntorch_module(graph):
-    """snnTorch's import of ``graph`` (a torch.fx GraphModule of Leaky neurons, init_hidden)."""
+    """snnTorch's import of ``graph`` (a torch.fx GraphModule of Leaky neurons, init_hidden); a ``nir.Scale``
+    node (a per-neuron gate, nir_export.py) runs as the elementwise product."""
     from snntorch.import_nir import import_from_nir
 
-    with contextlib.redirect_stdout(io.StringIO()):  # it prints every LIF's parameter arrays
+    with contextlib.redirect_stdout(io.StringIO()), _scale_mapped():  # it prints every LIF's parameter arrays
         net = import_from_nir(copy.deepcopy(graph))  # and rewrites the graph it is given
     return _keep_batch_axis(net).eval()
 

@@ -16,15 +16,17 @@ def spike_with_stats(layer: nn.Module, currents: jax.Array, timesteps: int, lif:
     """LIF over folded currents [T*B, ...]; when statistics are being collected,
     the membrane potentials are recorded in the scope of every layer in ``feeding``
     (the layers whose outputs were summed into ``currents``). ``jsnn.models.observe``
-    watches those ``record_potential`` calls to see each LIF layer run."""
+    watches those ``record_potential`` calls to see each LIF layer run. The spikes of a LIF fed by one layer
+    leave through that layer's ``gate_spikes`` (its per-neuron gate in ``Variables.gates``, if any)."""
     collect = layer.is_mutable_collection(STATS) and not layer.is_initializing()
     out = lif_folded(currents, timesteps, lif, return_potential=collect)
-    if not collect:
-        return out
-    spikes, potentials = out
-    for f in feeding:
-        f.record_potential(potentials)
-    return spikes
+    spikes = out[0] if collect else out
+    if collect:
+        for f in feeding:
+            f.record_potential(out[1])
+    # a LIF fed by one layer may have its spikes gated per neuron (Shi et al.'s neuron masks, Variables.gates):
+    # the neuron still integrates, its output is multiplied by the gate (without gates: unchanged)
+    return feeding[0].gate_spikes(spikes) if len(feeding) == 1 else spikes
 
 
 def max_pool(x: jax.Array, window: int, stride: int, padding: int) -> jax.Array:

@@ -14,7 +14,7 @@ import dataclasses
 from typing import Callable
 
 from jsnn.config import TrainConfig
-from jsnn.runs import dense, edge_popup, energy, imp, sparse_training
+from jsnn.runs import dense, edge_popup, energy, imp, shi, sparse_training
 from jsnn.runs.outputs import Outputs, RunHooks
 
 
@@ -60,3 +60,6 @@ register_method(MethodEntry("sparse_training", sparse_training.SparseTrainingOpt
                             "static: pruned once at initialisation"))
 register_method(MethodEntry("energy", energy.EnergyOptions, energy.run, "sparse_training",
                             "neurons and weights pruned under a SynOps budget (Shi et al. 2024), then finetuned"))
+register_method(MethodEntry("shi", shi.ShiOptions, shi.run, "shi",
+                            "Shi et al. 2024 as published: weight and per-neuron masks learned under a fixed "
+                            "penalty, then fixed and finetuned"))

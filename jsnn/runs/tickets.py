@@ -61,9 +61,10 @@ def select_ticket(workdir: str, level: float | None = None, round_index: int | N
 
 
 def variables_of(state, method) -> Variables:
-    """The variables a trained state's forward pass runs on (masks as the method applies them)."""
+    """The variables a trained state's forward pass runs on (masks, and per-neuron gates, as the method applies
+    them)."""
     return Variables(state.weights, method.effective_masks(state.masks, state.scores), state.bn,
-                     state.batch_stats)
+                     state.batch_stats, method.effective_gates(state.scores))
 
 
 def write_ticket(path: str, config, num_classes: int, state, method, entry: dict) -> None:

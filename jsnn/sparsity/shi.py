@@ -1,6 +1,7 @@
 """Shi et al.'s weight and neuron mask learning as published (ICLR 2024; reference code
 xyshi2000/Unstructured-Pruning @ 175134e: ``models/submodules/sparse.py``, ``sparsity/penalty_term.py``,
-``sparsity/temp_scheduler.py``, ``main.py``): the math, not yet a method of the registry.
+``sparsity/temp_scheduler.py``, ``main.py``): the math, and where it sits in jsnn's networks. The method
+``shi`` (jsnn/runs/shi.py, jsnn/sparsity/shi_training.py) trains with it.
 
 Every block (a conv, or a linear layer as a 1x1 conv; BN; LIF) owns a real-valued logit per weight ``m_w``
 (the kernel's shape) and, where it has neuron masks, a logit per neuron **position** ``m_n`` (C, H, W: one
@@ -18,6 +19,14 @@ optimizer (Adam, ``--prune-weight-decay`` added to the gradient as torch's Adam 
 the weights', then the temperature, ``beta = beta0 * exp(log(beta1 / beta0) * (t - T0) / (Tmax - T0))``,
 constant outside [T0, Tmax], separately for weights and neurons.
 
+**In jsnn's networks** (``gated_producers``, from the model's description): every conv / linear kernel has weight
+logits (Shi et al.'s ConvBlocks all have ``sparse_weights``, the first conv and the classifier included); the LIF
+after every conv but the first has neuron logits, one per position (their Cifar10Net and VGGSNN: the first conv
+and the fc layers have no neuron masks), where that conv alone feeds it and its spikes reach only conv / linear
+layers through pools and flattens. The gate multiplies the LIF's spikes inside the model
+(``Variables.gates``, ``jsnn.layers.GATES``), so everything that runs a ticket (evaluation, the cost report, NIR
+export) sees the gated network. ``connections`` is the paper's connection count (``model.connects``).
+
 Differences from jsnn's budgeted variant (jsnn.sparsity.energy): see docs/methods.md, "Energy-budget pruning".
 """
 from __future__ import annotations
@@ -27,7 +36,12 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+
+from jsnn.layers import GATE
+from jsnn.models.description import Layer
+from jsnn.variables import Variables, by_name, from_names
 
 # Shi et al.'s defaults (main.py): temperature 5 -> 1000, lambda 1e-11, masks initialised at 0, Adam 1e-4
 BETA0, BETA1 = 5.0, 1000.0
@@ -100,3 +114,147 @@ def mask_update(logits: dict, task_grads: dict, opt_state, optimizer: optax.Grad
     grads = jax.tree.map(jnp.add, task_grads, penalty_grads)
     updates, opt_state = optimizer.update(grads, opt_state, logits)
     return optax.apply_updates(logits, updates), opt_state
+
+
+# -- where the masks sit in a jsnn network (its description, jsnn.models.description) -----------------------
+
+
+def _producers(layers, layer: Layer) -> tuple[str, ...]:
+    """The conv / linear layers whose spikes ``layer`` reads (back through LIFs, pools, flattens and joins)."""
+    named = {x.name: x for x in layers}
+    out, frontier = [], list(layer.inputs)
+    while frontier:
+        source = named[frontier.pop()]
+        if source.kind in ("conv", "linear"):
+            out.append(source.name)
+        elif source.kind != "input":
+            frontier.extend(source.inputs)
+    return tuple(sorted(set(out)))
+
+
+def gated_producers(layers) -> dict[str, tuple[int, ...]]:
+    """{conv layer: shape of one example's output (H, W, C)} of the LIF layers with neuron masks (module doc):
+    fed by that conv alone (not the first conv), read only by conv / linear layers through pools and flattens."""
+    layers = tuple(layers)
+    named = {x.name: x for x in layers}
+    readers: dict[str, list[Layer]] = {}
+    for x in layers:
+        for source in x.inputs:
+            readers.setdefault(source, []).append(x)
+    out = {}
+    for lif in layers:
+        if lif.kind != "lif" or len(lif.inputs) != 1:
+            continue
+        producer = named[lif.inputs[0]]
+        if producer.kind != "conv" or producer.inputs == ("input",):
+            continue
+        frontier, ok, read = [lif.name], True, False
+        while frontier:
+            for r in readers.get(frontier.pop(), []):
+                if r.kind in ("max_pool", "avg_pool", "flatten"):
+                    frontier.append(r.name)
+                elif r.kind in ("conv", "linear") and len(r.inputs) == 1:
+                    read = True
+                else:  # a residual join: its other input is not gated
+                    ok = False
+        if ok and read:
+            out[producer.name] = tuple(producer.out_shape)
+    return out
+
+
+def blocks_of(layers) -> list[Block]:
+    """Every conv / linear layer of a description as one of Shi et al.'s blocks (a linear as a 1x1 conv on a
+    1x1 map, as their fc ConvBlocks), reading the spikes of the layers ``_producers`` finds."""
+    layers = tuple(layers)
+    out = []
+    for x in layers:
+        if x.kind == "conv":
+            out.append(Block(x.name, tuple(x.in_shape[:2]), (x.kernel_size, x.kernel_size), x.stride,
+                             x.out_shape[-1], _producers(layers, x)))
+        elif x.kind == "linear":
+            out.append(Block(x.name, (1, 1), (1, 1), 1, x.out_shape[-1], _producers(layers, x)))
+    return out
+
+
+def init_logits(like_masks, layers, weights_mean: float = 0.0, neurons_mean: float = 0.0) -> dict:
+    """{"weights": a logit per weight (the masks' tree), "neurons": a logit per gated neuron (gates' tree)}, at
+    Shi et al.'s ``--mask-init-factor`` means (std 0, their default: all 0)."""
+    weights = jax.tree.map(lambda m: jnp.full(m.shape, weights_mean, jnp.float32), like_masks)
+    neurons = {p: jnp.full(shape, neurons_mean, jnp.float32) for p, shape in gated_producers(layers).items()}
+    return {"weights": weights, "neurons": from_names(neurons, leaf=GATE)}
+
+
+def soft_variables(weights, masks, logits: dict, bn, batch_stats, beta_w, beta_n) -> Variables:
+    """The search's network: kernel masks ``masks * sigma(beta_w m_w)``, gates ``sigma(beta_n m_n)``."""
+    named = by_name(masks)
+    soft = {k: named[k].astype(jnp.float32) * soft_mask(v, beta_w) for k, v in by_name(logits["weights"]).items()}
+    gates = jax.tree.map(lambda m: soft_mask(m, beta_n), logits["neurons"])
+    return Variables(weights, from_names(soft), bn, batch_stats, gates)
+
+
+def binary_variables(weights, masks, logits: dict, bn, batch_stats) -> Variables:
+    """The ticket the logits give: kernel masks ``masks * (m_w > 0)``, gates ``m_n > 0``."""
+    named = by_name(masks)
+    kept = {k: named[k] * binary_mask(v).astype(named[k].dtype) for k, v in by_name(logits["weights"]).items()}
+    return Variables(weights, from_names(kept), bn, batch_stats, jax.tree.map(binary_mask, logits["neurons"]))
+
+
+# -- the paper's connection count ------------------------------------------------------------------------
+
+
+def _conv_sum(x: np.ndarray, kernel: np.ndarray, layer: Layer) -> np.ndarray:
+    pad = layer.padding
+    return np.asarray(jax.lax.conv_general_dilated(
+        jnp.asarray(x[None], jnp.float32), jnp.asarray(kernel, jnp.float32), (layer.stride, layer.stride),
+        [(pad, pad), (pad, pad)], dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=jax.lax.Precision.HIGHEST))[0]
+
+
+def _pool(x: np.ndarray, layer: Layer, reduce) -> np.ndarray:
+    h, w, c = x.shape
+    if layer.kind == "avg_pool" and layer.window == 0:
+        return x.mean((0, 1), keepdims=True)
+    k, s, pad = layer.window, layer.stride, layer.padding
+    x = np.pad(x, ((pad, pad), (pad, pad), (0, 0)))
+    ho, wo = layer.out_shape[:2]
+    return np.stack([np.stack([reduce(x[i * s:i * s + k, j * s:j * s + k], axis=(0, 1)) for j in range(wo)])
+                     for i in range(ho)])
+
+
+def connections(layers, kept: dict, gates: dict | None = None) -> tuple[float, float]:
+    """(connections left, connections of the dense network): ``model.connects()`` of the reference code. A ones
+    image goes through the binary kept-weight masks ({layer: mask}) and neuron gates ({producer: gate}); a
+    layer's connections are the sum of its outputs' incoming connection counts (conv / matmul of the alive
+    input map with the kept mask, times the layer's gate); a neuron is alive when it has one and its gate is
+    on. Max pools take the max of the alive map, average pools its mean (as their ``AvgPool2d`` does), a join
+    the sum; the dense count runs the same with every weight and neuron kept (zero padding counts nothing)."""
+    gates = gates or {}
+    alive: dict[str, np.ndarray] = {}
+    dense: dict[str, np.ndarray] = {}
+    conn = total = 0.0
+    for x in layers:
+        if x.kind == "input":
+            alive[x.name] = dense[x.name] = np.ones(x.out_shape, np.float32)
+            continue
+        a = sum(alive[i] for i in x.inputs)
+        d = sum(dense[i] for i in x.inputs)
+        if x.kind in ("conv", "linear"):
+            mask = np.asarray(kept[x.name], np.float32)
+            if x.kind == "conv":
+                s, t = _conv_sum(a, mask, x), _conv_sum(d, np.ones_like(mask), x)
+            else:
+                s, t = a.reshape(-1) @ mask, d.reshape(-1) @ np.ones_like(mask)
+            if x.name in gates:
+                s = s * np.asarray(gates[x.name], np.float32)
+            conn += float(s.sum())
+            total += float(t.sum())
+            alive[x.name], dense[x.name] = (s != 0).astype(np.float32), np.ones(s.shape, np.float32)
+        elif x.kind == "max_pool":
+            alive[x.name], dense[x.name] = _pool(a, x, np.max), _pool(d, x, np.max)
+        elif x.kind == "avg_pool":
+            alive[x.name], dense[x.name] = _pool(a, x, np.mean), _pool(d, x, np.mean)
+        elif x.kind == "flatten":
+            alive[x.name], dense[x.name] = a.reshape(-1), d.reshape(-1)
+        else:  # lif, add: the map passes on (a join: the sum of its inputs')
+            alive[x.name], dense[x.name] = a, d
+    return conn, total
