@@ -24,6 +24,7 @@ from jsnn.methods import MaskedTraining
 from jsnn.models import build_model
 from jsnn.runs import edge_popup as edge_popup_run
 from jsnn.runs import energy as energy_run
+from jsnn.runs import shi as shi_run
 from jsnn.runs.run import Run
 from jsnn.sparsity.edge_popup import init_scores
 from jsnn.trainer import Trainer, create_state, make_optimizer, make_train_step
@@ -35,7 +36,7 @@ import flags  # noqa: E402
 
 # recipe -> (program, method, overrides a run must give, classes, image shape of one example)
 RECIPES = {
-    "shi_energy_cifar10_cifar10net.py": ("energy", "energy", [], 10, (32, 32, 3)),
+    "shi_energy_cifar10_cifar10net.py": ("shi", "shi", [], 10, (32, 32, 3)),
     "shi_energy_cifar10dvs_vggsnn.py": ("energy", "energy", ["--config.synops_budget=1e6"], 10, (10, 48, 48, 2)),
     "shi_energy_imagenet_sew_resnet18.py": ("energy", "energy", ["--config.synops_budget=1e9"], 1000, (224, 224, 3)),
     "imp_cifar10_resnet19.py": ("imp", "imp", [], 10, (32, 32, 3)),
@@ -131,7 +132,7 @@ def test_recipe_loads_and_takes_one_step(name):
     logits = jax.eval_shape(lambda v, x: apply_model(model, v, x, train=True)[0], variables,
                             jax.ShapeDtypeStruct(full, jnp.float32))
     assert logits.shape == (config.timesteps, values.batch_size, classes)
-    if method != "energy":
+    if method not in ("energy", "shi"):
         # IMP's and edge-popup's recipes run jsnn's own networks (Res-SNN-19, SNN-VGG-16), whose steps the
         # suite compiles elsewhere: their step at full width and the recipe's batch, traced (shapes only)
         if method == "edge_popup":
@@ -153,12 +154,15 @@ def test_recipe_loads_and_takes_one_step(name):
         assert metrics["loss"].shape == () and state.step.shape == ()
         assert jax.tree.map(lambda x: x.shape, state.weights) == jax.tree.map(lambda x: x.shape, variables.weights)
         return
-    # the energy recipes run the testbed networks: one real step, at a sliver of the width and a batch of 2
+    # the energy and Shi recipes run the testbed networks: one real step, at a sliver of the width and a batch of 2
     assert (options.finetune_epochs, options.optimizer) == (values.finetune_epochs, values.optimizer)
+    if method == "shi":  # the paper's settings of the method itself
+        assert (options.penalty_lambda, options.mask_lr, options.mask_init, options.beta0, options.beta1) == (
+            values.penalty_lambda, values.mask_lr, values.mask_init, values.beta0, values.beta1)
     small = dataclasses.replace(config, width=SLIVER, batch_size=2, progress=False)
     dataset = _made_up(small, classes, REDUCED.get(name, image_shape))
     model = build_model(small, classes)
-    plan = energy_run.EnergyPlan(small, options)
+    plan = (shi_run.ShiPlan if method == "shi" else energy_run.EnergyPlan)(small, options)
     run = Run(plan, small, "unused: no file is written", trainer=Trainer(small, model, dataset))
     run.optimizer = plan.optimizer(run.trainer)  # what Run.execute sets before setup
     state = plan.setup(run)
