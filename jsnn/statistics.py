@@ -14,6 +14,9 @@ tests them exactly:
 - :func:`holm`: Holm's step-down adjustment of a family of p-values (a table's).
 - :func:`t_interval`: Student-t confidence interval of a mean paired difference.
 - :func:`paired`: all of the above for one pair of count arrays.
+- :func:`count_test_exact`: the exact two-sided test of a count of successes among independent trials of
+  known, possibly unequal, success probabilities (the Poisson-binomial distribution; the binomial test
+  when they are equal).
 
 Zeros (seeds where both methods got the same count) are handled by the **"wilcox" method** by default:
 they are dropped, and the m seeds that differ are ranked (tied |d| get their average rank). A zero says
@@ -175,6 +178,41 @@ def holm(pvalues) -> np.ndarray:
     adjusted = np.empty(m)
     adjusted[order] = np.maximum.accumulate(stepped)
     return adjusted.reshape(p.shape)
+
+
+class CountTest(NamedTuple):
+    count: int  # observed successes
+    expected: float  # sum of the success probabilities
+    pvalue: float  # exact, two-sided
+
+
+def poisson_binomial_pmf(probabilities) -> np.ndarray:
+    """P(K = k), k = 0..n, for K the number of successes among independent trials with success
+    ``probabilities`` p_1..p_n (each in [0, 1]), by convolving the n Bernoulli distributions."""
+    p = np.asarray(probabilities, dtype=np.float64).ravel()
+    if np.any(~np.isfinite(p)) or np.any(p < 0) or np.any(p > 1):
+        raise ValueError("success probabilities must be finite and in [0, 1]")
+    pmf = np.ones(1)
+    for q in p:
+        pmf = np.concatenate([pmf * (1 - q), [0.0]]) + np.concatenate([[0.0], pmf * q])
+    return pmf
+
+
+def count_test_exact(count: int, probabilities) -> CountTest:
+    """Exact two-sided test that ``count`` successes came from independent trials with success
+    ``probabilities`` (one per trial).
+
+    p is the total probability of the counts no more likely than the observed one (the rule of
+    ``scipy.stats.binomtest``, to which this reduces when the probabilities are equal; a relative
+    tolerance of 1e-7 counts a tie as at most as likely)."""
+    if int(count) != count:
+        raise TypeError(f"count must be an integer, got {count!r}")
+    pmf = poisson_binomial_pmf(probabilities)
+    if not 0 <= count < len(pmf):
+        raise ValueError(f"count {count} is outside 0..{len(pmf) - 1}, the number of trials")
+    observed = pmf[int(count)]
+    pvalue = float(min(1.0, pmf[pmf <= observed * (1 + 1e-7)].sum()))
+    return CountTest(int(count), float(np.sum(probabilities)), pvalue)
 
 
 def t_interval(d, confidence: float = 0.95) -> tuple[float, float, float]:

@@ -19,8 +19,10 @@ from scipy import stats
 
 from jsnn.statistics import (
     accuracy_counts,
+    count_test_exact,
     holm,
     paired,
+    poisson_binomial_pmf,
     sign_flip_exact,
     t_interval,
     wilcoxon_exact,
@@ -311,3 +313,39 @@ def test_report_from_summary_reproduces_the_committed_files(tmp_path):
     assert (tmp_path / "summary.json").read_bytes() == SUMMARY.read_bytes()
     assert (tmp_path / "table.md").read_bytes() == (SUMMARY.parent / "table.md").read_bytes()
     assert not (tmp_path / "lottery_digits.png").exists()
+
+
+# -- a count of successes against known probabilities ----------------------------------------------------
+
+
+def test_count_test_hand_cases_and_binomial():
+    # two fair coins: P(0, 1, 2 heads) = 1/4, 1/2, 1/4; 0 heads: the counts no likelier are 0 and 2
+    np.testing.assert_allclose(poisson_binomial_pmf([0.5, 0.5]), [0.25, 0.5, 0.25])
+    assert count_test_exact(0, [0.5, 0.5]).pvalue == pytest.approx(0.5)
+    assert count_test_exact(1, [0.5, 0.5]).pvalue == pytest.approx(1.0)
+    # certain trials: the only possible count has p = 1, any other p = 0
+    assert count_test_exact(3, [1.0, 1.0, 1.0]).pvalue == 1.0
+    assert count_test_exact(2, [1.0, 1.0, 1.0]).pvalue == 0.0
+    r = count_test_exact(7, [0.3] * 20)
+    assert r.count == 7 and r.expected == pytest.approx(6.0)
+    # equal probabilities: SciPy's exact binomial test
+    for k, n, q in ((7, 20, 0.3), (0, 20, 0.05), (20, 20, 0.9), (13, 30, 0.61)):
+        assert count_test_exact(k, [q] * n).pvalue == pytest.approx(stats.binomtest(k, n, q).pvalue, rel=1e-9)
+    with pytest.raises(ValueError, match="outside"):
+        count_test_exact(4, [0.5, 0.5])
+    with pytest.raises(TypeError):
+        count_test_exact(1.5, [0.5, 0.5])
+
+
+def test_count_test_unequal_probabilities_against_enumeration():
+    # every outcome of 10 trials of unequal probabilities enumerated (2^10), written apart from the module
+    rng = np.random.default_rng(3)
+    q = rng.uniform(0.05, 0.95, 10)
+    pmf = np.zeros(11)
+    for outcome in itertools.product((0, 1), repeat=10):
+        o = np.array(outcome)
+        pmf[o.sum()] += np.prod(np.where(o == 1, q, 1 - q))
+    np.testing.assert_allclose(poisson_binomial_pmf(q), pmf, rtol=1e-12, atol=1e-15)
+    for k in range(11):
+        want = sum(x for x in pmf if x <= pmf[k] * (1 + 1e-7))
+        assert count_test_exact(k, q).pvalue == pytest.approx(min(1.0, want), rel=1e-9)

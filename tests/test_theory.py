@@ -347,3 +347,155 @@ def test_experiments_run_slth_writes_results(tmp_path):
     assert (tmp_path / "slth.png").stat().st_size > 0
     with pytest.raises(ValueError, match="unknown experiments"):
         experiments.run(str(tmp_path), ("nope",), opts)
+
+
+# ------------------------------------------------------- train/theory.py end to end, at tiny settings
+
+
+def _theory_program():
+    import importlib.util
+    import os
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, os.path.join(root, "train"))  # the programs import their shared flags as `flags`
+    spec = importlib.util.spec_from_file_location("theory_program", os.path.join(root, "train", "theory.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def theory_network(digits_imp):
+    """The session's small digits setup (tests/small_data.py) as the network crisis and flips measure,
+    at its initial weights: the program's own training (train_digits) is what the docs' run times."""
+    from jsnn.methods import MaskedTraining
+    from jsnn.theory import experiments
+    from jsnn.variables import init_variables
+
+    ds, config, model, trainer = digits_imp
+    method = MaskedTraining()
+    state = trainer.new_state(init_variables(model, jax.random.key(0), (1,) + ds.image_shape), {}, method, 0)
+    acc = trainer.evaluate(state, method)["test_accuracy"]
+    return experiments.TrainedNetwork(config, ds, model, trainer, method, state, acc, 0.0)
+
+
+def _run_theory(monkeypatch, tmp_path, network, *argv):
+    """train/theory.py's main() on ``argv`` with the program's training replaced by ``network``; its JSON."""
+    import json
+    import sys
+
+    from jsnn.theory import experiments
+
+    program = _theory_program()
+    monkeypatch.setattr(experiments, "train_digits", lambda workdir, epochs, seed: network)
+    monkeypatch.setattr(sys, "argv", ["theory.py", "--workdir", str(tmp_path), *argv])
+    program.run_cleanly(program.main)
+    name = argv[0]
+    assert (tmp_path / f"{name}.png").stat().st_size > 0
+    res = json.loads((tmp_path / f"{name}.json").read_text())
+    prov = res["provenance"]
+    assert prov["command"].startswith(f"python train/theory.py --workdir {tmp_path} {name}")
+    assert prov["machine"]["cores"] >= 1 and "commit" in prov
+    return res
+
+
+def _numpy_lif(currents, decay, threshold):
+    """U and S of a hard-reset LIF layer, a NumPy loop over time: U[t] = H[t-1] + X[t], S = U >= V_th,
+    H = decay U (1 - S)."""
+    h = np.zeros(currents.shape[1:], currents.dtype)
+    us, ss = [], []
+    for x in currents:
+        u = h + x
+        s = (u >= threshold).astype(u.dtype)
+        h = u.dtype.type(decay) * u * (1 - s)
+        us.append(u)
+        ss.append(s)
+    return np.stack(us), np.stack(ss)
+
+
+def test_theory_program_crisis_end_to_end(monkeypatch, tmp_path, theory_network):
+    # a constant perturbation +eps is deterministic: the flips it causes, counted here by a NumPy LIF
+    # loop over the network's currents, and the crisis mass of U, must be what the JSON says
+    from jsnn.theory import experiments
+
+    net = theory_network
+    res = _run_theory(monkeypatch, tmp_path, net, "crisis", "--images", "12", "--eps", "0.05", "0.3",
+                      "--kinds", "constant", "sign", "--kde_samples", "500")
+    assert res["images"] == 12 and res["options"]["eps"] == [0.05, 0.3]
+    currents = experiments.layer_currents(net.model, net.variables, net.test_images(12))
+    assert list(res["layers"]) == list(currents)
+    lif = net.model.lif
+    checked = 0
+    for name, cur in currents.items():
+        cur = np.asarray(cur)  # f32, as the experiment computes
+        u, s = _numpy_lif(cur, lif.decay, lif.threshold)
+        layer = res["layers"][name]
+        assert layer["width"] == cur[0, 0].size
+        assert layer["firing_rate"] == pytest.approx(np.mean(u >= lif.threshold), abs=1e-6)
+        for row in layer["per_eps"]:
+            e = row["eps"]
+            assert row["crisis_mass"] == pytest.approx(np.mean(np.abs(u - lif.threshold) <= e), abs=2e-3)
+            _, s1 = _numpy_lif(cur + np.float32(e), lif.decay, lif.threshold)
+            m = row["measured"]["constant"]
+            assert m["flip_rate_t1"] == pytest.approx(np.mean(s[0] != s1[0]), abs=1e-6)  # no earlier step at t=1
+            assert m["any_flip_over_T"] == pytest.approx(np.mean(np.any(s != s1, axis=0)), abs=1e-6)
+            for kind in ("constant", "sign"):
+                assert row["measured"][kind]["respects_mass_bound"]
+            checked += m["any_flip_over_T"] > 0
+    assert checked > 0
+
+
+def test_theory_program_flips_end_to_end(monkeypatch, tmp_path, theory_network):
+    # the rank statistics and flip shares of the JSON recomputed from the samples it keeps (all of them),
+    # and the fast removal against the whole model re-run with the weight masked
+    from scipy import stats
+
+    res = _run_theory(monkeypatch, tmp_path, theory_network, "flips", "--flip_images", "12", "--flip_weights", "24",
+                      "--flip_groups", "1", "2", "--flip_fractions", "0.5", "--stats_batches", "1",
+                      "--flip_checks", "1", "--bootstrap", "20", "--flip_chunk", "8")
+    assert res["criteria"] == ["sf", "magnitude", "sf_without_density"]
+    for name, layer in res["layers"].items():
+        assert layer["check_against_masked_model"]["max_abs_diff"] == 0.0, name
+        for g, row in layer["by_group"].items():
+            smp = row["sample"]
+            rate = np.asarray(smp["flip_rate"])
+            assert row["samples"] == len(rate) == 24
+            for crit in res["criteria"]:
+                score = np.asarray(smp[crit])
+                rho = stats.spearmanr(score, rate).statistic
+                if np.isfinite(rho):
+                    assert row["spearman"][crit] == pytest.approx(rho, abs=1e-9), (name, g, crit)
+                # the flips caused by the lowest-scored half (ties broken as the module does not matter
+                # when the half's boundary falls between distinct scores)
+                order = np.argsort(score, kind="stable")
+                if score[order[11]] < score[order[12]] and rate.sum() > 0:
+                    share = rate[order[:12]].sum() / rate.sum()
+                    assert row["headline"][crit]["0.5"] == pytest.approx(share, abs=1e-9), (name, g, crit)
+            lo, hi = row["spearman_sf_minus_sf_without_density_95ci"]
+            assert lo <= hi
+
+
+def test_theory_program_slth_end_to_end(monkeypatch, tmp_path):
+    # the targets' potentials over every binary input, by a NumPy loop: firing rate and crisis event;
+    # the count test of the masks found against its definition
+    from jsnn.statistics import count_test_exact
+
+    res = _run_theory(monkeypatch, tmp_path, None, "slth", "--width_target", "2", "--slth_timesteps", "3",
+                      "--per_block", "4", "64", "--slth_eps", "0.05", "--trials", "5", "--max_inputs", "64")
+    assert res["all_inputs"] and res["inputs"] == 2 ** 6
+    rng = np.random.default_rng(res["options"]["seed"])
+    targets = [slth.sample_target(rng, 2, 2) for _ in range(5)]  # run_slth's first draws
+    x = slth.all_spike_trains(2, 3).astype(np.float64)  # [T, inputs, 2]
+    us = np.stack([_numpy_lif(x @ t.T, res["decay"], res["threshold"])[0] for t in targets])  # [trials, T, inputs, 2]
+    assert res["target_firing_rate"] == pytest.approx(np.mean(us >= res["threshold"]), abs=1e-6)
+    row = res["eps"]["0.05"]
+    eps_t = 0.05 * (1 - res["decay"] ** np.arange(1, 4)) / (1 - res["decay"])
+    near = np.abs(us - res["threshold"]) <= eps_t[None, :, None, None]
+    assert row["crisis_event"] == pytest.approx(np.mean(np.any(near, axis=(1, 3))), abs=1e-6)
+    for p in row["points"]:
+        assert p["masks_found_count"] == round(5 * p["masks_found_measured"])
+        assert p["masks_found_expected_count"] == pytest.approx(5 * p["masks_found_exact"])
+        assert 0 <= p["masks_found_p"] <= p["masks_found_p_holm"] <= 1
+        if p["masks_found_exact"] == 1.0:
+            assert p["masks_found_p"] == count_test_exact(5, [1.0] * 5).pvalue == 1.0

@@ -12,15 +12,43 @@ crisis probability and its bounds; flips removes sampled weights and measures ho
 often spike trains change, against the SF score, |w| and SF without its density
 factor; slth builds the proof's wide random SNN for random small targets and checks
 its masks against the theorem's bounds. Writes NAME.json/NAME.png for each experiment
-NAME (jsnn/theory/experiments.py, jsnn/theory/figures.py).
+NAME (jsnn/theory/experiments.py, jsnn/theory/figures.py), each with the command, the
+commit and the machine it ran on.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
+import os
+import platform
+import shlex
+import subprocess
+import sys
 
+import jax
 from flags import run_cleanly
 
 from jsnn.theory import experiments
+
+
+def provenance(argv: list[str]) -> dict:
+    """What made the results: the command as typed, the commit of the code (``-dirty`` where tracked
+    files differ from it; None outside a git checkout), the machine and its load when the run started."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args):
+        out = subprocess.run(["git", "-C", root, *args], capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if commit and git("status", "--porcelain", "--untracked-files=no"):
+        commit += "-dirty"
+    return {"command": shlex.join(["python", "train/theory.py", *argv]), "commit": commit,
+            "started_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+            "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                        "platform": platform.platform(), "python": platform.python_version(),
+                        "jax": f"{jax.__version__} ({jax.default_backend()})",
+                        "load_average_at_start": list(os.getloadavg())}}
 
 
 def main():
@@ -66,7 +94,7 @@ def main():
     todo = experiments.EXPERIMENTS if experiment == "all" else (experiment,)
     workdir = args.pop("workdir")
     opts = experiments.TheoryOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
-    experiments.run(workdir, todo, opts)
+    experiments.run(workdir, todo, opts, provenance(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ from jsnn.runs.segment import build_trainer
 from jsnn.runs.tickets import TICKET_FILE
 from jsnn.sparsity.criteria import gaussian_density, magnitude, sf, sf_eligible
 from jsnn.sparsity.stats import collect_statistics
+from jsnn.statistics import count_test_exact, holm
 from jsnn.theory import crisis, figures, slth
 from jsnn.theory import flips as flips_mod
 from jsnn.ticket import load_ticket
@@ -315,6 +316,8 @@ def run_flips(net: TrainedNetwork, opts: TheoryOptions = TheoryOptions()) -> dic
                    "spearman_sf_vs_magnitude": flips_mod.spearman(crit["sf"], crit["magnitude"]),
                    "spearman_sf_minus_magnitude_95ci": flips_mod.spearman_difference_interval(
                        crit["sf"], crit["magnitude"], rate, opts.bootstrap, seed=opts.seed),
+                   "spearman_sf_minus_sf_without_density_95ci": flips_mod.spearman_difference_interval(
+                       crit["sf"], crit["sf_without_density"], rate, opts.bootstrap, seed=opts.seed),
                    "fractions": fractions,
                    "flip_share_of_lowest": {n: rep[n]["flip_share_of_lowest"] for n in rep},
                    "flip_share_oracle": flips_mod.flip_capture(rate, rate, fractions), "flip_share_random": fractions,
@@ -409,10 +412,15 @@ def run_slth(opts: TheoryOptions = TheoryOptions()) -> dict:
                         found.append(c.found)
                         exact_nets.append(not bool(jnp.any(d)))
             p_fail = 1.0 - float(np.mean(p_exist))
+            # the targets whose masks were found, a count of independent trials of known probabilities
+            # p_exist: its exact two-sided test (Poisson binomial)
+            test = count_test_exact(int(np.sum(found)), p_exist)
             row["points"].append({
                 "per_block": per_block, "k": n * per_block,
                 "masks_found_measured": float(np.mean(found)),
                 "masks_found_exact": float(np.mean(p_exist)),
+                "masks_found_count": test.count, "masks_found_expected_count": test.expected,
+                "masks_found_p": test.pvalue,
                 "masks_found_union_bound": 1.0 - slth.mask_failure_union_bound(n, n, per_block, eps, cfg),
                 "disagree_measured": float(np.mean(dis_first)),
                 "disagree_measured_closest": float(np.mean(dis_closest)),
@@ -423,6 +431,10 @@ def run_slth(opts: TheoryOptions = TheoryOptions()) -> dict:
                                               + crisis_theorem),
             })
         res["eps"][str(eps)] = row
+    # Holm's adjustment over every (eps, width) cell's count test: one family
+    points = [p for row in res["eps"].values() for p in row["points"]]
+    for p, adjusted in zip(points, holm([p["masks_found_p"] for p in points])):
+        p["masks_found_p_holm"] = float(adjusted)
     res["seconds"] = time.time() - t0
     return res
 
@@ -430,10 +442,12 @@ def run_slth(opts: TheoryOptions = TheoryOptions()) -> dict:
 # ---------------------------------------------------------------------- all of them
 
 
-def run(workdir: str, experiments=EXPERIMENTS, opts: TheoryOptions = TheoryOptions()) -> dict:
+def run(workdir: str, experiments=EXPERIMENTS, opts: TheoryOptions = TheoryOptions(),
+        provenance: dict | None = None) -> dict:
     """Runs ``experiments`` (names from ``EXPERIMENTS``), writing WORKDIR/NAME.json and NAME.png
     for each; crisis and flips share one network, trained once (in WORKDIR/digits_dense).
-    Returns {NAME: result}."""
+    ``provenance`` (the command, commit and machine; ``train/theory.py`` gives it) and the options
+    are recorded in each JSON. Returns {NAME: result}."""
     unknown = set(experiments) - set(EXPERIMENTS)
     if unknown:
         raise ValueError(f"unknown experiments {sorted(unknown)}; choose from {EXPERIMENTS}")
@@ -450,6 +464,9 @@ def run(workdir: str, experiments=EXPERIMENTS, opts: TheoryOptions = TheoryOptio
     for name in experiments:
         experiment, plot = runs[name]
         res = results[name] = experiment()
+        res["options"] = dataclasses.asdict(opts)
+        if provenance is not None:
+            res["provenance"] = provenance
         with open(os.path.join(workdir, f"{name}.json"), "w") as f:
             json.dump(res, f, indent=1, default=float)
         plot(res, os.path.join(workdir, f"{name}.png"))
