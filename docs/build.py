@@ -46,6 +46,9 @@ SOURCES = {
     "lottery": "docs/results/lottery_digits/summary.json",
     "methods": "docs/results/methods_digits/summary.json",
     "energy_fix": "benchmarks/results/energy_budget_fix.json",
+    "crisis": "docs/results/theory/crisis.json",
+    "flips": "docs/results/theory/flips.json",
+    "slth": "docs/results/theory/slth.json",
 }
 LINK = re.compile(r"\]\((?P<target>[^)\s#]+)(?:#[^)]*)?\)")
 
@@ -1031,6 +1034,122 @@ def energy_budget_fix(src):
             f"{d['machine']['note']}.\n\n"
             + table(["seed", "budget", "cut order", "accuracy", "SynOps (train)", "SynOps (test)", "within budget",
                      "empty layers", "SNIP", "IMP"], rows) + "\n\n" + "; ".join(means) + ".")
+
+
+# ------------------------------------------------------------------ theory.md
+
+THEORY = "docs/results/theory"
+
+
+def _theory_provenance(d):
+    p, m = d["provenance"], d["provenance"]["machine"]
+    load = ", ".join(f"{x:.1f}" for x in m["load_average_at_start"])
+    return (f"`{p['command']}` at commit {p['commit']}, started {p['started_utc']} UTC, {d['seconds']:.0f} s; "
+            f"{m['cpu']}, {m['cores']} cores, JAX {m['jax']}, shared with other jobs (load average {load} at the "
+            "start; the seconds are indicative)")
+
+
+def _theory_network(d):
+    return (f"the dense `{d['network']}` on {d['dataset']}, trained {d['epochs']} epochs by jsnn's trainer "
+            f"(test accuracy {pct(d['test_accuracy'])}), T = {d['timesteps']}, V_th = {d['threshold']}, "
+            f"β = {d['decay']}")
+
+
+def _g(x, digits=3):
+    """A probability or bound in a table: 3 significant digits, '—' where there was nothing to measure."""
+    return "—" if x is None else f"{x:.{digits}g}"
+
+
+def _interval(ci):
+    return "[" + ", ".join(f"{x:+.3f}".replace("-", "−") for x in ci) + "]"
+
+
+@generator("theory_crisis")
+def theory_crisis(src):
+    d = src.json(f"{THEORY}/crisis.json")
+    kinds = d["perturbations"]
+    rows = []
+    for name, L in d["layers"].items():
+        for r in L["per_eps"]:
+            m = r["measured"]
+            rows.append([f"{name} (N = {L['width']:,})", r["eps"], _g(r["crisis_mass"]), _g(r["bound_kde"]),
+                         _g(r["bound_histogram"]), _g(r["gaussian_per_channel_mass"]),
+                         *[_g(m[k]["flip_rate_t1"]) for k in kinds],
+                         " / ".join("yes" if m[k]["respects_mass_bound"] else "**no**" for k in kinds),
+                         *[_g(m[k]["any_flip_over_T"]) for k in kinds], _g(r["bound_T_steps_kde"]),
+                         _g(m[kinds[0]]["layer_flip_rate_per_t"][0]), _g(m[kinds[0]]["layer_union_bound_per_t"][0])])
+    layers = "; ".join(f"{n}: firing rate {L['firing_rate']:.3f}, U {L['u_mean']:.2f} ± {L['u_std']:.2f}"
+                       for n, L in d["layers"].items())
+    return (f"{_theory_provenance(d)}. Network: {_theory_network(d)}; potentials of {d['images']} test images. "
+            f"{layers}. Per neuron and timestep, pooled over the layer's neurons; perturbations "
+            f"{', '.join(kinds)}, |δ| ≤ ε.\n\n"
+            + table(["layer", "ε", "P(\\|U−V_th\\| ≤ ε)", "2ε sup f (KDE)", "2ε sup f (histogram)",
+                     "Gaussian per channel P", *[f"flips at t = 1 ({k})" for k in kinds],
+                     "flips ≤ crisis mass at every t (" + " / ".join(kinds) + ")",
+                     *[f"any flip over T ({k})" for k in kinds], "T steps: Σₜ 2εₜ sup fₜ (KDE)",
+                     f"layer: some neuron flips at t = 1 ({kinds[0]})", "layer: union bound at t = 1"], rows))
+
+
+@generator("theory_flips")
+def theory_flips(src):
+    d = src.json(f"{THEORY}/flips.json")
+    rows, checks = [], []
+    for name, L in d["layers"].items():
+        c = L.get("check_against_masked_model")
+        if c:
+            checks.append(f"{name}: {len(c['fast'])} removals, largest difference {c['max_abs_diff']:g}")
+        for g, r in L["by_group"].items():
+            sp, h = r["spearman"], r["headline"]
+            ci = r["spearman_sf_minus_magnitude_95ci"]
+            ci2 = r["spearman_sf_minus_sf_without_density_95ci"]
+            rows.append([f"{name} {tuple(L['kernel_shape'])}" + (" (encoding)" if L["encoding_layer"] else ""), g,
+                         r["samples"], f"{r['mean_flip_rate']:.3g}", pct(r["zero_flip_fraction"]),
+                         f"{sp['sf']:.3f}", f"{sp['magnitude']:.3f}", f"{sp['sf_without_density']:.3f}",
+                         _interval(ci), _interval(ci2),
+                         *[pct(h[k]["0.5"]) for k in ("sf", "magnitude", "sf_without_density", "oracle")]])
+    return (f"{_theory_provenance(d)}. Network: {_theory_network(d)}; spike trains of {d['images']} test images; "
+            f"SF's statistics from {d['stats_batches']} training batches. A removal's flip rate: the fraction of "
+            "(image, position) spike trains of its output channel that change over T. ρ: Spearman correlation of a "
+            "score with the measured flip rate over the sampled removals; the intervals are paired bootstrap 95 % "
+            "intervals of the difference of two ρ. Flip share: the share of all measured flips that the "
+            "lowest-scored half of the sample causes (random pruning: 50 %).\n\n"
+            + table(["layer", "weights removed together", "samples", "mean flip rate", "no flip at all",
+                     "ρ SF", "ρ \\|w\\|", "ρ SF without density", "ρ SF − ρ \\|w\\|", "ρ SF − ρ SF without density",
+                     "flip share, lowest half by SF", "by \\|w\\|", "by SF without density", "by the measured rate"],
+                    rows)
+            + "\n\nThe fast removal against the whole model re-run with the weight's mask entry set to 0: "
+            + "; ".join(checks) + ".")
+
+
+@generator("theory_slth")
+def theory_slth(src):
+    d = src.json(f"{THEORY}/slth.json")
+    rows, widths = [], []
+    for e, r in d["eps"].items():
+        widths.append(f"ε = {e}: Lemma 4.1 {r['width_lemma41']:,.0f}, union over the layer {r['width_union']:,.0f}, "
+                      f"Theorem 4.3 {r['width_theorem43']:,.0f}" if r["width_theorem43"] != float("inf") else
+                      f"ε = {e}: Lemma 4.1 {r['width_lemma41']:,.0f}, union over the layer {r['width_union']:,.0f}, "
+                      "Theorem 4.3 none (finite only when δ > N·C·L·T·ε)")
+        for p in r["points"]:
+            rows.append([e, p["per_block"], f"{p['k']:,}", f"{p['masks_found_count']} of {d['trials']}",
+                         f"{p['masks_found_expected_count']:.2f}", f"{p['masks_found_p']:.3g}",
+                         f"{p['masks_found_p_holm']:.3g}", _g(p["masks_found_union_bound"]),
+                         _g(p["disagree_measured"]), _g(p["disagree_measured_closest"]),
+                         _g(p["disagree_bound_event"]), _g(p["disagree_bound_union"]),
+                         _g(p["disagree_bound_theorem"])])
+    inputs = "all" if d["all_inputs"] else "a uniform sample of"
+    return (f"{_theory_provenance(d)}. Target: N = {d['n_in']} inputs and outputs, T = {d['timesteps']}, "
+            f"u_th = {d['threshold']}, β = {d['decay']} (P(relay) = C_th = {d['C_th']:.3f}); {d['trials']} random "
+            f"targets, each with its own wide layer per width; {inputs} {d['inputs']:,} binary inputs; "
+            f"δ = {d['delta']}. Masks found: the targets whose every weight has a relay within ε/N, against the "
+            "expected count from the exact formula (the sum of the targets' probabilities) and its exact two-sided "
+            "test (Poisson binomial; Holm over all cells). Disagreement: the fraction of (target, input) pairs whose "
+            "output spikes differ anywhere over T, with the proof's mask and with the closest candidate, against "
+            "the bound P(no mask) + P(some target U in its crisis band) (event, union over (i, t), Theorem 4.3's "
+            "form).\n\nWidths k the theorems ask for: " + "; ".join(widths) + ".\n\n"
+            + table(["ε", "candidates per weight n", "k = N n", "masks found", "expected", "p (exact)", "p (Holm)",
+                     "proof's lower bound on P(found)", "disagreement (proof's mask)", "(closest)", "bound (event)",
+                     "bound (union)", "bound (Theorem 4.3)"], rows))
 
 
 # ------------------------------------------------------------------ values in prose

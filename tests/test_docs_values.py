@@ -61,3 +61,48 @@ def test_a_link_out_of_the_repository_fails_the_check(tmp_path):
     page.write_text(page.read_text() + "\nSee [the notes](../../shared/notes/sparse-training.md).\n")
     r = _check(tmp_path)
     assert r.returncode == 1 and "docs/theory.md: links outside the repository" in r.stderr, r.stderr
+
+
+def test_a_changed_number_on_the_comparison_and_theory_pages_fails_the_check(tmp_path):
+    # one marked number changed by hand on each page: the check names both pages and both numbers
+    import re
+
+    _copy_tree(tmp_path)
+    changed = {}
+    for name in ("comparison.md", "theory.md"):
+        page = tmp_path / "docs" / name
+        text = page.read_text()
+        m = re.search(r"(<!-- v [^>]*-->)(?P<number>[−+]?\d[\d.,]*)(<!-- /v -->)", text)
+        assert m, f"{name} has no marked number"
+        number = m.group("number")
+        wrong = number[:-1] + ("1" if number[-1] != "1" else "2")
+        page.write_text(text[:m.start("number")] + wrong + text[m.end("number"):])
+        changed[name] = (number, wrong)
+    r = _check(tmp_path)
+    assert r.returncode == 1
+    for name, (number, wrong) in changed.items():
+        assert any(f"docs/{name}: the text says {wrong!r}" in line and repr(number) in line
+                   for line in r.stderr.splitlines()), (name, r.stderr)
+
+
+def test_theory_values_read_their_files():
+    # the build's reader against the theory results read here by hand
+    import json
+
+    sys.path.insert(0, str(ROOT / "docs"))
+    import build
+
+    results = ROOT / "docs" / "results" / "theory"
+    crisis = json.loads((results / "crisis.json").read_text())
+    flips = json.loads((results / "flips.json").read_text())
+    slth = json.loads((results / "slth.json").read_text())
+    assert build.value("crisis", "test_accuracy", "%.1f") == f"{100 * crisis['test_accuracy']:.1f}"
+    cells = [r["measured"][k]["respects_mass_bound"] for L in crisis["layers"].values() for r in L["per_eps"]
+             for k in r["measured"]]
+    assert build.value("crisis", "sum(1 for L in v('layers') for r in v('layers/' + L + '/per_eps') "
+                       "for k in r['measured'] if r['measured'][k]['respects_mass_bound'])", "int") == str(sum(cells))
+    conv2 = flips["layers"]["conv2"]["by_group"]["1"]
+    assert build.value("flips", "layers/conv2/by_group/1/spearman/sf", ".2f") == f"{conv2['spearman']['sf']:.2f}"
+    p = min(q["masks_found_p"] for row in slth["eps"].values() for q in row["points"])
+    assert build.value("slth", "min(q['masks_found_p'] for e in v('eps') for q in v('eps/' + e + '/points'))",
+                       ".2g") == f"{p:.2g}"
