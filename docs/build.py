@@ -1209,7 +1209,11 @@ def outside_links(text, page):
             continue
         if not (here / target).resolve().is_relative_to(ROOT):
             out.append(target)
-    return out + [m for m in re.findall(r"\.\./shared/[\w./-]+", text) if m not in out]
+    # the project's guide and notes (shared/SPEC.md, shared/notes/...) live beside the repository, not in
+    # it: a page that names one, linked or not, points the reader at a file they do not have
+    named = [m for m in re.findall(r"(?<![\w-])(?:\.\./)*shared/[\w./-]*\w", text)
+             if not (ROOT / m.lstrip("./")).exists()]
+    return out + [m for m in dict.fromkeys(named) if m not in out]
 
 
 # ------------------------------------------------------------------ streamed tfds data (docs/data.md)

@@ -59,8 +59,11 @@ def test_a_link_out_of_the_repository_fails_the_check(tmp_path):
     _copy_tree(tmp_path)
     page = tmp_path / "docs" / "theory.md"
     page.write_text(page.read_text() + "\nSee [the notes](../../shared/notes/sparse-training.md).\n")
+    other = tmp_path / "docs" / "reproduce.md"  # named without a link: the reader has no such file either
+    other.write_text(other.read_text() + "\nThe numbers as `shared/SPEC.md` records them.\n")
     r = _check(tmp_path)
     assert r.returncode == 1 and "docs/theory.md: links outside the repository" in r.stderr, r.stderr
+    assert "docs/reproduce.md: links outside the repository: shared/SPEC.md" in r.stderr, r.stderr
 
 
 def test_a_changed_number_on_the_comparison_and_theory_pages_fails_the_check(tmp_path):
