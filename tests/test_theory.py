@@ -189,6 +189,8 @@ def test_mask_probability_exact_vs_monte_carlo_and_bound():
     hits = sum(slth.find_masks(target, slth.sample_wide_layer(rng, 3, 3, n), eps, cfg).found for _ in range(2000))
     assert hits / 2000 == pytest.approx(exact, abs=0.035)
     assert 1 - exact <= slth.mask_failure_union_bound(3, 3, n, eps, cfg) + 1e-12
+    # near certainty the binomial weights summed to 1 + 2e-11 before the clip: a probability stays <= 1
+    assert slth.mask_exists_probability(slth.sample_target(np.random.default_rng(0), 4, 4), 8192, 0.08, cfg) == 1.0
     assert slth.width_lemma41(4, 0.1, 0.1, cfg) == 4 * math.ceil(4 / (0.25 * 0.1) * math.log(40))
     assert slth.width_theorem43(4, 0.1, 0.1, cfg, density=1.0, timesteps=1) == math.inf
 

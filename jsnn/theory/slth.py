@@ -253,7 +253,7 @@ def mask_exists_probability(target: np.ndarray, per_block: int, eps: float, conf
         miss = np.power.outer(1.0 - q[:, j], m)  # [n_out, n+1]
         log_ok = np.sum(np.log(np.clip(1.0 - miss, 1e-300, None)), axis=0)
         total += math.log(max(float(np.sum(np.exp(log_pm + log_ok))), 1e-300))
-    return float(math.exp(total))
+    return min(1.0, float(math.exp(total)))  # the binomial weights sum to 1 only up to rounding
 
 
 def mask_failure_union_bound(n_in: int, n_out: int, per_block: int, eps: float, config: LIFConfig) -> float:
