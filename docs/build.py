@@ -1061,7 +1061,7 @@ def _g(x, digits=3):
 
 
 def _interval(ci):
-    return "[" + ", ".join(f"{x:+.3f}".replace("-", "−") for x in ci) + "]"
+    return "[" + ", ".join(f"{x:+.4f}".replace("-", "−") for x in ci) + "]"
 
 
 @generator("theory_crisis")
@@ -1079,7 +1079,7 @@ def theory_crisis(src):
                          *[_g(m[k]["any_flip_over_T"]) for k in kinds], _g(r["bound_T_steps_kde"]),
                          _g(m[kinds[0]]["layer_flip_rate_per_t"][0]), _g(m[kinds[0]]["layer_union_bound_per_t"][0])])
     layers = "; ".join(f"{n}: firing rate {L['firing_rate']:.3f}, U {L['u_mean']:.2f} ± {L['u_std']:.2f}"
-                       for n, L in d["layers"].items())
+                       for n, L in d["layers"].items()).replace("-", "−")
     return (f"{_theory_provenance(d)}. Network: {_theory_network(d)}; potentials of {d['images']} test images. "
             f"{layers}. Per neuron and timestep, pooled over the layer's neurons; perturbations "
             f"{', '.join(kinds)}, |δ| ≤ ε.\n\n"

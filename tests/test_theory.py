@@ -337,20 +337,6 @@ def test_removal_in_digits_model_matches_masked_model():
     assert tested > 0
 
 
-def test_experiments_run_slth_writes_results(tmp_path):
-    # the program's library entry point: a tiny slth run writes its JSON and figure; unknown names are refused
-    import json
-
-    from jsnn.theory import experiments
-
-    opts = experiments.TheoryOptions(per_block=(16,), slth_eps=(0.02,), trials=1, max_inputs=256)
-    res = experiments.run(str(tmp_path), ("slth",), opts)
-    assert json.loads((tmp_path / "slth.json").read_text())["trials"] == 1 == res["slth"]["trials"]
-    assert (tmp_path / "slth.png").stat().st_size > 0
-    with pytest.raises(ValueError, match="unknown experiments"):
-        experiments.run(str(tmp_path), ("nope",), opts)
-
-
 # ------------------------------------------------------- train/theory.py end to end, at tiny settings
 
 
@@ -481,6 +467,7 @@ def test_theory_program_slth_end_to_end(monkeypatch, tmp_path):
     # the targets' potentials over every binary input, by a NumPy loop: firing rate and crisis event;
     # the count test of the masks found against its definition
     from jsnn.statistics import count_test_exact
+    from jsnn.theory import experiments
 
     res = _run_theory(monkeypatch, tmp_path, None, "slth", "--width_target", "2", "--slth_timesteps", "3",
                       "--per_block", "4", "64", "--slth_eps", "0.05", "--trials", "5", "--max_inputs", "64")
@@ -494,6 +481,8 @@ def test_theory_program_slth_end_to_end(monkeypatch, tmp_path):
     eps_t = 0.05 * (1 - res["decay"] ** np.arange(1, 4)) / (1 - res["decay"])
     near = np.abs(us - res["threshold"]) <= eps_t[None, :, None, None]
     assert row["crisis_event"] == pytest.approx(np.mean(np.any(near, axis=(1, 3))), abs=1e-6)
+    with pytest.raises(ValueError, match="unknown experiments"):  # the library entry point refuses a bad name
+        experiments.run(str(tmp_path), ("nope",))
     for p in row["points"]:
         assert p["masks_found_count"] == round(5 * p["masks_found_measured"])
         assert p["masks_found_expected_count"] == pytest.approx(5 * p["masks_found_exact"])
