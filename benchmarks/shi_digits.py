@@ -14,7 +14,8 @@ images, as the energy method checks its budget), so both tickets are held to the
 Recorded per run: test accuracy; weight sparsity (kept kernel weights, the cost report's ``connection_sparsity``);
 the paper's connection fraction (``jsnn.sparsity.shi.connections``: synapse instances of a ones image through the
 kept weights and neurons, so gated neuron positions count); SynOps per test and per training image and their
-ratio to the same seed's dense network; kept neuron positions (Shi). Writes benchmarks/results/shi_digits.{json,md}.
+ratio to the same seed's dense network; kept neuron positions (Shi); and Shi's method on the first seed at two
+other lambdas (``--lambdas``: how the digits preset was chosen). Writes benchmarks/results/shi_digits.{json,md}.
 
     python benchmarks/shi_digits.py --workdir /tmp/shi_digits --seeds 0 1 2
 """
@@ -104,6 +105,17 @@ def run_seed(workdir: str, seed: int) -> dict:
     return out
 
 
+def lambda_sweep(workdir: str, seed: int, lambdas) -> dict:
+    """Shi et al.'s method on one seed at other lambdas than the digits preset: how the preset was chosen."""
+    out = {}
+    for lam in lambdas:
+        work = os.path.join(workdir, f"shi_{seed}_lambda_{lam:g}")
+        r, sec, cmd = program(["train/shi.py", *SETTING, "--seed", str(seed), "--penalty-lambda", f"{lam:g}"], work)
+        final = r["runs"][-1]
+        out[f"{lam:g}"] = {**row(r, sec, cmd, work), "neuron_fraction": final["neuron_fraction"]}
+    return out
+
+
 def summary(seeds: dict) -> dict:
     out = {}
     for name in ("dense", "shi", "energy"):
@@ -120,19 +132,23 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", default="/tmp/shi_digits")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--lambdas", type=float, nargs="*", default=[1e-7, 1e-5],
+                   help="other lambdas, run on the first seed only")
     p.add_argument("--out", default=OUT)
     args = p.parse_args(argv)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     t0 = time.time()
     seeds = {s: run_seed(args.workdir, s) for s in args.seeds}
+    sweep = lambda_sweep(args.workdir, args.seeds[0], args.lambdas)
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
     record = {"commit": commit, "command": "python benchmarks/shi_digits.py --seeds "
               + " ".join(map(str, args.seeds)), "date": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
               "machine": shared_machine("wall seconds are indicative only"), "load_average_at_end": load,
               "seconds": time.time() - t0, "setting": "digits CNN, width 0.5, T = 2, each method's digits presets",
-              "seeds": {str(s): v for s, v in seeds.items()}, "summary": summary(seeds)}
+              "seeds": {str(s): v for s, v in seeds.items()}, "summary": summary(seeds),
+              "lambda_sweep": {"seed": args.seeds[0], "runs": sweep}}
     S = record["summary"]
     md = ["# Shi et al.'s mask learning on digits, beside the SynOps-budget variant at the same SynOps", "",
           f"Commit {commit}, {record['date']} UTC, {record['machine']}; seeds {', '.join(map(str, args.seeds))}. "
@@ -150,6 +166,9 @@ def main(argv=None) -> None:
         ratio = "1" if name == "dense" else cell(name, "synops_vs_dense", "{:.4f}")
         md.append(f"| {what} | {cell(name, 'test_accuracy')} | {cell(name, 'synops_per_image', '{:.0f}')} | {ratio} | "
                   f"{cell(name, 'weight_sparsity')} | {cell(name, 'connection_fraction', '{:.5f}')} |")
+    md += ["", f"Other lambdas, seed {args.seeds[0]}: " + "; ".join(
+        f"{lam}: {100 * x['test_accuracy']:.1f} %, connections {100 * x['connection_fraction']:.2f} %"
+        for lam, x in sweep.items())]
     md += ["", f"Shi et al.'s tickets keep {cell('shi', 'neuron_fraction')} of the gated neuron positions.", "",
            "Commands: " + "; ".join(f"`{seeds[args.seeds[0]][k]['command']}`" for k in ("dense", "shi", "energy"))]
     write_results(args.out, record, md)

@@ -49,6 +49,7 @@ SOURCES = {
     "crisis": "docs/results/theory/crisis.json",
     "flips": "docs/results/theory/flips.json",
     "slth": "docs/results/theory/slth.json",
+    "shi_digits": "benchmarks/results/shi_digits.json",
 }
 LINK = re.compile(r"\]\((?P<target>[^)\s#]+)(?:#[^)]*)?\)")
 
@@ -696,6 +697,37 @@ def energy_digits(src):
                   for b, x in shrunk.items()) + "."
     return head + "\n\n" + table(["run", "budget N", "SynOps / image", "fewer than dense", "connection sparsity",
                                   "removed channels", "test accuracy", "wall s"], rows) + "\n\n" + tail
+
+
+@generator("shi_digits")
+def shi_digits(src):
+    d = src.json("benchmarks/results/shi_digits.json")
+    S = d["summary"]
+
+    def cell(name, key, fmt):
+        x = S[name][key]
+        return f"{fmt(x['mean'])} ({fmt(x['min'])} – {fmt(x['max'])})"
+
+    def acc(x):
+        return pct(x, 1)
+
+    rows = []
+    for name, what in (("dense", "dense (weights trained)"), ("shi", "Shi et al. (`train/shi.py`)"),
+                       ("energy", "SynOps-budget variant at Shi's SynOps (`--algorithm energy`)")):
+        vs = "1" if name == "dense" else cell(name, "synops_vs_dense", lambda x: f"{x:.4f}")
+        rows.append([what, cell(name, "test_accuracy", acc), cell(name, "synops_per_image", lambda x: f"{x:.0f}"),
+                     vs, cell(name, "weight_sparsity", lambda x: pct(x, 1)),
+                     cell(name, "connection_fraction", lambda x: pct(x, 2))])
+    seeds = ", ".join(sorted(d["seeds"]))
+    head = (f"digits, `digits_cnn` at width 0.5, T = 2, each method at its digits presets (15 epochs, the mask "
+            f"methods then 5 of finetuning); seeds {seeds}, mean (min – max); commit {d['commit']}. SynOps per test "
+            "image as the cost report counts them; the budgeted variant's budget is Shi's ticket's SynOps per "
+            "training image on the same seed.")
+    tail = (f"Shi et al.'s tickets keep {cell('shi', 'neuron_fraction', lambda x: pct(x, 1))} of the gated neuron "
+            "positions. Connections: the paper's count (a ones image through the kept weights and neurons, "
+            "`jsnn.sparsity.shi.connections`) over the dense network's.")
+    return head + "\n\n" + table(["method", "test accuracy", "SynOps / test image", "of dense", "weight sparsity",
+                                   "connections"], rows) + "\n\n" + tail
 
 
 FORMULATIONS = {"ffi_dense": "C++ event-driven, full rows", "ffi_ell": "C++ event-driven, kept weights (ELL)",
