@@ -37,17 +37,17 @@ def test_masks_and_usage_constants_of_a_network_by_hand():
     assert c_w == {"conv0": 64.0, "conv1": 64.0, "conv2": 16.0, "fc": 1.0}  # output positions per weight
     # fan-out of the layer reading the spikes (through the pools: their calc_c ignores pooling)
     assert c_n == {"conv0": 8 * 9, "conv1": 16 * 9, "conv2": 10, "fc": 0.0}
-    v = init_variables(tiny(), jax.random.key(0), (1, 8, 8, 1))
-    logits = shi.init_logits(v.masks, layers)
+    masks = from_names({x.name: np.ones(x.kernel_shape, np.float32) for x in layers if x.kind in ("conv", "linear")})
+    logits = shi.init_logits(masks, layers)
     assert {k: m.shape for k, m in by_name(logits["neurons"]).items()} == {"conv1": (8, 8, 8), "conv2": (4, 4, 16)}
     # Shi et al.'s init: every logit 0, so sigma 0.5 while searching and nothing kept once fixed
-    b = shi.binary_variables(v.weights, v.masks, logits, v.bn, v.batch_stats)
+    b = shi.binary_variables({}, masks, logits, {}, {})
     assert all(not np.any(m) for m in jax.tree.leaves(b.masks)) and all(not np.any(g) for g in jax.tree.leaves(b.gates))
 
 
 def random_ticket(layers, like_masks, seed=0, keep=0.6, gate_keep=0.5):
     rng = np.random.default_rng(seed)
-    kept = {k: (rng.random(m.shape) < keep).astype(np.float32) for k, m in by_name(like_masks).items()}
+    kept = {k: (rng.random(m.shape) < keep).astype(np.float32) for k, m in sorted(like_masks.items())}
     gates = {k: (rng.random(shape) < gate_keep).astype(np.float32) for k, shape in shi.gated_producers(layers).items()}
     return kept, gates
 
@@ -83,10 +83,9 @@ def numpy_connections(kept, gates):
 
 
 def test_connections_match_a_numpy_loop_of_the_reference_count():
-    model = tiny()
-    layers = model.layers((8, 8, 1))
-    v = init_variables(model, jax.random.key(0), (1, 8, 8, 1))
-    kept, gates = random_ticket(layers, v.masks)
+    layers = tiny().layers((8, 8, 1))
+    kernels = {x.name: np.ones(x.kernel_shape) for x in layers if x.kind in ("conv", "linear")}
+    kept, gates = random_ticket(layers, kernels)
     got = shi.connections(layers, kept, gates)
     assert got == pytest.approx(numpy_connections(kept, gates), rel=1e-6)
     # every weight and neuron kept: the dense count, which is also the second number
@@ -100,20 +99,16 @@ def digits():
     return jdata.load_dataset("digits")
 
 
-def calibrated(model, variables, images):
-    """BN running statistics from ``images`` (momentum 1), so every layer spikes."""
-    cal = model.clone(bn=dataclasses.replace(model.bn, momentum=1.0))
-    _, stats, _ = jax.jit(lambda v, x: apply_model(cal, v, x, train=True))(variables, jnp.asarray(images))
-    return variables._replace(batch_stats=stats)
-
-
-def gated_ticket(model, digits, seed=0):
+@pytest.fixture(scope="module")
+def gated(digits):
+    """(the tiny network at T = 2, a ticket of it: random kept weights, random per-position gates). At its initial
+    BN statistics every layer spikes on digits (conv2 the least, about 1 % of its neuron-steps)."""
+    model = tiny(timesteps=2)
     layers = model.layers((8, 8, 1))
-    v = init_variables(model, jax.random.key(seed), (1, 8, 8, 1))
-    v = calibrated(model, v, np.asarray(jdata.normalize(digits.train_images[:256], digits.mean, digits.std)))
-    kept, gates = random_ticket(layers, v.masks, seed)
-    return v._replace(masks=from_names({k: jnp.asarray(m) for k, m in kept.items()}),
-                      gates=from_names({k: jnp.asarray(g) for k, g in gates.items()}, leaf="neurons"))
+    v = init_variables(model, jax.random.key(1), (1, 8, 8, 1))
+    kept, gates = random_ticket(layers, by_name(v.masks), 1)
+    return model, v._replace(masks=from_names({k: jnp.asarray(m) for k, m in kept.items()}),
+                             gates=from_names({k: jnp.asarray(g) for k, g in gates.items()}, leaf="neurons"))
 
 
 def numpy_pairs(x, kept, conv: bool):
@@ -131,15 +126,14 @@ def numpy_pairs(x, kept, conv: bool):
     return total
 
 
-def test_the_cost_report_counts_gated_neurons_exactly(digits):
-    model = tiny(timesteps=2)
-    v = gated_ticket(model, digits)
+def test_the_cost_report_counts_gated_neurons_exactly(digits, gated):
+    model, v = gated
     images = jnp.asarray(jdata.normalize(digits.test_images[:6], digits.mean, digits.std))
     report = measure(model, v, images)
     # the reference: each LIF layer's own spikes in the gated run (observe recomputes them from the potentials,
     # before the gate), gated, pooled and counted in NumPy
-    _, seen = observe(model, v, images)
-    spikes = {k: np.asarray(c.spikes).reshape((-1,) + c.spikes.shape[2:]) for k, c in seen.neurons.items()}
+    own = jax.jit(lambda v, x: {k: c.spikes for k, c in observe(model, v, x)[1].neurons.items()})(v, images)
+    spikes = {k: np.asarray(s).reshape((-1,) + s.shape[2:]) for k, s in own.items()}
     gates = {k: np.asarray(g) for k, g in by_name(v.gates).items()}
     kept = {k: np.asarray(m) for k, m in by_name(v.masks).items()}
 
@@ -161,12 +155,11 @@ def test_the_cost_report_counts_gated_neurons_exactly(digits):
     assert sum(numpy_pairs(ungated[k], kept[k], conv=k != "fc") for k in ungated) > expected
 
 
-def test_gated_ticket_exports_to_nir_and_runs_the_same_in_snntorch(digits):
+def test_gated_ticket_exports_to_nir_and_runs_the_same_in_snntorch(digits, gated):
     pytest.importorskip("snntorch")
     from jsnn.interop.torch_sims import run_torch, snntorch_module
 
-    model = tiny(timesteps=3)
-    v = gated_ticket(model, digits, seed=1)
+    model, v = gated
     graph = to_nir(model, v, (8, 8, 1), digits.mean, digits.std)
     # a Scale node after each gated LIF, the gate in NIR's (C, H, W); nothing after conv0's LIF
     np.testing.assert_array_equal(graph.nodes["conv1_lif_gate"].scale,
@@ -174,12 +167,15 @@ def test_gated_ticket_exports_to_nir_and_runs_the_same_in_snntorch(digits):
     assert ("conv1_lif", "conv1_lif_gate") in graph.edges and ("conv1_lif_gate", "pool0") in graph.edges
     assert "conv0_lif_gate" not in graph.nodes and ("conv0_lif", "conv1") in graph.edges
     images = np.asarray(jdata.normalize(digits.test_images[:60], digits.mean, digits.std))
-    outputs, _ = run_torch(snntorch_module(graph), np.moveaxis(images, -1, -3), 3, len(images))
-    logits, _, _ = apply_model(model, v, jnp.asarray(images), train=False)
+    outputs, _ = run_torch(snntorch_module(graph), np.moveaxis(images, -1, -3), 2, len(images))
+    logits, _, _ = jax.jit(lambda v, x: apply_model(model, v, x, train=False))(v, jnp.asarray(images))
     np.testing.assert_array_equal(np.asarray(predictions(jnp.asarray(outputs))), np.asarray(predictions(logits)))
     assert np.max(np.abs(np.asarray(outputs) - np.asarray(logits))) < 1e-3
-    ungated, _, _ = apply_model(model, v._replace(gates={}), jnp.asarray(images), train=False)
-    assert np.max(np.abs(np.asarray(ungated) - np.asarray(logits))) > 0.1  # the gates change the network
+    # the Scale nodes carry the gates: with every gate at 1 the graph computes another network
+    for name in ("conv1_lif_gate", "conv2_lif_gate"):
+        graph.nodes[name].scale = np.ones_like(graph.nodes[name].scale)
+    ungated, _ = run_torch(snntorch_module(graph), np.moveaxis(images, -1, -3), 2, len(images))
+    assert np.max(np.abs(np.asarray(ungated) - np.asarray(outputs))) > 0.1
 
 
 SHI_CASE = dict(penalty_lambda=1e-4, finetune_epochs=1, mask_lr=0.05, mask_init=0.1)
