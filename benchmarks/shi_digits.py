@@ -15,7 +15,9 @@ Recorded per run: test accuracy; weight sparsity (kept kernel weights, the cost 
 the paper's connection fraction (``jsnn.sparsity.shi.connections``: synapse instances of a ones image through the
 kept weights and neurons, so gated neuron positions count); SynOps per test and per training image and their
 ratio to the same seed's dense network; kept neuron positions (Shi); and Shi's method on the first seed at two
-other lambdas (``--lambdas``: how the digits preset was chosen). Writes benchmarks/results/shi_digits.{json,md}.
+other lambdas (``--lambdas``: how the digits preset was chosen); each Shi ticket's NIR export (its gates as Scale
+nodes) checked in jsnn's importer and snnTorch against the ticket (``train/export.py --check jsnn,snntorch``).
+Writes benchmarks/results/shi_digits.{json,md}.
 
     python benchmarks/shi_digits.py --workdir /tmp/shi_digits --seeds 0 1 2
 """
@@ -89,6 +91,14 @@ def run_seed(workdir: str, seed: int) -> dict:
                   "layer_sparsity": final["layer_sparsity"], "empty_layers": final["empty_layers"],
                   "search": {"test_accuracy": search["test_accuracy"], "weight_sparsity": search["sparsity"],
                              "connection_fraction": search["connection_fraction"]}}
+    nir_out = os.path.join(work, "ticket.nir")
+    export = ["train/export.py", "--workdir", work, "--check", "jsnn,snntorch", "--out", nir_out]
+    subprocess.run([sys.executable, *export], cwd=ROOT, check=True)
+    with open(nir_out + ".check.json") as f:
+        check = json.load(f)
+    out["shi"]["export"] = {"command": "python " + " ".join(export), **{
+        sim: {k: check["simulators"][sim][k] for k in ("prediction_agreement", "spike_agreement")}
+        for sim in ("jsnn", "snntorch")}}
     budget = out["shi"]["synops_per_training_image"]
     work = os.path.join(workdir, f"energy_{seed}")
     r, sec, cmd = program(["train/sparse_training.py", "--algorithm", "energy", "--synops-budget", f"{budget:.1f}",
@@ -169,6 +179,10 @@ def main(argv=None) -> None:
     md += ["", f"Other lambdas, seed {args.seeds[0]}: " + "; ".join(
         f"{lam}: {100 * x['test_accuracy']:.1f} %, connections {100 * x['connection_fraction']:.2f} %"
         for lam, x in sweep.items())]
+    md += ["", "NIR export of Shi's tickets (gates as Scale nodes), run in jsnn's importer and snnTorch: " + "; ".join(
+        f"seed {s}: " + ", ".join(f"{sim} {100 * x['export'][sim]['prediction_agreement']:.2f} % of predictions, "
+                                  f"{100 * x['export'][sim]['spike_agreement']:.4f} % of spikes"
+                                  for sim in ("jsnn", "snntorch")) for s, x in ((s, seeds[s]["shi"]) for s in seeds))]
     md += ["", f"Shi et al.'s tickets keep {cell('shi', 'neuron_fraction')} of the gated neuron positions.", "",
            "Commands: " + "; ".join(f"`{seeds[args.seeds[0]][k]['command']}`" for k in ("dense", "shi", "energy"))]
     write_results(args.out, record, md)

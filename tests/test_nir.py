@@ -431,10 +431,10 @@ def test_soft_reset_and_unsupported_graphs_are_refused():
     assert "exported as NIR's reset" in g.metadata["jsnn_reset"]
     np.testing.assert_allclose(g.nodes["conv0_lif"].v_threshold, 0.75)  # (1 - beta) theta
     g = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([2])}),
-                            "scale": nir.Scale(scale=np.ones(2)),
+                            "threshold": nir.Threshold(threshold=np.ones(2)),
                             "output": nir.Output(output_type={"output": np.array([2])})},
-                     edges=[("input", "scale"), ("scale", "output")], metadata={"timesteps": 1})
-    with pytest.raises(ExportError, match="Scale"):
+                     edges=[("input", "threshold"), ("threshold", "output")], metadata={"timesteps": 1})
+    with pytest.raises(ExportError, match="Threshold"):
         from_nir(g)
     # images of the wrong shape, a graph without its Output
     net, v = from_nir(pool_graph((2, 4, 4)))

@@ -13,7 +13,7 @@ import pytest
 
 from jsnn import data as jdata
 from jsnn.efficiency import measure
-from jsnn.interop import to_nir
+from jsnn.interop import from_nir, to_nir
 from jsnn.layers import BNConfig
 from jsnn.models import get_model, observe
 from jsnn.objective import predictions
@@ -171,6 +171,10 @@ def test_gated_ticket_exports_to_nir_and_runs_the_same_in_snntorch(digits, gated
     logits, _, _ = jax.jit(lambda v, x: apply_model(model, v, x, train=False))(v, jnp.asarray(images))
     np.testing.assert_array_equal(np.asarray(predictions(jnp.asarray(outputs))), np.asarray(predictions(logits)))
     assert np.max(np.abs(np.asarray(outputs) - np.asarray(logits))) < 1e-3
+    # jsnn's importer reads the Scale nodes too
+    net, nv = from_nir(graph)
+    imported = jax.jit(lambda v, x: apply_model(net, v, x, train=False)[0])(nv, jnp.asarray(images))
+    np.testing.assert_array_equal(np.asarray(predictions(imported)), np.asarray(predictions(logits)))
     # the Scale nodes carry the gates: with every gate at 1 the graph computes another network
     for name in ("conv1_lif_gate", "conv2_lif_gate"):
         graph.nodes[name].scale = np.ones_like(graph.nodes[name].scale)

@@ -10,7 +10,8 @@ like any model's kernels. Stateless nodes run once on all timesteps folded into 
 batch axis; only the neurons scan over time (as in ``jsnn.layers``).
 
 The subset read is the one ``to_nir`` writes plus what other tools commonly write:
-Input, Output, Conv2d, Affine, Linear, Flatten, SumPool2d, AvgPool2d (no padding), LIF.
+Input, Output, Conv2d, Affine, Linear, Flatten, SumPool2d, AvgPool2d (no padding), LIF, and Scale (an
+elementwise product: ``to_nir``'s per-neuron gates).
 Several edges into one node are summed. A LIF at step dt (``metadata["dt"]``, else
 ``dt`` given, else NIR_DT) becomes jsnn's discrete neuron (``lif_from_nir``): per-neuron
 decay, threshold, reset value and leak current. ``threshold_rule`` picks when a
@@ -33,7 +34,7 @@ from jsnn.neuron import lif_step
 from jsnn.surrogate import make_spike_fn
 from jsnn.variables import Variables
 
-SUPPORTED = ("Input", "Output", "Conv2d", "Affine", "Linear", "Flatten", "SumPool2d", "AvgPool2d", "LIF")
+SUPPORTED = ("Input", "Output", "Conv2d", "Affine", "Linear", "Flatten", "SumPool2d", "AvgPool2d", "LIF", "Scale")
 
 
 class _Frozen:
@@ -135,6 +136,9 @@ class NIRNetwork(nn.Module):
                 y = _flatten(x, attrs["start_dim"], attrs["end_dim"])
             elif kind in ("SumPool2d", "AvgPool2d"):
                 y = _pool(x, attrs, average=kind == "AvgPool2d")
+            elif kind == "Scale":  # NIR's (C, H, W) factors on channel-last maps
+                scale = jnp.asarray(attrs["scale"].array, x.dtype)
+                y = x * (jnp.moveaxis(scale, 0, -1) if scale.ndim == 3 and x.ndim == 4 else scale)
             elif kind == "LIF":
                 y = _lif(x, T, attrs, spike, self.threshold_rule)
                 if record:
@@ -275,6 +279,8 @@ def _spec_of(name, node, dt):
     elif isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
         attrs = {"kernel_size": _pair(node.kernel_size), "stride": _pair(node.stride),
                  "padding": _pair(node.padding)}
+    elif isinstance(node, nir.Scale):
+        attrs = {"scale": _Frozen(np.asarray(node.scale, np.float32))}
     elif isinstance(node, nir.LIF):
         p = lif_from_nir(node, dt)
         attrs = {k: _Frozen(v.astype(np.float32)) for k, v in p.items()}
