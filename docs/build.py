@@ -726,6 +726,14 @@ def shi_digits(src):
     tail = (f"Shi et al.'s tickets keep {cell('shi', 'neuron_fraction', lambda x: pct(x, 1))} of the gated neuron "
             "positions. Connections: the paper's count (a ones image through the kept weights and neurons, "
             "`jsnn.sparsity.shi.connections`) over the dense network's.")
+    exports = [r["shi"]["export"] for r in d["seeds"].values() if "export" in r["shi"]]
+    if exports:
+        tail += (" Each Shi ticket's NIR export (gates as `Scale` nodes, `train/export.py --check jsnn,snntorch`), "
+                 "against the ticket, the least over the seeds: "
+                 + "; ".join(f"{name}, {pct(min(e[sim]['prediction_agreement'] for e in exports), 2)} of the "
+                             f"predictions and {pct(min(e[sim]['spike_agreement'] for e in exports), 4)} of the "
+                             "spikes agree" for sim, name in (("jsnn", "jsnn's importer"), ("snntorch", "snnTorch")))
+                 + ".")
     return head + "\n\n" + table(["method", "test accuracy", "SynOps / test image", "of dense", "weight sparsity",
                                    "connections"], rows) + "\n\n" + tail
 
