@@ -16,24 +16,15 @@ import numpy as np
 from jsnn import plots
 from jsnn.config import EDGE_POPUP_SPARSITIES, TrainConfig, setting, with_option_presets
 from jsnn.methods import EdgePopup, MaskedTraining
-from jsnn.metrics import log, read_json, write_json
+from jsnn.metrics import log, read_json
 from jsnn.parallel import put_replicated
 from jsnn.runs.controls import RESEED
 from jsnn.runs.dense import dense_signature, train_dense
 from jsnn.runs.outputs import Outputs, RunHooks
 from jsnn.runs.results import entries_figure
 from jsnn.runs.run import Plan, Run
-from jsnn.runs.segment import build_trainer
-from jsnn.runs.tickets import level_dir
-from jsnn.runs.workdir import (
-    CONFIG,
-    RESULTS,
-    check_same_run,
-    claim_workdir,
-    release_workdir,
-    run_record,
-    run_signature,
-)
+from jsnn.runs.tickets import level_dir, level_name
+from jsnn.runs.workdir import CONFIG, RESULTS, check_same_run, run_signature
 from jsnn.sparsity import distributions, patterns
 from jsnn.sparsity.edge_popup import init_scores
 from jsnn.sparsity.masks import check_sparsity, layer_sparsity_of, sparsity_of
@@ -266,41 +257,53 @@ def sweep_label(config: TrainConfig, options: EdgePopupOptions) -> str:
     return f"{LABEL} ({config.model}){kind}{', random-mask floor' if options.control else ''}"
 
 
+class EdgePopupSweep(Plan):
+    """The whole sweep: one part per level (``EdgePopupLevel``, or ``RandomFloor`` with ``options.control``),
+    each a run of its own in WORKDIR/sparsity_S, then the dense baseline. WORKDIR is held (config.json: the
+    sweep's signature, without the levels, and record) while a level has still to run."""
+
+    name = NAME
+
+    def __init__(self, config: TrainConfig, options: EdgePopupOptions):
+        options = options.resolve(config)
+        super().__init__(config, options)
+        self.label = sweep_label(config, options)
+        self.baseline: dict | None = None  # the dense baseline's entry, once ``after_parts`` has it
+
+    def parts(self) -> list[tuple[str, Plan]]:
+        level = RandomFloor if self.options.control == "random" else EdgePopupLevel
+        return [(level_name(s), level(self.config, self.options, s)) for s in self.options.sparsities]
+
+    def after_parts(self, run: Run) -> None:
+        self.baseline = dense_baseline(self.config, run.workdir, self.options.dense_baseline, outputs=run.outputs,
+                                       hooks=run.hooks)
+
+    def results_fields(self) -> dict:
+        options = self.options
+        fields = {"dataset": self.config.dataset, "model": self.config.model, "dense_baseline": self.baseline,
+                  "control": options.control, "distribution": options.distribution}
+        if options.sparsity_type != patterns.UNSTRUCTURED:  # results of the default type keep their keys
+            fields["sparsity_type"] = options.sparsity_type
+        return fields
+
+    def figures(self, run: Run, results: dict) -> None:
+        runs, config = results["runs"], self.config
+        title = f"edge-popup on {config.dataset}, T = {config.timesteps}"
+        plots.accuracy_vs_sparsity({self.label: [[(r["sparsity"], r["test_accuracy"]) for r in runs]]},
+                                   os.path.join(run.workdir, "accuracy_vs_sparsity.png"),
+                                   dense_accuracy=self.baseline["test_accuracy"] if self.baseline else None,
+                                   title=title)
+        entries_figure({f"{LABEL} ({config.model})": [runs]}, os.path.join(run.workdir, "accuracy_vs_energy.png"),
+                       title=title)
+
+
 def run(config: TrainConfig, options: EdgePopupOptions, workdir: str, *, trainer: Trainer | None = None,
         outputs: Outputs = Outputs(), hooks: RunHooks = RunHooks()) -> dict:
-    """The whole sweep: one ``Run`` per level (``run_level``) in WORKDIR/sparsity_S, then the dense baseline;
-    returns (and writes) WORKDIR/results.json. WORKDIR is held (config.json: the sweep's signature and
-    record) while a level has still to run."""
-    options = options.resolve(config)
-    label = sweep_label(config, options)
-    runs = []
-    try:
-        for s in options.sparsities:
-            if trainer is None and read_json(os.path.join(level_dir(workdir, s), RESULTS)) is None:
-                trainer = build_trainer(config)
-                claim_workdir(workdir, sweep_signature(config, options), run_record(NAME, config, options))
-            runs.append(run_level(config, workdir, s, options, trainer, outputs=outputs, hooks=hooks))
-            write_json(os.path.join(workdir, RESULTS), {"method": NAME, "label": label, "runs": runs})
-    finally:
-        release_workdir(workdir)
-    baseline = dense_baseline(config, workdir, options.dense_baseline, outputs=outputs, hooks=hooks)
-    results = {"method": NAME, "label": label, "dataset": config.dataset, "model": config.model, "runs": runs,
-               "dense_baseline": baseline, "control": options.control, "distribution": options.distribution,
-               "sparsity_type": options.sparsity_type}
-    if options.sparsity_type == patterns.UNSTRUCTURED:  # results of the default type keep their keys
-        del results["sparsity_type"]
-    hooks.phase("results")
-    write_json(os.path.join(workdir, RESULTS), results)
-    if outputs.plots:
-        hooks.phase("plots")
-        title = f"edge-popup on {config.dataset}, T = {config.timesteps}"
-        plots.accuracy_vs_sparsity({label: [[(r["sparsity"], r["test_accuracy"]) for r in runs]]},
-                                   os.path.join(workdir, "accuracy_vs_sparsity.png"),
-                                   dense_accuracy=baseline["test_accuracy"] if baseline else None, title=title)
-        entries_figure({f"{LABEL} ({config.model})": [runs]}, os.path.join(workdir, "accuracy_vs_energy.png"),
-                       title=title)
-    for r in runs:
+    """The whole sweep (``EdgePopupSweep``) run by ``Run``; returns (and writes) WORKDIR/results.json."""
+    results = Run(EdgePopupSweep(config, options), config, workdir, trainer=trainer, outputs=outputs,
+                  hooks=hooks).execute()
+    for r in results["runs"]:
         log(f"sparsity {r['sparsity']:.4f}: test accuracy {r['test_accuracy']:.4f}")
-    if baseline:
-        log(f"dense baseline: test accuracy {baseline['test_accuracy']:.4f}")
+    if results["dense_baseline"]:
+        log(f"dense baseline: test accuracy {results['dense_baseline']['test_accuracy']:.4f}")
     return results

@@ -7,6 +7,7 @@ rule for each), checkpoints and resumption, evaluation, the ticket and its cost 
 with labels, figures, phases for hooks.
 
     dense network           one segment of weight training            (runs/dense.py)
+    edge-popup sweep        one run of its own per level (a part)     (runs/edge_popup.py)
     edge-popup level        one segment of score training             (runs/edge_popup.py)
     edge-popup random floor one segment, nothing trained              (runs/edge_popup.py)
     SET / RigL / static     one segment under changing / fixed masks  (runs/sparse_training.py)
@@ -15,6 +16,9 @@ with labels, figures, phases for hooks.
 
 A new method is one module with a ``Plan`` subclass (it writes what differs from the defaults:
 ``name``, ``label``, ``setup`` and usually ``entry``) and a registry entry (``runs/registry.py``).
+A run made of runs of their own (``Plan.parts``: an edge-popup sweep, one per level) is executed by
+``Run`` too: each part in its subdirectory, one trainer shared, the parent workdir claimed while a
+part is left to run, results.json rewritten after each part.
 """
 from __future__ import annotations
 
@@ -132,6 +136,18 @@ class Plan:
         """What results.json says of the method besides its entries."""
         return {}
 
+    # -- a run made of runs of their own --------------------------------------------------------------
+    def parts(self) -> list[tuple[str, "Plan"]]:
+        """(subdirectory, plan) of each run of its own this run is made of, in order, instead of segments
+        trained here (an edge-popup sweep: one per level). ``Run`` executes each in WORKDIR/subdirectory
+        (resuming it, or reading it back when finished) with one trainer for all; the run's entries are
+        theirs, in this order. Empty (the default): the run trains its own segments."""
+        return []
+
+    def after_parts(self, run: "Run") -> None:
+        """What a run made of parts does once they are all done, with its workdir released, before its
+        final results.json (an edge-popup sweep: its dense baseline)."""
+
     def figures(self, run: "Run", results: dict) -> None:
         """The figures of the results so far (called only when the caller wants plots)."""
         plots.training_curves(run.metrics(), os.path.join(run.workdir, "training_curves.png"),
@@ -162,8 +178,11 @@ class Run:
 
     def execute(self) -> dict:
         plan = self.plan
-        done = finished_results(self.workdir, plan.signature)
-        if done is not None and len(done.get("runs", ())) >= plan.segments:
+        parts = plan.parts()
+        if parts:
+            return self._execute_parts(parts)
+        done = finished_run(self.workdir, plan)
+        if done is not None:
             what = done["runs"][0].get("label", plan.label) if plan.segments == 1 else plan.label
             log(f"{what}: already complete in {self.workdir}")
             return done
@@ -201,6 +220,32 @@ class Run:
             return results if results is not None else self._write_results()
         finally:
             release_workdir(self.workdir)
+
+    def _execute_parts(self, parts: list[tuple[str, Plan]]) -> dict:
+        """Each part a Run of its own in its subdirectory; the trainer is built and WORKDIR claimed (its
+        signature and record: the parent plan's) only when a part is left to run, and released before
+        ``plan.after_parts``. results.json holds the entries so far after each part, and at the end the
+        plan's fields too (no signature: each part's results.json carries its own, and says when it is
+        complete)."""
+        plan, claimed = self.plan, False
+        try:
+            for directory, part in parts:
+                where = os.path.join(self.workdir, directory)
+                if not claimed and finished_run(where, part) is None:
+                    if self.trainer is None:
+                        self.trainer = build_trainer(self.config)  # first: missing data leaves no empty workdir
+                    claim_workdir(self.workdir, plan.signature, plan.record())
+                    claimed = True
+                done = Run(part, self.config, where, trainer=self.trainer, outputs=self.outputs,
+                           hooks=self.hooks).execute()
+                self.entries += done["runs"]
+                write_json(os.path.join(self.workdir, RESULTS),
+                           {"method": plan.name, "label": plan.label, "runs": self.entries})
+        finally:
+            release_workdir(self.workdir)
+        plan.after_parts(self)
+        return self._record({"method": plan.name, "label": plan.label, **plan.results_fields(),
+                             "runs": self.entries})
 
     def new_state(self, variables: Variables, scores, method: Method) -> TrainState:
         """The first state of ``method`` at the config's seed, stepping with the plan's optimizer."""
@@ -262,8 +307,12 @@ class Run:
 
     def _write_results(self) -> dict:
         plan = self.plan
-        results = {"method": plan.name, "label": plan.label, **plan.results_fields(),
-                   "runs": sorted(self.entries, key=_segment_of), "signature": plan.signature}
+        return self._record({"method": plan.name, "label": plan.label, **plan.results_fields(),
+                             "runs": sorted(self.entries, key=_segment_of), "signature": plan.signature})
+
+    def _record(self, results: dict) -> dict:
+        """Writes results.json and draws the plan's figures (when the caller wants plots)."""
+        plan = self.plan
         self._phase("results")
         write_json(os.path.join(self.workdir, RESULTS), results)
         if self.outputs.plots:
@@ -273,6 +322,13 @@ class Run:
 
     def metrics(self) -> list[dict]:
         return read_jsonl(self.metrics_path)
+
+
+def finished_run(workdir: str, plan: Plan) -> dict | None:
+    """WORKDIR's results.json when ``plan``'s run finished there (every segment); None when it has not (yet);
+    a RunMismatchError when a run with other settings wrote it."""
+    done = finished_results(workdir, plan.signature)
+    return done if done is not None and len(done.get("runs", ())) >= plan.segments else None
 
 
 def _segment_of(entry: dict) -> int:

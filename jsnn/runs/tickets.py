@@ -29,9 +29,14 @@ def rewind_path(workdir: str) -> str:
     return os.path.join(workdir, "tickets", "rewind.npz")
 
 
+def level_name(sparsity: float) -> str:
+    """The folder of an edge-popup level inside the sweep's workdir."""
+    return f"sparsity_{sparsity:.2f}"
+
+
 def level_dir(workdir: str, sparsity: float) -> str:
     """An edge-popup level's own workdir inside the sweep's."""
-    return os.path.join(workdir, f"sparsity_{sparsity:.2f}")
+    return os.path.join(workdir, level_name(sparsity))
 
 
 def find_tickets(workdir: str) -> list[str]:
