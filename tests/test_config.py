@@ -113,8 +113,13 @@ def test_flags_are_generated_from_the_config_fields():
 
 
 def test_choices_come_from_the_registries(monkeypatch):
+    """Each flag's choices are the names its registry holds now, read from the registry's own module (not
+    through train/flags.py's lookup under test): each of them parses, a name no registry holds does not."""
+    from jsnn.data import DATASET_NAMES, TFDS_PREFIX
+    from jsnn.layers import WEIGHT_INITS
     from jsnn.models import MODELS
     from jsnn.sparsity.criteria import CRITERIA
+    from jsnn.surrogate import _SURROGATES
 
     monkeypatch.setitem(MODELS, "my_net", MODELS["digits_cnn"])
     monkeypatch.setitem(CRITERIA, "my_criterion", next(iter(CRITERIA.values())))
@@ -122,9 +127,14 @@ def test_choices_come_from_the_registries(monkeypatch):
     assert "my_net" in by_dest["model"].choices
     assert flags.parse_args(training_parser(), ["--model", "my_net"]).model == "my_net"
     assert "my_criterion" in flags.choices_of("criteria")
-    for dest, registry in (("dataset", "datasets"), ("model", "models"), ("surrogate", "surrogates"),
-                           ("weight_init", "weight_inits"), ("schedule", "schedules")):
-        assert list(by_dest[dest].choices) == flags.choices_of(registry)
+    registered = {"dataset": set(DATASET_NAMES) | {TFDS_PREFIX + "NAME[/CONFIG]"}, "model": set(MODELS),
+                  "surrogate": set(_SURROGATES), "weight_init": set(WEIGHT_INITS), "schedule": set(C.SCHEDULES)}
+    for dest, names in registered.items():
+        assert set(by_dest[dest].choices) == names, dest
+        for name in names - {TFDS_PREFIX + "NAME[/CONFIG]"}:
+            assert getattr(flags.parse_args(training_parser(), [f"--{dest.replace('_', '-')}", name]), dest) == name
+        with pytest.raises(SystemExit):
+            flags.parse_args(training_parser(), [f"--{dest.replace('_', '-')}", "no_such_name"])
 
 
 def test_old_flat_config_dicts_still_load():

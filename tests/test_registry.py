@@ -4,6 +4,7 @@ The method here is a small but real one, "fixed random sparsity": a random mask 
 kept count of a density in every layer, drawn once, and the weights trained under it (two
 segments, each denser mask nested in the previous one, to exercise ``next_segment``).
 """
+import ast
 import dataclasses
 import inspect
 import json
@@ -72,6 +73,30 @@ class FixedRandomPlan(Plan):
         return {"densities": list(self.options.densities)}
 
 
+def names_in_code(module) -> set[str]:
+    """Every name, attribute, argument, definition, imported module and string in ``module``'s code
+    (docstrings and comments left out)."""
+    tree = ast.parse(inspect.getsource(module))
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and node.body
+                  and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            names.add(node.attr)
+        elif isinstance(node, (ast.arg, ast.FunctionDef, ast.ClassDef)):
+            names.add(node.arg if isinstance(node, ast.arg) else node.name)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            names.add(node.value)
+        elif isinstance(node, ast.ImportFrom):
+            names |= {node.module, *(f"{node.module}.{a.name}" for a in node.names), *(a.name for a in node.names)}
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+    return names
+
+
 def run_fixed_random(config, options, workdir, *, trainer=None, outputs=Outputs(), hooks=RunHooks()):
     return Run(FixedRandomPlan(config, options), config, workdir, trainer=trainer, outputs=outputs,
                hooks=hooks).execute()
@@ -97,8 +122,13 @@ def test_a_method_registered_from_outside_runs_through_the_one_run(setup, regist
     plan = FixedRandomPlan(config, FixedRandomOptions())
     assert plan.signature == run_signature("fixed_random", config, FixedRandomOptions())
     assert "fixed_random" in registry.METHODS and registry.get_method("fixed_random") is registered
-    # nothing in the run code names the method
-    assert "fixed_random" not in inspect.getsource(jsnn.runs.run)
+    # the run code names no method: not this one, nor any jsnn registers (their names, modules, plans)
+    named = names_in_code(jsnn.runs.run)
+    for name, entry in registry.METHODS.items():
+        module = inspect.getmodule(entry.run)
+        plans = {n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, Plan) and v is not Plan}
+        found = named & {name, module.__name__, *plans}
+        assert not found, f"jsnn/runs/run.py names the method {name!r}: {sorted(found)}"
     phases = []
     results = registry.run_method("fixed_random", config, FixedRandomOptions(), str(tmp_path), trainer=trainer,
                                   outputs=Outputs(plots=False),

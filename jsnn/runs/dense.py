@@ -38,6 +38,9 @@ class DensePlan(Plan):
         variables = init_variables(run.model, jax.random.key(self.config.seed), (1,) + run.dataset.image_shape)
         return run.new_state(variables, {}, self.method)
 
+    def entry_label(self, entry: dict) -> str:
+        return "dense"  # under any plan name (the theory experiments' network)
+
     def figures(self, run: Run, results):
         plots.training_curves(run.metrics(), os.path.join(run.workdir, "training_curves.png"), title="dense SNN")
 

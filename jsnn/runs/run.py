@@ -128,6 +128,14 @@ class Plan:
         return {**self.segment_label(segment), "sparsity": run.trainer.sparsity(state, self.training()),
                 "epochs": self.config.epochs}
 
+    def entry_label(self, entry: dict) -> str:
+        """How tables name one entry: its round, its level (its sparsity target), else the plan's name."""
+        if "round" in entry:
+            return f"round {entry['round']}"
+        if "sparsity_target" in entry:
+            return f"sparsity {entry['sparsity_target']:.2f}"
+        return self.name
+
     def ticket_path(self, run: "Run", segment: int) -> str | None:
         """Where segment ``segment``'s ticket goes (None: no ticket, and no cost pass)."""
         return round_path(run.workdir, segment) if self.segments > 1 else os.path.join(run.workdir, TICKET_FILE)
@@ -292,7 +300,7 @@ class Run:
         plan, method = self.plan, self.plan.training()
         self._phase("evaluate", segment=segment)
         entry = {**plan.entry(self, state, segment), **self.trainer.evaluate(state, method)}
-        entry = {**entry, "label": _entry_label(entry), "method_label": plan.label}
+        entry = {**entry, "label": plan.entry_label(entry), "method_label": plan.label}
         path = plan.ticket_path(self, segment)
         if path is not None:
             self._phase("ticket", segment=segment)
@@ -333,12 +341,3 @@ def finished_run(workdir: str, plan: Plan) -> dict | None:
 
 def _segment_of(entry: dict) -> int:
     return entry.get("round", 0)  # one-segment runs have no round
-
-
-def _entry_label(entry: dict) -> str:
-    """How tables name one entry: its round, its level, or the dense network."""
-    if "round" in entry:
-        return f"round {entry['round']}"
-    if "sparsity_target" in entry:
-        return f"sparsity {entry['sparsity_target']:.2f}"
-    return "dense"
