@@ -102,7 +102,7 @@ def setup(scale: Scale, method_name: str, n_train: int, preset: bool = False):
     from jsnn.methods import EdgePopup, MaskedTraining
     from jsnn.models import build_model
     from jsnn.runs.edge_popup import EdgePopupOptions, layer_targets
-    from jsnn.sparsity.edge_popup import init_scores
+    from jsnn.sparsity.score_masks import init_scores
     from jsnn.trainer import Trainer
     from jsnn.variables import init_variables, kernels
 

@@ -38,8 +38,9 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PHASES = ("start-up (interpreter, imports)", "data and set-up", "compilation", "training steps", "evaluation",
-          "statistics, scoring, pruning", "checkpoint writes", "tickets and cost reports", "results and plots")
+# the rows of the wall-time breakdown (each groups some of the run's phases, PHASE_OF)
+TIME_ROWS = ("start-up (interpreter, imports)", "data and set-up", "compilation", "training steps", "evaluation",
+             "statistics, scoring, pruning", "checkpoint writes", "tickets and cost reports", "results and plots")
 
 
 # the run's phases (jsnn.runs.outputs) as this table groups them
@@ -55,7 +56,7 @@ class PhaseClock:
     monitoring events report wherever it happens."""
 
     def __init__(self):
-        self.seconds = {p: 0.0 for p in PHASES}
+        self.seconds = {p: 0.0 for p in TIME_ROWS}
         self.compiles: list[tuple[str, float]] = []
         self.label = "set-up"
         self.current, self.since, self.compiling = "data and set-up", time.perf_counter(), 0.0
@@ -98,7 +99,7 @@ def child(args) -> dict:
     enable_compilation_cache({"JSNN_COMPILATION_CACHE": args.cache})  # as the programs do
     start_up = time.time() - float(os.environ["TIME_TO_TICKET_T0"])  # the interpreter, JAX and jsnn imported
     clock = PhaseClock()
-    clock.seconds[PHASES[0]] = start_up
+    clock.seconds[TIME_ROWS[0]] = start_up
     jax.monitoring.register_event_duration_secs_listener(clock.on_compile_event)
 
     t0 = time.perf_counter()
@@ -209,7 +210,7 @@ def paired(args, argv: list[str]) -> None:
     names = list(breakdown)
     lines += ["", f"Phase breakdown (the program's code with a phase clock, criterion {args.criterion}), seconds:", "",
               f"| phase | {' | '.join(names)} |", "|---|" + "---:|" * len(names)]
-    for phase in PHASES:
+    for phase in TIME_ROWS:
         lines.append(f"| {phase} | " + " | ".join(f"{breakdown[n]['seconds'][phase]:.1f}" for n in names) + " |")
     lines.append("| **total** | " + " | ".join(f"**{breakdown[n]['total_seconds']:.1f}**" for n in names) + " |")
     lines.append("| compilations (after round 0) | " + " | ".join(
@@ -274,7 +275,7 @@ def main():
                   f, indent=2)
     names = list(runs)
     lines = [f"| phase | {' | '.join(names)} |", "|---|" + "---|" * len(names)]
-    for phase in PHASES:
+    for phase in TIME_ROWS:
         lines.append(f"| {phase} | " + " | ".join(f"{runs[n]['seconds'][phase]:.1f}" for n in names) + " |")
     lines.append("| **total** | " + " | ".join(f"**{runs[n]['total_seconds']:.1f}**" for n in names) + " |")
     lines.append("| compilations (after round 0) | " + " | ".join(

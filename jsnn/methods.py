@@ -31,7 +31,7 @@ import jax
 
 from jsnn.objective import MethodDefaults
 from jsnn.sparsity import dynamic
-from jsnn.sparsity.edge_popup import masks_from_scores
+from jsnn.sparsity.score_masks import masks_from_scores
 from jsnn.variables import Variables, by_name, from_names, kernels, map_with_names, with_kernels
 
 PyTree = Any

@@ -1,8 +1,11 @@
-"""The SF criterion (SPEC §5, paper Eq. 12-13) and the firing statistics it uses, against NumPy.
+"""The SF criterion (paper Eq. 12-13: a weight's flip probability p = r_i |w gamma_j / sqrt(var_B,j + eps)|
+N(V_th; mu_j, sigma_j^2), from its input channel's firing rate, its output channel's BN scale and variance,
+and the Gaussian density of that channel's membrane potential at the threshold) and the firing statistics
+it uses, against NumPy.
 
-The statistics pass is checked against a NumPy forward pass written from the
-SPEC (conv, BN in evaluation mode, LIF Eq. 2-4, 2x2 max pool), computed on
-all the calibration images at once.
+The statistics pass is checked against a NumPy forward pass of the network (conv, BN in evaluation mode,
+the LIF update of paper Eq. 2-4: U[t] = H[t-1] + X[t], S[t] = U[t] >= V_th, H[t] = beta U[t] (1 - S[t]),
+2x2 max pool), computed on all the calibration images at once.
 """
 import math
 
@@ -142,7 +145,8 @@ def numpy_bn_eval(y, scale, bias, mean, var, eps=EPS):
 
 
 def numpy_lif(x, beta=0.25, v_th=1.0):
-    """x [T, B, ...] -> spikes, potentials (SPEC Eq. 2-4, hard reset to 0)."""
+    """x [T, B, ...] -> spikes, potentials (paper Eq. 2-4: U[t] = H[t-1] + x[t], S[t] = U[t] >= v_th,
+    H[t] = beta U[t] (1 - S[t]): hard reset to 0)."""
     h = np.zeros(x.shape[1:])
     spikes, potentials = [], []
     for t in range(x.shape[0]):
@@ -185,7 +189,7 @@ def stats_setup():
 
 
 def numpy_statistics(ds, state, images):
-    """conv0 potentials, conv1 input rate and potentials, conv2 input rate, from the SPEC in NumPy."""
+    """conv0 potentials, conv1 input rate and potentials, conv2 input rate, the forward pass in NumPy."""
     w = {k: np.asarray(v["kernel"], np.float64) for k, v in state.weights.items() if "kernel" in v}
     bn = jax.tree.map(lambda a: np.asarray(a, np.float64), state.bn)
     bs = jax.tree.map(lambda a: np.asarray(a, np.float64), state.batch_stats)

@@ -16,8 +16,10 @@ WP = np.array([[0, 0], [3.5, 7], [7, 0], [0, 0]])
 
 
 def note_reference_events(img8, thr, eps=0.1, dt=1000):
-    """The per-digit loop of ../shared/notes/event-data.md section 4 (scipy shift/zoom, float64),
-    with the thresholds given and no timestamp jitter and no noise, so it is deterministic."""
+    """An independent transcription of the recipe the stand-in follows (scipy shift/zoom, float64): the digit
+    zoomed x2.5 and padded to 28x28 on a 34x34 canvas, moved along three 105 ms saccades (0,0) -> (3.5,7) ->
+    (7,0) -> (0,0) px in 1 ms steps; each pixel emits floor(|L - L_ref| / C) events of the sign of the change
+    in L = log(0.1 + I). With the thresholds given and no timestamp jitter and no noise, so it is deterministic."""
     canvas = np.zeros((34, 34))
     canvas[:28, :28] = np.pad(np.clip(ndimage.zoom(img8 / 16, 2.5, order=1), 0, 1), 4)
 
@@ -79,7 +81,7 @@ def test_canvas_and_shift_equal_scipy(digits):
     assert dd.saccade_offset(105_000) == (3.5, 7.0) and dd.saccade_offset(210_000) == (7.0, 0.0)
 
 
-def test_vectorised_simulation_matches_the_notes_loop(digits):
+def test_vectorised_simulation_matches_a_per_digit_loop(digits):
     images = digits[0][:4]
     thr = np.clip(np.random.default_rng(1).normal(0.45, 0.03, (4, 34, 34)), 0.05, None)
     x, y, t, p, offsets = dd.saccade_events(images, seed=0, jitter_us=0, noise_hz=0, thresholds=thr)

@@ -1,5 +1,7 @@
-"""Edge-popup (SPEC §3): frozen weights, exact per-layer counts, the straight-through score
-gradient against a hand computation, and a resumable sweep.
+"""Edge-popup (every conv and linear kernel, first and last included, masked to the top (1 - sparsity) of its
+|scores|; the scores get the masked weight's gradient through the top-k; the weights never change): frozen
+weights, exact per-layer counts, the straight-through score gradient against a hand computation, and a
+resumable sweep.
 
 One small digits setup (256 train images, T = 2, batch 64) and one Trainer are
 shared by the tests that train, so each edge-popup level compiles once.
@@ -21,8 +23,8 @@ from jsnn.models.vgg import SpikingVGG
 from jsnn.objective import spike_loss
 from jsnn.runs.outputs import Outputs
 from jsnn.runs.tickets import level_dir
-from jsnn.sparsity.edge_popup import init_scores, masks_from_scores, top_k_mask
 from jsnn.sparsity.masks import count_kept, keep_count, keep_largest
+from jsnn.sparsity.score_masks import init_scores, masks_from_scores, top_k_mask
 from jsnn.variables import apply_model, init_variables, kernels, named_kernels
 from tests.outcomes import crash_after_checkpoint, run_outcome, untimed
 
@@ -33,7 +35,7 @@ T = 2
 def setup(digits_edge_popup):
     """The session's small digits edge-popup setup (tests/small_data.py): 256 images, T = 2, batch 64, 2 epochs."""
     ds, config, model, trainer = digits_edge_popup
-    assert config.timesteps == T and config.bn_affine is False  # SPEC §3 default: nothing but the scores is learned
+    assert config.timesteps == T and config.bn_affine is False  # non-affine BN: nothing but the scores is learned
     return ds, config, model, trainer
 
 
@@ -149,7 +151,7 @@ def test_effective_masks_per_layer_counts(setup, sparsity):
                                              partly_dense.effective_masks(None, sc)))(scores)
     sizes = {n: k.size for n, k in named_kernels(weights).items()}
     got = {n: int(np.asarray(m).sum()) for n, m in named_kernels(masks).items()}
-    assert set(got) == {"conv0", "conv1", "conv2", "fc"}  # first and last layer masked too (SPEC §3)
+    assert set(got) == {"conv0", "conv1", "conv2", "fc"}  # first and last layer masked too
     assert got == {n: round((1 - sparsity) * sizes[n]) for n in sizes}
     got = {n: int(np.asarray(m).sum()) for n, m in named_kernels(masks_dense).items()}
     assert got["conv0"] == sizes["conv0"] and got["fc"] == sizes["fc"]

@@ -258,7 +258,8 @@ def _lookup(tree, path):
 
 
 def _lif_currents(name, seen, T):
-    """The input current of every LIF layer, from the captured layer outputs (SPEC §2 wiring)."""
+    """The input current of every LIF layer, from the captured layer outputs (each conv -> BN -> LIF; a
+    residual block's second BN plus its shortcut feeds the block's LIF)."""
     def folded(path):
         out = seen[path][1]
         if path in ("conv0", "stem"):  # direct encoding: the same current at every timestep

@@ -1,4 +1,6 @@
-"""IMP with rewinding, SF-IMP-2's dynamic network surgery and resumable rounds (SPEC §4-5).
+"""IMP with rewinding (each round prunes a fraction of the surviving weights and rewinds the rest), SF-IMP-2's
+dynamic network surgery (the encoding and FC layers' masks only in the loss's forward pass, so a pruned weight
+there can come back) and resumable rounds.
 
 Mask arithmetic is checked against NumPy rankings on synthetic trees; the
 training behaviour (pruned weights stay 0, rewinding, DNS, resuming) on a

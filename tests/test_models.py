@@ -1,4 +1,6 @@
-"""Layers and architectures: masked conv, BN over T×B, parameter counts from SPEC §2, shapes."""
+"""Layers and architectures: masked conv, BN over T×B, parameter counts from the published layer lists
+(SNN-VGG-16: 3x3 convs 64,64,M,128,128,M,256x3,M,512x3,M,512x3,M, linear 512 -> classes; Res-SNN-19: stem,
+basic blocks [3, 3, 2] at 128, 256, 512 channels, head 512 -> 256 -> classes), shapes."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -80,7 +82,7 @@ def resnet19_counts(classes):
 
 @pytest.mark.parametrize("name,counts", [("vgg16", vgg16_counts), ("resnet19", resnet19_counts)])
 @pytest.mark.parametrize("classes", [10, 100])
-def test_parameter_counts_match_spec(name, counts, classes):
+def test_parameter_counts_match_the_published_layer_lists(name, counts, classes):
     model = get_model(name, classes, timesteps=2)
     v = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), (1, 32, 32, 3)))
     size = lambda t: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(t))

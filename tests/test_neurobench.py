@@ -38,7 +38,8 @@ VAR_ONE = np.float32(1.0) - np.float32(1e-5)  # var + eps == 1 in f32: BN divide
 
 
 class JsnnLIF(snntorch.SpikingNeuron):
-    """jsnn's LIF (SPEC §1, hard reset to 0) stepping one timestep per call; ``mem`` holds H."""
+    """jsnn's LIF (U = H + X, spike at U >= threshold, H = beta U (1 - S): hard reset to 0) stepping one
+    timestep per call; ``mem`` holds H."""
 
     def __init__(self, beta: float, threshold: float):
         super().__init__(threshold=threshold, init_hidden=True, reset_mechanism="zero")

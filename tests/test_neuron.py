@@ -1,4 +1,5 @@
-"""LIF dynamics against a plain NumPy loop of SPEC Eq. 2-5, and BPTT against hand-written NumPy."""
+"""LIF dynamics against a plain NumPy loop of paper Eq. 2-5 (U[t] = H[t-1] + X[t], S[t] = U[t] >= V_th,
+H[t] = V_reset S[t] + beta U[t] (1 - S[t]), H[0] = 0), and BPTT against hand-written NumPy."""
 import math
 
 import jax
@@ -12,7 +13,7 @@ from tests import small_data
 
 
 def numpy_lif(x, beta, v_th, v_reset, reset):
-    """SPEC Eq. 2-4, one timestep at a time."""
+    """Paper Eq. 2-4 (hard reset to v_reset, or soft: H = beta (U - v_th S)), one timestep at a time."""
     h = np.zeros(x.shape[1:])
     spikes, potentials = [], []
     for t in range(x.shape[0]):

@@ -24,8 +24,8 @@ from jsnn.runs.run import Run
 from jsnn.runs.tickets import TICKET_FILE, level_dir, round_path
 from jsnn.runs.workdir import run_signature
 from jsnn.sparsity import distributions, patterns
-from jsnn.sparsity.edge_popup import masks_from_scores, top_k_mask
 from jsnn.sparsity.patterns import PatternError, check_pattern
+from jsnn.sparsity.score_masks import masks_from_scores, top_k_mask
 from jsnn.ticket import load_ticket
 from jsnn.variables import named_kernels
 
@@ -203,7 +203,7 @@ def test_edge_popup_top_k_in_a_pattern_is_straight_through():
 # ----------------------------------------------------------------------------- unstructured unchanged
 
 # sha256 (first 16 hex digits) of the masks of ``_unstructured_masks`` computed at revision adcef39, before
-# sparsity types existed (jsnn/sparsity/distributions.py prune; jsnn/sparsity/edge_popup.py masks_from_scores)
+# sparsity types existed (jsnn/sparsity/distributions.py prune; jsnn/sparsity/score_masks.py masks_from_scores)
 BEFORE = {"global": ("cb264102339c3057", "b7b8d041b3a0136e"), "uniform": ("612607ec30e75e9e", "64082e03ce4cb799"),
           "erk": ("d0de8b6db93e9d8e", "4c7dc109af3c3b19"), "matched": ("a4c9e4df24c5726d", "1d057cc7ac7d1ac6"),
           "edge_popup": "039926ff9138f308"}

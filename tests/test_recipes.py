@@ -26,7 +26,7 @@ from jsnn.runs import edge_popup as edge_popup_run
 from jsnn.runs import energy as energy_run
 from jsnn.runs import shi as shi_run
 from jsnn.runs.run import Run
-from jsnn.sparsity.edge_popup import init_scores
+from jsnn.sparsity.score_masks import init_scores
 from jsnn.trainer import Trainer, create_state, make_optimizer, make_train_step
 from jsnn.variables import apply_model, init_variables, kernels
 

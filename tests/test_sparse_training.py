@@ -2,7 +2,9 @@
 
 The reference below is a NumPy transcription of google-research/rigl's ``_get_update_op`` (noise off,
 ties to the lower index, inactive entries below every active one in the drop ranking as in jaxpruner),
-written with Python sorts, independently of the code under test (../shared/notes/sparse-training.md §2).
+written with Python sorts, independently of the code under test: drop floor(n_ones alpha_t) of the active
+entries, smallest |W| first, then grow as many of the others (just-dropped ones included) by the largest grow
+score (RigL: |dL/d(M W)|; SET: random), ties to the lower index.
 """
 import dataclasses
 import importlib.util
@@ -76,7 +78,7 @@ def one_layer(mask, weight, momentum=None):
     return weights, masks, opt
 
 
-def test_the_notes_test_vectors_and_a_dropped_and_regrown_weight():
+def test_a_worked_update_vector_and_a_dropped_and_regrown_weight():
     mask = np.array([[0, 1, 0, 1, 0, 1, 1, 0]], np.float32)
     weight = np.array([[0, 1.5, 0, -1, 0, 8, -2, 0]], np.float32)
     grad = np.array([[.9, .1, .4, .2, .5, .3, .6, .05]], np.float32)
@@ -179,7 +181,7 @@ def test_cosine_schedule_and_update_steps():
 
 
 def test_initial_masks_have_exact_erk_counts():
-    # the notes' ERK vector (checked against jaxpruner): S = 0.9 -> 0.907796, 0.907796 and a dense classifier
+    # an ERK vector worked out with jaxpruner: S = 0.9 -> 0.907796, 0.907796 and a dense classifier
     shapes = {"a": (3, 3, 64, 64), "b": (3, 3, 64, 64), "fc": (64, 10)}
     like = from_names({n: np.ones(s, np.float32) for n, s in shapes.items()})
     masks = dynamic.initial_masks(jax.random.key(0), like, 0.9, "erk")

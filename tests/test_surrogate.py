@@ -1,4 +1,6 @@
-"""Surrogate spike function: exact Heaviside forward, SPEC §1 formulas backward."""
+"""Surrogate spike function: the exact Heaviside step forward, the surrogate derivative g(U - V_th) backward
+(atan alpha / 2 / (1 + (pi/2 alpha x)^2), rectangle 1/a on |x| < a/2, sigmoid alpha sig(alpha x) (1 - sig(alpha x)),
+triangle max(0, 1 - |x|/gamma) / gamma)."""
 import math
 
 import jax
@@ -12,7 +14,7 @@ X = np.linspace(-3.0, 3.0, 601).astype(np.float32)
 
 
 def reference_grad(name, p, x):
-    """SPEC §1, written out with NumPy."""
+    """g(x) of each surrogate, written out with NumPy."""
     if name == "atan":
         return p / 2 / (1 + (math.pi / 2 * p * x) ** 2)
     if name == "rectangle":

@@ -26,8 +26,8 @@ from jsnn.runs.run import Plan, Run
 from jsnn.runs.tickets import level_dir, level_name
 from jsnn.runs.workdir import CONFIG, RESULTS, check_same_run, run_signature
 from jsnn.sparsity import distributions, patterns
-from jsnn.sparsity.edge_popup import init_scores
 from jsnn.sparsity.masks import check_sparsity, layer_sparsity_of, sparsity_of
+from jsnn.sparsity.score_masks import init_scores
 from jsnn.sparsity.stats import recalibrate_batch_stats
 from jsnn.trainer import Trainer
 from jsnn.variables import init_variables, kernels, named_kernels
