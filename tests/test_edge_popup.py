@@ -243,6 +243,10 @@ def test_interrupted_sweep_resumes_to_identical_results(setup, tmp_path, capsys)
 
     whole = sweep(config, options, str(tmp_path / "whole"))
     assert [r["sparsity_target"] for r in whole["runs"]] == [0.3, 0.5]
+    with open(tmp_path / "whole" / "config.json") as f:  # the sweep claimed its workdir, as every run does
+        assert json.load(f)["signature"] == eps.EdgePopupSweep(config, options).signature
+    with open(tmp_path / "whole" / "results.json") as f:
+        assert json.load(f) == json.loads(json.dumps(whole)) and "signature" not in whole  # the levels carry theirs
 
     workdir = str(tmp_path / "interrupted")
     with pytest.raises(KeyboardInterrupt):  # killed just after the second level's first epoch was saved
