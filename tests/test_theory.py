@@ -354,14 +354,22 @@ def _theory_program():
 
 
 @pytest.fixture(scope="module")
-def theory_network(digits_imp):
-    """The session's small digits setup (tests/small_data.py) as the network crisis and flips measure,
-    at its initial weights: the program's own training (train_digits) is what the docs' run times."""
+def theory_network():
+    """A digits SNN of two spiking conv layers of one shape (so crisis compiles its per-layer programs once
+    for both: the encoding layer and one fed by spikes) at its initial weights, T = 2, on 128 training and
+    12 test images, as the network crisis and flips measure: the program's own training (train_digits) is
+    what the committed results run."""
+    from jsnn.config import TrainConfig
     from jsnn.methods import MaskedTraining
+    from jsnn.models import SpikingVGG
     from jsnn.theory import experiments
+    from jsnn.trainer import Trainer
     from jsnn.variables import init_variables
 
-    ds, config, model, trainer = digits_imp
+    ds = small_data.digits_subset(128, 12)
+    config = TrainConfig(timesteps=2, epochs=1, batch_size=64, progress=False).resolve("dense")
+    model = SpikingVGG(num_classes=ds.num_classes, plan=(8, 8), timesteps=2, lif=config.lif.neuron())
+    trainer = Trainer(config, model, ds)
     method = MaskedTraining()
     state = trainer.new_state(init_variables(model, jax.random.key(0), (1,) + ds.image_shape), {}, method, 0)
     acc = trainer.evaluate(state, method)["test_accuracy"]
