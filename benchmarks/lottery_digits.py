@@ -275,7 +275,9 @@ def tables(S: dict) -> str:
 
 
 def figure(S: dict, path: str) -> str:
-    from jsnn.plots import plt, save_figure
+    from jsnn.plots import pyplot, save_figure
+
+    plt = pyplot()
 
     remaining = 100 * (1 - np.array(S["sparsity"]))
     fig, axes = plt.subplots(1, 4, figsize=(17, 4.0), dpi=130, sharey=True)

@@ -437,7 +437,9 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
 
 def figures(S: dict, out: str) -> list[str]:
-    from jsnn.plots import plt, save_figure
+    from jsnn.plots import pyplot, save_figure
+
+    plt = pyplot()
 
     levels = [str(k) for k in S["levels"]]
     markers = dict(zip(METHODS, "os^vDPXh"))

@@ -4,14 +4,20 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # files only; no display on servers or CI
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import numpy as np  # noqa: E402
+from jsnn.metrics import is_primary
 
-from jsnn.metrics import is_primary  # noqa: E402
+
+def pyplot():
+    """matplotlib's pyplot on the file-only backend, imported at the first figure: a run without plots
+    (``--no-plots``, a refused start, ``--help``) does not pay for importing it."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display on servers or CI
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def save_figure(fig, path: str, title: str = "", dpi: float | str = "figure") -> str:
@@ -22,7 +28,7 @@ def save_figure(fig, path: str, title: str = "", dpi: float | str = "figure") ->
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if is_primary():  # one process writes each file
         fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -35,6 +41,9 @@ def accuracy_vs_sparsity(curves: dict[str, Sequence[Sequence[tuple[float, float]
     "sparsity" (pruned %) or "remaining" (remaining %, log scale as in the paper's Fig. 5).
     Labels in ``dashed`` (controls) are drawn dashed.
     """
+    plt = pyplot()
+    from matplotlib import ticker
+
     fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=150)
     markers = "osD^v<>p*h"
     all_x: set[float] = set()
@@ -61,9 +70,9 @@ def accuracy_vs_sparsity(curves: dict[str, Sequence[Sequence[tuple[float, float]
         ticks = sorted(all_x)
         if len(ticks) > 10:  # keep the labels readable: every k-th point
             ticks = ticks[:: -(-len(ticks) // 10)]
-        ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
-        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.xaxis.set_major_locator(ticker.FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%.3g"))
+        ax.xaxis.set_minor_locator(ticker.NullLocator())
         ax.set_xlabel("remaining weights (%)")
     else:
         ax.set_xlabel("sparsity: weights removed (%)")
@@ -77,6 +86,7 @@ def accuracy_vs_sparsity(curves: dict[str, Sequence[Sequence[tuple[float, float]
 
 def training_curves(records: list[dict], path: str, group_key: str | None = None, title: str = "") -> str:
     """Loss and accuracy per epoch from metrics.jsonl records, one line per group (round / level)."""
+    plt = pyplot()
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5), dpi=150)
     groups: dict = {}
     for r in records:
@@ -108,6 +118,9 @@ def accuracy_vs_energy(curves: dict[str, Sequence[Sequence[tuple[float, float]]]
     of a label are averaged point by point (cost and accuracy mean, accuracy ± std).
     ``references`` draws vertical lines, e.g. {"dense ANN": joules}.
     """
+    plt = pyplot()
+    from matplotlib import ticker
+
     fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=150)
     markers = "osD^v<>p*h"
     for i, (label, runs) in enumerate(curves.items()):
@@ -120,9 +133,9 @@ def accuracy_vs_energy(curves: dict[str, Sequence[Sequence[tuple[float, float]]]
     for j, (label, value) in enumerate((references or {}).items()):
         ax.axvline(value / unit, color="k", ls=("--", ":", "-.")[j % 3], lw=1, label=label)
     ax.set_xscale("log")
-    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.set_xlabel(x_label)
     ax.set_ylabel("test accuracy (%)")
     if title:

@@ -15,9 +15,10 @@ PACKAGE = ROOT / "jsnn"
 ABOVE_RUNS = {"jsnn.theory.experiments"}
 # loaded where they are used: optional extras (NIR and the torch simulators), or heavy and needed by
 # one path only (TFDS for CIFAR, scikit-learn for the digits, aedat for AEDAT4 event files)
-# grain (about 1 s to import) and PIL: only a streamed tfds dataset (jsnn/data/streaming.py) needs them
+# grain (about 1 s to import) and PIL: only a streamed tfds dataset (jsnn/data/streaming.py) needs them;
+# matplotlib: only a run that draws (jsnn/plots.py), not --no-plots, --help or a refused start
 LAZY_OK = {"nir", "torch", "snntorch", "norse", "nirtorch", "tensorflow_datasets", "sklearn", "aedat", "grain", "PIL",
-           "absl"}
+           "absl", "matplotlib"}
 
 
 def module_name(path: pathlib.Path) -> str:

@@ -6,12 +6,13 @@ import math
 
 import numpy as np
 
-from jsnn.plots import plt, save_figure
+from jsnn.plots import pyplot, save_figure
 
 
 def plot_crisis(res: dict, path: str) -> None:
     """Densities of U per layer, and crisis probability, its bounds and measured flips against eps."""
     names = list(res["layers"])
+    plt = pyplot()
     fig, axes = plt.subplots(2, len(names), figsize=(4.2 * len(names), 7.2), squeeze=False)
     th = res["threshold"]
     for k, name in enumerate(names):
@@ -49,6 +50,7 @@ def plot_crisis(res: dict, path: str) -> None:
 def plot_flips(res: dict, path: str) -> None:
     """Measured flip rate against each criterion per layer, and the share of flips caused by the lowest-scored x%."""
     names = list(res["layers"])
+    plt = pyplot()
     fig, axes = plt.subplots(2, len(names), figsize=(4.4 * len(names), 8.0), squeeze=False)
     colors = {"sf": "tab:red", "magnitude": "tab:blue", "sf_without_density": "tab:orange"}
     labels = {"sf": "SF score p", "magnitude": "|w|", "sf_without_density": "SF without density (E|dU|)"}
@@ -90,6 +92,7 @@ def plot_flips(res: dict, path: str) -> None:
 def plot_slth(res: dict, path: str) -> None:
     """Mask existence and output disagreement of the pruned wide network against the bounds and widths, per eps."""
     eps_keys = list(res["eps"])
+    plt = pyplot()
     fig, axes = plt.subplots(2, len(eps_keys), figsize=(4.2 * len(eps_keys), 7.0), squeeze=False)
     for k, e in enumerate(eps_keys):
         row = res["eps"][e]
