@@ -8,8 +8,8 @@ import pytest
 
 from jsnn import xla_flags
 
-# The suite's programs are small and compiled once each, so compiling them is most of its time: LLVM's
-# cheapest code generation (XLA's passes on the HLO are the same) roughly a fifth off the suite; children
+# The suite's programs are small and compiled once each, so compiling them is much of its time: LLVM's
+# cheapest code generation (XLA's passes on the HLO are the same) compiles them faster; the programs
 # the tests start inherit it.
 for _flag in ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true"):
     if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
