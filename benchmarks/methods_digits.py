@@ -106,7 +106,7 @@ def run_seed(workdir: str, seed: int, methods: tuple[str, ...]) -> None:
     trainers = {}
 
     def trainer_for(c):
-        key = json.dumps(c.signature(), sort_keys=True)
+        key = json.dumps(c.to_dict(), sort_keys=True)
         if key not in trainers:
             trainers[key] = Trainer(c, build_model(c, dataset.num_classes), dataset)
         return trainers[key]

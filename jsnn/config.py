@@ -10,9 +10,10 @@ paper's CIFAR settings, or a small digits budget that runs in minutes on 2 CPU c
 ``METHOD_PRESETS`` holds the presets of the methods' own options (IMP's rewind epoch,
 edge-popup's sparsity levels).
 
-Files keep the flat layout they have always had (``to_dict``, ``signature``: the neuron's
-settings beside the others, under today's names); ``from_dict`` and the constructor accept
-both that and the nested layout, so old tickets and workdirs load and resume unchanged.
+Files keep the flat layout they have always had (``to_dict``, and the run signature made from it in
+jsnn/runs/workdir.py: the neuron's settings beside the others, under today's names); ``from_dict``
+and the constructor accept both that and the nested layout, so old tickets and workdirs load and
+resume unchanged.
 """
 from __future__ import annotations
 
@@ -380,10 +381,6 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-
-    def signature(self) -> dict:
-        """Every resolved setting that can change the results (run-control settings left out), flat."""
-        return {k: v for k, v in self.to_dict().items() if k not in RUN_CONTROL}
 
 
 def _accept_flat_lif_settings(cls):

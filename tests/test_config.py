@@ -12,6 +12,7 @@ import pytest
 
 from jsnn import config as C
 from jsnn.config import LIFSettings, TrainConfig
+from jsnn.runs.workdir import run_signature
 from tests.programs import run_together
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,8 +62,8 @@ TODAY = {
     ("--config",): ("config", None),
 }
 
-# TrainConfig().signature() keys before the LIF settings were nested: existing workdirs resume only if
-# these stay the same.
+# the config's keys in a run signature (workdir.run_signature) before the LIF settings were nested: existing
+# workdirs resume only if these stay the same.
 SIGNATURE_KEYS = ["dataset", "model", "timesteps", "batch_size", "epochs", "lr", "momentum", "weight_decay",
                   "schedule", "seed", "surrogate", "surrogate_width", "decay", "threshold", "reset", "detach_reset",
                   "remat", "bn_affine", "weight_init", "width"]
@@ -145,15 +146,15 @@ def test_old_flat_config_dicts_still_load():
     nested = dataclasses.asdict(config)
     assert nested["lif"]["reset"] == "soft" and TrainConfig.from_dict(nested) == TrainConfig(**nested) == config
     # a workdir's config.json: the record, its signature and other keys
-    record = {**FLAT, "signature": {"method": "imp", **config.signature()}, "imp": {"rounds": 3}, "processes": 1}
+    record = {**FLAT, "signature": run_signature("imp", config), "imp": {"rounds": 3}, "processes": 1}
     assert TrainConfig.from_dict(record) == config
     assert dataclasses.replace(config, decay=0.5).lif.decay == 0.5 and config.decay == 0.25
 
 
 def test_signature_keys_are_unchanged():
-    assert list(TrainConfig().signature()) == SIGNATURE_KEYS
+    assert list(run_signature("imp", TrainConfig())) == ["method", *SIGNATURE_KEYS]  # a CPU run's
     config = TrainConfig.from_dict(FLAT)
-    assert config.signature() == {k: FLAT[k] for k in SIGNATURE_KEYS}
+    assert run_signature("imp", config) == {"method": "imp", **{k: FLAT[k] for k in SIGNATURE_KEYS}}
 
 
 def test_lif_settings_defaults_are_the_neurons():

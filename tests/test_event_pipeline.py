@@ -24,7 +24,7 @@ from jsnn.objective import preprocess
 from jsnn.runs import edge_popup, imp
 from jsnn.runs.dense import dense_signature, train_dense
 from jsnn.runs.outputs import Outputs
-from jsnn.runs.workdir import RunMismatchError, check_same_run
+from jsnn.runs.workdir import RunMismatchError, check_same_run, run_signature
 from jsnn.sparsity.stats import collect_statistics
 from jsnn.ticket import load_ticket
 from jsnn.trainer import Trainer
@@ -58,7 +58,7 @@ def test_presets_take_the_frames_t_and_record_the_frames():
             frames = jdata.default_frame_settings(name)
             assert config.timesteps == frames.timesteps and config.frame_settings() == frames, (method, name)
             assert config.to_dict()["frames"] == frames.to_json()
-            assert config.signature()["frames"] == frames.to_json()
+            assert run_signature(method, config)["frames"] == frames.to_json()
     assert TrainConfig(dataset="dvs_gesture").resolve("imp").model == "vgg11"
     assert TrainConfig(dataset="cifar10_dvs").resolve("edge_popup").model == "vgg11"
     # cifar10_dvs is no CIFAR: its own presets (the CIFAR ones would give resnet19 at T = 5)

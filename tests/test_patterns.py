@@ -245,19 +245,19 @@ def test_signatures_hold_the_type_only_when_it_is_not_unstructured():
     config = TrainConfig(timesteps=2, epochs=2, batch_size=64).resolve("imp")
     default = imp.IMPOptions(rounds=3).resolve(config)
     sig = imp.imp_signature(config, default)
-    assert set(sig) == {"method", *config.signature(), *IMP_FIELDS}
+    assert set(sig) == {*run_signature("imp", config), *IMP_FIELDS}
     assert sig == {k: v for k, v in run_signature("imp", config, default).items() if k != "sparsity_type"}
     channel = dataclasses.replace(default, sparsity_type="channel")
     assert imp.imp_signature(config, channel) == {**sig, "sparsity_type": "channel"}
     assert imp.IMPPlan(config, imp.IMPOptions(rounds=3)).signature == sig
 
     config = TrainConfig(timesteps=2, epochs=2, batch_size=64).resolve("edge_popup")
-    sig = eps.level_signature(config, eps.EdgePopupOptions(), 0.5)
-    assert set(sig) == {"method", *config.signature(), *EDGE_POPUP_FIELDS, "sparsity"}
-    two_four = eps.level_signature(config, eps.EdgePopupOptions(sparsity_type="2:4"), 0.5)
+    sig = eps.EdgePopupLevel(config, eps.EdgePopupOptions(), 0.5).signature
+    assert set(sig) == {*run_signature("edge_popup", config), *EDGE_POPUP_FIELDS, "sparsity"}
+    two_four = eps.EdgePopupLevel(config, eps.EdgePopupOptions(sparsity_type="2:4"), 0.5).signature
     assert two_four == {**sig, "sparsity_type": "2:4"}
-    assert set(eps.sweep_signature(config, eps.EdgePopupOptions())) == {"method", *config.signature(),
-                                                                         *EDGE_POPUP_FIELDS}
+    assert set(eps.EdgePopupSweep(config, eps.EdgePopupOptions()).signature) == {*run_signature("edge_popup", config),
+                                                                                 *EDGE_POPUP_FIELDS}
 
 
 def test_options_check_what_each_type_means_for_imp_and_edge_popup():

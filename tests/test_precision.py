@@ -12,6 +12,7 @@ from jsnn.config import TrainConfig
 from jsnn.conv import conv2d
 from jsnn.layers import ConvBN, MaskedDense
 from jsnn.precision import matmul
+from jsnn.runs.workdir import run_signature
 from tests import small_data
 
 
@@ -165,7 +166,7 @@ def test_precision_setting_reaches_config_files_and_flags():
 
     assert "precision" not in TrainConfig().to_dict()  # f32 runs' files are what they were
     bf16 = TrainConfig(precision="bf16")
-    assert bf16.to_dict()["precision"] == "bf16" and bf16.signature()["precision"] == "bf16"
+    assert bf16.to_dict()["precision"] == "bf16" and run_signature("dense", bf16)["precision"] == "bf16"
     assert TrainConfig.from_dict(bf16.to_dict()).precision == "bf16"
     with pytest.raises(ValueError, match="--precision must be one of f32, tf32, bf16"):
         dataclasses.replace(TrainConfig(precision="fp8"), epochs=1, batch_size=1, timesteps=1, lr=0.1).validate()

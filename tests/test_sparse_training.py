@@ -26,6 +26,7 @@ from jsnn.parallel import put_batch
 from jsnn.runs import registry
 from jsnn.runs.outputs import Outputs
 from jsnn.runs.sparse_training import SparseTrainingOptions, sparse_optimizer, with_optimizer
+from jsnn.runs.workdir import run_signature
 from jsnn.sparsity import dynamic
 from jsnn.ticket import load_ticket
 from jsnn.variables import (
@@ -368,5 +369,7 @@ def test_the_program_builds_its_options_and_config():
     assert options.resolve(dataclasses.replace(config, dataset="cifar10")).update_every == 100
     with pytest.raises(ValueError, match="--algorithm"):
         SparseTrainingOptions(algorithm="nope").resolve(config)
-    assert TrainConfig().signature() == TrainConfig.from_dict(TrainConfig().to_dict()).signature()
-    assert "optimizer" not in TrainConfig().signature()  # the optimizer lives in the options: old workdirs resume
+    assert run_signature("sparse_training", TrainConfig.from_dict(TrainConfig().to_dict())) == \
+        run_signature("sparse_training", TrainConfig())
+    # the optimizer lives in the options: old workdirs resume
+    assert "optimizer" not in run_signature("sparse_training", TrainConfig())

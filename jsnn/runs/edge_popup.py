@@ -24,7 +24,7 @@ from jsnn.runs.outputs import Outputs, RunHooks
 from jsnn.runs.results import entries_figure
 from jsnn.runs.run import Plan, Run
 from jsnn.runs.tickets import level_dir, level_name
-from jsnn.runs.workdir import CONFIG, RESULTS, check_same_run, run_signature
+from jsnn.runs.workdir import CONFIG, RESULTS, check_same_run
 from jsnn.sparsity import distributions, patterns
 from jsnn.sparsity.masks import check_sparsity, layer_sparsity_of, sparsity_of
 from jsnn.sparsity.score_masks import init_scores
@@ -115,15 +115,6 @@ def layer_targets(model, weights, sparsity: float, options: EdgePopupOptions) ->
     dense |= {model.classifier_layer} if options.dense_classifier else set()
     shapes = {name: k.shape for name, k in named_kernels(weights).items()}
     return tuple(distributions.layer_targets(options.distribution, shapes, sparsity, tuple(dense)).items())
-
-
-def level_signature(config: TrainConfig, options: EdgePopupOptions, sparsity: float) -> dict:
-    """A level's signature (the sparsity type enters only when it is not unstructured)."""
-    return run_signature(NAME, config, options, sparsity=sparsity)
-
-
-def sweep_signature(config: TrainConfig, options: EdgePopupOptions) -> dict:
-    return run_signature(NAME, config, options)
 
 
 def edge_popup_method(model, weights, sparsity: float, options: EdgePopupOptions) -> EdgePopup:

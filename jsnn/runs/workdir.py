@@ -19,7 +19,7 @@ import os
 import jax
 
 from jsnn import platform
-from jsnn.config import signature_differences
+from jsnn.config import RUN_CONTROL, signature_differences
 from jsnn.metrics import read_json, read_jsonl, write_json, write_jsonl
 from jsnn.runs.lock import hold_workdir, release_workdir, run_identity
 
@@ -42,10 +42,11 @@ def options_record(options) -> dict:
 
 def run_signature(method: str, config, options=None, **more) -> dict:
     """THE rule for what identifies a run: every resolved setting that can change its results. The config's
-    (``TrainConfig.signature``), the method's options (``options_record``, less their ``RUN_CONTROL`` fields,
-    e.g. IMP's round count, which a resumed run may extend) and what the method adds as data (``more``, e.g.
-    an edge-popup level's sparsity); as JSON would store it, so a signature read back compares equal."""
-    sig = {"method": method, **config.signature()}
+    (``TrainConfig.to_dict``, flat, less ``config.RUN_CONTROL``: where data lies, how often to checkpoint, ...),
+    the method's options (``options_record``, less their ``RUN_CONTROL`` fields, e.g. IMP's round count, which
+    a resumed run may extend) and what the method adds as data (``more``, e.g. an edge-popup level's
+    sparsity); as JSON would store it, so a signature read back compares equal."""
+    sig = {"method": method, **{k: v for k, v in config.to_dict().items() if k not in RUN_CONTROL}}
     skip = getattr(options, "RUN_CONTROL", ())
     sig.update({k: v for k, v in options_record(options).items() if k not in skip})
     sig.update({**platform.signature_fields(), **more})  # where it ran, when that can change results
