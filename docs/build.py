@@ -1084,7 +1084,7 @@ THEORY = "docs/results/theory"
 def _theory_provenance(d):
     p, m = d["provenance"], d["provenance"]["machine"]
     load = ", ".join(f"{x:.1f}" for x in m["load_average_at_start"])
-    return (f"`{p['command']}` at commit {p['commit']}, started {p['started_utc']} UTC, {d['seconds']:.0f} s; "
+    return (f"`{p['command']}` at commit {p['commit']}, {d['seconds']:.0f} s; "
             f"{m['cpu']}, {m['cores']} cores, JAX {m['jax']}, shared with other jobs (load average {load} at the "
             "start; the seconds are indicative)")
 
