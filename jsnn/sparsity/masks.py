@@ -92,6 +92,9 @@ def _ranked(scores: PyTree, masks: PyTree):
     return jax.tree.map(lambda s, m: jnp.where(m > 0, s.astype(jnp.float32), -jnp.inf), scores, masks)
 
 
+# The two prunes are jitted whole (counts traced): one program per network instead of one per layer
+# shape plus a dozen eager ops, at the first round of every run.
+@jax.jit
 def prune_global(scores: PyTree, masks: PyTree, keep_total: int) -> PyTree:
     """One ranking over all layers: keep the ``keep_total`` highest-scored live weights."""
     ranked = _ranked(scores, masks)
@@ -105,6 +108,7 @@ def prune_global(scores: PyTree, masks: PyTree, keep_total: int) -> PyTree:
     return jax.tree.unflatten(treedef, out)
 
 
+@jax.jit
 def prune_per_layer(scores: PyTree, masks: PyTree, keep_per_layer: PyTree) -> PyTree:
     """Within each layer keep its ``keep_per_layer`` highest-scored live weights."""
     return jax.tree.map(lambda s, k: keep_largest(s, k), _ranked(scores, masks), keep_per_layer)
