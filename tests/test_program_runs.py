@@ -7,6 +7,8 @@ the end of a run lies inside the signal guard (jsnn/preemption.py ``stop_on_sign
   too late to stop anything, or none when every signal came after the guard ended and was ignored)
   with every round's results and tickets, never be killed without a word (before: exit -15, nothing said).
 - ``train/imp.py`` sent SIGINT (Ctrl-C) after its first epoch stops with one line and exit 130.
+- ``train/dense.py`` sent SIGTERM or SIGINT while it still imports JAX and jsnn stops with one line
+  (train/starting.py), exit 128 + signal, its workdir not created.
 - ``train/sparse_training.py --algorithm set`` (with its cost report) and ``train/theory.py slth`` run to
   their end. (``theory.py`` with all three experiments costs about 35 s of CPU even at its smallest
   settings, so only slth runs here; crisis and flips are tested through their library functions in
@@ -20,7 +22,9 @@ import glob
 import json
 import os
 import signal
+import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -113,3 +117,32 @@ def test_theory_program_runs_to_the_end(runs):
     assert res["trials"] == 1
     assert os.path.getsize(os.path.join(workdir, "slth.png")) > 1000
     assert f"slth: {res['seconds']:.1f}s -> {workdir}/slth.json, slth.png" in out.stdout
+
+
+def _catches(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` has a handler for ``signum`` now (Linux: the SigCgt mask in /proc)."""
+    with open(f"/proc/{pid}/status") as f:
+        caught = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+    return bool(caught >> (signum - 1) & 1)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the signal mask from Linux's /proc")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_the_program_imports_stops_it_with_one_line(tmp_path, signum):
+    """A signal that lands while the program is still importing JAX and jsnn (train/starting.py): one
+    line, exit 128 + signal, nothing written. It is sent as soon as the program catches SIGTERM, which
+    train/starting.py sets up before the imports that take seconds (before it, SIGTERM killed the
+    program without a word, exit -15)."""
+    workdir = tmp_path / "w"
+    program = subprocess.Popen([sys.executable, "train/dense.py", "--workdir", str(workdir)], cwd=ROOT, env=ENV,
+                               text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not _catches(program.pid, signal.SIGTERM):
+        assert time.time() < deadline and program.poll() is None, program.communicate(timeout=60)
+        time.sleep(0.002)
+    program.send_signal(signum)
+    stdout, stderr = program.communicate(timeout=120)
+    name = signal.Signals(signum).name
+    assert program.returncode == 128 + signum, (program.returncode, stderr[-3000:])
+    assert stderr == f"stopped by {name} while starting, before anything was written: rerun the same command\n"
+    assert stdout == "" and not workdir.exists()

@@ -42,6 +42,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import ml_collections
+import starting  # noqa: F401  (signals while the program is still importing: train/starting.py)
 
 from jsnn import platform, xla_flags
 from jsnn.compilation_cache import enable_compilation_cache
