@@ -65,12 +65,39 @@ def test_compare_sorts_identical_added_keys_and_changed_values(tmp_path):
     assert out["counts"] == {"compared": 11, "identical": 7, "same_values_keys_differ": 1, "different": 3,
                              "only_before": 0, "only_after": 1}
 
-    report = sr.summarise({"files": out["files"], "commands": {"dense": {}, "energy": {}, "shi": {}}},
-                          {"energy/*.npz:*": "abc1234: the cut changed", "shi": "not in the before tree"})
-    assert report["counts"]["explained"] == 2 and report["counts"]["unexplained"] == 1  # results.json's lambda
-    assert report["counts"]["unexplained_other"] == 1  # dense's added key
-    assert by["shi/results.json"]["explained"] == "not in the before tree"
-    assert report["commands"]["energy"] == {"files": 6, "identical": 3, "different": 3}
+    went = {"before": {"shi": {"status": "not_in_tree", "why": "train/shi.py is not in the before tree"}},
+            "after": {"shi": {"status": "ran", "seconds": 1.0}}}
+    commands = {name: {"command": "python train/x.py", "before": None, "after": None}
+                for name in ("dense", "energy", "shi")}
+    report = sr.summarise({"files": out["files"], "commands": commands},
+                          {"files": {"energy/*.npz:*": "abc1234: the cut changed"},
+                           "keys": {"signature": "def5678: the run's signature recorded"}}, went)
+    assert report["counts"]["explained"] == 4 and report["counts"]["unexplained"] == 1  # results.json's lambda
+    assert "explained" not in by["energy/results.json"]
+    assert by["dense/results.json"]["explained"] == "def5678: the run's signature recorded"
+    assert by["energy/ticket.npz:masks/w"]["explained"] == "abc1234: the cut changed"
+    assert by["shi/results.json"]["explained"] == "train/shi.py is not in the before tree"
+    assert {k: report["commands"]["energy"][k] for k in ("files", "identical", "different")} == \
+        {"files": 6, "identical": 3, "different": 3}
+    lines = sr.markdown({**report, "command": "c", "machine": "m", "before": "a", "after": "b", "schedule": "s"})
+    assert "| energy | 1 (1 different) | energy/results.json: 1 values (runs/0/lambda: 0.1 → 0.01) | " \
+           "**not explained** |" in lines
+
+
+def test_another_name_of_the_same_run(tmp_path, monkeypatch):
+    w = np.ones(3, np.float32)
+    write_run(str(tmp_path), "energy", {"acc": 0.5}, [{"epoch": 1}], {"params/w": w}, {"acc": 0.5})
+    write_run(str(tmp_path), "energy_program", {"acc": 0.5}, [{"epoch": 1}], {"params/w": w}, {"acc": 0.5})
+    write_run(str(tmp_path), "shi", {"acc": 0.5}, [{"epoch": 1}], {"params/w": w}, {"acc": 0.5})
+    write_run(str(tmp_path), "shi_alias", {"acc": 0.5}, [{"epoch": 1}], {"params/w": w + 1}, {"acc": 0.5})
+    checks = {c["run"]: c for c in sr.same_as(str(tmp_path))}
+    assert checks["energy_program"]["identical"] == checks["energy_program"]["files"] == 5
+    assert [f["file"] for f in checks["shi_alias"]["not_identical"]] == ["ticket.npz:params/w"]
+
+
+def test_collapse():
+    assert sr.collapse(["0/synops_per_image", "12/synops_per_image", "runs/3/efficiency/x", "platform"]) == \
+        ["*/synops_per_image", "platform", "runs/*/efficiency/x"]
 
 
 def test_json_values_alike():
