@@ -253,19 +253,17 @@ def explain(files: list[dict], explanations: dict, went: dict) -> None:
         if missing and f["status"] in ("only_before", "only_after"):
             f["explained"] = missing[0]["why"]
             continue
-        reasons = []
-        if f["status"] != "same_values_keys_differ":
-            reasons += [why for pattern, why in by_file.items()
-                        if fnmatch.fnmatch(f["file"], pattern) or fnmatch.fnmatch(f["file"], pattern + "/*")][:1]
-            if not reasons:
-                continue
+        if f["status"] != "same_values_keys_differ":  # changed values: the run's or file's reason covers all
+            reasons = [why for pattern, why in by_file.items()
+                       if fnmatch.fnmatch(f["file"], pattern) or fnmatch.fnmatch(f["file"], pattern + "/*")]
+            if reasons:
+                f["explained"] = reasons[0]
+            continue
         keys = f.get("keys_only_before", []) + f.get("keys_only_after", [])
         key_reasons = [next((why for pattern, why in by_key.items() if fnmatch.fnmatch(k, pattern)), None)
                        for k in keys]
-        if None in key_reasons and not reasons:
-            continue
-        reasons += [r for r in dict.fromkeys(key_reasons) if r is not None and r not in reasons]
-        f["explained"] = "; ".join(reasons)
+        if None not in key_reasons:
+            f["explained"] = "; ".join(dict.fromkeys(key_reasons))
 
 
 def same_as(runs: str) -> list[dict]:
@@ -365,18 +363,19 @@ def markdown(report: dict) -> list[str]:
         lines += ["", f"{check['side']} tree: `{check['run']}` against `{check['as']}` (another name of the same "
                   f"run): {check['identical']} of {check['files']} files identical"
                   + "".join(f"; {f['file']} {f['status']}: {_what(f)}" for f in check["not_identical"])]
-    groups: dict[tuple[str, str], list[dict]] = {}
+    groups: dict[str, list[dict]] = {}
     for f in report["files"]:
         if f["status"] != "identical":
-            groups.setdefault((f["file"].split("/")[0], f.get("explained", "**not explained**")), []).append(f)
+            groups.setdefault(f.get("explained", "**not explained**"), []).append(f)
     if groups:
-        lines += ["", "| run | files not identical | what differs (first files) | why |", "|---|---|---|---|"]
-        for (name, why), fs in groups.items():
+        lines += ["", "| why not identical | files | runs | what differs (first file) |", "|---|---|---|---|"]
+        for why, fs in groups.items():
             statuses = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in
-                                 sorted({s: sum(f['status'] == s for f in fs) for s in {f['status'] for f in fs}}
+                                 sorted({s: sum(f["status"] == s for f in fs) for s in {f["status"] for f in fs}}
                                         .items()))
-            shown = "; ".join(f"{f['file']}: {_what(f)}" for f in fs[:2] if _what(f))
-            lines.append(f"| {name} | {len(fs)} ({statuses}) | {shown} | {why} |")
+            runs = ", ".join(dict.fromkeys(f["file"].split("/")[0] for f in fs))
+            shown = next((f"{f['file']}: {_what(f)}" for f in fs if _what(f)), "")
+            lines.append(f"| {why} | {len(fs)} ({statuses}) | {runs} | {shown} |")
     return lines
 
 
@@ -424,7 +423,10 @@ def main():
     p.add_argument("--only", help="comma-separated command names (default: all)")
     p.add_argument("--parallel", action="store_true", help="run the before and after sides at the same time")
     p.add_argument("--keep", metavar="DIR", help="run into DIR and keep the runs (default: a temporary folder)")
-    p.add_argument("--explain", metavar="FILE", help='JSON {"command[/file pattern]": "commit: why"}')
+    p.add_argument("--explain", metavar="FILE", help='JSON {"files": {"run[/file pattern]": "commit: why"}, '
+                   '"keys": {"key path pattern": "commit: why"}}')
+    p.add_argument("--reexplain", metavar="REPORT", help="a finished report (.json): explain its differences again "
+                   "with --explain, nothing rerun")
     p.add_argument("--out", default=OUT)
     args = p.parse_args()
     names = args.only.split(",") if args.only else list(COMMANDS)
@@ -444,9 +446,21 @@ def main():
               "documented commands' own schedules are longer",
               "load_before": load_average()}
     went = {"before": {}, "after": {}}
+    if args.reexplain:
+        with open(args.reexplain) as f:
+            report = json.load(f)
+        for f in report["files"]:
+            f.pop("explained", None)
+        went = {side: {name: row[side] for name, row in report["commands"].items() if row[side]} for side in went}
+        report["explained_by"] = args.explain
+        report["explain_command"] = "python benchmarks/same_results.py " + " ".join(sys.argv[1:])
+        write_report(summarise(report, explanations, went), args.out)
+        return
     if args.compare:
         report.update(before=args.compare[0], after=args.compare[1])
         report.update(compare(*args.compare))
+        report["same_as"] = [{"side": side, **check} for side, runs in zip(went, args.compare)
+                             for check in same_as(runs) if check["run"] in names]
     elif args.before:
         base = args.keep or tempfile.mkdtemp(prefix="same_results_")
         trees = {side: os.path.join(base, f"tree_{side}") for side in went}
@@ -468,16 +482,22 @@ def main():
         report["kept"] = base if args.keep else None
     else:
         p.error("give --before REV (and --after REV), or --compare DIR_A DIR_B")
+    report["files"] = [f for f in report["files"] if f["file"].split("/")[0] in names]
     report["load_after"] = load_average()
     report["commands"] = {name: {"command": "python " + " ".join(COMMANDS[name] + SCHEDULE_BY_COMMAND.get(name,
                                                                                                        SCHEDULE)),
                                  "before": went["before"].get(name), "after": went["after"].get(name)}
                           for name in names}
-    summarise(report, explanations, went)
+    report["explained_by"] = args.explain
+    write_report(summarise(report, explanations, went), args.out)
+
+
+def write_report(report: dict, out: str) -> None:
+    """``out``.json and .md; exits 1 when a difference is not explained or two names of one run differ."""
     lines = markdown(report)
-    with open(args.out + ".json", "w") as f:
+    with open(out + ".json", "w") as f:
         json.dump(report, f, indent=1)
-    with open(args.out + ".md", "w") as f:
+    with open(out + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
     aliases_differ = any(check["not_identical"] for check in report.get("same_as", []))

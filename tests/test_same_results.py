@@ -80,8 +80,10 @@ def test_compare_sorts_identical_added_keys_and_changed_values(tmp_path):
     assert {k: report["commands"]["energy"][k] for k in ("files", "identical", "different")} == \
         {"files": 6, "identical": 3, "different": 3}
     lines = sr.markdown({**report, "command": "c", "machine": "m", "before": "a", "after": "b", "schedule": "s"})
-    assert "| energy | 1 (1 different) | energy/results.json: 1 values (runs/0/lambda: 0.1 → 0.01) | " \
-           "**not explained** |" in lines
+    assert "| **not explained** | 1 (1 different) | energy | energy/results.json: 1 values (runs/0/lambda: 0.1 → " \
+           "0.01) |" in lines
+    assert "| abc1234: the cut changed | 2 (2 different) | energy | energy/ticket.npz:masks/w: elements_different 1, " \
+           "elements 4, max_abs_difference 1, kept_before 3, kept_after 2 |" in lines
 
 
 def test_another_name_of_the_same_run(tmp_path, monkeypatch):
