@@ -2,8 +2,10 @@
 code and compares what they leave: every ticket array byte for byte, each ticket's recorded entry, every
 results.json, metrics.jsonl and config.json, value by value (timings and paths left out).
 
-    python benchmarks/same_results.py --before 2cfd8a5 --after HEAD --parallel   # git revisions, exported apart
-    python benchmarks/same_results.py --compare DIR_A DIR_B                      # two finished sets of runs
+    python benchmarks/same_results.py --before 2cfd8a5 --after main --parallel \
+        --explain benchmarks/same_results_explanations.json       # git revisions, exported apart
+    python benchmarks/same_results.py --compare DIR_A DIR_B      # two finished sets of runs
+    python benchmarks/same_results.py --reexplain benchmarks/results/same_results.json --explain FILE
 
 The commands run on a short schedule (SCHEDULE: fewer epochs and rounds, the same flags on both sides), so
 the whole comparison fits a shared 2-core machine; it checks that the code computes the same, not the
@@ -11,8 +13,9 @@ documented accuracies. A program or flag an older tree lacks is recorded ("not i
 run that fails; neither stops the others.
 
 A key only one side writes (a later version records more) is listed apart from a value that changed.
-``--explain FILE`` (JSON: {"command[/file pattern]": "commit: why"}) attaches the reason for each expected
-difference; a difference no entry explains is counted as unexplained.
+``--explain FILE`` (JSON: {"files": {"run[/file pattern]": "commit: why"}, "keys": {"key pattern": "commit:
+why"}}) attaches the reason for each expected difference; a difference no entry explains is counted as
+unexplained and the run exits 1, as it does when two names of one run (SAME_AS) leave different files.
 
 Writes benchmarks/results/same_results.{json,md}: both commits, the machine, every command and how it went
 on each side, every file compared, and the differences with their explanation.

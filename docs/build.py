@@ -814,13 +814,31 @@ def fault_injection(src):
 @generator("same_results")
 def same_results(src):
     d = src.json("benchmarks/results/same_results.json")
-    differences = d["only_before"] + d["only_after"] + d["different"]
-    verdict = "identical" if not differences else f"different in {len(differences)}"
-    rows = [[name, f"`{command}`"] for name, command in d["commands"].items()]
-    return (f"`python benchmarks/same_results.py --before {d['before']} --after {d['after']}`: "
-            f"{d['files_compared']} ticket arrays, ticket entries, results and metrics files compared, {verdict} "
-            "(timings, paths and the label and signature keys added since left out).\n\n"
-            + table(["run", "command"], rows))
+    c = d["counts"]
+
+    def went(w):
+        if not w:
+            return "–"
+        return f"ran ({w['seconds']:.0f} s)" if w["status"] == "ran" else w["status"].replace("_", " ")
+
+    head = (f"`{d['command']}` (before {d['before']}, after {d['after']}; {d['machine']}). Schedule: {d['schedule']}. "
+            f"{c['compared']} ticket arrays, ticket entries, results, metrics and config files compared: "
+            f"{c['identical']} identical, {c['same_values_keys_differ']} with the same values and keys only one side "
+            f"writes, {c['different']} with different values; {c['only_before']} only before, {c['only_after']} only "
+            f"after (timings and paths left out). Of those not identical, {c['explained']} are explained by a commit "
+            f"named below and {c['unexplained']} are not.")
+    rows = [[name, f"`{r['command']}`", went(r["before"]), went(r["after"]), r["files"], r["identical"],
+             r["different"]] for name, r in d["commands"].items()]
+    aliases = [f"In the {a['side']} tree `{a['run']}` and `{a['as']}` (two names of one run) leave "
+               f"{a['identical']} of {a['files']} files identical." for a in d.get("same_as", [])]
+    why: dict[str, list[str]] = {}
+    for f in d["files"]:
+        if f["status"] != "identical":
+            why.setdefault(f.get("explained", "not explained"), []).append(f["file"].split("/")[0])
+    reasons = [[text, len(names), ", ".join(dict.fromkeys(names))] for text, names in why.items()]
+    return (head + "\n\n" + table(["run", "command", "before", "after", "files", "identical", "not identical"], rows)
+            + ("\n\n" + " ".join(aliases) if aliases else "")
+            + ("\n\n" + table(["why not identical", "files", "runs"], reasons) if reasons else ""))
 
 
 # ------------------------------------------------------------------ event data (docs/events.md)
