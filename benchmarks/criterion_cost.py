@@ -24,13 +24,13 @@ import numpy as np
 from jsnn import xla_flags
 from jsnn.config import TrainConfig
 from jsnn.data import ArrayDataset, AugmentConfig
-from jsnn.methods import MaskedTraining
 from jsnn.models import build_model
 from jsnn.parallel import put_batch
 from jsnn.runs.imp import IMPOptions
 from jsnn.sparsity.criteria import sf
 from jsnn.sparsity.stats import collect_statistics
 from jsnn.trainer import Trainer
+from jsnn.training_rules import MaskedTraining
 from jsnn.variables import init_variables
 
 xla_flags.configure()  # jsnn's CPU convolutions, as the programs run them (jsnn/xla_flags.py)
@@ -61,10 +61,10 @@ def main():
     ds = synthetic_cifar(args.batch * max(args.steps + 1, args.calibration_batches))
     model = build_model(config, ds.num_classes)
     trainer = Trainer(config, model, ds)
-    method = MaskedTraining()
+    rule = MaskedTraining()
     variables = init_variables(model, jax.random.key(0), (1, 32, 32, 3))
-    state = trainer.new_state(variables, {}, method, seed=0)
-    train_step = trainer.jitted_steps(method)[0]
+    state = trainer.new_state(variables, {}, rule, seed=0)
+    train_step = trainer.jitted_steps(rule)[0]
 
     batch = (*put_batch(trainer.mesh, ds.train_images[:args.batch], ds.train_labels[:args.batch]), trainer.stop_flags())
     t0 = time.perf_counter()
@@ -80,11 +80,11 @@ def main():
     step_s = statistics.median(times)
     epoch_s = step_s * (CIFAR_TRAIN_IMAGES // args.batch)
 
-    collect_statistics(trainer, state, method, 1)  # compile
+    collect_statistics(trainer, state, rule, 1)  # compile
     runs = []
     for _ in range(3):
         t0 = time.perf_counter()
-        stats = collect_statistics(trainer, state, method, args.calibration_batches)
+        stats = collect_statistics(trainer, state, rule, args.calibration_batches)
         scores = sf(state.weights, {"bn": state.bn, "batch_stats": state.batch_stats}, stats)
         jax.block_until_ready(scores)
         runs.append(time.perf_counter() - t0)

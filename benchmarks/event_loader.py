@@ -52,10 +52,10 @@ from jsnn.data.events import cache, digits_dvs
 from jsnn.data.events.frames import FrameSettings, frame_counts, to_storage
 from jsnn.data.events.readers import make_events
 from jsnn.data.events.writers import write_nmnist_bin
-from jsnn.methods import MaskedTraining
 from jsnn.models import build_model
 from jsnn.objective import preprocess
 from jsnn.trainer import Trainer
+from jsnn.training_rules import MaskedTraining
 from jsnn.variables import init_variables
 
 xla_flags.configure()  # the programs' CPU convolutions
@@ -196,10 +196,10 @@ def train_throughput(dataset: jdata.ArrayDataset, batch: int, steps: int, repeat
                          epochs=1, progress=False).resolve("imp")
     model = build_model(config, dataset.num_classes)
     trainer = Trainer(config, model, dataset)
-    method = MaskedTraining()
+    rule = MaskedTraining()
     variables = init_variables(model, jax.random.key(0), (1,) + dataset.image_shape)
-    holder = {"state": trainer.new_state(variables, None, method, config.seed)}
-    train_step = trainer.jitted_steps(method)[0]
+    holder = {"state": trainer.new_state(variables, None, rule, config.seed)}
+    train_step = trainer.jitted_steps(rule)[0]
     mesh = trainer.mesh
     fixed = (np.asarray(dataset.train_images[:batch]), dataset.train_labels[:batch])
     epochs = iter(range(1, 10**6))

@@ -94,16 +94,16 @@ def made_up(scale: Scale, n_train: int, seed: int = 0):
 
 
 def setup(scale: Scale, method_name: str, n_train: int, preset: bool = False):
-    """(trainer, method, state, dataset): the program's Trainer on made-up data. ``preset``: the method's
+    """(trainer, rule, state, dataset): the program's Trainer on made-up data. ``preset``: the method's
     paper preset for the dataset (model, batch, T); else the scale's batch and T."""
     import jax
 
     from jsnn.config import TrainConfig
-    from jsnn.methods import EdgePopup, MaskedTraining
     from jsnn.models import build_model
     from jsnn.runs.edge_popup import EdgePopupOptions, layer_targets
     from jsnn.sparsity.score_masks import init_scores
     from jsnn.trainer import Trainer
+    from jsnn.training_rules import EdgePopup, MaskedTraining
     from jsnn.variables import init_variables, kernels
 
     fixed = {} if preset else {"batch_size": scale.batch, "timesteps": scale.timesteps}
@@ -115,10 +115,10 @@ def setup(scale: Scale, method_name: str, n_train: int, preset: bool = False):
     variables = init_variables(model, key_weights, (1,) + dataset.image_shape)
     scores = init_scores(key_scores, kernels(variables.weights))
     if method_name == "edge_popup":
-        method = EdgePopup(layer_targets(model, variables.weights, 0.5, EdgePopupOptions()))
+        rule = EdgePopup(layer_targets(model, variables.weights, 0.5, EdgePopupOptions()))
     else:
-        method = MaskedTraining()
-    return trainer, method, trainer.new_state(variables, scores, method, config.seed), dataset
+        rule = MaskedTraining()
+    return trainer, rule, trainer.new_state(variables, scores, rule, config.seed), dataset
 
 
 # -- sections -----------------------------------------------------------------------------------------------
@@ -183,8 +183,8 @@ def determinism_run(scale: Scale) -> dict:
 
     from jsnn import parallel
 
-    trainer, method, state, dataset = setup(scale, "imp", 2 * scale.batch)
-    train_step = trainer.jitted_steps(method)[0]
+    trainer, rule, state, dataset = setup(scale, "imp", 2 * scale.batch)
+    train_step = trainer.jitted_steps(rule)[0]
     host = jax.device_get(state)
     batches = [parallel.put_batch(trainer.mesh, dataset.train_images[i * scale.batch:(i + 1) * scale.batch],
                                   dataset.train_labels[i * scale.batch:(i + 1) * scale.batch]) for i in range(2)]
@@ -268,8 +268,8 @@ def parity(scale: Scale, args) -> dict:
     from jsnn.models import build_model
     from jsnn.objective import preprocess
 
-    trainer, method, state, dataset = setup(scale, "imp", scale.parity_batch)
-    variables = jax.device_get(state.forward_variables(method))
+    trainer, rule, state, dataset = setup(scale, "imp", scale.parity_batch)
+    variables = jax.device_get(state.forward_variables(rule))
     images = np.asarray(preprocess(dataset.train_images[:scale.parity_batch], dataset.mean, dataset.std))
 
     def forward(precision: str):
@@ -309,8 +309,8 @@ def sparse(scale: Scale, args) -> dict:
     if args.cpu:
         return {"status": "not run in --cpu mode: tests/test_sparse_inference.py (the CPU kernel) and "
                           "tests/test_gpu_readiness.py (a GPU backend, faked) check it"}
-    trainer, method, state, dataset = setup(scale, "imp", scale.parity_batch)
-    variables = jax.device_get(state.forward_variables(method))
+    trainer, rule, state, dataset = setup(scale, "imp", scale.parity_batch)
+    variables = jax.device_get(state.forward_variables(rule))
     images = dataset.train_images[:scale.parity_batch].astype(np.float32) / 255.0
     out = {"backend": backend}
     try:
@@ -396,9 +396,9 @@ def presets(scale: Scale, args) -> dict:
     out = {}
     for method_name in ("imp",) if args.cpu else ("dense", "imp", "edge_popup"):
         n = scale.epoch_images  # --cpu: IMP's step at the scale's batch and T (compiled once, for determinism)
-        trainer, method, state, dataset = setup(scale, method_name, n, preset=not args.cpu)
+        trainer, rule, state, dataset = setup(scale, method_name, n, preset=not args.cpu)
         t0 = time.perf_counter()
-        state = trainer.train_epochs(state, method, 0, data_seed=0)
+        state = trainer.train_epochs(state, rule, 0, data_seed=0)
         jax.block_until_ready(state)
         seconds = time.perf_counter() - t0
         c = trainer.config

@@ -197,9 +197,9 @@ def train_step_rate(model_name: str, timesteps: int, batch: int, repeats: int) -
     from jsnn import data as jdata
     from jsnn import parallel, xla_flags
     from jsnn.config import TrainConfig
-    from jsnn.methods import MaskedTraining
     from jsnn.models import build_model
     from jsnn.trainer import Trainer
+    from jsnn.training_rules import MaskedTraining
     from jsnn.variables import init_variables
 
     xla_flags.configure()
@@ -212,9 +212,9 @@ def train_step_rate(model_name: str, timesteps: int, batch: int, repeats: int) -
                          progress=False).resolve("dense")
     model = build_model(config, 1000)
     trainer = Trainer(config, model, ds)
-    method = MaskedTraining()
-    state = trainer.new_state(init_variables(model, jax.random.key(0), (1, SIDE, SIDE, 3)), {}, method, 0)
-    step = trainer.jitted_steps(method)[0]
+    rule = MaskedTraining()
+    state = trainer.new_state(init_variables(model, jax.random.key(0), (1, SIDE, SIDE, 3)), {}, rule, 0)
+    step = trainer.jitted_steps(rule)[0]
     x, y = parallel.put_batch(trainer.mesh, images, labels)
     t0 = time.perf_counter()
     state, m = step(state, x, y, trainer.stop_flags())

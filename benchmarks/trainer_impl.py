@@ -21,11 +21,11 @@ from jsnn import data as jdata
 from jsnn import parallel, xla_flags
 from jsnn.config import TrainConfig
 from jsnn.data.datasets import CIFAR_AUGMENT
-from jsnn.methods import EdgePopup, MaskedTraining
 from jsnn.models import build_model
 from jsnn.runs.edge_popup import EdgePopupOptions, layer_targets
 from jsnn.sparsity.score_masks import init_scores
 from jsnn.trainer import Trainer
+from jsnn.training_rules import EdgePopup, MaskedTraining
 from jsnn.variables import init_variables, kernels
 
 xla_flags.configure()  # jsnn's CPU convolutions, as the programs run them (jsnn/xla_flags.py)
@@ -53,7 +53,7 @@ def synthetic_cifar(batch: int, seed: int = 0) -> jdata.ArrayDataset:
 
 
 def build(case: common.Case, method_name: str):
-    """The program's trainer, method and state for ``case``; method_name: "masked" or "edge_popup"."""
+    """The program's trainer, rule and state for ``case``; method_name: "masked" or "edge_popup"."""
     config = program_config(case, "edge_popup" if method_name == "edge_popup" else "imp")
     dataset = synthetic_cifar(case.batch)
     model = build_model(config, dataset.num_classes)
@@ -62,15 +62,15 @@ def build(case: common.Case, method_name: str):
     variables = init_variables(model, key_weights, (1,) + dataset.image_shape)
     scores = init_scores(key_scores, kernels(variables.weights))
     if method_name == "edge_popup":
-        method = EdgePopup(layer_targets(model, variables.weights, EDGE_POPUP_SPARSITY, EdgePopupOptions()))
+        rule = EdgePopup(layer_targets(model, variables.weights, EDGE_POPUP_SPARSITY, EdgePopupOptions()))
     else:
-        method = MaskedTraining()
-    return trainer, method, trainer.new_state(variables, scores, method, config.seed), dataset
+        rule = MaskedTraining()
+    return trainer, rule, trainer.new_state(variables, scores, rule, config.seed), dataset
 
 
 def run(case: common.Case, method_name: str = "masked") -> dict:
-    trainer, method, state, dataset = build(case, method_name)
-    train_step, eval_step, forward_variables = trainer.jitted_steps(method)
+    trainer, rule, state, dataset = build(case, method_name)
+    train_step, eval_step, forward_variables = trainer.jitted_steps(rule)
     mesh = trainer.mesh
     images, labels = dataset.train_images[: case.batch], dataset.train_labels[: case.batch]
     if case.mode == "train":

@@ -333,12 +333,15 @@ class TrainConfig:
         return dataclasses.replace(jdata.default_frame_settings(self.dataset, self.timesteps),
                                    **{k: v for k, v in changes.items() if v is not None})
 
-    def resolve(self, method: str) -> TrainConfig:
-        preset = PRESETS[method].get(dataset_family(self.dataset))
-        if preset is None:
+    def resolve(self, preset: str) -> TrainConfig:
+        """This config with its unset fields from ``PRESETS[preset]`` on its dataset. ``preset`` is a registered
+        method's name, the method whose presets these are (``MethodEntry.preset``: the energy method takes
+        sparse_training's), not necessarily the method that runs."""
+        table = PRESETS[preset].get(dataset_family(self.dataset))
+        if table is None:
             raise ValueError(f"no defaults for dataset {self.dataset!r}; choose one of "
                              f"{', '.join(jdata.DATASET_NAMES)}")
-        filled = {k: v for k, v in preset.items() if getattr(self, k) is None}
+        filled = {k: v for k, v in table.items() if getattr(self, k) is None}
         out = dataclasses.replace(self, **filled)
         out.validate()
         if out.dataset in jdata.EVENT_DATASETS:  # the frames' settings, recorded (config.json, tickets)

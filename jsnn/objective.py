@@ -1,6 +1,6 @@
 """What the network is trained and judged on: input preprocessing, the loss and the prediction.
 
-``MethodDefaults`` is what a trainer Method (jsnn/methods.py) trains by where it says nothing else.
+``TrainingRuleDefaults`` is what a training rule (jsnn/training_rules.py) trains by where it says nothing else.
 One module, so the trainer, the SF statistics and gradients, the theory experiments, the cost
 report and the NIR checks all see the same inputs and follow the same loss.
 """
@@ -37,10 +37,10 @@ def predictions(logits: jax.Array) -> jax.Array:
     return jnp.argmax(logits.mean(axis=0), axis=-1)
 
 
-class MethodDefaults:
-    """What a method does where it says nothing: its objective is the task loss of ``forward_variables``'
+class TrainingRuleDefaults:
+    """What a training rule does where it says nothing: its objective is the task loss of ``forward_variables``'
     network, and the step changes nothing after the optimizer's update. The trainer calls both on every
-    method (a method overrides what differs: the energy search its loss, SET / RigL ``update_masks``)."""
+    rule (a rule overrides what differs: the energy search its loss, SET / RigL ``update_masks``)."""
 
     def loss(self, model, state, images, labels):
         """(loss, (logits, new batch statistics)) of ``state``'s trees, in training mode."""

@@ -1,7 +1,7 @@
 """The one trainer every method uses: state, jitted steps, and the epoch loop.
 
 ``TrainState`` holds the separate pytrees (weights, masks, scores, bn,
-batch_stats) and the optimizer state of whichever of them the method trains.
+batch_stats) and the optimizer state of whichever of them the training rule trains.
 ``train_step`` and ``eval_step`` are pure functions of the state and a batch,
 jitted once over a device mesh (see ``parallel.py``). ``Trainer`` owns the
 edges: data, progress, metrics, checkpoints.
@@ -24,11 +24,11 @@ from jsnn import parallel, platform, preemption
 from jsnn.checkpoint import Checkpointer
 from jsnn.config import TrainConfig
 from jsnn.efficiency.counting import measure_dataset
-from jsnn.methods import Method
 from jsnn.metrics import append_epoch, is_primary, log, progress
 from jsnn.objective import per_example_loss, predictions, preprocess
 from jsnn.preemption import Preempted
 from jsnn.sparsity.masks import sparsity_of
+from jsnn.training_rules import TrainingRule
 from jsnn.variables import Variables, apply_model, fold_masks
 
 PyTree = Any
@@ -49,12 +49,12 @@ class TrainState:
     batch_stats: PyTree
     opt_state: PyTree
 
-    def trainable(self, method: Method) -> dict:
-        return {name: getattr(self, name) for name in method.trainable}
+    def trainable(self, rule: TrainingRule) -> dict:
+        return {name: getattr(self, name) for name in rule.trainable}
 
-    def forward_variables(self, method: Method, trainable: dict | None = None) -> Variables:
+    def forward_variables(self, rule: TrainingRule, trainable: dict | None = None) -> Variables:
         s = self.replace(**trainable) if trainable else self
-        return method.forward_variables(s.weights, s.masks, s.scores, s.bn, s.batch_stats)
+        return rule.forward_variables(s.weights, s.masks, s.scores, s.bn, s.batch_stats)
 
 
 def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
@@ -71,32 +71,32 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientT
     )
 
 
-def create_state(variables: Variables, scores: PyTree, method: Method,
+def create_state(variables: Variables, scores: PyTree, rule: TrainingRule,
                  optimizer: optax.GradientTransformation, seed: int) -> TrainState:
     state = TrainState(
         step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(jax.random.key(seed)),
         weights=variables.weights, masks=variables.masks, scores=scores, bn=variables.bn,
         batch_stats=variables.batch_stats, opt_state=None,
     )
-    return state.replace(opt_state=optimizer.init(state.trainable(method)))
+    return state.replace(opt_state=optimizer.init(state.trainable(rule)))
 
 
-def make_train_step(model, method: Method, optimizer, dataset: jdata.ArrayDataset, augment: jdata.AugmentConfig):
+def make_train_step(model, rule: TrainingRule, optimizer, dataset: jdata.ArrayDataset, augment: jdata.AugmentConfig):
     def train_step(state: TrainState, images, labels, stop_flags):
         key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
         x = preprocess(images, dataset.mean, dataset.std, augment, key)
 
-        def loss_fn(trainable):  # the method's objective (most: the task loss; energy: + its SynOps penalty)
-            return method.loss(model, state.replace(**trainable), x, labels)
+        def loss_fn(trainable):  # the rule's objective (most: the task loss; energy: + its SynOps penalty)
+            return rule.loss(model, state.replace(**trainable), x, labels)
 
-        trainable = state.trainable(method)
+        trainable = state.trainable(rule)
         (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
         updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
-        updates = method.mask_updates(updates, state.masks)
+        updates = rule.mask_updates(updates, state.masks)
         new = state.replace(**optax.apply_updates(trainable, updates))
         new = new.replace(step=state.step + 1, opt_state=opt_state, batch_stats=new_stats)
-        # the method's in-step change of the state (SET / RigL: the mask update; the others none)
-        new = method.update_masks(new, grads, state.step, jax.random.fold_in(key, 1))
+        # the rule's in-step change of the state (SET / RigL: the mask update; the others none)
+        new = rule.update_masks(new, grads, state.step, jax.random.fold_in(key, 1))
         accuracy = jnp.mean(predictions(logits) == labels)
         # every process's stop request (preemption.py), agreed on by all: the maximum over devices
         return new, {"loss": loss, "accuracy": accuracy, "stop": jnp.max(stop_flags)}
@@ -121,7 +121,7 @@ def make_eval_step(model, dataset: jdata.ArrayDataset):
 
 @dataclasses.dataclass
 class Trainer:
-    """Runs epochs of one method on one dataset over every local device."""
+    """Runs epochs on one dataset over every local device, under the training rule each call names."""
 
     config: TrainConfig
     model: Any
@@ -139,22 +139,22 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise ValueError(f"batch size {self.config.batch_size} exceeds the {n_train} training images")
         self.optimizer = make_optimizer(self.config, self.steps_per_epoch)
-        self.jit_cache: dict = {}  # jitted functions by (kind, method): compiled once each
+        self.jit_cache: dict = {}  # jitted functions by (kind, rule): compiled once each
 
-    # -- jitted steps, one compilation per method ------------------------------------------
-    def jitted_steps(self, method: Method, optimizer: optax.GradientTransformation | None = None):
+    # -- jitted steps, one compilation per rule ------------------------------------------
+    def jitted_steps(self, rule: TrainingRule, optimizer: optax.GradientTransformation | None = None):
         """(train_step(state, images, labels, stop_flags), eval_step(variables, images, labels, valid),
-        forward_variables(state)), jitted once per method and optimizer (None: the TrainConfig's,
+        forward_variables(state)), jitted once per rule and optimizer (None: the TrainConfig's,
         ``self.optimizer``; a run's plan may step with another, ``jsnn.runs.run.Plan.optimizer``)."""
         optimizer = self.optimizer if optimizer is None else optimizer
-        key = ("steps", method) if optimizer is self.optimizer else ("steps", method, optimizer)
+        key = ("steps", rule) if optimizer is self.optimizer else ("steps", rule, optimizer)
         if key not in self.jit_cache:
             repl, batch = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
-            train = jax.jit(make_train_step(self.model, method, optimizer, self.dataset, self.dataset.augment),
+            train = jax.jit(make_train_step(self.model, rule, optimizer, self.dataset, self.dataset.augment),
                             in_shardings=(repl, batch, batch, batch), out_shardings=(repl, repl), donate_argnums=0)
             evaluate = jax.jit(make_eval_step(self.model, self.dataset),
                                in_shardings=(repl, batch, batch, batch), out_shardings=repl)
-            forward = jax.jit(lambda state: fold_masks(state.forward_variables(method)), in_shardings=repl,
+            forward = jax.jit(lambda state: fold_masks(state.forward_variables(rule)), in_shardings=repl,
                               out_shardings=repl)
             self.jit_cache[key] = (train, evaluate, forward)
         return self.jit_cache[key]
@@ -166,23 +166,23 @@ class Trainer:
             self.jit_cache[key] = build()
         return self.jit_cache[key]
 
-    def new_state(self, variables: Variables, scores: PyTree, method: Method, seed: int,
+    def new_state(self, variables: Variables, scores: PyTree, rule: TrainingRule, seed: int,
                   optimizer: optax.GradientTransformation | None = None) -> TrainState:
         """The first state; ``optimizer`` None: the TrainConfig's."""
         optimizer = self.optimizer if optimizer is None else optimizer
-        return parallel.put_replicated(self.mesh, create_state(variables, scores, method, optimizer, seed))
+        return parallel.put_replicated(self.mesh, create_state(variables, scores, rule, optimizer, seed))
 
-    def fresh_optimizer(self, state: TrainState, method: Method, seed: int,
+    def fresh_optimizer(self, state: TrainState, rule: TrainingRule, seed: int,
                         optimizer: optax.GradientTransformation | None = None) -> TrainState:
         """Same variables, a new optimizer, schedule and augmentation stream (a new IMP round)."""
         optimizer = self.optimizer if optimizer is None else optimizer
         state = state.replace(step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(jax.random.key(seed)),
-                              opt_state=optimizer.init(state.trainable(method)))
+                              opt_state=optimizer.init(state.trainable(rule)))
         return parallel.put_replicated(self.mesh, state)
 
     # -- evaluation -------------------------------------------------------------------------
-    def evaluate(self, state: TrainState, method: Method) -> dict:
-        _, eval_step, forward_variables = self.jitted_steps(method)
+    def evaluate(self, state: TrainState, rule: TrainingRule) -> dict:
+        _, eval_step, forward_variables = self.jitted_steps(rule)
         variables = forward_variables(state)
         totals = {"correct": 0.0, "loss": 0.0, "count": 0.0}
         for images, labels, valid in jdata.process_eval_batches(self.dataset, self.config.batch_size):
@@ -196,7 +196,7 @@ class Trainer:
         """This process's stop request on each of its devices, as the train step's global input."""
         return parallel.put_batch(self.mesh, preemption.local_flags(len(self.mesh.local_devices)))[0]
 
-    def train_epochs(self, state: TrainState, method: Method, start_epoch: int, *,
+    def train_epochs(self, state: TrainState, rule: TrainingRule, start_epoch: int, *,
                      data_seed: int, epoch_offset: int = 0, label: dict | None = None,
                      metrics_path: str | None = None,
                      on_epoch_end: Callable[[TrainState, int], bool | None] | None = None,
@@ -221,7 +221,7 @@ class Trainer:
         train step is dispatched (``epoch`` counts from 0, as ``start_epoch``). The step updates with
         ``optimizer`` (None: the TrainConfig's), which must be the one the state was made with.
         """
-        train_step = self.jitted_steps(method, optimizer)[0]
+        train_step = self.jitted_steps(rule, optimizer)[0]
         cfg, d = self.config, self.dataset
         label = label or {}
         every_steps = cfg.checkpoint_every_steps
@@ -269,12 +269,12 @@ class Trainer:
             record = {**label, "epoch": epoch + 1, "loss": float(np.mean(whole["loss"])),
                       "train_accuracy": float(np.mean(whole["accuracy"])),
                       "learning_rate": float(learning_rate_schedule(cfg, self.steps_per_epoch)(int(state.step))),
-                      "sparsity": self.sparsity(state, method),
+                      "sparsity": self.sparsity(state, rule),
                       "images_per_sec": self.steps_per_epoch * cfg.batch_size / seconds, "seconds": seconds}
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-                record.update(self.evaluate(state, method))
+                record.update(self.evaluate(state, rule))
                 if self.count_synops:
-                    record["synops_per_image"] = self.synops_per_image(state, method)
+                    record["synops_per_image"] = self.synops_per_image(state, rule)
             if metrics_path:
                 append_epoch(metrics_path, record)
             log(_epoch_line(record))
@@ -303,18 +303,18 @@ class Trainer:
         return Preempted(f"stopped by {signal.Signals(signum).name} after {where} and saved a checkpoint there; "
                          "rerun the same command to continue from it", signum)
 
-    def synops_per_image(self, state: TrainState, method: Method) -> float:
+    def synops_per_image(self, state: TrainState, rule: TrainingRule) -> float:
         """SynOps per test image of the network as it stands: the cost report's exact count
         (``jsnn.efficiency``) over the whole test set, at the run's batch size (its counting pass is
         compiled once and shared with the cost report's)."""
-        variables = Variables(state.weights, method.effective_masks(state.masks, state.scores), state.bn,
-                              state.batch_stats, method.effective_gates(state.scores))
+        variables = Variables(state.weights, rule.effective_masks(state.masks, state.scores), state.bn,
+                              state.batch_stats, rule.effective_gates(state.scores))
         return measure_dataset(self.model, jax.device_get(variables), self.dataset,
                                batch_size=self.config.batch_size)["synops_per_image"]
 
-    def sparsity(self, state: TrainState, method: Method) -> float:
+    def sparsity(self, state: TrainState, rule: TrainingRule) -> float:
         """Measured fraction of maskable weights that are zero in the forward pass."""
-        return sparsity_of(method.effective_masks(state.masks, state.scores))
+        return sparsity_of(rule.effective_masks(state.masks, state.scores))
 
 
 def _describe(label: dict) -> str:

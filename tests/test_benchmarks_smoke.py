@@ -58,9 +58,9 @@ def test_programs_step_computes_the_benchmarks_network():
     from benchmarks import jsnn_impl, trainer_impl
     from jsnn import data as jdata
     from jsnn import parallel
-    from jsnn.methods import MaskedTraining
     from jsnn.models import build_model
     from jsnn.trainer import Trainer
+    from jsnn.training_rules import MaskedTraining
     from jsnn.variables import init_variables
 
     case = common.Case("jsnn", "vgg_small", "train", batch=2, timesteps=2)

@@ -16,7 +16,6 @@ import pytest
 import jsnn.runs.imp as imp
 from jsnn import data as jdata
 from jsnn.config import TrainConfig
-from jsnn.methods import MaskedTraining
 from jsnn.models import build_model
 from jsnn.runs import controls, results
 from jsnn.runs.outputs import Outputs, RunHooks
@@ -28,6 +27,7 @@ from jsnn.sparsity.early_bird import EarlyBirdRule, mask_distance
 from jsnn.sparsity.stats import collect_gradients
 from jsnn.ticket import load_ticket
 from jsnn.trainer import Trainer
+from jsnn.training_rules import MaskedTraining
 from jsnn.variables import apply_model, by_name, from_names, init_variables, kernels, named_kernels
 from tests.outcomes import crash_after_checkpoint, run_outcome, untimed
 from tests.small_data import digits_subset
@@ -137,10 +137,10 @@ def test_reinit_keeps_the_mask_and_changes_every_surviving_weight(setup):
 
 def test_snip_gradients_equal_a_direct_gradient_over_the_same_images(setup):
     ds, config, model, trainer = setup
-    method = MaskedTraining()
+    rule = MaskedTraining()
     v = init_variables(model, jax.random.key(0), (1,) + ds.image_shape)
-    state = trainer.new_state(v, {}, method, 0)
-    got = collect_gradients(trainer, state, method, num_batches=2, seed=5)
+    state = trainer.new_state(v, {}, rule, 0)
+    got = collect_gradients(trainer, state, rule, num_batches=2, seed=5)
     # the same two batches, one gradient of the mean of their losses, written out here
     batches = list(jdata.train_batches(ds.train_images, ds.train_labels, config.batch_size, 5, epoch=0))[:2]
 

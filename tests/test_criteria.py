@@ -16,11 +16,11 @@ import pytest
 
 from jsnn import data as jdata
 from jsnn.config import TrainConfig
-from jsnn.methods import MaskedTraining
 from jsnn.models import build_model
 from jsnn.sparsity.criteria import criterion, magnitude, sf
 from jsnn.sparsity.stats import collect_statistics
 from jsnn.trainer import Trainer
+from jsnn.training_rules import MaskedTraining
 from jsnn.variables import init_variables
 from tests.reference import numpy_conv_same
 from tests.small_data import digits_subset
@@ -183,9 +183,9 @@ def stats_setup():
                           "var": jnp.asarray(rng.uniform(0.5, 2.0, v["var"].shape), jnp.float32)}
                    for name, v in variables.batch_stats.items()}
     variables = variables._replace(bn=bn, batch_stats=batch_stats)
-    method = MaskedTraining()
-    state = trainer.new_state(variables, {}, method, 0)
-    return ds, config, trainer, state, method
+    rule = MaskedTraining()
+    state = trainer.new_state(variables, {}, rule, 0)
+    return ds, config, trainer, state, rule
 
 
 def numpy_statistics(ds, state, images):
@@ -220,8 +220,8 @@ def _check_against_numpy(got, ref_pot, ref_rate):
 
 
 def test_statistics_over_all_batches_equal_numpy_over_all_images(stats_setup):
-    ds, config, trainer, state, method = stats_setup
-    got = collect_statistics(trainer, state, method, num_batches=100, seed=0)  # all 4 batches of 64
+    ds, config, trainer, state, rule = stats_setup
+    got = collect_statistics(trainer, state, rule, num_batches=100, seed=0)  # all 4 batches of 64
     # the encoding layer has no input rate (its input is the image); the classifier no potential
     assert "input_rate" not in got["conv0"] and "potential_mean" in got["conv0"]
     assert "input_rate" in got["fc"] and "potential_mean" not in got["fc"]
@@ -238,8 +238,8 @@ def test_statistics_over_all_batches_equal_numpy_over_all_images(stats_setup):
 
 
 def test_statistics_over_some_batches_equal_numpy_over_those_images(stats_setup):
-    ds, config, trainer, state, method = stats_setup
-    got = collect_statistics(trainer, state, method, num_batches=2, seed=5)
+    ds, config, trainer, state, rule = stats_setup
+    got = collect_statistics(trainer, state, rule, num_batches=2, seed=5)
     order = jdata.epoch_permutation(len(ds.train_images), 5, 0)[:2 * config.batch_size]
     ref_pot, ref_rate, _ = numpy_statistics(ds, state, ds.train_images[order])
     _check_against_numpy(got, ref_pot, ref_rate)

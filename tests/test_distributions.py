@@ -100,7 +100,7 @@ def test_random_criterion_gathers_only_a_key_that_differs_per_round():
     from jsnn.sparsity import criteria
 
     weights = {n: {"kernel": jnp.zeros(s)} for n, s in SHAPES.items()}
-    calibration = lambda k: criteria.Calibration(trainer=None, state=None, method=None, batches=1, seed=3,
+    calibration = lambda k: criteria.Calibration(trainer=None, state=None, rule=None, batches=1, seed=3,
                                                  round_index=k)
     inputs = criteria.gather_inputs("random", calibration(1))
     assert list(inputs) == ["key"]

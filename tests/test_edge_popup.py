@@ -18,13 +18,13 @@ import pytest
 import jsnn.runs.edge_popup as eps
 from jsnn import data as jdata
 from jsnn.layers import BNConfig
-from jsnn.methods import EdgePopup, MaskedTraining
 from jsnn.models.vgg import SpikingVGG
 from jsnn.objective import spike_loss
 from jsnn.runs.outputs import Outputs
 from jsnn.runs.tickets import level_dir
 from jsnn.sparsity.masks import count_kept, keep_count, keep_largest
 from jsnn.sparsity.score_masks import init_scores, masks_from_scores, top_k_mask
+from jsnn.training_rules import EdgePopup, MaskedTraining
 from jsnn.variables import apply_model, init_variables, kernels, named_kernels
 from tests.outcomes import crash_after_checkpoint, run_outcome, untimed
 
@@ -48,8 +48,8 @@ def fresh(ds, config, model, sparsity, options=eps.EdgePopupOptions()):
     key_weights, key_scores = jax.random.split(jax.random.key(config.seed))
     variables = init_variables(model, key_weights, (1,) + ds.image_shape)
     scores = init_scores(key_scores, kernels(variables.weights))
-    method = EdgePopup(eps.layer_targets(model, variables.weights, sparsity, options))
-    return variables, scores, method
+    rule = EdgePopup(eps.layer_targets(model, variables.weights, sparsity, options))
+    return variables, scores, rule
 
 
 # ----------------------------------------------------------------------------- frozen weights
@@ -57,11 +57,11 @@ def fresh(ds, config, model, sparsity, options=eps.EdgePopupOptions()):
 
 def test_weights_bit_identical_after_search(setup):
     ds, config, model, trainer = setup
-    variables, scores, method = fresh(ds, config, model, 0.5)
+    variables, scores, rule = fresh(ds, config, model, 0.5)
     initial_weights, initial_scores = host(variables.weights), host(scores)
-    initial_masks = host(method.effective_masks(None, scores))
-    state = trainer.new_state(variables, scores, method, config.seed)
-    state = trainer.train_epochs(state, method, 0, data_seed=config.seed)
+    initial_masks = host(rule.effective_masks(None, scores))
+    state = trainer.new_state(variables, scores, rule, config.seed)
+    state = trainer.train_epochs(state, rule, 0, data_seed=config.seed)
     assert state.bn == {}  # non-affine BN: no BN parameters exist to train
     after = host(state.weights)
     assert jax.tree.structure(after) == jax.tree.structure(initial_weights)
@@ -71,9 +71,9 @@ def test_weights_bit_identical_after_search(setup):
     moved = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(host(state.scores)),
                                                       jax.tree.leaves(initial_scores))]
     assert all(moved)
-    new_masks = host(method.effective_masks(None, state.scores))
+    new_masks = host(rule.effective_masks(None, state.scores))
     assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(new_masks), jax.tree.leaves(initial_masks)))
-    assert trainer.sparsity(state, method) == pytest.approx(0.5, abs=1e-3)
+    assert trainer.sparsity(state, rule) == pytest.approx(0.5, abs=1e-3)
 
 
 # ----------------------------------------------------------------------------- exact counts
@@ -143,11 +143,11 @@ def test_effective_masks_per_layer_counts(setup, sparsity):
     # shapes only: no need to initialise the network to count its masks
     weights = jax.eval_shape(lambda: init_variables(model, jax.random.key(0), (1,) + ds.image_shape)).weights
     scores = init_scores(jax.random.key(1), kernels(weights))
-    method = EdgePopup(eps.layer_targets(model, weights, sparsity, eps.EdgePopupOptions()))
+    rule = EdgePopup(eps.layer_targets(model, weights, sparsity, eps.EdgePopupOptions()))
     # dense encoding / classifier options leave exactly those layers whole
     opts = eps.EdgePopupOptions(sparsities=(sparsity,), dense_encoding=True, dense_classifier=True)
     partly_dense = EdgePopup(eps.layer_targets(model, weights, sparsity, opts))
-    masks, masks_dense = jax.jit(lambda sc: (method.effective_masks(None, sc),
+    masks, masks_dense = jax.jit(lambda sc: (rule.effective_masks(None, sc),
                                              partly_dense.effective_masks(None, sc)))(scores)
     sizes = {n: k.size for n, k in named_kernels(weights).items()}
     got = {n: int(np.asarray(m).sum()) for n, m in named_kernels(masks).items()}
@@ -196,12 +196,12 @@ def test_score_gradient_in_spiking_network_equals_masked_weight_gradient():
     def everything(key):  # one compilation (eager set-up costs more than the network here)
         variables = init_variables(model, key, (1, 8, 8, 1))
         scores = init_scores(jax.random.fold_in(key, 1), kernels(variables.weights))
-        method = EdgePopup(tuple((n, 0.5) for n in named_kernels(variables.weights)))
-        masks = method.effective_masks(None, scores)
+        rule = EdgePopup(tuple((n, 0.5) for n in named_kernels(variables.weights)))
+        masks = rule.effective_masks(None, scores)
         w_eff = jax.tree.map(lambda w, m: w * m, kernels(variables.weights), masks)
 
         def loss_scores(sc):  # edge-popup's forward pass
-            logits, _, _ = apply_model(model, method.forward_variables(variables.weights, variables.masks, sc,
+            logits, _, _ = apply_model(model, rule.forward_variables(variables.weights, variables.masks, sc,
                                                                        variables.bn, variables.batch_stats), x, True)
             return spike_loss(logits, labels)
 
@@ -287,9 +287,9 @@ def test_random_floor_keeps_the_levels_counts_on_the_frozen_weights_with_recalib
     seen = {}
     evaluate = trainer.evaluate
 
-    def capture(state, method):
+    def capture(state, rule):
         seen["state"] = host(state)
-        return evaluate(state, method)
+        return evaluate(state, rule)
 
     monkeypatch.setattr(trainer, "evaluate", capture)
     options = eps.EdgePopupOptions(control="random")
@@ -297,13 +297,13 @@ def test_random_floor_keeps_the_levels_counts_on_the_frozen_weights_with_recalib
     with open(tmp_path / "sparsity_0.70" / "results.json") as f:
         assert json.load(f)["control"] == "random"
     state = seen["state"]
-    variables, scores, method = fresh(ds, config, model, 0.7)
+    variables, scores, rule = fresh(ds, config, model, 0.7)
     for name, w in named_kernels(state.weights).items():
         np.testing.assert_array_equal(w, np.asarray(named_kernels(variables.weights)[name]))  # the frozen weights
         m = named_kernels(state.masks)[name]
         assert int(m.sum()) == keep_count(m.size, 0.7), name
         assert entry["layer_sparsity"][name] == pytest.approx(1 - keep_count(m.size, 0.7) / m.size)
-        search_mask = np.asarray(named_kernels(method.effective_masks(None, scores))[name])
+        search_mask = np.asarray(named_kernels(rule.effective_masks(None, scores))[name])
         assert not np.array_equal(m, search_mask), name  # not the search's starting mask either
     kernel = state.weights["conv0"]["kernel"] * state.masks["conv0"]["kernel"]
     means, variances = [], []

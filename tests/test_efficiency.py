@@ -291,11 +291,11 @@ def test_ticket_cost_is_the_ticket_measured_on_the_test_set(tmp_path):
 
     from jsnn.config import TrainConfig
     from jsnn.data import load_dataset
-    from jsnn.methods import MaskedTraining
     from jsnn.models import build_model
     from jsnn.runs.tickets import ticket_cost, write_ticket
     from jsnn.ticket import load_ticket
     from jsnn.trainer import create_state
+    from jsnn.training_rules import MaskedTraining
 
     config = TrainConfig(dataset="digits", batch_size=120).resolve("imp")
     model = build_model(config, 10)

@@ -302,19 +302,19 @@ def batches(trainer, n):
 def search_state(config, trainer, target, weights_opt="sgd", lambda_init=0.1):
     layers = tuple(trainer.model.layers(trainer.dataset.image_shape))
     groups = energy.neuron_groups(layers)
-    method = energy_training.EnergySearch(groups, layers, target, 6)
+    rule = energy_training.EnergySearch(groups, layers, target, 6)
     trainer = energy_run.with_optimizer(trainer, energy_training.optimizer(
         sparse_optimizer(weights_opt, config, trainer.steps_per_epoch), 0.05, 0.05))
     v = init_variables(trainer.model, jax.random.key(0), (1,) + trainer.dataset.image_shape)
     scores = energy_training.search_scores(v.masks, groups, 0.1, lambda_init)
-    return trainer, method, groups, trainer.new_state(v, scores, method, 0)
+    return trainer, rule, groups, trainer.new_state(v, scores, rule, 0)
 
 
 def test_the_dual_step_moves_lambda_toward_the_target_and_the_logits_learn(small):
     config, ds, base = small
     (images, labels), = batches(base, 1)
-    trainer, method, groups, state = search_state(config, base, 100.0)
-    step = trainer.jitted_steps(method)[0]
+    trainer, rule, groups, state = search_state(config, base, 100.0)
+    step = trainer.jitted_steps(rule)[0]
     # every neuron gate near 0 (logits -5, beta 5: sigma = 1.4e-11): S far under the target
     silent = state.replace(scores={**state.scores, "neurons": jax.tree.map(lambda x: x - 5.1,
                                                                            state.scores["neurons"])})
@@ -338,7 +338,7 @@ def test_no_zombie_weights_through_the_switch_and_the_finetune(small, optimizer,
     after the switch and after every finetune step each pruned weight is exactly 0 and the logits are frozen."""
     config, ds, base = small
     config = dataclasses.replace(config, weight_decay=weight_decay, lr=0.05)
-    trainer, method, groups, state = search_state(config, base, 1e3, optimizer)
+    trainer, rule, groups, state = search_state(config, base, 1e3, optimizer)
     rng = np.random.default_rng(0)
     state = state.replace(
         opt_state=jax.tree.map(lambda x: jnp.asarray(np.abs(rng.normal(size=x.shape)) + 0.1, x.dtype)

@@ -17,7 +17,6 @@ from jsnn import data as jdata
 from jsnn.config import PRESETS, TrainConfig
 from jsnn.interop import to_nir
 from jsnn.interop.check import check_export
-from jsnn.methods import MaskedTraining
 from jsnn.models import build_model
 from jsnn.models.observe import observe
 from jsnn.objective import preprocess
@@ -28,6 +27,7 @@ from jsnn.runs.workdir import RunMismatchError, check_same_run, run_signature
 from jsnn.sparsity.stats import collect_statistics
 from jsnn.ticket import load_ticket
 from jsnn.trainer import Trainer
+from jsnn.training_rules import MaskedTraining
 from jsnn.variables import init_variables
 from tests.outcomes import ticket_accuracy
 
@@ -141,12 +141,12 @@ def test_sf_statistics_on_frames_against_the_observed_layers(dense_run):
     dataset = jdata.load_dataset(config.dataset, frames=config.frame_settings())
     model = build_model(config, dataset.num_classes)
     trainer = Trainer(config, model, dataset)
-    method = MaskedTraining()
-    state = trainer.new_state(init_variables(model, jax.random.key(0), (1,) + dataset.image_shape), {}, method, 0)
-    stats = collect_statistics(trainer, state, method, num_batches=1, seed=0)
+    rule = MaskedTraining()
+    state = trainer.new_state(init_variables(model, jax.random.key(0), (1,) + dataset.image_shape), {}, rule, 0)
+    stats = collect_statistics(trainer, state, rule, num_batches=1, seed=0)
     images, _ = next(iter(jdata.train_batches(dataset.train_images, dataset.train_labels, config.batch_size, 0,
                                                epoch=0)))
-    _, seen = observe(model, state.forward_variables(method), preprocess(images, dataset.mean, dataset.std))
+    _, seen = observe(model, state.forward_variables(rule), preprocess(images, dataset.mean, dataset.std))
     u = np.asarray(seen.neurons["conv0"].potentials, np.float64)  # [T, B, H, W, C]
     assert u.shape[:2] == (2, config.batch_size)
     assert not np.allclose(u[0], u[1])  # frame t at step t: the currents differ per step

@@ -201,14 +201,14 @@ def test_train_steps_export_for_cuda_and_tpu(which, digits_imp, digits_edge_popu
 
     ds, config, model, trainer = digits_imp if which == "imp" else digits_edge_popup
     if which == "imp":
-        from jsnn.methods import MaskedTraining
+        from jsnn.training_rules import MaskedTraining
         from jsnn.variables import init_variables
-        method, scores = MaskedTraining(), None
+        rule, scores = MaskedTraining(), None
         variables = init_variables(model, jax.random.PRNGKey(0), (1,) + ds.image_shape)
     else:
         from tests.test_edge_popup import fresh
-        variables, scores, method = fresh(ds, config, model, 0.5)
-    state = trainer.new_state(variables, scores, method, 0)
+        variables, scores, rule = fresh(ds, config, model, 0.5)
+    state = trainer.new_state(variables, scores, rule, 0)
     b, stop = config.batch_size, trainer.stop_flags()
     args = (jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state),
             jax.ShapeDtypeStruct((b,) + ds.image_shape, ds.train_images.dtype),
@@ -216,7 +216,7 @@ def test_train_steps_export_for_cuda_and_tpu(which, digits_imp, digits_edge_popu
     assert conv.default_impl() == "tuned"  # the CPU's choice
     monkeypatch.setattr(conv.jax, "default_backend", lambda: "gpu")  # a GPU's and a TPU's choice: XLA's conv
     assert conv.default_impl() == "xla" == conv.default_impl("tpu")
-    step = jax.jit(make_train_step(model, method, trainer.optimizer, ds, ds.augment))
+    step = jax.jit(make_train_step(model, rule, trainer.optimizer, ds, ds.augment))
     exported = jax.export.export(step, platforms=["cuda", "tpu"])(*args)  # one module lowered for both
     assert exported.platforms == ("cuda", "tpu")
     text = exported.mlir_module()

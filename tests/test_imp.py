@@ -18,11 +18,11 @@ from flax import traverse_util
 
 import jsnn.runs.imp as imp
 from jsnn import parallel
-from jsnn.methods import MaskedTraining
 from jsnn.runs.outputs import Outputs, RunHooks
 from jsnn.runs.run import Run
 from jsnn.runs.segment import Position, RunCheckpoints
 from jsnn.sparsity import masks as M
+from jsnn.training_rules import MaskedTraining
 from jsnn.variables import kernels, named_kernels
 from tests.outcomes import crash_after_checkpoint
 
@@ -193,7 +193,7 @@ class RoundDriver:
         self.plan, self.trainer, self.config = self.run.plan, self.run.trainer, self.run.config
         self.plan.setup(self.run)
         self.run.checkpoints = RunCheckpoints(self.trainer, str(workdir), self.plan.signature)
-        self.variables, self.method, self.options = self.plan.variables, self.plan.method, self.plan.options
+        self.variables, self.rule, self.options = self.plan.variables, self.plan.rule, self.plan.options
 
     @property
     def rewind(self):
@@ -216,7 +216,7 @@ def round0(setup, tmp_path_factory):
     """Round 0 of a magnitude IMP run with late rewinding to epoch 1 (of 2)."""
     run = RoundDriver(setup, tmp_path_factory.mktemp("round0"))
     initial = host(run.variables)  # the train step donates (consumes) the state it is given
-    state = run.trainer.new_state(run.variables, {}, run.method, run.config.seed)
+    state = run.trainer.new_state(run.variables, {}, run.rule, run.config.seed)
     trained = run.train_round(state, 0)
     rewind = run.rewind
     return run, trained, rewind, initial
@@ -232,9 +232,9 @@ def test_rewind_point_is_the_state_after_the_rewind_epoch(setup, round0):
         captured["state"] = host(state)
         raise _Stop
 
-    state = trainer.new_state(jax.tree.map(jnp.array, initial), {}, run.method, config.seed)
+    state = trainer.new_state(jax.tree.map(jnp.array, initial), {}, run.rule, config.seed)
     with pytest.raises(_Stop):
-        trainer.train_epochs(state, run.method, 0, data_seed=config.seed, on_epoch_end=stop)
+        trainer.train_epochs(state, run.rule, 0, data_seed=config.seed, on_epoch_end=stop)
     ref = captured["state"]
     assert_trees_bit_equal(rewind["weights"], ref.weights, "weights")
     assert_trees_bit_equal(rewind["bn"], ref.bn, "bn")
@@ -296,10 +296,10 @@ def test_momentum_and_weight_decay_cannot_revive_pruned_weights(setup, round0):
         assert np.count_nonzero(named_kernels(momentum)[name][m == 0]) > 0, name
     weights = traverse_util.unflatten_dict({**traverse_util.flatten_dict(trained.weights), **traverse_util.flatten_dict(
         M.apply_masks(kernels(trained.weights), masks))})
-    state = trainer.fresh_optimizer(trained, run.method, 0).replace(weights=weights, masks=masks,
+    state = trainer.fresh_optimizer(trained, run.rule, 0).replace(weights=weights, masks=masks,
                                                                     opt_state=trained.opt_state, step=trained.step)
     state = parallel.put_replicated(trainer.mesh, state)
-    state = trainer.train_epochs(state, run.method, 0, data_seed=7)
+    state = trainer.train_epochs(state, run.rule, 0, data_seed=7)
     for name, w in named_kernels(host(state.weights)).items():
         m = named_kernels(masks)[name]
         assert np.all(w[m == 0] == 0), name
@@ -311,8 +311,8 @@ def test_dns_trains_pruned_encoding_and_fc_weights_and_revives_them(setup, tmp_p
     run = RoundDriver(setup, tmp_path, criterion="sf", dns=True, calibration_batches=2)
     assert run.options.scope == "matched"
     assert imp.dns_layers(model, run.variables.weights) == ("conv0", "fc")
-    assert run.method.dns_layers == ("conv0", "fc")
-    state = trainer.new_state(run.variables, {}, run.method, config.seed)
+    assert run.rule.dns_layers == ("conv0", "fc")
+    state = trainer.new_state(run.variables, {}, run.rule, config.seed)
     trained = run.train_round(state, 0)
     rewind = run.rewind
     trained_host = host(trained)
@@ -335,7 +335,7 @@ def test_dns_trains_pruned_encoding_and_fc_weights_and_revives_them(setup, tmp_p
     # plain masked training of the weights multiplied by the masks
     masked = pruned.replace(weights=traverse_util.unflatten_dict({**traverse_util.flatten_dict(pruned.weights),
                             **traverse_util.flatten_dict(M.apply_masks(kernels(pruned.weights), pruned.masks))}))
-    assert trainer.evaluate(pruned, run.method) == trainer.evaluate(masked, MaskedTraining())
+    assert trainer.evaluate(pruned, run.rule) == trainer.evaluate(masked, MaskedTraining())
 
     after = run.train_round(pruned, 1)
     w1 = host(after.weights)
@@ -408,7 +408,7 @@ def test_dns_forward_uses_the_kernel_not_the_bias_in_init_order():
     """Fresh init dicts list a linear layer's kernel before its bias; DNS must still mask the kernel."""
     import jax.numpy as jnp
 
-    from jsnn.methods import MaskedTraining
+    from jsnn.training_rules import MaskedTraining
 
     kernel, bias = jnp.arange(6.0).reshape(3, 2) + 1, jnp.asarray([10.0, 20.0])
     weights = {"fc": {"kernel": kernel, "bias": bias}}  # insertion order as flax init gives it

@@ -20,7 +20,6 @@ import pytest
 
 from jsnn import data as jdata
 from jsnn import parallel
-from jsnn.methods import MaskedTraining
 from jsnn.models import build_model
 from jsnn.runs import edge_popup as edge_popup_run
 from jsnn.runs import energy as energy_run
@@ -28,6 +27,7 @@ from jsnn.runs import shi as shi_run
 from jsnn.runs.run import Run
 from jsnn.sparsity.score_masks import init_scores
 from jsnn.trainer import Trainer, create_state, make_optimizer, make_train_step
+from jsnn.training_rules import MaskedTraining
 from jsnn.variables import apply_model, init_variables, kernels
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,8 +106,8 @@ def _made_up(config, classes, image_shape, n=2):
                               timesteps=image_shape[0] if frames else None)
 
 
-def _one_step(trainer, method, state, optimizer):
-    train = trainer.jitted_steps(method, optimizer)[0]
+def _one_step(trainer, rule, state, optimizer):
+    train = trainer.jitted_steps(rule, optimizer)[0]
     d = trainer.dataset
     state, m = train(state, *parallel.put_batch(trainer.mesh, *jdata.shard_for_process(d.train_images,
                                                                                          d.train_labels)),
@@ -137,7 +137,7 @@ def test_recipe_loads_and_takes_one_step(name):
         # suite compiles elsewhere: their step at full width and the recipe's batch, traced (shapes only)
         if method == "edge_popup":
             assert options.sparsities == tuple(values.sparsity)
-            m = edge_popup_run.edge_popup_method(model, variables.weights, options.sparsities[0], options)
+            m = edge_popup_run.edge_popup_rule(model, variables.weights, options.sparsities[0], options)
         else:  # IMP's rounds: masked training (the first round dense)
             assert options.rounds == values.rounds
             m = MaskedTraining()

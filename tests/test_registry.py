@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 import jsnn.runs.run
-from jsnn.methods import MaskedTraining
 from jsnn.runs import registry
 from jsnn.runs.outputs import Outputs, RunHooks
 from jsnn.runs.run import Plan, Run
@@ -23,6 +22,7 @@ from jsnn.runs.workdir import run_signature
 from jsnn.sparsity import masks as M
 from jsnn.sparsity import shi
 from jsnn.ticket import load_ticket
+from jsnn.training_rules import MaskedTraining
 from jsnn.variables import Variables, by_name, from_names, init_variables
 from tests.test_shi import shi_case
 
@@ -38,7 +38,7 @@ class FixedRandomPlan(Plan):
     next segment's state."""
 
     name = "fixed_random"
-    method = MaskedTraining()
+    rule = MaskedTraining()
 
     def __init__(self, config, options):
         super().__init__(config, options)
@@ -58,7 +58,7 @@ class FixedRandomPlan(Plan):
     def setup(self, run):
         v = init_variables(run.model, jax.random.key(self.config.seed), (1,) + run.dataset.image_shape)
         masks = self._masks(v.masks, self.options.densities[0])
-        return run.new_state(Variables(v.weights, masks, v.bn, v.batch_stats), {}, self.method)
+        return run.new_state(Variables(v.weights, masks, v.bn, v.batch_stats), {}, self.rule)
 
     def entry(self, run, state, segment):
         return {**super().entry(run, state, segment), "density_target": self.options.densities[segment]}
@@ -67,7 +67,7 @@ class FixedRandomPlan(Plan):
         masks = self._masks(state.masks, self.options.densities[segment])
         weights = jax.tree.map(np.asarray, state.weights)
         state = state.replace(masks=jax.tree.map(jax.numpy.asarray, masks), weights=weights)
-        return run.fresh_optimizer(state, self.method, self.config.seed + segment)
+        return run.fresh_optimizer(state, self.rule, self.config.seed + segment)
 
     def results_fields(self):
         return {"densities": list(self.options.densities)}

@@ -19,7 +19,6 @@ import pytest
 
 from jsnn import preemption
 from jsnn.config import FRAME_FIELDS, LIFSettings, TrainConfig
-from jsnn.methods import MaskedTraining
 from jsnn.metrics import log
 from jsnn.models import build_model
 from jsnn.runs import imp
@@ -27,6 +26,7 @@ from jsnn.runs.outputs import Outputs, RunHooks
 from jsnn.runs.segment import Position, RunCheckpoints, describe, train_segment
 from jsnn.runs.workdir import METRICS, RunMismatchError, claim_workdir, drop_metrics_after, run_signature
 from jsnn.trainer import Trainer
+from jsnn.training_rules import MaskedTraining
 from jsnn.variables import init_variables
 from tests.programs import run_together
 from tests.small_data import digits_subset
@@ -64,7 +64,7 @@ def no_stale_stop_request():
     preemption.clear()
 
 
-def train_resumable(trainer, workdir, state, method, sig, on_batch=None, checkpoints=None):
+def train_resumable(trainer, workdir, state, rule, sig, on_batch=None, checkpoints=None):
     """One segment in ``workdir``, resumed from its newest checkpoint (what a dense run does)."""
     checkpoints = checkpoints or RunCheckpoints(trainer, workdir, sig)
     start, partial = Position(), None
@@ -75,7 +75,7 @@ def train_resumable(trainer, workdir, state, method, sig, on_batch=None, checkpo
         log(f"resuming from {checkpoints.directory} at {describe(start, trainer.config.epochs)}")
     path = os.path.join(workdir, METRICS)
     drop_metrics_after(path, lambda r: r["epoch"] <= start.epoch)
-    return train_segment(trainer, checkpoints, state, method, start, partial_epoch=partial, metrics_path=path,
+    return train_segment(trainer, checkpoints, state, rule, start, partial_epoch=partial, metrics_path=path,
                          on_batch=on_batch)
 
 
@@ -95,20 +95,20 @@ def signal_after(epoch: int, batches: int, signum=signal.SIGTERM):
 
 def test_sigterm_mid_epoch_then_rerun_is_bit_identical(small, tmp_path):
     config, trainer = small
-    method, sig = MaskedTraining(), run_signature("dense", config)
-    reference = host(train_resumable(trainer, str(tmp_path / "straight"), fresh_state(trainer), method, sig))
+    rule, sig = MaskedTraining(), run_signature("dense", config)
+    reference = host(train_resumable(trainer, str(tmp_path / "straight"), fresh_state(trainer), rule, sig))
 
     workdir = str(tmp_path / "preempted")
     hook = signal_after(1, 3)  # after epoch 2's third step: the next step carries the flag, read one step later
     with preemption.stop_on_signals(), pytest.raises(preemption.Preempted, match="SIGTERM after epoch 2, batch 5"):
-        train_resumable(trainer, workdir, fresh_state(trainer), method, sig, on_batch=hook)
+        train_resumable(trainer, workdir, fresh_state(trainer), rule, sig, on_batch=hook)
     assert hook.seen == [(0, b) for b in range(1, 11)] + [(1, b) for b in range(1, 6)]
     _, _, position, meta = RunCheckpoints(trainer, workdir, sig).restore(fresh_state(trainer))
     assert position == Position(0, 1, 5) and len(meta["partial_epoch"]["loss"]) == 5
 
     preemption.clear()
     rest = []
-    resumed = host(train_resumable(trainer, workdir, fresh_state(trainer, seed=1), method, sig,
+    resumed = host(train_resumable(trainer, workdir, fresh_state(trainer, seed=1), rule, sig,
                                    on_batch=lambda e, b: rest.append((e, b))))
     assert rest == [(1, b) for b in range(6, 11)]  # the rerun starts at the batch after the checkpoint
     for a, b in zip(jax.tree.leaves(reference), jax.tree.leaves(resumed)):
@@ -126,10 +126,10 @@ class SignalledDuringSave(RunCheckpoints):
 
 def test_second_signal_during_the_save_does_not_corrupt_it(small, tmp_path, capsys):
     config, trainer = small
-    method, sig = MaskedTraining(), run_signature("dense", config)
+    rule, sig = MaskedTraining(), run_signature("dense", config)
     workdir = str(tmp_path / "twice")
     with preemption.stop_on_signals(), pytest.raises(preemption.Preempted, match="after epoch 1, batch 4"):
-        train_resumable(trainer, workdir, fresh_state(trainer), method, sig, on_batch=signal_after(0, 2),
+        train_resumable(trainer, workdir, fresh_state(trainer), rule, sig, on_batch=signal_after(0, 2),
                         checkpoints=SignalledDuringSave(trainer, workdir, sig))
     assert "already stopping" in capsys.readouterr().err
     state, _, position, _ = RunCheckpoints(trainer, workdir, sig).restore(fresh_state(trainer))

@@ -20,7 +20,6 @@ import optax
 import pytest
 
 from jsnn.config import TrainConfig
-from jsnn.methods import DynamicSparseTraining
 from jsnn.objective import preprocess, spike_loss
 from jsnn.parallel import put_batch
 from jsnn.runs import registry
@@ -29,6 +28,7 @@ from jsnn.runs.sparse_training import SparseTrainingOptions, sparse_optimizer, w
 from jsnn.runs.workdir import run_signature
 from jsnn.sparsity import dynamic
 from jsnn.ticket import load_ticket
+from jsnn.training_rules import DynamicSparseTraining
 from jsnn.variables import (
     Variables,
     apply_model,
@@ -205,11 +205,11 @@ def small(digits_sparse_training):
     return digits_sparse_training  # conftest.py: one Trainer for this file and its neighbour, compiled once
 
 
-def start(trainer, config, method, sparsity=0.9, seed=0):
+def start(trainer, config, rule, sparsity=0.9, seed=0):
     key_w, key_m = jax.random.split(jax.random.key(seed))
     v = init_variables(trainer.model, key_w, (1,) + trainer.dataset.image_shape)
     masks = dynamic.initial_masks(key_m, v.masks, sparsity, "erk")
-    return trainer.new_state(Variables(dynamic.remask(v.weights, masks), masks, v.bn, v.batch_stats), {}, method,
+    return trainer.new_state(Variables(dynamic.remask(v.weights, masks), masks, v.bn, v.batch_stats), {}, rule,
                              seed)
 
 
@@ -234,7 +234,7 @@ def kernel_moments(opt_state, name):
     return out
 
 
-# the method of the end-to-end run below (6 steps, end step int(0.75 * 6) = 4): one compilation for both
+# the rule of the end-to-end run below (6 steps, end step int(0.75 * 6) = 4): one compilation for both
 RIGL = DynamicSparseTraining("rigl", 0.3, 3, 4)
 
 
@@ -243,8 +243,8 @@ def test_rigl_in_the_jitted_step(small):
     also takes the weight step, updates happen at steps 0 and 3 only (every 3 up to the end step 4), and
     nothing recompiles."""
     config, ds, trainer = small
-    method = RIGL
-    state = start(trainer, config, method)
+    rule = RIGL
+    state = start(trainer, config, rule)
     data = list(batches(trainer, 7))
     images, labels = data[0]
     before = host(state)
@@ -262,7 +262,7 @@ def test_rigl_in_the_jitted_step(small):
 
     true = true_gradient(kernels(state.weights))
     true = host(by_name(true))
-    train = trainer.jitted_steps(method)[0]
+    train = trainer.jitted_steps(rule)[0]
     state, _ = train(state, images, labels, trainer.stop_flags())
     after = host(state)
     grown_any = False
@@ -298,17 +298,17 @@ def test_no_zombie_weights_after_any_step(small, optimizer, weight_decay):
     if optimizer == "sgd":
         # SGD with momentum 0.9, weight decay 5e-4 added to the gradient: after the update at step 0, steps 1
         # and 2 carry momentum into just-dropped weights (the classic zombie), then the update at step 3
-        trainer, method = base, RIGL
+        trainer, rule = base, RIGL
     elif optimizer == "sgd_drop_all":
-        trainer, method = base, DynamicSparseTraining("rigl", 1.0, 1, 1000)
+        trainer, rule = base, DynamicSparseTraining("rigl", 1.0, 1, 1000)
     else:
         config = dataclasses.replace(config, weight_decay=weight_decay, lr=0.01)
         trainer = with_optimizer(base, sparse_optimizer(optimizer, config, 3))
         # drop fraction 1.0 and an update at every step (back to back); the end step past the run
-        method = DynamicSparseTraining("rigl", 1.0, 1, 1000)
-    state = start(trainer, config, method, seed=2)
+        rule = DynamicSparseTraining("rigl", 1.0, 1, 1000)
+    state = start(trainer, config, rule, seed=2)
     counts = {n: int(np.sum(m)) for n, m in by_name(host(state.masks)).items()}
-    train = trainer.jitted_steps(method)[0]
+    train = trainer.jitted_steps(rule)[0]
     grew = []
     for images, labels in batches(trainer, 4):
         old = host(state.masks)

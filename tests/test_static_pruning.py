@@ -15,7 +15,6 @@ import scipy.stats
 
 from jsnn import data as jdata
 from jsnn.config import TrainConfig
-from jsnn.methods import MaskedTraining
 from jsnn.models import build_model
 from jsnn.objective import preprocess, spike_loss
 from jsnn.runs import registry, sparse_training
@@ -24,6 +23,7 @@ from jsnn.runs.sparse_training import SparseTrainingOptions, masks_at_init
 from jsnn.sparsity import criteria, distributions
 from jsnn.ticket import load_ticket
 from jsnn.trainer import Trainer
+from jsnn.training_rules import MaskedTraining
 from jsnn.variables import Variables, apply_model, by_name, init_variables, kernels, with_kernels
 from tests.small_data import digits_subset
 

@@ -360,20 +360,20 @@ def theory_network():
     12 test images, as the network crisis and flips measure: the program's own training (train_digits) is
     what the committed results run."""
     from jsnn.config import TrainConfig
-    from jsnn.methods import MaskedTraining
     from jsnn.models import SpikingVGG
     from jsnn.theory import experiments
     from jsnn.trainer import Trainer
+    from jsnn.training_rules import MaskedTraining
     from jsnn.variables import init_variables
 
     ds = small_data.digits_subset(128, 12)
     config = TrainConfig(timesteps=2, epochs=1, batch_size=64, progress=False).resolve("dense")
     model = SpikingVGG(num_classes=ds.num_classes, plan=(8, 8), timesteps=2, lif=config.lif.neuron())
     trainer = Trainer(config, model, ds)
-    method = MaskedTraining()
-    state = trainer.new_state(init_variables(model, jax.random.key(0), (1,) + ds.image_shape), {}, method, 0)
-    acc = trainer.evaluate(state, method)["test_accuracy"]
-    return experiments.TrainedNetwork(config, ds, model, trainer, method, state, acc, 0.0)
+    rule = MaskedTraining()
+    state = trainer.new_state(init_variables(model, jax.random.key(0), (1,) + ds.image_shape), {}, rule, 0)
+    acc = trainer.evaluate(state, rule)["test_accuracy"]
+    return experiments.TrainedNetwork(config, ds, model, trainer, rule, state, acc, 0.0)
 
 
 def _run_theory(monkeypatch, tmp_path, network, *argv):

@@ -12,7 +12,6 @@ import pytest
 from jsnn.checkpoint import CheckpointError
 from jsnn.config import TrainConfig
 from jsnn.data import load_dataset
-from jsnn.methods import MaskedTraining
 from jsnn.models import build_model
 from jsnn.runs.dense import DensePlan, dense_signature
 from jsnn.runs.outputs import Outputs, RunHooks
@@ -20,6 +19,7 @@ from jsnn.runs.run import Run
 from jsnn.runs.segment import Position, RunCheckpoints
 from jsnn.ticket import load_ticket
 from jsnn.trainer import Trainer, TrainingDivergedError
+from jsnn.training_rules import MaskedTraining
 from jsnn.variables import init_variables
 from tests.outcomes import crash_after_checkpoint, ticket_accuracy
 from tests.programs import run_together
@@ -38,9 +38,9 @@ def small():
     return config, Trainer(config, model, ds)
 
 
-def fresh_state(trainer, method=MaskedTraining(), seed=0):
+def fresh_state(trainer, rule=MaskedTraining(), seed=0):
     variables = init_variables(trainer.model, jax.random.key(seed), (1, 8, 8, 1))
-    return trainer.new_state(variables, {}, method, seed)
+    return trainer.new_state(variables, {}, rule, seed)
 
 
 def host(tree):
@@ -84,13 +84,13 @@ def test_interrupted_run_resumes_to_identical_results(small, tmp_path):
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(small, tmp_path):
     config, trainer = small
-    method, sig = MaskedTraining(), dense_signature(config)
+    rule, sig = MaskedTraining(), dense_signature(config)
     workdir = str(tmp_path / "run")
     state = fresh_state(trainer)
     RunCheckpoints(trainer, workdir, sig).save(Position(0, 1), state, {}, {})
     poisoned = state.replace(weights=jax.tree.map(lambda w: w * jnp.nan, state.weights))
     with pytest.raises(TrainingDivergedError, match="last good checkpoint is kept"):
-        trainer.train_epochs(poisoned, method, 1, data_seed=0)
+        trainer.train_epochs(poisoned, rule, 1, data_seed=0)
     assert RunCheckpoints(trainer, workdir, sig).restore(state)[2] == Position(0, 1)
 
 

@@ -346,9 +346,10 @@ def run_outputs(args: argparse.Namespace) -> Outputs:
     return Outputs(plots=args.plots, cost_report=args.cost_report)
 
 
-def training_config(args: argparse.Namespace, method: str) -> TrainConfig:
+def training_config(args: argparse.Namespace, preset: str) -> TrainConfig:
+    """The TrainConfig of the flags, its unset fields from ``PRESETS[preset]`` (``TrainConfig.resolve``)."""
     names = {f.name for f in config_fields()}
-    return TrainConfig(**{k: v for k, v in vars(args).items() if k in names}).resolve(method)
+    return TrainConfig(**{k: v for k, v in vars(args).items() if k in names}).resolve(preset)
 
 
 # ------------------------------------------------------------------ a program over the method registry

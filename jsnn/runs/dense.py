@@ -8,11 +8,11 @@ import jax
 
 from jsnn import plots
 from jsnn.config import TrainConfig
-from jsnn.methods import MaskedTraining
 from jsnn.runs.outputs import Outputs, RunHooks
 from jsnn.runs.run import Plan, Run
 from jsnn.runs.workdir import run_signature
 from jsnn.trainer import Trainer
+from jsnn.training_rules import MaskedTraining
 from jsnn.variables import init_variables
 
 
@@ -32,11 +32,11 @@ class DensePlan(Plan):
     """One segment of weight training, no masks (all-ones)."""
 
     name, label = "dense", "dense (weights trained)"
-    method = MaskedTraining()
+    rule = MaskedTraining()
 
     def setup(self, run: Run):
         variables = init_variables(run.model, jax.random.key(self.config.seed), (1,) + run.dataset.image_shape)
-        return run.new_state(variables, {}, self.method)
+        return run.new_state(variables, {}, self.rule)
 
     def entry_label(self, entry: dict) -> str:
         return "dense"  # under any plan name (the theory experiments' network)

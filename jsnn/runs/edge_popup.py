@@ -15,7 +15,6 @@ import numpy as np
 
 from jsnn import plots
 from jsnn.config import EDGE_POPUP_SPARSITIES, TrainConfig, setting, with_option_presets
-from jsnn.methods import EdgePopup, MaskedTraining
 from jsnn.metrics import log, read_json
 from jsnn.parallel import put_replicated
 from jsnn.runs.controls import RESEED
@@ -30,6 +29,7 @@ from jsnn.sparsity.masks import check_sparsity, layer_sparsity_of, sparsity_of
 from jsnn.sparsity.score_masks import init_scores
 from jsnn.sparsity.stats import recalibrate_batch_stats
 from jsnn.trainer import Trainer
+from jsnn.training_rules import EdgePopup, MaskedTraining
 from jsnn.variables import init_variables, kernels, named_kernels
 
 NAME, LABEL = "edge_popup", "edge-popup"
@@ -117,22 +117,22 @@ def layer_targets(model, weights, sparsity: float, options: EdgePopupOptions) ->
     return tuple(distributions.layer_targets(options.distribution, shapes, sparsity, tuple(dense)).items())
 
 
-def edge_popup_method(model, weights, sparsity: float, options: EdgePopupOptions) -> EdgePopup:
-    """The level's method: the distribution's per-layer targets, the top-k in the options' pattern."""
+def edge_popup_rule(model, weights, sparsity: float, options: EdgePopupOptions) -> EdgePopup:
+    """The level's training rule: the distribution's per-layer targets, the top-k in the options' pattern."""
     return EdgePopup(layer_targets(model, weights, sparsity, options), sparsity_type=options.sparsity_type)
 
 
-def check_level_pattern(method: EdgePopup, masks) -> None:
+def check_level_pattern(rule: EdgePopup, masks) -> None:
     """A structured level's masks keep their pattern (layers at sparsity 0 dense); unstructured: nothing."""
-    if method.sparsity_type != patterns.UNSTRUCTURED:
-        patterns.check_pattern(masks, method.sparsity_type, dense={n for n, s in method.sparsities if s == 0.0})
+    if rule.sparsity_type != patterns.UNSTRUCTURED:
+        patterns.check_pattern(masks, rule.sparsity_type, dense={n for n, s in rule.sparsities if s == 0.0})
 
 
 class EdgePopupLevel(Plan):
     """One sparsity level: one segment training the scores of frozen random weights."""
 
     name, label = NAME, LABEL
-    method: EdgePopup | None = None
+    rule: EdgePopup | None = None
 
     def __init__(self, config: TrainConfig, options: EdgePopupOptions, sparsity: float):
         super().__init__(config, options)
@@ -146,13 +146,13 @@ class EdgePopupLevel(Plan):
         key_weights, key_scores = jax.random.split(jax.random.key(self.config.seed))
         variables = init_variables(run.model, key_weights, (1,) + run.dataset.image_shape)
         scores = init_scores(key_scores, kernels(variables.weights))
-        self.method = edge_popup_method(run.model, variables.weights, self.sparsity, self.options)
+        self.rule = edge_popup_rule(run.model, variables.weights, self.sparsity, self.options)
         note = patterns.dense_note(self.options.sparsity_type,
                                    {n: k.shape for n, k in named_kernels(variables.weights).items()})
         if note:
             log(note)
         self.initial_weights = jax.tree.map(np.array, variables.weights)  # host copy: the step donates its input
-        return run.new_state(variables, scores, self.method)
+        return run.new_state(variables, scores, self.rule)
 
     def segment_label(self, segment):
         return {"sparsity_target": self.sparsity}
@@ -162,8 +162,8 @@ class EdgePopupLevel(Plan):
                         for a, b in zip(jax.tree.leaves(state.weights), jax.tree.leaves(self.initial_weights)))
         if not unchanged:  # edge-popup must never train the weights; fail loudly if it did
             raise AssertionError("edge-popup changed the frozen weights")
-        masks = self.method.effective_masks(state.masks, state.scores)
-        check_level_pattern(self.method, masks)  # the ticket keeps the pattern
+        masks = self.rule.effective_masks(state.masks, state.scores)
+        check_level_pattern(self.rule, masks)  # the ticket keeps the pattern
         return {"sparsity_target": self.sparsity, "sparsity": sparsity_of(masks),
                 "layer_sparsity": layer_sparsity_of(masks), "weights_unchanged": unchanged,
                 "epochs": self.config.epochs}
@@ -179,19 +179,19 @@ class RandomFloor(EdgePopupLevel):
     statistics recalibrated on the training set; nothing is trained, and no ticket is written."""
 
     label = f"{LABEL}, random-mask floor"
-    method = MaskedTraining(trainable=())  # the fixed random mask: nothing trained
+    rule = MaskedTraining(trainable=())  # the fixed random mask: nothing trained
 
     def setup(self, run: Run):
         key_weights, _ = jax.random.split(jax.random.key(self.config.seed))
         variables = init_variables(run.model, key_weights, (1,) + run.dataset.image_shape)
-        search = edge_popup_method(run.model, variables.weights, self.sparsity, self.options)
+        search = edge_popup_rule(run.model, variables.weights, self.sparsity, self.options)
         key = jax.random.fold_in(jax.random.key(self.config.seed + RESEED), int(round(self.sparsity * 1e6)))
         masks = search.effective_masks(None, init_scores(key, kernels(variables.weights)))
         check_level_pattern(search, masks)
-        return run.new_state(variables._replace(masks=masks), {}, self.method)
+        return run.new_state(variables._replace(masks=masks), {}, self.rule)
 
     def train(self, run: Run, state, start, partial_epoch):
-        stats = recalibrate_batch_stats(run.trainer, state, self.method, seed=self.config.seed)
+        stats = recalibrate_batch_stats(run.trainer, state, self.rule, seed=self.config.seed)
         return put_replicated(run.trainer.mesh, state.replace(batch_stats=stats))
 
     def entry(self, run: Run, state, segment):

@@ -171,7 +171,7 @@ class EnergyPlan(Plan):
         scores = energy_training.search_scores(v.masks, self.groups, o.logit_init, o.lambda_init)
         return run.new_state(v, scores, self.search)
 
-    def training(self):
+    def current_rule(self):
         return self.search if self.segment == 0 else self.finetune
 
     # -- checkpoints --------------------------------------------------------------------------------
@@ -275,8 +275,8 @@ class EnergyPlan(Plan):
 
     # -- results ------------------------------------------------------------------------------------
     def entry(self, run: Run, state: TrainState, segment: int) -> dict:
-        method = self.training()
-        masks = jax.device_get(method.effective_masks(state.masks, state.scores))
+        rule = self.current_rule()
+        masks = jax.device_get(rule.effective_masks(state.masks, state.scores))
         removed = energy.removed_channels(masks, run.model, run.dataset.image_shape)
         nu = float(np.asarray(state.scores["log_lambda"]))
         out = {"round": segment, "phase": SEGMENTS[segment], "sparsity": sparsity_of(masks),

@@ -24,7 +24,6 @@ import numpy as np
 
 from jsnn import plots
 from jsnn.config import IMP_REWIND_EPOCH, TrainConfig, setting, with_option_presets
-from jsnn.methods import MaskedTraining
 from jsnn.metrics import is_primary, log
 from jsnn.runs import controls
 from jsnn.runs.controls import CONTROLS, TicketSource
@@ -40,6 +39,7 @@ from jsnn.sparsity import masks as M
 from jsnn.sparsity.distributions import DISTRIBUTIONS
 from jsnn.ticket import save_ticket
 from jsnn.trainer import Trainer, TrainState
+from jsnn.training_rules import MaskedTraining
 from jsnn.variables import Variables, init_variables, named_kernels
 
 PRUNING, CONTROL = "pruning", "lottery-ticket controls and early-bird tickets"
@@ -198,7 +198,7 @@ class PruneAndRewind:
         masks = plan.would_be_masks(run, state, round_index, save=True)
         # pruned weights are exactly 0 except in DNS layers, whose weights are rewound unmasked
         return controls.rewound_variables(Variables(rewind["weights"], None, rewind["bn"], rewind["batch_stats"]),
-                                          masks, plan.method.dns_layers)
+                                          masks, plan.rule.dns_layers)
 
 
 class ControlRounds:
@@ -213,7 +213,7 @@ class ControlRounds:
 
     def round_variables(self, run: Run, state: TrainState, round_index: int) -> Variables:
         return self.source.round_variables(run, state, round_index, self.plan.options.rounds,
-                                           self.plan.method.dns_layers)
+                                           self.plan.rule.dns_layers)
 
 
 class IMPPlan(Plan):
@@ -231,12 +231,12 @@ class IMPPlan(Plan):
         self.rewind: dict | None = None  # weights, BN and statistics the survivors go back to each round
         self.search: EarlyBirdSearch | None = None
         self.variables: Variables | None = None
-        self.method: MaskedTraining | None = None
+        self.rule: MaskedTraining | None = None
 
     def setup(self, run: Run) -> TrainState:
         self.variables = init_variables(run.model, jax.random.key(self.config.seed), (1,) + run.dataset.image_shape)
         revivable = dns_layers(run.model, self.variables.weights) if self.options.dns else ()
-        self.method = MaskedTraining(dns_layers=revivable)
+        self.rule = MaskedTraining(dns_layers=revivable)
         note = patterns.dense_note(self.options.sparsity_type,
                                    {n: k.shape for n, k in named_kernels(self.variables.weights).items()})
         if note:
@@ -245,7 +245,7 @@ class IMPPlan(Plan):
             self.search = EarlyBirdSearch(self.options.early_bird_window, self.options.early_bird_threshold,
                                           revivable, self.config.epochs,
                                           lambda state, next_round: self.would_be_masks(run, state, next_round))
-        state = run.new_state(self.variables, {}, self.method)
+        state = run.new_state(self.variables, {}, self.rule)
         self.rewind = rewind_point(state) if self.options.rewind_epoch == 0 else None
         return state
 
@@ -293,7 +293,7 @@ class IMPPlan(Plan):
     def entry(self, run: Run, state: TrainState, segment: int) -> dict:
         if segment >= 1 and self.options.sparsity_type != patterns.UNSTRUCTURED:  # the ticket keeps the pattern
             patterns.check_pattern(state.masks, self.options.sparsity_type)
-        return {"round": segment, "sparsity": run.trainer.sparsity(state, self.method),
+        return {"round": segment, "sparsity": run.trainer.sparsity(state, self.rule),
                 "sparsity_target": sparsity_target(self.options, segment),
                 "layer_sparsity": M.layer_sparsity_of(state.masks),
                 **(self.search.round_entry(segment) if self.search else {})}
@@ -305,7 +305,7 @@ class IMPPlan(Plan):
         """Round ``segment``'s variables (pruned and rewound, or the control's), a fresh optimizer."""
         v = self.rounds.round_variables(run, state, segment)
         state = state.replace(weights=v.weights, masks=v.masks, bn=v.bn, batch_stats=v.batch_stats)
-        return run.fresh_optimizer(state, self.method, self.config.seed + segment)
+        return run.fresh_optimizer(state, self.rule, self.config.seed + segment)
 
     # -- pruning ------------------------------------------------------------------------------
     def scores(self, run: Run, state: TrainState, trained_round: int | None = None, save: bool = True) -> dict:
@@ -313,7 +313,7 @@ class IMPPlan(Plan):
 
         Firing statistics, when gathered, are saved as WORKDIR/firing_stats_round{trained_round}.npz.
         """
-        calibration = criteria.Calibration(run.trainer, state, self.method, self.options.calibration_batches,
+        calibration = criteria.Calibration(run.trainer, state, self.rule, self.options.calibration_batches,
                                            self.config.seed, round_index=trained_round or 0)
         inputs = criteria.gather_inputs(self.options.criterion, calibration)
         if save and "stats" in inputs and trained_round is not None and is_primary():
@@ -325,7 +325,7 @@ class IMPPlan(Plan):
         """The masks pruning the current state would give for ``round_index``."""
         scores = self.scores(run, state, trained_round=round_index - 1, save=save)
         magnitudes = criteria.scores("magnitude", state.weights, {})
-        return next_masks(scores, state.masks, self.options, round_index, magnitudes, self.method.dns_layers)
+        return next_masks(scores, state.masks, self.options, round_index, magnitudes, self.rule.dns_layers)
 
     # -- results ------------------------------------------------------------------------------
     def results_fields(self) -> dict:

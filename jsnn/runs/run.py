@@ -29,7 +29,6 @@ import optax
 
 from jsnn import plots
 from jsnn.config import TrainConfig
-from jsnn.methods import Method
 from jsnn.metrics import log, read_jsonl, write_json
 from jsnn.runs.outputs import Outputs, RunHooks
 from jsnn.runs.segment import Position, RunCheckpoints, build_trainer, describe, train_segment
@@ -45,11 +44,12 @@ from jsnn.runs.workdir import (
     run_signature,
 )
 from jsnn.trainer import Trainer, TrainState
+from jsnn.training_rules import TrainingRule
 from jsnn.variables import Variables
 
 
 class Plan:
-    """A method as the run sees it, with the defaults of a one-segment method that trains ``self.method``
+    """A method as the run sees it, with the defaults of a one-segment method that trains under ``self.rule``
     (set by ``setup``) with the TrainConfig's optimizer and keeps nothing in its checkpoints but the
     training state. A method subclasses it and writes what differs.
 
@@ -62,7 +62,7 @@ class Plan:
     name: str = ""
     label: str = ""
     segments: int = 1
-    method: Method | None = None  # the trainer's method (what is trained, how the kernels are formed)
+    rule: TrainingRule | None = None  # jsnn/training_rules.py: what is trained, how kernels are formed
 
     def __init__(self, config: TrainConfig, options=None):
         self.config, self.options = config, options
@@ -86,12 +86,12 @@ class Plan:
         return None
 
     def setup(self, run: "Run") -> TrainState:
-        """Everything the run starts from (variables, ``self.method``); the first state (``run.new_state``)."""
+        """Everything the run starts from (variables, ``self.rule``); the first state (``run.new_state``)."""
         raise NotImplementedError(f"{type(self).__name__} must say what the run starts from (setup)")
 
-    def training(self) -> Method:
-        """The trainer's method of the current segment."""
-        return self.method
+    def current_rule(self) -> TrainingRule:
+        """The training rule of the current segment."""
+        return self.rule
 
     def train(self, run: "Run", state: TrainState, start: Position, partial_epoch: dict | None) -> TrainState:
         """Trains segment ``start.segment`` from ``start`` (usually ``run.train_segment``)."""
@@ -125,7 +125,7 @@ class Plan:
     def entry(self, run: "Run", state: TrainState, segment: int) -> dict:
         """The finished segment's results entry, less the evaluation ``Run`` adds. A plan of several
         segments names each entry's segment "round" (how results, tables and resumption find it)."""
-        return {**self.segment_label(segment), "sparsity": run.trainer.sparsity(state, self.training()),
+        return {**self.segment_label(segment), "sparsity": run.trainer.sparsity(state, self.current_rule()),
                 "epochs": self.config.epochs}
 
     def entry_label(self, entry: dict) -> str:
@@ -255,13 +255,13 @@ class Run:
         return self._record({"method": plan.name, "label": plan.label, **plan.results_fields(),
                              "runs": self.entries})
 
-    def new_state(self, variables: Variables, scores, method: Method) -> TrainState:
-        """The first state of ``method`` at the config's seed, stepping with the plan's optimizer."""
-        return self.trainer.new_state(variables, scores, method, self.config.seed, self.optimizer)
+    def new_state(self, variables: Variables, scores, rule: TrainingRule) -> TrainState:
+        """The first state under ``rule`` at the config's seed, stepping with the plan's optimizer."""
+        return self.trainer.new_state(variables, scores, rule, self.config.seed, self.optimizer)
 
-    def fresh_optimizer(self, state: TrainState, method: Method, seed: int) -> TrainState:
+    def fresh_optimizer(self, state: TrainState, rule: TrainingRule, seed: int) -> TrainState:
         """``state`` with the plan's optimizer started afresh (a new IMP round)."""
-        return self.trainer.fresh_optimizer(state, method, seed, self.optimizer)
+        return self.trainer.fresh_optimizer(state, rule, seed, self.optimizer)
 
     def train_segment(self, state: TrainState, start: Position, partial_epoch: dict | None = None,
                       on_epoch_end=None) -> TrainState:
@@ -274,7 +274,7 @@ class Run:
             self._phase("train", segment=segment, epoch=done, batch=0)
             return stop
 
-        return train_segment(self.trainer, self.checkpoints, state, self.plan.training(), start, self.optimizer,
+        return train_segment(self.trainer, self.checkpoints, state, self.plan.current_rule(), start, self.optimizer,
                              partial_epoch=partial_epoch, extra=self.plan.checkpoint_extra, info=self._info,
                              label=self.plan.segment_label(segment) or None, metrics_path=self.metrics_path,
                              on_epoch_end=epoch_end,
@@ -297,17 +297,17 @@ class Run:
         return {"runs": self.entries, **self.plan.checkpoint_info()}
 
     def _finish_segment(self, state: TrainState, segment: int) -> dict:
-        plan, method = self.plan, self.plan.training()
+        plan, rule = self.plan, self.plan.current_rule()
         self._phase("evaluate", segment=segment)
-        entry = {**plan.entry(self, state, segment), **self.trainer.evaluate(state, method)}
+        entry = {**plan.entry(self, state, segment), **self.trainer.evaluate(state, rule)}
         entry = {**entry, "label": plan.entry_label(entry), "method_label": plan.label}
         path = plan.ticket_path(self, segment)
         if path is not None:
             self._phase("ticket", segment=segment)
-            write_ticket(path, self.config, self.dataset.num_classes, state, method, entry)
+            write_ticket(path, self.config, self.dataset.num_classes, state, rule, entry)
         if self.outputs.cost_report and path is not None:
             self._phase("cost_report", segment=segment)
-            entry["efficiency"] = ticket_cost(self.config, self.dataset.num_classes, state, method, self.dataset)
+            entry["efficiency"] = ticket_cost(self.config, self.dataset.num_classes, state, rule, self.dataset)
         self.entries = [e for e in self.entries if _segment_of(e) != segment] + [entry]
         results = self._write_results()
         log(f"{entry['label']}: sparsity {entry['sparsity']:.4f} test accuracy {entry['test_accuracy']:.4f}")

@@ -74,7 +74,7 @@ class RunCheckpoints:
         return restored, tree["extra"], Position(**meta["position"]), meta
 
 
-def train_segment(trainer: Trainer, checkpoints: RunCheckpoints, state: TrainState, method, start: Position,
+def train_segment(trainer: Trainer, checkpoints: RunCheckpoints, state: TrainState, rule, start: Position,
                   optimizer=None, *,
                   partial_epoch: dict | None = None, extra: Callable[[], dict] = dict,
                   info: Callable[[], dict] = dict, label: dict | None = None, metrics_path: str | None = None,
@@ -91,7 +91,7 @@ def train_segment(trainer: Trainer, checkpoints: RunCheckpoints, state: TrainSta
         checkpoints.save(Position(start.segment, epoch, batch), state, extra(),
                          {**info(), "partial_epoch": partial})
 
-    return trainer.train_epochs(state, method, start.epoch, start_batch=start.batch, partial_epoch=partial_epoch,
+    return trainer.train_epochs(state, rule, start.epoch, start_batch=start.batch, partial_epoch=partial_epoch,
                                 data_seed=cfg.seed, epoch_offset=start.segment * cfg.epochs, label=label,
                                 metrics_path=metrics_path, on_epoch_end=on_epoch_end, save=save, on_batch=on_batch,
                                 optimizer=optimizer)

@@ -145,7 +145,7 @@ class ShiPlan(Plan):
         v = init_variables(run.model, jax.random.key(cfg.seed), (1,) + run.dataset.image_shape)
         return run.new_state(v, shi.init_logits(v.masks, self.layers, o.mask_init, o.mask_init), self.search)
 
-    def training(self):
+    def current_rule(self):
         return self.search if self.segment == 0 else self.finetune
 
     def restore(self, run: Run, state: TrainState, extra: dict, meta: dict) -> None:
@@ -174,8 +174,8 @@ class ShiPlan(Plan):
         return switch_state(state, masks, run.trainer.mesh)
 
     def entry(self, run: Run, state: TrainState, segment: int) -> dict:
-        method = self.training()
-        v = jax.device_get(variables_of(state, method))
+        rule = self.current_rule()
+        v = jax.device_get(variables_of(state, rule))
         gates = by_name(v.gates)
         kept = by_name(v.masks)
         conn, total = shi.connections(self.layers, kept, gates)

@@ -4,7 +4,7 @@ pruning at initialisation (SNIP, Lee et al. 2019; random; magnitude), one segmen
 The network starts sparse (ERK or uniform per-layer densities, random positions, exact counts) and
 stays at that sparsity; every ``update_every`` steps up to ``end_fraction`` of training each layer
 drops its smallest-magnitude weights and grows as many (random for SET, largest dense gradient for
-RigL), inside the jitted train step (``jsnn.methods.DynamicSparseTraining``, ``jsnn/sparsity/dynamic.py``).
+RigL), inside the jitted train step (``jsnn.training_rules.DynamicSparseTraining``, ``jsnn/sparsity/dynamic.py``).
 The ticket is the final sparse network (WORKDIR/ticket.npz, like a dense run's).
 
 ``static``: the mask is drawn once at initialisation by a criterion of ``jsnn.sparsity.criteria``
@@ -37,13 +37,13 @@ import numpy as np
 import optax
 
 from jsnn.config import SPARSE_TRAINING_UPDATE_EVERY, TrainConfig, setting, with_option_presets
-from jsnn.methods import DynamicSparseTraining, MaskedTraining
 from jsnn.runs.outputs import Outputs, RunHooks
 from jsnn.runs.run import Plan, Run
 from jsnn.runs.workdir import options_record, run_signature
 from jsnn.sparsity import criteria, distributions, dynamic
 from jsnn.sparsity.masks import check_sparsity, layer_sparsity_of
 from jsnn.trainer import Trainer, learning_rate_schedule, make_optimizer
+from jsnn.training_rules import DynamicSparseTraining, MaskedTraining
 from jsnn.variables import Variables, init_variables, kernels
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -142,7 +142,7 @@ def _shared_optimizer(name: str, steps_per_epoch: int, lr: float, epochs: int, s
 
 def shared_optimizer(name: str, config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
     """``sparse_optimizer``, one object per setting: runs that share a trainer share its compiled step (the
-    trainer compiles one step per method and optimizer)."""
+    trainer compiles one step per training rule and optimizer)."""
     return _shared_optimizer(name, steps_per_epoch, config.lr, config.epochs, config.schedule, config.momentum,
                              config.weight_decay)
 
@@ -170,8 +170,8 @@ def masks_at_init(trainer: Trainer, state, options: SparseTrainingOptions, seed:
     """The static run's masks: ``options.criterion``'s scores of ``state`` (the initial, dense
     network, all-ones masks) from exactly the inputs it declares, kept at ``1 - options.sparsity``
     by ``options.distribution`` (``distributions.prune``, as IMP's rounds)."""
-    method = MaskedTraining()
-    calibration = criteria.Calibration(trainer, state, method, options.calibration_batches, seed)
+    rule = MaskedTraining()
+    calibration = criteria.Calibration(trainer, state, rule, options.calibration_batches, seed)
     scores = criteria.scores(options.criterion, state.weights, criteria.gather_inputs(options.criterion, calibration))
     magnitudes = criteria.scores("magnitude", state.weights, {})
     return distributions.prune(options.distribution, scores, state.masks, 1.0 - options.sparsity, magnitudes)
@@ -181,7 +181,7 @@ class SparseTrainingPlan(Plan):
     """One segment: the weights trained under masks that SET / RigL update inside the step."""
 
     name = "sparse_training"
-    method: DynamicSparseTraining | None = None
+    rule: DynamicSparseTraining | None = None
 
     def __init__(self, config: TrainConfig, options: SparseTrainingOptions):
         super().__init__(config, options.resolve(config))
@@ -203,8 +203,8 @@ class SparseTrainingPlan(Plan):
         masks = dynamic.initial_masks(key_masks, v.masks, o.sparsity, o.distribution)
         variables = Variables(dynamic.remask(v.weights, masks), masks, v.bn, v.batch_stats)
         end_step = int(o.end_fraction * self.total_steps(run))
-        self.method = DynamicSparseTraining(o.algorithm, o.drop_fraction, o.update_every, end_step)
-        return run.new_state(variables, {}, self.method)
+        self.rule = DynamicSparseTraining(o.algorithm, o.drop_fraction, o.update_every, end_step)
+        return run.new_state(variables, {}, self.rule)
 
     def sparsity_fields(self, run: Run, state) -> dict:
         """The measured sparsity of masks and kernels, and the pruned weights that are not 0 (none)."""
@@ -213,13 +213,13 @@ class SparseTrainingPlan(Plan):
         zeros = sum(int(np.sum(k == 0)) for k in weights)
         off_mask_nonzero = sum(int(np.count_nonzero(k[np.asarray(m) == 0]))
                                for k, m in zip(weights, jax.tree.leaves(masks)))
-        return {"sparsity": run.trainer.sparsity(state, self.method), "sparsity_target": self.options.sparsity,
+        return {"sparsity": run.trainer.sparsity(state, self.rule), "sparsity_target": self.options.sparsity,
                 "layer_sparsity": layer_sparsity_of(masks), "weight_sparsity": zeros / sum(k.size for k in weights),
                 "pruned_nonzero_weights": off_mask_nonzero}
 
     def entry(self, run: Run, state, segment):
-        updates = dynamic.update_steps(self.total_steps(run), self.method.update_every, self.method.end_step)
-        return {**self.sparsity_fields(run, state), "mask_updates": len(updates), "end_step": self.method.end_step,
+        updates = dynamic.update_steps(self.total_steps(run), self.rule.update_every, self.rule.end_step)
+        return {**self.sparsity_fields(run, state), "mask_updates": len(updates), "end_step": self.rule.end_step,
                 "epochs": self.config.epochs, "algorithm": self.options.algorithm}
 
     def results_fields(self):
@@ -230,14 +230,14 @@ class StaticPruningPlan(SparseTrainingPlan):
     """One segment: the weights trained under masks drawn once at initialisation (``masks_at_init``)."""
 
     def setup(self, run: Run):
-        self.method = MaskedTraining()
+        self.rule = MaskedTraining()
         v = init_variables(run.model, jax.random.key(self.config.seed), (1,) + run.dataset.image_shape)
-        dense = run.new_state(v, {}, self.method)
+        dense = run.new_state(v, {}, self.rule)
         start = time.perf_counter()
         masks = jax.tree.map(np.asarray, masks_at_init(run.trainer, dense, self.options, self.config.seed))
         self.scoring_seconds = time.perf_counter() - start
         variables = Variables(dynamic.remask(v.weights, masks), masks, v.bn, v.batch_stats)
-        return run.new_state(variables, {}, self.method)
+        return run.new_state(variables, {}, self.rule)
 
     def entry(self, run: Run, state, segment):
         return {**self.sparsity_fields(run, state), "epochs": self.config.epochs, "algorithm": STATIC,

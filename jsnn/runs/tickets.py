@@ -65,19 +65,19 @@ def select_ticket(workdir: str, level: float | None = None, round_index: int | N
     return path
 
 
-def variables_of(state, method) -> Variables:
-    """The variables a trained state's forward pass runs on (masks, and per-neuron gates, as the method applies
-    them)."""
-    return Variables(state.weights, method.effective_masks(state.masks, state.scores), state.bn,
-                     state.batch_stats, method.effective_gates(state.scores))
+def variables_of(state, rule) -> Variables:
+    """The variables a trained state's forward pass runs on (masks, and per-neuron gates, as the training
+    rule applies them)."""
+    return Variables(state.weights, rule.effective_masks(state.masks, state.scores), state.bn,
+                     state.batch_stats, rule.effective_gates(state.scores))
 
 
-def write_ticket(path: str, config, num_classes: int, state, method, entry: dict) -> None:
+def write_ticket(path: str, config, num_classes: int, state, rule, entry: dict) -> None:
     """Saves a finished level's / round's ticket, its results entry as the ticket's info (process 0)."""
     if is_primary():
-        save_ticket(path, config, num_classes, variables_of(state, method), entry)
+        save_ticket(path, config, num_classes, variables_of(state, rule), entry)
 
 
-def ticket_cost(config, num_classes: int, state, method, dataset) -> dict:
+def ticket_cost(config, num_classes: int, state, rule, dataset) -> dict:
     """What the ticket of ``state`` costs to run on the test set (``jsnn.efficiency.ticket_entry``)."""
-    return ticket_entry(config, num_classes, variables_of(state, method), dataset)
+    return ticket_entry(config, num_classes, variables_of(state, rule), dataset)

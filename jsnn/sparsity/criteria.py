@@ -16,7 +16,7 @@ lowest. Adding one is one function and one ``@register_criterion``:
     random      i.i.d. uniform scores: random pruning                  key
 
 The inputs (``INPUTS``, also a registry) are gathered from a ``Calibration``
-(trainer, trained state, method, calibration batches, seed): ``bn_variables``
+(trainer, trained state, training rule, calibration batches, seed): ``bn_variables``
 (BN scale/bias and running statistics), ``stats`` (firing statistics,
 stats.py), ``gradients`` (stats.collect_gradients), ``key`` (a PRNG key that
 differs per round), ``threshold`` (V_th) and ``epsilon`` (BN's).
@@ -93,7 +93,7 @@ class Calibration:
 
     trainer: Any
     state: Any
-    method: Any
+    rule: Any
     batches: int  # calibration batches for statistics and gradients
     seed: int  # the run's seed: data order of the calibration batches
     round_index: int = 0  # the trained round: folded into the ``key`` input so every round draws afresh
@@ -106,12 +106,12 @@ def _bn_variables(c: Calibration) -> dict:
 
 @register_input("stats")
 def _stats(c: Calibration) -> dict:
-    return collect_statistics(c.trainer, c.state, c.method, c.batches, c.seed)
+    return collect_statistics(c.trainer, c.state, c.rule, c.batches, c.seed)
 
 
 @register_input("gradients")
 def _gradients(c: Calibration) -> PyTree:
-    return collect_gradients(c.trainer, c.state, c.method, c.batches, c.seed)
+    return collect_gradients(c.trainer, c.state, c.rule, c.batches, c.seed)
 
 
 @register_input("key")

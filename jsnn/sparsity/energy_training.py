@@ -1,7 +1,7 @@
-"""The two phases of the SynOps-budget variant of Shi et al.'s mask learning as trainer Methods
-(``jsnn.methods.Method``), and their optimizer.
+"""The two phases of the SynOps-budget variant of Shi et al.'s mask learning as training rules
+(``jsnn.training_rules.TrainingRule``), and their optimizer.
 
-| method         | trained                         | forward kernel                                        |
+| rule           | trained                         | forward kernel                                        |
 |----------------|---------------------------------|-------------------------------------------------------|
 | EnergySearch   | weights, bn, scores (logits, nu)| weights * sigma(beta m_w) * sigma(beta m_n)[in-channel]|
 | EnergyFinetune | weights, bn (scores frozen)     | weights * binary ticket mask                          |
@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import optax
 
 from jsnn.models.description import Layer
-from jsnn.objective import MethodDefaults, spike_loss
+from jsnn.objective import TrainingRuleDefaults, spike_loss
 from jsnn.sparsity import energy
 from jsnn.variables import Variables, by_name, from_names, kernels, map_with_names, with_kernels
 
@@ -53,7 +53,7 @@ def _forward_masks(masks, scores: dict, groups, beta) -> tuple[dict, dict]:
 
 
 @dataclasses.dataclass(frozen=True)
-class EnergySearch(MethodDefaults):
+class EnergySearch(TrainingRuleDefaults):
     """The search phase (module doc). Hashable: a static argument of the jitted step."""
 
     groups: tuple[energy.NeuronGroup, ...]
@@ -95,7 +95,7 @@ class EnergySearch(MethodDefaults):
 
 
 @dataclasses.dataclass(frozen=True)
-class EnergyFinetune(MethodDefaults):
+class EnergyFinetune(TrainingRuleDefaults):
     """The finetune phase: the binary ticket in ``masks``, fixed; weights and BN train, scores frozen."""
 
     trainable: tuple[str, ...] = ("weights", "bn", "scores")

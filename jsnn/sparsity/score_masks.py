@@ -1,6 +1,6 @@
 """Masks from scores (edge-popup's supermasks: Ramanujan et al. 2020; paper Sec. 5, Eq. 11): per layer,
 the top-k |scores|, with the straight-through gradient, and the scores' initialisation. The edge-popup
-method's trainer side is ``jsnn.methods.EdgePopup``, its runs ``jsnn/runs/edge_popup.py``.
+method's training rule is ``jsnn.training_rules.EdgePopup``, its runs ``jsnn/runs/edge_popup.py``.
 
 Forward: per layer, keep the weights whose |score| is in the top (1 - sparsity)
 fraction. Backward: straight-through, the top-k passes dL/dm unchanged to

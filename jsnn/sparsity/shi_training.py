@@ -1,7 +1,7 @@
-"""The two phases of Shi et al.'s weight and neuron mask learning (jsnn/sparsity/shi.py) as trainer Methods
-(``jsnn.methods.Method``), and their optimizer.
+"""The two phases of Shi et al.'s weight and neuron mask learning (jsnn/sparsity/shi.py) as training rules
+(``jsnn.training_rules.TrainingRule``), and their optimizer.
 
-| method      | trained                      | forward                                                        |
+| rule        | trained                      | forward                                                        |
 |-------------|------------------------------|----------------------------------------------------------------|
 | ShiSearch   | weights, bn, scores (logits) | kernel * sigma(beta_w m_w); LIF spikes * sigma(beta_n m_n)     |
 | ShiFinetune | weights, bn (logits frozen)  | kernel * (m_w > 0) (the ticket's masks); spikes * (m_n > 0)    |
@@ -24,13 +24,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jsnn.objective import MethodDefaults, spike_loss
+from jsnn.objective import TrainingRuleDefaults, spike_loss
 from jsnn.sparsity import shi
 from jsnn.variables import Variables, apply_model, by_name, kernels, map_with_names, with_kernels
 
 
 @dataclasses.dataclass(frozen=True)
-class ShiSearch(MethodDefaults):
+class ShiSearch(TrainingRuleDefaults):
     """The search phase (module doc). Hashable: a static argument of the jitted step; ``c_w`` and ``c_n`` are
     the usage constants as ((layer, c), ...)."""
 
@@ -71,7 +71,7 @@ class ShiSearch(MethodDefaults):
 
 
 @dataclasses.dataclass(frozen=True)
-class ShiFinetune(MethodDefaults):
+class ShiFinetune(TrainingRuleDefaults):
     """The finetune phase: the binary kernel masks in ``masks`` (fixed), the gates m_n > 0 of the frozen logits;
     weights and BN train."""
 

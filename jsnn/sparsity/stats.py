@@ -27,10 +27,10 @@ PyTree = Any
 SUM_KEYS = ("input_sum", "input_count", "potential_sum", "potential_sq_sum", "potential_count")
 
 
-def make_stats_step(model, method, dataset):
+def make_stats_step(model, rule, dataset):
     def stats_step(state, images):
         x = preprocess(images, dataset.mean, dataset.std)
-        _, _, stats = apply_model(model, state.forward_variables(method), x, train=False, collect_stats=True)
+        _, _, stats = apply_model(model, state.forward_variables(rule), x, train=False, collect_stats=True)
         return stats
 
     return stats_step
@@ -66,11 +66,11 @@ def _by_path(tree: PyTree) -> dict[str, dict[str, np.ndarray]]:
     return flat
 
 
-def collect_statistics(trainer, state, method, num_batches: int, seed: int = 0) -> dict:
+def collect_statistics(trainer, state, rule, num_batches: int, seed: int = 0) -> dict:
     """Firing statistics over ``num_batches`` training batches (all of them if fewer exist)."""
-    # one compilation per trainer and method, not per pruning round
-    step = trainer.compiled(("statistics", method), lambda: jax.jit(
-        make_stats_step(trainer.model, method, trainer.dataset),
+    # one compilation per trainer and rule, not per pruning round
+    step = trainer.compiled(("statistics", rule), lambda: jax.jit(
+        make_stats_step(trainer.model, rule, trainer.dataset),
         in_shardings=(parallel.replicated(trainer.mesh), parallel.batch_sharded(trainer.mesh)),
         out_shardings=parallel.replicated(trainer.mesh)))
     d = trainer.dataset
@@ -87,13 +87,13 @@ def collect_statistics(trainer, state, method, num_batches: int, seed: int = 0) 
     return finalize(totals)
 
 
-def make_gradient_step(model, method, dataset):
+def make_gradient_step(model, rule, dataset):
     """dL/dw of the training loss for one batch, per maskable kernel (evaluation-mode BN, no augmentation)."""
     def gradient_step(state, images, labels):
         x = preprocess(images, dataset.mean, dataset.std)
 
         def loss(weights):
-            variables = method.forward_variables(weights, state.masks, state.scores, state.bn, state.batch_stats)
+            variables = rule.forward_variables(weights, state.masks, state.scores, state.bn, state.batch_stats)
             logits, _, _ = apply_model(model, variables, x, train=False)
             return spike_loss(logits, labels)
 
@@ -102,15 +102,15 @@ def make_gradient_step(model, method, dataset):
     return gradient_step
 
 
-def collect_gradients(trainer, state, method, num_batches: int, seed: int = 0) -> PyTree:
+def collect_gradients(trainer, state, rule, num_batches: int, seed: int = 0) -> PyTree:
     """Mean over ``num_batches`` training batches of dL/dw per kernel (the kernels' tree structure).
 
     Each batch's loss is the mean over its examples, so the result is the gradient of the loss over
     all those examples; a pruned weight's gradient is 0 outside DNS layers (the mask is in the forward).
     """
     batch = parallel.batch_sharded(trainer.mesh)
-    step = trainer.compiled(("gradients", method), lambda: jax.jit(
-        make_gradient_step(trainer.model, method, trainer.dataset),
+    step = trainer.compiled(("gradients", rule), lambda: jax.jit(
+        make_gradient_step(trainer.model, rule, trainer.dataset),
         in_shardings=(parallel.replicated(trainer.mesh), batch, batch),
         out_shardings=parallel.replicated(trainer.mesh)))
     d = trainer.dataset
@@ -126,7 +126,7 @@ def collect_gradients(trainer, state, method, num_batches: int, seed: int = 0) -
     return jax.tree.map(lambda a: (a / n).astype(np.float32), total)
 
 
-def recalibrate_batch_stats(trainer, state, method, num_batches: int | None = None, seed: int = 0) -> PyTree:
+def recalibrate_batch_stats(trainer, state, rule, num_batches: int | None = None, seed: int = 0) -> PyTree:
     """BN running statistics recomputed for the state's forward pass: the plain average, over
     ``num_batches`` training batches (all by default, no augmentation), of each batch's BN mean and
     unbiased variance in training mode (PyTorch's cumulative recalibration). The running averages the
@@ -135,10 +135,10 @@ def recalibrate_batch_stats(trainer, state, method, num_batches: int | None = No
 
     def batch_stats_step(state, images):
         x = preprocess(images, trainer.dataset.mean, trainer.dataset.std)
-        _, new_stats, _ = apply_model(model, state.forward_variables(method), x, train=True)
+        _, new_stats, _ = apply_model(model, state.forward_variables(rule), x, train=True)
         return new_stats
 
-    step = trainer.compiled(("recalibrate", method), lambda: jax.jit(
+    step = trainer.compiled(("recalibrate", rule), lambda: jax.jit(
         batch_stats_step, in_shardings=(parallel.replicated(trainer.mesh), parallel.batch_sharded(trainer.mesh)),
         out_shardings=parallel.replicated(trainer.mesh)))
     d = trainer.dataset

@@ -99,14 +99,14 @@ class TrainedNetwork:
     dataset: Any
     model: Any
     trainer: Any
-    method: Any
+    rule: Any
     state: Any
     test_accuracy: float
     train_seconds: float
 
     @property
     def variables(self):
-        return self.state.forward_variables(self.method)
+        return self.state.forward_variables(self.rule)
 
     def test_images(self, n: int) -> jax.Array:
         """The first ``n`` test images, normalized as the model sees them."""
@@ -134,9 +134,9 @@ def train_digits(workdir: str, epochs: int = 3, seed: int = 0) -> TrainedNetwork
     trainer, state = run.trainer, run.state
     if state is None:  # finished before: the network is its ticket
         trainer = trainer or build_trainer(config)
-        state = trainer.new_state(load_ticket(os.path.join(workdir, TICKET_FILE)).variables, {}, plan.method, seed)
+        state = trainer.new_state(load_ticket(os.path.join(workdir, TICKET_FILE)).variables, {}, plan.rule, seed)
     acc = float(results["runs"][0]["test_accuracy"])
-    return TrainedNetwork(config, trainer.dataset, trainer.model, trainer, plan.method, state, acc, time.time() - t0)
+    return TrainedNetwork(config, trainer.dataset, trainer.model, trainer, plan.rule, state, acc, time.time() - t0)
 
 
 def lif_currents(out: jax.Array, T: int, encoding: bool) -> jax.Array:
@@ -258,11 +258,11 @@ def removal_by_mask(model, variables, images, layer, tap, co, encoding):
 def run_flips(net: TrainedNetwork, opts: TheoryOptions = TheoryOptions()) -> dict:
     """Measured spike-flip rates of weight removals against the SF score, |w| and SF without density."""
     t0 = time.time()
-    config, model, trainer, method, state = net.config, net.model, net.trainer, net.method, net.state
+    config, model, trainer, rule, state = net.config, net.model, net.trainer, net.rule, net.state
     if not isinstance(model, SpikingVGG):
         raise ValueError("flips needs a plain spiking VGG: each ConvBN output must be its LIF layer's input")
-    variables = state.forward_variables(method)
-    stats = collect_statistics(trainer, state, method, num_batches=opts.stats_batches)
+    variables = state.forward_variables(rule)
+    stats = collect_statistics(trainer, state, rule, num_batches=opts.stats_batches)
     bn_eps, th = model.bn.epsilon, model.lif.threshold
     scores = {"sf": sf(state.weights, {"bn": state.bn, "batch_stats": state.batch_stats}, stats,
                        threshold=th, epsilon=bn_eps),

@@ -1,8 +1,8 @@
-"""Pruning methods as the one thing they change in training:
+"""Training rules: a pruning method as the one thing it changes in training (``TrainingRule``):
 which pytrees the optimizer updates, and how (weights, masks, scores) become
 the variables of the forward pass.
 
-| method        | trained           | forward kernel                                   |
+| rule          | trained           | forward kernel                                   |
 |---------------|-------------------|--------------------------------------------------|
 | MaskedTraining| weights, bn       | weights * masks (dense = all-ones masks)         |
 |   + dns layers| weights, bn       | weights * masks, gradient to every weight there  |
@@ -18,8 +18,9 @@ the variables of the forward pass.
 | ShiFinetune   | weights, bn       | binary masks; spikes * (m_n > 0) per neuron      |
 |               |                   | (both: jsnn/sparsity/shi_training.py)            |
 
-Each subclasses ``jsnn.objective.MethodDefaults`` (the task loss, no in-step change) and overrides what
-differs. The trainer, data, checkpoint and metrics code never branch on the method.
+Each subclasses ``jsnn.objective.TrainingRuleDefaults`` (the task loss, no in-step change) and overrides what
+differs. The trainer, data, checkpoint and metrics code never branch on the rule. (A method, registered by
+name in jsnn/runs/registry.py, is the whole run; its plan, jsnn/runs/run.py, says which rule it trains by.)
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from typing import Any
 
 import jax
 
-from jsnn.objective import MethodDefaults
+from jsnn.objective import TrainingRuleDefaults
 from jsnn.sparsity import dynamic
 from jsnn.sparsity.score_masks import masks_from_scores
 from jsnn.variables import Variables, by_name, from_names, kernels, map_with_names, with_kernels
@@ -38,7 +39,7 @@ PyTree = Any
 
 
 @dataclasses.dataclass(frozen=True)
-class MaskedTraining(MethodDefaults):
+class MaskedTraining(TrainingRuleDefaults):
     """Dense training and IMP: weights and BN trained, kernel = weights * mask.
 
     Pruned weights stay exactly zero: the mask zeroes their gradient in the
@@ -77,11 +78,11 @@ class MaskedTraining(MethodDefaults):
 
 
 @dataclasses.dataclass(frozen=True)
-class EdgePopup(MethodDefaults):
+class EdgePopup(TrainingRuleDefaults):
     """Edge-popup: only the scores are trained; weights (and BN, if affine) stay frozen.
 
     ``sparsities`` gives each layer's removed fraction as ((path, s), ...),
-    hashable so the method can be a static argument of jit. ``sparsity_type``
+    hashable so the rule can be a static argument of jit. ``sparsity_type``
     (jsnn/sparsity/patterns.py) is the pattern the top-k keeps, inside the jitted step.
     """
 
@@ -101,7 +102,7 @@ class EdgePopup(MethodDefaults):
 
 
 @dataclasses.dataclass(frozen=True)
-class DynamicSparseTraining(MethodDefaults):
+class DynamicSparseTraining(TrainingRuleDefaults):
     """SET / RigL (jsnn/sparsity/dynamic.py): weights and BN trained under masks that change during training.
 
     Forward: the kernel times its mask, with the straight-through gradient of DNS layers
@@ -110,7 +111,7 @@ class DynamicSparseTraining(MethodDefaults):
     updates of pruned weights and ``update_masks`` re-masks the kernels after every step, so a pruned
     weight is exactly 0 after every step, whatever the optimizer.
 
-    ``update_masks`` (``MethodDefaults``' no-change replaced): at the steps ``t`` with
+    ``update_masks`` (``TrainingRuleDefaults``' no-change replaced): at the steps ``t`` with
     ``t % update_every == 0`` and ``t <= end_step`` (``lax.cond``, inside the jitted step) it drops and
     grows with the cosine-decayed ``drop_fraction``. An update iteration takes the weight step on the old
     mask first, then updates the mask (rigl-TF's SET order; rigl-TF's RigL and jaxpruner skip the
@@ -154,8 +155,8 @@ class DynamicSparseTraining(MethodDefaults):
 
 
 @typing.runtime_checkable
-class Method(typing.Protocol):
-    """What the trainer asks of a method; any hashable object with these members is one (no closed union).
+class TrainingRule(typing.Protocol):
+    """What the trainer asks of a training rule; any hashable object with these members is one (no closed union).
 
     ``trainable`` names the TrainState fields the optimizer updates; ``forward_variables`` turns the
     state's trees into what the model runs on; ``effective_masks`` is the mask the forward pass applies;
@@ -164,7 +165,7 @@ class Method(typing.Protocol):
     ``loss(model, state, images, labels) -> (loss, (logits, new_batch_stats))`` is the step's objective and
     ``update_masks(state, grads, step, key) -> state`` changes the state after the weight step, inside the
     jitted step; ``effective_gates(scores)`` the per-neuron gates of the ticket (``Variables.gates``);
-    ``MethodDefaults`` gives the three (the task loss; no change), so a method subclasses it and
+    ``TrainingRuleDefaults`` gives the three (the task loss; no change), so a rule subclasses it and
     writes what differs (DynamicSparseTraining: SET / RigL's mask update; jsnn/sparsity/energy_training.py:
     the energy-budget search adds its SynOps penalty to the loss).
     """
