@@ -469,6 +469,7 @@ def main():
         trees = {side: os.path.join(base, f"tree_{side}") for side in went}
         runs = {side: os.path.join(base, f"runs_{side}") for side in went}
         report.update(before=export(args.before, trees["before"]), after=export(args.after, trees["after"]))
+        t0 = time.time()
         threads = [threading.Thread(target=lambda s=side: went[s].update(run_side(trees[s], runs[s], names, s)))
                    for side in went]
         if args.parallel:
@@ -480,6 +481,7 @@ def main():
             for t in threads:
                 t.start()
                 t.join()
+        report["wall_seconds"] = round(time.time() - t0)
         report.update(compare(runs["before"], runs["after"]))
         report["same_as"] = [{"side": side, **check} for side in went for check in same_as(runs[side])]
         report["kept"] = base if args.keep else None
