@@ -11,12 +11,12 @@ of search or training, the two mask methods then 5 of finetuning). Per seed:
 
 B is the SynOps per *training* image of seed S's Shi ticket (the cost report's count over the 1 437 training
 images, as the energy method checks its budget), so both tickets are held to the same count on the same images.
-Recorded per run: test accuracy; weight sparsity (kept kernel weights, the cost report's ``connection_sparsity``);
-the paper's connection fraction (``jsnn.sparsity.shi.connections``: synapse instances of a ones image through the
-kept weights and neurons, so gated neuron positions count); SynOps per test and per training image and their
-ratio to the same seed's dense network; kept neuron positions (Shi); and Shi's method on the first seed at two
-other lambdas (``--lambdas``: how the digits preset was chosen); each Shi ticket's NIR export (its gates as Scale
-nodes) checked in jsnn's importer and snnTorch against the ticket (``train/export.py --check jsnn,snntorch``).
+Recorded per run: test accuracy; weight sparsity (kept kernel weights, the cost report's ``connection_sparsity``); the
+paper's connection fraction (``jsnn.sparsity.connection_penalty.connections``: synapse instances of a ones image through
+the kept weights and neurons, so gated neuron positions count); SynOps per test and per training image and their ratio
+to the same seed's dense network; kept neuron positions (Shi); and Shi's method on the first seed at two other lambdas
+(``--lambdas``: how the digits preset was chosen); each Shi ticket's NIR export (its gates as Scale nodes) checked in
+jsnn's importer and snnTorch against the ticket (``train/export.py --check jsnn,snntorch``).
 Writes benchmarks/results/shi_digits.{json,md}.
 
     python benchmarks/shi_digits.py --workdir /tmp/shi_digits --seeds 0 1 2
@@ -56,7 +56,7 @@ def ticket_facts(workdir: str) -> dict:
     """What the cost report does not say of a ticket: its SynOps per training image and the paper's connections."""
     from jsnn import data as jdata
     from jsnn.efficiency import measure
-    from jsnn.sparsity import shi
+    from jsnn.sparsity import connection_penalty
     from jsnn.ticket import load_ticket
     from jsnn.variables import by_name
 
@@ -64,7 +64,7 @@ def ticket_facts(workdir: str) -> dict:
     ds = jdata.load_dataset("digits")
     train = measure(ticket.model, ticket.variables, ds.train_images, batch_size=ticket.config.batch_size,
                     normalize=(ds.mean, ds.std))
-    conn, total = shi.connections(ticket.model.layers(ds.image_shape), by_name(ticket.variables.masks),
+    conn, total = connection_penalty.connections(ticket.model.layers(ds.image_shape), by_name(ticket.variables.masks),
                                   by_name(ticket.variables.gates))
     return {"synops_per_training_image": train["synops_per_image"], "connections": conn,
             "dense_connections": total, "connection_fraction": conn / total}

@@ -15,7 +15,7 @@ of each timestep's logits of a linear readout with 10 outputs (theirs: MSE of 10
 of 10); the last finetune epoch is the result (theirs: the best test accuracy); jsnn's LIF takes the input
 undivided (spikingjelly's LIFNode divides it by tau). The cost report counts SynOps as Shi et al.'s SOPs do (spike
 inputs only, the first conv left out as MACs); the paper's connection percentage is results.json's
-``connection_fraction`` (jsnn.sparsity.shi.connections).
+``connection_fraction`` (jsnn.sparsity.connection_penalty.connections).
 
 The SynOps-budget variant at the paper's 8.5 M SOPs (not the published method, docs/methods.md):
     python train/energy.py --synops-budget 8.5e6 --dataset cifar10 --model cifar10net -T 8 --epochs 800 \

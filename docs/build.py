@@ -725,7 +725,7 @@ def shi_digits(src):
             "training image on the same seed.")
     tail = (f"Shi et al.'s tickets keep {cell('shi', 'neuron_fraction', lambda x: pct(x, 1))} of the gated neuron "
             "positions. Connections: the paper's count (a ones image through the kept weights and neurons, "
-            "`jsnn.sparsity.shi.connections`) over the dense network's.")
+            "`jsnn.sparsity.connection_penalty.connections`) over the dense network's.")
     exports = [r["shi"]["export"] for r in d["seeds"].values() if "export" in r["shi"]]
     if exports:
         tail += (" Each Shi ticket's NIR export (gates as `Scale` nodes, `train/export.py --check jsnn,snntorch`), "

@@ -9,7 +9,8 @@ as its own pytree (see ``variables.py``):
   batch_stats  BatchNorm running mean and variance
   stats        firing statistics, written only when the collection is mutable
   gates        optional per-neuron gates on the spikes of the LIF a layer feeds (``gate_spikes``; Shi et al.'s
-               neuron masks, jsnn/sparsity/shi.py): absent for every other method, and then nothing is gated
+               neuron masks, jsnn/sparsity/connection_penalty.py): absent for every other method, and then nothing
+               is gated
 
 Stateless layers (conv, linear, BN, pooling) see time folded into the batch
 axis, ``[T*B, ...]``; only the LIF layer unfolds to ``[T, B, ...]`` and scans.

@@ -6,8 +6,8 @@
     bn           BatchNorm scale / bias ({} when BN is non-affine)
     batch_stats  BatchNorm running mean / var
     gates        per-neuron gates on a LIF layer's spikes, {producer path: {"neurons": [H, W, C] or [F]}}
-                 ({} for every method but Shi et al.'s mask learning, jsnn/sparsity/shi.py): the spikes of the
-                 LIF fed by that conv / linear layer leave it multiplied by the gate (jsnn.layers.GATES)
+                 ({} for every method but Shi et al.'s mask learning, jsnn/sparsity/connection_penalty.py): the
+                 spikes of the LIF fed by that conv / linear layer leave it multiplied by the gate (jsnn.layers.GATES)
 
 ``masks`` and ``scores`` have exactly the tree structure of ``kernels(weights)``:
 {layer path: {"kernel": array}}. Every conv and linear kernel is maskable.

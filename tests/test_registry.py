@@ -19,8 +19,8 @@ from jsnn.runs.outputs import Outputs, RunHooks
 from jsnn.runs.run import Plan, Run
 from jsnn.runs.tickets import round_path
 from jsnn.runs.workdir import run_signature
+from jsnn.sparsity import connection_penalty
 from jsnn.sparsity import masks as M
-from jsnn.sparsity import shi
 from jsnn.ticket import load_ticket
 from jsnn.training_rules import MaskedTraining
 from jsnn.variables import Variables, by_name, from_names, init_variables
@@ -236,6 +236,6 @@ def check_shi_ticket(results: dict, workdir) -> None:
     assert all(set(np.unique(g)) <= {0.0, 1.0} for g in gates.values())
     assert final["neuron_fraction"] == pytest.approx(sum(g.sum() for g in gates.values())
                                                      / sum(g.size for g in gates.values()))
-    conn, total = shi.connections(ticket.model.layers((8, 8, 1)), by_name(ticket.variables.masks), gates)
+    conn, total = connection_penalty.connections(ticket.model.layers((8, 8, 1)), by_name(ticket.variables.masks), gates)
     assert final["connection_fraction"] == pytest.approx(conn / total) and 0 < conn < total
     assert final["sparsity"] == pytest.approx(M.sparsity_of(ticket.variables.masks))

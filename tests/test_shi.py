@@ -1,7 +1,7 @@
-"""Shi et al.'s method as jsnn runs it (jsnn/sparsity/shi.py, jsnn/runs/shi.py): where the masks sit in a network
-and their usage constants by hand, the paper's connection count against a NumPy loop, the per-position gates
-counted exactly by the cost report (against a NumPy loop over the model's own LIF spikes) and carried into NIR
-(run in snnTorch against jsnn). A run of the method: tests/test_registry.py (``shi_case``, ``check_shi_ticket``)."""
+"""Shi et al.'s method as jsnn runs it (jsnn/sparsity/connection_penalty.py, jsnn/runs/shi.py): where the masks sit in a
+network and their usage constants by hand, the paper's connection count against a NumPy loop, the per-position gates
+counted exactly by the cost report (against a NumPy loop over the model's own LIF spikes) and carried into NIR (run in
+snnTorch against jsnn). A run of the method: tests/test_registry.py (``shi_case``, ``check_shi_ticket``)."""
 import dataclasses
 import sys
 from pathlib import Path
@@ -18,7 +18,7 @@ from jsnn.layers import BNConfig
 from jsnn.models import get_model, observe
 from jsnn.objective import predictions
 from jsnn.runs import shi as shi_run
-from jsnn.sparsity import shi
+from jsnn.sparsity import connection_penalty
 from jsnn.variables import apply_model, by_name, from_names, init_variables
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,23 +32,24 @@ def tiny(timesteps=2):
 def test_masks_and_usage_constants_of_a_network_by_hand():
     layers = tiny().layers((8, 8, 1))
     # the LIF after every conv but the first has per-position masks; none after the classifier
-    assert shi.gated_producers(layers) == {"conv1": (8, 8, 8), "conv2": (4, 4, 16)}
-    c_w, c_n = shi.usage_constants(shi.blocks_of(layers))
+    assert connection_penalty.gated_producers(layers) == {"conv1": (8, 8, 8), "conv2": (4, 4, 16)}
+    c_w, c_n = connection_penalty.usage_constants(connection_penalty.blocks_of(layers))
     assert c_w == {"conv0": 64.0, "conv1": 64.0, "conv2": 16.0, "fc": 1.0}  # output positions per weight
     # fan-out of the layer reading the spikes (through the pools: their calc_c ignores pooling)
     assert c_n == {"conv0": 8 * 9, "conv1": 16 * 9, "conv2": 10, "fc": 0.0}
     masks = from_names({x.name: np.ones(x.kernel_shape, np.float32) for x in layers if x.kind in ("conv", "linear")})
-    logits = shi.init_logits(masks, layers)
+    logits = connection_penalty.init_logits(masks, layers)
     assert {k: m.shape for k, m in by_name(logits["neurons"]).items()} == {"conv1": (8, 8, 8), "conv2": (4, 4, 16)}
     # Shi et al.'s init: every logit 0, so sigma 0.5 while searching and nothing kept once fixed
-    b = shi.binary_variables({}, masks, logits, {}, {})
+    b = connection_penalty.binary_variables({}, masks, logits, {}, {})
     assert all(not np.any(m) for m in jax.tree.leaves(b.masks)) and all(not np.any(g) for g in jax.tree.leaves(b.gates))
 
 
 def random_ticket(layers, like_masks, seed=0, keep=0.6, gate_keep=0.5):
     rng = np.random.default_rng(seed)
     kept = {k: (rng.random(m.shape) < keep).astype(np.float32) for k, m in sorted(like_masks.items())}
-    gates = {k: (rng.random(shape) < gate_keep).astype(np.float32) for k, shape in shi.gated_producers(layers).items()}
+    gates = {k: (rng.random(shape) < gate_keep).astype(np.float32)
+             for k, shape in connection_penalty.gated_producers(layers).items()}
     return kept, gates
 
 
@@ -86,11 +87,11 @@ def test_connections_match_a_numpy_loop_of_the_reference_count():
     layers = tiny().layers((8, 8, 1))
     kernels = {x.name: np.ones(x.kernel_shape) for x in layers if x.kind in ("conv", "linear")}
     kept, gates = random_ticket(layers, kernels)
-    got = shi.connections(layers, kept, gates)
+    got = connection_penalty.connections(layers, kept, gates)
     assert got == pytest.approx(numpy_connections(kept, gates), rel=1e-6)
     # every weight and neuron kept: the dense count, which is also the second number
     ones = {k: np.ones_like(m) for k, m in kept.items()}
-    assert shi.connections(layers, ones) == pytest.approx((got[1], got[1]))
+    assert connection_penalty.connections(layers, ones) == pytest.approx((got[1], got[1]))
     assert got[0] < got[1]
 
 

@@ -33,10 +33,10 @@ channel-first layout (C, H, W):
   (1 here) and v_reset. Neither can express V_reset != 0 or a soft reset (NIR's LIF
   has only the reset to v_reset): ``to_nir`` refuses a soft-reset network.
 - **Scale** after a LIF whose spikes are gated per neuron (``Variables.gates``: Shi et al.'s neuron masks,
-  jsnn/sparsity/shi.py): NIR's elementwise product by the gate in (C, H, W), an exact diagonal weight. Not the
-  gated neurons' outgoing weights zeroed instead: a conv's weight is shared by every position, so a gate on one
-  position of a map has no place in the next conv's kernel (it would be exact only for a linear layer reading
-  the map directly, and never through a max pool). snnTorch 1.0's import has no mapping for ``nir.Scale``;
+  jsnn/sparsity/connection_penalty.py): NIR's elementwise product by the gate in (C, H, W), an exact diagonal weight.
+  Not the gated neurons' outgoing weights zeroed instead: a conv's weight is shared by every position, so a gate on one
+  position of a map has no place in the next conv's kernel (it would be exact only for a linear layer reading the map
+  directly, and never through a max pool). snnTorch 1.0's import has no mapping for ``nir.Scale``;
   ``torch_sims.snntorch_module`` maps it to the elementwise product.
 - **Max pool 2×2** over binary spikes is an OR, exactly a 2×2 **SumPool2d**
   (counts 0..4) followed by ``or_neuron``: a LIF with no memory (tau = dt, so

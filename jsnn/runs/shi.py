@@ -1,5 +1,5 @@
-"""Shi et al.'s weight and neuron mask learning as published (ICLR 2024; jsnn/sparsity/shi.py has the math and
-the reference code it follows): a search segment and a finetune segment.
+"""Shi et al.'s weight and neuron mask learning as published (ICLR 2024; jsnn/sparsity/connection_penalty.py has
+the math and the reference code it follows): a search segment and a finetune segment.
 
     segment 0 (search)    weights and BN (Adam), a logit per weight m_w and per gated neuron position m_n (Adam,
                           their own optimizer) trained together; loss = task + lambda * sum_blocks [c_n sum
@@ -40,7 +40,7 @@ from jsnn.runs.run import Plan, Run
 from jsnn.runs.segment import Position
 from jsnn.runs.sparse_training import OPTIMIZERS, shared_optimizer
 from jsnn.runs.tickets import TICKET_FILE, round_path, variables_of
-from jsnn.sparsity import shi, shi_training
+from jsnn.sparsity import connection_penalty, shi_training
 from jsnn.sparsity.masks import layer_sparsity_of, sparsity_of
 from jsnn.trainer import TrainState
 from jsnn.variables import by_name, init_variables
@@ -73,8 +73,8 @@ class ShiOptions:
                                        "[--prune-weight-decay]", group=GROUP)
     mask_init: float = setting(0.0, "the logits' initial value, weights and neurons [--mask-init-factor]: at 0 "
                                "sigma is 0.5 and m > 0 keeps nothing", group=GROUP)
-    beta0: float = setting(shi.BETA0, "the sigmoid temperature at the start of the search", group=GROUP)
-    beta1: float = setting(shi.BETA1, "the temperature at its end (every later step)", group=GROUP)
+    beta0: float = setting(connection_penalty.BETA0, "the sigmoid temperature at the start of the search", group=GROUP)
+    beta1: float = setting(connection_penalty.BETA1, "the temperature at its end (every later step)", group=GROUP)
     optimizer: str = setting("adam", "the weights' optimizer [--optimizer]: adam (theirs), adamw or sgd (the "
                              "TrainConfig's)", group=GROUP, choices=OPTIMIZERS)
 
@@ -136,14 +136,15 @@ class ShiPlan(Plan):
     def setup(self, run: Run) -> TrainState:
         o, cfg = self.options, self.config
         self.layers = tuple(describe(run.model, run.dataset.image_shape))
-        c_w, c_n = shi.usage_constants(shi.blocks_of(self.layers))
-        gated = shi.gated_producers(self.layers)
+        c_w, c_n = connection_penalty.usage_constants(connection_penalty.blocks_of(self.layers))
+        gated = connection_penalty.gated_producers(self.layers)
         self.search = shi_training.ShiSearch(tuple(sorted(c_w.items())),
                                              tuple(sorted((k, v) for k, v in c_n.items() if k in gated)),
                                              o.penalty_lambda, cfg.epochs * run.trainer.steps_per_epoch,
                                              o.beta0, o.beta1)
         v = init_variables(run.model, jax.random.key(cfg.seed), (1,) + run.dataset.image_shape)
-        return run.new_state(v, shi.init_logits(v.masks, self.layers, o.mask_init, o.mask_init), self.search)
+        logits = connection_penalty.init_logits(v.masks, self.layers, o.mask_init, o.mask_init)
+        return run.new_state(v, logits, self.search)
 
     def current_rule(self):
         return self.search if self.segment == 0 else self.finetune
@@ -178,7 +179,7 @@ class ShiPlan(Plan):
         v = jax.device_get(variables_of(state, rule))
         gates = by_name(v.gates)
         kept = by_name(v.masks)
-        conn, total = shi.connections(self.layers, kept, gates)
+        conn, total = connection_penalty.connections(self.layers, kept, gates)
         neurons = neuron_counts(gates)
         return {"round": segment, "phase": SEGMENTS[segment], "sparsity": sparsity_of(v.masks),
                 "layer_sparsity": layer_sparsity_of(v.masks), "penalty_lambda": self.options.penalty_lambda,

@@ -1,5 +1,5 @@
-"""The two phases of Shi et al.'s weight and neuron mask learning (jsnn/sparsity/shi.py) as training rules
-(``jsnn.training_rules.TrainingRule``), and their optimizer.
+"""The two phases of Shi et al.'s weight and neuron mask learning (jsnn/sparsity/connection_penalty.py) as
+training rules (``jsnn.training_rules.TrainingRule``), and their optimizer.
 
 | rule        | trained                      | forward                                                        |
 |-------------|------------------------------|----------------------------------------------------------------|
@@ -7,9 +7,9 @@
 | ShiFinetune | weights, bn (logits frozen)  | kernel * (m_w > 0) (the ticket's masks); spikes * (m_n > 0)    |
 
 Search: loss = task + P, P = lambda * sum_blocks [c_n sum sigma(beta_n m_n) + c_w sum sigma(beta_w m_w)]
-(``shi.penalty``), lambda fixed, beta = ``shi.temperature`` of the step (beta0 -> beta1 over the search's
-iterations, the same for weights and neurons: their two-value ``--temp-scheduler``). Both optimizers step on
-the same gradients in one step (theirs: one backward, then the masks' step and the weights' step, which do not
+(``connection_penalty.penalty``), lambda fixed, beta = ``connection_penalty.temperature`` of the step (beta0 -> beta1
+over the search's iterations, the same for weights and neurons: their two-value ``--temp-scheduler``). Both optimizers
+step on the same gradients in one step (theirs: one backward, then the masks' step and the weights' step, which do not
 read each other's update). Its evaluation and its ticket use the binary masks (m > 0): what the ticket is now.
 
 Both phases keep one TrainState structure and one optimizer (``optax.multi_transform``: the weights' own and
@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from jsnn.objective import TrainingRuleDefaults, spike_loss
-from jsnn.sparsity import shi
+from jsnn.sparsity import connection_penalty
 from jsnn.variables import Variables, apply_model, by_name, kernels, map_with_names, with_kernels
 
 
@@ -38,34 +38,34 @@ class ShiSearch(TrainingRuleDefaults):
     c_n: tuple[tuple[str, float], ...]
     lam: float
     search_steps: int  # beta reaches beta1 here (Tmax: every search iteration)
-    beta0: float = shi.BETA0
-    beta1: float = shi.BETA1
+    beta0: float = connection_penalty.BETA0
+    beta1: float = connection_penalty.BETA1
     trainable: tuple[str, ...] = ("weights", "bn", "scores")
 
     def beta(self, step) -> jax.Array:
-        return shi.temperature(step, self.beta0, self.beta1, 0, max(self.search_steps, 1))
+        return connection_penalty.temperature(step, self.beta0, self.beta1, 0, max(self.search_steps, 1))
 
     def forward_variables(self, weights, masks, scores, bn, batch_stats) -> Variables:
-        return shi.binary_variables(weights, masks, scores, bn, batch_stats)
+        return connection_penalty.binary_variables(weights, masks, scores, bn, batch_stats)
 
     def effective_masks(self, masks, scores):
         return self.forward_variables({}, masks, scores, {}, {}).masks
 
     def effective_gates(self, scores):
-        return jax.tree.map(shi.binary_mask, scores["neurons"])
+        return jax.tree.map(connection_penalty.binary_mask, scores["neurons"])
 
     def mask_updates(self, updates: dict, masks) -> dict:
         return updates
 
     def penalty(self, scores: dict, beta) -> jax.Array:
-        return shi.penalty(by_name(scores["weights"]), by_name(scores["neurons"]), dict(self.c_w), dict(self.c_n),
-                           self.lam, beta, beta)
+        return connection_penalty.penalty(by_name(scores["weights"]), by_name(scores["neurons"]), dict(self.c_w),
+                                          dict(self.c_n), self.lam, beta, beta)
 
     def loss(self, model, state, images, labels):
         """(task loss + penalty, (logits, new batch statistics)) on the soft masks at this step's beta."""
         beta = self.beta(state.step)
-        variables = shi.soft_variables(state.weights, state.masks, state.scores, state.bn, state.batch_stats,
-                                       beta, beta)
+        variables = connection_penalty.soft_variables(state.weights, state.masks, state.scores, state.bn,
+                                                      state.batch_stats, beta, beta)
         logits, new_stats, _ = apply_model(model, variables, images, train=True)
         return spike_loss(logits, labels) + self.penalty(state.scores, beta), (logits, new_stats)
 
@@ -84,7 +84,7 @@ class ShiFinetune(TrainingRuleDefaults):
         return masks
 
     def effective_gates(self, scores):
-        return jax.tree.map(shi.binary_mask, scores["neurons"])
+        return jax.tree.map(connection_penalty.binary_mask, scores["neurons"])
 
     def mask_updates(self, updates: dict, masks) -> dict:
         kept = map_with_names(lambda _, u, m: u * m.astype(u.dtype), kernels(updates["weights"]), masks)
@@ -94,10 +94,10 @@ class ShiFinetune(TrainingRuleDefaults):
 
 def optimizer(weights: optax.GradientTransformation, mask_lr: float,
               mask_weight_decay: float = 0.0) -> optax.GradientTransformation:
-    """``weights`` for the weights and BN, ``shi.mask_optimizer`` (torch's Adam) for the logits."""
+    """``weights`` for the weights and BN, ``connection_penalty.mask_optimizer`` (torch's Adam) for the logits."""
 
     def labels(trainable):
         return {k: jax.tree.map(lambda _: "logits" if k == "scores" else "weights", v) for k, v in trainable.items()}
 
-    return optax.multi_transform({"weights": weights, "logits": shi.mask_optimizer(mask_lr, mask_weight_decay)},
-                                 labels)
+    logits = connection_penalty.mask_optimizer(mask_lr, mask_weight_decay)
+    return optax.multi_transform({"weights": weights, "logits": logits}, labels)

@@ -1,7 +1,8 @@
-"""Shi et al.'s weight and neuron mask learning as published (ICLR 2024; reference code
-xyshi2000/Unstructured-Pruning @ 175134e: ``models/submodules/sparse.py``, ``sparsity/penalty_term.py``,
-``sparsity/temp_scheduler.py``, ``main.py``): the math, and where it sits in jsnn's networks. The method
-``shi`` (jsnn/runs/shi.py, jsnn/sparsity/shi_training.py) trains with it.
+"""The usage-weighted connection penalty of Shi et al.'s weight and neuron mask learning as published, with the
+soft masks it prices and the connection count it stands for (ICLR 2024; reference code xyshi2000/Unstructured-Pruning
+@ 175134e: ``models/submodules/sparse.py``, ``sparsity/penalty_term.py``, ``sparsity/temp_scheduler.py``,
+``main.py``): the math, and where it sits in jsnn's networks. The method ``shi`` (jsnn/runs/shi.py,
+jsnn/sparsity/shi_training.py) trains with it.
 
 Every block (a conv, or a linear layer as a 1x1 conv; BN; LIF) owns a real-valued logit per weight ``m_w``
 (the kernel's shape) and, where it has neuron masks, a logit per neuron **position** ``m_n`` (C, H, W: one
@@ -27,7 +28,7 @@ layers through pools and flattens. The gate multiplies the LIF's spikes inside t
 (``Variables.gates``, ``jsnn.layers.GATES``), so everything that runs a ticket (evaluation, the cost report, NIR
 export) sees the gated network. ``connections`` is the paper's connection count (``model.connects``).
 
-Differences from jsnn's budgeted variant (jsnn.sparsity.energy): see docs/methods.md, "Energy-budget pruning".
+Differences from jsnn's budgeted variant (jsnn.sparsity.synops_budget): see docs/methods.md, "Energy-budget pruning".
 """
 from __future__ import annotations
 

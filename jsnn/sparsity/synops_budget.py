@@ -1,4 +1,5 @@
-"""A SynOps-budget variant of Shi et al.'s weight and neuron mask learning (ICLR 2024): neurons, gates, the
+"""A ticket under a SynOps budget, for jsnn's SynOps-budget variant of Shi et al.'s weight and neuron mask learning
+(ICLR 2024; the method ``energy``: jsnn/runs/energy.py, jsnn/sparsity/energy_training.py): neurons, gates, the
 differentiable SynOps count, the temperature, and making a ticket meet its budget. Not Shi et al.'s method:
 a budget with λ by dual ascent (theirs: λ fixed), one product penalty priced by measured spikes (theirs:
 separate neuron and weight terms with usage constants), gates per channel (theirs: per (C, H, W) position),
