@@ -17,7 +17,7 @@ default optimizer) and 1e-4 (finetune), cross-entropy, cosine; IF neurons (spiki
 with decay 1), threshold 1, hard reset, ATan.
 
 What jsnn runs differently: the finetune keeps the search's lr schedule; the budget is a SynOps count instead of
-lambda; neurons are gated per channel and the neurons feeding a SEW join are never gated (jsnn.sparsity.synops_budget);
+lambda; neurons are gated per channel and the neurons feeding a SEW join are never gated (jsnn.sparsity.gated_synops);
 joins feed spike counts 0, 1, 2, ... to the next block, which jsnn's cost report counts as MACs at every call
 where a count exceeds 1 (NeuroBench's rule) where Shi et al. count them as SOPs; NIR export refuses decay 1
 (snnTorch imports IF neurons wrongly), so export a ticket of this recipe with ``--config.lif.decay`` < 1.

@@ -1,4 +1,4 @@
-"""The SynOps-budget variant of Shi et al. 2024's mask learning (jsnn/sparsity/synops_budget.py, energy_training.py,
+"""The SynOps-budget variant of Shi et al. 2024's mask learning (jsnn/sparsity/gated_synops.py, energy_training.py,
 jsnn/runs/energy.py): the channel groups, the differentiable SynOps count against jsnn.efficiency's exact
 count, the temperature, the dual step, the layer-aware cut and its spine, no zombie weights, and the run:
 within budget or said not to be, resumable bit for bit."""
@@ -22,7 +22,7 @@ from jsnn.runs.outputs import Outputs
 from jsnn.runs.report import run_report
 from jsnn.runs.sparse_training import sparse_optimizer
 from jsnn.runs.workdir import RunMismatchError
-from jsnn.sparsity import energy_training, synops_budget
+from jsnn.sparsity import energy_training, gated_synops
 from jsnn.ticket import load_ticket
 from jsnn.variables import by_name, from_names, init_variables, kernels
 
@@ -36,22 +36,22 @@ def host(tree):
 
 def test_channel_groups_of_vgg_and_resnet():
     digits = get_model("digits_cnn", 10, timesteps=2)
-    groups = {g.producer: g for g in synops_budget.neuron_groups(digits.layers((8, 8, 1)))}
+    groups = {g.producer: g for g in gated_synops.neuron_groups(digits.layers((8, 8, 1)))}
     assert set(groups) == {"conv0", "conv1", "conv2"}  # the classifier's outputs are never gated
-    assert groups["conv0"].consumers == (synops_budget.Consumer("conv1", "conv", 1),)
-    assert groups["conv1"].consumers == (synops_budget.Consumer("conv2", "conv", 1),)  # through the max pool
+    assert groups["conv0"].consumers == (gated_synops.Consumer("conv1", "conv", 1),)
+    assert groups["conv1"].consumers == (gated_synops.Consumer("conv2", "conv", 1),)  # through the max pool
     # conv2 (128 channels) -> pool -> 2x2x128 -> flatten -> fc: every channel appears 2 * 2 times
-    assert groups["conv2"].channels == 128 and groups["conv2"].consumers == (synops_budget.Consumer("fc", "linear", 4),)
+    assert groups["conv2"].channels == 128 and groups["conv2"].consumers == (gated_synops.Consumer("fc", "linear", 4),)
 
     resnet = get_model("resnet19", 10, timesteps=2, width=0.125)
-    groups = {g.producer: g for g in synops_budget.neuron_groups(resnet.layers((8, 8, 3)))}
+    groups = {g.producer: g for g in gated_synops.neuron_groups(resnet.layers((8, 8, 3)))}
     blocks = [f"stage{s}_block{b}" for s, n in enumerate((3, 3, 2)) for b in range(n)]
     # residual joins are not gated: the stem (feeding block 0's conv1 and its shortcut conv), each
     # block's conv1 (feeding conv2 only) and fc1 (feeding the classifier)
     assert set(groups) == {"stem", "fc1"} | {f"{b}/conv1" for b in blocks}
     assert {c.path for c in groups["stem"].consumers} == {"stage0_block0/conv1", "stage0_block0/shortcut"}
-    assert groups["fc1"].consumers == (synops_budget.Consumer("fc2", "linear", 1),)
-    assert all(groups[f"{b}/conv1"].consumers == (synops_budget.Consumer(f"{b}/conv2", "conv", 1),) for b in blocks)
+    assert groups["fc1"].consumers == (gated_synops.Consumer("fc2", "linear", 1),)
+    assert all(groups[f"{b}/conv1"].consumers == (gated_synops.Consumer(f"{b}/conv2", "conv", 1),) for b in blocks)
 
 
 def test_the_flatten_gate_is_the_gate_on_the_spikes():
@@ -61,9 +61,9 @@ def test_the_flatten_gate_is_the_gate_on_the_spikes():
     spikes = (rng.random((5, 2, 2, 6)) < 0.4).astype(np.float32)
     kernel = rng.normal(size=(24, 3)).astype(np.float32)
     gate = rng.random(6).astype(np.float32)
-    consumer = synops_budget.Consumer("fc", "linear", 4)
+    consumer = gated_synops.Consumer("fc", "linear", 4)
     direct = (spikes * gate).reshape(5, -1) @ kernel
-    folded = spikes.reshape(5, -1) @ (kernel * np.asarray(synops_budget.in_gate(consumer, jnp.asarray(gate))))
+    folded = spikes.reshape(5, -1) @ (kernel * np.asarray(gated_synops.in_gate(consumer, jnp.asarray(gate))))
     np.testing.assert_allclose(direct, folded, rtol=1e-6)
 
 
@@ -74,10 +74,10 @@ def random_ticket(model, image_shape, seed, keep=0.6, keep_neurons=0.7):
     """Variables with random binary weight masks and random neuron gates folded in (fan-in and fan-out)."""
     rng = np.random.default_rng(seed)
     v = init_variables(model, jax.random.key(seed), (1,) + image_shape)
-    groups = synops_budget.neuron_groups(model.layers(image_shape))
+    groups = gated_synops.neuron_groups(model.layers(image_shape))
     weight_masks = {k: (rng.random(m.shape) < keep).astype(np.float32) for k, m in by_name(v.masks).items()}
     gates = {g.producer: jnp.asarray((rng.random(g.channels) < keep_neurons).astype(np.float32)) for g in groups}
-    count = synops_budget.gated_masks({k: jnp.asarray(m) for k, m in weight_masks.items()}, gates, groups, fan_in=True)
+    count = gated_synops.gated_masks({k: jnp.asarray(m) for k, m in weight_masks.items()}, gates, groups, fan_in=True)
     # BN statistics away from their init, so that the eval-mode network fires
     stats = jax.tree.map(lambda x: jnp.asarray(rng.uniform(0.2, 1.0, x.shape), jnp.float32) if x.ndim else x,
                          v.batch_stats)
@@ -101,12 +101,12 @@ def test_the_count_with_binary_gates_is_the_exact_synops_count(name, image_shape
 
     @jax.jit
     def surrogate(variables, count, images):
-        _, _, inputs = synops_budget.forward_with_inputs(model, variables, images, train=False)
-        return synops_budget.synops(inputs, count, layers)
+        _, _, inputs = gated_synops.forward_with_inputs(model, variables, images, train=False)
+        return gated_synops.synops(inputs, count, layers)
 
     assert 1000 < exact < 2**24  # float32 counts it exactly
     assert float(surrogate(variables, count, images)) == exact
-    usage = synops_budget.weight_usage_fn(model, layers)(variables, images)
+    usage = gated_synops.weight_usage_fn(model, layers)(variables, images)
     named = by_name(variables.masks)
     assert sum(float(np.sum(np.asarray(u) * np.asarray(named[k]))) for k, u in usage.items()) == exact
 
@@ -133,16 +133,16 @@ def test_the_count_is_linear_in_the_mask_and_its_gradient_reaches_the_logits():
     model = get_model("digits_cnn", 10, timesteps=2)
     layers = tuple(model.layers((8, 8, 1)))
     v = init_variables(model, jax.random.key(0), (1, 8, 8, 1))
-    groups = synops_budget.neuron_groups(layers)
+    groups = gated_synops.neuron_groups(layers)
     images = jax.random.normal(jax.random.key(1), (4, 8, 8, 1)) * 2.0
-    _, _, inputs = jax.jit(lambda v, x: synops_budget.forward_with_inputs(model, v, x, train=False))(v, images)
-    logits = synops_budget.init_logits(v.masks, groups, 0.1)
+    _, _, inputs = jax.jit(lambda v, x: gated_synops.forward_with_inputs(model, v, x, train=False))(v, images)
+    logits = gated_synops.init_logits(v.masks, groups, 0.1)
 
     @jax.jit
     def count(logits, beta):
-        weight_gates, neuron_gates = synops_budget.soft_gates(logits, beta)
-        return synops_budget.synops_per_image(inputs, synops_budget.gated_masks(weight_gates, neuron_gates, groups,
-                                                                                True), layers, 4)
+        weight_gates, neuron_gates = gated_synops.soft_gates(logits, beta)
+        return gated_synops.synops_per_image(inputs, gated_synops.gated_masks(weight_gates, neuron_gates, groups, True),
+                                             layers, 4)
 
     g = jax.jit(jax.grad(count))(logits, 5.0)
     # d count / d m_w = beta sigma'(beta m) * (input spikes of that weight) * gates: every weight of a
@@ -152,8 +152,8 @@ def test_the_count_is_linear_in_the_mask_and_its_gradient_reaches_the_logits():
     assert all(np.any(np.asarray(x) > 0) for x in by_name(g["neurons"]).values())
     # all gates equal to s: the count is s^2 on the gated layers (weight gate times one neuron gate on
     # conv0, which is not counted; weight gate times in- and out-gates on conv1, conv2; fc: in-gate only)
-    half = count(synops_budget.init_logits(v.masks, groups, 0.0), 1.0)
-    ones = count(synops_budget.init_logits(v.masks, groups, 50.0), 1.0)
+    half = count(gated_synops.init_logits(v.masks, groups, 0.0), 1.0)
+    ones = count(gated_synops.init_logits(v.masks, groups, 50.0), 1.0)
     described = {layer.name: layer for layer in layers}
     per_layer = {p: connections(x, by_name(v.masks)[p].shape, described[p]) / 4 for p, x in inputs.items()
                  if p != "conv0"}
@@ -163,10 +163,10 @@ def test_the_count_is_linear_in_the_mask_and_its_gradient_reaches_the_logits():
 
 
 def test_temperature_schedule():
-    assert float(synops_budget.temperature(0, 100)) == pytest.approx(5.0)
-    assert float(synops_budget.temperature(50, 100)) == pytest.approx(np.sqrt(5.0 * 1000.0), rel=1e-5)
-    assert float(synops_budget.temperature(100, 100)) == pytest.approx(1000.0, rel=1e-5)
-    assert float(synops_budget.temperature(400, 100)) == pytest.approx(1000.0, rel=1e-5)
+    assert float(gated_synops.temperature(0, 100)) == pytest.approx(5.0)
+    assert float(gated_synops.temperature(50, 100)) == pytest.approx(np.sqrt(5.0 * 1000.0), rel=1e-5)
+    assert float(gated_synops.temperature(100, 100)) == pytest.approx(1000.0, rel=1e-5)
+    assert float(gated_synops.temperature(400, 100)) == pytest.approx(1000.0, rel=1e-5)
 
 
 # -- masks: dead channels, removed channels, the cut -------------------------------------------------------
@@ -175,19 +175,19 @@ def test_temperature_schedule():
 def test_dead_fan_in_and_removed_channels():
     model = get_model("digits_cnn", 10, timesteps=2)
     v = init_variables(model, jax.random.key(0), (1, 8, 8, 1))
-    groups = synops_budget.neuron_groups(model.layers((8, 8, 1)))
+    groups = gated_synops.neuron_groups(model.layers((8, 8, 1)))
     named = {k: np.ones(m.shape, np.float32) for k, m in by_name(v.masks).items()}
     named["conv2"][:, :, 5, :] = 0  # conv1's channel 5: nothing reads it
     fc = named["fc"].reshape(4, 128, 10)
     fc[:, 7, :] = 0  # conv2's channel 7: nothing reads it ...
     named["fc"] = fc.reshape(512, 10)
     named["conv2"][:, :, :, 9] = 0  # ... and channel 9 has no fan-in but is read (a BN bias can drive it)
-    cleaned = synops_budget.drop_dead_fan_in(named, groups)
+    cleaned = gated_synops.drop_dead_fan_in(named, groups)
     assert np.all(cleaned["conv1"][..., 5] == 0) and np.sum(cleaned["conv1"] == 0) == 9 * 32
     assert np.all(cleaned["conv2"][..., 7] == 0)
     assert np.sum(cleaned["conv2"] == 0) == 9 * 128 + 2 * 9 * 64 - 9 * 2  # in 5, out 7, out 9
-    assert synops_budget.removed_channels(from_names(cleaned), model, (8, 8, 1)) == {"conv1": [5], "conv2": [7]}
-    assert synops_budget.removed_channels(from_names(named), model, (8, 8, 1)) == {}
+    assert gated_synops.removed_channels(from_names(cleaned), model, (8, 8, 1)) == {"conv1": [5], "conv2": [7]}
+    assert gated_synops.removed_channels(from_names(named), model, (8, 8, 1)) == {}
 
 
 def test_cut_takes_each_layers_share_lowest_rank_first_and_never_a_protected_weight():
@@ -197,15 +197,15 @@ def test_cut_takes_each_layers_share_lowest_rank_first_and_never_a_protected_wei
     # kept usage: a 6, b 9 (b[0,1] is pruned); amount 5 -> shares a 2, b 3 (by hand)
     # a: a[1,0] reads nothing; a[0,1] (rank 1, usage 1), then a[1,1] (rank 2, usage 2): 3 >= 2
     # b: b[0,0] (rank -1, usage 3) covers 3
-    out = synops_budget.cut(masks, rank, usage, 5.0)
+    out = gated_synops.cut(masks, rank, usage, 5.0)
     np.testing.assert_array_equal(out["a"], [[1, 0, 1], [1, 0, 1]])
     np.testing.assert_array_equal(out["b"], [[0, 0, 1, 1]])
     # a protected weight is skipped: b[0,3] (rank 0) goes instead of b[0,0]
     protected = {"b": np.array([[True, False, False, False]])}
-    out = synops_budget.cut(masks, rank, usage, 5.0, protected)
+    out = gated_synops.cut(masks, rank, usage, 5.0, protected)
     np.testing.assert_array_equal(out["b"], [[1, 0, 1, 0]])
     # however large the amount, the protected weight stays
-    out = synops_budget.cut(masks, rank, usage, 1e9, protected)
+    out = gated_synops.cut(masks, rank, usage, 1e9, protected)
     np.testing.assert_array_equal(out["b"], [[1, 0, 0, 0]])
 
 
@@ -214,11 +214,11 @@ def test_the_spine_keeps_every_counted_layer_connected_through_any_cut():
     keeps (the spine's channels are read), and it is where the ranks say: the best-ranked channel and weight."""
     model = get_model("digits_cnn", 10, timesteps=2)
     v = init_variables(model, jax.random.key(0), (1, 8, 8, 1))
-    groups = synops_budget.neuron_groups(model.layers((8, 8, 1)))
+    groups = gated_synops.neuron_groups(model.layers((8, 8, 1)))
     rng = np.random.default_rng(0)
     named = {k: np.ones(m.shape, np.float32) for k, m in by_name(v.masks).items()}
     rank = {k: rng.normal(size=m.shape) for k, m in named.items()}
-    spine = synops_budget.spine(rank, groups)
+    spine = gated_synops.spine(rank, groups)
     assert all(int(m.sum()) == 1 for m in spine.values())
     # the kept channel of each group is the one with the best fan-in weight, by hand
     c0 = int(np.argmax(rank["conv0"].max(axis=(0, 1, 2))))
@@ -232,13 +232,13 @@ def test_the_spine_keeps_every_counted_layer_connected_through_any_cut():
     allowed[:, :, c0, c1] = rank["conv1"][:, :, c0, c1]
     assert spine["conv1"].reshape(-1)[np.argmax(allowed)]
     usage = {k: np.ones(m.shape) for k, m in named.items() if k != "conv0"}  # conv0 reads pixels: no SynOps
-    cut = synops_budget.drop_dead_fan_in(synops_budget.cut(named, rank, usage, 1e12, spine), groups)
+    cut = gated_synops.drop_dead_fan_in(gated_synops.cut(named, rank, usage, 1e12, spine), groups)
     for k in ("conv1", "conv2", "fc"):
         np.testing.assert_array_equal(cut[k] != 0, spine[k])
     assert np.all(cut["conv0"][..., c0] == 1) and cut["conv0"].sum() == 9  # only channel c0's fan-in is read
     # from an empty ticket (the search pruned everything) the spine is put back
     empty = {k: np.zeros_like(m) for k, m in named.items()}
-    assert all(np.array_equal(synops_budget.with_spine(empty, spine)[k] != 0, spine[k]) for k in named)
+    assert all(np.array_equal(gated_synops.with_spine(empty, spine)[k] != 0, spine[k]) for k in named)
 
 
 def test_enforce_budget_says_when_no_connected_ticket_is_within_it():
@@ -252,12 +252,12 @@ def test_enforce_budget_says_when_no_connected_ticket_is_within_it():
     def measure(m):
         return float(sum(np.sum(usage(m)[k] * m[k]) for k in m))
 
-    result = synops_budget.enforce_budget(masks, 3.0, rank, (), measure, usage)
+    result = gated_synops.enforce_budget(masks, 3.0, rank, (), measure, usage)
     assert not result.met and result.measured[-1] == 4.0
     np.testing.assert_array_equal(result.masks["a"], [[0, 0, 0, 1]])
     np.testing.assert_array_equal(result.masks["b"], [[1], [0], [0], [0]])
     assert result.removed_weights == 6 and result.restored_weights == 0
-    result = synops_budget.enforce_budget(masks, 4.0, rank, (), measure, usage)
+    result = gated_synops.enforce_budget(masks, 4.0, rank, (), measure, usage)
     assert result.met and result.measured[-1] <= 4.0
 
 
@@ -277,7 +277,7 @@ def test_enforce_budget_measures_after_every_cut():
         measured.append(float(np.sum(usage(m)["a"] * m["a"])))
         return measured[-1]
 
-    result = synops_budget.enforce_budget(masks, 9.0, rank, (), measure, usage)
+    result = gated_synops.enforce_budget(masks, 9.0, rank, (), measure, usage)
     assert result.measured[0] == 16 and result.measured[-1] <= 9.0 and len(result.measured) > 2
     assert result.measured == tuple(measured)
     np.testing.assert_array_equal(result.masks["a"], [[0, 0, 0, 1]])
@@ -301,7 +301,7 @@ def batches(trainer, n):
 
 def search_state(config, trainer, target, weights_opt="sgd", lambda_init=0.1):
     layers = tuple(trainer.model.layers(trainer.dataset.image_shape))
-    groups = synops_budget.neuron_groups(layers)
+    groups = gated_synops.neuron_groups(layers)
     rule = energy_training.EnergySearch(groups, layers, target, 6)
     trainer = energy_run.with_optimizer(trainer, energy_training.optimizer(
         sparse_optimizer(weights_opt, config, trainer.steps_per_epoch), 0.05, 0.05))
@@ -345,8 +345,8 @@ def test_no_zombie_weights_through_the_switch_and_the_finetune(small, optimizer,
                                if jnp.issubdtype(x.dtype, jnp.floating) else x, state.opt_state),
         scores={**state.scores, **jax.tree.map(lambda x: jnp.asarray(rng.normal(0.5, 1.0, x.shape), x.dtype),
                                                 {k: state.scores[k] for k in ("weights", "neurons")})})
-    masks = synops_budget.ticket_masks(host(state.scores), host(state.masks), groups)
-    assert synops_budget.removed_channels(masks, trainer.model, ds.image_shape)  # whole channels pruned too
+    masks = gated_synops.ticket_masks(host(state.scores), host(state.masks), groups)
+    assert gated_synops.removed_channels(masks, trainer.model, ds.image_shape)  # whole channels pruned too
     state = energy_run.switch_state(state, masks, trainer.mesh)
     finetune = energy_training.EnergyFinetune()
     step = trainer.jitted_steps(finetune)[0]
@@ -387,7 +387,7 @@ def test_run_meets_its_budget_and_resumes_bit_identical_across_the_switch(small,
     assert final["repairs"]["switch"]["removed_weights"] > 0  # ... the layer-aware cut does
     for name, m in by_name(ticket.variables.masks).items():
         assert np.all(np.asarray(by_name(kernels(ticket.variables.weights))[name])[np.asarray(m) == 0] == 0)
-    removed = synops_budget.removed_channels(ticket.variables.masks, trainer.model, ds.image_shape)
+    removed = gated_synops.removed_channels(ticket.variables.masks, trainer.model, ds.image_shape)
     assert {k: len(v) for k, v in removed.items()} == final["removed_channels"]
     assert final["disconnected_layers"] == []
 

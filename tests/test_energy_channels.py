@@ -16,7 +16,7 @@ from jsnn.interop.torch_sims import run_torch, snntorch_module
 from jsnn.layers import BNConfig
 from jsnn.models import SpikingResNet, build_model
 from jsnn.objective import predictions
-from jsnn.sparsity import synops_budget
+from jsnn.sparsity import gated_synops
 from jsnn.variables import apply_model, by_name, from_names, init_variables
 
 pytest.importorskip("snntorch")
@@ -37,13 +37,13 @@ def digits():
 def with_removed(model, variables, image_shape, remove: dict, seed=0):
     """Random half masks, then ``remove`` ({producer: [channels]}) cut: fan-in and fan-out masked."""
     rng = np.random.default_rng(seed)
-    groups = {g.producer: g for g in synops_budget.neuron_groups(model.layers(image_shape))}
+    groups = {g.producer: g for g in gated_synops.neuron_groups(model.layers(image_shape))}
     named = {k: (rng.random(m.shape) < 0.6).astype(np.float32) for k, m in by_name(variables.masks).items()}
     for producer, channels in remove.items():
         g = groups[producer]
         gate = np.ones(g.channels, np.float32)
         gate[channels] = 0
-        named = {k: np.asarray(v) for k, v in synops_budget.gated_masks(
+        named = {k: np.asarray(v) for k, v in gated_synops.gated_masks(
             {k: jnp.asarray(v) for k, v in named.items()}, {producer: jnp.asarray(gate)}, [g], fan_in=True).items()}
     return variables._replace(masks=from_names({k: jnp.asarray(v) for k, v in named.items()}))
 

@@ -20,7 +20,7 @@ from jsnn.interop import ExportError, to_nir
 from jsnn.interop.check import check_export
 from jsnn.models import get_model
 from jsnn.neuron import LIFConfig
-from jsnn.sparsity import synops_budget
+from jsnn.sparsity import gated_synops
 from jsnn.variables import Variables, init_variables
 from tests.test_efficiency import _capture, _lif_loop, _lookup, _pairs_loop
 from tests.test_layer_description import _observed_shapes, _variable_shapes
@@ -185,14 +185,14 @@ def test_energy_neuron_groups_by_hand():
     each block's conv1 (conv2's and the downsample's spikes enter a join, the stem's reach the first join
     through the max pool); every conv of the plain stacks and Shi et al.'s fc0."""
     model, shape = TINY["sew_resnet18"][0](), TINY["sew_resnet18"][1]
-    groups = synops_budget.neuron_groups(model.layers(shape))
+    groups = gated_synops.neuron_groups(model.layers(shape))
     assert [g.producer for g in groups] == [f"stage{s}_block{b}/conv1" for s in range(4) for b in range(2)]
-    assert groups[0].consumers == (synops_budget.Consumer("stage0_block0/conv2", "conv"),)
+    assert groups[0].consumers == (gated_synops.Consumer("stage0_block0/conv2", "conv"),)
     model, shape = TINY["vggsnn"][0](), TINY["vggsnn"][1]
-    groups = synops_budget.neuron_groups(model.layers(shape))
+    groups = gated_synops.neuron_groups(model.layers(shape))
     assert [g.producer for g in groups] == [f"conv{i}" for i in range(8)]
-    assert groups[-1].consumers == (synops_budget.Consumer("fc", "linear", 1),)  # 1x1 map after the last pool
+    assert groups[-1].consumers == (gated_synops.Consumer("fc", "linear", 1),)  # 1x1 map after the last pool
     model, shape = TINY["cifar10net"][0](), TINY["cifar10net"][1]
-    groups = synops_budget.neuron_groups(model.layers(shape))
+    groups = gated_synops.neuron_groups(model.layers(shape))
     assert [g.producer for g in groups] == [f"conv{i}" for i in range(6)] + ["fc0"]
-    assert groups[5].consumers == (synops_budget.Consumer("fc0", "linear", 4 * 4),)  # 16 -> 8 -> 4 after two pools
+    assert groups[5].consumers == (gated_synops.Consumer("fc0", "linear", 4 * 4),)  # 16 -> 8 -> 4 after two pools

@@ -1,7 +1,7 @@
 """Removing a ticket's removed channels from its NIR graph (``jsnn.interop.nir_export.to_nir``'s output).
 
 A channel is removed when its fan-in and fan-out weights are all masked
-(``jsnn.sparsity.synops_budget.removed_channels``: energy-budget pruning removes whole neurons this way).
+(``jsnn.sparsity.gated_synops.removed_channels``: energy-budget pruning removes whole neurons this way).
 Its spikes reach no kept weight, so deleting it changes no output: ``drop_channels`` deletes, for
 each such channel of a conv / linear node,
 
@@ -23,7 +23,7 @@ import numpy as np
 from jsnn.interop.nir_import import graph_metadata
 from jsnn.interop.torch_sims import run_torch, snntorch_module  # torch is imported when one is run
 from jsnn.objective import predictions, preprocess
-from jsnn.sparsity.synops_budget import removed_channels
+from jsnn.sparsity.gated_synops import removed_channels
 
 _PER_NEURON = ("tau", "r", "v_leak", "v_threshold", "v_reset")
 
@@ -112,7 +112,7 @@ def drop_channels(graph, removed: dict[str, list[int]]):
 
 def drop_removed_channels(graph, model, masks, image_shape):
     """(the graph without the ticket's removed channels, {layer: [channels]}) (``drop_channels`` of
-    ``jsnn.sparsity.synops_budget.removed_channels``). Only channels the model's description lets a gate remove
+    ``jsnn.sparsity.gated_synops.removed_channels``). Only channels the model's description lets a gate remove
     are considered (``neuron_groups``): a channel feeding a residual join is never dropped."""
     removed = removed_channels(masks, model, image_shape)
     return drop_channels(graph, removed), removed

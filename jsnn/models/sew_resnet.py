@@ -15,7 +15,7 @@ and Shi et al.'s copy of it (xyshi2000/Unstructured-Pruning models/sew_resnet.py
 
 The neuron is jsnn's LIF (``lif``); SEW's ImageNet runs use IF neurons (decay 1), which the recipe
 sets. SEW's other connect functions (AND, IAND) are not implemented. Neurons whose spikes enter a
-join (conv2's, the downsample's, the stem's) cannot be gated by energy pruning (``jsnn.sparsity.synops_budget``
+join (conv2's, the downsample's, the stem's) cannot be gated by energy pruning (``jsnn.sparsity.gated_synops``
 reads the ``add`` layer as a residual join).
 """
 from __future__ import annotations

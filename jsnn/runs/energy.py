@@ -1,5 +1,5 @@
 """A SynOps-budget variant of Shi et al.'s weight and neuron mask learning (ICLR 2024; the differences are
-listed in jsnn/sparsity/synops_budget.py): a search segment and a finetune segment, ending with a connected ticket
+listed in jsnn/sparsity/gated_synops.py): a search segment and a finetune segment, ending with a connected ticket
 whose SynOps per training image are within ``--synops-budget``, or ``within_budget: false`` and one line.
 
     segment 0 (search)    weights, weight logits m_w, channel logits m_n and lambda trained together;
@@ -11,7 +11,7 @@ whose SynOps per training image are within ``--synops-budget``, or ``within_budg
                           measured (jsnn.efficiency on the training images) and, if over the search's
                           target (``target_fraction`` of the budget, room for the finetune),
                           cut layer by layer, smallest |w| first, never through the spine (one path
-                          through every counted layer) until within it (jsnn/sparsity/synops_budget.py)
+                          through every counted layer) until within it (jsnn/sparsity/gated_synops.py)
     segment 1 (finetune)  masks fixed, weights and BN trained on (same optimizer state) for
                           ``finetune_epochs``; measured again and cut again if over the budget (no
                           training after that cut): WORKDIR/ticket.npz, measured <= budget, or
@@ -54,7 +54,7 @@ from jsnn.runs.run import Plan, Run
 from jsnn.runs.segment import Position
 from jsnn.runs.sparse_training import OPTIMIZERS, shared_optimizer, with_optimizer  # noqa: F401 (tests)
 from jsnn.runs.tickets import TICKET_FILE, round_path
-from jsnn.sparsity import energy_training, synops_budget
+from jsnn.sparsity import energy_training, gated_synops
 from jsnn.sparsity.dynamic import remask, zero_state_at
 from jsnn.sparsity.masks import layer_sparsity_of, sparsity_of
 from jsnn.trainer import TrainState
@@ -75,8 +75,8 @@ class EnergyOptions:
                                           f"{ENERGY_PRESETS['digits']['finetune_epochs']} on digits; at most "
                                           "--epochs)", group=GROUP)
     target_fraction: float = setting(0.9, "the search aims at this fraction of the budget", group=GROUP)
-    beta0: float = setting(synops_budget.BETA0, "the sigmoid temperature at the start of the search", group=GROUP)
-    beta1: float = setting(synops_budget.BETA1, "the sigmoid temperature at its end", group=GROUP)
+    beta0: float = setting(gated_synops.BETA0, "the sigmoid temperature at the start of the search", group=GROUP)
+    beta1: float = setting(gated_synops.BETA1, "the sigmoid temperature at its end", group=GROUP)
     mask_lr: float | None = setting(None, "Adam's learning rate for the logits (unset: the dataset's preset)",
                                     group=GROUP)
     logit_init: float = setting(0.5, "the logits' initial value", group=GROUP)
@@ -164,7 +164,7 @@ class EnergyPlan(Plan):
         o, cfg = self.options, self.config
         steps = run.trainer.steps_per_epoch
         layers = tuple(describe(run.model, run.dataset.image_shape))
-        self.groups = synops_budget.neuron_groups(layers)
+        self.groups = gated_synops.neuron_groups(layers)
         self.search = energy_training.EnergySearch(self.groups, layers, o.target_fraction * o.synops_budget,
                                                    cfg.epochs * steps, o.beta0, o.beta1)
         v = init_variables(run.model, jax.random.key(cfg.seed), (1,) + run.dataset.image_shape)
@@ -199,7 +199,7 @@ class EnergyPlan(Plan):
 
     def next_segment(self, run: Run, state: TrainState, segment: int) -> TrainState:
         """The switch: the binary ticket, pruned weights and their moments zeroed, then within the budget."""
-        masks = synops_budget.ticket_masks(jax.device_get(state.scores), jax.device_get(state.masks), self.groups)
+        masks = gated_synops.ticket_masks(jax.device_get(state.scores), jax.device_get(state.masks), self.groups)
         state = self.with_masks(run, state, masks)
         self.segment = 1
         return self.meet_budget(run, state, "switch")
@@ -209,8 +209,8 @@ class EnergyPlan(Plan):
 
     def cut_rank(self, host: TrainState) -> dict:
         if self.options.cut_rank == "logits":
-            return synops_budget.weight_rank(host.scores, self.groups)
-        return synops_budget.cut_rank(host.weights)
+            return gated_synops.weight_rank(host.scores, self.groups)
+        return gated_synops.cut_rank(host.weights)
 
     def measure(self, run: Run, state: TrainState, masks) -> dict:
         """The cost report's count of the ticket on ``masks`` over the training images (the budget is a
@@ -222,10 +222,10 @@ class EnergyPlan(Plan):
 
     def meet_budget(self, run: Run, state: TrainState, when: str) -> TrainState:
         """``state`` with its masks cut layer by layer, cheapest first, until the SynOps measured on the training
-        images are within the budget, never through the spine (``synops_budget.enforce_budget``)."""
+        images are within the budget, never through the spine (``gated_synops.enforce_budget``)."""
         host = jax.device_get(state)
         if self._usage is None:
-            self._usage = synops_budget.weight_usage_fn(run.model, self.search.layers)
+            self._usage = gated_synops.weight_usage_fn(run.model, self.search.layers)
         usage_of = self._usage
         d = run.dataset
 
@@ -247,7 +247,7 @@ class EnergyPlan(Plan):
         # the switch cuts to the search's target (target_fraction of the budget): the finetune can raise the
         # activity, and a cut after the finetune has no training left to recover from it
         budget = self.options.synops_budget * (self.options.target_fraction if when == "switch" else 1.0)
-        result = synops_budget.enforce_budget(by_name(host.masks), budget, self.cut_rank(host),
+        result = gated_synops.enforce_budget(by_name(host.masks), budget, self.cut_rank(host),
                                        self.groups, synops, usage)
         self.repairs = {**self.repairs, when: {"measured": list(result.measured), "met": result.met,
                                                "removed_weights": result.removed_weights,
@@ -277,7 +277,7 @@ class EnergyPlan(Plan):
     def entry(self, run: Run, state: TrainState, segment: int) -> dict:
         rule = self.current_rule()
         masks = jax.device_get(rule.effective_masks(state.masks, state.scores))
-        removed = synops_budget.removed_channels(masks, run.model, run.dataset.image_shape)
+        removed = gated_synops.removed_channels(masks, run.model, run.dataset.image_shape)
         nu = float(np.asarray(state.scores["log_lambda"]))
         out = {"round": segment, "phase": SEGMENTS[segment], "sparsity": sparsity_of(masks),
                "layer_sparsity": layer_sparsity_of(masks), "synops_budget": self.options.synops_budget,

@@ -18,7 +18,7 @@ from jsnn import data as jdata
 from jsnn import plots
 from jsnn.efficiency.counting import EnergyModel, measure_dataset
 from jsnn.runs.tickets import TICKET_FILE, find_tickets
-from jsnn.sparsity.synops_budget import removed_channel_counts
+from jsnn.sparsity.gated_synops import removed_channel_counts
 from jsnn.ticket import TicketError, load_ticket
 
 DENSE = "dense (weights trained)"
@@ -79,7 +79,7 @@ def run_report(workdir: str, tickets: list[str] | None = None, energy: EnergyMod
                      "dataset": ticket.config.dataset, "sparsity": cost["connection_sparsity"],
                      "recorded_test_accuracy": ticket.info.get("test_accuracy"),
                      "report_seconds": time.perf_counter() - start, "efficiency": cost,
-                     # neurons the ticket removed whole (fan-in and fan-out masked): jsnn.sparsity.synops_budget
+                     # neurons the ticket removed whole (fan-in and fan-out masked): jsnn.sparsity.gated_synops
                      "removed_channels": removed_channel_counts(ticket.variables.masks, ticket.model,
                                                                 datasets[key].image_shape)})
     dense = [r for r in rows if r["method"] == DENSE] or [r for r in rows if r["label"] == "round 0"]

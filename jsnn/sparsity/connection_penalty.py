@@ -28,7 +28,7 @@ layers through pools and flattens. The gate multiplies the LIF's spikes inside t
 (``Variables.gates``, ``jsnn.layers.GATES``), so everything that runs a ticket (evaluation, the cost report, NIR
 export) sees the gated network. ``connections`` is the paper's connection count (``model.connects``).
 
-Differences from jsnn's budgeted variant (jsnn.sparsity.synops_budget): see docs/methods.md, "Energy-budget pruning".
+Differences from jsnn's budgeted variant (jsnn.sparsity.gated_synops): see docs/methods.md, "Energy-budget pruning".
 """
 from __future__ import annotations
 

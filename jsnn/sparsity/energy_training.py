@@ -6,16 +6,16 @@
 | EnergySearch   | weights, bn, scores (logits, nu)| weights * sigma(beta m_w) * sigma(beta m_n)[in-channel]|
 | EnergyFinetune | weights, bn (scores frozen)     | weights * binary ticket mask                          |
 
-Search (after Shi et al. 2024, not theirs: jsnn.sparsity.synops_budget lists the differences):
+Search (after Shi et al. 2024, not theirs: jsnn.sparsity.gated_synops lists the differences):
 loss = task + lambda * S / B_target, S the differentiable SynOps per image
-(``jsnn.sparsity.synops_budget.synops_per_image``) of the batch, B_target the budget the search aims at.
+(``jsnn.sparsity.gated_synops.synops_per_image``) of the batch, B_target the budget the search aims at.
 ``lambda = exp(nu)`` is adapted inside the step by dual ascent on its logarithm,
 ``nu <- nu + eta * clip(log(S / B_target), -1, 1)`` (lambda grows while the batch is over the target,
 shrinks while under, by at most a factor e^eta a step, so a search that starts far above the target
 cannot blow lambda up in a few steps): ``nu`` enters the loss as ``nu * sg(gap) - sg(nu * gap)``
 (value 0, gradient the gap) and
 its optimizer is SGD with learning rate ``-eta`` (an ascent step), so the user gives a budget, not a
-lambda, and lambda lives in the checkpointed state. beta follows ``synops_budget.temperature`` of the step.
+lambda, and lambda lives in the checkpointed state. beta follows ``gated_synops.temperature`` of the step.
 The search's evaluation and its ticket use the binary gates (m > 0): what the ticket would be now.
 
 Both phases keep one TrainState structure and one optimizer (its state carried across the switch, as
@@ -34,7 +34,7 @@ import optax
 
 from jsnn.models.description import Layer
 from jsnn.objective import TrainingRuleDefaults, spike_loss
-from jsnn.sparsity import synops_budget
+from jsnn.sparsity import gated_synops
 from jsnn.variables import Variables, by_name, from_names, kernels, map_with_names, with_kernels
 
 # lambda is clipped to exp([-20, 20]): a long stretch under the budget cannot push nu to -inf
@@ -44,11 +44,11 @@ DUAL_GAP_FLOOR = 1e-6  # S = 0 (every counted connection gone) still gives a fin
 
 def _forward_masks(masks, scores: dict, groups, beta) -> tuple[dict, dict]:
     """({layer: forward mask}, {layer: count mask}) of the soft gates at ``beta``."""
-    weight_gates, neuron_gates = synops_budget.soft_gates(scores, beta)
+    weight_gates, neuron_gates = gated_synops.soft_gates(scores, beta)
     named = by_name(masks)
     soft = {k: named[k].astype(jnp.float32) * weight_gates[k] for k in named}
-    forward = synops_budget.gated_masks(soft, neuron_gates, groups, fan_in=False)
-    count = synops_budget.gated_masks(soft, neuron_gates, groups, fan_in=True)
+    forward = gated_synops.gated_masks(soft, neuron_gates, groups, fan_in=False)
+    count = gated_synops.gated_masks(soft, neuron_gates, groups, fan_in=True)
     return forward, count
 
 
@@ -56,22 +56,22 @@ def _forward_masks(masks, scores: dict, groups, beta) -> tuple[dict, dict]:
 class EnergySearch(TrainingRuleDefaults):
     """The search phase (module doc). Hashable: a static argument of the jitted step."""
 
-    groups: tuple[synops_budget.NeuronGroup, ...]
+    groups: tuple[gated_synops.NeuronGroup, ...]
     layers: tuple[Layer, ...]
     target: float  # SynOps per image the penalty aims at
     search_steps: int  # beta reaches beta1 here
-    beta0: float = synops_budget.BETA0
-    beta1: float = synops_budget.BETA1
+    beta0: float = gated_synops.BETA0
+    beta1: float = gated_synops.BETA1
     trainable: tuple[str, ...] = ("weights", "bn", "scores")
 
     def forward_variables(self, weights, masks, scores, bn, batch_stats) -> Variables:
         return Variables(weights, self.effective_masks(masks, scores), bn, batch_stats)
 
     def effective_masks(self, masks, scores):
-        """The binary ticket the logits give now (``synops_budget.ticket_masks`` without the host-side clean-up)."""
-        weight_gates, neuron_gates = synops_budget.binary_gates(scores)
+        """The binary ticket the logits give now (``gated_synops.ticket_masks`` without the host-side clean-up)."""
+        weight_gates, neuron_gates = gated_synops.binary_gates(scores)
         named = by_name(masks)
-        gated = synops_budget.gated_masks({k: named[k] * weight_gates[k].astype(named[k].dtype) for k in named},
+        gated = gated_synops.gated_masks({k: named[k] * weight_gates[k].astype(named[k].dtype) for k in named},
                                    neuron_gates, self.groups, fan_in=True)
         return from_names(gated)
 
@@ -80,11 +80,11 @@ class EnergySearch(TrainingRuleDefaults):
 
     def loss(self, model, state, images, labels):
         """(task loss + penalty, (logits, new batch statistics)) of the state's trainable trees."""
-        beta = synops_budget.temperature(state.step, self.search_steps, self.beta0, self.beta1)
+        beta = gated_synops.temperature(state.step, self.search_steps, self.beta0, self.beta1)
         forward, count = _forward_masks(state.masks, state.scores, self.groups, beta)
         variables = Variables(state.weights, from_names(forward), state.bn, state.batch_stats)
-        logits, new_stats, inputs = synops_budget.forward_with_inputs(model, variables, images, train=True)
-        synops = synops_budget.synops_per_image(inputs, count, self.layers, labels.shape[0])
+        logits, new_stats, inputs = gated_synops.forward_with_inputs(model, variables, images, train=True)
+        synops = gated_synops.synops_per_image(inputs, count, self.layers, labels.shape[0])
         excess = synops / self.target
         nu = state.scores["log_lambda"]
         lam = jnp.exp(jnp.clip(jax.lax.stop_gradient(nu), *LOG_LAMBDA_RANGE))
@@ -114,7 +114,7 @@ class EnergyFinetune(TrainingRuleDefaults):
 
 def search_scores(like_masks, groups, logit_init: float, lambda_init: float) -> dict:
     """The search's ``scores``: every weight's and gated channel's logit, and nu = log lambda."""
-    return {**synops_budget.init_logits(like_masks, groups, logit_init),
+    return {**gated_synops.init_logits(like_masks, groups, logit_init),
             "log_lambda": jnp.asarray(jnp.log(lambda_init), jnp.float32)}
 
 

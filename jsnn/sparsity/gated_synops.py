@@ -1,6 +1,7 @@
-"""A ticket under a SynOps budget, for jsnn's SynOps-budget variant of Shi et al.'s weight and neuron mask learning
-(ICLR 2024; the method ``energy``: jsnn/runs/energy.py, jsnn/sparsity/energy_training.py): neurons, gates, the
-differentiable SynOps count, the temperature, and making a ticket meet its budget. Not Shi et al.'s method:
+"""The SynOps of a network gated per weight and per channel, and a ticket cut to a SynOps budget: what jsnn's
+SynOps-budget variant of Shi et al.'s weight and neuron mask learning computes (ICLR 2024; the method ``energy``:
+jsnn/runs/energy.py, jsnn/sparsity/energy_training.py): neurons, gates, the differentiable SynOps count, the
+temperature, and making a ticket meet its budget. Not Shi et al.'s method:
 a budget with λ by dual ascent (theirs: λ fixed), one product penalty priced by measured spikes (theirs:
 separate neuron and weight terms with usage constants), gates per channel (theirs: per (C, H, W) position),
 SGD on the weights (theirs: Adam), a layer-aware budget cut after the search, measured on training images
