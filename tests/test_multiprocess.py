@@ -71,9 +71,14 @@ def finish(procs, timeout=300) -> list[tuple[int, str, str]]:
     return out
 
 
+# gloo's C++ code prints "[Gloo] Rank i is connected to n peer ranks. Expected number of connected peer ranks
+# is : n" itself, from its own threads, and the line sometimes arrives in two pieces
+GLOO_LINES = ("[Gloo]", "Expected number of connected peer ranks")
+
+
 def ours(stdout: str) -> list[str]:
-    """The program's own lines (gloo's C++ code prints '[Gloo] Rank i is connected ...' itself)."""
-    return [line for line in stdout.splitlines() if line.strip() and not line.startswith("[Gloo]")]
+    """The program's own lines, without gloo's."""
+    return [line for line in stdout.splitlines() if line.strip() and not line.startswith(GLOO_LINES)]
 
 
 def marked_by_process_1(workdir) -> list[str]:
