@@ -150,6 +150,15 @@ def check_frame_count(frames: int, timesteps: int | None) -> None:
                          "timesteps; one frame feeds each step: make them equal (--timesteps sets both)")
 
 
+def readers(layers) -> dict[str, list[Layer]]:
+    """{layer name: the layers reading its output, in description order}."""
+    out: dict[str, list[Layer]] = {}
+    for layer in layers:
+        for source in layer.inputs:
+            out.setdefault(source, []).append(layer)
+    return out
+
+
 def describe(model, image_shape) -> list[Layer]:
     """``model.layers(image_shape)``, or a ValueError naming a model that cannot describe itself."""
     layers = getattr(model, "layers", None)
@@ -159,4 +168,4 @@ def describe(model, image_shape) -> list[Layer]:
     return layers(image_shape)
 
 
-__all__ = ["KINDS", "Layer", "Describer", "check_frame_count", "conv_output_size", "describe"]
+__all__ = ["KINDS", "Layer", "Describer", "check_frame_count", "conv_output_size", "describe", "readers"]

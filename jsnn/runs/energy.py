@@ -36,32 +36,27 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 
 import jax
 import numpy as np
 import optax
 
 from jsnn import data as jdata
-from jsnn import parallel
 from jsnn.config import ENERGY_PRESETS, TrainConfig, setting, with_option_presets
 from jsnn.efficiency import measure
 from jsnn.metrics import log
 from jsnn.models.description import describe
 from jsnn.objective import preprocess
+from jsnn.runs.mask_search import SEGMENTS, SearchThenFinetune, switch_state
 from jsnn.runs.outputs import Outputs, RunHooks
-from jsnn.runs.run import Plan, Run
-from jsnn.runs.segment import Position
+from jsnn.runs.run import Run
 from jsnn.runs.sparse_training import OPTIMIZERS, shared_optimizer, with_optimizer  # noqa: F401 (tests)
-from jsnn.runs.tickets import TICKET_FILE, round_path
 from jsnn.sparsity import energy_training, gated_synops
-from jsnn.sparsity.dynamic import remask, zero_state_at
 from jsnn.sparsity.masks import layer_sparsity_of, sparsity_of
 from jsnn.trainer import TrainState
 from jsnn.variables import Variables, by_name, from_names, init_variables
 
 GROUP = "energy budget"
-SEGMENTS = ("search", "finetune")  # what each of the run's two segments is (entries' "phase")
 CUT_RANKS = ("magnitude", "logits")
 
 
@@ -119,46 +114,27 @@ def silent_layers(report: dict) -> list[str]:
     return sorted(r["layer"] for r in report["layers"] if r["input"] == "spikes" and r["acs_per_image"] == 0)
 
 
-def switch_state(state: TrainState, masks, mesh) -> TrainState:
-    """``state`` on binary ``masks`` (replicated on ``mesh``): pruned weights stored as exactly 0 and their
-    optimizer moments 0, so the finetune's masked updates keep them 0 under any optimizer."""
-    host = jax.device_get(state)
-    masks = jax.tree.map(lambda m, old: np.asarray(m, np.asarray(old).dtype), masks, host.masks)
-    pruned = jax.tree.map(lambda m: np.asarray(m) == 0, masks)
-    host = host.replace(masks=masks, weights=remask(host.weights, masks),
-                        opt_state=zero_state_at(host.opt_state, pruned))
-    return parallel.put_replicated(mesh, jax.tree.map(np.asarray, host))
-
-
 @functools.lru_cache(maxsize=None)
 def _energy_optimizer(weights: optax.GradientTransformation, mask_lr: float, dual_rate: float):
     return energy_training.optimizer(weights, mask_lr, dual_rate)
 
 
-class EnergyPlan(Plan):
+class EnergyPlan(SearchThenFinetune):
     """Search, then finetune (module doc); segment k's entry is round k."""
 
     name = "energy"
-    segments = 2
 
     def __init__(self, config: TrainConfig, options: EnergyOptions):
-        super().__init__(config, options.resolve(config))
+        super().__init__(config, options, energy_training.EnergyFinetune())
         self.label = label(self.options)
-        self.segment = 0
         self.repairs: dict = {}  # {"switch" | "final": {"measured": [...], "removed_weights": n}}
         self.search: energy_training.EnergySearch | None = None
-        self.finetune = energy_training.EnergyFinetune()
         self._usage = None  # the jitted per-weight input-spike count, built once
 
     # -- what the run starts from ---------------------------------------------------------------------
-    def optimizer(self, trainer) -> optax.GradientTransformation:
-        """The weights' optimizer (``options.optimizer``) with one schedule over both phases (the finetune goes
-        on with the search's optimizer and its decay), and the logits' Adam and lambda's dual step. One object
-        per setting, so runs sharing a trainer share its compiled steps."""
-        o, cfg = self.options, self.config
-        weights = shared_optimizer(o.optimizer, dataclasses.replace(cfg, epochs=cfg.epochs + o.finetune_epochs),
-                                   trainer.steps_per_epoch)
-        return _energy_optimizer(weights, o.mask_lr, o.dual_rate)
+    def mask_optimizer(self, weights: optax.GradientTransformation) -> optax.GradientTransformation:
+        """The weights' optimizer (``options.optimizer``) with the logits' Adam and lambda's dual step."""
+        return _energy_optimizer(weights, self.options.mask_lr, self.options.dual_rate)
 
     def setup(self, run: Run) -> TrainState:
         o, cfg = self.options, self.config
@@ -171,30 +147,21 @@ class EnergyPlan(Plan):
         scores = energy_training.search_scores(v.masks, self.groups, o.logit_init, o.lambda_init)
         return run.new_state(v, scores, self.search)
 
-    def current_rule(self):
-        return self.search if self.segment == 0 else self.finetune
-
     # -- checkpoints --------------------------------------------------------------------------------
     def restore(self, run: Run, state: TrainState, extra: dict, meta: dict) -> None:
-        self.segment = meta["position"]["segment"]
+        super().restore(run, state, extra, meta)
         self.repairs = meta.get("energy_repairs", {})
 
     def checkpoint_info(self) -> dict:
         return {"energy_repairs": self.repairs}
 
     # -- training -----------------------------------------------------------------------------------
-    def train(self, run: Run, state: TrainState, start: Position, partial_epoch: dict | None) -> TrainState:
-        self.segment = start.segment
-        if start.segment == 0:
-            def report(state, done):
-                nu = float(np.asarray(state.scores["log_lambda"]))
-                kept = 1.0 - sparsity_of(self.search.effective_masks(state.masks, state.scores))
-                log(f"search epoch {done}: lambda {np.exp(nu):.4g}, connections kept {kept:.4f}")
+    def search_epoch_end(self, state: TrainState, done: int) -> None:
+        nu = float(np.asarray(state.scores["log_lambda"]))
+        kept = 1.0 - sparsity_of(self.search.effective_masks(state.masks, state.scores))
+        log(f"search epoch {done}: lambda {np.exp(nu):.4g}, connections kept {kept:.4f}")
 
-            return run.train_segment(state, start, partial_epoch, on_epoch_end=report)
-        if start.epoch < self.options.finetune_epochs:
-            state = run.train_segment(state, start, partial_epoch,
-                                      on_epoch_end=lambda s, done: done >= self.options.finetune_epochs)
+    def after_finetune(self, run: Run, state: TrainState) -> TrainState:
         return self.meet_budget(run, state, "final")
 
     def next_segment(self, run: Run, state: TrainState, segment: int) -> TrainState:
@@ -283,7 +250,7 @@ class EnergyPlan(Plan):
                "layer_sparsity": layer_sparsity_of(masks), "synops_budget": self.options.synops_budget,
                "lambda": float(np.exp(nu)), "removed_channels": {k: len(v) for k, v in removed.items()},
                "channels": {g.producer: g.channels for g in self.groups},
-               "epochs": self.config.epochs if segment == 0 else self.options.finetune_epochs}
+               "epochs": self.segment_epochs(segment)}
         if segment == 1:
             final = self.repairs["final"]
             empty = sorted(n for n, s in out["layer_sparsity"].items() if s >= 1.0)  # [] by the spine
@@ -294,9 +261,6 @@ class EnergyPlan(Plan):
                         "disconnected_layers": empty,
                         "repairs": self.repairs})
         return out
-
-    def ticket_path(self, run: Run, segment: int) -> str:
-        return round_path(run.workdir, 0) if segment == 0 else os.path.join(run.workdir, TICKET_FILE)
 
     def results_fields(self) -> dict:
         return {"options": dataclasses.asdict(self.options)}

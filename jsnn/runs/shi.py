@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 
 import jax
 import numpy as np
@@ -34,19 +33,17 @@ import optax
 from jsnn.config import SHI_PRESETS, TrainConfig, setting, with_option_presets
 from jsnn.metrics import log
 from jsnn.models.description import describe
-from jsnn.runs.energy import switch_state
+from jsnn.runs.mask_search import SEGMENTS, SearchThenFinetune, switch_state
 from jsnn.runs.outputs import Outputs, RunHooks
-from jsnn.runs.run import Plan, Run
-from jsnn.runs.segment import Position
-from jsnn.runs.sparse_training import OPTIMIZERS, shared_optimizer
-from jsnn.runs.tickets import TICKET_FILE, round_path, variables_of
+from jsnn.runs.run import Run
+from jsnn.runs.sparse_training import OPTIMIZERS
+from jsnn.runs.tickets import variables_of
 from jsnn.sparsity import connection_penalty, shi_training
 from jsnn.sparsity.masks import layer_sparsity_of, sparsity_of
 from jsnn.trainer import TrainState
 from jsnn.variables import by_name, init_variables
 
 GROUP = "Shi et al. mask learning"
-SEGMENTS = ("search", "finetune")
 DIFFERENCES = (
     "task loss: cross-entropy of each timestep's logits of jsnn's linear readout (theirs on CIFAR-10: MSE of 100 "
     "spiking outputs voted in groups of 10)",
@@ -111,27 +108,21 @@ def neuron_counts(gates: dict) -> dict[str, dict[str, int]]:
             for k, g in gates.items()}
 
 
-class ShiPlan(Plan):
+class ShiPlan(SearchThenFinetune):
     """Search, then finetune (module doc); segment k's entry is round k."""
 
     name = "shi"
-    segments = 2
 
     def __init__(self, config: TrainConfig, options: ShiOptions):
-        super().__init__(config, options.resolve(config))
+        super().__init__(config, options, shi_training.ShiFinetune())
         self.label = label(self.options)
-        self.segment = 0
         self.search: shi_training.ShiSearch | None = None
-        self.finetune = shi_training.ShiFinetune()
         self.layers: tuple = ()
 
-    def optimizer(self, trainer) -> optax.GradientTransformation:
+    def mask_optimizer(self, weights: optax.GradientTransformation) -> optax.GradientTransformation:
         """The weights' optimizer (``options.optimizer``, the TrainConfig's lr and schedule over both phases) and
-        the logits' Adam; one object per setting, so runs sharing a trainer share its compiled steps."""
-        o, cfg = self.options, self.config
-        weights = shared_optimizer(o.optimizer, dataclasses.replace(cfg, epochs=cfg.epochs + o.finetune_epochs),
-                                   trainer.steps_per_epoch)
-        return _shi_optimizer(weights, o.mask_lr, o.mask_weight_decay)
+        the logits' Adam."""
+        return _shi_optimizer(weights, self.options.mask_lr, self.options.mask_weight_decay)
 
     def setup(self, run: Run) -> TrainState:
         o, cfg = self.options, self.config
@@ -146,26 +137,11 @@ class ShiPlan(Plan):
         logits = connection_penalty.init_logits(v.masks, self.layers, o.mask_init, o.mask_init)
         return run.new_state(v, logits, self.search)
 
-    def current_rule(self):
-        return self.search if self.segment == 0 else self.finetune
-
-    def restore(self, run: Run, state: TrainState, extra: dict, meta: dict) -> None:
-        self.segment = meta["position"]["segment"]
-
-    def train(self, run: Run, state: TrainState, start: Position, partial_epoch: dict | None) -> TrainState:
-        self.segment = start.segment
-        if start.segment == 0:
-            def report(state, done):
-                kept = 1.0 - sparsity_of(self.search.effective_masks(state.masks, state.scores))
-                neurons = neuron_counts(by_name(jax.device_get(self.search.effective_gates(state.scores))))
-                alive = sum(c["kept"] for c in neurons.values()) / max(1, sum(c["neurons"] for c in neurons.values()))
-                log(f"search epoch {done}: weights kept {kept:.4f}, neurons kept {alive:.4f} (m > 0)")
-
-            return run.train_segment(state, start, partial_epoch, on_epoch_end=report)
-        if start.epoch < self.options.finetune_epochs:
-            state = run.train_segment(state, start, partial_epoch,
-                                      on_epoch_end=lambda s, done: done >= self.options.finetune_epochs)
-        return state
+    def search_epoch_end(self, state: TrainState, done: int) -> None:
+        kept = 1.0 - sparsity_of(self.search.effective_masks(state.masks, state.scores))
+        neurons = neuron_counts(by_name(jax.device_get(self.search.effective_gates(state.scores))))
+        alive = sum(c["kept"] for c in neurons.values()) / max(1, sum(c["neurons"] for c in neurons.values()))
+        log(f"search epoch {done}: weights kept {kept:.4f}, neurons kept {alive:.4f} (m > 0)")
 
     def next_segment(self, run: Run, state: TrainState, segment: int) -> TrainState:
         """The switch: masks m > 0 fixed, pruned weights and their moments zeroed (the gates stay the logits'
@@ -188,10 +164,7 @@ class ShiPlan(Plan):
                 "neuron_fraction": (sum(c["kept"] for c in neurons.values())
                                     / max(1, sum(c["neurons"] for c in neurons.values()))),
                 "empty_layers": sorted(k for k, m in kept.items() if not np.any(np.asarray(m))),
-                "epochs": self.config.epochs if segment == 0 else self.options.finetune_epochs}
-
-    def ticket_path(self, run: Run, segment: int) -> str:
-        return round_path(run.workdir, 0) if segment == 0 else os.path.join(run.workdir, TICKET_FILE)
+                "epochs": self.segment_epochs(segment)}
 
     def results_fields(self) -> dict:
         return {"options": dataclasses.asdict(self.options), "differences": list(DIFFERENCES),

@@ -41,7 +41,7 @@ import numpy as np
 import optax
 
 from jsnn.layers import GATE
-from jsnn.models.description import Layer
+from jsnn.models.description import Layer, readers
 from jsnn.variables import Variables, by_name, from_names
 
 # Shi et al.'s defaults (main.py): temperature 5 -> 1000, lambda 1e-11, masks initialised at 0, Adam 1e-4
@@ -137,11 +137,7 @@ def gated_producers(layers) -> dict[str, tuple[int, ...]]:
     """{conv layer: shape of one example's output (H, W, C)} of the LIF layers with neuron masks (module doc):
     fed by that conv alone (not the first conv), read only by conv / linear layers through pools and flattens."""
     layers = tuple(layers)
-    named = {x.name: x for x in layers}
-    readers: dict[str, list[Layer]] = {}
-    for x in layers:
-        for source in x.inputs:
-            readers.setdefault(source, []).append(x)
+    named, read_by = {x.name: x for x in layers}, readers(layers)
     out = {}
     for lif in layers:
         if lif.kind != "lif" or len(lif.inputs) != 1:
@@ -151,7 +147,7 @@ def gated_producers(layers) -> dict[str, tuple[int, ...]]:
             continue
         frontier, ok, read = [lif.name], True, False
         while frontier:
-            for r in readers.get(frontier.pop(), []):
+            for r in read_by.get(frontier.pop(), []):
                 if r.kind in ("max_pool", "avg_pool", "flatten"):
                     frontier.append(r.name)
                 elif r.kind in ("conv", "linear") and len(r.inputs) == 1:

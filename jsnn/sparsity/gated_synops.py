@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jsnn.layers import ConvBN, MaskedDense
-from jsnn.models.description import Layer
+from jsnn.models.description import Layer, readers
 from jsnn.variables import Variables, apply_model, by_name, from_names, kernels
 
 PyTree = Any
@@ -89,11 +89,7 @@ class NeuronGroup:
 def neuron_groups(layers) -> tuple[NeuronGroup, ...]:
     """The gateable channel groups of a model's description (module doc), in description order."""
     layers = tuple(layers)
-    named = {layer.name: layer for layer in layers}
-    readers: dict[str, list[Layer]] = {}
-    for layer in layers:
-        for source in layer.inputs:
-            readers.setdefault(source, []).append(layer)
+    named, read_by = {layer.name: layer for layer in layers}, readers(layers)
     groups = []
     for lif in layers:
         if lif.kind != "lif" or len(lif.inputs) != 1 or named[lif.inputs[0]].kind not in ("conv", "linear"):
@@ -103,7 +99,7 @@ def neuron_groups(layers) -> tuple[NeuronGroup, ...]:
         consumers, gateable, frontier = [], True, [(lif.name, 1)]
         while frontier:
             name, repeat = frontier.pop()
-            for r in readers.get(name, []):
+            for r in read_by.get(name, []):
                 if r.kind in ("max_pool", "avg_pool"):
                     frontier.append((r.name, repeat))
                 elif r.kind == "flatten" and r.in_shape[-1] == channels:
