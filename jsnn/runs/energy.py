@@ -47,7 +47,7 @@ from jsnn.efficiency import measure
 from jsnn.metrics import log
 from jsnn.models.description import describe
 from jsnn.objective import preprocess
-from jsnn.runs.mask_search import SEGMENTS, SearchThenFinetune, switch_state
+from jsnn.runs.mask_search import SEGMENTS, SearchThenFinetune, check_search_options, switch_state
 from jsnn.runs.outputs import Outputs, RunHooks
 from jsnn.runs.run import Run
 from jsnn.runs.sparse_training import OPTIMIZERS, shared_optimizer, with_optimizer  # noqa: F401 (tests)
@@ -87,20 +87,14 @@ class EnergyOptions:
         out = with_option_presets(self, "energy", config.dataset)
         if out.synops_budget is None or not out.synops_budget > 0:
             raise ValueError(f"--synops-budget must be a number of SynOps per image > 0, got {out.synops_budget}")
-        if not 0 <= out.finetune_epochs <= config.epochs:
-            raise ValueError(f"--finetune-epochs must lie in [0, --epochs = {config.epochs}], "
-                             f"got {out.finetune_epochs}")
+        check_search_options(out, config)
         if not 0 < out.target_fraction <= 1:
             raise ValueError(f"--target-fraction must lie in (0, 1], got {out.target_fraction}")
-        if not 0 < out.beta0 <= out.beta1:
-            raise ValueError(f"the temperatures must satisfy 0 < beta0 <= beta1, got {out.beta0}, {out.beta1}")
         for name in ("mask_lr", "lambda_init", "dual_rate"):
             if not getattr(out, name) > 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(out, name)}")
         if out.cut_rank not in CUT_RANKS:
             raise ValueError(f"--cut-rank must be one of {CUT_RANKS}, got {out.cut_rank!r}")
-        if out.optimizer not in OPTIMIZERS:
-            raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {out.optimizer!r}")
         return out
 
 

@@ -15,12 +15,24 @@ import optax
 from jsnn import parallel
 from jsnn.runs.run import Plan, Run
 from jsnn.runs.segment import Position
-from jsnn.runs.sparse_training import shared_optimizer
+from jsnn.runs.sparse_training import OPTIMIZERS, shared_optimizer
 from jsnn.runs.tickets import TICKET_FILE, round_path
 from jsnn.sparsity.dynamic import remask, zero_state_at
 from jsnn.trainer import TrainState
 
 SEGMENTS = ("search", "finetune")
+
+
+def check_search_options(options, config) -> None:
+    """The checks the two methods' options share (after their presets are filled in): the finetune's epochs,
+    the sigmoid temperatures and the weights' optimizer."""
+    if not 0 <= options.finetune_epochs <= config.epochs:
+        raise ValueError(f"--finetune-epochs must lie in [0, --epochs = {config.epochs}], "
+                         f"got {options.finetune_epochs}")
+    if not 0 < options.beta0 <= options.beta1:
+        raise ValueError(f"the temperatures must satisfy 0 < beta0 <= beta1, got {options.beta0}, {options.beta1}")
+    if options.optimizer not in OPTIMIZERS:
+        raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {options.optimizer!r}")
 
 
 def switch_state(state: TrainState, masks, mesh) -> TrainState:

@@ -33,7 +33,7 @@ import optax
 from jsnn.config import SHI_PRESETS, TrainConfig, setting, with_option_presets
 from jsnn.metrics import log
 from jsnn.models.description import describe
-from jsnn.runs.mask_search import SEGMENTS, SearchThenFinetune, switch_state
+from jsnn.runs.mask_search import SEGMENTS, SearchThenFinetune, check_search_options, switch_state
 from jsnn.runs.outputs import Outputs, RunHooks
 from jsnn.runs.run import Run
 from jsnn.runs.sparse_training import OPTIMIZERS
@@ -79,17 +79,11 @@ class ShiOptions:
         out = with_option_presets(self, "shi", config.dataset)
         if not out.penalty_lambda >= 0:
             raise ValueError(f"--penalty-lambda must be >= 0, got {out.penalty_lambda}")
-        if not 0 <= out.finetune_epochs <= config.epochs:
-            raise ValueError(f"--finetune-epochs must lie in [0, --epochs = {config.epochs}], "
-                             f"got {out.finetune_epochs}")
+        check_search_options(out, config)
         if not out.mask_lr > 0:
             raise ValueError(f"--mask-lr must be > 0, got {out.mask_lr}")
         if not out.mask_weight_decay >= 0:
             raise ValueError(f"--mask-weight-decay must be >= 0, got {out.mask_weight_decay}")
-        if not 0 < out.beta0 <= out.beta1:
-            raise ValueError(f"the temperatures must satisfy 0 < beta0 <= beta1, got {out.beta0}, {out.beta1}")
-        if out.optimizer not in OPTIMIZERS:
-            raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {out.optimizer!r}")
         return out
 
 
