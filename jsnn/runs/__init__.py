@@ -12,7 +12,8 @@ everything here imports only downward (and within the package, in this order):
     run.py        one run of any method: the Plan base class (its defaults) and Run
     controls.py   the lottery-ticket controls (IMP's collaborator)
     early_bird.py early-bird search (IMP's collaborator)
-    dense.py, edge_popup.py, imp.py, sparse_training.py, energy.py   the methods (options, Plan, run)
+    mask_search.py  the search-then-finetune Plan base (the energy method's and Shi et al.'s)
+    dense.py, edge_popup.py, imp.py, sparse_training.py, energy.py, shi.py   the methods (options, Plan, run)
     registry.py   methods by name: run_method, what every program in train/ calls
     report.py     the cost report of a finished run
 """
