@@ -4,7 +4,8 @@ published networks counted by hand, the cost report against NumPy loops, NIR exp
 snnTorch, and energy pruning's neuron groups by hand. The energy method's training step runs on each of them in
 tests/test_recipes.py (Shi et al.'s recipes); the other methods' steps read nothing of a model but its
 variables and its description (edge-popup's encoding and classifier layers, SF's BN at each kernel's path),
-which the checks here cover.
+which the checks here cover. Every method runs to its end on these networks in benchmarks/testbed_methods.py
+(minutes: outside the suite).
 
 Resume is not tested per model here: checkpointing and the interrupt-and-rerun path never look at the model
 (tests/test_method_tickets.py, tests/test_signal_phases.py and tests/test_reliability.py cover it)."""
