@@ -189,3 +189,23 @@ def test_flags_take_tfds_names_and_a_missing_dataset_is_one_line(tmp_path):
     assert f"tfds build svhn_cropped --data_dir={tmp_path} --file_format=array_record" in line
     with pytest.raises(jdata.DataNotFoundError, match="ILSVRC2012"):
         jdata.load_dataset("tfds:imagenet2012", str(tmp_path))
+
+
+def test_two_processes_train_on_the_streamed_dataset_as_one_process_with_as_many_devices(prepared, tmp_path):
+    """``train/dense.py --dataset tfds:NAME`` as 2 processes x 1 device (each reading only its rows of every
+    batch from the array_record files) and as 1 process x 2 devices: the same weights after the epoch, one
+    writer, both processes recorded."""
+    from tests.test_multiprocess import finish, launch, ours, recorded_processes, ticket
+
+    flags = ("--dataset", f"tfds:{NAME}", "--data-dir", prepared, "--model", "digits_cnn", "--epochs", "1",
+             "-T", "1", "--batch-size", "8", "--no-plots", "--no-cost-report")
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    done = finish(launch(1, 2, one, flags=flags) + launch(2, 1, two, flags=flags))
+    for code, _, stderr in done:
+        assert code == 0, stderr[-3000:]
+    assert recorded_processes(one) == (1, 2) and recorded_processes(two) == (2, 2)
+    a, b = ticket(one), ticket(two)
+    assert a.keys() == b.keys()
+    for k in a:  # 5 steps of batch 8 over 40 records
+        np.testing.assert_allclose(b[k], a[k], rtol=0, atol=1e-6, err_msg=k)
+    assert ours(done[2][1]) == []  # process 1 prints nothing of its own
