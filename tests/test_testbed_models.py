@@ -98,7 +98,7 @@ def _inputs(shape, n, seed):
     return rng.normal(size=(n,) + shape).astype(np.float32)
 
 
-@pytest.mark.parametrize("name", ["sew_resnet18", "vggsnn"])
+@pytest.mark.parametrize("name", ["sew_resnet18", "vggsnn", "cifar10net"])
 def test_cost_report_matches_numpy_loops(name):
     build, shape = TINY[name]
     model = build()
@@ -140,6 +140,8 @@ def test_cost_report_matches_numpy_loops(name):
         assert r["residual_adds_per_image"] == 2 * (8 * 8 * 4 + 4 * 4 * 8 + 2 * 2 * 16 + 32) * T
         # the joins' spike counts reach the next block: MACs at calls where a count exceeds 1
         assert by_name["stage1_block0/conv1"]["macs"] > 0 and by_name["stage0_block0/conv2"]["macs"] == 0
+    elif name == "cifar10net":  # 2x2 max pools after conv3 and conv6 (16 -> 8 -> 4) over 256 / 32 = 8 channels:
+        assert r["pool_ops_per_image"] == (8 * 8 + 4 * 4) * 3 * 8 * T  # 3 comparisons per output
     else:  # four 2x2 average pools (16 -> 8 -> 4 -> 2 -> 1): one accumulate per value summed
         assert r["pool_ops_per_image"] == (16 * 16 * 8 + 8 * 8 * 16 + 4 * 4 * 32 + 2 * 2 * 32) * T
         assert by_name["conv2"]["input"] != "spikes"  # after an average pool: 0, 1/4, ..., 1
