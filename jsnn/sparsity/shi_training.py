@@ -21,12 +21,12 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import optax
 
 from jsnn.objective import TrainingRuleDefaults, spike_loss
 from jsnn.sparsity import connection_penalty
-from jsnn.variables import Variables, apply_model, by_name, kernels, map_with_names, with_kernels
+from jsnn.sparsity.energy_training import EnergyFinetune
+from jsnn.variables import Variables, apply_model, by_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,25 +71,15 @@ class ShiSearch(TrainingRuleDefaults):
 
 
 @dataclasses.dataclass(frozen=True)
-class ShiFinetune(TrainingRuleDefaults):
-    """The finetune phase: the binary kernel masks in ``masks`` (fixed), the gates m_n > 0 of the frozen logits;
-    weights and BN train."""
-
-    trainable: tuple[str, ...] = ("weights", "bn", "scores")
+class ShiFinetune(EnergyFinetune):
+    """The finetune phase: the energy method's (the binary kernel masks in ``masks`` fixed, weights and BN
+    trained, the logits frozen) with the gates m_n > 0 of the frozen logits."""
 
     def forward_variables(self, weights, masks, scores, bn, batch_stats) -> Variables:
         return Variables(weights, masks, bn, batch_stats, self.effective_gates(scores))
 
-    def effective_masks(self, masks, scores):
-        return masks
-
     def effective_gates(self, scores):
         return jax.tree.map(connection_penalty.binary_mask, scores["neurons"])
-
-    def mask_updates(self, updates: dict, masks) -> dict:
-        kept = map_with_names(lambda _, u, m: u * m.astype(u.dtype), kernels(updates["weights"]), masks)
-        return {**updates, "weights": with_kernels(updates["weights"], kept),
-                "scores": jax.tree.map(jnp.zeros_like, updates["scores"])}
 
 
 def optimizer(weights: optax.GradientTransformation, mask_lr: float,
