@@ -16,22 +16,29 @@ connection sparsity: the levels IMP reaches at 60 % per round, rounds ``LEVELS``
     energy_<k>   the SynOps-budget variant of Shi et al.'s mask learning (train/sparse_training.py --algorithm
                  energy), its SynOps budget the measured SynOps per image of the same seed's IMP ticket of
                  level k (an upper bound, not a match);
-                 run only where the program offers --algorithm energy
+    shi_<k>      Shi et al.'s mask learning as published (train/shi.py: per-position neuron masks, fixed lambda):
+                 no budget, so its lambda per level is chosen once on seed 0 (``calibrate``: a grid of lambdas,
+                 interpolated in log-log to seed 0's IMP SynOps at the level) and used on every seed; its
+                 SynOps are measured, near IMP's rather than matched
 
 Every ticket's SynOps per image is measured by its cost pass over the test set (``jsnn.efficiency``,
 the runs' ``efficiency`` entries). Training budget: an IMP ticket of level k is trained for (k + 1)
 rounds of 8 epochs (round 0 dense, then rounds 1..k); every other method trains 8 epochs (one IMP
-round), from initialisation, the energy budget 8 search epochs and its finetune. The summary records the
-commit, the command and each run's details (``runs``: MACs per image, per-layer sparsity, and the energy
-budget's search entry, cuts and connectivity).
+round), from initialisation, the energy budget and Shi 8 search epochs and their finetune (5). With
+``--schedule matched`` every one-shot method is given IMP's epochs at the level instead ((k + 1) x 8, the mask
+searches' finetune included; run directories ``<method>_<k>_matched``), so accuracy at equal training is
+separated from cost. The summary records the commit, the command and each run's details (``runs``: MACs per
+image, per-layer sparsity, and the mask searches' search entry, cuts and connectivity).
 
+    python benchmarks/methods_digits.py calibrate --workdir /tmp/methods_digits   # Shi's lambda per level
     python benchmarks/methods_digits.py run --workdir /tmp/methods_digits --seeds 0,1,2,3,4,5,6,7 --workers 2
+    python benchmarks/methods_digits.py run --workdir /tmp/methods_digits --seeds 0,1,2,3,4,5,6,7 --workers 2 \\
+        --schedule matched
     python benchmarks/methods_digits.py report --workdir /tmp/methods_digits --out docs/results/methods_digits
     python benchmarks/methods_digits.py report --from-summary docs/results/methods_digits/summary.json \\
         --out docs/results/methods_digits
 
-``run`` is resumable (finished runs are skipped, a killed one continues from its checkpoint) and skips
-methods that are not available yet (energy); rerun it when they are. ``report`` writes summary.json,
+``run`` is resumable (finished runs are skipped, a killed one continues from its checkpoint). ``report`` writes summary.json,
 table.md and the figures from the seeds on which every reported run has finished; ``--from-summary``
 recomputes the statistics and table.md from a summary.json alone.
 """
@@ -50,37 +57,58 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WIDTH, TIMESTEPS, PRUNE_RATE, EPOCHS = 0.5, 2, 0.6, 8  # the lottery experiment's (benchmarks/lottery_digits.py)
 LEVELS = (2, 3, 4)  # IMP rounds whose sparsity every method is run at: 1 - 0.4^k
 IMP_ROUNDS = max(LEVELS) + 1
-ONE_SHOT = ("snip", "random", "edge_popup", "set", "rigl", "energy")  # one run per level
+ONE_SHOT = ("snip", "random", "edge_popup", "set", "rigl", "energy", "shi")  # one run per level
 LABELS = {"imp": "IMP (magnitude)", "sf1": "SF-IMP-1", "snip": "SNIP (at init)", "random": "random (at init)",
-          "edge_popup": "edge-popup", "set": "SET", "rigl": "RigL", "energy": "energy budget"}
+          "edge_popup": "edge-popup", "set": "SET", "rigl": "RigL", "energy": "SynOps-budget variant",
+          "shi": "Shi et al. (position masks)"}
 METHODS = tuple(LABELS)
-SEGMENTS = {"imp": IMP_ROUNDS, "sf1": IMP_ROUNDS, "energy": 2}  # results entries of a finished run (energy: search,
-#                                                                 finetune); the others one
+SEGMENTS = {"imp": IMP_ROUNDS, "sf1": IMP_ROUNDS, "energy": 2, "shi": 2}  # results entries of a finished run (energy
+#                                                              and Shi: search, finetune); the others one
+MASK_SEARCH = ("energy", "shi")  # run as programs: search epochs (--epochs) then their preset's finetune epochs
+FINETUNE_EPOCHS = 5  # the digits preset's finetune of both (jsnn.config.ENERGY_PRESETS, SHI_PRESETS)
+SCHEDULES = ("base", "matched")
+# Shi et al.'s method has no budget: its lambda sets the sparsity. The grid its lambda per level is chosen from
+# (``calibrate``): seed 0 at each, the level's lambda interpolated (log lambda against log SynOps) to seed 0's IMP
+# ticket's SynOps, then used on every seed.
+SHI_LAMBDA_GRID = (3e-8, 1e-7, 3e-7, 1e-6, 3e-6, 1e-5)
 
 
 def level_sparsity(k: int) -> float:
     return 1.0 - (1.0 - PRUNE_RATE) ** k
 
 
-def run_name(method: str, k: int | None = None) -> str:
-    return method if method in ("imp", "sf1") else f"{method}_{k}"
+def run_name(method: str, k: int | None = None, schedule: str = "base") -> str:
+    if method in ("imp", "sf1"):
+        return method
+    return f"{method}_{k}" + ("_matched" if schedule == "matched" else "")
+
+
+def epochs_of(method: str, k: int, schedule: str) -> int:
+    """Training epochs of a one-shot run at level k: one IMP round (base) or all k + 1 rounds IMP's ticket of
+    level k trained (matched); the mask searches' total includes their finetune (search = total - finetune;
+    base: 8 search epochs and the finetune, as the programs' --epochs 8)."""
+    total = EPOCHS * (k + 1) if schedule == "matched" else EPOCHS
+    if method in MASK_SEARCH:
+        return total + FINETUNE_EPOCHS if schedule == "base" else total
+    return total
 
 
 # -- running ---------------------------------------------------------------------------------------------
-
-
-def energy_available() -> bool:
-    """Whether train/sparse_training.py offers --algorithm energy (issue 22 item 2, another helper's)."""
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "train", "sparse_training.py"), "--help"],
-                         capture_output=True, text=True, cwd=ROOT)
-    return out.returncode == 0 and "energy" in out.stdout and "--synops-budget" in out.stdout
 
 
 def synops_of(results: dict, entry_index: int) -> float:
     return float(results["runs"][entry_index]["efficiency"]["synops_per_image"])
 
 
-def run_seed(workdir: str, seed: int, methods: tuple[str, ...]) -> None:
+def shi_lambdas(workdir: str) -> dict[str, float]:
+    path = os.path.join(workdir, "shi_lambda.json")
+    if not os.path.exists(path):
+        raise SystemExit(f"no {path}: run `python benchmarks/methods_digits.py calibrate --workdir {workdir}` first")
+    with open(path) as f:
+        return json.load(f)["lambda"]
+
+
+def run_seed(workdir: str, seed: int, methods: tuple[str, ...], schedule: str = "base") -> None:
     import jax
 
     from jsnn import xla_flags
@@ -100,8 +128,6 @@ def run_seed(workdir: str, seed: int, methods: tuple[str, ...]) -> None:
     common = dict(dataset="digits", width=WIDTH, timesteps=TIMESTEPS, seed=seed, epochs=EPOCHS, progress=False,
                   checkpoint_every=8, eval_every=8)
     config = TrainConfig(**common).resolve("imp")
-    sparse_config = TrainConfig(**common).resolve("sparse_training")
-    popup_config = TrainConfig(**common).resolve("edge_popup")
     dataset = jdata.load_dataset("digits")
     trainers = {}
 
@@ -133,6 +159,8 @@ def run_seed(workdir: str, seed: int, methods: tuple[str, ...]) -> None:
                                                              outputs=outputs))
     for k in LEVELS:
         s = level_sparsity(k)
+        sparse_config = TrainConfig(**{**common, "epochs": epochs_of("snip", k, schedule)}).resolve("sparse_training")
+        popup_config = TrainConfig(**{**common, "epochs": epochs_of("edge_popup", k, schedule)}).resolve("edge_popup")
         for method in ("snip", "random", "set", "rigl"):
             if method not in methods:
                 continue
@@ -141,42 +169,97 @@ def run_seed(workdir: str, seed: int, methods: tuple[str, ...]) -> None:
                                                                 distribution="global" if method == "snip" else "erk")
             else:
                 options = sparse_training.SparseTrainingOptions(algorithm=method, sparsity=s, distribution="erk")
-            timed(run_name(method, k), lambda out, o=options: sparse_training.run(
-                sparse_config, o, out, trainer=trainer_for(sparse_config), outputs=outputs))
+            timed(run_name(method, k, schedule), lambda out, o=options, c=sparse_config: sparse_training.run(
+                c, o, out, trainer=trainer_for(c), outputs=outputs))
         if "edge_popup" in methods:
             options = edge_popup.EdgePopupOptions(sparsities=(s,), distribution="erk")
 
-            def popup(out, o=options, s=s):
-                entry = edge_popup.run_level(popup_config, out, s, o, trainer_for(popup_config), outputs=outputs)
+            def popup(out, o=options, s=s, c=popup_config):
+                entry = edge_popup.run_level(c, out, s, o, trainer_for(c), outputs=outputs)
                 return {"runs": [entry]}
 
-            timed(run_name("edge_popup", k), popup)
-    if "energy" in methods and energy_available():
+            timed(run_name("edge_popup", k, schedule), popup)
+    for method in MASK_SEARCH:
+        if method not in methods:
+            continue
         imp_results = read_json(os.path.join(base, "imp", "results.json"))
+        lambdas = shi_lambdas(workdir) if method == "shi" else None
         for k in LEVELS:
-            budget = synops_of(imp_results, k)
+            search_epochs = epochs_of(method, k, schedule) - FINETUNE_EPOCHS
+            if method == "energy":
+                program = ["sparse_training.py", "--algorithm", "energy",
+                           "--synops-budget", f"{synops_of(imp_results, k):.1f}"]
+            else:
+                program = ["shi.py", "--penalty-lambda", f"{lambdas[str(k)]:.4g}"]
 
-            def energy(out, budget=budget):
-                argv = [sys.executable, os.path.join(ROOT, "train", "sparse_training.py"), "--algorithm", "energy",
-                        "--synops-budget", f"{budget:.1f}", "--dataset", "digits", "--width", str(WIDTH),
-                        "-T", str(TIMESTEPS), "--epochs", str(EPOCHS), "--seed", str(seed), "--workdir", out,
+            def mask_search(out, program=program, search_epochs=search_epochs):
+                argv = [sys.executable, os.path.join(ROOT, "train", program[0]), *program[1:], "--dataset", "digits",
+                        "--width", str(WIDTH), "-T", str(TIMESTEPS), "--epochs", str(search_epochs),
+                        "--finetune-epochs", str(FINETUNE_EPOCHS), "--seed", str(seed), "--workdir", out,
                         "--no-progress", "--no-plots"]
                 subprocess.run(argv, cwd=ROOT, check=True)
                 return read_json(os.path.join(out, "results.json"))
 
-            timed(run_name("energy", k), energy)
+            timed(run_name(method, k, schedule), mask_search)
 
 
-def run_all(workdir: str, seeds: list[int], workers: int, methods: tuple[str, ...]) -> None:
+def calibrate(workdir: str) -> dict:
+    """Shi et al.'s lambda per level: seed 0 at every lambda of SHI_LAMBDA_GRID (base schedule), each level's
+    lambda interpolated in log-log to seed 0's IMP ticket's SynOps; written to WORKDIR/shi_lambda.json."""
+    from jsnn.metrics import read_json
+
+    run_seed(workdir, 0, ("imp",))
+    imp_results = read_json(os.path.join(workdir, "seed_0", "imp", "results.json"))
+    grid = []
+    for lam in SHI_LAMBDA_GRID:
+        out = os.path.join(workdir, "calibration", f"shi_{lam:g}")
+        if not (read_json(os.path.join(out, "results.json")) or {}).get("runs", [None, None])[1:]:
+            argv = [sys.executable, os.path.join(ROOT, "train", "shi.py"), "--penalty-lambda", f"{lam:g}",
+                    "--dataset", "digits", "--width", str(WIDTH), "-T", str(TIMESTEPS), "--epochs", str(EPOCHS),
+                    "--finetune-epochs", str(FINETUNE_EPOCHS), "--seed", "0", "--workdir", out, "--no-progress",
+                    "--no-plots"]
+            subprocess.run(argv, cwd=ROOT, check=True)
+        r = read_json(os.path.join(out, "results.json"))
+        grid.append({"lambda": lam, "synops": synops_of(r, -1), "accuracy": r["runs"][-1]["test_accuracy"],
+                     "sparsity": r["runs"][-1]["sparsity"]})
+    targets = {str(k): synops_of(imp_results, k) for k in LEVELS}
+    lambdas = {k: shi_lambda_for(t, grid) for k, t in targets.items()}
+    out = {"lambda": lambdas, "targets": targets, "grid": grid, "seed": 0, "commit": git_commit(),
+           "rule": "log lambda interpolated linearly against log SynOps between the grid's neighbours "
+                   "(SynOps falling with lambda); outside the grid, its nearest end"}
+    with open(os.path.join(workdir, "shi_lambda.json"), "w") as f:
+        json.dump(out, f, indent=1)
+    return out
+
+
+def shi_lambda_for(target: float, grid: list[dict]) -> float:
+    """The lambda whose SynOps would be ``target``, interpolated in log-log between the grid's points (sorted by
+    lambda, SynOps made non-increasing by a running minimum); the grid's end lambda outside its range."""
+    pts = sorted(grid, key=lambda g: g["lambda"])
+    lam = np.log([g["lambda"] for g in pts])
+    syn = np.log(np.maximum(np.minimum.accumulate([max(g["synops"], 1e-9) for g in pts]), 1e-9))
+    t = np.log(target)
+    if t >= syn[0]:
+        return float(pts[0]["lambda"])
+    if t <= syn[-1]:
+        return float(pts[-1]["lambda"])
+    # np.interp needs increasing x: SynOps fall as lambda rises
+    return float(np.exp(np.interp(t, syn[::-1], lam[::-1])))
+
+
+def run_all(workdir: str, seeds: list[int], workers: int, methods: tuple[str, ...], schedule: str = "base") -> None:
     os.makedirs(workdir, exist_ok=True)
+    if "shi" in methods:
+        shi_lambdas(workdir)  # stop before anything runs when the calibration is missing
     t0 = time.time()
     groups = [seeds[i::workers] for i in range(workers)]
     procs = [subprocess.Popen([sys.executable, __file__, "_worker", "--workdir", workdir, "--methods",
-                               ",".join(methods), "--seeds", ",".join(map(str, g))]) for g in groups if g]
+                               ",".join(methods), "--seeds", ",".join(map(str, g)), "--schedule", schedule])
+             for g in groups if g]
     codes = [p.wait() for p in procs]
     with open(os.path.join(workdir, "wall_times.jsonl"), "a") as f:
-        f.write(json.dumps({"all": seeds, "workers": workers, "methods": list(methods), "seconds": time.time() - t0,
-                            "codes": codes}) + "\n")
+        f.write(json.dumps({"all": seeds, "workers": workers, "methods": list(methods), "schedule": schedule,
+                            "seconds": time.time() - t0, "codes": codes, "commit": git_commit()}) + "\n")
     if any(codes):
         raise SystemExit(f"a worker failed: exit codes {codes}")
 
@@ -212,7 +295,7 @@ def git_commit() -> str:
     return out.stdout.strip() or "unknown"
 
 
-def collect(workdir: str, seed: int) -> dict:
+def collect(workdir: str, seed: int, schedule: str = "base") -> dict:
     """{method: {level k: {accuracy, sparsity, synops, epochs, seconds}}} of one seed's finished runs."""
     from jsnn.metrics import read_json, read_jsonl
 
@@ -233,7 +316,7 @@ def collect(workdir: str, seed: int) -> dict:
                        for k in range(IMP_ROUNDS)}
     for method in ONE_SHOT:
         for k in LEVELS:
-            d = os.path.join(base, run_name(method, k))
+            d = os.path.join(base, run_name(method, k, schedule))
             if method == "edge_popup":
                 d = os.path.join(d, f"sparsity_{level_sparsity(k):.2f}")
             r = read_json(os.path.join(d, "results.json"))
@@ -248,7 +331,7 @@ def collect(workdir: str, seed: int) -> dict:
                 "accuracy": e["test_accuracy"], "sparsity": e["sparsity"], "synops": synops_of(r, -1),
                 "epochs": len(records), "seconds": seconds,
                 "scoring_seconds": e.get("scoring_seconds"),
-                "details": run_details(e, r["runs"][0] if method == "energy" else None)}
+                "details": run_details(e, r["runs"][0] if method in MASK_SEARCH else None)}
     # static pruning's scoring pass: the same computation at every level (one gradient pass, another top-k); the
     # first level a process runs also compiles it, so each level is charged the seed's fastest one
     for method in ("snip", "random"):
@@ -316,9 +399,9 @@ def restate(summary: dict, n_test: int) -> dict:
     return S
 
 
-def report(workdir: str, out: str) -> dict:
+def report(workdir: str, out: str, schedule: str = "base") -> dict:
     seeds = sorted(int(d.split("_")[1]) for d in os.listdir(workdir) if d.startswith("seed_"))
-    data = {s: collect(workdir, s) for s in seeds}
+    data = {s: collect(workdir, s, schedule) for s in seeds}
     methods = [m for m in METHODS if any(m in data[s] for s in seeds)]
     # a method is reported on the seeds where IMP and it finished every level
     complete = [s for s in seeds if "imp" in data[s]]
@@ -335,8 +418,7 @@ def report(workdir: str, out: str) -> dict:
                "level_sparsity": {str(k): level_sparsity(k) for k in LEVELS},
                "methods": methods, "labels": {m: LABELS[m] for m in methods}, "accuracy": {}, "sparsity": {},
                "synops": {}, "epochs": {}, "seconds": {}, "imp_rounds": {}, "commit": git_commit(),
-               "command": "python benchmarks/methods_digits.py run --workdir WORK --seeds "
-                          + ",".join(map(str, complete)) + " (then report)", "runs": {}}
+               "schedule": schedule, "command": command(complete, schedule), "runs": {}}
     for m in methods:
         for field in ("accuracy", "sparsity", "synops", "epochs", "seconds"):
             summary[field][m] = {str(k): [data[s][m][k][field] for s in complete] for k in LEVELS}
@@ -355,10 +437,26 @@ def report(workdir: str, out: str) -> dict:
         if runs:  # first start to last finish of the runs (workers ran side by side)
             summary["wall_span_seconds"] = max(r["finished"] for r in runs) - min(r["finished"] - r["seconds"]
                                                                                  for r in runs)
-    summary["machine"] = "this project's 2-core CPU machine, shared with other work while it ran (times indicative)"
+    summary["machine"] = MACHINE
+    calibration = os.path.join(workdir, "shi_lambda.json")
+    if "shi" in methods and os.path.exists(calibration):
+        with open(calibration) as f:
+            summary["shi_lambda"] = json.load(f)
     summary = restate(summary, digits_test_size())
     write(summary, out)
     return summary
+
+
+MACHINE = "this project's 2-core CPU machine (x86_64, AVX-512), other work running beside it at times (times indicative)"
+
+
+def command(seeds: list[int], schedule: str) -> str:
+    run = (f"python benchmarks/methods_digits.py run --workdir WORK --seeds {','.join(map(str, seeds))} --workers 2"
+           + (" --schedule matched" if schedule == "matched" else ""))
+    calibrate = "python benchmarks/methods_digits.py calibrate --workdir WORK"
+    rep = "python benchmarks/methods_digits.py report --workdir WORK" + (
+        " --schedule matched --out docs/results/methods_digits_matched" if schedule == "matched" else "")
+    return f"{calibrate}; {run}; {rep}"
 
 
 def write(summary: dict, out: str, draw: bool = True) -> None:
@@ -442,7 +540,7 @@ def figures(S: dict, out: str) -> list[str]:
     plt = pyplot()
 
     levels = [str(k) for k in S["levels"]]
-    markers = dict(zip(METHODS, "os^vDPXh"))
+    markers = dict(zip(METHODS, "os^vDPXh*"))
     title = (f"digits CNN, width {S['width']}, T = {S['timesteps']}, n = {len(S['seeds'])} seeds")
     paths = []
 
@@ -516,12 +614,14 @@ def figures(S: dict, out: str) -> list[str]:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["run", "report", "_worker"])
+    p.add_argument("command", choices=["calibrate", "run", "report", "_worker"])
     p.add_argument("--workdir", default="/tmp/methods_digits")
     p.add_argument("--seeds", default="0,1,2,3,4,5,6,7")
     p.add_argument("--workers", type=int, default=1, help="processes, each taking every workers-th seed")
     p.add_argument("--methods", default=",".join(METHODS), help=f"a subset of {','.join(METHODS)}")
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "results", "methods_digits"))
+    p.add_argument("--schedule", choices=SCHEDULES, default="base",
+                   help="base: every one-shot run one IMP round of epochs; matched: IMP's epochs at the level")
     p.add_argument("--from-summary", metavar="SUMMARY_JSON",
                    help="report: recompute the statistics and table.md from this summary.json alone")
     args = p.parse_args(argv)
@@ -532,14 +632,16 @@ def main(argv=None):
         raise SystemExit(f"unknown methods {unknown}; choose from {','.join(METHODS)}")
     if args.command == "_worker":
         for s in seeds:
-            run_seed(args.workdir, s, methods)
+            run_seed(args.workdir, s, methods, args.schedule)
+    elif args.command == "calibrate":
+        print(json.dumps(calibrate(args.workdir), indent=1))
     elif args.command == "run":
-        run_all(args.workdir, seeds, args.workers, methods)
+        run_all(args.workdir, seeds, args.workers, methods, args.schedule)
     else:
         if args.from_summary:
             report_from_summary(args.from_summary, args.out)
         else:
-            report(args.workdir, args.out)
+            report(args.workdir, args.out, args.schedule)
         with open(os.path.join(args.out, "table.md")) as f:
             print(f.read())
 

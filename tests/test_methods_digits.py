@@ -47,7 +47,7 @@ def made(tmp_path_factory):
             write_run(os.path.join(base, m), [entry(c[k], md.level_sparsity(k), 1000.0 * (5 - k))
                                               for k in range(md.IMP_ROUNDS)],
                       secs, rounds=[i // 8 for i in range(8 * md.IMP_ROUNDS)])
-        for m in ("snip", "random", "edge_popup", "set", "rigl", "energy"):
+        for m in md.ONE_SHOT:
             for k in md.LEVELS:
                 c = int(rng.integers(250, 350))
                 counts[(m, s, k)] = c
@@ -57,7 +57,7 @@ def made(tmp_path_factory):
                 extra = {"scoring_seconds": 5.0 + k} if m in ("snip", "random") else {}
                 entries = [entry(c, md.level_sparsity(k), 700.0 * k, **extra)]
                 seconds, rounds = [4.0] + [2.0] * 7, None
-                if m == "energy":  # the search's entry first, the finetuned ticket last; each phase compiles
+                if m in md.MASK_SEARCH:  # the search's entry first, the finetuned ticket last; each phase compiles
                     entries = [entry(10, 0.5, 1e6, phase="search"), entry(c, 0.9, 999.0 + k, phase="finetune")]
                     seconds, rounds = [4.0, 2.0, 2.0, 2.0, 9.0, 2.0, 2.0, 2.0], [0] * 4 + [1] * 4
                 write_run(d, entries, seconds, rounds)
@@ -98,7 +98,8 @@ def test_report_reads_the_runs_and_tests_against_imp(made, tmp_path, monkeypatch
             cells.append(row)
             ps.append(ref["wilcoxon_p"])
     assert [r["wilcoxon_p_holm"] for r in cells] == pytest.approx(st.holm(ps).tolist())
-    assert S["smallest_p"] == {"wilcoxon_two_sided": 2 / 2 ** 3, "tests": 21, "smallest_holm": 1.0}
+    assert S["smallest_p"] == {"wilcoxon_two_sided": 2 / 2 ** 3, "tests": 3 * (len(md.METHODS) - 1),
+                                  "smallest_holm": 1.0}
     mean, lo, hi = st.t_interval(np.array(S["correct"]["rigl"][k]))
     assert S["mean"]["rigl"][k] == pytest.approx(100 * mean / N_TEST)
     assert S["ci95"]["rigl"][k] == pytest.approx([100 * lo / N_TEST, 100 * hi / N_TEST])
@@ -129,3 +130,27 @@ def test_pareto_front_against_brute_force():
     expected = sorted({p for p in points if not any((q[0] <= p[0] and q[1] > p[1]) or (q[0] < p[0] and q[1] >= p[1])
                                                      for q in points)})
     assert sorted(set(front)) == expected
+
+
+def test_shi_lambda_interpolates_log_log_between_the_grid_points():
+    # SynOps = 1e3 * lambda^-0.5 exactly on the grid: log-log linear, so the interpolation is exact in between
+    grid = [{"lambda": lam, "synops": 1e3 * lam ** -0.5} for lam in (1e-8, 1e-7, 1e-6, 1e-5)]
+    for lam in (3e-8, 2e-7, 5e-6):
+        assert md.shi_lambda_for(1e3 * lam ** -0.5, grid) == pytest.approx(lam, rel=1e-9)
+    assert md.shi_lambda_for(1e9, grid) == 1e-8 and md.shi_lambda_for(1.0, grid) == 1e-5  # the ends outside
+    # a grid point out of order (more SynOps at a larger lambda) is held at the running minimum: 2e-6 counts as
+    # 1e6 SynOps (1e-6's), and a target below that is interpolated between 2e-6 and 1e-5
+    noisy = grid + [{"lambda": 2e-6, "synops": 1e7}]
+    target, hi, lo = 1e3 * 3e-6 ** -0.5, 1e6, 1e3 * 1e-5 ** -0.5
+    frac = (np.log(hi) - np.log(target)) / (np.log(hi) - np.log(lo))
+    expected = np.exp(np.log(2e-6) + frac * (np.log(1e-5) - np.log(2e-6)))
+    assert md.shi_lambda_for(target, noisy) == pytest.approx(expected, rel=1e-9)
+
+
+def test_epochs_of_each_schedule():
+    for k in md.LEVELS:
+        assert md.epochs_of("snip", k, "base") == md.EPOCHS
+        assert md.epochs_of("snip", k, "matched") == md.EPOCHS * (k + 1)  # IMP's rounds 0..k
+        assert md.epochs_of("shi", k, "base") == md.EPOCHS + md.FINETUNE_EPOCHS  # --epochs 8 and the finetune
+        assert md.epochs_of("energy", k, "matched") == md.EPOCHS * (k + 1)  # search and finetune together
+        assert md.run_name("rigl", k, "matched") == f"rigl_{k}_matched" and md.run_name("imp", k, "matched") == "imp"
