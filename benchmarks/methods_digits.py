@@ -213,7 +213,7 @@ def calibrate(workdir: str) -> dict:
     grid = []
     for lam in SHI_LAMBDA_GRID:
         out = os.path.join(workdir, "calibration", f"shi_{lam:g}")
-        if not (read_json(os.path.join(out, "results.json")) or {}).get("runs", [None, None])[1:]:
+        if len((read_json(os.path.join(out, "results.json")) or {}).get("runs", ())) < SEGMENTS["shi"]:
             argv = [sys.executable, os.path.join(ROOT, "train", "shi.py"), "--penalty-lambda", f"{lam:g}",
                     "--dataset", "digits", "--width", str(WIDTH), "-T", str(TIMESTEPS), "--epochs", str(EPOCHS),
                     "--finetune-epochs", str(FINETUNE_EPOCHS), "--seed", "0", "--workdir", out, "--no-progress",
