@@ -12,6 +12,10 @@ shared with other jobs. Runs, in this order (a run cut off by ``--deadline`` is 
     sf1          python train/imp.py --dataset mnist --rounds R --epochs E_r --prune-rate 0.6 --criterion sf
     energy       python train/sparse_training.py --dataset mnist --algorithm energy --synops-budget B --epochs E
                  --finetune-epochs 1; B = ``--energy-fraction`` of the dense ticket's measured SynOps per image
+    shi          python train/shi.py --dataset mnist --epochs E --finetune-epochs 1   (Shi et al. as published, its
+                 digits presets: lambda 1e-6, masks at Adam 1e-2)
+    energy_at_shi  the energy run above with B = the shi ticket's measured SynOps per test image: the
+                 SynOps-budget variant beside Shi et al. at the same SynOps
 
 Each ticket's SynOps per image and accuracy are its cost pass over the 10,000 test images (the runs'
 ``efficiency`` entries); wall time is each whole program's (start-up, data, compilation, training, cost
@@ -36,7 +40,7 @@ from benchmarks.common import write_results  # noqa: E402
 from benchmarks.throughput import machine_info  # noqa: E402
 
 
-def runs(args, dense_synops: float | None) -> list[tuple[str, list[str]]]:
+def runs(args, dense_synops: float | None, shi_synops: float | None = None) -> list[tuple[str, list[str]]]:
     e, re, r = str(args.epochs), str(args.round_epochs), str(args.rounds)
     common = ["--dataset", "mnist", "--data-dir", args.data_dir, "--no-progress", "--no-plots"]
     out = [("dense", ["train/dense.py", "--epochs", e]),
@@ -49,6 +53,10 @@ def runs(args, dense_synops: float | None) -> list[tuple[str, list[str]]]:
         budget = f"{args.energy_fraction * dense_synops:.0f}"
         out.append(("energy", ["train/sparse_training.py", "--algorithm", "energy", "--synops-budget", budget,
                                "--epochs", e, "--finetune-epochs", "1"]))
+    out.append(("shi", ["train/shi.py", "--epochs", e, "--finetune-epochs", "1"]))
+    if shi_synops is not None:
+        out.append(("energy_at_shi", ["train/sparse_training.py", "--algorithm", "energy", "--synops-budget",
+                                      f"{shi_synops:.0f}", "--epochs", e, "--finetune-epochs", "1"]))
     return [(name, cmd + common + ["--workdir", os.path.join(args.workdir, name)]) for name, cmd in out]
 
 
@@ -93,12 +101,16 @@ def main(argv=None) -> None:
     log_path = os.path.join(args.workdir, "wall.json")
     wall = json.load(open(log_path)) if os.path.exists(log_path) else {}
     only = set(filter(None, args.only.split(",")))
-    for name, cmd in runs(args, None) + [("energy", None)]:
-        if name == "energy":  # its budget is read from the dense run's ticket
+    for name, cmd in runs(args, None) + [("energy", None), ("energy_at_shi", None)]:
+        if name in ("energy", "energy_at_shi"):  # their budgets are read from the dense and the shi tickets
             dense = results_of(os.path.join(args.workdir, "dense"))
             if not dense or dense[0]["synops_per_image"] is None:
                 continue
-            name, cmd = runs(args, dense[0]["synops_per_image"])[-1]
+            shi = results_of(os.path.join(args.workdir, "shi")) if name == "energy_at_shi" else None
+            if name == "energy_at_shi" and (not shi or shi[-1]["synops_per_image"] is None):
+                continue
+            planned = dict(runs(args, dense[0]["synops_per_image"], shi[-1]["synops_per_image"] if shi else None))
+            cmd = planned[name]
         if (only and name not in only) or name in wall:
             continue
         if args.deadline and time.time() > args.deadline:
@@ -109,7 +121,9 @@ def main(argv=None) -> None:
         env = {**os.environ, "PYTHONPATH": ROOT}  # this checkout's jsnn, whatever is installed
         done = subprocess.run(["nice", "-n", "10", sys.executable, *cmd], cwd=ROOT, env=env)
         if done.returncode == 0:
-            wall[name] = {"seconds": time.time() - t0, "command": "python " + " ".join(cmd)}
+            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                    text=True).stdout.strip()
+            wall[name] = {"seconds": time.time() - t0, "command": "python " + " ".join(cmd), "commit": commit}
             with open(log_path, "w") as f:
                 json.dump(wall, f, indent=1)
         else:

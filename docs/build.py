@@ -28,6 +28,7 @@ text between the marks is not what the file gives, and where a page links outsid
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import statistics
@@ -45,6 +46,7 @@ VALUE = re.compile(r"<!-- v (?P<source>[\w./-]+): (?P<path>.+?) \| (?P<spec>[^>]
 SOURCES = {
     "lottery": "docs/results/lottery_digits/summary.json",
     "methods": "docs/results/methods_digits/summary.json",
+    "matched": "docs/results/methods_digits_matched/summary.json",
     "energy_fix": "benchmarks/results/energy_budget_fix.json",
     "crisis": "docs/results/theory/crisis.json",
     "flips": "docs/results/theory/flips.json",
@@ -907,6 +909,8 @@ def events_digits_dvs(src):
 # ------------------------------------------------------------------ one comparison of methods (docs/comparison.md)
 
 METHODS_DIGITS = "docs/results/methods_digits/summary.json"
+# the same comparison with every method given IMP's epochs at the level (--schedule matched)
+METHODS_MATCHED = "docs/results/methods_digits_matched/summary.json"
 
 
 def _md_levels(d):
@@ -917,13 +921,14 @@ def _md_header(d, first):
     return [first, *(sparsity_label(d["level_sparsity"][k]) for k in _md_levels(d))]
 
 
-@generator("methods_digits_setting")
-def methods_digits_setting(src):
-    d = src.json(METHODS_DIGITS)
+def _methods_setting(src, path):
+    d = src.json(path)
     n, sp, ks = len(d["seeds"]), d["smallest_p"], _md_levels(d)
     reach = (": no cell can be significant at a family-wise 5 %, whatever the data" if sp["smallest_holm"] > 0.05
              else ": below 5 % only where (nearly) every seed lies on one side")
-    return (f"Digits CNN at width {d['width']}, T = {d['timesteps']}, {d['epochs_per_run']} epochs per run; connection "
+    epochs = (f"{d['epochs_per_run']} epochs per run" if d.get("schedule", "base") == "base" else
+              f"every method given IMP's epochs at the level ({d['epochs_per_run']} × (k + 1) for round k)")
+    return (f"Digits CNN at width {d['width']}, T = {d['timesteps']}, {epochs}; connection "
             f"sparsity levels {', '.join(sparsity_label(d['level_sparsity'][k]) for k in ks)} (IMP rounds "
             f"{', '.join(ks)} at {pct(d['prune_rate'], 0)} per round); seeds {', '.join(map(str, d['seeds']))} "
             f"(n = {n}); accuracy on the {d['n_test']} test images, so one image is {100 / d['n_test']:.2f} points. "
@@ -933,9 +938,8 @@ def methods_digits_setting(src):
             f"{sp['tests']}, so no adjusted p can be below {sp['smallest_holm']:.3f}{reach}.")
 
 
-@generator("methods_digits_accuracy")
-def methods_digits_accuracy(src):
-    d = src.json(METHODS_DIGITS)
+def _methods_accuracy(src, path):
+    d = src.json(path)
     rows = []
     for m in d["methods"]:
         cells = []
@@ -946,13 +950,12 @@ def methods_digits_accuracy(src):
             cells.append(f"{d['mean'][m][k]:.1f} [{lo:.1f}, {hi:.1f}]{off}")
         rows.append([d["labels"][m], *cells])
     return ("Test accuracy (%), mean [95 % Student-t interval] over the seeds. Where a method's mean measured "
-            "connection sparsity is off the level by more than 0.1 point it is shown (the energy budget is matched in "
-            "SynOps, not in sparsity):\n\n" + table(_md_header(d, "method"), rows))
+            "connection sparsity is off the level by more than 0.1 point it is shown (the SynOps-budget variant and "
+            "Shi et al. are run at IMP's SynOps, not at its sparsity):\n\n" + table(_md_header(d, "method"), rows))
 
 
-@generator("methods_digits_paired")
-def methods_digits_paired(src):
-    d = src.json(METHODS_DIGITS)
+def _methods_paired(src, path):
+    d = src.json(path)
     rows = []
     for m, cells in d["paired"].items():
         by = {str(r["level"]): r for r in cells}
@@ -966,9 +969,8 @@ def methods_digits_paired(src):
             "(`jsnn.statistics`):\n\n" + table(_md_header(d, "method − IMP"), rows))
 
 
-@generator("methods_digits_synops")
-def methods_digits_synops(src):
-    d = src.json(METHODS_DIGITS)
+def _methods_synops(src, path):
+    d = src.json(path)
     rows = []
     for m in d["methods"]:
         rows.append([d["labels"][m], *(
@@ -992,9 +994,8 @@ def methods_digits_synops(src):
                else ""))
 
 
-@generator("methods_digits_cost")
-def methods_digits_cost(src):
-    d = src.json(METHODS_DIGITS)
+def _methods_cost(src, path):
+    d = src.json(path)
     rows = []
     for m in d["methods"]:
         rows.append([d["labels"][m], *(
@@ -1005,14 +1006,13 @@ def methods_digits_cost(src):
              f"finish, several processes side by side." if span else "")
     return ("Cost to the trained ticket, mean over the seeds: epochs, and training seconds (each epoch's seconds from "
             "the run's metrics.jsonl, a run's first epoch counted as its median epoch since it includes compiling, "
-            "and so the first epoch of the energy budget's finetune phase, which compiles its own step; static "
+            "and so the first epoch of the mask searches' finetune phase, which compiles its own step; static "
             "pruning adds its scoring pass; IMP and SF-IMP-1 count every round up to and including the level's). "
             f"Machine: {d['machine']}.{total}\n\n" + table(_md_header(d, "method"), rows))
 
 
-@generator("methods_digits_findings")
-def methods_digits_findings(src):
-    d = src.json(METHODS_DIGITS)
+def _methods_findings(src, path):
+    d = src.json(path)
     lines = []
     for k in _md_levels(d):
         holm, raw, none = [], [], []
@@ -1031,6 +1031,11 @@ def methods_digits_findings(src):
                      f"{'; '.join(holm) or 'none'}. Unadjusted p ≤ 0.05 only: {'; '.join(raw) or 'none'}. "
                      f"p > 0.05 (not decided): {', '.join(none) or 'none'}.")
     return "\n".join(lines)
+
+
+for _prefix, _path in (("methods_digits", METHODS_DIGITS), ("methods_matched", METHODS_MATCHED)):
+    for _part in ("setting", "accuracy", "paired", "synops", "cost", "findings"):
+        generator(f"{_prefix}_{_part}")(functools.partial(globals()[f"_methods_{_part}"], path=_path))
 
 
 # ------------------------------------------------------------------ MNIST (docs/data.md)
