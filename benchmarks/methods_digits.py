@@ -277,7 +277,8 @@ def training_seconds(records: list[dict]) -> list[float]:
 
 
 DETAILS = ("layer_sparsity", "within_budget", "synops_budget", "synops_per_image", "synops_measured_on", "lambda",
-           "repairs", "disconnected_layers", "silent_layers", "removed_channels")
+           "repairs", "disconnected_layers", "silent_layers", "removed_channels", "penalty_lambda",
+           "connection_fraction", "neuron_fraction", "empty_layers")
 
 
 def run_details(entry: dict, search: dict | None = None) -> dict:
@@ -288,6 +289,16 @@ def run_details(entry: dict, search: dict | None = None) -> dict:
     if search is not None:
         out["search"] = {k: v for k, v in search.items() if k not in ("efficiency",)}
     return out
+
+
+def run_signature(workdir: str, seed: int, method: str, k: int, schedule: str) -> dict | None:
+    """The ``signature`` of a run's config.json (an edge-popup level's is in its sparsity folder)."""
+    d = os.path.join(workdir, f"seed_{seed}", run_name(method, k, schedule))
+    for path in (os.path.join(d, "config.json"), os.path.join(d, f"sparsity_{level_sparsity(k):.2f}", "config.json")):
+        if os.path.exists(path):
+            with open(path) as f:
+                return json.load(f).get("signature")
+    return None
 
 
 def git_commit() -> str:
@@ -423,6 +434,10 @@ def report(workdir: str, out: str, schedule: str = "base") -> dict:
         for field in ("accuracy", "sparsity", "synops", "epochs", "seconds"):
             summary[field][m] = {str(k): [data[s][m][k][field] for s in complete] for k in LEVELS}
         summary["runs"][m] = {str(k): [data[s][m][k]["details"] for s in complete] for k in LEVELS}
+    # every setting each method ran with (its run signature: lr, batch, rewind epoch, SNIP's batches, RigL's drop
+    # schedule, ...), read from the first seed's run at the first level; the seed and the level-dependent
+    # settings (sparsity, budget, lambda) are listed per run in ``runs``
+    summary["settings"] = {m: run_signature(workdir, complete[0], m, LEVELS[0], schedule) for m in methods}
     for m in ("imp", "sf1"):  # every round of the IMP runs: the curves of the figures
         if m in methods:
             summary["imp_rounds"][m] = {field: {str(k): [data[s][m][k][field] for s in complete]
