@@ -203,7 +203,8 @@ class Trainer:
                      save: Callable[[TrainState, int, int, dict], None] | None = None,
                      start_batch: int = 0, partial_epoch: dict | None = None,
                      on_batch: Callable[[int, int], None] | None = None,
-                     optimizer: optax.GradientTransformation | None = None) -> TrainState:
+                     optimizer: optax.GradientTransformation | None = None,
+                     learning_rate: Callable[[int], float] | None = None) -> TrainState:
         """Trains epochs ``start_epoch .. config.epochs - 1`` (from batch ``start_batch`` of the first).
 
         Each epoch's batch order depends on (data_seed, epoch_offset + epoch)
@@ -219,10 +220,12 @@ class Trainer:
         raised. Raises TrainingDivergedError on a non-finite loss, before anything
         of that epoch is saved. ``on_batch(epoch, batches_done)`` runs after each
         train step is dispatched (``epoch`` counts from 0, as ``start_epoch``). The step updates with
-        ``optimizer`` (None: the TrainConfig's), which must be the one the state was made with.
+        ``optimizer`` (None: the TrainConfig's), which must be the one the state was made with; the log's
+        ``learning_rate`` is ``learning_rate(step)``, that optimizer's schedule (None: the TrainConfig's).
         """
         train_step = self.jitted_steps(rule, optimizer)[0]
         cfg, d = self.config, self.dataset
+        schedule = learning_rate or learning_rate_schedule(cfg, self.steps_per_epoch)
         label = label or {}
         every_steps = cfg.checkpoint_every_steps
         for epoch in range(start_epoch, cfg.epochs):
@@ -268,7 +271,7 @@ class Trainer:
             seconds = whole["seconds"]
             record = {**label, "epoch": epoch + 1, "loss": float(np.mean(whole["loss"])),
                       "train_accuracy": float(np.mean(whole["accuracy"])),
-                      "learning_rate": float(learning_rate_schedule(cfg, self.steps_per_epoch)(int(state.step))),
+                      "learning_rate": float(schedule(int(state.step))),
                       "sparsity": self.sparsity(state, rule),
                       "images_per_sec": self.steps_per_epoch * cfg.batch_size / seconds, "seconds": seconds}
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:

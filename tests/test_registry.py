@@ -8,6 +8,7 @@ import ast
 import dataclasses
 import inspect
 import json
+import math
 
 import jax
 import numpy as np
@@ -213,6 +214,8 @@ def test_every_registered_method_runs_through_run_method(digits_imp, digits_edge
             assert runs[1]["synops_per_image"] <= 20000 and runs[1]["within_budget"]
         elif name == "shi":  # the search, then the finetuned ticket with its per-position neuron gates
             check_shi_ticket(results, tmp_path / name)
+        if name in ("energy", "shi"):  # the log's lr: the cosine the weights follow over search and finetune
+            check_logged_learning_rate(config, options, trainer.steps_per_epoch, tmp_path / name)
         else:
             assert [e["sparsity"] for e in runs] == pytest.approx(SPARSITY[name], abs=2e-3), name
 
@@ -222,6 +225,19 @@ def test_every_registered_method_runs_through_run_method(digits_imp, digits_edge
 LABELS = {"dense": ["dense"], "imp": ["round 0", "round 1"], "edge_popup": ["sparsity 0.50"],
           "sparse_training": ["sparsity 0.90"], "energy": ["round 0", "round 1"], "shi": ["round 0", "round 1"]}
 SPARSITY = {"dense": [0.0], "imp": [0.0, 0.25], "edge_popup": [0.5], "sparse_training": [0.9]}
+
+
+def check_logged_learning_rate(config, options, steps_per_epoch: int, workdir) -> None:
+    """Each epoch's ``learning_rate`` in metrics.jsonl is lr * (1 + cos(pi * step / total)) / 2 at the epoch's last
+    step, total the steps of the search's --epochs and the finetune's epochs together (the schedule the weights'
+    optimizer steps with; the TrainConfig's own would reach 0 at the search's end)."""
+    records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+    total = (config.epochs + options.resolve(config).finetune_epochs) * steps_per_epoch
+    steps = [(i + 1) * steps_per_epoch for i in range(len(records))]
+    assert len(records) == config.epochs + options.resolve(config).finetune_epochs
+    expected = [config.lr * (1 + math.cos(math.pi * min(step, total) / total)) / 2 for step in steps]
+    assert [r["learning_rate"] for r in records] == pytest.approx(expected, rel=1e-5, abs=1e-9)
+    assert records[config.epochs - 1]["learning_rate"] > 0  # the search ends before the schedule does
 
 
 def check_shi_ticket(results: dict, workdir) -> None:

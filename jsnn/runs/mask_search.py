@@ -18,7 +18,8 @@ from jsnn.runs.segment import Position
 from jsnn.runs.sparse_training import OPTIMIZERS, shared_optimizer
 from jsnn.runs.tickets import TICKET_FILE, round_path
 from jsnn.sparsity.dynamic import remask, zero_state_at
-from jsnn.trainer import TrainState
+from jsnn.config import TrainConfig
+from jsnn.trainer import TrainState, learning_rate_schedule
 
 SEGMENTS = ("search", "finetune")
 
@@ -62,11 +63,16 @@ class SearchThenFinetune(Plan):
         """The whole optimizer: the weights' ``weights`` with the masks' own (one object per setting)."""
         raise NotImplementedError
 
+    def whole_run(self) -> TrainConfig:
+        """The config whose schedule the weights' optimizer follows: search and finetune together."""
+        return dataclasses.replace(self.config, epochs=self.config.epochs + self.options.finetune_epochs)
+
     def optimizer(self, trainer) -> optax.GradientTransformation:
-        o, cfg = self.options, self.config
-        weights = shared_optimizer(o.optimizer, dataclasses.replace(cfg, epochs=cfg.epochs + o.finetune_epochs),
-                                   trainer.steps_per_epoch)
+        weights = shared_optimizer(self.options.optimizer, self.whole_run(), trainer.steps_per_epoch)
         return self.mask_optimizer(weights)
+
+    def learning_rate(self, trainer) -> optax.Schedule:
+        return learning_rate_schedule(self.whole_run(), trainer.steps_per_epoch)
 
     def current_rule(self):
         return self.search if self.segment == 0 else self.finetune

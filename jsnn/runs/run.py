@@ -85,6 +85,11 @@ class Plan:
         """The optimizer the run's states step with; None: the TrainConfig's (``trainer.optimizer``)."""
         return None
 
+    def learning_rate(self, trainer: Trainer) -> optax.Schedule | None:
+        """The weights' learning rate against the step, as the optimizer above steps with it (the training log's
+        ``learning_rate``); None: the TrainConfig's schedule."""
+        return None
+
     def setup(self, run: "Run") -> TrainState:
         """Everything the run starts from (variables, ``self.rule``); the first state (``run.new_state``)."""
         raise NotImplementedError(f"{type(self).__name__} must say what the run starts from (setup)")
@@ -170,6 +175,7 @@ class Run:
         self.plan, self.config, self.workdir = plan, config, workdir
         self.trainer, self.outputs, self.hooks = trainer, outputs, hooks
         self.optimizer: optax.GradientTransformation | None = None  # the plan's (None: the trainer's)
+        self.learning_rate: optax.Schedule | None = None  # its learning rate (None: the TrainConfig's)
         self.state: TrainState | None = None  # the last segment's state once trained
         self.entries: list[dict] = []
         self.metrics_path = os.path.join(workdir, METRICS)
@@ -198,6 +204,7 @@ class Run:
             self.trainer = build_trainer(self.config)  # first: missing data leaves no empty workdir
         claim_workdir(self.workdir, plan.signature, plan.record())
         self.optimizer = plan.optimizer(self.trainer)
+        self.learning_rate = plan.learning_rate(self.trainer)
         self.trainer.count_synops = self.outputs.cost_report  # SynOps per epoch in metrics.jsonl / TensorBoard
         try:
             self._phase("prepare")
@@ -277,7 +284,7 @@ class Run:
         return train_segment(self.trainer, self.checkpoints, state, self.plan.current_rule(), start, self.optimizer,
                              partial_epoch=partial_epoch, extra=self.plan.checkpoint_extra, info=self._info,
                              label=self.plan.segment_label(segment) or None, metrics_path=self.metrics_path,
-                             on_epoch_end=epoch_end,
+                             on_epoch_end=epoch_end, learning_rate=self.learning_rate,
                              on_batch=(lambda epoch, batch: hooks.phase("batch", segment=segment, epoch=epoch,
                                                                          batch=batch))
                              if hooks.wants_batches else None)

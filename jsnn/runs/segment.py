@@ -79,12 +79,13 @@ def train_segment(trainer: Trainer, checkpoints: RunCheckpoints, state: TrainSta
                   partial_epoch: dict | None = None, extra: Callable[[], dict] = dict,
                   info: Callable[[], dict] = dict, label: dict | None = None, metrics_path: str | None = None,
                   on_epoch_end: Callable[[TrainState, int], bool | None] | None = None,
-                  on_batch: Callable[[int, int], None] | None = None) -> TrainState:
+                  on_batch: Callable[[int, int], None] | None = None,
+                  learning_rate: Callable[[int], float] | None = None) -> TrainState:
     """Trains segment ``start.segment`` from ``start`` to its end (or until ``on_epoch_end`` says
     stop), checkpointing as the config says and when a stop signal arrives. Segment k sees the
     batch orders of epochs k*epochs ..., so every IMP round sees new data orders; ``extra()`` and
     ``info()`` give what each checkpoint stores besides the state; ``optimizer`` is the one the state steps
-    with (None: the TrainConfig's)."""
+    with (None: the TrainConfig's) and ``learning_rate`` its schedule, for the log (None: the TrainConfig's)."""
     cfg = trainer.config
 
     def save(state, epoch, batch, partial):
@@ -94,7 +95,7 @@ def train_segment(trainer: Trainer, checkpoints: RunCheckpoints, state: TrainSta
     return trainer.train_epochs(state, rule, start.epoch, start_batch=start.batch, partial_epoch=partial_epoch,
                                 data_seed=cfg.seed, epoch_offset=start.segment * cfg.epochs, label=label,
                                 metrics_path=metrics_path, on_epoch_end=on_epoch_end, save=save, on_batch=on_batch,
-                                optimizer=optimizer)
+                                optimizer=optimizer, learning_rate=learning_rate)
 
 
 def describe(position: Position, epochs: int) -> str:
