@@ -447,10 +447,10 @@ def report(workdir: str, out: str, schedule: str = "base") -> dict:
     if os.path.exists(wall):
         with open(wall) as f:
             records = [json.loads(line) for line in f if line.strip()]
-        summary["wall_times"] = [r for r in records if "all" in r]
+        summary["wall_times"] = [r for r in records if "all" in r and r.get("schedule", "base") == schedule]
         # the code the runs ran (each batch's commit; "commit" is the report's)
         summary["run_commits"] = sorted({r["commit"] for r in summary["wall_times"] if "commit" in r})
-        runs = [r for r in records if "run" in r]
+        runs = [r for r in records if "run" in r and r["run"].endswith("_matched") == (schedule == "matched")]
         if runs:  # first start to last finish of the runs (workers ran side by side)
             summary["wall_span_seconds"] = max(r["finished"] for r in runs) - min(r["finished"] - r["seconds"]
                                                                                  for r in runs)
