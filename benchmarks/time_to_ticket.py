@@ -16,14 +16,20 @@ Writes benchmarks/results/time_to_ticket_<model>.{json,md}.
 
     python benchmarks/time_to_ticket.py --paired [--pairs 3]   # digits: jsnn's program against an eager script
 
-``--paired`` (digits only) times what a user runs, each in its own child process, one after another per
+``--paired`` times what a user runs, each in its own child process, one after another per
 pair: ``train/imp.py --dataset digits --rounds R`` in a fresh workdir with an empty compilation cache
 (first run), again with the cache that run filled (warm), and the same IMP written the way an snnTorch
-user would (benchmarks/peers/snntorch_imp_digits.py: eager PyTorch, same net, budget and schedule). For
+user would (benchmarks/peers/snntorch_imp.py: eager PyTorch, same net, budget and schedule). For
 each: wall time, CPU time (user + system, the child's own rusage from ``os.wait4``) and peak RSS; the
 medians over the pairs, the ratios jsnn / script and the phase breakdown above (cold and warm, the program's
 criterion). Writes benchmarks/results/time_to_ticket_digits.{json,md}, with the load average: on a shared
 machine the numbers are noisy.
+
+    python benchmarks/time_to_ticket.py --paired --model dvs_small --data-dir DIR --rounds 3 --epochs 1
+
+does the same on MNIST (jsnn's MNIST network and preset; the official files in DIR, which
+benchmarks/mnist_files.py writes), where training, not compilation, dominates:
+benchmarks/results/time_to_ticket_mnist.{json,md}.
 """
 from __future__ import annotations
 
@@ -48,6 +54,9 @@ PHASE_OF = {"prepare": "data and set-up", "train": "training steps", "batch": "t
             "epoch_end": "statistics, scoring, pruning", "prune": "statistics, scoring, pruning",
             "checkpoint": "checkpoint writes", "evaluate": "evaluation", "ticket": "tickets and cost reports",
             "cost_report": "tickets and cost reports", "results": "results and plots", "plots": "results and plots"}
+
+
+DATASET_OF = {"digits_cnn": "digits", "dvs_small": "mnist"}  # --paired: the networks the script has
 
 
 class PhaseClock:
@@ -106,6 +115,9 @@ def child(args) -> dict:
     if args.model == "digits_cnn":
         dataset_name = "digits"
         dataset = jdata.load_dataset("digits")
+    elif args.model == "dvs_small":
+        dataset_name = "mnist"
+        dataset = jdata.load_dataset("mnist", data_dir=args.data_dir)
     else:  # CIFAR-shaped random data: the program's path without the download
         dataset_name = "cifar10"
         rng = np.random.default_rng(0)
@@ -156,6 +168,9 @@ def test_accuracies(text: str) -> list[float]:
 
 def paired(args, argv: list[str]) -> None:
     py = sys.executable
+    dataset = DATASET_OF[args.model]
+    # the digits run is the program's preset as a user types it; MNIST's names its epochs (a few, on this CPU)
+    data = (["--data-dir", args.data_dir, "--epochs", str(args.epochs)] if dataset == "mnist" else [])
     load_before = os.getloadavg()
     samples = {"jsnn, first run (cache empty)": [], "jsnn, cache warm": [], "script": []}
     env = {**os.environ, "PYTHONPATH": ROOT}
@@ -163,11 +178,11 @@ def paired(args, argv: list[str]) -> None:
         with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as work:
             env_cache = {**env, "JSNN_COMPILATION_CACHE": cache}
             for name, workdir in (("jsnn, first run (cache empty)", "cold"), ("jsnn, cache warm", "warm")):
-                cmd = [py, "train/imp.py", "--dataset", "digits", "--rounds", str(args.rounds),
+                cmd = [py, "train/imp.py", "--dataset", dataset, "--rounds", str(args.rounds), *data,
                        "--workdir", os.path.join(work, workdir)]
                 samples[name].append(timed_child(cmd, env_cache))
             samples["script"].append(timed_child(
-                [py, "benchmarks/peers/snntorch_imp_digits.py", "--rounds", str(args.rounds)], env))
+                [py, "benchmarks/peers/snntorch_imp.py", "--dataset", dataset, "--rounds", str(args.rounds), *data], env))
         print(f"pair {pair}: " + ", ".join(f"{n} {v[-1]['wall_s']:.1f} s" for n, v in samples.items()), flush=True)
     load_after = os.getloadavg()
 
@@ -176,7 +191,9 @@ def paired(args, argv: list[str]) -> None:
     with tempfile.TemporaryDirectory() as cache:
         for name in ("cache, cold", "cache, warm"):
             cmd = [py, os.path.abspath(__file__), "--child", "--cache", cache, "--criterion", args.criterion,
-                   "--rounds", str(args.rounds)]
+                   "--rounds", str(args.rounds), "--model", args.model, "--epochs", str(args.epochs)]
+            if args.data_dir:
+                cmd += ["--data-dir", args.data_dir]
             out = subprocess.run(cmd, cwd=ROOT, env={**env, "TIME_TO_TICKET_T0": repr(time.time())},
                                  capture_output=True, text=True)
             if out.returncode != 0:
@@ -189,7 +206,7 @@ def paired(args, argv: list[str]) -> None:
     ratios = {n: {k: m[k] / script[k] for k in m} for n, m in med.items() if n != "script"}
     accuracy = {n: [test_accuracies(s["output"]) for s in v]
                 for n, v in samples.items()}
-    path = args.out or os.path.join(ROOT, "benchmarks", "results", "time_to_ticket_digits")
+    path = args.out or os.path.join(ROOT, "benchmarks", "results", f"time_to_ticket_{dataset}")
     machine = f"{os.cpu_count()}-core CPU shared with other jobs"
     record = {"command": " ".join(["python benchmarks/time_to_ticket.py"] + argv),
               "machine": machine, "load_average_before": load_before, "load_average_after": load_after,
@@ -216,8 +233,9 @@ def paired(args, argv: list[str]) -> None:
     lines.append("| compilations (after round 0) | " + " | ".join(
         f"{breakdown[n]['compilations']} ({breakdown[n]['compilations_after_round_0']})" for n in names) + " |")
     acc = "; ".join(f"{n}: " + ", ".join(f"{a:.3f}" for a in accuracy[n][0]) for n in accuracy)
-    head = (f"Time to a digits ticket: `train/imp.py --dataset digits --rounds {args.rounds}` (fresh workdir) against "
-            f"benchmarks/peers/snntorch_imp_digits.py, median of {args.pairs} pair(s) run one after another (wall "
+    head = (f"Time to a {dataset} ticket: `train/imp.py --dataset {dataset} --rounds {args.rounds}{' ' if data else ''}"
+            f"{' '.join(data).replace(str(args.data_dir), 'DIR')}` (fresh workdir) against "
+            f"`benchmarks/peers/snntorch_imp.py --dataset {dataset}`, median of {args.pairs} pair(s) run one after another (wall "
             f"min–max in brackets), {machine}, load average {load_before[0]:.1f} before and {load_after[0]:.1f} "
             f"after: noisy numbers. Test accuracy per round (first pair): {acc}.\n\n")
     with open(path + ".md", "w") as f:
@@ -227,7 +245,9 @@ def paired(args, argv: list[str]) -> None:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="digits_cnn", choices=["digits_cnn", "vgg_small"])
+    p.add_argument("--model", default="digits_cnn", choices=["digits_cnn", "dvs_small", "vgg_small"],
+                   help="digits_cnn: digits; dvs_small: MNIST (--data-dir); vgg_small: CIFAR-shaped random data")
+    p.add_argument("--data-dir", default=None, help="dvs_small: the folder holding MNIST's IDX files")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=None, help="per round (digits 8, vgg_small 1)")
     p.add_argument("--timesteps", type=int, default=None, help="digits 4, vgg_small 5")
@@ -242,8 +262,10 @@ def main():
     args = p.parse_args()
     small = args.model == "digits_cnn"
     args.epochs = args.epochs or (8 if small else 1)
-    args.timesteps = args.timesteps or (4 if small else 5)
-    args.batch_size = args.batch_size or (64 if small else 32)
+    args.timesteps = args.timesteps or (5 if args.model == "vgg_small" else 4)
+    args.batch_size = args.batch_size or {"digits_cnn": 64, "dvs_small": 128, "vgg_small": 32}[args.model]
+    if args.model == "dvs_small" and not args.data_dir:
+        p.error("--model dvs_small trains on MNIST: give --data-dir (python benchmarks/mnist_files.py DIR)")
     if args.model == "digits_cnn" and args.images != 640:
         p.error("--images is for the random CIFAR-shaped set (vgg_small)")
     args.criterion = args.criterion or ("magnitude" if args.paired else "sf")
@@ -251,8 +273,8 @@ def main():
         print(json.dumps(child(args)))
         return
     if args.paired:
-        if args.model != "digits_cnn":
-            p.error("--paired is for digits (the script is digits')")
+        if args.model not in DATASET_OF:
+            p.error("--paired is for digits_cnn (digits) and dvs_small (MNIST), the script's networks")
         paired(args, sys.argv[1:])
         return
 
