@@ -73,6 +73,9 @@ SCHEDULES = ("base", "matched")
 SHI_LAMBDA_GRID = (3e-8, 1e-7, 3e-7, 1e-6, 3e-6, 1e-5)
 
 
+PLANNED = (("energy", "snip"), ("shi", "energy"))  # (method, against): the paired comparisons besides IMP's
+
+
 def level_sparsity(k: int) -> float:
     return 1.0 - (1.0 - PRUNE_RATE) ** k
 
@@ -404,6 +407,22 @@ def restate(summary: dict, n_test: int) -> dict:
     for e, q in zip(cells, st.holm([e["wilcoxon_p"] for e in cells])):
         e["wilcoxon_p_holm"] = float(q)
     S["paired"] = paired
+    # comparisons asked of the SynOps-budget variant apart from the table against IMP (issue 32): against SNIP at
+    # the same level (its budget at IMP's SynOps, where SNIP has IMP's sparsity), and Shi et al. against it (both
+    # near IMP's SynOps); one Holm family of their own
+    planned = []
+    for a, b in PLANNED:
+        if a not in S["correct"] or b not in S["correct"]:
+            continue
+        for k in map(str, S["levels"]):
+            r = st.paired(np.array(S["correct"][a][k]), np.array(S["correct"][b][k]))
+            planned.append({"method": a, "against": b, "level": int(k), "mean": points * r["mean"],
+                            "ci95": [points * x for x in r["ci95"]], "wilcoxon_p": r["wilcoxon_p"],
+                            "ahead": r["ahead"], "tied": r["tied"], "behind": r["behind"],
+                            "per_seed_images": r["per_seed"]})
+    for e, q in zip(planned, st.holm([e["wilcoxon_p"] for e in planned])):
+        e["wilcoxon_p_holm"] = float(q)
+    S["planned"] = planned
     n = len(S["seeds"])
     S["smallest_p"] = {"wilcoxon_two_sided": 2.0 / 2 ** n, "tests": len(cells),
                        "smallest_holm": min(1.0, len(cells) * 2.0 / 2 ** n)}

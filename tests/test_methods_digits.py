@@ -100,6 +100,16 @@ def test_report_reads_the_runs_and_tests_against_imp(made, tmp_path, monkeypatch
     assert [r["wilcoxon_p_holm"] for r in cells] == pytest.approx(st.holm(ps).tolist())
     assert S["smallest_p"] == {"wilcoxon_two_sided": 2 / 2 ** 3, "tests": 3 * (len(md.METHODS) - 1),
                                   "smallest_holm": 1.0}
+    # the planned comparisons apart from IMP's table (the budget variant against SNIP, Shi against it), their own
+    # Holm family
+    planned = [(a, b, level) for a, b in md.PLANNED for level in md.LEVELS]
+    assert [(e["method"], e["against"], e["level"]) for e in S["planned"]] == planned
+    ps = []
+    for e in S["planned"]:
+        a, b = np.array(S["correct"][e["method"]][str(e["level"])]), np.array(S["correct"][e["against"]][str(e["level"])])
+        assert e["per_seed_images"] == (a - b).tolist() and e["wilcoxon_p"] == st.paired(a, b)["wilcoxon_p"]
+        ps.append(e["wilcoxon_p"])
+    assert [e["wilcoxon_p_holm"] for e in S["planned"]] == pytest.approx(st.holm(ps).tolist())
     mean, lo, hi = st.t_interval(np.array(S["correct"]["rigl"][k]))
     assert S["mean"]["rigl"][k] == pytest.approx(100 * mean / N_TEST)
     assert S["ci95"]["rigl"][k] == pytest.approx([100 * lo / N_TEST, 100 * hi / N_TEST])
