@@ -38,9 +38,9 @@ image, per-layer sparsity, and the mask searches' search entry, cuts and connect
     python benchmarks/methods_digits.py report --from-summary docs/results/methods_digits/summary.json \\
         --out docs/results/methods_digits
 
-``run`` is resumable (finished runs are skipped, a killed one continues from its checkpoint). ``report`` writes summary.json,
-table.md and the figures from the seeds on which every reported run has finished; ``--from-summary``
-recomputes the statistics and table.md from a summary.json alone.
+``run`` is resumable (finished runs are skipped, a killed one continues from its checkpoint). ``report``
+writes summary.json, table.md and the figures from the seeds on which every reported run has finished;
+``--from-summary`` recomputes the statistics and table.md from a summary.json alone.
 """
 from __future__ import annotations
 
@@ -483,7 +483,8 @@ def report(workdir: str, out: str, schedule: str = "base") -> dict:
     return summary
 
 
-MACHINE = "this project's 2-core CPU machine (x86_64, AVX-512), other work running beside it at times (times indicative)"
+MACHINE = ("this project's 2-core CPU machine (x86_64, AVX-512), other work running beside it at times "
+           "(times indicative)")
 
 
 def command(seeds: list[int], schedule: str) -> str:

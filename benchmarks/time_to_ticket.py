@@ -172,17 +172,24 @@ def paired(args, argv: list[str]) -> None:
     # the digits run is the program's preset as a user types it; MNIST's names its epochs (a few, on this CPU)
     data = (["--data-dir", args.data_dir, "--epochs", str(args.epochs)] if dataset == "mnist" else [])
     load_before = os.getloadavg()
-    samples = {"jsnn, first run (cache empty)": [], "jsnn, cache warm": [], "script": []}
+    runs = [("jsnn, first run (cache empty)", "cold", []), ("jsnn, cache warm", "warm", [])]
+    if args.bf16:  # the same program under --precision bf16, its own cache
+        runs += [("jsnn bf16, first run (cache empty)", "bf16_cold", ["--precision", "bf16"]),
+                 ("jsnn bf16, cache warm", "bf16_warm", ["--precision", "bf16"])]
+    samples = {name: [] for name, _, _ in runs} | {"script": []}
     env = {**os.environ, "PYTHONPATH": ROOT}
     for pair in range(args.pairs):
         with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as work:
-            env_cache = {**env, "JSNN_COMPILATION_CACHE": cache}
-            for name, workdir in (("jsnn, first run (cache empty)", "cold"), ("jsnn, cache warm", "warm")):
-                cmd = [py, "train/imp.py", "--dataset", dataset, "--rounds", str(args.rounds), *data,
+            for name, workdir, precision in runs:
+                # f32 and bf16 each fill their own cache: "first run" starts from an empty one
+                folder = os.path.join(cache, "bf16" if precision else "f32")
+                os.makedirs(folder, exist_ok=True)
+                env_cache = {**env, "JSNN_COMPILATION_CACHE": folder}
+                cmd = [py, "train/imp.py", "--dataset", dataset, "--rounds", str(args.rounds), *data, *precision,
                        "--workdir", os.path.join(work, workdir)]
                 samples[name].append(timed_child(cmd, env_cache))
-            samples["script"].append(timed_child(
-                [py, "benchmarks/peers/snntorch_imp.py", "--dataset", dataset, "--rounds", str(args.rounds), *data], env))
+            script = [py, "benchmarks/peers/snntorch_imp.py", "--dataset", dataset, "--rounds", str(args.rounds), *data]
+            samples["script"].append(timed_child(script, env))
         print(f"pair {pair}: " + ", ".join(f"{n} {v[-1]['wall_s']:.1f} s" for n, v in samples.items()), flush=True)
     load_after = os.getloadavg()
 
@@ -235,7 +242,8 @@ def paired(args, argv: list[str]) -> None:
     acc = "; ".join(f"{n}: " + ", ".join(f"{a:.3f}" for a in accuracy[n][0]) for n in accuracy)
     head = (f"Time to a {dataset} ticket: `train/imp.py --dataset {dataset} --rounds {args.rounds}{' ' if data else ''}"
             f"{' '.join(data).replace(str(args.data_dir), 'DIR')}` (fresh workdir) against "
-            f"`benchmarks/peers/snntorch_imp.py --dataset {dataset}`, median of {args.pairs} pair(s) run one after another (wall "
+            f"`benchmarks/peers/snntorch_imp.py --dataset {dataset}`, median of {args.pairs} pair(s) run one after "
+            f"another (wall "
             f"min–max in brackets), {machine}, load average {load_before[0]:.1f} before and {load_after[0]:.1f} "
             f"after: noisy numbers. Test accuracy per round (first pair): {acc}.\n\n")
     with open(path + ".md", "w") as f:
@@ -256,6 +264,7 @@ def main():
     p.add_argument("--criterion", default=None, help="IMP's criterion (--paired: magnitude, the program's; else sf)")
     p.add_argument("--paired", action="store_true", help="digits: the program, cold and warm, against the script")
     p.add_argument("--pairs", type=int, default=3, help="--paired: how many (cold, warm, script) triples")
+    p.add_argument("--bf16", action="store_true", help="--paired: also the program at --precision bf16, cold and warm")
     p.add_argument("--cache", default=None, help=argparse.SUPPRESS)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", default=None)

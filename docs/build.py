@@ -1033,8 +1033,21 @@ def _methods_findings(src, path):
     return "\n".join(lines)
 
 
+def _methods_planned(src, path):
+    d = src.json(path)
+    rows = [[f"{d['labels'][e['method']]} − {d['labels'][e['against']]}",
+             sparsity_label(d["level_sparsity"][str(e["level"])]),
+             f"{e['mean']:+.1f} [{e['ci95'][0]:+.1f}, {e['ci95'][1]:+.1f}]", f"{e['ahead']}/{e['tied']}/{e['behind']}",
+             f"{e['wilcoxon_p']:.2g}", f"{e['wilcoxon_p_holm']:.2g}"] for e in d["planned"]]
+    return ("The comparisons asked of the SynOps-budget variant besides the table against IMP: the variant against "
+            "SNIP at each level, and Shi et al. against the variant, on the same seeds; in points, mean [95 % "
+            "Student-t interval], seeds ahead/tied/behind, exact two-sided Wilcoxon signed-rank p and its Holm "
+            f"adjustment over these {len(rows)} p-values (a family of their own):\n\n"
+            + table(["difference", "level", "points", "ahead/tied/behind", "p", "Holm"], rows))
+
+
 for _prefix, _path in (("methods_digits", METHODS_DIGITS), ("methods_matched", METHODS_MATCHED)):
-    for _part in ("setting", "accuracy", "paired", "synops", "cost", "findings"):
+    for _part in ("setting", "accuracy", "paired", "synops", "cost", "findings", "planned"):
         generator(f"{_prefix}_{_part}")(functools.partial(globals()[f"_methods_{_part}"], path=_path))
 
 

@@ -106,7 +106,8 @@ def test_report_reads_the_runs_and_tests_against_imp(made, tmp_path, monkeypatch
     assert [(e["method"], e["against"], e["level"]) for e in S["planned"]] == planned
     ps = []
     for e in S["planned"]:
-        a, b = np.array(S["correct"][e["method"]][str(e["level"])]), np.array(S["correct"][e["against"]][str(e["level"])])
+        level = str(e["level"])
+        a, b = np.array(S["correct"][e["method"]][level]), np.array(S["correct"][e["against"]][level])
         assert e["per_seed_images"] == (a - b).tolist() and e["wilcoxon_p"] == st.paired(a, b)["wilcoxon_p"]
         ps.append(e["wilcoxon_p"])
     assert [e["wilcoxon_p_holm"] for e in S["planned"]] == pytest.approx(st.holm(ps).tolist())

@@ -38,7 +38,6 @@ from sklearn.model_selection import train_test_split
 from snntorch import surrogate
 from torch import nn
 
-
 # (channels, a 2x2 max pool after the layer's LIF) per conv; the classifier's input features
 PLANS = {"digits": (((32, False), (64, True), (128, True)), 128 * 2 * 2),  # 8x8 -> 8 -> 4 -> 2
          "mnist": (((16, True), (32, True), (64, True)), 64 * 3 * 3)}  # 28x28 -> 14 -> 7 -> 3

@@ -13,12 +13,12 @@ import numpy as np
 import optax
 
 from jsnn import parallel
+from jsnn.config import TrainConfig
 from jsnn.runs.run import Plan, Run
 from jsnn.runs.segment import Position
 from jsnn.runs.sparse_training import OPTIMIZERS, shared_optimizer
 from jsnn.runs.tickets import TICKET_FILE, round_path
 from jsnn.sparsity.dynamic import remask, zero_state_at
-from jsnn.config import TrainConfig
 from jsnn.trainer import TrainState, learning_rate_schedule
 
 SEGMENTS = ("search", "finetune")
