@@ -631,9 +631,8 @@ def time_to_ticket_digits(src):
     return _time_to_ticket(src, "benchmarks/results/time_to_ticket_digits_cnn.json")
 
 
-@generator("time_to_ticket_paired")
-def time_to_ticket_paired(src):
-    d = src.json("benchmarks/results/time_to_ticket_digits.json")
+def _time_to_ticket_paired(src, path):
+    d = src.json(path)
     rows = []
     for name, m in d["median"].items():
         r = d["ratio_to_script"].get(name, {"wall_s": 1.0, "cpu_s": 1.0, "peak_mib": 1.0})
@@ -647,6 +646,11 @@ def time_to_ticket_paired(src):
             f"brackets. Test accuracy per round: {acc}.")
     return head + "\n\n" + table(["", "wall s", "CPU s", "peak MiB", "wall / script", "CPU / script",
                                    "peak / script"], rows)
+
+
+for _name, _path in (("time_to_ticket_paired", "benchmarks/results/time_to_ticket_digits.json"),
+                     ("time_to_ticket_paired_mnist", "benchmarks/results/time_to_ticket_mnist.json")):
+    generator(_name)(functools.partial(_time_to_ticket_paired, path=_path))
 
 
 @generator("time_to_ticket_vgg_small")
