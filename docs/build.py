@@ -641,7 +641,8 @@ def _time_to_ticket_paired(src, path):
                      f"{m['peak_mib']:.0f}", f"{r['wall_s']:.2f}", f"{r['cpu_s']:.2f}", f"{r['peak_mib']:.2f}"])
     acc = "; ".join(f"{name}: " + ", ".join(f"{a:.3f}" for a in runs[0]) for name, runs in
                     d["test_accuracy_per_round"].items())
-    head = (f"`{d['command']}` ({d['machine']}, load average {d['load_average_before'][0]:.1f} before and "
+    command = re.sub(r"--data-dir \S+", "--data-dir DIR", d["command"])
+    head = (f"`{command}` ({d['machine']}, load average {d['load_average_before'][0]:.1f} before and "
             f"{d['load_average_after'][0]:.1f} after: noisy), median of {d['pairs']} pair(s), wall min–max in "
             f"brackets. Test accuracy per round: {acc}.")
     return head + "\n\n" + table(["", "wall s", "CPU s", "peak MiB", "wall / script", "CPU / script",
