@@ -80,7 +80,7 @@ def results_of(workdir: str) -> list[dict]:
                          "method_label": entry.get("method_label"), "sparsity": entry["sparsity"],
                          "test_accuracy": entry["test_accuracy"], "synops_per_image": eff.get("synops_per_image"),
                          "macs_per_image": eff.get("macs_per_image"),
-                         "dense_synops_per_image": eff.get("unpruned_synops_per_image"),
+                         "unpruned_synops_per_image": eff.get("unpruned_synops_per_image"),
                          "connection_fraction": entry.get("connection_fraction"),
                          "neuron_fraction": entry.get("neuron_fraction"), "epochs": len(mine),
                          "train_seconds": sum(float(x["seconds"]) for x in mine),
