@@ -82,7 +82,8 @@ def results_of(workdir: str) -> list[dict]:
                          "macs_per_image": eff.get("macs_per_image"),
                          "unpruned_synops_per_image": eff.get("unpruned_synops_per_image"),
                          "connection_fraction": entry.get("connection_fraction"),
-                         "neuron_fraction": entry.get("neuron_fraction"), "epochs": len(mine),
+                         "neuron_fraction": entry.get("neuron_fraction"),
+                         "penalty_lambda": entry.get("penalty_lambda"), "epochs": len(mine),
                          "train_seconds": sum(float(x["seconds"]) for x in mine),
                          "epoch_test_accuracy": [x.get("test_accuracy") for x in mine]})
     return rows
