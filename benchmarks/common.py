@@ -12,11 +12,13 @@ import dataclasses
 import math
 import os
 import resource
+import subprocess
 import time
 from typing import Callable
 
 import numpy as np
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DECAY, V_TH, V_RESET, RECT_WIDTH = 0.25, 1.0, 0.0, 1.0
 LR, MOMENTUM = 0.1, 0.9
 
@@ -126,6 +128,12 @@ def median_call_seconds(fn: Callable[[], object], repeats: int) -> float:
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
+
+
+def git_commit() -> str:
+    """The repository's HEAD, short ("unknown" outside a git checkout): the code a results file was measured on."""
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
 
 
 def shared_machine(how_to_read: str) -> str:

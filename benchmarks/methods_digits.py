@@ -54,6 +54,10 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from benchmarks.common import git_commit  # noqa: E402
+
 WIDTH, TIMESTEPS, PRUNE_RATE, EPOCHS = 0.5, 2, 0.6, 8  # the lottery experiment's (benchmarks/lottery_digits.py)
 LEVELS = (2, 3, 4)  # IMP rounds whose sparsity every method is run at: 1 - 0.4^k
 IMP_ROUNDS = max(LEVELS) + 1
@@ -196,14 +200,20 @@ def run_seed(workdir: str, seed: int, methods: tuple[str, ...], schedule: str = 
                 program = ["shi.py", "--penalty-lambda", f"{lambdas[str(k)]:.4g}"]
 
             def mask_search(out, program=program, search_epochs=search_epochs):
-                argv = [sys.executable, os.path.join(ROOT, "train", program[0]), *program[1:], "--dataset", "digits",
-                        "--width", str(WIDTH), "-T", str(TIMESTEPS), "--epochs", str(search_epochs),
-                        "--finetune-epochs", str(FINETUNE_EPOCHS), "--seed", str(seed), "--workdir", out,
-                        "--no-progress", "--no-plots"]
-                subprocess.run(argv, cwd=ROOT, check=True)
+                run_mask_search(program, seed, search_epochs, out)
                 return read_json(os.path.join(out, "results.json"))
 
             timed(run_name(method, k, schedule), mask_search)
+
+
+def run_mask_search(program: list[str], seed: int, search_epochs: int, out: str) -> None:
+    """``python train/<program[0]> program[1:]`` on the comparison's network and seed: ``search_epochs`` of
+    search, then the digits preset's finetune, into ``out``."""
+    argv = [sys.executable, os.path.join(ROOT, "train", program[0]), *program[1:], "--dataset", "digits",
+            "--width", str(WIDTH), "-T", str(TIMESTEPS), "--epochs", str(search_epochs),
+            "--finetune-epochs", str(FINETUNE_EPOCHS), "--seed", str(seed), "--workdir", out, "--no-progress",
+            "--no-plots"]
+    subprocess.run(argv, cwd=ROOT, check=True)
 
 
 def calibrate(workdir: str) -> dict:
@@ -217,11 +227,7 @@ def calibrate(workdir: str) -> dict:
     for lam in SHI_LAMBDA_GRID:
         out = os.path.join(workdir, "calibration", f"shi_{lam:g}")
         if len((read_json(os.path.join(out, "results.json")) or {}).get("runs", ())) < SEGMENTS["shi"]:
-            argv = [sys.executable, os.path.join(ROOT, "train", "shi.py"), "--penalty-lambda", f"{lam:g}",
-                    "--dataset", "digits", "--width", str(WIDTH), "-T", str(TIMESTEPS), "--epochs", str(EPOCHS),
-                    "--finetune-epochs", str(FINETUNE_EPOCHS), "--seed", "0", "--workdir", out, "--no-progress",
-                    "--no-plots"]
-            subprocess.run(argv, cwd=ROOT, check=True)
+            run_mask_search(["shi.py", "--penalty-lambda", f"{lam:g}"], 0, EPOCHS, out)
         r = read_json(os.path.join(out, "results.json"))
         grid.append({"lambda": lam, "synops": synops_of(r, -1), "accuracy": r["runs"][-1]["test_accuracy"],
                      "sparsity": r["runs"][-1]["sparsity"]})
@@ -304,11 +310,6 @@ def run_signature(workdir: str, seed: int, method: str, k: int, schedule: str) -
     return None
 
 
-def git_commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
-
-
 def collect(workdir: str, seed: int, schedule: str = "base") -> dict:
     """{method: {level k: {accuracy, sparsity, synops, epochs, seconds}}} of one seed's finished runs."""
     from jsnn.metrics import read_json, read_jsonl
@@ -374,6 +375,17 @@ def digits_test_size() -> int:
     return len(jdata.load_dataset("digits").test_labels)
 
 
+def paired_cell(correct: list[int], against: list[int], points: float) -> dict:
+    """One paired comparison of per-seed correct counts (``jsnn.statistics.paired``), in points and images;
+    its Holm-adjusted p is filled in over its family."""
+    from jsnn import statistics as st
+
+    r = st.paired(np.array(correct), np.array(against))
+    return {"mean": points * r["mean"], "ci95": [points * x for x in r["ci95"]], "mean_images": r["mean"],
+            "wilcoxon_p": r["wilcoxon_p"], "wilcoxon_p_holm": None, "sign_flip_p": r["sign_flip_p"],
+            "ahead": r["ahead"], "tied": r["tied"], "behind": r["behind"], "per_seed_images": r["per_seed"]}
+
+
 def restate(summary: dict, n_test: int) -> dict:
     """``summary`` with its statistics recomputed from its per-seed accuracies and SynOps."""
     from jsnn import statistics as st
@@ -397,11 +409,7 @@ def restate(summary: dict, n_test: int) -> dict:
         for k in map(str, S["levels"]):
             if k not in S["correct"][m]:
                 continue
-            r = st.paired(np.array(S["correct"][m][k]), np.array(S["correct"]["imp"][k]))
-            rows.append({"level": int(k), "mean": points * r["mean"], "ci95": [points * x for x in r["ci95"]],
-                         "mean_images": r["mean"], "wilcoxon_p": r["wilcoxon_p"], "wilcoxon_p_holm": None,
-                         "sign_flip_p": r["sign_flip_p"], "ahead": r["ahead"], "tied": r["tied"],
-                         "behind": r["behind"], "per_seed_images": r["per_seed"]})
+            rows.append({"level": int(k), **paired_cell(S["correct"][m][k], S["correct"]["imp"][k], points)})
         paired[m] = rows
     cells = [e for rows in paired.values() for e in rows]
     for e, q in zip(cells, st.holm([e["wilcoxon_p"] for e in cells])):
@@ -415,11 +423,8 @@ def restate(summary: dict, n_test: int) -> dict:
         if a not in S["correct"] or b not in S["correct"]:
             continue
         for k in map(str, S["levels"]):
-            r = st.paired(np.array(S["correct"][a][k]), np.array(S["correct"][b][k]))
-            planned.append({"method": a, "against": b, "level": int(k), "mean": points * r["mean"],
-                            "ci95": [points * x for x in r["ci95"]], "wilcoxon_p": r["wilcoxon_p"],
-                            "ahead": r["ahead"], "tied": r["tied"], "behind": r["behind"],
-                            "per_seed_images": r["per_seed"]})
+            planned.append({"method": a, "against": b, "level": int(k),
+                            **paired_cell(S["correct"][a][k], S["correct"][b][k], points)})
     for e, q in zip(planned, st.holm([e["wilcoxon_p"] for e in planned])):
         e["wilcoxon_p_holm"] = float(q)
     S["planned"] = planned

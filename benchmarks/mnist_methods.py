@@ -36,7 +36,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.common import write_results  # noqa: E402
+from benchmarks.common import git_commit, write_results  # noqa: E402
 from benchmarks.throughput import machine_info  # noqa: E402
 
 
@@ -125,9 +125,7 @@ def main(argv=None) -> None:
         env = {**os.environ, "PYTHONPATH": ROOT}  # this checkout's jsnn, whatever is installed
         done = subprocess.run(["nice", "-n", "10", sys.executable, *cmd], cwd=ROOT, env=env)
         if done.returncode == 0:
-            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                    text=True).stdout.strip()
-            wall[name] = {"seconds": time.time() - t0, "command": "python " + " ".join(cmd), "commit": commit}
+            wall[name] = {"seconds": time.time() - t0, "command": "python " + " ".join(cmd), "commit": git_commit()}
             with open(log_path, "w") as f:
                 json.dump(wall, f, indent=1)
         else:

@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import shared_machine, write_results  # noqa: E402
+from benchmarks.common import git_commit, shared_machine, write_results  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "benchmarks", "results", "shi_digits")
@@ -146,8 +146,7 @@ def main(argv=None) -> None:
                    help="other lambdas, run on the first seed only")
     p.add_argument("--out", default=OUT)
     args = p.parse_args(argv)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
+    commit = git_commit()
     t0 = time.time()
     seeds = {s: run_seed(args.workdir, s) for s in args.seeds}
     sweep = lambda_sweep(args.workdir, args.seeds[0], args.lambdas)
