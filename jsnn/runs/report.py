@@ -17,6 +17,7 @@ import time
 from jsnn import data as jdata
 from jsnn import plots
 from jsnn.efficiency.counting import EnergyModel, measure_dataset
+from jsnn.runs.results import entry_label
 from jsnn.runs.tickets import TICKET_FILE, find_tickets
 from jsnn.sparsity.gated_synops import removed_channel_counts
 from jsnn.ticket import TicketError, load_ticket
@@ -47,13 +48,7 @@ def _method(ticket) -> str:
 
 def _label(ticket) -> str:
     info = ticket.info
-    if "label" in info:
-        return info["label"]
-    if "round" in info:
-        return f"round {info['round']}"
-    if "sparsity_target" in info:
-        return f"sparsity {info['sparsity_target']:.2f}"
-    return "dense"
+    return info["label"] if "label" in info else entry_label(info, "dense")
 
 
 def run_report(workdir: str, tickets: list[str] | None = None, energy: EnergyModel = EnergyModel(),

@@ -20,6 +20,16 @@ def read_results(workdir: str) -> dict:
     return results
 
 
+def entry_label(entry: dict, default: str) -> str:
+    """How tables name one results entry (or a ticket's info, which carries it): its round, its level (its
+    sparsity target), else ``default``."""
+    if "round" in entry:
+        return f"round {entry['round']}"
+    if "sparsity_target" in entry:
+        return f"sparsity {entry['sparsity_target']:.2f}"
+    return default
+
+
 def run_label(results: dict) -> str:
     return results.get("label") or results.get("criterion") or results.get("method", "?")
 

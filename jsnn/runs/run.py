@@ -31,6 +31,7 @@ from jsnn import plots
 from jsnn.config import TrainConfig
 from jsnn.metrics import log, read_jsonl, write_json
 from jsnn.runs.outputs import Outputs, RunHooks
+from jsnn.runs.results import entry_label
 from jsnn.runs.segment import Position, RunCheckpoints, build_trainer, describe, train_segment
 from jsnn.runs.tickets import TICKET_FILE, round_path, ticket_cost, write_ticket
 from jsnn.runs.workdir import (
@@ -135,11 +136,7 @@ class Plan:
 
     def entry_label(self, entry: dict) -> str:
         """How tables name one entry: its round, its level (its sparsity target), else the plan's name."""
-        if "round" in entry:
-            return f"round {entry['round']}"
-        if "sparsity_target" in entry:
-            return f"sparsity {entry['sparsity_target']:.2f}"
-        return self.name
+        return entry_label(entry, self.name)
 
     def ticket_path(self, run: "Run", segment: int) -> str | None:
         """Where segment ``segment``'s ticket goes (None: no ticket, and no cost pass)."""
