@@ -1051,9 +1051,13 @@ def _methods_planned(src, path):
             + table(["difference", "level", "points", "ahead/tied/behind", "p", "Holm"], rows))
 
 
+# each block of the comparison, once per schedule's summary: methods_digits_<part>, methods_matched_<part>
+_METHODS_PARTS = {"setting": _methods_setting, "accuracy": _methods_accuracy, "paired": _methods_paired,
+                  "synops": _methods_synops, "cost": _methods_cost, "findings": _methods_findings,
+                  "planned": _methods_planned}
 for _prefix, _path in (("methods_digits", METHODS_DIGITS), ("methods_matched", METHODS_MATCHED)):
-    for _part in ("setting", "accuracy", "paired", "synops", "cost", "findings", "planned"):
-        generator(f"{_prefix}_{_part}")(functools.partial(globals()[f"_methods_{_part}"], path=_path))
+    for _part, _block in _METHODS_PARTS.items():
+        generator(f"{_prefix}_{_part}")(functools.partial(_block, path=_path))
 
 
 # ------------------------------------------------------------------ MNIST (docs/data.md)
