@@ -26,7 +26,6 @@ import argparse
 import fnmatch
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,10 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from benchmarks.common import shared_machine  # noqa: E402
+
 OUT = os.path.join(ROOT, "benchmarks", "results", "same_results")
 
 # The short schedule every command runs on, on both sides (the documented commands run their presets' epochs
@@ -341,11 +344,6 @@ def load_average() -> list[float] | None:
         return None
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    return f"{cpu}, {os.cpu_count()} cores, shared with other jobs (timings noisy; only the values are compared)"
-
-
 # ------------------------------------------------------------------------------------------ report
 
 
@@ -440,7 +438,8 @@ def main():
     if args.explain:
         with open(args.explain) as f:
             explanations = json.load(f)
-    report = {"command": "python benchmarks/same_results.py " + " ".join(sys.argv[1:]), "machine": machine(),
+    report = {"command": "python benchmarks/same_results.py " + " ".join(sys.argv[1:]),
+              "machine": shared_machine("timings noisy; only the values are compared"),
               "schedule": "short, the same flags on both sides: every command with `" + " ".join(SCHEDULE)
               + "` appended (2 epochs per run or IMP round, the comparison's network: digits CNN at width 0.5, "
               "T = 2), " + "; ".join(f"{n} with `{' '.join(s)}` instead" for n, s in SCHEDULE_BY_COMMAND.items())
