@@ -24,6 +24,7 @@ from typing import Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jsnn.conv import conv2d
 from jsnn.neuron import LIFConfig, lif_time_major
@@ -70,12 +71,20 @@ WEIGHT_INITS: dict[str, Callable] = {
 }
 
 
+def filled(shape, value: float, dtype=jnp.float32) -> jax.Array:
+    """A constant array made on the host and placed on the device: ``jnp.full`` would compile one
+    program per shape, op by op, at the start of every run."""
+    return jnp.asarray(np.full(shape, value, dtype))
+
+
 def _masked_kernel(module: nn.Module, shape) -> jax.Array:
     if module.weight_init not in WEIGHT_INITS:
         raise ValueError(f"unknown weight_init {module.weight_init!r}; choose one of {sorted(WEIGHT_INITS)}")
     init = WEIGHT_INITS[module.weight_init]
     kernel = module.variable(WEIGHTS, "kernel", lambda: init(module.make_rng("params"), shape)).value
-    mask = module.variable(MASKS, "kernel", jnp.ones, shape, kernel.dtype).value
+    mask = module.variable(MASKS, "kernel", filled, shape, 1.0, kernel.dtype).value
+    if module.is_initializing():  # init's outputs are dropped: creating the variables is all it needs
+        return kernel
     if mask.shape == ():  # already applied to the kernel (variables.fold_masks): inference only
         return kernel
     if mask.shape != kernel.shape:
@@ -123,14 +132,21 @@ def _batch_norm(module: nn.Module, x: jax.Array, train: bool, bn: "BNConfig") ->
     span the global batch, so BN is synchronised across devices.
     """
     c = x.shape[-1]
-    running_mean = module.variable(BATCH_STATS, "mean", jnp.zeros, (c,), jnp.float32)
-    running_var = module.variable(BATCH_STATS, "var", jnp.ones, (c,), jnp.float32)
+    running_mean = module.variable(BATCH_STATS, "mean", filled, (c,), 0.0)
+    running_var = module.variable(BATCH_STATS, "var", filled, (c,), 1.0)
+    if bn.affine:
+        scale = module.variable(BN, "scale", filled, (c,), bn.scale_init).value
+        bias = module.variable(BN, "bias", filled, (c,), 0.0).value
+    if module.is_initializing():
+        # init keeps the variables and drops the outputs; under lazy_init the arithmetic below would run op by
+        # op on the concrete variables, each op one more program to compile at the start of every run
+        return x
     if train:
         axes = tuple(range(x.ndim - 1))
         x32 = x.astype(jnp.float32)
         mean = jnp.mean(x32, axes)
         var = jnp.mean(jnp.square(x32 - mean), axes)
-        if module.is_mutable_collection(BATCH_STATS) and not module.is_initializing():
+        if module.is_mutable_collection(BATCH_STATS):
             n = x.size // c
             m = bn.momentum
             running_mean.value = (1 - m) * running_mean.value + m * mean
@@ -139,8 +155,6 @@ def _batch_norm(module: nn.Module, x: jax.Array, train: bool, bn: "BNConfig") ->
         mean, var = running_mean.value, running_var.value
     inv = jax.lax.rsqrt(var + bn.epsilon)
     if bn.affine:
-        scale = module.variable(BN, "scale", lambda: jnp.full((c,), bn.scale_init, jnp.float32)).value
-        bias = module.variable(BN, "bias", jnp.zeros, (c,), jnp.float32).value
         # one fused multiply-add over the activation instead of two passes
         return x * (inv * scale).astype(x.dtype) + (bias - mean * inv * scale).astype(x.dtype)
     return x * inv.astype(x.dtype) - (mean * inv).astype(x.dtype)
@@ -206,7 +220,7 @@ class MaskedDense(nn.Module):
         kernel = _masked_kernel(self, (x.shape[-1], self.features))
         y = matmul(x, kernel, self.precision)
         if self.use_bias:
-            y = y + self.variable(WEIGHTS, "bias", jnp.zeros, (self.features,), jnp.float32).value.astype(y.dtype)
+            y = y + self.variable(WEIGHTS, "bias", filled, (self.features,), 0.0).value.astype(y.dtype)
         return y
 
     def record_potential(self, potentials: jax.Array) -> None:

@@ -178,6 +178,20 @@ def test_init_variables_equals_flax_init_bit_for_bit(init):
         assert v.dtype == full[k].dtype and np.array_equal(np.asarray(v), np.asarray(full[k])), k
 
 
+def test_init_variables_computes_nothing_but_the_variables(monkeypatch):
+    """Under lazy_init every op on concrete values runs eagerly, one compiled program per op and shape at the
+    start of every run: BatchNorm's arithmetic on its variables must not run while initialising."""
+    import jsnn.layers as layers
+
+    def refuse(*_):
+        raise AssertionError("BatchNorm arithmetic ran during init")
+
+    monkeypatch.setattr(layers.jax.lax, "rsqrt", refuse)
+    for name in ("digits_cnn", "resnet19"):
+        v = init_variables(get_model(name, 10, timesteps=2), jax.random.key(0), (1, 8, 8, 1))
+        assert v.masks and v.bn and v.batch_stats
+
+
 def test_folded_masks_give_the_same_outputs_bit_for_bit():
     """fold_masks multiplies each mask into its kernel once; the forward pass must not change."""
     from jsnn.variables import by_name, fold_masks, map_with_names

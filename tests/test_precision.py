@@ -161,8 +161,12 @@ def test_f32_follows_the_users_jax_default_precision(monkeypatch):
 
 def test_precision_setting_reaches_config_files_and_flags():
     import argparse
+    import os
+    import sys
 
-    from train.flags import add_training_flags
+    # the programs import their shared flags as `flags` (and flags imports `starting`) from train/
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "train"))
+    from flags import add_training_flags
 
     assert "precision" not in TrainConfig().to_dict()  # f32 runs' files are what they were
     bf16 = TrainConfig(precision="bf16")

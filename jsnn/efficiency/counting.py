@@ -113,6 +113,7 @@ def _paths(tree) -> dict[str, Any]:
     return {"/".join(k[:-1]): v for k, v in traverse_util.flatten_dict(tree).items() if k[-1] == "kernel"}
 
 
+@jax.jit  # one program for every layer, not three eager ones per kernel shape
 def kept_mask(variables: Variables) -> dict[str, jax.Array]:
     """Binary kept-weight mask of every kernel: (weights * masks) != 0, as f32 {0, 1}."""
     w, m = _paths(variables.weights), _paths(variables.masks)

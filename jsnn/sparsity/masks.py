@@ -118,5 +118,6 @@ def layer_keep_counts(masks: PyTree) -> PyTree:
     return jax.tree.map(lambda m: int(np.count_nonzero(np.asarray(m))), masks)
 
 
+@jax.jit  # one program, not an eager multiply per kernel shape (a {0, 1} mask: the same values)
 def apply_masks(kernels: PyTree, masks: PyTree) -> PyTree:
     return jax.tree.map(lambda w, m: w * m.astype(w.dtype), kernels, masks)
