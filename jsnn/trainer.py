@@ -23,7 +23,7 @@ from jsnn import data as jdata
 from jsnn import parallel, platform, preemption
 from jsnn.checkpoint import Checkpointer
 from jsnn.config import TrainConfig
-from jsnn.efficiency.counting import measure_dataset
+from jsnn.efficiency.counting import measure_synops_dataset
 from jsnn.metrics import append_epoch, is_primary, log, progress
 from jsnn.objective import per_example_loss, predictions, preprocess
 from jsnn.preemption import Preempted
@@ -308,12 +308,12 @@ class Trainer:
 
     def synops_per_image(self, state: TrainState, rule: TrainingRule) -> float:
         """SynOps per test image of the network as it stands: the cost report's exact count
-        (``jsnn.efficiency``) over the whole test set, at the run's batch size (its counting pass is
-        compiled once and shared with the cost report's)."""
+        (``jsnn.efficiency``) over the whole test set, at the run's batch size, by the pass that counts
+        only the SynOps (an epoch's log wants this one number, not the whole report)."""
         variables = Variables(state.weights, rule.effective_masks(state.masks, state.scores), state.bn,
                               state.batch_stats, rule.effective_gates(state.scores))
-        return measure_dataset(self.model, jax.device_get(variables), self.dataset,
-                               batch_size=self.config.batch_size)["synops_per_image"]
+        return measure_synops_dataset(self.model, jax.device_get(variables), self.dataset,
+                                      batch_size=self.config.batch_size)
 
     def sparsity(self, state: TrainState, rule: TrainingRule) -> float:
         """Measured fraction of maskable weights that are zero in the forward pass."""

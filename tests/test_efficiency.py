@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jsnn import efficiency as E
+from jsnn.efficiency import counting
 from jsnn.layers import ConvBN, MaskedDense
 from jsnn.models import get_model
 from jsnn.models.vgg import VGG16_PLAN
@@ -50,6 +51,7 @@ def test_hand_network_every_number():
     # batch 3 > 2 images: the padded row must count nowhere (it would add 8 membrane updates)
     r = E.measure(model, variables, images, batch_size=3, energy=E.EnergyModel(e_ac=1.0, e_mac=10.0))
     assert r["images"] == 2
+    assert E.measure_synops(model, variables, images, batch_size=3) == r["synops_per_image"]
     conv0, fc = r["layers"]
     # conv0 MACs, counted once (direct encoding): centre taps touch the 3 nonzero pixels in
     # both channels (3 + 3); channel 1's right tap touches pixel (0,1) from (0,0) only (1).
@@ -228,6 +230,14 @@ def test_counts_match_numpy_loops(name):
         assert row["kept_weights"] == int(keep.sum())
         acs, macs = acs + row["acs"], macs + row["macs"]
     assert r["totals"]["synops"] == acs and r["totals"]["macs"] == macs
+    # the SynOps-only pass (each epoch's log): the same count, by the fan-out-weighted single-channel count and by
+    # the full one it falls back to where a window's count could leave f32's exact integers
+    assert E.measure_synops(model, variables, images, batch_size=2) == acs / n
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(counting, "_F32_EXACT", 0)
+        counting._synops_counter.cache_clear()
+        assert E.measure_synops(model, variables, images, batch_size=2) == acs / n
+    counting._synops_counter.cache_clear()
     # the encoding sees the image (MACs, once); Res-SNN-19's fc1 sees an average pool (MACs, T times)
     first = r["layers"][0]
     assert first["input"] == "real" and first["runs_per_image"] == 1

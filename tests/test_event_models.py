@@ -14,7 +14,7 @@ import nir
 import numpy as np
 import pytest
 
-from jsnn.efficiency.counting import FRAMES_NOTE, measure
+from jsnn.efficiency.counting import FRAMES_NOTE, measure, measure_synops
 from jsnn.interop import to_nir
 from jsnn.interop.check import check_export
 from jsnn.interop.compare import jsnn_layer_spikes
@@ -208,6 +208,8 @@ def test_frame_layer_operations_per_step_by_neurobench_rule():
     # batches of 2: the count of 2 makes only its own batch's step 1 MACs
     report_2 = measure(model, v, x.astype(np.float32), batch_size=2)
     conv0 = report_2["layers"][0]
+    for batch, r in ((5, report), (2, report_2)):  # the SynOps-only pass decides AC / MAC per call the same way
+        assert measure_synops(model, v, x.astype(np.float32), batch_size=batch) == r["synops_per_image"]
     assert conv0["macs"] == per_step[1, 2:4].sum()
     assert conv0["acs"] == per_step.sum() - per_step[1, 2:4].sum()
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from jsnn import data as jdata
-from jsnn.efficiency import measure
+from jsnn.efficiency import measure, measure_synops
 from jsnn.interop import from_nir, to_nir
 from jsnn.layers import BNConfig
 from jsnn.models import get_model, observe
@@ -148,6 +148,7 @@ def test_the_cost_report_counts_gated_neurons_exactly(digits, gated):
     assert np.sum(spikes["conv1"] * (1 - gates["conv1"])) > 0  # gated-off neurons did fire: the gate matters
     expected = sum(numpy_pairs(inputs[k], kept[k], conv=k != "fc") for k in inputs)
     assert report["synops_per_image"] * len(images) == expected
+    assert measure_synops(model, v, images) * len(images) == expected  # each epoch's count: the gates too
     by_layer = {r["lif_after"]: r["spikes_per_image"] * len(images) for r in report["neurons"]}
     assert by_layer == {k: float(np.sum(s)) for k, s in emitted.items()}
     # without the gates the same spikes would do more work

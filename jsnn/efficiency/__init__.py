@@ -11,8 +11,10 @@ from jsnn.efficiency.counting import (
     kept_mask,
     measure,
     measure_dataset,
+    measure_synops,
+    measure_synops_dataset,
     ticket_entry,
 )
 
 __all__ = ["DIRECT_ENCODING_NOTE", "E_AC_J", "E_MAC_J", "ENERGY_SOURCE", "EnergyModel", "footprint", "kept_mask",
-           "measure", "measure_dataset", "ticket_entry"]
+           "measure", "measure_dataset", "measure_synops", "measure_synops_dataset", "ticket_entry"]

@@ -195,13 +195,10 @@ def _counting_pass(model: nn.Module, layers: tuple[Layer, ...], variables: Varia
     connections = {}
     for path, call in seen.connections.items():
         layer, x = described[path], call.inputs
-        if tuple(x.shape[1:]) != layer.in_shape or tuple(call.outputs.shape[1:]) != layer.out_shape:
-            raise ValueError(f"layer {path} ran on {x.shape[1:]} -> {call.outputs.shape[1:]}, its description says "
-                             f"{layer.in_shape} -> {layer.out_shape}")
+        _check_call(layer, call)
         kb = kept[path]
         xb = (x != 0).astype(jnp.float32)
-        # NeuroBench decides per call of a layer (one timestep of one batch): [rows]
-        binary = jnp.all(((x == 0) | (x == 1) | (x == -1)).reshape(-1, batch, x[0].size), axis=(1, 2))
+        binary = _binary_calls(x, batch)
         if layer.kind == "conv":
             k, s, pad, cout = layer.kernel_size, layer.stride, layer.padding, layer.out_shape[-1]
             pairs = _conv_count(xb, kb, s, pad).astype(jnp.int32).sum((1, 2, 3))
@@ -228,6 +225,82 @@ def _counting_pass(model: nn.Module, layers: tuple[Layer, ...], variables: Varia
         neurons[path] = {"spikes": s.astype(jnp.int32).sum(-1) * valid[None, :],
                          "membrane_updates": changed * valid[None, :]}
     return logits, connections, neurons
+
+
+def _check_call(layer: Layer, call) -> None:
+    x = call.inputs
+    if tuple(x.shape[1:]) != layer.in_shape or tuple(call.outputs.shape[1:]) != layer.out_shape:
+        raise ValueError(f"layer {layer.name} ran on {x.shape[1:]} -> {call.outputs.shape[1:]}, its description "
+                         f"says {layer.in_shape} -> {layer.out_shape}")
+
+
+def _binary_calls(x: jax.Array, batch: int) -> jax.Array:
+    """NeuroBench decides per call of a layer (one timestep of one batch) whether its input is spikes: [rows]."""
+    return jnp.all(((x == 0) | (x == 1) | (x == -1)).reshape(-1, batch, x[0].size), axis=(1, 2))
+
+
+# a per-position count of the fan-out-weighted pass below is at most k*k*C_in*C_out: f32 holds it exactly below 2^24
+_F32_EXACT = 2 ** 24
+
+
+def _synops_pass(model: nn.Module, layers: tuple[Layer, ...], variables: Variables, images: jax.Array,
+                 valid: jax.Array):
+    """The pairs ``_counting_pass`` counts, and nothing else: per conv / linear layer its (nonzero input, kept
+    weight) pairs per call and image [rows, B] and which calls see spikes [rows]. The model runs as
+    ``apply_model`` does (no firing statistics, no membrane potentials kept), and a conv's pairs are one
+    single-channel convolution of the binarised input with the kept mask summed over the output channels (each
+    window's nonzero inputs weighted by how many kept weights leave them): the same integers, exactly, as
+    long as a window's count stays below 2^24, else the full count."""
+    batch = images.shape[0]
+    kept = kept_mask(variables)
+    valid = valid.astype(jnp.int32)
+    described = {layer.name: layer for layer in layers}
+    _, seen = observe(model, variables, images, neurons=False)
+    counts = {}
+    for path, call in seen.connections.items():
+        layer, x = described[path], call.inputs
+        _check_call(layer, call)
+        xb = (x != 0).astype(jnp.float32)
+        kb = kept[path]
+        if layer.kind == "conv" and math.prod(kb.shape) < _F32_EXACT:
+            pairs = _conv_count(xb, kb.sum(-1, keepdims=True), layer.stride, layer.padding).astype(jnp.int32)
+            pairs = pairs.sum((1, 2, 3))
+        elif layer.kind == "conv":
+            pairs = _conv_count(xb, kb, layer.stride, layer.padding).astype(jnp.int32).sum((1, 2, 3))
+        else:
+            pairs = jnp.matmul(xb, kb, precision=jax.lax.Precision.HIGHEST).astype(jnp.int32).sum(-1)
+        counts[path] = {"pairs": pairs.reshape(-1, batch) * valid[None, :], "binary": _binary_calls(x, batch)}
+    return counts
+
+
+@functools.lru_cache(maxsize=8)
+def _synops_counter(model: nn.Module, layers: tuple[Layer, ...]):
+    return jax.jit(functools.partial(_synops_pass, model, layers))
+
+
+def measure_synops(model: nn.Module, variables: Variables, images, *, batch_size: int = 128,
+                   normalize: tuple | None = None) -> float:
+    """SynOps per image (``measure``'s ``synops_per_image``, the same number) without the rest of the report: the
+    accumulates of every layer over ``images``, counted by a pass that keeps only what they need (the model's
+    forward and one single-channel count per layer), for a number wanted often, as each epoch's in the training
+    log. ``images`` and ``normalize`` as ``measure`` takes them."""
+    if not hasattr(images, "shape"):
+        images = np.asarray(images)
+    n = len(images)
+    if n == 0:
+        raise ValueError("no images to count over")
+    if getattr(model, "precision", "f32") != "f32":
+        model = model.clone(precision="f32")
+    run = _synops_counter(model, tuple(describe(model, images.shape[1:])))
+    batch_size = min(batch_size, n)
+    variables = jax.device_put(variables)
+    acs = 0
+    for start, stop in _batches(n, batch_size):
+        x, valid = _padded_batch(images, start, stop, batch_size)
+        x = preprocess(x, *normalize) if normalize is not None else jnp.asarray(x, jnp.float32)
+        for c in jax.device_get(run(variables, x, valid)).values():
+            acs += int(np.sum(c["pairs"][np.asarray(c["binary"], bool)], dtype=np.int64))
+    return acs / n
 
 
 @functools.lru_cache(maxsize=8)
@@ -272,6 +345,17 @@ def _batches(n: int, batch_size: int):
         yield start, min(start + batch_size, n)
 
 
+def _padded_batch(images, start: int, stop: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """images[start:stop] and which rows are real: one shape for jit, the last batch padded with zero images
+    that are counted nowhere."""
+    x = images[start:stop]
+    valid = np.zeros(batch_size, np.int32)
+    valid[: stop - start] = 1
+    if len(x) < batch_size:
+        x = np.concatenate([x, np.zeros((batch_size - len(x),) + x.shape[1:], x.dtype)])
+    return x, valid
+
+
 def measure(model: nn.Module, variables: Variables, images, labels=None, *, batch_size: int = 128,
             energy: EnergyModel = EnergyModel(), normalize: tuple | None = None) -> dict:
     """The cost report of ``model`` with ``variables`` over ``images`` [N, H, W, C] or event frames
@@ -303,11 +387,7 @@ def measure(model: nn.Module, variables: Variables, images, labels=None, *, batc
     lif: dict[str, dict] = {}
     correct = 0
     for start, stop in _batches(n, batch_size):
-        x = images[start:stop]
-        valid = np.zeros(batch_size, np.int32)
-        valid[: stop - start] = 1
-        if len(x) < batch_size:  # one shape for jit: pad with zero images, counted nowhere
-            x = np.concatenate([x, np.zeros((batch_size - len(x),) + x.shape[1:], x.dtype)])
+        x, valid = _padded_batch(images, start, stop, batch_size)
         x = preprocess(x, *normalize) if normalize is not None else jnp.asarray(x, jnp.float32)
         predicted, layers, neurons = jax.device_get(run(variables, x, valid))
         if labels is not None:
@@ -331,6 +411,12 @@ def measure(model: nn.Module, variables: Variables, images, labels=None, *, batc
         report["test_accuracy"] = correct / n
     report["seconds"] = time.perf_counter() - start_time
     return report
+
+
+def measure_synops_dataset(model: nn.Module, variables: Variables, dataset, *, batch_size: int = 128) -> float:
+    """``measure_synops`` over a jsnn ``ArrayDataset``'s test images: ``measure_dataset``'s ``synops_per_image``."""
+    return measure_synops(model, variables, dataset.test_images, batch_size=batch_size,
+                          normalize=(dataset.mean, dataset.std))
 
 
 def measure_dataset(model: nn.Module, variables: Variables, dataset, *, batch_size: int = 128,
