@@ -13,6 +13,23 @@ from jsnn.data import AugmentConfig
 # ------------------------------------------------------------------ datasets
 
 
+def test_digits_are_scikit_learns_split_as_train_test_split_gives_it():
+    """The digits are read from scikit-learn's CSV without importing it, and split by stored indices: the same
+    arrays, in the same order, as scikit-learn's load_digits and train_test_split (the digits runs' data until
+    then)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = bunch.images.astype(np.uint8)[..., None]
+    labels = bunch.target.astype(np.int32)
+    train_x, test_x, train_y, test_y = train_test_split(images, labels, test_size=0.2, stratify=labels, random_state=0)
+    ds = data.load_dataset("digits")
+    for ours, theirs in ((ds.train_images, train_x), (ds.test_images, test_x), (ds.train_labels, train_y),
+                         (ds.test_labels, test_y)):
+        assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs)
+
+
 def test_digits_loads_offline_with_fixed_stratified_split():
     ds = data.load_dataset("digits")
     assert ds.train_images.shape == (1437, 8, 8, 1)

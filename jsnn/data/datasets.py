@@ -22,6 +22,7 @@ mapped rather than loaded, so N-MNIST's 1.4 GB of train frames need not fit in R
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import pickle
 
@@ -166,22 +167,43 @@ def load_event_dataset(name: str, data_dir: str | None = None, frames: FrameSett
 # --------------------------------------------------------------------- digits
 
 
+# The digits split, stored: the train and test indices (int16) that scikit-learn's
+# ``train_test_split(arange(1797), test_size=0.2, stratify=labels, random_state=0)`` gives (scikit-learn 1.9.1;
+# tests/test_data.py checks them against the installed one). Importing sklearn.model_selection for the split took
+# most of a digits run's set-up, and stored indices keep the split the same under any scikit-learn.
+DIGITS_SPLIT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "digits_split.npz")
+
+
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8x8 digits as ``load_digits`` reads them: images [1797, 8, 8] (float64, 0..16) and
+    labels [1797] (int32), parsed from its ``digits.csv.gz`` without importing scikit-learn."""
+    spec = importlib.util.find_spec("sklearn")
+    path = os.path.join(spec.submodule_search_locations[0], "datasets", "data", "digits.csv.gz") if spec else None
+    if path is None or not os.path.exists(path):
+        raise DataNotFoundError("the digits dataset is scikit-learn's: pip install scikit-learn (jsnn's requirements "
+                           "name it)")
+    data = np.loadtxt(path, delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int32)
+
+
+def digits_split_indices() -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) indices into ``digits_arrays()``: 1437 and 360, each class in the proportions of the whole."""
+    with np.load(DIGITS_SPLIT) as split:
+        return split["train"].astype(np.int64), split["test"].astype(np.int64)
+
+
 def load_digits() -> ArrayDataset:
     """scikit-learn's bundled 8x8 digits: 1797 images, pixel values 0..16.
 
     Fixed split: ``train_test_split(test_size=0.2, stratify=labels,
     random_state=0)``, giving 1437 train and 360 test images with the class
-    proportions of the whole set in both. Stored as uint8 ``[N, 8, 8, 1]`` in
+    proportions of the whole set in both (``digits_split_indices``). Stored as uint8 ``[N, 8, 8, 1]`` in
     the original 0..16 range (mean/std are in those units too).
     """
-    from sklearn.datasets import load_digits as sk_load_digits
-    from sklearn.model_selection import train_test_split
-
-    bunch = sk_load_digits()
-    images = bunch.images.astype(np.uint8)[..., None]  # [1797, 8, 8, 1]
-    labels = bunch.target.astype(np.int32)
-    train_x, test_x, train_y, test_y = train_test_split(images, labels, test_size=0.2, stratify=labels, random_state=0)
-    return _make_dataset("digits", train_x, train_y, test_x, test_y, 10, DIGITS_AUGMENT)
+    images, labels = digits_arrays()
+    images = images.astype(np.uint8)[..., None]  # [1797, 8, 8, 1]
+    train, test = digits_split_indices()
+    return _make_dataset("digits", images[train], labels[train], images[test], labels[test], 10, DIGITS_AUGMENT)
 
 
 # ------------------------------------------------------------- MNIST, Fashion

@@ -43,15 +43,12 @@ CHUNK = 128  # digits simulated together; fixed, so the random draws do not depe
 def digits_split():
     """``(train_images, train_labels, test_images, test_labels)`` of the 8x8 digits, 0..16 float,
     split as ``jsnn.data.datasets.load_digits`` splits them."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    from jsnn.data.datasets import digits_arrays, digits_split_indices
 
-    bunch = load_digits()
-    images = bunch.images.astype(np.uint8).astype(np.float64)
-    labels = bunch.target.astype(np.int32)
-    train_x, test_x, train_y, test_y = train_test_split(images, labels, test_size=0.2, stratify=labels,
-                                                        random_state=0)
-    return train_x, train_y, test_x, test_y
+    images, labels = digits_arrays()
+    images = images.astype(np.uint8).astype(np.float64)
+    train, test = digits_split_indices()
+    return images[train], labels[train], images[test], labels[test]
 
 
 def zoom_matrix(n_in: int, n_out: int) -> np.ndarray:
