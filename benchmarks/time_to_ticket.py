@@ -10,8 +10,9 @@ each other: start-up (interpreter and imports, until the program's first line), 
 compilation (JAX's tracing, lowering and backend compile events, wherever they happen, and how
 many happen after round 0: recompilation across rounds), training steps, evaluation, firing
 statistics + scoring + pruning (and early-bird's end-of-epoch work), checkpoint writes, tickets +
-their cost report, results + plots, each timed from the run's phase events (``RunHooks``); the test
-evaluations inside training count as training steps.
+their cost report, results + plots, each timed from the run's phase events (``RunHooks``); each epoch's
+test evaluation counts as evaluation and its SynOps count (a run with a cost report logs one per evaluated
+epoch) as a row of its own, timed around the trainer's two methods.
 Writes benchmarks/results/time_to_ticket_<model>.{json,md}.
 
     python benchmarks/time_to_ticket.py --paired [--pairs 3]   # digits: jsnn's program against an eager script
@@ -46,7 +47,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the rows of the wall-time breakdown (each groups some of the run's phases, PHASE_OF)
 TIME_ROWS = ("start-up (interpreter, imports)", "data and set-up", "compilation", "training steps", "evaluation",
-             "statistics, scoring, pruning", "checkpoint writes", "tickets and cost reports", "results and plots")
+             "SynOps each epoch", "statistics, scoring, pruning", "checkpoint writes", "tickets and cost reports",
+             "results and plots")
 
 
 # the run's phases (jsnn.runs.outputs) as this table groups them
@@ -69,13 +71,30 @@ class PhaseClock:
         self.compiles: list[tuple[str, float]] = []
         self.label = "set-up"
         self.current, self.since, self.compiling = "data and set-up", time.perf_counter(), 0.0
+        self.checkpoint_writes = 0
 
     def on_phase(self, name: str, where: dict) -> None:
-        now = time.perf_counter()
-        self.seconds[self.current] += now - self.since - self.compiling
-        self.current, self.since, self.compiling = PHASE_OF[name], now, 0.0
+        self.enter(PHASE_OF[name])
         if name == "train":
             self.label = f"round {where['segment']}"
+        if name == "checkpoint":
+            self.checkpoint_writes += 1
+
+    def enter(self, row: str) -> None:
+        now = time.perf_counter()
+        self.seconds[self.current] += now - self.since - self.compiling
+        self.current, self.since, self.compiling = row, now, 0.0
+
+    def timing(self, method, row: str):
+        """``method`` with its time given to ``row`` (and back to the phase it was called in)."""
+        def timed(*args, **kwargs):
+            previous = self.current
+            self.enter(row)
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.enter(previous)
+        return timed
 
     def stop(self) -> None:
         self.on_phase("results", {})
@@ -131,12 +150,16 @@ def child(args) -> dict:
     config = TrainConfig(dataset=dataset_name, model=args.model, epochs=args.epochs, timesteps=args.timesteps,
                          batch_size=args.batch_size, progress=False).resolve("imp")
     trainer = Trainer(config, build_model(config, dataset.num_classes), dataset)
+    # the epoch-end work inside training, out of the training steps' row
+    trainer.evaluate = clock.timing(trainer.evaluate, "evaluation")
+    trainer.synops_per_image = clock.timing(trainer.synops_per_image, "SynOps each epoch")
     options = imp.IMPOptions(rounds=args.rounds, criterion=args.criterion)
     imp.run(config, options, tempfile.mkdtemp(), trainer=trainer, hooks=RunHooks(on_phase=clock.on_phase))
     clock.stop()
     total = time.perf_counter() - t0 + start_up
     after_round0 = [s for label, s in clock.compiles if label not in ("set-up", "round 0")]
     return {"seconds": clock.seconds, "total_seconds": total, "compilations": len(clock.compiles),
+            "checkpoint_writes": clock.checkpoint_writes,
             "compilations_after_round_0": len(after_round0), "compile_seconds_after_round_0": sum(after_round0),
             "images_trained": args.rounds * args.epochs * trainer.steps_per_epoch * config.batch_size,
             "devices": jax.device_count(), "config": config.to_dict()}

@@ -201,7 +201,7 @@ def _counting_pass(model: nn.Module, layers: tuple[Layer, ...], variables: Varia
         binary = _binary_calls(x, batch)
         if layer.kind == "conv":
             k, s, pad, cout = layer.kernel_size, layer.stride, layer.padding, layer.out_shape[-1]
-            pairs = _conv_count(xb, kb, s, pad).astype(jnp.int32).sum((1, 2, 3))
+            pairs = _conv_pairs(xb, kb, s, pad)
             # every weight kept: (nonzero inputs in each window) * C_out
             window = _conv_count(xb.sum(-1, keepdims=True), jnp.ones((k, k, 1, 1), jnp.float32), s, pad)
             unpruned = window.astype(jnp.int32).sum((1, 2, 3)) * cout
@@ -243,14 +243,22 @@ def _binary_calls(x: jax.Array, batch: int) -> jax.Array:
 _F32_EXACT = 2 ** 24
 
 
+def _conv_pairs(xb: jax.Array, kb: jax.Array, stride: int, pad: int) -> jax.Array:
+    """(nonzero input, kept weight) pairs of each example's conv call [N], int32: one single-channel convolution
+    of the binarised input ``xb`` with the kept mask ``kb`` summed over the output channels (each window's nonzero
+    inputs weighted by how many kept weights leave them), which is the per-output-channel count summed, exactly,
+    while a window's count stays below 2^24 (f32's exact integers); else that full count."""
+    if math.prod(kb.shape) < _F32_EXACT:
+        return _conv_count(xb, kb.sum(-1, keepdims=True), stride, pad).astype(jnp.int32).sum((1, 2, 3))
+    return _conv_count(xb, kb, stride, pad).astype(jnp.int32).sum((1, 2, 3))
+
+
 def _synops_pass(model: nn.Module, layers: tuple[Layer, ...], variables: Variables, images: jax.Array,
                  valid: jax.Array):
     """The pairs ``_counting_pass`` counts, and nothing else: per conv / linear layer its (nonzero input, kept
     weight) pairs per call and image [rows, B] and which calls see spikes [rows]. The model runs as
-    ``apply_model`` does (no firing statistics, no membrane potentials kept), and a conv's pairs are one
-    single-channel convolution of the binarised input with the kept mask summed over the output channels (each
-    window's nonzero inputs weighted by how many kept weights leave them): the same integers, exactly, as
-    long as a window's count stays below 2^24, else the full count."""
+    ``apply_model`` does (no firing statistics, no membrane potentials kept); a conv's pairs as
+    ``_conv_pairs`` counts them."""
     batch = images.shape[0]
     kept = kept_mask(variables)
     valid = valid.astype(jnp.int32)
@@ -262,11 +270,8 @@ def _synops_pass(model: nn.Module, layers: tuple[Layer, ...], variables: Variabl
         _check_call(layer, call)
         xb = (x != 0).astype(jnp.float32)
         kb = kept[path]
-        if layer.kind == "conv" and math.prod(kb.shape) < _F32_EXACT:
-            pairs = _conv_count(xb, kb.sum(-1, keepdims=True), layer.stride, layer.padding).astype(jnp.int32)
-            pairs = pairs.sum((1, 2, 3))
-        elif layer.kind == "conv":
-            pairs = _conv_count(xb, kb, layer.stride, layer.padding).astype(jnp.int32).sum((1, 2, 3))
+        if layer.kind == "conv":
+            pairs = _conv_pairs(xb, kb, layer.stride, layer.padding)
         else:
             pairs = jnp.matmul(xb, kb, precision=jax.lax.Precision.HIGHEST).astype(jnp.int32).sum(-1)
         counts[path] = {"pairs": pairs.reshape(-1, batch) * valid[None, :], "binary": _binary_calls(x, batch)}
