@@ -44,6 +44,8 @@ def init_variables(model: nn.Module, key: jax.Array, input_shape) -> Variables:
     # does, so the values are model.init's bit for bit), not the forward pass on a dummy batch.
     collections = model.lazy_init({"params": key}, jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32),
                                   train=False)
+    # lazy_init hands back the constants made on the host (jsnn.layers.filled) as numpy-backed values: on the device
+    collections = jax.device_put(collections)
     return Variables(
         weights=collections[WEIGHTS],
         masks=collections[MASKS],

@@ -190,6 +190,8 @@ def test_init_variables_computes_nothing_but_the_variables(monkeypatch):
     for name in ("digits_cnn", "resnet19"):
         v = init_variables(get_model(name, 10, timesteps=2), jax.random.key(0), (1, 8, 8, 1))
         assert v.masks and v.bn and v.batch_stats
+        # the constants made on the host come back as device arrays, as model.init's do
+        assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(v))
 
 
 def test_folded_masks_give_the_same_outputs_bit_for_bit():

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from jsnn.data.digits import digits_arrays, digits_split_indices
+
 SENSOR_SIZE = (34, 34, 2)  # (W, H, P), N-MNIST's
 SACCADE_US = 105_000  # one saccade (Orchard et al. 2015)
 # image offset (dx, dy) in pixels at 0, 105, 210, 315 ms: the inverse of tonic's NMNIST stabilize()
@@ -43,8 +45,6 @@ CHUNK = 128  # digits simulated together; fixed, so the random draws do not depe
 def digits_split():
     """``(train_images, train_labels, test_images, test_labels)`` of the 8x8 digits, 0..16 float,
     split as ``jsnn.data.datasets.load_digits`` splits them."""
-    from jsnn.data.datasets import digits_arrays, digits_split_indices
-
     images, labels = digits_arrays()
     images = images.astype(np.uint8).astype(np.float64)
     train, test = digits_split_indices()
