@@ -654,6 +654,51 @@ for _name, _path in (("time_to_ticket_paired", "benchmarks/results/time_to_ticke
     generator(_name)(functools.partial(_time_to_ticket_paired, path=_path))
 
 
+def _time_to_ticket_before_after(src, before_path, after_path, before_commit):
+    """The paired comparison before and after issue 28's cuts, each figure over the script's wall time in its own
+    run (the two runs were taken at different times, so only such within-run ratios are set side by side)."""
+    runs = {"before": src.json(before_path), "after": src.json(after_path)}
+    rows = []
+    for name in runs["after"]["median"]:
+        if name == "script" or name not in runs["before"]["median"]:
+            continue
+        for key, what in (("wall_s", "wall"), ("peak_mib", "peak memory")):
+            rows.append([f"{name}: {what} / script's"] + [f"{d['ratio_to_script'][name][key]:.2f}"
+                                                           for d in runs.values()])
+    for phase in runs["after"]["breakdown"]["cache, cold"]["seconds"]:
+        rows.append([f"first run, {phase}"] + [
+            f"{d['breakdown']['cache, cold']['seconds'][phase] / d['median']['script']['wall_s']:.3f}"
+            if phase in d["breakdown"]["cache, cold"]["seconds"] else "– (in training steps)" for d in runs.values()])
+    rows.append(["first run, programs compiled"] + [str(d["breakdown"]["cache, cold"]["compilations"])
+                                                    for d in runs.values()])
+    return (f"Before: `{before_path}` (commit {before_commit}); after: `{after_path}`. Each phase of the first run "
+            "(its phase breakdown) in seconds over the script's wall time in the same run; before, each epoch's "
+            "evaluation and SynOps count were part of the training steps' row.\n\n"
+            + table(["", "before", "after"], rows))
+
+
+generator("time_to_ticket_before_after")(functools.partial(
+    _time_to_ticket_before_after, before_path="benchmarks/results/time_to_ticket_digits_before.json",
+    after_path="benchmarks/results/time_to_ticket_digits.json", before_commit="35eda54"))
+generator("time_to_ticket_before_after_mnist")(functools.partial(
+    _time_to_ticket_before_after, before_path="benchmarks/results/time_to_ticket_mnist_before.json",
+    after_path="benchmarks/results/time_to_ticket_mnist.json", before_commit="35eda54"))
+
+
+@generator("step_floor")
+def step_floor(src):
+    d = src.json("benchmarks/results/step_floor.json")
+    rows = [[r["layer"], "×".join(map(str, r["input"])), "×".join(map(str, r["kernel"])), " and ".join(r["gradients"]),
+             f"{r['forward_ms']:.2f}", f"{r['forward_backward_ms']:.2f}"] for r in d["layers"]]
+    return (f"`python -m benchmarks.step_floor`: digits_cnn, B = {d['batch']}, T = {d['timesteps']}; "
+            f"{_load_line(d)}. The whole SGD step: {d['step_ms']:.1f} ms (median of {len(d['step_times_s'])}); "
+            f"its convolutions and linear layers alone, each jitted at the step's shape: "
+            f"{d['products_ms']:.1f} ms, {pct(d['products_share_of_step'], 0)} of the step, at "
+            f"{d['products_gflops']:.0f} GFLOP/s ({pct(d['products_fraction_of_peak'], 0)} of the f32 matmul peak "
+            f"measured before them, {d['matmul_peak_gflops']:.0f} GFLOP/s).\n\n"
+            + table(["layer", "input", "kernel", "gradients", "forward ms", "forward + backward ms"], rows))
+
+
 @generator("time_to_ticket_vgg_small")
 def time_to_ticket_vgg_small(src):
     return _time_to_ticket(src, "benchmarks/results/time_to_ticket_vgg_small.json")
