@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jsnn  # noqa: F401  (jsnn's CPU convolution flag before the first computation)
-from benchmarks.common import shared_machine, write_results
+from benchmarks.common import median_call_seconds, shared_machine, write_results
 from benchmarks.step_peak import compiled_step, matmul_peak
 from jsnn.conv import conv2d
 from jsnn.data.datasets import load_digits
@@ -36,16 +36,6 @@ from jsnn.precision import matmul
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "step_floor")
 PAIRED = os.path.join(os.path.dirname(__file__), "results", "time_to_ticket_digits.json")
-
-
-def median_ms(fn, *args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)) * 1e3
 
 
 def layer_products(layer, batch: int, timesteps: int, rng, repeats: int) -> dict:
@@ -72,8 +62,9 @@ def layer_products(layer, batch: int, timesteps: int, rng, repeats: int) -> dict
         return jax.vjp(lambda k: forward(x, k), k)[1](g)
 
     macs = int(np.prod(out.shape)) * int(np.prod(layer.kernel_shape[:-1]))
-    fwd = median_ms(jax.jit(forward), x, kernel, repeats=repeats)
-    both = median_ms(jax.jit(forward_backward), x, kernel, g, repeats=repeats)
+    forward, forward_backward = jax.jit(forward), jax.jit(forward_backward)
+    fwd = 1e3 * median_call_seconds(lambda: forward(x, kernel), repeats)
+    both = 1e3 * median_call_seconds(lambda: forward_backward(x, kernel, g), repeats)
     return {"layer": layer.name, "kind": layer.kind, "input": list(shape), "kernel": list(layer.kernel_shape),
             "gradients": gradients, "forward_ms": fwd, "forward_backward_ms": both,
             "flops": 2 * macs * (1 + len(gradients))}
