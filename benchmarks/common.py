@@ -147,10 +147,10 @@ def shared_machine(how_to_read: str) -> str:
 
 def write_results(path: str | None, record: dict, markdown_lines: list[str]) -> None:
     """``path``.json (``record``) and ``path``.md (the lines), and the markdown printed (only printed when
-    ``path`` is None)."""
+    ``path`` is None or empty: the benchmarks' ``--out ''``)."""
     import json
 
-    if path is None:
+    if not path:
         print("\n".join(markdown_lines))
         return
 

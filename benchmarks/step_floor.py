@@ -131,7 +131,6 @@ def main(argv=None):
               f"alone {record['run_products_s']:.1f} s"
               + (f" ({record['run_products_over_script']:.2f}x the eager script's {record['script_wall_s']:.1f} s wall "
                  "time in time_to_ticket_digits.json)." if "script_wall_s" in record else ".")]
-    print("\n".join(lines), flush=True)
     write_results(args.out, record, lines)
     return record
 
