@@ -72,13 +72,15 @@ def finish(procs, timeout=300) -> list[tuple[int, str, str]]:
 
 
 # gloo's C++ code prints "[Gloo] Rank i is connected to n peer ranks. Expected number of connected peer ranks
-# is : n" itself, from its own threads, and the line sometimes arrives in two pieces
-GLOO_LINES = ("[Gloo]", "Expected number of connected peer ranks")
+# is : n" itself, from its own threads, and the line sometimes arrives in pieces: split before "Expected" and
+# before the peer count ("[Gloo] Rank 1 is connected to" / "3 peer ranks. Expected ..."), each piece holding one of
+# these
+GLOO_PIECES = ("[Gloo]", "peer ranks", "Expected number of connected")
 
 
 def ours(stdout: str) -> list[str]:
     """The program's own lines, without gloo's."""
-    return [line for line in stdout.splitlines() if line.strip() and not line.startswith(GLOO_LINES)]
+    return [line for line in stdout.splitlines() if line.strip() and not any(p in line for p in GLOO_PIECES)]
 
 
 def marked_by_process_1(workdir) -> list[str]:
