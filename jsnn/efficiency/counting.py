@@ -289,23 +289,14 @@ def measure_synops(model: nn.Module, variables: Variables, images, *, batch_size
     accumulates of every layer over ``images``, counted by a pass that keeps only what they need (the model's
     forward and one single-channel count per layer), for a number wanted often, as each epoch's in the training
     log. ``images`` and ``normalize`` as ``measure`` takes them."""
-    if not hasattr(images, "shape"):
-        images = np.asarray(images)
-    n = len(images)
-    if n == 0:
-        raise ValueError("no images to count over")
-    if getattr(model, "precision", "f32") != "f32":
-        model = model.clone(precision="f32")
+    images = _checked_images(images, batch_size)
+    model = _counting_model(model)
     run = _synops_counter(model, tuple(describe(model, images.shape[1:])))
-    batch_size = min(batch_size, n)
-    variables = jax.device_put(variables)
     acs = 0
-    for start, stop in _batches(n, batch_size):
-        x, valid = _padded_batch(images, start, stop, batch_size)
-        x = preprocess(x, *normalize) if normalize is not None else jnp.asarray(x, jnp.float32)
-        for c in jax.device_get(run(variables, x, valid)).values():
+    for _, _, counts in _batch_outputs(run, variables, images, batch_size, normalize):
+        for c in counts.values():
             acs += int(np.sum(c["pairs"][np.asarray(c["binary"], bool)], dtype=np.int64))
-    return acs / n
+    return acs / len(images)
 
 
 @functools.lru_cache(maxsize=8)
@@ -350,15 +341,40 @@ def _batches(n: int, batch_size: int):
         yield start, min(start + batch_size, n)
 
 
-def _padded_batch(images, start: int, stop: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """images[start:stop] and which rows are real: one shape for jit, the last batch padded with zero images
-    that are counted nowhere."""
-    x = images[start:stop]
-    valid = np.zeros(batch_size, np.int32)
-    valid[: stop - start] = 1
-    if len(x) < batch_size:
-        x = np.concatenate([x, np.zeros((batch_size - len(x),) + x.shape[1:], x.dtype)])
-    return x, valid
+def _checked_images(images, batch_size: int):
+    """``images`` as the counting passes read them: an array-like with a shape (a streamed split's images) as it
+    is, read batch by batch, anything else as an array; a non-empty [N, H, W, C] or [N, T, H, W, C], else a
+    ValueError, as for a batch size below 1."""
+    if not hasattr(images, "shape"):
+        images = np.asarray(images)
+    if images.ndim not in (4, 5) or len(images) == 0:
+        raise ValueError("images must be a non-empty batch [N, H, W, C], or event frames [N, T, H, W, C], "
+                         f"got shape {images.shape}")
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    return images
+
+
+def _counting_model(model: nn.Module) -> nn.Module:
+    """``model`` at f32: the counts are taken in f32, whatever precision the run trained in."""
+    return model.clone(precision="f32") if getattr(model, "precision", "f32") != "f32" else model
+
+
+def _batch_outputs(run, variables: Variables, images, batch_size: int, normalize: tuple | None):
+    """(start, stop, host values of ``run(variables, x, valid)``) for each batch of ``images``, at most
+    ``batch_size`` of them: one shape for jit, the last batch padded with zero images that ``valid`` marks
+    (counted nowhere); raw pixels normalised as the evaluation step does when ``normalize = (mean, std)``."""
+    n = len(images)
+    batch_size = min(batch_size, n)
+    variables = jax.device_put(variables)
+    for start, stop in _batches(n, batch_size):
+        x = images[start:stop]
+        valid = np.zeros(batch_size, np.int32)
+        valid[: stop - start] = 1
+        if len(x) < batch_size:
+            x = np.concatenate([x, np.zeros((batch_size - len(x),) + x.shape[1:], x.dtype)])
+        x = preprocess(x, *normalize) if normalize is not None else jnp.asarray(x, jnp.float32)
+        yield start, stop, jax.device_get(run(variables, x, valid))
 
 
 def measure(model: nn.Module, variables: Variables, images, labels=None, *, batch_size: int = 128,
@@ -370,34 +386,23 @@ def measure(model: nn.Module, variables: Variables, images, labels=None, *, batc
     given (the evaluation step's preprocessing). ``labels`` [N] add the test accuracy.
     Returns a JSON-ready dict: totals, per-image values, ``layers`` and ``neurons`` tables.
     """
-    if not hasattr(images, "shape"):  # an array-like with a shape (a streamed split's images) is read batch by batch
-        images = np.asarray(images)
+    images = _checked_images(images, batch_size)
     n = len(images)
-    if images.ndim not in (4, 5) or n == 0:
-        raise ValueError("images must be a non-empty batch [N, H, W, C], or event frames [N, T, H, W, C], "
-                         f"got shape {images.shape}")
-    if batch_size < 1:
-        raise ValueError(f"batch size must be >= 1, got {batch_size}")
     if labels is not None and len(labels) != n:
         raise ValueError(f"{n} images but {len(labels)} labels")
     start_time = time.perf_counter()
-    if getattr(model, "precision", "f32") != "f32":  # the report counts in f32, whatever the run trained in
-        model = model.clone(precision="f32")
+    model = _counting_model(model)
     layers = tuple(describe(model, images.shape[1:]))
     static = _static_facts(layers, int(model.timesteps))
     run = _counter(model, layers)
-    batch_size = min(batch_size, n)
-    variables = jax.device_put(variables)
     conn: dict[str, dict] = {}
     lif: dict[str, dict] = {}
     correct = 0
-    for start, stop in _batches(n, batch_size):
-        x, valid = _padded_batch(images, start, stop, batch_size)
-        x = preprocess(x, *normalize) if normalize is not None else jnp.asarray(x, jnp.float32)
-        predicted, layers, neurons = jax.device_get(run(variables, x, valid))
+    for start, stop, (predicted, connections, neurons) in _batch_outputs(run, variables, images, batch_size,
+                                                                         normalize):
         if labels is not None:
             correct += int(np.sum(predicted[: stop - start] == np.asarray(labels[start:stop])))
-        for path, c in layers.items():
+        for path, c in connections.items():
             acc = conn.setdefault(path, {"acs": 0, "macs": 0, "unpruned_acs": 0, "unpruned_macs": 0,
                                          "binary_calls": 0, "real_calls": 0})
             binary = np.asarray(c["binary"], bool)  # per call: each timestep's (or the image's) batch
