@@ -677,12 +677,10 @@ def _time_to_ticket_before_after(src, before_path, after_path, before_commit):
             + table(["", "before", "after"], rows))
 
 
-generator("time_to_ticket_before_after")(functools.partial(
-    _time_to_ticket_before_after, before_path="benchmarks/results/time_to_ticket_digits_before.json",
-    after_path="benchmarks/results/time_to_ticket_digits.json", before_commit="35eda54"))
-generator("time_to_ticket_before_after_mnist")(functools.partial(
-    _time_to_ticket_before_after, before_path="benchmarks/results/time_to_ticket_mnist_before.json",
-    after_path="benchmarks/results/time_to_ticket_mnist.json", before_commit="35eda54"))
+for _suffix, _dataset in (("", "digits"), ("_mnist", "mnist")):
+    generator(f"time_to_ticket_before_after{_suffix}")(functools.partial(
+        _time_to_ticket_before_after, before_path=f"benchmarks/results/time_to_ticket_{_dataset}_before.json",
+        after_path=f"benchmarks/results/time_to_ticket_{_dataset}.json", before_commit="35eda54"))
 
 
 @generator("step_floor")
