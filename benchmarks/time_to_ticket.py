@@ -118,6 +118,7 @@ def child(args) -> dict:
     from jsnn.compilation_cache import enable_compilation_cache
     from jsnn.config import TrainConfig
     from jsnn.data.datasets import CIFAR_AUGMENT
+    from jsnn.host_memory import release_after_each_compile
     from jsnn.models import build_model
     from jsnn.runs import imp
     from jsnn.runs.outputs import RunHooks
@@ -125,6 +126,7 @@ def child(args) -> dict:
 
     xla_flags.configure()  # as the programs do, before JAX starts
     enable_compilation_cache({"JSNN_COMPILATION_CACHE": args.cache})  # as the programs do
+    release_after_each_compile()  # as the programs do
     start_up = time.time() - float(os.environ["TIME_TO_TICKET_T0"])  # the interpreter, JAX and jsnn imported
     clock = PhaseClock()
     clock.seconds[TIME_ROWS[0]] = start_up

@@ -48,6 +48,7 @@ from jsnn import platform, xla_flags
 from jsnn.compilation_cache import enable_compilation_cache
 from jsnn.config import LIF_FIELDS, SCHEDULES, LIFSettings, TrainConfig
 from jsnn.data import DatasetNames
+from jsnn.host_memory import release_after_each_compile
 from jsnn.layers import WEIGHT_INITS
 from jsnn.models import MODELS
 from jsnn.parallel import DISTRIBUTED_MODES, initialize_distributed
@@ -338,6 +339,7 @@ def start_run(args: argparse.Namespace) -> None:
     initialize_distributed(args.distributed)
     take_signals_back()  # the distributed runtime installs a SIGTERM handler of its own
     enable_compilation_cache()
+    release_after_each_compile()  # the compiler's working memory back to the system: jsnn/host_memory.py
     platform.require(getattr(args, "platform", None))
 
 

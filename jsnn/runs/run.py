@@ -29,6 +29,7 @@ import optax
 
 from jsnn import plots
 from jsnn.config import TrainConfig
+from jsnn.host_memory import release_free_memory
 from jsnn.metrics import log, read_jsonl, write_json
 from jsnn.runs.outputs import Outputs, RunHooks
 from jsnn.runs.results import entry_label
@@ -288,6 +289,9 @@ class Run:
 
     def _phase(self, name: str, **where) -> None:
         self._current = (name, where)
+        # what the last phase freed (an epoch's evaluation and counting passes, pruning, a cost report)
+        # goes back to the system before the next one allocates: jsnn/host_memory.py
+        release_free_memory()
         self.hooks.phase(name, **where)
 
     def _around_save(self, before: bool, position: Position) -> None:

@@ -1,0 +1,59 @@
+"""Giving the C heap's free memory back to the operating system, so that a run's resident memory is
+what it holds, not what it once held.
+
+glibc's malloc keeps what a program frees in its arenas for reuse and returns it to the system only
+from the top of the main heap, and only past a threshold. XLA's compiler allocates and frees hundreds
+of MB on the C heap for each program it compiles, and the evaluation, counting and checkpoint passes
+leave freed buffers of their own; one live allocation above them keeps all of it resident, so a run's
+resident set grows with every program compiled and every phase run, and the next compilation stacks
+its own working memory on top of that. ``malloc_trim(0)`` hands every free page of every arena back
+(``madvise``): the memory stays mapped, so a later allocation reuses it at the cost of a page fault.
+
+The programs call ``release_after_each_compile`` once at start-up and a run calls
+``release_free_memory`` as it enters each phase (``jsnn/runs/run.py``): an epoch's end, pruning, the
+cost report. ``benchmarks/time_to_ticket.py`` measures the peak memory this leaves. Where the C library
+is not glibc (macOS, musl) both do nothing.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+
+import jax
+
+BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # one per program XLA compiles
+
+
+@functools.cache
+def _malloc_trim():
+    try:
+        return ctypes.CDLL(None).malloc_trim  # the process's own C library
+    except (OSError, AttributeError):  # not glibc: no malloc_trim
+        return None
+
+
+def release_free_memory() -> bool:
+    """Returns the C heap's free pages to the system; False where the C library cannot (not glibc)."""
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
+# Compilations shorter than this free a few MB each (a digits run's 40-odd small programs), the longer
+# ones (its steps and passes) tens to over a hundred; trimming costs the next compilation page faults
+# on what it hands back, so only the long ones are worth it.
+LONG_COMPILE_SECONDS = 0.1
+
+
+def _after_compile(event: str, duration_secs: float, **_) -> None:
+    if event == BACKEND_COMPILE_EVENT and duration_secs >= LONG_COMPILE_SECONDS:
+        release_free_memory()
+
+
+@functools.cache
+def release_after_each_compile() -> None:
+    """From now on, the compiler's working memory goes back to the system as each long compilation ends.
+    Registers once per process (JAX keeps its listeners for the process's life)."""
+    jax.monitoring.register_event_duration_secs_listener(_after_compile)
