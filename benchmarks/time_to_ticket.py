@@ -45,6 +45,9 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # run as a script: benchmarks.common from the checkout
+from benchmarks.common import git_commit  # noqa: E402
+
 # the rows of the wall-time breakdown (each groups some of the run's phases, PHASE_OF)
 TIME_ROWS = ("start-up (interpreter, imports)", "data and set-up", "compilation", "training steps", "evaluation",
              "SynOps each epoch", "statistics, scoring, pruning", "checkpoint writes", "tickets and cost reports",
@@ -240,7 +243,7 @@ def paired(args, argv: list[str]) -> None:
                 for n, v in samples.items()}
     path = args.out or os.path.join(ROOT, "benchmarks", "results", f"time_to_ticket_{dataset}")
     machine = f"{os.cpu_count()}-core CPU shared with other jobs"
-    record = {"command": " ".join(["python benchmarks/time_to_ticket.py"] + argv),
+    record = {"command": " ".join(["python benchmarks/time_to_ticket.py"] + argv), "commit": git_commit(),
               "machine": machine, "load_average_before": load_before, "load_average_after": load_after,
               "pairs": args.pairs, "rounds": args.rounds,
               "runs": {n: [{k: s[k] for k in ("wall_s", "cpu_s", "peak_mib")} for s in v] for n, v in samples.items()},

@@ -642,7 +642,8 @@ def _time_to_ticket_paired(src, path):
     acc = "; ".join(f"{name}: " + ", ".join(f"{a:.3f}" for a in runs[0]) for name, runs in
                     d["test_accuracy_per_round"].items())
     command = re.sub(r"--data-dir \S+", "--data-dir DIR", d["command"])
-    head = (f"`{command}` ({d['machine']}, load average {d['load_average_before'][0]:.1f} before and "
+    at = f" at commit {d['commit']}" if "commit" in d else ""
+    head = (f"`{command}`{at} ({d['machine']}, load average {d['load_average_before'][0]:.1f} before and "
             f"{d['load_average_after'][0]:.1f} after: noisy), median of {d['pairs']} pair(s), wall min–max in "
             f"brackets. Test accuracy per round: {acc}.")
     return head + "\n\n" + table(["", "wall s", "CPU s", "peak MiB", "wall / script", "CPU / script",
@@ -671,7 +672,8 @@ def _time_to_ticket_before_after(src, before_path, after_path, before_commit):
             if phase in d["breakdown"]["cache, cold"]["seconds"] else "– (in training steps)" for d in runs.values()])
     rows.append(["first run, programs compiled"] + [str(d["breakdown"]["cache, cold"]["compilations"])
                                                     for d in runs.values()])
-    return (f"Before: `{before_path}` (commit {before_commit}); after: `{after_path}`. Each phase of the first run "
+    after_commit = f" (commit {runs['after']['commit']})" if "commit" in runs["after"] else ""
+    return (f"Before: `{before_path}` (commit {before_commit}); after: `{after_path}`{after_commit}. Each phase of the first run "
             "(its phase breakdown) in seconds over the script's wall time in the same run; before, each epoch's "
             "evaluation and SynOps count were part of the training steps' row.\n\n"
             + table(["", "before", "after"], rows))
