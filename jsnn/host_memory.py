@@ -11,13 +11,15 @@ its own working memory on top of that. ``malloc_trim(0)`` hands every free page 
 
 The programs call ``release_after_each_compile`` once at start-up and a run calls
 ``release_free_memory`` as it enters each phase (``jsnn/runs/run.py``): an epoch's end, pruning, the
-cost report. ``benchmarks/time_to_ticket.py`` measures the peak memory this leaves. Where the C library
-is not glibc (macOS, musl) both do nothing.
+cost report. ``benchmarks/freed_memory.py`` measures what it saves, ``benchmarks/time_to_ticket.py``
+the peak memory it leaves. Where the C library is not glibc (macOS, musl), or with ``JSNN_KEEP_FREED_MEMORY=1``
+in the environment, both do nothing.
 """
 from __future__ import annotations
 
 import ctypes
 import functools
+import os
 
 import jax
 
@@ -26,6 +28,8 @@ BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # one per 
 
 @functools.cache
 def _malloc_trim():
+    if os.environ.get("JSNN_KEEP_FREED_MEMORY", "") not in ("", "0"):
+        return None
     try:
         return ctypes.CDLL(None).malloc_trim  # the process's own C library
     except (OSError, AttributeError):  # not glibc: no malloc_trim
@@ -33,7 +37,8 @@ def _malloc_trim():
 
 
 def release_free_memory() -> bool:
-    """Returns the C heap's free pages to the system; False where the C library cannot (not glibc)."""
+    """Returns the C heap's free pages to the system; False where the C library cannot (not glibc) or the
+    environment says not to (``JSNN_KEEP_FREED_MEMORY=1``)."""
     trim = _malloc_trim()
     if trim is None:
         return False

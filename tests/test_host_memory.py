@@ -36,9 +36,17 @@ def test_freed_heap_memory_leaves_the_resident_set():
     assert freed_but_held - released > 60, (freed_but_held, released)
 
 
-def test_nothing_to_call_where_the_c_library_is_not_glibc(monkeypatch):
+def test_nothing_to_call_where_the_c_library_is_not_glibc_or_the_user_says_not_to(monkeypatch):
     monkeypatch.setattr(host_memory, "_malloc_trim", lambda: None)
     assert host_memory.release_free_memory() is False
+    monkeypatch.undo()
+    monkeypatch.setenv("JSNN_KEEP_FREED_MEMORY", "1")
+    host_memory._malloc_trim.cache_clear()
+    try:
+        assert host_memory.release_free_memory() is False
+    finally:
+        monkeypatch.undo()
+        host_memory._malloc_trim.cache_clear()
 
 
 def test_long_compilations_release_what_the_compiler_freed(monkeypatch):
