@@ -10,10 +10,10 @@ its own working memory on top of that. ``malloc_trim(0)`` hands every free page 
 (``madvise``): the memory stays mapped, so a later allocation reuses it at the cost of a page fault.
 
 The programs call ``release_after_each_compile`` once at start-up and a run calls
-``release_free_memory`` as it enters each phase (``jsnn/runs/run.py``): an epoch's end, pruning, the
-cost report. ``benchmarks/freed_memory.py`` measures what it saves, ``benchmarks/time_to_ticket.py``
-the peak memory it leaves. Where the C library is not glibc (macOS, musl), or with ``JSNN_KEEP_FREED_MEMORY=1``
-in the environment, both do nothing.
+``release_free_memory`` where a segment starts and ends (``RELEASE_ENTERING`` in ``jsnn/runs/run.py``:
+before the evaluation, the cost report, pruning). ``benchmarks/freed_memory.py`` measures what it saves
+and costs, ``benchmarks/time_to_ticket.py`` the peak memory it leaves. Where the C library is not glibc
+(macOS, musl), or with ``JSNN_KEEP_FREED_MEMORY=1`` in the environment, both do nothing.
 """
 from __future__ import annotations
 
@@ -46,10 +46,11 @@ def release_free_memory() -> bool:
     return True
 
 
-# Compilations shorter than this free a few MB each (a digits run's 40-odd small programs), the longer
-# ones (its steps and passes) tens to over a hundred; trimming costs the next compilation page faults
-# on what it hands back, so only the long ones are worth it.
-LONG_COMPILE_SECONDS = 0.1
+# What the compiler frees grows with how long it compiled: most after the few longest programs (a run's
+# steps, cost report and pruning), a few MB after each of the many short ones. A release makes the next
+# compilation fault back in what it reuses, so only the longest are worth one; what the others leave goes
+# back as the run enters its next phase.
+LONG_COMPILE_SECONDS = 0.5
 
 
 def _after_compile(event: str, duration_secs: float, **_) -> None:

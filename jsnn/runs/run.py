@@ -49,6 +49,12 @@ from jsnn.trainer import Trainer, TrainState
 from jsnn.training_rules import TrainingRule
 from jsnn.variables import Variables
 
+# Phases before which a run hands the C heap's free memory back to the system (jsnn/host_memory.py): where a
+# segment starts or ends, the next programs to compile are the large ones (cost report, pruning, the steps).
+# Not at every epoch: a release makes the next step fault its buffers back in, a cost for nothing when the
+# epochs free and reuse the same buffers (benchmarks/freed_memory.py).
+RELEASE_ENTERING = ("prepare", "evaluate", "cost_report", "prune")
+
 
 class Plan:
     """A method as the run sees it, with the defaults of a one-segment method that trains under ``self.rule``
@@ -289,9 +295,8 @@ class Run:
 
     def _phase(self, name: str, **where) -> None:
         self._current = (name, where)
-        # what the last phase freed (an epoch's evaluation and counting passes, pruning, a cost report)
-        # goes back to the system before the next one allocates: jsnn/host_memory.py
-        release_free_memory()
+        if name in RELEASE_ENTERING:
+            release_free_memory()
         self.hooks.phase(name, **where)
 
     def _around_save(self, before: bool, position: Position) -> None:
