@@ -673,9 +673,9 @@ def _time_to_ticket_before_after(src, before_path, after_path, before_commit):
     rows.append(["first run, programs compiled"] + [str(d["breakdown"]["cache, cold"]["compilations"])
                                                     for d in runs.values()])
     after_commit = f" (commit {runs['after']['commit']})" if "commit" in runs["after"] else ""
-    return (f"Before: `{before_path}` (commit {before_commit}); after: `{after_path}`{after_commit}. Each phase of the first run "
-            "(its phase breakdown) in seconds over the script's wall time in the same run; before, each epoch's "
-            "evaluation and SynOps count were part of the training steps' row.\n\n"
+    return (f"Before: `{before_path}` (commit {before_commit}); after: `{after_path}`{after_commit}. "
+            "Each phase of the first run (its phase breakdown) in seconds over the script's wall time in the same "
+            "run; before, each epoch's evaluation and SynOps count were part of the training steps' row.\n\n"
             + table(["", "before", "after"], rows))
 
 

@@ -2,8 +2,8 @@
 what it holds, not what it once held.
 
 glibc's malloc keeps what a program frees in its arenas for reuse and returns it to the system only
-from the top of the main heap, and only past a threshold. XLA's compiler allocates and frees hundreds
-of MB on the C heap for each program it compiles, and the evaluation, counting and checkpoint passes
+from the top of the main heap, and only past a threshold. XLA's compiler allocates and frees up to over
+a hundred MB on the C heap for a large program, and the evaluation, counting and checkpoint passes
 leave freed buffers of their own; one live allocation above them keeps all of it resident, so a run's
 resident set grows with every program compiled and every phase run, and the next compilation stacks
 its own working memory on top of that. ``malloc_trim(0)`` hands every free page of every arena back

@@ -1,5 +1,5 @@
 """Free C-heap memory goes back to the system (jsnn/host_memory.py): after the compiler's long
-compilations, and as a run enters each phase (the run's side: tests/test_registry.py)."""
+compilations, and where a run's segment starts or ends (the run's side: tests/test_registry.py)."""
 import ctypes
 import os
 
