@@ -113,3 +113,35 @@ def test_random_criterion_gathers_only_a_key_that_differs_per_round():
         assert not np.array_equal(np.asarray(s), np.asarray(s2[n]))  # another round, another draw
     flat = np.concatenate([np.asarray(s).reshape(-1) for s in s1.values()])
     assert abs(flat.mean() - 0.5) < 0.05  # 644 uniform draws
+
+
+def _per_layer_at_global_counts(scores, live, density):
+    """The per-layer prune at the global ranking's counts, capped at each layer's live weights: the path
+    every distribution takes, written out."""
+    counts = D.get_distribution("global").counts(scores, live, density)
+    alive = by_name(M.layer_keep_counts(live))
+    return M.prune_per_layer(scores, live, from_names({n: min(int(c), alive[n]) for n, c in counts.items()}))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_global_masks_taken_directly_equal_the_per_layer_prune_at_its_counts(seed, monkeypatch):
+    rng = np.random.default_rng(seed)
+    t = lambda d: from_names({n: jnp.asarray(v) for n, v in d.items()})
+    scores = t({n: np.round(rng.normal(size=s), 1).astype(np.float32) for n, s in SHAPES.items()})  # many ties
+    live = t({n: (rng.random(s) < 0.7).astype(np.float32) for n, s in SHAPES.items()})
+    kept_live = M.count_kept(live)[0]
+    for density in (0.6, 0.35, 0.1, 0.02, kept_live / 644):
+        want = _per_layer_at_global_counts(scores, live, density)
+        with monkeypatch.context() as m:  # the ranking's masks serve: the per-layer prune is not run
+            m.setattr(M, "prune_per_layer", lambda *a: pytest.fail("the per-layer prune ran"))
+            got = D.prune("global", scores, live, density)
+        for n in SHAPES:
+            np.testing.assert_array_equal(np.asarray(by_name(got)[n]), np.asarray(by_name(want)[n]),
+                                          err_msg=str((density, n)))
+    # asked to keep more than is live, the ranking would keep pruned weights: the per-layer prune decides
+    assert D.global_ranking_masks(scores, live, 0.9) is None
+    got = D.prune("global", scores, live, 0.9)
+    want = _per_layer_at_global_counts(scores, live, 0.9)
+    for n in SHAPES:
+        np.testing.assert_array_equal(np.asarray(by_name(got)[n]), np.asarray(by_name(want)[n]))
+        assert np.all(np.asarray(by_name(got)[n]) <= np.asarray(by_name(live)[n]))

@@ -24,6 +24,9 @@ import dataclasses
 import math
 from typing import Any, Callable
 
+import jax
+import numpy as np
+
 from jsnn.sparsity import masks as M
 from jsnn.sparsity import patterns
 from jsnn.variables import by_name, from_names
@@ -35,14 +38,17 @@ PyTree = Any
 class Distribution:
     name: str
     counts: Callable  # (scores, live masks, density, magnitudes) -> {layer path: weights kept}
+    # (same arguments) -> the unstructured masks that the per-layer prune at ``counts`` gives, where the
+    # distribution has them at hand; None (or a None return) where it has not
+    masks: Callable | None = None
 
 
 DISTRIBUTIONS: dict[str, Distribution] = {}
 
 
-def register_distribution(name: str):
+def register_distribution(name: str, masks: Callable | None = None):
     def wrap(fn):
-        DISTRIBUTIONS[name] = Distribution(name, fn)
+        DISTRIBUTIONS[name] = Distribution(name, fn, masks)
         return fn
 
     return wrap
@@ -131,7 +137,18 @@ def keep_total(masks: PyTree, density: float) -> int:
     return int(round(M.count_kept(masks)[1] * density))
 
 
-@register_distribution("global")
+def global_ranking_masks(scores, masks, density: float, magnitudes=None) -> PyTree | None:
+    """The global ranking's own masks: within each layer they keep its highest-scored live weights (ties: the
+    later index), which is what the per-layer prune at the ranking's counts keeps, so a round need not compile
+    and run that prune too. None where the ranking kept a pruned weight (more kept than live, or live
+    weights scored -inf), where that prune would keep fewer."""
+    kept = M.prune_global(scores, masks, keep_total(masks, density))
+    if all(np.all(np.asarray(k) <= np.asarray(m)) for k, m in zip(jax.tree.leaves(kept), jax.tree.leaves(masks))):
+        return kept
+    return None
+
+
+@register_distribution("global", masks=global_ranking_masks)
 def global_ranking(scores, masks, density: float, magnitudes=None) -> dict[str, int]:
     return by_name(M.layer_keep_counts(M.prune_global(scores, masks, keep_total(masks, density))))
 
@@ -151,10 +168,15 @@ def prune(name: str, scores: PyTree, masks: PyTree, density: float, magnitudes: 
     than it has live. ``sparsity_type`` (``patterns.py``) is the pattern each layer's kept weights
     form: channel rounds each layer's count to whole channels, N:M keeps n of every m whatever the count.
     """
+    distribution = get_distribution(name)
+    if sparsity_type == patterns.UNSTRUCTURED and distribution.masks is not None:
+        kept = distribution.masks(scores, masks, density, magnitudes)
+        if kept is not None:
+            return kept
     if patterns.fixed_density(sparsity_type) is not None:  # N:M: the distribution's counts do not enter
         counts = {n: m.size for n, m in by_name(masks).items()}
     else:
-        counts = get_distribution(name).counts(scores, masks, density, magnitudes)
+        counts = distribution.counts(scores, masks, density, magnitudes)
     live = by_name(M.layer_keep_counts(masks))
     counts = {n: min(int(c), live[n]) for n, c in counts.items()}
     if sparsity_type == patterns.UNSTRUCTURED:
