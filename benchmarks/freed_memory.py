@@ -29,6 +29,7 @@ def main(argv=None):
     p.add_argument("--pairs", type=int, default=3)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "freed_memory"))
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = p.parse_args(argv)
     load_before = os.getloadavg()
     runs = {name: [] for name in VARIANTS}
@@ -45,7 +46,7 @@ def main(argv=None):
     load_after = os.getloadavg()
     median = {name: {k: statistics.median(r[k] for r in rs) for k in KEYS} for name, rs in runs.items()}
     on, off = (median[name] for name in VARIANTS)
-    record = {"command": "python benchmarks/freed_memory.py" + (f" --pairs {args.pairs}" if args.pairs != 3 else ""),
+    record = {"command": " ".join(["python benchmarks/freed_memory.py"] + argv),
               "commit": git_commit(), "machine": shared_machine("the variants alternate, so both see the same load"),
               "load_average_before": load_before, "load_average_after": load_after, "pairs": args.pairs,
               "rounds": args.rounds, "runs": runs, "median": median,

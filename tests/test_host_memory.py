@@ -1,20 +1,19 @@
 """Free C-heap memory goes back to the system (jsnn/host_memory.py): after the compiler's long
 compilations, and where a run's segment starts or ends (the run's side: tests/test_registry.py)."""
 import ctypes
-import os
 
 import jax
 import jax.numpy as jnp
 import pytest
 
+from benchmarks.common import rss_bytes
 from jsnn import host_memory
 
 glibc = pytest.mark.skipif(host_memory._malloc_trim() is None, reason="the C library is not glibc")
 
 
 def resident_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return rss_bytes() / 2**20
 
 
 @glibc
