@@ -38,6 +38,8 @@ from jsnn.xla_flags import CPU_CONV_FLAG
 # network alone in a hand-written step (benchmarks/jsnn_impl.py), as the peers run it.
 # "jsnn_xla_conv" is jsnn with XLA's convolution everywhere (JSNN_CONV_IMPL=xla); "jsnn_ynn" is
 # jsnn without the XLA flag jsnn's programs set (YNNPACK's CPU convolutions, jsnn/xla_flags.py);
+# "jsnn_scan" / "jsnn_bare_scan" are "jsnn" / "jsnn_bare" with every LIF layer a lax.scan
+# (JSNN_LIF_IMPL=scan), where "auto" runs long-T layers through the C++ kernel (jsnn/lif_kernel.py).
 # "dense" is the dense bound (the bare step's network with ReLU for LIF, in JAX).
 IMPLS = {
     "jsnn": ("benchmarks.trainer_impl", "jsnn: the programs' train and eval steps (Trainer.jitted_steps, IMP/dense)"),
@@ -46,6 +48,8 @@ IMPLS = {
     "jsnn_xla_conv": ("benchmarks.trainer_impl", "jsnn (programs' steps) with XLA's convolution everywhere"),
     "jsnn_ynn": ("benchmarks.trainer_impl",
                  "jsnn (programs' steps) with YNNPACK's CPU convolutions (JSNN_KEEP_XLA_FLAGS=1)"),
+    "jsnn_scan": ("benchmarks.trainer_impl", "jsnn (programs' steps) with every LIF layer a lax.scan"),
+    "jsnn_bare_scan": ("benchmarks.jsnn_impl", "jsnn's hand-written step with every LIF layer a lax.scan"),
     "dense": ("benchmarks.jsnn_impl", "dense bound: ReLU ANN on T*B images, JAX (hand-written step)"),
     "torch": ("benchmarks.peers.torch_plain", "plain PyTorch loop"),
     "spikingjelly": ("benchmarks.peers.spikingjelly_impl", "SpikingJelly LIFNode, multi-step"),
@@ -69,6 +73,8 @@ def child_env(threads: int, impl: str, device: str = "auto") -> dict:
         env[var] = str(threads)
     if impl == "jsnn_xla_conv":
         env["JSNN_CONV_IMPL"] = "xla"
+    if impl in ("jsnn_scan", "jsnn_bare_scan"):
+        env["JSNN_LIF_IMPL"] = "scan"
     if impl == "jsnn_ynn":  # jaxlib's defaults, even where this shell exported jsnn's flag
         env["JSNN_KEEP_XLA_FLAGS"] = "1"
         env["XLA_FLAGS"] = " ".join(t for t in env["XLA_FLAGS"].split() if "ynn_fusion_type" not in t)
@@ -93,10 +99,10 @@ def run_child(case: common.Case) -> dict:
         if module_name.startswith("benchmarks.") and "peers" not in module_name:  # jsnn and the dense bound
             import jax
 
-            from jsnn import conv
+            from jsnn import conv, neuron
 
-            info = {"conv_impl": conv.default_impl(), "jax": jax.__version__, "backend": jax.default_backend(),
-                    "device_kind": jax.devices()[0].device_kind}
+            info = {"conv_impl": conv.default_impl(), "lif_impl": neuron.lif_impl(), "jax": jax.__version__,
+                    "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind}
         else:
             info = {"library": module.LIBRARY, "version": _version(module.LIBRARY)}
     except ImportError as e:

@@ -484,39 +484,58 @@ def speed_scaling_b(src):
     return _scaling(src.json("benchmarks/results/scaling_b.json"), "B")
 
 
-@generator("speed_long_t")
-def speed_long_t(src):
-    looped = _records(src.json("benchmarks/results/scaling_t_long.json"))
-    unrolled = _records(src.json("benchmarks/results/scaling_t_long_unrolled.json"))
-    ts = sorted({k[2] for k in looped})
+def _per_t_rows(rec, cell):
+    """Rows "training" and "inference" of the small SNN-VGG at batch 32, one ``cell(rate, t, mode)`` a T,
+    where ``rate(impl)`` is that implementation's images/s."""
+    ts = sorted({k[2] for k in rec})
     rows = []
     for mode in ("train", "infer"):
         row = ["training" if mode == "train" else "inference"]
         for t in ts:
-            cells = []
-            for rec in (looped, unrolled):
-                j, dn = rec[("vgg_small", 32, t, "jsnn", mode)], rec[("vgg_small", 32, t, "dense", mode)]
-                cells.append(f"{dn['images_per_s'] / j['images_per_s']:.2f}")
-            row.append(f"{cells[0]} (fully unrolled: {cells[1]})")
+            def rate(impl, t=t, mode=mode):
+                return rec[("vgg_small", 32, t, impl, mode)]["images_per_s"]
+
+            row.append(cell(rate, t, mode))
         rows.append(row)
+    return ts, rows
+
+
+@generator("speed_long_t")
+def speed_long_t(src):
+    d = src.json("benchmarks/results/scaling_t_long.json")
+    rec = _records(d)
+    ts, rows = _per_t_rows(rec, lambda rate, t, mode: f"**{rate('dense') / rate('jsnn'):.2f}** "
+                                                      f"(scan: {rate('dense') / rate('jsnn_scan'):.2f})")
     mem = []
     for t in ts:
-        key = ("vgg_small", 32, t, "jsnn", "train")
-        mem.append(f"T = {t}: {looped[key]['steady_peak_rss_delta_mb']:.0f} MB "
-                   f"(fully unrolled: {unrolled[key]['steady_peak_rss_delta_mb']:.0f})")
-    return ("SNN step time / dense-bound step time, small SNN-VGG, batch 32 (the default `unroll=None`; in "
-            "brackets every LIF scan fully unrolled):\n\n" + table(["step"] + [f"T = {t}" for t in ts], rows)
+        j, sc = (rec[("vgg_small", 32, t, impl, "train")]["steady_peak_rss_delta_mb"]
+                 for impl in ("jsnn", "jsnn_scan"))
+        mem.append(f"T = {t}: {j:.0f} MB (scan: {sc:.0f})")
+    return (machine_line(d["meta"]) + ".\n\nSNN step time / dense-bound step time, small SNN-VGG, batch 32, the "
+            "programs' step as jsnn runs it (from T = 16 each LIF layer through the C++ kernel; in brackets every "
+            "LIF layer a `lax.scan`, `JSNN_LIF_IMPL=scan`):\n\n" + table(["step"] + [f"T = {t}" for t in ts], rows)
             + "\n\nTraining peak memory of the programs' step: " + "; ".join(mem) + ".")
+
+
+@generator("speed_lif_kernel_threshold")
+def speed_lif_kernel_threshold(src):
+    d = src.json("benchmarks/results/lif_kernel_threshold.json")
+    ts, rows = _per_t_rows(_records(d), lambda rate, t, mode: f"{rate('jsnn') / rate('jsnn_scan'):.2f}×")
+    kernel_impls = {r["lif_impl"] for r in d["records"] if r["impl"] == "jsnn"}
+    return (machine_line(d["meta"]) + f"; `jsnn` ran with JSNN_LIF_IMPL={'/'.join(sorted(kernel_impls))}.\n\n"
+            "Speed of the programs' step with every LIF layer through the kernel over the same step with every "
+            "LIF layer a scan (images/s over images/s), small SNN-VGG, batch 32:\n\n"
+            + table(["step"] + [f"T = {t}" for t in ts], rows))
 
 
 @generator("speed_lif_unroll")
 def speed_lif_unroll(src):
     d = src.json("benchmarks/results/lif_unroll.json")
     rows = [[r["T"], f"{r['megabytes']:.0f}", f"{r['relu_ms']:.1f}", f"{r['unrolled_forward_ms']:.1f}",
-             f"{r['loop_forward_ms']:.1f}", f"{r['unrolled_backward_ms']:.1f}", f"{r['loop_backward_ms']:.1f}",
-             r["auto"]] for r in d["rows"]]
-    return table(["T", "MB of currents", "ReLU ms", "unrolled fwd ms", "loop fwd ms", "unrolled fwd+bwd ms",
-                  "loop fwd+bwd ms", "`unroll=None` picks"], rows)
+             f"{r['loop_forward_ms']:.1f}", f"{r['kernel_forward_ms']:.1f}", f"{r['unrolled_backward_ms']:.1f}",
+             f"{r['loop_backward_ms']:.1f}", f"{r['kernel_backward_ms']:.1f}", r["auto"]] for r in d["rows"]]
+    return table(["T", "MB of currents", "ReLU ms", "unrolled fwd ms", "loop fwd ms", "kernel fwd ms",
+                  "unrolled fwd+bwd ms", "loop fwd+bwd ms", "kernel fwd+bwd ms", "jsnn runs"], rows)
 
 
 def _load_line(d):

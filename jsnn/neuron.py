@@ -15,14 +15,22 @@ the cost count's membrane updates and NIR import all call it.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import logging
+import os
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from jsnn import lif_kernel
 from jsnn.surrogate import Surrogate, make_spike_fn
 
 FULL_UNROLL_MAX_T = 16  # LIFConfig.unroll=None unrolls the scan completely up to this many timesteps
+# "auto" runs a LIF layer through jsnn.lif_kernel from this many timesteps on (python benchmarks/lif_unroll.py)
+KERNEL_MIN_T = 16
+LIF_IMPLS = ("auto", "scan", "kernel")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,8 +43,9 @@ class LIFConfig:
     reset: str = "hard"  # "hard" (Eq. 4) or "soft" (subtract V_th)
     detach_reset: bool = True  # no gradient through S[t] in the reset term
     surrogate: Surrogate = Surrogate("atan")
-    remat: bool = False  # recompute the scan body in the backward pass (memory for long T)
+    remat: bool = False  # recompute the scan body in the backward pass (memory for long T; scan only)
     # timesteps per scan iteration; None: all T up to FULL_UNROLL_MAX_T, one per iteration above.
+    # Where JSNN_LIF_IMPL lets the C++ kernel run the layer (lif_impl), it replaces the scan.
     # Unrolled, XLA fuses the LIF steps into straight-line code, which beats a while loop at small
     # T; but the unrolled chain's cost grows faster than T, and past 16 steps a loop that carries
     # the membrane potential is faster, forward and backward (python benchmarks/lif_unroll.py).
@@ -74,6 +83,46 @@ def lif_step(h, x, fire: Callable, decay, threshold, reset_value=0.0, reset: str
     return lif_reset(u, s_reset, decay, threshold, reset_value, reset), s, u
 
 
+def lif_impl() -> str:
+    """How LIF layers run over time, from ``$JSNN_LIF_IMPL``: "auto" (the default), "scan" or "kernel".
+
+    "scan": ``jax.lax.scan`` everywhere. "kernel": ``jsnn.lif_kernel`` (C++, CPU) for every layer it
+    supports, the scan for the others. "auto": the kernel only where it pays and is safe to pick
+    unasked (``use_kernel``), and the scan where no C++ compiler is found (said once in the log)."""
+    impl = os.environ.get("JSNN_LIF_IMPL", "auto") or "auto"
+    if impl not in LIF_IMPLS:
+        raise ValueError(f"JSNN_LIF_IMPL={impl!r} is not one of {', '.join(LIF_IMPLS)}")
+    return impl
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel_builds() -> bool:
+    try:
+        lif_kernel.load()
+        return True
+    except Exception as e:  # no compiler, or a build that fails: the scan computes the same
+        logging.getLogger(__name__).warning("LIF layers run as a scan: %s", str(e).splitlines()[0])
+        return False
+
+
+def use_kernel(currents: jax.Array, config: LIFConfig, return_potential: bool = False) -> bool:
+    """Whether ``lif_time_major`` runs these currents through the C++ kernel (``lif_impl``).
+
+    The kernel computes spikes only (``return_potential`` stays on the scan), from f32 currents, on
+    the CPU backend, for the surrogates it has (``lif_kernel.supports``). "auto" also asks for at least
+    ``KERNEL_MIN_T`` timesteps, ``config.unroll`` left to jsnn (None), and one device: under a mesh of
+    several, XLA's partitioner would gather an opaque call's operands onto every device."""
+    impl = lif_impl()
+    if impl == "scan" or return_potential or currents.dtype != np.float32 or jax.default_backend() != "cpu":
+        return False
+    if lif_kernel.supports(config) is not None:
+        return False
+    if impl == "kernel":
+        return True
+    return (currents.shape[0] >= KERNEL_MIN_T and config.unroll is None and jax.device_count() == 1
+            and _kernel_builds())
+
+
 def lif_time_major(
     currents: jax.Array, config: LIFConfig = LIFConfig(), return_potential: bool = False
 ):
@@ -96,6 +145,8 @@ def lif_time_major(
     if currents.shape[0] < 1:
         raise ValueError(f"LIF input has T = {currents.shape[0]} timesteps; need T >= 1")
 
+    if use_kernel(currents, config, return_potential):
+        return lif_kernel.lif_spikes(currents, config)
     spike = make_spike_fn(config.surrogate.name, config.surrogate.param)
     v_th = config.threshold
 

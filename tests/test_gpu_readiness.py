@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jsnn import platform
+from jsnn import native, platform
 from jsnn.sparse_inference import kernel, predict_sparse
 from jsnn.sparsity import dynamic
 from jsnn.sparsity.masks import _order_preserving_int32, keep_largest
@@ -151,14 +151,14 @@ def test_the_sparse_kernel_on_a_gpu_backend_is_one_line_or_the_dense_path(monkey
 
 
 def test_the_kernel_build_is_keyed_by_the_hosts_cpu_features(monkeypatch, tmp_path):
-    features = kernel.cpu_features()
+    features = native.cpu_features()
     if os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo") as f:
             flags = next(line for line in f if line.split(":")[0].strip() in ("flags", "Features"))
         assert set(flags.split(":", 1)[1].split()) <= set(features.split())
     here = kernel.library_path(["g++"], str(tmp_path))
     assert here == kernel.library_path(["g++"], str(tmp_path))
-    monkeypatch.setattr(kernel, "cpu_features", lambda: features.replace(" avx512f", "") + " other_node")
+    monkeypatch.setattr(native, "cpu_features", lambda: features.replace(" avx512f", "") + " other_node")
     there = kernel.library_path(["g++"], str(tmp_path))
     assert there != here and os.path.dirname(there) == os.path.dirname(here)
 

@@ -105,8 +105,10 @@ def test_bad_input_is_a_clear_error():
         LIFConfig(reset="medium")
 
 
-def test_auto_unroll_loops_past_the_limit_and_changes_nothing():
+def test_auto_unroll_loops_past_the_limit_and_changes_nothing(monkeypatch):
     from jsnn.neuron import FULL_UNROLL_MAX_T
+
+    monkeypatch.setenv("JSNN_LIF_IMPL", "scan")  # the scan's own policy (from T = 16 jsnn runs the C++ kernel)
 
     def scan_unroll(x, cfg):
         eqns = jax.make_jaxpr(lambda x: lif_time_major(x, cfg))(x).jaxpr.eqns

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jsnn import native
 from jsnn.models import get_model
 from jsnn.sparse_inference import kernel, predict_sparse, sparse_layers
 from jsnn.variables import Variables, apply_model, init_variables, map_with_names
@@ -75,5 +76,5 @@ def test_without_a_system_compiler_pypi_zig_is_used(monkeypatch):
     import sys
 
     monkeypatch.delenv("CXX", raising=False)
-    monkeypatch.setattr(kernel.shutil, "which", lambda name: None)
-    assert kernel.find_compiler() == [sys.executable, "-m", "ziglang", "c++"]
+    monkeypatch.setattr(native.shutil, "which", lambda name: None)
+    assert native.find_compiler() == [sys.executable, "-m", "ziglang", "c++"]

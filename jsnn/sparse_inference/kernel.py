@@ -18,11 +18,8 @@ Images are split over ``threads`` std::threads (the batch dimension, T*B folded)
 A binary input makes every output a sum of selected weights; only the summation
 order differs from a dense convolution, so outputs agree to f32 rounding.
 
-The source is compiled on first use (``find_compiler``: ``$CXX``, g++, c++, clang++, or zig's
-clang from PyPI) into a per-user cache directory keyed by the source, compiler, flags and the host's
-CPU features (``-march=native`` builds for this CPU: a node of another CPU sharing the home directory
-gets its own build instead of an illegal instruction); without a compiler ``load`` raises
-``CompilerMissing`` with one line that says so.
+The source is compiled on first use by ``jsnn.native`` (cached per source, compiler, flags and the
+host's CPU features); without a compiler ``load`` raises ``CompilerMissing`` with one line that says so.
 
 The kernel is registered with XLA's CPU backend only: on a GPU or TPU backend ``spike_conv`` raises
 ``NotOnCPU`` in one line (``predict_sparse`` computes there with the dense convolution instead).
@@ -31,19 +28,13 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import importlib.util
-import os
-import platform
-import shutil
-import subprocess
-import sys
-import tempfile
 
 import jax
 import numpy as np
 
+from jsnn import native
 from jsnn.conv import _output_hw
+from jsnn.native import CompilerMissing, cpu_features  # noqa: F401  (this module's names before jsnn.native)
 
 SOURCE = r"""
 #include <algorithm>
@@ -276,13 +267,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JsnnSpikeConvEll, Ell,
                                   .Attr<int64_t>("threads"));
 """
 
-FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread")
+FLAGS = native.FLAGS
+WHAT = "the event-driven spike conv"
 TARGETS = {"dense": "jsnn_spike_conv_dense", "ell": "jsnn_spike_conv_ell"}
 _SYMBOLS = {"dense": "JsnnSpikeConvDense", "ell": "JsnnSpikeConvEll"}
-
-
-class CompilerMissing(RuntimeError):
-    """No C++ compiler to build the kernel with."""
 
 
 class NotOnCPU(ValueError):
@@ -301,69 +289,14 @@ def check_backend() -> None:
                        "the dense path there (predict_sparse does), or JAX_PLATFORMS=cpu to run it on the host")
 
 
-def cpu_features() -> str:
-    """What ``-march=native`` compiles for: the instruction-set flags of /proc/cpuinfo (x86 "flags", Arm
-    "Features") and the machine, else the processor's name where /proc/cpuinfo is missing (macOS)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):
-                    return f"{platform.machine()} {' '.join(sorted(value.split()))}"
-    except OSError:
-        pass
-    return f"{platform.machine()} {platform.processor()}"
-
-
-def _cache_dir() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "jsnn", "sparse_inference")
-
-
-def find_compiler() -> list[str]:
-    """The C++ compiler command: ``$CXX`` if set, else g++, c++ or clang++ on PATH, else the zig
-    toolchain from PyPI (``pip install ziglang``; the ``sparse`` extra) run as ``python -m ziglang c++``."""
-    if os.environ.get("CXX"):
-        cmd = os.environ["CXX"].split()
-        if shutil.which(cmd[0]) is None:
-            raise CompilerMissing(f"the event-driven spike conv needs a C++ compiler: CXX={cmd[0]!r} was not found")
-        return cmd
-    for name in ("g++", "c++", "clang++"):
-        if shutil.which(name):
-            return [name]
-    if importlib.util.find_spec("ziglang") is not None:
-        return [sys.executable, "-m", "ziglang", "c++"]
-    raise CompilerMissing("the event-driven spike conv needs a C++ compiler: none of g++, c++, clang++ was found; "
-                          "install one, or `pip install ziglang` (jsnn's `sparse` extra), or set CXX")
-
-
 def library_path(cxx: list[str], cache_dir: str | None = None) -> str:
     """Where the build for this source, compiler, flags, jax headers and CPU is cached."""
-    parts = (SOURCE, *cxx, *FLAGS, jax.ffi.include_dir(), cpu_features())
-    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
-    return os.path.join(cache_dir or _cache_dir(), f"spike_conv_{key}.so")
+    return native.library_path("spike_conv", SOURCE, cxx, FLAGS, cache_dir or native.cache_dir("sparse_inference"))
 
 
 def build(cache_dir: str | None = None) -> str:
     """Compiles the kernel (once per source, flags, compiler and CPU) and returns the shared library's path."""
-    cxx = find_compiler()
-    include = jax.ffi.include_dir()
-    path = library_path(cxx, cache_dir)
-    cache_dir = os.path.dirname(path)
-    if os.path.isfile(path):
-        return path
-    os.makedirs(cache_dir, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
-        src = os.path.join(tmp, "spike_conv.cc")
-        with open(src, "w") as f:
-            f.write(SOURCE)
-        out = os.path.join(tmp, "spike_conv.so")
-        proc = subprocess.run([*cxx, *FLAGS, f"-I{include}", src, "-o", out], capture_output=True, text=True)
-        if proc.returncode != 0:
-            tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-            raise RuntimeError(f"compiling the event-driven spike conv with {' '.join(cxx)} failed: {tail}")
-        os.replace(out, path)  # atomic: a concurrent build leaves one complete file
-    return path
+    return native.build("spike_conv", SOURCE, FLAGS, cache_dir or native.cache_dir("sparse_inference"), WHAT)
 
 
 @functools.lru_cache(maxsize=None)
@@ -372,13 +305,6 @@ def load() -> None:
     lib = ctypes.cdll.LoadLibrary(build())
     for fmt, target in TARGETS.items():
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, _SYMBOLS[fmt])), platform="cpu")
-
-
-def default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
 
 
 def ell_rows(kernel: np.ndarray):
@@ -409,7 +335,7 @@ def spike_conv(x: jax.Array, kernel, stride: int, padding: int, fmt: str = "dens
     """
     check_backend()
     load()
-    threads = default_threads() if threads is None else int(threads)
+    threads = native.default_threads() if threads is None else int(threads)
     if fmt == "dense":
         shape, args = kernel.shape, (x, kernel)
     elif fmt == "ell":

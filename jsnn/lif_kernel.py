@@ -1,0 +1,273 @@
+"""A LIF layer over time as one C++ CPU kernel through ``jax.ffi``: the forward pass and its VJP.
+
+XLA runs ``lax.scan``'s LIF either as a while loop, which reads and writes the membrane potential and
+its residuals once per step, or unrolled into straight-line code whose cost grows faster than T
+(``python benchmarks/lif_unroll.py``). This kernel keeps each block of neurons' potential in cache
+for all T steps, so it reads the currents and writes the spikes once; for training it also writes the
+potentials U (Eq. 2, before reset), the one residual its backward pass reads:
+
+    forward   U[t] = H[t-1] + X[t];  S[t] = [U[t] - V_th >= 0];  H[t] from U[t], S[t] (Eq. 4)
+    backward  G[t] = dL/dS[t] * g(U[t] - V_th) (+ dL/dH[t] * dH/dS, without ``detach_reset``)
+                     + dL/dH[t] * dH/dU;       dL/dX[t] = dL/dH[t-1] = G[t]
+
+with g the surrogate derivative. The arithmetic is the scan's, written out with the same operations
+in the same order and compiled without contracting multiply-adds (``-ffp-contract=off``): spikes and
+potentials equal the scan's bit for bit; gradients agree to rounding, since XLA contracts some
+multiply-adds into FMAs (which ones depends on its fusion; it does so in the atan surrogate's
+``1 + y*y``). ``tests/test_lif_kernel.py`` checks both against the scan for every supported
+configuration.
+
+Supported: f32 currents, hard or soft reset, with or without ``detach_reset``, and the surrogate
+families written here (``SURROGATES``: atan, rectangle, triangle; the sigmoid's logistic is XLA's own
+approximation and stays on the scan). The neurons are split over ``jsnn.native.default_threads()``
+std::threads. CPU only; ``jsnn.neuron`` decides where it runs (``JSNN_LIF_IMPL``).
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import math
+
+import jax
+import numpy as np
+
+from jsnn import native
+
+SOURCE = r"""
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <thread>
+#include <vector>
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+struct Params {
+  float decay, vth, reset_value, c1, c2;
+  int64_t hard, detach, family, threads;
+};
+
+// The surrogate derivative g(x) at x = U - V_th, as jsnn/surrogate.py writes it (c1, c2: its constants).
+template <int F> static inline float surrogate(const Params& p, float x) {
+  if (F == 0) {  // atan: alpha/2 / (1 + (pi/2 alpha x)^2); c1 = alpha/2, c2 = pi/2 alpha
+    const float y = p.c2 * x;
+    return p.c1 / (1.0f + y * y);
+  }
+  if (F == 1) return std::fabs(x) < p.c1 ? p.c2 : 0.0f;  // rectangle: c1 = a/2, c2 = 1/a
+  return std::max(0.0f, 1.0f - std::fabs(x) / p.c1) / p.c1;  // triangle: c1 = gamma
+}
+
+// Neurons per block: the block's potentials (16 KiB) stay in L1 while it walks over T.
+constexpr int64_t BLOCK = 4096;
+
+template <typename F> static void in_parallel(int64_t n, int64_t t, int64_t threads, F f) {
+  const int64_t blocks = (n + BLOCK - 1) / BLOCK;
+  // a thread only where it gets at least 2^16 elements: starting one costs tens of microseconds
+  threads = std::max<int64_t>(1, std::min({threads, blocks, (n * t) >> 16}));
+  if (threads == 1) return f(int64_t{0}, n);
+  std::vector<std::thread> pool;
+  const int64_t per = (blocks + threads - 1) / threads;
+  for (int64_t i = 1; i < threads; ++i) {
+    const int64_t a = std::min(n, i * per * BLOCK), b = std::min(n, (i + 1) * per * BLOCK);
+    if (a < b) pool.emplace_back(f, a, b);
+  }
+  f(int64_t{0}, std::min(n, per * BLOCK));
+  for (auto& th : pool) th.join();
+}
+
+template <bool HARD, bool WRITE_U>
+static void forward(const Params& p, const float* x, float* s, float* u, int64_t T, int64_t N, int64_t a,
+                    int64_t b) {
+  alignas(64) float h[BLOCK];
+  for (int64_t n0 = a; n0 < b; n0 += BLOCK) {
+    const int64_t m = std::min(BLOCK, b - n0);
+    for (int64_t i = 0; i < m; ++i) h[i] = 0.0f;
+    for (int64_t t = 0; t < T; ++t) {
+      const float* xt = x + t * N + n0;
+      float* st = s + t * N + n0;
+      float* ut = WRITE_U ? u + t * N + n0 : nullptr;
+      for (int64_t i = 0; i < m; ++i) {
+        const float uu = h[i] + xt[i];
+        const float ss = (uu - p.vth) >= 0.0f ? 1.0f : 0.0f;
+        st[i] = ss;
+        if (WRITE_U) ut[i] = uu;
+        h[i] = HARD ? p.reset_value * ss + p.decay * uu * (1.0f - ss) : p.decay * (uu - p.vth * ss);
+      }
+    }
+  }
+}
+
+template <int F, bool HARD, bool DETACH>
+static void backward(const Params& p, const float* u, const float* gs, float* gx, int64_t T, int64_t N, int64_t a,
+                     int64_t b) {
+  alignas(64) float gh[BLOCK];  // dL/dH[t], carried back from step t + 1
+  for (int64_t n0 = a; n0 < b; n0 += BLOCK) {
+    const int64_t m = std::min(BLOCK, b - n0);
+    for (int64_t i = 0; i < m; ++i) gh[i] = 0.0f;
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const float* ut = u + t * N + n0;
+      const float* gt = gs + t * N + n0;
+      float* ot = gx + t * N + n0;
+      for (int64_t i = 0; i < m; ++i) {
+        const float uu = ut[i], d = uu - p.vth, ss = d >= 0.0f ? 1.0f : 0.0f, g = gh[i];
+        float g_spike = gt[i];
+        if (!DETACH) g_spike = g_spike + (HARD ? g * p.reset_value - g * (p.decay * uu) : -(g * p.decay) * p.vth);
+        const float g_direct = HARD ? (g * (1.0f - ss)) * p.decay : g * p.decay;
+        const float gu = g_spike * surrogate<F>(p, d) + g_direct;
+        ot[i] = gu;
+        gh[i] = gu;
+      }
+    }
+  }
+}
+
+static Params params(float decay, float vth, float reset_value, int64_t hard, int64_t detach, int64_t family,
+                     float c1, float c2, int64_t threads) {
+  return Params{decay, vth, reset_value, c1, c2, hard, detach, family, threads};
+}
+
+static void run_forward(const Params& p, const float* x, float* s, float* u, int64_t T, int64_t N) {
+  in_parallel(N, T, p.threads, [&](int64_t a, int64_t b) {
+    if (p.hard && u) forward<true, true>(p, x, s, u, T, N, a, b);
+    else if (p.hard) forward<true, false>(p, x, s, u, T, N, a, b);
+    else if (u) forward<false, true>(p, x, s, u, T, N, a, b);
+    else forward<false, false>(p, x, s, u, T, N, a, b);
+  });
+}
+
+template <int F>
+static void backward_for(const Params& p, const float* u, const float* gs, float* gx, int64_t T, int64_t N,
+                         int64_t a, int64_t b) {
+  if (p.hard && p.detach) backward<F, true, true>(p, u, gs, gx, T, N, a, b);
+  else if (p.hard) backward<F, true, false>(p, u, gs, gx, T, N, a, b);
+  else if (p.detach) backward<F, false, true>(p, u, gs, gx, T, N, a, b);
+  else backward<F, false, false>(p, u, gs, gx, T, N, a, b);
+}
+
+#define LIF_ATTRS float decay, float vth, float reset_value, int64_t hard, int64_t detach, int64_t family, \
+                  float c1, float c2, int64_t threads
+#define LIF_PARAMS params(decay, vth, reset_value, hard, detach, family, c1, c2, threads)
+#define LIF_BIND_ATTRS .Attr<float>("decay").Attr<float>("vth").Attr<float>("reset_value").Attr<int64_t>("hard") \
+  .Attr<int64_t>("detach").Attr<int64_t>("family").Attr<float>("c1").Attr<float>("c2").Attr<int64_t>("threads")
+
+static int64_t steps(const ffi::Buffer<ffi::F32>& x) { return x.dimensions()[0]; }
+
+static ffi::Error Spikes(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> s, LIF_ATTRS) {
+  const int64_t T = steps(x), N = x.element_count() / std::max<int64_t>(T, 1);
+  run_forward(LIF_PARAMS, x.typed_data(), s->typed_data(), nullptr, T, N);
+  return ffi::Error::Success();
+}
+
+static ffi::Error SpikesAndPotentials(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> s,
+                                      ffi::ResultBuffer<ffi::F32> u, LIF_ATTRS) {
+  const int64_t T = steps(x), N = x.element_count() / std::max<int64_t>(T, 1);
+  run_forward(LIF_PARAMS, x.typed_data(), s->typed_data(), u->typed_data(), T, N);
+  return ffi::Error::Success();
+}
+
+static ffi::Error Backward(ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> gs, ffi::ResultBuffer<ffi::F32> gx,
+                           LIF_ATTRS) {
+  const Params p = LIF_PARAMS;
+  const int64_t T = steps(u), N = u.element_count() / std::max<int64_t>(T, 1);
+  const float* up = u.typed_data();
+  const float* gp = gs.typed_data();
+  float* op = gx->typed_data();
+  in_parallel(N, T, p.threads, [&](int64_t a, int64_t b) {
+    if (p.family == 0) backward_for<0>(p, up, gp, op, T, N, a, b);
+    else if (p.family == 1) backward_for<1>(p, up, gp, op, T, N, a, b);
+    else backward_for<2>(p, up, gp, op, T, N, a, b);
+  });
+  return ffi::Error::Success();
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JsnnLifSpikes, Spikes,
+                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Ret<ffi::Buffer<ffi::F32>>()
+                                  LIF_BIND_ATTRS);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JsnnLifSpikesAndPotentials, SpikesAndPotentials,
+                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>() LIF_BIND_ATTRS);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JsnnLifBackward, Backward,
+                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>() LIF_BIND_ATTRS);
+"""
+
+# -ffp-contract=off: each multiply and add rounds on its own, as the scan's forward pass does in XLA
+FLAGS = (*native.FLAGS, "-ffp-contract=off")
+WHAT = "the LIF kernel"
+TARGETS = {"spikes": "jsnn_lif_spikes", "spikes_and_potentials": "jsnn_lif_spikes_and_potentials",
+           "backward": "jsnn_lif_backward"}
+_SYMBOLS = {"spikes": "JsnnLifSpikes", "spikes_and_potentials": "JsnnLifSpikesAndPotentials",
+            "backward": "JsnnLifBackward"}
+SURROGATES = ("atan", "rectangle", "triangle")  # family index = position
+
+
+def build(cache_dir: str | None = None) -> str:
+    """Compiles the kernel (once per source, flags, compiler and CPU) and returns the shared library's path."""
+    return native.build("lif", SOURCE, FLAGS, cache_dir or native.cache_dir("lif"), WHAT)
+
+
+@functools.lru_cache(maxsize=None)
+def load() -> None:
+    """Builds (if needed) and registers the three FFI targets with XLA's CPU backend, once per process."""
+    lib = ctypes.cdll.LoadLibrary(build())
+    for key, target in TARGETS.items():
+        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, _SYMBOLS[key])), platform="cpu")
+
+
+def supports(config) -> str | None:
+    """Why the kernel cannot run this ``LIFConfig`` (one line), or None where it can."""
+    if config.surrogate.name not in SURROGATES:
+        return f"the LIF kernel has no {config.surrogate.name!r} surrogate (it has {', '.join(SURROGATES)})"
+    return None
+
+
+def _attributes(config) -> dict:
+    family = SURROGATES.index(config.surrogate.name)
+    w = config.surrogate.width
+    # the constants jsnn/surrogate.py's derivatives fold from their Python floats
+    c1, c2 = ((w / 2.0, math.pi / 2.0 * w), (w / 2.0, 1.0 / w), (w, 0.0))[family]
+    return dict(decay=np.float32(config.decay), vth=np.float32(config.threshold),
+                reset_value=np.float32(config.reset_value), hard=np.int64(config.reset == "hard"),
+                detach=np.int64(config.detach_reset), family=np.int64(family), c1=np.float32(c1),
+                c2=np.float32(c2), threads=np.int64(native.default_threads()))
+
+
+@functools.lru_cache(maxsize=None)
+def _lif(config):
+    attrs = _attributes(config)
+
+    def call(target, args, n_out):
+        x = args[0]
+        out = jax.ShapeDtypeStruct(x.shape, x.dtype)
+        # under vmap the mapped axis would come first and be read as time: map it one slice at a time
+        return jax.ffi.ffi_call(TARGETS[target], (out,) * n_out if n_out > 1 else out,
+                                vmap_method="sequential")(*args, **attrs)
+
+    @jax.custom_vjp
+    def lif(x):
+        return call("spikes", (x,), 1)
+
+    def fwd(x):
+        s, u = call("spikes_and_potentials", (x,), 2)
+        return s, u
+
+    def bwd(u, g):
+        return (call("backward", (u, g), 1),)
+
+    lif.defvjp(fwd, bwd)
+    return lif
+
+
+def lif_spikes(currents: jax.Array, config) -> jax.Array:
+    """Spikes ``[T, ...]`` of a LIF layer over f32 currents ``[T, ...]``, differentiable (surrogate VJP)."""
+    reason = supports(config)
+    if reason:
+        raise ValueError(reason)
+    if currents.dtype != np.float32:
+        raise ValueError(f"the LIF kernel takes f32 currents, got {currents.dtype}")
+    if jax.default_backend() != "cpu":
+        raise ValueError(f"the LIF kernel runs on the CPU only, and JAX computes on {jax.default_backend()}: "
+                         "leave JSNN_LIF_IMPL unset (auto) or set it to scan")
+    load()
+    return _lif(config)(currents)

@@ -1,0 +1,100 @@
+"""Building jsnn's small C++ CPU kernels for ``jax.ffi``, once per source, compiler, flags and CPU.
+
+A kernel's source is compiled on first use (``find_compiler``: ``$CXX``, g++, c++, clang++, or zig's
+clang from PyPI) into a per-user cache directory keyed by the source, compiler, flags, the jax headers
+and the host's CPU features (``-march=native`` builds for this CPU: a node of another CPU sharing the
+home directory gets its own build instead of an illegal instruction). Without a compiler ``build``
+raises ``CompilerMissing`` with one line that says so. Users: ``jsnn.sparse_inference.kernel`` (the
+event-driven spike convolution) and ``jsnn.lif_kernel`` (the LIF layer over time).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import jax
+
+FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread")
+
+
+class CompilerMissing(RuntimeError):
+    """No C++ compiler to build a kernel with."""
+
+
+def cpu_features() -> str:
+    """What ``-march=native`` compiles for: the instruction-set flags of /proc/cpuinfo (x86 "flags", Arm
+    "Features") and the machine, else the processor's name where /proc/cpuinfo is missing (macOS)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return f"{platform.machine()} {' '.join(sorted(value.split()))}"
+    except OSError:
+        pass
+    return f"{platform.machine()} {platform.processor()}"
+
+
+def cache_dir(subdir: str) -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "jsnn", subdir)
+
+
+def find_compiler(what: str = "a jsnn CPU kernel") -> list[str]:
+    """The C++ compiler command: ``$CXX`` if set, else g++, c++ or clang++ on PATH, else the zig
+    toolchain from PyPI (``pip install ziglang``; the ``sparse`` extra) run as ``python -m ziglang c++``.
+    ``what`` names the kernel in the one-line error when there is none."""
+    if os.environ.get("CXX"):
+        cmd = os.environ["CXX"].split()
+        if shutil.which(cmd[0]) is None:
+            raise CompilerMissing(f"{what} needs a C++ compiler: CXX={cmd[0]!r} was not found")
+        return cmd
+    for name in ("g++", "c++", "clang++"):
+        if shutil.which(name):
+            return [name]
+    if importlib.util.find_spec("ziglang") is not None:
+        return [sys.executable, "-m", "ziglang", "c++"]
+    raise CompilerMissing(f"{what} needs a C++ compiler: none of g++, c++, clang++ was found; "
+                          "install one, or `pip install ziglang` (jsnn's `sparse` extra), or set CXX")
+
+
+def library_path(name: str, source: str, cxx: list[str], flags: tuple[str, ...], directory: str) -> str:
+    """Where the build of ``source`` for this compiler, flags, jax headers and CPU is cached."""
+    parts = (source, *cxx, *flags, jax.ffi.include_dir(), cpu_features())
+    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+    return os.path.join(directory, f"{name}_{key}.so")
+
+
+def build(name: str, source: str, flags: tuple[str, ...], directory: str, what: str) -> str:
+    """Compiles ``source`` (once per source, flags, compiler and CPU) and returns the shared library's path."""
+    cxx = find_compiler(what)
+    include = jax.ffi.include_dir()
+    path = library_path(name, source, cxx, flags, directory)
+    if os.path.isfile(path):
+        return path
+    os.makedirs(directory, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        src = os.path.join(tmp, f"{name}.cc")
+        with open(src, "w") as f:
+            f.write(source)
+        out = os.path.join(tmp, f"{name}.so")
+        proc = subprocess.run([*cxx, *flags, f"-I{include}", src, "-o", out], capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise RuntimeError(f"compiling {what} with {' '.join(cxx)} failed: {tail}")
+        os.replace(out, path)  # atomic: a concurrent build leaves one complete file
+    return path
+
+
+def default_threads() -> int:
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)

@@ -1,0 +1,157 @@
+"""The C++ LIF kernel (jsnn/lif_kernel.py) against the lax.scan it replaces, and where jsnn runs it.
+
+The reference is the scan (``JSNN_LIF_IMPL=scan``), differentiated by JAX's autodiff: an independent
+derivation of the backward pass the kernel writes out by hand."""
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jsnn import lif_kernel, native, neuron
+from jsnn.models import get_model
+from jsnn.neuron import LIFConfig, lif_time_major
+from jsnn.surrogate import Surrogate
+from jsnn.variables import apply_model, init_variables
+
+
+def _scan(monkeypatch, fn, *args):
+    monkeypatch.setenv("JSNN_LIF_IMPL", "scan")
+    return jax.jit(fn)(*args)
+
+
+def _kernel(monkeypatch, fn, *args):
+    monkeypatch.setenv("JSNN_LIF_IMPL", "kernel")
+    return jax.jit(fn)(*args)
+
+
+def _uses_kernel(fn, *args) -> bool:
+    return "jsnn_lif" in str(jax.make_jaxpr(fn)(*args))
+
+
+def _grad_close(got, ref):
+    got, ref = np.asarray(got), np.asarray(ref)
+    assert got.shape == ref.shape and np.all(np.isfinite(got))
+    # XLA contracts some of the scan's multiply-adds into FMAs; the kernel rounds each operation
+    assert np.max(np.abs(got - ref)) <= 1e-6 * np.max(np.abs(ref))
+
+
+CONFIGS = [LIFConfig(surrogate=Surrogate(f), reset=r, detach_reset=d, reset_value=0.1 if r == "hard" else 0.0)
+           for f in lif_kernel.SURROGATES for r in ("hard", "soft") for d in (True, False)]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.surrogate.name}-{c.reset}-detach{c.detach_reset}")
+def test_spikes_equal_the_scan_bit_for_bit_and_gradients_agree(monkeypatch, config):
+    x = 1.2 * jax.random.normal(jax.random.key(1), (7, 3, 41, 29))  # N = 3567: one block, not a multiple of 16
+    weight = jnp.cos(3.0 * x)  # a dL/dS that differs per neuron and step
+
+    def loss(x):
+        return jnp.sum(lif_time_major(x, config) * weight)
+
+    monkeypatch.delenv("JSNN_LIF_IMPL", raising=False)
+    assert _uses_kernel(lambda x: lif_time_major(x, config), x) is False  # the default (auto) at T = 7: scan
+    monkeypatch.setenv("JSNN_LIF_IMPL", "kernel")
+    assert _uses_kernel(lambda x: lif_time_major(x, config), x)
+    spikes = _kernel(monkeypatch, lambda x: lif_time_major(x, config), x)
+    ref = _scan(monkeypatch, lambda x: lif_time_major(x, config), x)
+    assert 0.05 < float(ref.mean()) < 0.5  # both outcomes occur
+    np.testing.assert_array_equal(spikes, ref)
+    _grad_close(_kernel(monkeypatch, jax.grad(loss), x), _scan(monkeypatch, jax.grad(loss), x))
+
+
+def test_many_blocks_over_two_threads_and_one_timestep(monkeypatch):
+    """N = 40,000 neurons (10 blocks) over T = 4 splits over two threads; T = 1 is a single step."""
+    config = LIFConfig()
+    for shape in ((4, 40000), (1, 5, 7)):
+        x = 1.5 * jax.random.normal(jax.random.key(2), shape)
+        np.testing.assert_array_equal(_kernel(monkeypatch, lambda x: lif_time_major(x, config), x),
+                                      _scan(monkeypatch, lambda x: lif_time_major(x, config), x))
+
+        def loss(x):
+            return jnp.sum(lif_time_major(x, config) * jnp.sin(x))
+
+        _grad_close(_kernel(monkeypatch, jax.grad(loss), x), _scan(monkeypatch, jax.grad(loss), x))
+
+
+def test_under_vmap_the_mapped_axis_is_not_read_as_time(monkeypatch):
+    config = LIFConfig()
+    x = 1.5 * jax.random.normal(jax.random.key(3), (3, 6, 4, 5))  # vmapped over the first axis; T = 6
+    f = jax.vmap(lambda x: lif_time_major(x, config))
+    np.testing.assert_array_equal(_kernel(monkeypatch, f, x), _scan(monkeypatch, f, x))
+
+
+def test_a_models_training_step_agrees_with_the_scan(monkeypatch):
+    """digits_cnn at T = 16: logits equal and weight gradients agree (BN in training mode, three LIF layers)."""
+    model = get_model("digits_cnn", 10, timesteps=16)
+    images = jax.random.uniform(jax.random.key(4), (8, 8, 8, 1))
+    variables = init_variables(model, jax.random.key(5), images.shape)
+
+    def loss(weights):
+        logits, _, _ = apply_model(model, variables._replace(weights=weights), images, train=True)
+        return jnp.mean(jax.nn.log_softmax(logits.mean(0))[:, 3]), logits
+
+    monkeypatch.setenv("JSNN_LIF_IMPL", "auto")  # at T = 16 on one CPU device, auto picks the kernel
+    assert _uses_kernel(loss, variables.weights)
+    (_, logits), grads = _kernel(monkeypatch, jax.value_and_grad(loss, has_aux=True), variables.weights)
+    (_, ref_logits), ref_grads = _scan(monkeypatch, jax.value_and_grad(loss, has_aux=True), variables.weights)
+    np.testing.assert_array_equal(logits, ref_logits)
+    for g, r in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(ref_grads)):
+        assert np.max(np.abs(np.asarray(g) - np.asarray(r))) <= 1e-5 * np.max(np.abs(np.asarray(r)))
+
+
+def test_auto_picks_the_kernel_only_where_it_pays_and_is_safe(monkeypatch):
+    monkeypatch.delenv("JSNN_LIF_IMPL", raising=False)
+    long_t = jnp.ones((neuron.KERNEL_MIN_T, 2, 3))
+    assert neuron.use_kernel(long_t, LIFConfig())
+    assert not neuron.use_kernel(jnp.ones((neuron.KERNEL_MIN_T - 1, 2, 3)), LIFConfig())  # short T: the scan
+    assert not neuron.use_kernel(long_t, LIFConfig(unroll=2))  # the caller chose the scan's unrolling
+    assert not neuron.use_kernel(long_t, LIFConfig(), return_potential=True)  # U is the scan's
+    assert not neuron.use_kernel(long_t, LIFConfig(surrogate=Surrogate("sigmoid")))  # no such surrogate in C++
+    assert not neuron.use_kernel(long_t.astype(jnp.bfloat16), LIFConfig())
+    monkeypatch.setattr(jax, "device_count", lambda *a: 2)  # a mesh: XLA would gather an opaque call's operands
+    assert not neuron.use_kernel(long_t, LIFConfig())
+    monkeypatch.undo()
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")  # registered for the CPU only
+    assert not neuron.use_kernel(long_t, LIFConfig())
+    monkeypatch.undo()
+    monkeypatch.setenv("JSNN_LIF_IMPL", "scan")
+    assert not neuron.use_kernel(long_t, LIFConfig())
+    monkeypatch.setenv("JSNN_LIF_IMPL", "kernel")  # any T, still not where it cannot compute the layer
+    assert neuron.use_kernel(jnp.ones((2, 3)), LIFConfig(unroll=2))
+    assert not neuron.use_kernel(jnp.ones((2, 3)), LIFConfig(surrogate=Surrogate("sigmoid")))
+    monkeypatch.setenv("JSNN_LIF_IMPL", "fast")
+    with pytest.raises(ValueError, match="JSNN_LIF_IMPL='fast' is not one of auto, scan, kernel"):
+        neuron.lif_impl()
+
+
+def test_without_a_compiler_auto_falls_back_to_the_scan_with_one_line(monkeypatch, caplog):
+    def missing():
+        raise native.CompilerMissing("the LIF kernel needs a C++ compiler: none of g++, c++, clang++ was found")
+
+    monkeypatch.delenv("JSNN_LIF_IMPL", raising=False)
+    monkeypatch.setattr(lif_kernel, "load", missing)
+    neuron._kernel_builds.cache_clear()
+    try:
+        x = 1.5 * jax.random.normal(jax.random.key(6), (neuron.KERNEL_MIN_T, 4, 3))
+        with caplog.at_level(logging.WARNING, logger="jsnn.neuron"):
+            assert not _uses_kernel(lambda x: lif_time_major(x, LIFConfig()), x)
+            assert not neuron.use_kernel(x, LIFConfig())
+        said = [r.getMessage() for r in caplog.records if r.name == "jsnn.neuron"]
+        assert said == ["LIF layers run as a scan: the LIF kernel needs a C++ compiler: none of g++, c++, clang++ "
+                        "was found"]  # once per process
+        monkeypatch.setenv("JSNN_LIF_IMPL", "kernel")  # asked for: the error itself, in one line
+        with pytest.raises(native.CompilerMissing, match="needs a C.. compiler"):
+            lif_time_major(x, LIFConfig())
+    finally:
+        neuron._kernel_builds.cache_clear()
+
+
+def test_the_kernel_refuses_what_it_cannot_compute_in_one_line(monkeypatch):
+    with pytest.raises(ValueError, match="no 'sigmoid' surrogate"):
+        lif_kernel.lif_spikes(jnp.ones((2, 3)), LIFConfig(surrogate=Surrogate("sigmoid")))
+    with pytest.raises(ValueError, match="takes f32 currents, got bfloat16"):
+        lif_kernel.lif_spikes(jnp.ones((2, 3), jnp.bfloat16), LIFConfig())
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    with pytest.raises(ValueError, match="runs on the CPU only, and JAX computes on gpu"):
+        lif_kernel.lif_spikes(jnp.ones((2, 3)), LIFConfig())
