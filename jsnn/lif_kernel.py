@@ -3,12 +3,12 @@
 XLA runs ``lax.scan``'s LIF either as a while loop, which reads and writes the membrane potential and
 its residuals once per step, or unrolled into straight-line code whose cost grows faster than T
 (``python benchmarks/lif_unroll.py``). This kernel keeps each block of neurons' potential in cache
-for all T steps, so it reads the currents and writes the spikes once; for training it also writes the
-potentials U (Eq. 2, before reset), the one residual its backward pass reads:
+for all T steps, so it reads the currents and writes the spikes once; for training (or when asked for
+them) it also writes the potentials U (Eq. 2, before reset), the one residual its backward pass reads:
 
     forward   U[t] = H[t-1] + X[t];  S[t] = [U[t] - V_th >= 0];  H[t] from U[t], S[t] (Eq. 4)
     backward  G[t] = dL/dS[t] * g(U[t] - V_th) (+ dL/dH[t] * dH/dS, without ``detach_reset``)
-                     + dL/dH[t] * dH/dU;       dL/dX[t] = dL/dH[t-1] = G[t]
+                     + dL/dH[t] * dH/dU (+ dL/dU[t], where U is an output);   dL/dX[t] = dL/dH[t-1] = G[t]
 
 with g the surrogate derivative. The arithmetic is the scan's, written out with the same operations
 in the same order and compiled without contracting multiply-adds (``-ffp-contract=off``): spikes and
@@ -98,9 +98,9 @@ static void forward(const Params& p, const float* x, float* s, float* u, int64_t
   }
 }
 
-template <int F, bool HARD, bool DETACH>
-static void backward(const Params& p, const float* u, const float* gs, float* gx, int64_t T, int64_t N, int64_t a,
-                     int64_t b) {
+template <int F, bool HARD, bool DETACH, bool GU>
+static void backward(const Params& p, const float* u, const float* gs, const float* gpot, float* gx, int64_t T,
+                     int64_t N, int64_t a, int64_t b) {
   alignas(64) float gh[BLOCK];  // dL/dH[t], carried back from step t + 1
   for (int64_t n0 = a; n0 < b; n0 += BLOCK) {
     const int64_t m = std::min(BLOCK, b - n0);
@@ -114,7 +114,8 @@ static void backward(const Params& p, const float* u, const float* gs, float* gx
         float g_spike = gt[i];
         if (!DETACH) g_spike = g_spike + (HARD ? g * p.reset_value - g * (p.decay * uu) : -(g * p.decay) * p.vth);
         const float g_direct = HARD ? (g * (1.0f - ss)) * p.decay : g * p.decay;
-        const float gu = g_spike * surrogate<F>(p, d) + g_direct;
+        float gu = g_spike * surrogate<F>(p, d) + g_direct;
+        if (GU) gu = gu + gpot[t * N + n0 + i];  // dL/dU[t] where the potentials are an output too
         ot[i] = gu;
         gh[i] = gu;
       }
@@ -136,13 +137,23 @@ static void run_forward(const Params& p, const float* x, float* s, float* u, int
   });
 }
 
-template <int F>
-static void backward_for(const Params& p, const float* u, const float* gs, float* gx, int64_t T, int64_t N,
-                         int64_t a, int64_t b) {
-  if (p.hard && p.detach) backward<F, true, true>(p, u, gs, gx, T, N, a, b);
-  else if (p.hard) backward<F, true, false>(p, u, gs, gx, T, N, a, b);
-  else if (p.detach) backward<F, false, true>(p, u, gs, gx, T, N, a, b);
-  else backward<F, false, false>(p, u, gs, gx, T, N, a, b);
+template <int F, bool GU>
+static void backward_for(const Params& p, const float* u, const float* gs, const float* gpot, float* gx, int64_t T,
+                         int64_t N, int64_t a, int64_t b) {
+  if (p.hard && p.detach) backward<F, true, true, GU>(p, u, gs, gpot, gx, T, N, a, b);
+  else if (p.hard) backward<F, true, false, GU>(p, u, gs, gpot, gx, T, N, a, b);
+  else if (p.detach) backward<F, false, true, GU>(p, u, gs, gpot, gx, T, N, a, b);
+  else backward<F, false, false, GU>(p, u, gs, gpot, gx, T, N, a, b);
+}
+
+template <bool GU>
+static void run_backward(const Params& p, const float* u, const float* gs, const float* gpot, float* gx, int64_t T,
+                         int64_t N) {
+  in_parallel(N, T, p.threads, [&](int64_t a, int64_t b) {
+    if (p.family == 0) backward_for<0, GU>(p, u, gs, gpot, gx, T, N, a, b);
+    else if (p.family == 1) backward_for<1, GU>(p, u, gs, gpot, gx, T, N, a, b);
+    else backward_for<2, GU>(p, u, gs, gpot, gx, T, N, a, b);
+  });
 }
 
 #define LIF_ATTRS float decay, float vth, float reset_value, int64_t hard, int64_t detach, int64_t family, \
@@ -168,16 +179,15 @@ static ffi::Error SpikesAndPotentials(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer
 
 static ffi::Error Backward(ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> gs, ffi::ResultBuffer<ffi::F32> gx,
                            LIF_ATTRS) {
-  const Params p = LIF_PARAMS;
   const int64_t T = steps(u), N = u.element_count() / std::max<int64_t>(T, 1);
-  const float* up = u.typed_data();
-  const float* gp = gs.typed_data();
-  float* op = gx->typed_data();
-  in_parallel(N, T, p.threads, [&](int64_t a, int64_t b) {
-    if (p.family == 0) backward_for<0>(p, up, gp, op, T, N, a, b);
-    else if (p.family == 1) backward_for<1>(p, up, gp, op, T, N, a, b);
-    else backward_for<2>(p, up, gp, op, T, N, a, b);
-  });
+  run_backward<false>(LIF_PARAMS, u.typed_data(), gs.typed_data(), nullptr, gx->typed_data(), T, N);
+  return ffi::Error::Success();
+}
+
+static ffi::Error BackwardWithPotentials(ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> gs, ffi::Buffer<ffi::F32> gu,
+                                         ffi::ResultBuffer<ffi::F32> gx, LIF_ATTRS) {
+  const int64_t T = steps(u), N = u.element_count() / std::max<int64_t>(T, 1);
+  run_backward<true>(LIF_PARAMS, u.typed_data(), gs.typed_data(), gu.typed_data(), gx->typed_data(), T, N);
   return ffi::Error::Success();
 }
 
@@ -190,15 +200,18 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JsnnLifSpikesAndPotentials, SpikesAndPotentials,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JsnnLifBackward, Backward,
                               ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>() LIF_BIND_ATTRS);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JsnnLifBackwardWithPotentials, BackwardWithPotentials,
+                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>().Ret<ffi::Buffer<ffi::F32>>() LIF_BIND_ATTRS);
 """
 
 # -ffp-contract=off: each multiply and add rounds on its own, as the scan's forward pass does in XLA
 FLAGS = (*native.FLAGS, "-ffp-contract=off")
 WHAT = "the LIF kernel"
 TARGETS = {"spikes": "jsnn_lif_spikes", "spikes_and_potentials": "jsnn_lif_spikes_and_potentials",
-           "backward": "jsnn_lif_backward"}
+           "backward": "jsnn_lif_backward", "backward_with_potentials": "jsnn_lif_backward_with_potentials"}
 _SYMBOLS = {"spikes": "JsnnLifSpikes", "spikes_and_potentials": "JsnnLifSpikesAndPotentials",
-            "backward": "JsnnLifBackward"}
+            "backward": "JsnnLifBackward", "backward_with_potentials": "JsnnLifBackwardWithPotentials"}
 SURROGATES = ("atan", "rectangle", "triangle")  # family index = position
 
 
@@ -209,7 +222,7 @@ def build(cache_dir: str | None = None) -> str:
 
 @functools.lru_cache(maxsize=None)
 def load() -> None:
-    """Builds (if needed) and registers the three FFI targets with XLA's CPU backend, once per process."""
+    """Builds (if needed) and registers the four FFI targets with XLA's CPU backend, once per process."""
     lib = ctypes.cdll.LoadLibrary(build())
     for key, target in TARGETS.items():
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, _SYMBOLS[key])), platform="cpu")
@@ -256,11 +269,25 @@ def _lif(config):
         return (call("backward", (u, g), 1),)
 
     lif.defvjp(fwd, bwd)
-    return lif
+
+    @jax.custom_vjp
+    def lif_with_potentials(x):
+        return call("spikes_and_potentials", (x,), 2)
+
+    def fwd_with_potentials(x):
+        s, u = call("spikes_and_potentials", (x,), 2)
+        return (s, u), u
+
+    def bwd_with_potentials(u, g):
+        return (call("backward_with_potentials", (u, *g), 1),)
+
+    lif_with_potentials.defvjp(fwd_with_potentials, bwd_with_potentials)
+    return lif, lif_with_potentials
 
 
-def lif_spikes(currents: jax.Array, config) -> jax.Array:
-    """Spikes ``[T, ...]`` of a LIF layer over f32 currents ``[T, ...]``, differentiable (surrogate VJP)."""
+def lif_spikes(currents: jax.Array, config, return_potential: bool = False):
+    """Spikes ``[T, ...]`` of a LIF layer over f32 currents ``[T, ...]``, differentiable (surrogate VJP);
+    with ``return_potential``, ``(spikes, potentials U)`` (U differentiable too)."""
     reason = supports(config)
     if reason:
         raise ValueError(reason)
@@ -270,4 +297,4 @@ def lif_spikes(currents: jax.Array, config) -> jax.Array:
         raise ValueError(f"the LIF kernel runs on the CPU only, and JAX computes on {jax.default_backend()}: "
                          "leave JSNN_LIF_IMPL unset (auto) or set it to scan")
     load()
-    return _lif(config)(currents)
+    return _lif(config)[1 if return_potential else 0](currents)

@@ -105,15 +105,15 @@ def _kernel_builds() -> bool:
         return False
 
 
-def use_kernel(currents: jax.Array, config: LIFConfig, return_potential: bool = False) -> bool:
+def use_kernel(currents: jax.Array, config: LIFConfig) -> bool:
     """Whether ``lif_time_major`` runs these currents through the C++ kernel (``lif_impl``).
 
-    The kernel computes spikes only (``return_potential`` stays on the scan), from f32 currents, on
-    the CPU backend, for the surrogates it has (``lif_kernel.supports``). "auto" also asks for at least
+    The kernel computes from f32 currents, on the CPU backend, for the surrogates it has
+    (``lif_kernel.supports``). "auto" also asks for at least
     ``KERNEL_MIN_T`` timesteps, ``config.unroll`` left to jsnn (None), and one device: under a mesh of
     several, XLA's partitioner would gather an opaque call's operands onto every device."""
     impl = lif_impl()
-    if impl == "scan" or return_potential or currents.dtype != np.float32 or jax.default_backend() != "cpu":
+    if impl == "scan" or currents.dtype != np.float32 or jax.default_backend() != "cpu":
         return False
     if lif_kernel.supports(config) is not None:
         return False
@@ -145,8 +145,8 @@ def lif_time_major(
     if currents.shape[0] < 1:
         raise ValueError(f"LIF input has T = {currents.shape[0]} timesteps; need T >= 1")
 
-    if use_kernel(currents, config, return_potential):
-        return lif_kernel.lif_spikes(currents, config)
+    if use_kernel(currents, config):
+        return lif_kernel.lif_spikes(currents, config, return_potential)
     spike = make_spike_fn(config.surrogate.name, config.surrogate.param)
     v_th = config.threshold
 

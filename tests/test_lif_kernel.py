@@ -60,6 +60,26 @@ def test_spikes_equal_the_scan_bit_for_bit_and_gradients_agree(monkeypatch, conf
     _grad_close(_kernel(monkeypatch, jax.grad(loss), x), _scan(monkeypatch, jax.grad(loss), x))
 
 
+@pytest.mark.parametrize("config", CONFIGS[:4], ids=lambda c: f"{c.surrogate.name}-{c.reset}-detach{c.detach_reset}")
+def test_with_the_potentials_returned_both_equal_the_scan_and_both_carry_gradients(monkeypatch, config):
+    x = 1.2 * jax.random.normal(jax.random.key(7), (6, 5, 37))
+    ws, wu = jnp.cos(3.0 * x), jnp.sin(2.0 * x)
+
+    def layer(x):
+        return lif_time_major(x, config, return_potential=True)
+
+    def loss(x):  # a loss that reads the potentials as well as the spikes
+        s, u = layer(x)
+        return jnp.sum(s * ws) + jnp.sum(u * wu)
+
+    monkeypatch.setenv("JSNN_LIF_IMPL", "kernel")
+    assert _uses_kernel(layer, x)
+    (s, u), (rs, ru) = _kernel(monkeypatch, layer, x), _scan(monkeypatch, layer, x)
+    np.testing.assert_array_equal(s, rs)
+    np.testing.assert_array_equal(u, ru)
+    _grad_close(_kernel(monkeypatch, jax.grad(loss), x), _scan(monkeypatch, jax.grad(loss), x))
+
+
 def test_many_blocks_over_two_threads_and_one_timestep(monkeypatch):
     """N = 40,000 neurons (10 blocks) over T = 4 splits over two threads; T = 1 is a single step."""
     config = LIFConfig()
@@ -106,7 +126,6 @@ def test_auto_picks_the_kernel_only_where_it_pays_and_is_safe(monkeypatch):
     assert neuron.use_kernel(long_t, LIFConfig())
     assert not neuron.use_kernel(jnp.ones((neuron.KERNEL_MIN_T - 1, 2, 3)), LIFConfig())  # short T: the scan
     assert not neuron.use_kernel(long_t, LIFConfig(unroll=2))  # the caller chose the scan's unrolling
-    assert not neuron.use_kernel(long_t, LIFConfig(), return_potential=True)  # U is the scan's
     assert not neuron.use_kernel(long_t, LIFConfig(surrogate=Surrogate("sigmoid")))  # no such surrogate in C++
     assert not neuron.use_kernel(long_t.astype(jnp.bfloat16), LIFConfig())
     monkeypatch.setattr(jax, "device_count", lambda *a: 2)  # a mesh: XLA would gather an opaque call's operands
