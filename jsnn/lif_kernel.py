@@ -20,7 +20,8 @@ configuration.
 Supported: f32 currents, hard or soft reset, with or without ``detach_reset``, and the surrogate
 families written here (``SURROGATES``: atan, rectangle, triangle; the sigmoid's logistic is XLA's own
 approximation and stays on the scan). The neurons are split over ``jsnn.native.default_threads()``
-std::threads. CPU only; ``jsnn.neuron`` decides where it runs (``JSNN_LIF_IMPL``).
+std::threads. CPU only; ``jsnn.neuron`` decides where it runs (``JSNN_LIF_IMPL``). Over several devices
+each call is split as its operands are, over every axis but time (``_partitioned``).
 """
 from __future__ import annotations
 
@@ -29,7 +30,10 @@ import functools
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.experimental.custom_partitioning import custom_partitioning
+from jax.sharding import NamedSharding, PartitionSpec
 
 from jsnn import native
 
@@ -246,16 +250,58 @@ def _attributes(config) -> dict:
                 c2=np.float32(c2), threads=np.int64(native.default_threads()))
 
 
+def _whole_in_time(sharding, ndim: int) -> NamedSharding:
+    """``sharding`` with the time axis (0) unsharded: each device runs the kernel over all T of its neurons."""
+    spec = tuple(sharding.spec) + (None,) * (ndim - len(sharding.spec))
+    return NamedSharding(sharding.mesh, PartitionSpec(None, *spec[1:]))
+
+
+def _partitioned(ffi, n_in: int, n_out: int, ndim: int):
+    """``ffi`` (n_in arrays of one shape in, n_out of it out) as an op XLA's partitioner splits over every
+    axis but time, as the elementwise-over-neurons op it is, instead of gathering its operands onto each
+    device (what it does with an opaque call); a vmap over it maps one slice at a time."""
+
+    def partition(mesh, arg_shapes, result_shape):
+        s = _whole_in_time(arg_shapes[0].sharding, ndim)
+        return mesh, ffi, (s,) * n_out if n_out > 1 else s, (s,) * n_in
+
+    def infer(mesh, arg_shapes, result_shape):
+        s = _whole_in_time(arg_shapes[0].sharding, ndim)
+        return (s,) * n_out if n_out > 1 else s
+
+    dims = " ".join(["t", *(f"d{i}" for i in range(1, ndim))])
+    rule = ", ".join([dims] * n_in) + " -> " + ", ".join([dims] * n_out)
+    # custom_partitioning inspects the signature: one named parameter per operand
+    op = custom_partitioning([lambda a: ffi(a), lambda a, b: ffi(a, b), lambda a, b, c: ffi(a, b, c)][n_in - 1])
+    op.def_partition(partition, infer_sharding_from_operands=infer, sharding_rule=rule,
+                     need_replication_factors=("t",))
+
+    @jax.custom_batching.custom_vmap
+    def mapped(*args):
+        return op(*args)
+
+    @mapped.def_vmap
+    def one_slice_at_a_time(axis_size, in_batched, *args):
+        args = tuple(a if b else jnp.broadcast_to(a, (axis_size, *a.shape)) for a, b in zip(args, in_batched))
+        return jax.lax.map(lambda xs: mapped(*xs), args), (True,) * n_out if n_out > 1 else True
+
+    return mapped
+
+
 @functools.lru_cache(maxsize=None)
 def _lif(config):
     attrs = _attributes(config)
 
     def call(target, args, n_out):
-        x = args[0]
-        out = jax.ShapeDtypeStruct(x.shape, x.dtype)
-        # under vmap the mapped axis would come first and be read as time: map it one slice at a time
-        return jax.ffi.ffi_call(TARGETS[target], (out,) * n_out if n_out > 1 else out,
-                                vmap_method="sequential")(*args, **attrs)
+        def ffi(*args):  # on whatever shape it is given: the whole array, or one device's part of it
+            out = jax.ShapeDtypeStruct(args[0].shape, args[0].dtype)
+            # under vmap the mapped axis would come first and be read as time: map it one slice at a time
+            return jax.ffi.ffi_call(TARGETS[target], (out,) * n_out if n_out > 1 else out,
+                                    vmap_method="sequential")(*args, **attrs)
+
+        if jax.device_count() == 1:
+            return ffi(*args)
+        return _partitioned(ffi, len(args), n_out, args[0].ndim)(*args)
 
     @jax.custom_vjp
     def lif(x):

@@ -109,9 +109,9 @@ def use_kernel(currents: jax.Array, config: LIFConfig) -> bool:
     """Whether ``lif_time_major`` runs these currents through the C++ kernel (``lif_impl``).
 
     The kernel computes from f32 currents, on the CPU backend, for the surrogates it has
-    (``lif_kernel.supports``). "auto" also asks for at least
-    ``KERNEL_MIN_T`` timesteps, ``config.unroll`` left to jsnn (None), and one device: under a mesh of
-    several, XLA's partitioner would gather an opaque call's operands onto every device."""
+    (``lif_kernel.supports``). "auto" also asks for at least ``KERNEL_MIN_T`` timesteps and
+    ``config.unroll`` left to jsnn (None). Over several devices the kernel is split as the batch is
+    (``lif_kernel``: each device runs it on its own neurons, over all T)."""
     impl = lif_impl()
     if impl == "scan" or currents.dtype != np.float32 or jax.default_backend() != "cpu":
         return False
@@ -119,8 +119,7 @@ def use_kernel(currents: jax.Array, config: LIFConfig) -> bool:
         return False
     if impl == "kernel":
         return True
-    return (currents.shape[0] >= KERNEL_MIN_T and config.unroll is None and jax.device_count() == 1
-            and _kernel_builds())
+    return currents.shape[0] >= KERNEL_MIN_T and config.unroll is None and _kernel_builds()
 
 
 def lif_time_major(

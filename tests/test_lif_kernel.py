@@ -2,7 +2,11 @@
 
 The reference is the scan (``JSNN_LIF_IMPL=scan``), differentiated by JAX's autodiff: an independent
 derivation of the backward pass the kernel writes out by hand."""
+import json
 import logging
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -128,9 +132,6 @@ def test_auto_picks_the_kernel_only_where_it_pays_and_is_safe(monkeypatch):
     assert not neuron.use_kernel(long_t, LIFConfig(unroll=2))  # the caller chose the scan's unrolling
     assert not neuron.use_kernel(long_t, LIFConfig(surrogate=Surrogate("sigmoid")))  # no such surrogate in C++
     assert not neuron.use_kernel(long_t.astype(jnp.bfloat16), LIFConfig())
-    monkeypatch.setattr(jax, "device_count", lambda *a: 2)  # a mesh: XLA would gather an opaque call's operands
-    assert not neuron.use_kernel(long_t, LIFConfig())
-    monkeypatch.undo()
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")  # registered for the CPU only
     assert not neuron.use_kernel(long_t, LIFConfig())
     monkeypatch.undo()
@@ -174,3 +175,21 @@ def test_the_kernel_refuses_what_it_cannot_compute_in_one_line(monkeypatch):
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     with pytest.raises(ValueError, match="runs on the CPU only, and JAX computes on gpu"):
         lif_kernel.lif_spikes(jnp.ones((2, 3)), LIFConfig())
+
+
+def test_over_two_devices_the_kernel_is_split_as_the_batch_and_equals_one_device():
+    """The programs' train step at T = 16 on a 2-device mesh (tests/scripts/multidevice_lif_kernel.py): the
+    kernel runs (auto), on each device's half of the batch where its currents come sharded by batch (the first
+    LIF layer's), and gives one device's values. (The deeper layers' calls see all 16 images: their currents
+    come from convolutions over T*B folded into one axis, which the partitioner splits otherwise.)"""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "JSNN_LIF_IMPL"}
+    out = subprocess.run([sys.executable, os.path.join(root, "tests", "scripts", "multidevice_lif_kernel.py")],
+                         env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    batches = result["kernel_batches"]
+    assert batches["auto/1"] == [16] and batches["scan/2"] == []
+    assert min(batches["auto/2"]) == 8  # without the partitioning rule every call sees all 16 images
+    assert result["two_devices_vs_one"] < 1e-5 and result["kernel_vs_scan"] < 1e-5
