@@ -28,7 +28,8 @@ from jsnn import lif_kernel
 from jsnn.surrogate import Surrogate, make_spike_fn
 
 FULL_UNROLL_MAX_T = 16  # LIFConfig.unroll=None unrolls the scan completely up to this many timesteps
-# "auto" runs a LIF layer through jsnn.lif_kernel from this many timesteps on (python benchmarks/lif_unroll.py)
+# "auto" runs a LIF layer through jsnn.lif_kernel from this many timesteps on: whole training steps were slower
+# with it at T = 4 and 8, faster at 16 (benchmarks/results/lif_kernel_threshold.md; docs/speed.md says how)
 KERNEL_MIN_T = 16
 LIF_IMPLS = ("auto", "scan", "kernel")
 
