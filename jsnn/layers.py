@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jsnn import batch_split
 from jsnn.conv import conv2d
 from jsnn.neuron import LIFConfig, lif_time_major
 from jsnn.precision import matmul
@@ -129,7 +130,8 @@ def _batch_norm(module: nn.Module, x: jax.Array, train: bool, bn: "BNConfig") ->
     jointly (what folding T into the batch gives; the default). PyTorch semantics, as in Kim et al.'s code:
     momentum 0.1, eps 1e-5, the running variance tracks the unbiased batch
     variance. Under jit with the batch sharded over devices the reductions
-    span the global batch, so BN is synchronised across devices.
+    span the global batch, so BN is synchronised across devices; run per device
+    (``jsnn.batch_split``), the statistics are averaged over the devices.
     """
     c = x.shape[-1]
     running_mean = module.variable(BATCH_STATS, "mean", filled, (c,), 0.0)
@@ -144,10 +146,13 @@ def _batch_norm(module: nn.Module, x: jax.Array, train: bool, bn: "BNConfig") ->
     if train:
         axes = tuple(range(x.ndim - 1))
         x32 = x.astype(jnp.float32)
+        devices = batch_split.axis()  # on one device's part of the batch: the global batch's statistics
         mean = jnp.mean(x32, axes)
+        mean = batch_split.device_mean(mean, devices) if devices else mean
         var = jnp.mean(jnp.square(x32 - mean), axes)
+        var = batch_split.device_mean(var, devices) if devices else var
         if module.is_mutable_collection(BATCH_STATS):
-            n = x.size // c
+            n = x.size // c * (jax.lax.psum(1, devices) if devices else 1)
             m = bn.momentum
             running_mean.value = (1 - m) * running_mean.value + m * mean
             running_var.value = (1 - m) * running_var.value + m * var * (n / max(n - 1, 1))

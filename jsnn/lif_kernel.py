@@ -35,7 +35,7 @@ import numpy as np
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jsnn import native
+from jsnn import batch_split, native
 
 SOURCE = r"""
 #include <algorithm>
@@ -299,7 +299,7 @@ def _lif(config):
             return jax.ffi.ffi_call(TARGETS[target], (out,) * n_out if n_out > 1 else out,
                                     vmap_method="sequential")(*args, **attrs)
 
-        if jax.device_count() == 1:
+        if jax.device_count() == 1 or batch_split.inside():  # one device's own arrays
             return ffi(*args)
         return _partitioned(ffi, len(args), n_out, args[0].ndim)(*args)
 

@@ -9,6 +9,7 @@ edges: data, progress, metrics, checkpoints.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import signal
 import time
 from typing import Any, Callable
@@ -19,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jsnn import batch_split, parallel, platform, preemption
 from jsnn import data as jdata
-from jsnn import parallel, platform, preemption
 from jsnn.checkpoint import Checkpointer
 from jsnn.config import TrainConfig
 from jsnn.efficiency.counting import measure_synops_dataset
@@ -150,14 +151,26 @@ class Trainer:
         key = ("steps", rule) if optimizer is self.optimizer else ("steps", rule, optimizer)
         if key not in self.jit_cache:
             repl, batch = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
-            train = jax.jit(make_train_step(self.model, rule, optimizer, self.dataset, self.dataset.augment),
+            train = jax.jit(self._split(make_train_step(self.model, rule, optimizer, self.dataset,
+                                                        self.dataset.augment)),
                             in_shardings=(repl, batch, batch, batch), out_shardings=(repl, repl), donate_argnums=0)
-            evaluate = jax.jit(make_eval_step(self.model, self.dataset),
+            evaluate = jax.jit(self._split(make_eval_step(self.model, self.dataset)),
                                in_shardings=(repl, batch, batch, batch), out_shardings=repl)
             forward = jax.jit(lambda state: fold_masks(state.forward_variables(rule)), in_shardings=repl,
                               out_shardings=repl)
             self.jit_cache[key] = (train, evaluate, forward)
         return self.jit_cache[key]
+
+    def _split(self, step: Callable) -> Callable:
+        """``step`` with the model run on each device's part of the batch while it is traced (``jsnn.batch_split``:
+        every layer's work divides over the mesh)."""
+
+        @functools.wraps(step)
+        def traced_split(*args):
+            with batch_split.split(self.mesh, parallel.DATA_AXIS):
+                return step(*args)
+
+        return traced_split
 
     def compiled(self, key, build: Callable[[], Callable]) -> Callable:
         """The function ``build()`` returns (a jitted one), built once per trainer and ``key``: what is compiled

@@ -20,7 +20,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from flax import traverse_util
+from jax.sharding import PartitionSpec
 
+from jsnn import batch_split
 from jsnn.layers import BATCH_STATS, BN, GATES, MASKS, STATS, WEIGHTS
 
 PyTree = Any
@@ -144,5 +146,24 @@ def apply_model(model: nn.Module, variables: Variables, images: jax.Array, train
     if variables.gates:
         collections[GATES] = variables.gates
     mutable = ([BATCH_STATS] if train else []) + ([STATS] if collect_stats else [])
-    logits, updates = model.apply(collections, images, train=train, mutable=mutable)
+    where = batch_split.requested()
+    if where is None or collect_stats:  # the statistics passes sum over the batch: they stay unsplit
+        logits, updates = model.apply(collections, images, train=train, mutable=mutable)
+    else:
+        logits, updates = _apply_split(model, collections, images, train, mutable, *where)
     return logits, updates.get(BATCH_STATS, variables.batch_stats), updates.get(STATS, {})
+
+
+def _apply_split(model: nn.Module, collections: dict, images: jax.Array, train: bool, mutable: list, mesh, axis: str):
+    """``model.apply`` on each device's part of the batch (``jsnn.batch_split``): each device computes with its own
+    copy of the variables (``per_device_copies``: their gradients summed in device order), images split on the
+    batch axis, logits [T, B, classes] split on B; the batch statistics, combined over the devices inside
+    BatchNorm, are the same on every device and come back replicated."""
+
+    def body(copies, images):
+        with batch_split.inside_body(axis):
+            return model.apply(jax.tree.map(lambda a: a[0], copies), images, train=train, mutable=mutable)
+
+    copies = batch_split.per_device_copies(collections, mesh, axis)
+    return jax.shard_map(body, mesh=mesh, in_specs=(PartitionSpec(axis), PartitionSpec(axis)),
+                         out_specs=(PartitionSpec(None, axis), PartitionSpec()), check_vma=False)(copies, images)

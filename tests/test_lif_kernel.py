@@ -177,11 +177,9 @@ def test_the_kernel_refuses_what_it_cannot_compute_in_one_line(monkeypatch):
         lif_kernel.lif_spikes(jnp.ones((2, 3)), LIFConfig())
 
 
-def test_over_two_devices_the_kernel_is_split_as_the_batch_and_equals_one_device():
+def test_over_two_devices_the_kernel_runs_on_each_devices_images_and_equals_one_device():
     """The programs' train step at T = 16 on a 2-device mesh (tests/scripts/multidevice_lif_kernel.py): the
-    kernel runs (auto), on each device's half of the batch where its currents come sharded by batch (the first
-    LIF layer's), and gives one device's values. (The deeper layers' calls see all 16 images: their currents
-    come from convolutions over T*B folded into one axis, which the partitioner splits otherwise.)"""
+    kernel runs (auto) on each device's half of the batch, and gives one device's values."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {k: v for k, v in os.environ.items() if k != "JSNN_LIF_IMPL"}
     out = subprocess.run([sys.executable, os.path.join(root, "tests", "scripts", "multidevice_lif_kernel.py")],
@@ -189,7 +187,25 @@ def test_over_two_devices_the_kernel_is_split_as_the_batch_and_equals_one_device
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    batches = result["kernel_batches"]
-    assert batches["auto/1"] == [16] and batches["scan/2"] == []
-    assert min(batches["auto/2"]) == 8  # without the partitioning rule every call sees all 16 images
+    assert result["kernel_batches"] == {"auto/1": [16], "auto/2": [8], "scan/2": []}
     assert result["two_devices_vs_one"] < 1e-5 and result["kernel_vs_scan"] < 1e-5
+
+
+def test_outside_the_trainers_split_the_partitioning_rule_keeps_the_kernel_on_each_devices_images():
+    """A jitted function over a batch-sharded array (as the statistics passes run, without jsnn.batch_split):
+    the partitioning rule splits the kernel's call as its operand is split (run in a 2-device subprocess)."""
+    code = """
+import jax, jax.numpy as jnp, numpy as np, re
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jsnn.neuron import LIFConfig, lif_time_major
+mesh = Mesh(np.array(jax.devices()), ("data",))
+x = jax.device_put(jax.random.normal(jax.random.key(0), (16, 8, 5)), NamedSharding(mesh, P(None, "data")))
+f = jax.jit(jax.grad(lambda x: jnp.sum(lif_time_major(x, LIFConfig()) * jnp.cos(x))))
+calls = [l for l in f.lower(x).compile().as_text().splitlines() if 'custom_call_target="jsnn_lif' in l]
+print(sorted({int(re.search(r"f32\\[\\d+,(\\d+)", l).group(1)) for l in calls}), f(x).sharding.spec)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "JSNN_LIF_IMPL"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[4] P(None, 'data')"  # 4 of 8 images a device

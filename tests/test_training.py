@@ -58,6 +58,19 @@ def test_eight_devices_equal_one_device():
     assert "does not divide over 8 devices" in result["indivisible_error"]
 
 
+def test_two_devices_split_every_layers_work(tmp_path):
+    """benchmarks/data_parallel_split.py in a 2-device process: in the compiled train step each device's
+    convolutions over images (forward and input gradient) run on half the images one device's do."""
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "data_parallel_split.py"), "--timesteps",
+                          "4", "--out", str(tmp_path / "split")],
+                         env={**ENV, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    one, two = json.loads((tmp_path / "split.json").read_text())["rows"]
+    assert (one["devices"], two["devices"]) == (1, 2) and len(one["conv_batches"]) >= 5
+    assert two["conv_batches"] == [b // 2 for b in one["conv_batches"]]
+
+
 def dense_run(config, trainer, workdir, hooks=RunHooks()) -> Run:
     return Run(DensePlan(config), config, str(workdir), trainer=trainer,
                outputs=Outputs(plots=False, cost_report=False), hooks=hooks)

@@ -22,6 +22,7 @@ import dataclasses
 import flax.linen as nn
 import jax
 
+from jsnn import batch_split
 from jsnn.layers import ConvBN, MaskedDense, unfold_time
 from jsnn.surrogate import make_spike_fn
 from jsnn.variables import Variables, apply_model
@@ -81,7 +82,7 @@ def observe(model: nn.Module, variables: Variables, images: jax.Array, train: bo
             seen.neurons[path] = NeuronCall(path, u, spike(u - model.lif.threshold))
         return out
 
-    with nn.intercept_methods(watch):
+    with nn.intercept_methods(watch), batch_split.unsplit():  # the layers' arrays leave the model
         logits, _, _ = apply_model(model, variables, images, train=train, collect_stats=neurons)
     return logits, seen
 

@@ -53,6 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jsnn import batch_split
 from jsnn.layers import ConvBN, MaskedDense
 from jsnn.models.description import Layer, readers
 from jsnn.variables import Variables, apply_model, by_name, from_names, kernels
@@ -209,7 +210,8 @@ def forward_with_inputs(model: nn.Module, variables: Variables, images: jax.Arra
             seen["/".join(context.module.scope.path)] = args[0]
         return next_fun(*args, **kwargs)
 
-    with nn.intercept_methods(watch):
+    # the layers' inputs leave the model here: it runs unsplit (jsnn.batch_split)
+    with nn.intercept_methods(watch), batch_split.unsplit():
         logits, new_stats, _ = apply_model(model, variables, images, train=train)
     return logits, new_stats, seen
 
