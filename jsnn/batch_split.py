@@ -5,9 +5,10 @@ Under ``jax.jit`` with the batch sharded over a mesh, XLA's partitioner keeps th
 follow it: the layers fold T into the batch axis time-major ([T, B] -> [T*B]), a merged axis whose minor
 factor B cannot stay split, so it gathers the batch and every layer after the first computes the whole
 batch on every device (``benchmarks/data_parallel_split.py``). Inside ``split`` the trainer's steps run
-the model under ``shard_map`` instead: each device computes its images through every layer, BatchNorm
-averages its batch statistics over the devices (``pmean``, so they are the global batch's), and only
-those statistics and the gradients cross devices.
+the model under ``shard_map`` instead: each device computes its images through every layer with its own
+copy of the variables (``per_device_copies``), BatchNorm averages its batch statistics over the devices
+(``device_mean``, so they are the global batch's), and only those statistics and the gradients cross
+devices, gathered and reduced in device order.
 
 The split is set by the caller while a step is traced (``split(mesh)``, a context) and read where the
 model is applied (``jsnn.variables.apply_model``), by BatchNorm (``axis()``) and by the LIF kernel
