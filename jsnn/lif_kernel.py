@@ -25,7 +25,6 @@ each call is split as its operands are, over every axis but time (``_partitioned
 """
 from __future__ import annotations
 
-import ctypes
 import functools
 import math
 
@@ -227,9 +226,7 @@ def build(cache_dir: str | None = None) -> str:
 @functools.lru_cache(maxsize=None)
 def load() -> None:
     """Builds (if needed) and registers the four FFI targets with XLA's CPU backend, once per process."""
-    lib = ctypes.cdll.LoadLibrary(build())
-    for key, target in TARGETS.items():
-        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, _SYMBOLS[key])), platform="cpu")
+    native.register(build(), {target: _SYMBOLS[key] for key, target in TARGETS.items()})
 
 
 def supports(config) -> str | None:
@@ -299,7 +296,7 @@ def _lif(config):
             return jax.ffi.ffi_call(TARGETS[target], (out,) * n_out if n_out > 1 else out,
                                     vmap_method="sequential")(*args, **attrs)
 
-        if jax.device_count() == 1 or batch_split.inside():  # one device's own arrays
+        if jax.device_count() == 1 or batch_split.axis() is not None:  # one device's own arrays
             return ffi(*args)
         return _partitioned(ffi, len(args), n_out, args[0].ndim)(*args)
 

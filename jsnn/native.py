@@ -9,6 +9,7 @@ event-driven spike convolution) and ``jsnn.lif_kernel`` (the LIF layer over time
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import importlib.util
 import os
@@ -90,6 +91,14 @@ def build(name: str, source: str, flags: tuple[str, ...], directory: str, what: 
             raise RuntimeError(f"compiling {what} with {' '.join(cxx)} failed: {tail}")
         os.replace(out, path)  # atomic: a concurrent build leaves one complete file
     return path
+
+
+def register(library: str, symbols: dict[str, str]) -> None:
+    """Loads the shared ``library`` and registers each of its handler ``symbols`` (FFI target name -> exported
+    symbol) with XLA's CPU backend."""
+    lib = ctypes.cdll.LoadLibrary(library)
+    for target, symbol in symbols.items():
+        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
 
 
 def default_threads() -> int:

@@ -26,7 +26,6 @@ The kernel is registered with XLA's CPU backend only: on a GPU or TPU backend ``
 """
 from __future__ import annotations
 
-import ctypes
 import functools
 
 import jax
@@ -302,9 +301,7 @@ def build(cache_dir: str | None = None) -> str:
 @functools.lru_cache(maxsize=None)
 def load() -> None:
     """Builds (if needed) and registers both FFI targets with XLA's CPU backend, once per process."""
-    lib = ctypes.cdll.LoadLibrary(build())
-    for fmt, target in TARGETS.items():
-        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, _SYMBOLS[fmt])), platform="cpu")
+    native.register(build(), {target: _SYMBOLS[fmt] for fmt, target in TARGETS.items()})
 
 
 def ell_rows(kernel: np.ndarray):
