@@ -11,8 +11,8 @@ copy of the variables (``per_device_copies``), BatchNorm averages its batch stat
 devices, gathered and reduced in device order.
 
 The split is set by the caller while a step is traced (``split(mesh)``, a context) and read where the
-model is applied (``jsnn.variables.apply_model``), by BatchNorm (``axis()``) and by the LIF kernel
-(``inside()``: a device's part is an ordinary array there). A mesh of one device sets nothing: one
+model is applied (``jsnn.variables.apply_model``), by BatchNorm and by the LIF kernel (``axis()``: inside
+the body a device's part is an ordinary array). A mesh of one device sets nothing: one
 device computes as it always did, bit for bit.
 """
 from __future__ import annotations
@@ -32,24 +32,25 @@ _AXIS: contextvars.ContextVar[str | None] = contextvars.ContextVar("jsnn_split_a
 
 
 @contextlib.contextmanager
+def _setting(*pairs):
+    """Each (context variable, value) set within, and reset after."""
+    tokens = [(var, var.set(value)) for var, value in pairs]
+    try:
+        yield
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
+
+
 def split(mesh: Mesh | None, axis: str = "data"):
     """While tracing inside it, ``apply_model`` runs the model per device over ``mesh``'s ``axis`` (a
     mesh of one device, or None: no split)."""
-    token = _MESH.set((mesh, axis) if mesh is not None and mesh.devices.size > 1 else None)
-    try:
-        yield
-    finally:
-        _MESH.reset(token)
+    return _setting((_MESH, (mesh, axis) if mesh is not None and mesh.devices.size > 1 else None))
 
 
-@contextlib.contextmanager
 def unsplit():
     """No split within (code that intercepts the model's layers reads their arrays outside the model)."""
-    token = _MESH.set(None)
-    try:
-        yield
-    finally:
-        _MESH.reset(token)
+    return split(None)
 
 
 def requested():
@@ -57,24 +58,14 @@ def requested():
     return _MESH.get()
 
 
-@contextlib.contextmanager
 def inside_body(axis: str):
     """Marks the per-device body: BatchNorm reduces over ``axis``; no nested split."""
-    token, mesh_token = _AXIS.set(axis), _MESH.set(None)
-    try:
-        yield
-    finally:
-        _AXIS.reset(token)
-        _MESH.reset(mesh_token)
+    return _setting((_AXIS, axis), (_MESH, None))
 
 
 def axis() -> str | None:
     """The mesh axis the batch is split over, inside a per-device body; None outside one."""
     return _AXIS.get()
-
-
-def inside() -> bool:
-    return _AXIS.get() is not None
 
 
 def _sum_in_device_order(g: jax.Array, n: int) -> jax.Array:
