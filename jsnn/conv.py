@@ -46,6 +46,7 @@ import os
 import jax
 import jax.numpy as jnp
 
+from jsnn import batch_split, conv_kernel
 from jsnn.precision import MatmulPolicy, matmul_policy
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
@@ -218,6 +219,16 @@ def _custom_bwd(stride, padding, policy, res, g):
 _custom_conv.defvjp(_custom_fwd, _custom_bwd)
 
 
+def _amx_applies(x, kernel, stride: int, padding: int) -> bool:
+    """Whether a bf16 convolution runs as ``jsnn.conv_kernel``'s AMX kernel: on the CPU backend, on one
+    device or inside the trainer's per-device body (a custom call has no rule to split a batch-sharded
+    convolution over devices), for the shapes it supports, on a CPU and system that grant AMX."""
+    return (x.dtype == jnp.bfloat16 and jax.default_backend() == "cpu"
+            and (jax.device_count() == 1 or batch_split.axis() is not None)
+            and conv_kernel.supports(x.shape, kernel.shape, stride, padding)
+            and conv_kernel.unavailable() is None)
+
+
 def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int, impl: str | None = None,
            precision: str = "f32") -> jax.Array:
     """2-D convolution, NHWC input ``x`` [N, H, W, C], HWIO ``kernel``, ``padding`` zeros on every side.
@@ -232,6 +243,8 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int, impl: str
     if impl == "xla":
         return _xla_conv(x, kernel, stride, padding, policy)
     stride, padding = int(stride), int(padding)
+    if _amx_applies(x, kernel, stride, padding):
+        return conv_kernel.conv(x, kernel, padding)
     kh, kw = kernel.shape[:2]
     ho, wo = _output_hw(x.shape[1:3], (kh, kw), stride, padding)
     if ho * wo <= IM2COL_MAX_OUTPUT_PIXELS:

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jsnn import conv, precision
+from jsnn import conv, conv_kernel, precision
 from jsnn.config import TrainConfig
 from jsnn.conv import conv2d
 from jsnn.layers import ConvBN, MaskedDense
@@ -101,11 +101,15 @@ def test_bf16_gradients_are_f32_and_near_the_f32_ones():
 
 
 def products(jaxpr):
-    """(operand dtypes, precision) of every convolution / matmul in ``jaxpr`` and the jaxprs inside it."""
+    """(operand dtypes, precision) of every convolution / matmul in ``jaxpr`` and the jaxprs inside it,
+    the AMX convolution kernel's calls (``jsnn.conv_kernel``; bf16 on a CPU that has AMX) included, with
+    the default precision (its products are bf16 x bf16 -> f32)."""
     found = []
     for eqn in jaxpr.eqns:
         if eqn.primitive.name in ("conv_general_dilated", "dot_general"):
             found.append((tuple(str(v.aval.dtype) for v in eqn.invars), eqn.params["precision"]))
+        if eqn.primitive.name == "ffi_call" and eqn.params["target_name"] == conv_kernel.TARGETS["forward"]:
+            found.append((tuple(str(v.aval.dtype) for v in eqn.invars), None))
         for value in eqn.params.values():
             for sub in value if isinstance(value, (tuple, list)) else (value,):
                 inner = getattr(sub, "jaxpr", sub)

@@ -1,0 +1,347 @@
+"""bf16 convolutions on the CPU's matrix unit (Intel AMX) as C++ kernels through ``jax.ffi``.
+
+XLA's CPU convolutions do not reach AMX: in bf16 they run at about the f32 rate, while a bf16 matmul
+runs several times faster (docs/speed.md, "Precision"). An im2col matmul would reach it, but XLA builds
+the patches slowly, and the filter gradient's product over the long pixel axis is slow unless its
+operand is laid out transposed. These kernels compute a stride-1 convolution straight from the
+padded input with AMX tiles (``TDPBF16PS``: bf16 products, f32 accumulation), never building patches:
+
+  forward          out[q] = sum over taps t, channels c of xpad[q + off_t, c] * w[t, c, o]
+                   over the padded image's flattened pixels q (the "flat" trick: a tap's input is
+                   the output pixel's index shifted by ``i*Wp + j``; rows of the padded width that
+                   are not output pixels are computed and dropped);
+  input gradient   the same kernel on the output gradient, with the spatially flipped, channel-
+                   transposed kernel and padding ``k - 1 - padding``;
+  filter gradient  dw[t, c, o] = sum over q of xpad[q + off_t, c] * g[q, o], over pixel chunks that
+                   stay in cache, with the input transposed to [C, q] and the gradient packed in
+                   pixel pairs (the layouts the tile product reads).
+
+Operands are bf16 (``conv.conv2d`` casts them under the "bf16" precision), results f32. Every
+output element is a sum of exact bf16 x bf16 products accumulated in f32 in a fixed order (by
+tap, then by 32 channels, or by pixel chunk for the filter gradient), independent of the thread
+count. Values agree with XLA's bf16 convolution to f32 rounding (``tests/test_conv_kernel.py``
+compares with a float64 reference on the same bf16 operands).
+
+Where: the "bf16" precision on the CPU backend, on a CPU with AMX-BF16 and a Linux kernel that
+grants it (``available``), stride 1, input and output channels multiples of 32, ``padding <
+kernel size``. Otherwise ``conv.conv2d`` keeps XLA's convolution. ``JSNN_CONV_AMX=0`` turns it off.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jsnn import native
+
+SOURCE = r"""
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using bf16 = uint16_t;
+
+// Asks Linux for the AMX tile state (ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA), once per process.
+static bool amx_granted() {
+  static const bool ok = syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+  return ok;
+}
+
+extern "C" int jsnn_amx_ready() { return amx_granted() ? 1 : 0; }
+
+struct TileConfig {
+  uint8_t palette_id = 1, start_row = 0, reserved[14] = {0};
+  uint16_t colsb[16] = {0};
+  uint8_t rows[16] = {0};
+};
+
+// Eight tiles of 16 rows x 64 bytes: four f32 accumulators (2 x 2 blocks of 16 x 16), two bf16 A
+// tiles (16 rows x 32 values), two bf16 B tiles (16 pairs of rows x 16 columns).
+static void load_tile_config() {
+  TileConfig cfg;
+  for (int i = 0; i < 8; ++i) { cfg.colsb[i] = 64; cfg.rows[i] = 16; }
+  _tile_loadconfig(&cfg);
+}
+
+// Work items [0, n) over `threads` std::threads in contiguous ranges: each item's sums are made by
+// one thread in one order, so results do not depend on the thread count.
+template <typename F> static void in_parallel(int64_t n, int64_t threads, F f) {
+  threads = std::max<int64_t>(1, std::min<int64_t>(threads, n));
+  if (threads == 1) return f(int64_t{0}, n);
+  std::vector<std::thread> pool;
+  const int64_t per = (n + threads - 1) / threads;
+  for (int64_t i = 1; i < threads; ++i) {
+    const int64_t a = i * per, b = std::min(n, a + per);
+    if (a < b) pool.emplace_back([=] { f(a, b); });
+  }
+  f(0, std::min(n, per));
+  for (auto& t : pool) t.join();
+}
+
+// Scratch kept by the calling thread across calls (grown, never shrunk): fresh buffers of tens of
+// MB each call would cost page faults comparable to the products.
+static bf16* scratch(int which, int64_t n) {
+  thread_local std::vector<bf16> buffers[3];
+  auto& b = buffers[which];
+  if (int64_t(b.size()) < n) b.resize(n);
+  return b.data();
+}
+
+// x [N, H, W, C] -> xp [N, Hp, Wp, C] with zero borders, then `tail` zero pixels.
+static void pad_input(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t C, int64_t pad, int64_t Hp,
+                      int64_t Wp, bf16* xp, int64_t tail, int64_t threads) {
+  in_parallel(N, threads, [&](int64_t a, int64_t b) {
+    for (int64_t n = a; n < b; ++n) {
+      bf16* img = xp + n * Hp * Wp * C;
+      std::memset(img, 0, pad * Wp * C * 2);
+      for (int64_t h = 0; h < H; ++h) {
+        bf16* row = img + (h + pad) * Wp * C;
+        std::memset(row, 0, pad * C * 2);
+        std::memcpy(row + pad * C, x + (n * H + h) * W * C, W * C * 2);
+        std::memset(row + (pad + W) * C, 0, (Wp - W - pad) * C * 2);
+      }
+      std::memset(img + (H + pad) * Wp * C, 0, (Hp - H - pad) * Wp * C * 2);
+    }
+  });
+  std::memset(xp + N * Hp * Wp * C, 0, tail * C * 2);
+}
+
+// out [N, Ho, Wo, O] f32 = conv(x [N, H, W, C], w), stride 1. w is HWIO [kh, kw, C, O]; with `flip`,
+// w is the HWIO kernel of the convolution whose input gradient this is ([kh, kw, O, C]) and is read
+// flipped and transposed: w'[i, j, c, o] = w[kh-1-i, kw-1-j, o, c].
+static void forward(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t C, const bf16* w, int64_t kh,
+                    int64_t kw, int64_t O, int64_t pad, bool flip, float* out, int64_t threads) {
+  const int64_t Hp = H + 2 * pad, Wp = W + 2 * pad, Ho = Hp - kh + 1, Wo = Wp - kw + 1, Q = N * Hp * Wp;
+  const int64_t T = kh * kw, KC = C / 32, OB = O / 16, blocks = (Q + 31) / 32;
+  const int64_t tail = blocks * 32 - Q + (kh - 1) * Wp + kw;
+  bf16* xp = scratch(0, (Q + tail) * C);
+  pad_input(x, N, H, W, C, pad, Hp, Wp, xp, tail, threads);
+  bf16* wv = scratch(1, T * C * O);  // [t][32 channels][16 outputs]: 16 rows of (output, channel pair)
+  in_parallel(T, threads, [&](int64_t a, int64_t b) {
+    for (int64_t t = a; t < b; ++t) {
+      const int64_t tf = (kh - 1 - t / kw) * kw + (kw - 1 - t % kw);
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t o = 0; o < O; ++o) {
+          const bf16 v = flip ? w[(tf * O + o) * C + c] : w[(t * C + c) * O + o];
+          wv[((t * KC + c / 32) * OB + o / 16) * 512 + ((c % 32) / 2) * 32 + (o % 16) * 2 + c % 2] = v;
+        }
+    }
+  });
+  in_parallel(blocks, threads, [&](int64_t a, int64_t b) {
+    load_tile_config();
+    alignas(64) float acc[4][256];
+    for (int64_t blk = a; blk < b; ++blk) {
+      const int64_t q0 = blk * 32;
+      for (int64_t ob = 0; ob < OB; ob += 2) {
+        _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+        for (int64_t t = 0; t < T; ++t) {
+          const bf16* rows = xp + (q0 + (t / kw) * Wp + t % kw) * C;
+          const bf16* wt = wv + (t * KC * OB + ob) * 512;
+          for (int64_t kc = 0; kc < KC; ++kc) {
+            _tile_loadd(4, rows + kc * 32, C * 2);
+            _tile_loadd(5, rows + 16 * C + kc * 32, C * 2);
+            _tile_loadd(6, wt + kc * OB * 512, 64);
+            _tile_loadd(7, wt + kc * OB * 512 + 512, 64);
+            _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
+          }
+        }
+        _tile_stored(0, acc[0], 64); _tile_stored(1, acc[1], 64);
+        _tile_stored(2, acc[2], 64); _tile_stored(3, acc[3], 64);
+        for (int64_t r = 0; r < 32; ++r) {
+          const int64_t q = q0 + r;
+          if (q >= Q) break;
+          const int64_t n = q / (Hp * Wp), h = (q / Wp) % Hp, col = q % Wp;
+          if (h >= Ho || col >= Wo) continue;  // a padding pixel: not an output
+          float* dst = out + ((n * Ho + h) * Wo + col) * O + ob * 16;
+          std::memcpy(dst, acc[(r / 16) * 2] + (r % 16) * 16, 64);
+          std::memcpy(dst + 16, acc[(r / 16) * 2 + 1] + (r % 16) * 16, 64);
+        }
+      }
+    }
+    _tile_release();
+  });
+}
+
+// dw [kh, kw, C, O] f32 = sum over output pixels of the tap's input window^T g: x [N, H, W, C],
+// g [N, Ho, Wo, O], stride 1.
+static void filter_grad(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t C, const bf16* g, int64_t kh,
+                        int64_t kw, int64_t O, int64_t pad, float* dw, int64_t threads) {
+  const int64_t Hp = H + 2 * pad, Wp = W + 2 * pad, Ho = Hp - kh + 1, Wo = Wp - kw + 1;
+  constexpr int64_t QB = 1024;  // pixels a chunk: its slices of xt and gv stay in L2 for every item
+  const int64_t Q = ((N * Hp * Wp + 31) / 32) * 32, Qx = Q + (kh - 1) * Wp + kw + 32;
+  bf16* xp = scratch(0, Qx * C);
+  pad_input(x, N, H, W, C, pad, Hp, Wp, xp, Qx - N * Hp * Wp, threads);
+  bf16* xt = scratch(1, C * Qx);  // [C][q]: tile rows are channels, their 32 values pixels
+  in_parallel((Qx + 31) / 32, threads, [&](int64_t a, int64_t b) {
+    for (int64_t qb = a; qb < b; ++qb) {
+      const int64_t q0 = qb * 32, qn = std::min<int64_t>(32, Qx - q0);
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t q = 0; q < qn; ++q) xt[c * Qx + q0 + q] = xp[(q0 + q) * C + c];
+    }
+  });
+  bf16* gv = scratch(2, Q * O);  // [q/2][O][2]: pixel pairs, zero where a pixel is no output
+  in_parallel(N, threads, [&](int64_t a, int64_t b) {
+    for (int64_t n = a; n < b; ++n) {
+      std::memset(gv + n * Hp * Wp * O, 0, Hp * Wp * O * 2);
+      for (int64_t h = 0; h < Ho; ++h)
+        for (int64_t col = 0; col < Wo; ++col) {
+          const int64_t q = (n * Hp + h) * Wp + col;
+          const bf16* src = g + ((n * Ho + h) * Wo + col) * O;
+          bf16* dst = gv + (q / 2) * O * 2 + q % 2;
+          for (int64_t o = 0; o < O; ++o) dst[o * 2] = src[o];
+        }
+    }
+  });
+  std::memset(gv + N * Hp * Wp * O, 0, (Q - N * Hp * Wp) * O * 2);
+  const int64_t T = kh * kw, CB = C / 32, OB = O / 32;
+  std::fill(dw, dw + T * C * O, 0.0f);
+  in_parallel(T * CB * OB, threads, [&](int64_t a, int64_t b) {
+    load_tile_config();
+    for (int64_t q1 = 0; q1 < Q; q1 += QB) {
+      const int64_t q2 = std::min(Q, q1 + QB);
+      for (int64_t item = a; item < b; ++item) {
+        const int64_t t = item / (CB * OB), cb = (item / OB) % CB, ob = item % OB;
+        const int64_t off = (t / kw) * Wp + t % kw;
+        float* d = dw + (t * C + cb * 32) * O + ob * 32;
+        _tile_loadd(0, d, O * 4); _tile_loadd(1, d + 16, O * 4);
+        _tile_loadd(2, d + 16 * O, O * 4); _tile_loadd(3, d + 16 * O + 16, O * 4);
+        for (int64_t q = q1; q < q2; q += 32) {
+          const bf16* a0 = xt + cb * 32 * Qx + q + off;
+          _tile_loadd(4, a0, Qx * 2);
+          _tile_loadd(5, a0 + 16 * Qx, Qx * 2);
+          const bf16* b0 = gv + (q / 2) * O * 2 + ob * 64;
+          _tile_loadd(6, b0, O * 4);
+          _tile_loadd(7, b0 + 32, O * 4);
+          _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7);
+          _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
+        }
+        _tile_stored(0, d, O * 4); _tile_stored(1, d + 16, O * 4);
+        _tile_stored(2, d + 16 * O, O * 4); _tile_stored(3, d + 16 * O + 16, O * 4);
+      }
+    }
+    _tile_release();
+  });
+}
+
+static ffi::Error Forward(ffi::Buffer<ffi::BF16> x, ffi::Buffer<ffi::BF16> w, ffi::ResultBuffer<ffi::F32> out,
+                          int64_t pad, int64_t flip, int64_t threads) {
+  if (!amx_granted()) return ffi::Error::Internal("jsnn's AMX convolution: the kernel did not grant AMX");
+  auto xd = x.dimensions(), wd = w.dimensions(), od = out->dimensions();
+  forward(x.typed_data(), xd[0], xd[1], xd[2], xd[3], w.typed_data(), wd[0], wd[1], od[3], pad, flip != 0,
+          out->typed_data(), threads);
+  return ffi::Error::Success();
+}
+
+static ffi::Error FilterGrad(ffi::Buffer<ffi::BF16> x, ffi::Buffer<ffi::BF16> g, ffi::ResultBuffer<ffi::F32> dw,
+                             int64_t pad, int64_t threads) {
+  if (!amx_granted()) return ffi::Error::Internal("jsnn's AMX convolution: the kernel did not grant AMX");
+  auto xd = x.dimensions(), wd = dw->dimensions();
+  filter_grad(x.typed_data(), xd[0], xd[1], xd[2], xd[3], g.typed_data(), wd[0], wd[1], wd[3], pad,
+              dw->typed_data(), threads);
+  return ffi::Error::Success();
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JsnnAmxConvForward, Forward,
+                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::BF16>>().Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>().Attr<int64_t>("pad").Attr<int64_t>("flip")
+                                  .Attr<int64_t>("threads"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JsnnAmxConvFilterGrad, FilterGrad,
+                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::BF16>>().Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>().Attr<int64_t>("pad").Attr<int64_t>("threads"));
+"""
+
+FLAGS = (*native.FLAGS, "-mamx-tile", "-mamx-bf16", "-mavx512bf16")
+WHAT = "the AMX convolution kernel"
+TARGETS = {"forward": "jsnn_amx_conv_forward", "filter_grad": "jsnn_amx_conv_filter_grad"}
+_SYMBOLS = {"forward": "JsnnAmxConvForward", "filter_grad": "JsnnAmxConvFilterGrad"}
+CHANNEL_MULTIPLE = 32  # a tile row holds 32 bf16 input channels; outputs go in pairs of 16-column tiles
+
+
+def build(cache_dir: str | None = None) -> str:
+    """Compiles the kernel (once per source, flags, compiler and CPU) and returns the shared library's path."""
+    return native.build("amx_conv", SOURCE, FLAGS, cache_dir or native.cache_dir("amx_conv"), WHAT)
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU reports AMX tiles with bf16 products (/proc/cpuinfo)."""
+    features = native.cpu_features().split()
+    return "amx_tile" in features and "amx_bf16" in features
+
+
+@functools.lru_cache(maxsize=None)
+def _load() -> str | None:
+    """Builds and registers the kernels once per process; None where they can run, else why not (one line)."""
+    if os.environ.get("JSNN_CONV_AMX", "1") == "0":
+        return "JSNN_CONV_AMX=0"
+    if not cpu_has_amx():
+        return "this CPU has no AMX-BF16"
+    try:
+        library = build()
+    except (native.CompilerMissing, RuntimeError) as e:
+        return str(e)
+    if not ctypes.cdll.LoadLibrary(library).jsnn_amx_ready():
+        return "the operating system did not grant AMX to this process"
+    native.register(library, {target: _SYMBOLS[key] for key, target in TARGETS.items()})
+    return None
+
+
+def unavailable() -> str | None:
+    """Why the AMX kernels cannot run in this process (one line), or None where they can."""
+    return _load()
+
+
+def supports(x_shape, kernel_shape, stride: int, padding: int) -> bool:
+    """Whether the kernels compute this convolution (NHWC ``x_shape``, HWIO ``kernel_shape``)."""
+    kh, kw, cin, cout = kernel_shape
+    return (stride == 1 and cin % CHANNEL_MULTIPLE == 0 and cout % CHANNEL_MULTIPLE == 0
+            and 0 <= padding < min(kh, kw) and x_shape[1] + 2 * padding >= kh and x_shape[2] + 2 * padding >= kw)
+
+
+def _call(target: str, shape, *args, **attrs):
+    attrs = {k: np.int64(v) for k, v in attrs.items()}
+    return jax.ffi.ffi_call(TARGETS[target], jax.ShapeDtypeStruct(shape, jnp.float32),
+                            vmap_method="sequential")(*args, **attrs, threads=np.int64(native.default_threads()))
+
+
+def _forward(x, kernel, padding: int):
+    n, h, w, _ = x.shape
+    kh, kw, _, cout = kernel.shape
+    out = (n, h + 2 * padding - kh + 1, w + 2 * padding - kw + 1, cout)
+    return _call("forward", out, x, kernel, pad=padding, flip=0)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
+    """Stride-1 convolution of bf16 NHWC ``x`` with the bf16 HWIO ``kernel`` (``padding`` zeros on every
+    side), f32 result. Its gradients are f32 (the output gradient is rounded to bf16 for the products,
+    as ``conv.conv2d`` does for every bf16 convolution). Call only where ``supports`` and not
+    ``unavailable()``."""
+    return _forward(x, kernel, padding)
+
+
+def _conv_fwd(x, kernel, padding):
+    return _forward(x, kernel, padding), (x, kernel)
+
+
+def _conv_bwd(padding, res, g):
+    x, kernel = res
+    kh, kw, _, _ = kernel.shape
+    g = g.astype(jnp.bfloat16)
+    dx = _call("forward", x.shape, g, kernel, pad=kh - 1 - padding, flip=1)
+    dk = _call("filter_grad", kernel.shape, x, g, pad=padding)
+    return dx.astype(x.dtype), dk.astype(kernel.dtype)
+
+
+conv.defvjp(_conv_fwd, _conv_bwd)

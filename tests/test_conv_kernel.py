@@ -1,0 +1,149 @@
+"""jsnn.conv_kernel: the AMX bf16 convolution against a float64 NumPy reference on the same bf16 operands."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jsnn import conv, conv_kernel, native
+
+pytestmark = pytest.mark.skipif(conv_kernel.unavailable() is not None,
+                                reason=f"AMX convolution unavailable: {conv_kernel.unavailable()}")
+
+# (N, H, W, Cin, Cout, k, padding): odd sizes, 1x1 and 5x5 kernels, padding below and at k // 2,
+# pixel counts that are not multiples of the 32-pixel blocks
+SHAPES = [(2, 8, 8, 32, 64, 3, 1), (3, 5, 7, 64, 32, 3, 1), (2, 6, 6, 32, 96, 1, 0), (1, 9, 9, 32, 64, 5, 2),
+          (2, 8, 8, 32, 32, 3, 0), (1, 3, 4, 64, 64, 3, 2), (5, 2, 2, 32, 32, 3, 1)]
+
+
+def _bf16_operands(shape, seed=0):
+    n, h, w, cin, cout, k, _ = shape
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.standard_normal((n, h, w, cin)), jnp.bfloat16)
+    kernel = jnp.asarray(rng.standard_normal((k, k, cin, cout)), jnp.bfloat16)
+    return x, kernel
+
+
+def _reference_conv(x, kernel, padding):
+    """float64 loop over the taps: out[n, h, w, o] = sum_{i, j, c} xpad[n, h + i, w + j, c] kernel[i, j, c, o]."""
+    x = np.asarray(x, np.float64)
+    kernel = np.asarray(kernel, np.float64)
+    kh, kw = kernel.shape[:2]
+    xp = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    ho, wo = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
+    out = np.zeros((x.shape[0], ho, wo, kernel.shape[3]))
+    for i in range(kh):
+        for j in range(kw):
+            out += np.einsum("nhwc,co->nhwo", xp[:, i:i + ho, j:j + wo], kernel[i, j])
+    return out
+
+
+def _reference_grads(x, kernel, padding, g):
+    """d<out, g>/dx and /dkernel of the reference, in float64 (the loop's adjoint, written out)."""
+    x64, k64, g64 = (np.asarray(a, np.float64) for a in (x, kernel, g))
+    kh, kw = k64.shape[:2]
+    xp = np.pad(x64, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    ho, wo = g64.shape[1:3]
+    dxp, dk = np.zeros_like(xp), np.zeros_like(k64)
+    for i in range(kh):
+        for j in range(kw):
+            dxp[:, i:i + ho, j:j + wo] += np.einsum("nhwo,co->nhwc", g64, k64[i, j])
+            dk[i, j] = np.einsum("nhwc,nhwo->co", xp[:, i:i + ho, j:j + wo], g64)
+    h, w = x64.shape[1:3]
+    return dxp[:, padding:padding + h, padding:padding + w], dk
+
+
+def _close(actual, expected, rtol=2e-6):
+    """Within f32 accumulation's rounding of the largest value (each product is exact; only the f32 sums round)."""
+    actual = np.asarray(actual, np.float64)
+    scale = max(np.abs(expected).max(), 1e-30)
+    np.testing.assert_array_less(np.abs(actual - expected).max() / scale, rtol)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_forward_and_both_gradients_equal_the_float64_reference(shape):
+    x, kernel = _bf16_operands(shape)
+    padding = shape[-1]
+    out = jax.jit(conv_kernel.conv, static_argnums=2)(x, kernel, padding)
+    _close(out, _reference_conv(x, kernel, padding))
+    g = jnp.asarray(np.random.default_rng(1).standard_normal(out.shape), jnp.bfloat16)
+    dx_ref, dk_ref = _reference_grads(x, kernel, padding, g)
+    kh = kernel.shape[0]
+    # the kernels' f32 gradients, before the VJP rounds them to the operands' dtype
+    dx = jax.jit(lambda g, k: conv_kernel._call("forward", x.shape, g, k, pad=kh - 1 - padding, flip=1))(g, kernel)
+    dk = jax.jit(lambda x, g: conv_kernel._call("filter_grad", kernel.shape, x, g, pad=padding))(x, g)
+    _close(dx, dx_ref)
+    _close(dk, dk_ref)
+    # the VJP returns exactly those, rounded to the bf16 operands' dtype
+    vjp_dx, vjp_dk = jax.jit(jax.grad(lambda x, k: jnp.sum(conv_kernel.conv(x, k, padding) * g.astype(jnp.float32)),
+                                      argnums=(0, 1)))(x, kernel)
+    assert vjp_dx.dtype == vjp_dk.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(vjp_dx), np.asarray(dx.astype(jnp.bfloat16)))
+    np.testing.assert_array_equal(np.asarray(vjp_dk), np.asarray(dk.astype(jnp.bfloat16)))
+
+
+def test_on_spikes_it_is_the_f32_convolution_of_the_rounded_weights():
+    """Spikes are exact in bf16 and so is each product: only the f32 sums' order may differ from XLA's f32 conv."""
+    rng = np.random.default_rng(2)
+    spikes = (rng.random((4, 8, 8, 32)) < 0.3).astype(np.float32)
+    kernel = rng.standard_normal((3, 3, 32, 64)).astype(np.float32)
+    rounded = np.asarray(jnp.asarray(kernel, jnp.bfloat16).astype(jnp.float32))
+    f32 = jax.lax.conv_general_dilated(spikes, rounded, (1, 1), [(1, 1), (1, 1)], dimension_numbers=conv._DIMS,
+                                       precision="highest")
+    amx = conv_kernel.conv(jnp.asarray(spikes, jnp.bfloat16), jnp.asarray(kernel, jnp.bfloat16), 1)
+    _close(amx, np.asarray(f32, np.float64), rtol=1e-6)
+
+
+def test_results_do_not_depend_on_the_thread_count(monkeypatch):
+    x, kernel = _bf16_operands((3, 16, 16, 64, 64, 3, 1), seed=3)
+    g = jnp.asarray(np.random.default_rng(4).standard_normal((3, 16, 16, 64)), jnp.float32)
+
+    def all_three(threads):
+        monkeypatch.setattr(native, "default_threads", lambda: threads)
+        f = lambda x, k: jnp.sum(conv_kernel.conv(x, k, 1) * g)  # noqa: E731
+        out = conv_kernel.conv(x, kernel, 1)
+        dk = conv_kernel._call("filter_grad", kernel.shape, x, g.astype(jnp.bfloat16), pad=1)
+        return [np.asarray(a) for a in (out, *jax.grad(f, argnums=(0, 1))(x, kernel), dk)]
+
+    for one, two in zip(all_three(1), all_three(2)):
+        np.testing.assert_array_equal(one, two)
+
+
+def _custom_call_targets(fn, *args):
+    text = jax.jit(fn).lower(*args).as_text()
+    return {t for t in conv_kernel.TARGETS.values() if t in text}
+
+
+def test_conv2d_takes_the_kernel_only_for_bf16_shapes_it_supports():
+    x = jnp.ones((2, 8, 8, 32))
+    kernel = jnp.ones((3, 3, 32, 64))
+
+    def grad_of(precision, stride=1, impl=None):
+        return lambda a, k: jax.grad(lambda a, k: jnp.sum(conv.conv2d(a, k, stride, 1, impl=impl, precision=precision)),
+                                     argnums=(0, 1))(a, k)
+
+    assert _custom_call_targets(grad_of("bf16"), x, kernel) == set(conv_kernel.TARGETS.values())
+    assert not _custom_call_targets(grad_of("f32"), x, kernel)
+    assert not _custom_call_targets(grad_of("bf16", stride=2), x, kernel)
+    assert not _custom_call_targets(grad_of("bf16", impl="xla"), x, kernel)
+    assert not _custom_call_targets(grad_of("bf16"), jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 64)))  # Cin 3
+
+
+def test_conv2d_bf16_agrees_with_xlas_bf16_convolution():
+    x, kernel = _bf16_operands((2, 8, 8, 32, 64, 3, 1), seed=5)
+    x, kernel = x.astype(jnp.float32), kernel.astype(jnp.float32)
+    amx = conv.conv2d(x, kernel, 1, 1, precision="bf16")
+    xla = conv.conv2d(x, kernel, 1, 1, impl="xla", precision="bf16")
+    _close(amx, np.asarray(xla, np.float64), rtol=1e-5)
+
+
+def test_switched_off_by_the_environment(monkeypatch):
+    monkeypatch.setenv("JSNN_CONV_AMX", "0")
+    conv_kernel._load.cache_clear()
+    try:
+        assert conv_kernel.unavailable() == "JSNN_CONV_AMX=0"
+        x, kernel = jnp.ones((2, 8, 8, 32), jnp.bfloat16), jnp.ones((3, 3, 32, 64), jnp.bfloat16)
+        assert not conv._amx_applies(x, kernel, 1, 1)
+    finally:
+        monkeypatch.delenv("JSNN_CONV_AMX")
+        conv_kernel._load.cache_clear()
+    assert conv_kernel.unavailable() is None
