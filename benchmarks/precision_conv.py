@@ -1,4 +1,5 @@
-"""Which convolutions gain from bf16 on this CPU, and in which form: XLA's convolution or one im2col matmul.
+"""Which convolutions gain from bf16 on this CPU, and in which form: XLA's convolution, one im2col matmul,
+or (bf16 only) jsnn's AMX kernel.
 
     python -m benchmarks.precision_conv            # the CIFAR-shape layers of SNN-VGG and Res-SNN-19
     python -m benchmarks.precision_conv --quick    # two shapes, for a smoke test
@@ -6,8 +7,10 @@
 For every layer shape (spike input of N = 32 images, one timestep of a B = 32 batch, at CIFAR
 sizes) it times forward+backward (input and kernel gradients) of the same convolution four ways:
 XLA's convolution and the im2col matmul (``jsnn.conv``'s tiny-map path), each with f32 and with
-bf16 operands (f32 accumulation and result, ``jsnn/precision.py``). ``jsnn/conv.py``'s im2col
-limit (``IM2COL_MAX_OUTPUT_PIXELS``, for both precisions) is read from this table.
+bf16 operands (f32 accumulation and result, ``jsnn/precision.py``), and with bf16 operands on the CPU's
+matrix unit (``jsnn.conv_kernel``, where the CPU has AMX and the shape is one it supports).
+``jsnn/conv.py``'s im2col limit (``IM2COL_MAX_OUTPUT_PIXELS``) and its choice of the AMX kernel for
+bf16 are read from this table.
 Results: benchmarks/results/precision_conv.{json,md}.
 """
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numpy as np
 
 import jsnn  # noqa: F401  (jsnn's CPU convolution flag, as a user's script gets it)
 from benchmarks.common import shared_machine, write_results
-from jsnn import conv
+from jsnn import conv, conv_kernel
 from jsnn.precision import matmul_policy
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "precision_conv")
@@ -35,9 +38,16 @@ SHAPES = [
     (32, 4, 4, 512, 512, 3, 1),  # SNN-VGG-16 stage 4
     (32, 2, 2, 512, 512, 3, 1),  # SNN-VGG-16 stage 5 (im2col already in f32)
     (32, 32, 32, 128, 256, 1, 2),  # Res-SNN-19's strided 1x1 shortcut
+    (256, 8, 8, 32, 64, 3, 1),  # digits_cnn conv1 at the digits preset's step (B = 64, T = 4)
+    (256, 4, 4, 64, 128, 3, 1),  # digits_cnn conv2
 ]
 QUICK = [(32, 8, 8, 64, 64, 3, 1), (32, 2, 2, 128, 128, 3, 1)]
 FORMS = {"xla": conv._xla_conv, "im2col": conv._im2col_conv}
+KEYS = ("f32_xla", "f32_im2col", "bf16_xla", "bf16_im2col", "bf16_amx")
+
+
+def _amx(a, b, stride, pad, policy):
+    return conv_kernel.conv(a, b, pad)
 
 
 def _median_s(fn, args, repeats):
@@ -59,9 +69,11 @@ def bench_shape(shape, repeats):
     ho, wo = conv._output_hw((h, w), (k, k), stride, pad)
     flop = 2.0 * n * ho * wo * k * k * cin * cout
     row = {"shape": list(shape), "output_pixels": ho * wo, "gflop_fwd": flop / 1e9}
+    amx = conv_kernel.unavailable() is None and conv_kernel.supports(x.shape, kernel.shape, stride, pad)
     for precision in ("f32", "bf16"):
         policy = matmul_policy(precision)
-        for form, fn in FORMS.items():
+        forms = dict(FORMS, amx=_amx) if precision == "bf16" and amx else FORMS
+        for form, fn in forms.items():
             def loss(a, b, fn=fn, policy=policy):
                 y = fn(a.astype(policy.operand_dtype), b.astype(policy.operand_dtype), stride, pad, policy)
                 return jnp.sum(y * y) * 0.5
@@ -70,8 +82,9 @@ def bench_shape(shape, repeats):
             seconds = _median_s(step, (x, kernel), repeats)
             row[f"{precision}_{form}"] = {"fwdbwd_s": seconds, "gflops": 3 * flop / seconds / 1e9}
     base = row["f32_xla"]["fwdbwd_s"]
-    row["speedup_vs_f32_xla"] = {key: base / row[key]["fwdbwd_s"] for key in ("f32_im2col", "bf16_xla", "bf16_im2col")}
-    row["fastest"] = min(("f32_xla", "f32_im2col", "bf16_xla", "bf16_im2col"), key=lambda key: row[key]["fwdbwd_s"])
+    timed = [key for key in KEYS if key in row]
+    row["speedup_vs_f32_xla"] = {key: base / row[key]["fwdbwd_s"] for key in timed if key != "f32_xla"}
+    row["fastest"] = min(timed, key=lambda key: row[key]["fwdbwd_s"])
     return row
 
 
@@ -82,17 +95,17 @@ def main(argv=None):
     args = p.parse_args(argv)
     load_before = os.getloadavg()
     rows = [bench_shape(s, args.repeats) for s in (QUICK if args.quick else SHAPES)]
-    lines = ["| N,H,W,Cin,Cout,k,s | out px | f32 xla GFLOP/s | f32 im2col | bf16 xla | bf16 im2col | fastest |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+    lines = ["| N,H,W,Cin,Cout,k,s | out px | f32 xla GFLOP/s | f32 im2col | bf16 xla | bf16 im2col | bf16 amx"
+             " | fastest |", "|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         lines.append(f"| {','.join(map(str, r['shape']))} | {r['output_pixels']} | "
-                     + " | ".join(f"{r[key]['gflops']:.0f}" for key in ("f32_xla", "f32_im2col", "bf16_xla",
-                                                                        "bf16_im2col")) + f" | {r['fastest']} |")
+                     + " | ".join(f"{r[key]['gflops']:.0f}" if key in r else "–" for key in KEYS)
+                     + f" | {r['fastest']} |")
     record = {"what": "forward+backward of one convolution (spike input), GFLOP/s = 3 x 2 x MACs / median time",
               "machine": shared_machine("compare ratios within one run"),
               "load_average_before": load_before, "load_average_after": os.getloadavg(),
               "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""), "repeats": args.repeats,
-              "rows": rows}
+              "amx": conv_kernel.unavailable() or "available", "rows": rows}
     if args.quick:
         print("\n".join(lines))
         return record

@@ -98,23 +98,45 @@ static bf16* scratch(int which, int64_t n) {
   return b.data();
 }
 
-// x [N, H, W, C] -> xp [N, Hp, Wp, C] with zero borders, then `tail` zero pixels.
-static void pad_input(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t C, int64_t pad, int64_t Hp,
-                      int64_t Wp, bf16* xp, int64_t tail, int64_t threads) {
-  in_parallel(N, threads, [&](int64_t a, int64_t b) {
+// Where each pixel sits in the flat buffers the tiles read. Every image is stored as Hs rows of R
+// pixels: `pad` zero rows and columns before its data, and as many after as the taps reach past it
+// (max(pad, k - 1 - pad)); the zeros after one row (image) are those before the next, since a tap's
+// reach past the end of a row lands in the next row's first columns. Output pixel (n, h, w) is flat
+// index q = n * Hs * R + h * R + w, and its tap (i, j) reads the input stored at q + i * R + j. Flat
+// indices whose h >= Ho or w >= Wo are no output: computed and dropped (forward), zero (filter gradient).
+struct Layout {
+  int64_t N, H, W, pad, kh, kw, Ho, Wo, R, Hs, Q;
+  Layout(int64_t N_, int64_t H_, int64_t W_, int64_t pad_, int64_t kh_, int64_t kw_)
+      : N(N_), H(H_), W(W_), pad(pad_), kh(kh_), kw(kw_), Ho(H_ + 2 * pad_ - kh_ + 1), Wo(W_ + 2 * pad_ - kw_ + 1),
+        R(W_ + std::max(pad_, kw_ - 1 - pad_)), Hs(H_ + std::max(pad_, kh_ - 1 - pad_)), Q(N_ * Hs * R) {}
+  int64_t offset(int64_t t) const { return (t / kw) * R + t % kw; }
+  // out[i] = the output pixel at flat index q0 + i (or -1), for i < count: one division, then steps
+  void outputs(int64_t q0, int64_t count, int64_t* out) const {
+    int64_t n = q0 / (Hs * R), h = (q0 / R) % Hs, w = q0 % R;
+    for (int64_t i = 0; i < count; ++i) {
+      out[i] = (q0 + i < Q && h < Ho && w < Wo) ? (n * Ho + h) * Wo + w : -1;
+      if (++w == R) { w = 0; if (++h == Hs) { h = 0; ++n; } }
+    }
+  }
+};
+
+// x [N, H, W, C] -> xp [Q + tail, C] in the layout above, zeros everywhere but the data.
+static void pad_input(const bf16* x, const Layout& L, int64_t C, bf16* xp, int64_t tail, int64_t threads) {
+  const int64_t image = L.Hs * L.R * C, row = L.R * C;
+  in_parallel(L.N, threads, [&](int64_t a, int64_t b) {
     for (int64_t n = a; n < b; ++n) {
-      bf16* img = xp + n * Hp * Wp * C;
-      std::memset(img, 0, pad * Wp * C * 2);
-      for (int64_t h = 0; h < H; ++h) {
-        bf16* row = img + (h + pad) * Wp * C;
-        std::memset(row, 0, pad * C * 2);
-        std::memcpy(row + pad * C, x + (n * H + h) * W * C, W * C * 2);
-        std::memset(row + (pad + W) * C, 0, (Wp - W - pad) * C * 2);
+      bf16* img = xp + n * image;
+      std::memset(img, 0, L.pad * row * 2);
+      for (int64_t h = 0; h < L.H; ++h) {
+        bf16* r = img + (h + L.pad) * row;
+        std::memset(r, 0, L.pad * C * 2);
+        std::memcpy(r + L.pad * C, x + (n * L.H + h) * L.W * C, L.W * C * 2);
+        std::memset(r + (L.pad + L.W) * C, 0, (L.R - L.W - L.pad) * C * 2);
       }
-      std::memset(img + (H + pad) * Wp * C, 0, (Hp - H - pad) * Wp * C * 2);
+      std::memset(img + (L.H + L.pad) * row, 0, (L.Hs - L.H - L.pad) * row * 2);
     }
   });
-  std::memset(xp + N * Hp * Wp * C, 0, tail * C * 2);
+  std::memset(xp + L.Q * C, 0, tail * C * 2);
 }
 
 // out [N, Ho, Wo, O] f32 = conv(x [N, H, W, C], w), stride 1. w is HWIO [kh, kw, C, O]; with `flip`,
@@ -122,11 +144,11 @@ static void pad_input(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t C,
 // flipped and transposed: w'[i, j, c, o] = w[kh-1-i, kw-1-j, o, c].
 static void forward(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t C, const bf16* w, int64_t kh,
                     int64_t kw, int64_t O, int64_t pad, bool flip, float* out, int64_t threads) {
-  const int64_t Hp = H + 2 * pad, Wp = W + 2 * pad, Ho = Hp - kh + 1, Wo = Wp - kw + 1, Q = N * Hp * Wp;
-  const int64_t T = kh * kw, KC = C / 32, OB = O / 16, blocks = (Q + 31) / 32;
-  const int64_t tail = blocks * 32 - Q + (kh - 1) * Wp + kw;
-  bf16* xp = scratch(0, (Q + tail) * C);
-  pad_input(x, N, H, W, C, pad, Hp, Wp, xp, tail, threads);
+  const Layout L(N, H, W, pad, kh, kw);
+  const int64_t T = kh * kw, KC = C / 32, OB = O / 16, blocks = (L.Q + 31) / 32;
+  const int64_t tail = blocks * 32 - L.Q + L.offset(T - 1) + 1;
+  bf16* xp = scratch(0, (L.Q + tail) * C);
+  pad_input(x, L, C, xp, tail, threads);
   bf16* wv = scratch(1, T * C * O);  // [t][32 channels][16 outputs]: 16 rows of (output, channel pair)
   in_parallel(T, threads, [&](int64_t a, int64_t b) {
     for (int64_t t = a; t < b; ++t) {
@@ -141,12 +163,14 @@ static void forward(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t C, c
   in_parallel(blocks, threads, [&](int64_t a, int64_t b) {
     load_tile_config();
     alignas(64) float acc[4][256];
+    int64_t pixel[32];
     for (int64_t blk = a; blk < b; ++blk) {
       const int64_t q0 = blk * 32;
+      L.outputs(q0, 32, pixel);
       for (int64_t ob = 0; ob < OB; ob += 2) {
         _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
         for (int64_t t = 0; t < T; ++t) {
-          const bf16* rows = xp + (q0 + (t / kw) * Wp + t % kw) * C;
+          const bf16* rows = xp + (q0 + L.offset(t)) * C;
           const bf16* wt = wv + (t * KC * OB + ob) * 512;
           for (int64_t kc = 0; kc < KC; ++kc) {
             _tile_loadd(4, rows + kc * 32, C * 2);
@@ -160,11 +184,9 @@ static void forward(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t C, c
         _tile_stored(0, acc[0], 64); _tile_stored(1, acc[1], 64);
         _tile_stored(2, acc[2], 64); _tile_stored(3, acc[3], 64);
         for (int64_t r = 0; r < 32; ++r) {
-          const int64_t q = q0 + r;
-          if (q >= Q) break;
-          const int64_t n = q / (Hp * Wp), h = (q / Wp) % Hp, col = q % Wp;
-          if (h >= Ho || col >= Wo) continue;  // a padding pixel: not an output
-          float* dst = out + ((n * Ho + h) * Wo + col) * O + ob * 16;
+          const int64_t p = pixel[r];
+          if (p < 0) continue;
+          float* dst = out + p * O + ob * 16;
           std::memcpy(dst, acc[(r / 16) * 2] + (r % 16) * 16, 64);
           std::memcpy(dst + 16, acc[(r / 16) * 2 + 1] + (r % 16) * 16, 64);
         }
@@ -174,38 +196,78 @@ static void forward(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t C, c
   });
 }
 
+// dst (32 rows, stride dst_stride) = the transpose of src (32 rows of 32 values, stride src_stride):
+// five butterfly stages, each swapping the off-diagonal s x s blocks of every 2s x 2s block.
+static inline void transpose32(const bf16* src, int64_t src_stride, bf16* dst, int64_t dst_stride) {
+  static const struct Indices {
+    __m512i a[5], b[5];
+    Indices() {
+      for (int k = 0; k < 5; ++k) {
+        alignas(64) int16_t ia[32], ib[32];
+        const int s = 1 << k;
+        for (int j = 0; j < 32; ++j) {
+          ia[j] = int16_t((j & s) ? 32 + j - s : j);
+          ib[j] = int16_t((j & s) ? 32 + j : j + s);
+        }
+        a[k] = _mm512_load_si512(ia);
+        b[k] = _mm512_load_si512(ib);
+      }
+    }
+  } idx;
+  __m512i r[32];
+  for (int i = 0; i < 32; ++i) r[i] = _mm512_loadu_si512(src + i * src_stride);
+  for (int k = 0; k < 5; ++k) {
+    const int s = 1 << k;
+    for (int i = 0; i < 32; ++i) {
+      if (i & s) continue;
+      const __m512i a = r[i], b = r[i + s];
+      r[i] = _mm512_permutex2var_epi16(a, idx.a[k], b);
+      r[i + s] = _mm512_permutex2var_epi16(a, idx.b[k], b);
+    }
+  }
+  for (int i = 0; i < 32; ++i) _mm512_storeu_si512(dst + i * dst_stride, r[i]);
+}
+
 // dw [kh, kw, C, O] f32 = sum over output pixels of the tap's input window^T g: x [N, H, W, C],
 // g [N, Ho, Wo, O], stride 1.
 static void filter_grad(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t C, const bf16* g, int64_t kh,
                         int64_t kw, int64_t O, int64_t pad, float* dw, int64_t threads) {
-  const int64_t Hp = H + 2 * pad, Wp = W + 2 * pad, Ho = Hp - kh + 1, Wo = Wp - kw + 1;
-  constexpr int64_t QB = 1024;  // pixels a chunk: its slices of xt and gv stay in L2 for every item
-  const int64_t Q = ((N * Hp * Wp + 31) / 32) * 32, Qx = Q + (kh - 1) * Wp + kw + 32;
+  const Layout L(N, H, W, pad, kh, kw);
+  // Pixels a chunk: a chunk's slice of xt and gv stays in L2 while every work item reads it. xt holds
+  // each chunk as its own [C][QB + halo] block (the halo: the pixels the taps reach past the chunk),
+  // so a tile's 16 channel rows lie 2 (QB + halo) bytes apart, not a whole image's pixels apart
+  // (strides of large powers of two would map every row to the same cache sets).
+  constexpr int64_t QB = 1024;
+  const int64_t T = kh * kw, Q = (L.Q + 31) / 32 * 32, chunks = (Q + QB - 1) / QB;
+  const int64_t halo = (L.offset(T - 1) + 32) / 32 * 32, RL = QB + halo, Qx = chunks * QB + halo;
   bf16* xp = scratch(0, Qx * C);
-  pad_input(x, N, H, W, C, pad, Hp, Wp, xp, Qx - N * Hp * Wp, threads);
-  bf16* xt = scratch(1, C * Qx);  // [C][q]: tile rows are channels, their 32 values pixels
-  in_parallel((Qx + 31) / 32, threads, [&](int64_t a, int64_t b) {
-    for (int64_t qb = a; qb < b; ++qb) {
-      const int64_t q0 = qb * 32, qn = std::min<int64_t>(32, Qx - q0);
-      for (int64_t c = 0; c < C; ++c)
-        for (int64_t q = 0; q < qn; ++q) xt[c * Qx + q0 + q] = xp[(q0 + q) * C + c];
+  pad_input(x, L, C, xp, Qx - L.Q, threads);
+  bf16* xt = scratch(1, chunks * C * RL);  // [chunk][C][RL]: tile rows are channels, their 32 values pixels
+  in_parallel(chunks * (RL / 32), threads, [&](int64_t a, int64_t b) {
+    for (int64_t i = a; i < b; ++i) {
+      const int64_t k = i / (RL / 32), j = (i % (RL / 32)) * 32;
+      for (int64_t c0 = 0; c0 < C; c0 += 32) transpose32(xp + (k * QB + j) * C + c0, C, xt + (k * C + c0) * RL + j, RL);
     }
   });
   bf16* gv = scratch(2, Q * O);  // [q/2][O][2]: pixel pairs, zero where a pixel is no output
-  in_parallel(N, threads, [&](int64_t a, int64_t b) {
-    for (int64_t n = a; n < b; ++n) {
-      std::memset(gv + n * Hp * Wp * O, 0, Hp * Wp * O * 2);
-      for (int64_t h = 0; h < Ho; ++h)
-        for (int64_t col = 0; col < Wo; ++col) {
-          const int64_t q = (n * Hp + h) * Wp + col;
-          const bf16* src = g + ((n * Ho + h) * Wo + col) * O;
-          bf16* dst = gv + (q / 2) * O * 2 + q % 2;
-          for (int64_t o = 0; o < O; ++o) dst[o * 2] = src[o];
-        }
+  in_parallel(Q / 2, threads, [&](int64_t a, int64_t b) {
+    alignas(64) int16_t lo[32], hi[32];
+    for (int j = 0; j < 16; ++j) { lo[2 * j] = j; lo[2 * j + 1] = 32 + j; hi[2 * j] = 16 + j; hi[2 * j + 1] = 48 + j; }
+    const __m512i ilo = _mm512_load_si512(lo), ihi = _mm512_load_si512(hi), zero = _mm512_setzero_si512();
+    std::vector<int64_t> pixel(2 * (b - a));
+    L.outputs(2 * a, 2 * (b - a), pixel.data());
+    for (int64_t pair = a; pair < b; ++pair) {
+      const int64_t p0 = pixel[2 * (pair - a)], p1 = pixel[2 * (pair - a) + 1];
+      bf16* dst = gv + pair * O * 2;
+      for (int64_t o = 0; o < O; o += 32) {
+        const __m512i e = p0 < 0 ? zero : _mm512_loadu_si512(g + p0 * O + o);
+        const __m512i f = p1 < 0 ? zero : _mm512_loadu_si512(g + p1 * O + o);
+        _mm512_storeu_si512(dst + 2 * o, _mm512_permutex2var_epi16(e, ilo, f));
+        _mm512_storeu_si512(dst + 2 * o + 32, _mm512_permutex2var_epi16(e, ihi, f));
+      }
     }
   });
-  std::memset(gv + N * Hp * Wp * O, 0, (Q - N * Hp * Wp) * O * 2);
-  const int64_t T = kh * kw, CB = C / 32, OB = O / 32;
+  const int64_t CB = C / 32, OB = O / 32;
   std::fill(dw, dw + T * C * O, 0.0f);
   in_parallel(T * CB * OB, threads, [&](int64_t a, int64_t b) {
     load_tile_config();
@@ -213,14 +275,13 @@ static void filter_grad(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t 
       const int64_t q2 = std::min(Q, q1 + QB);
       for (int64_t item = a; item < b; ++item) {
         const int64_t t = item / (CB * OB), cb = (item / OB) % CB, ob = item % OB;
-        const int64_t off = (t / kw) * Wp + t % kw;
         float* d = dw + (t * C + cb * 32) * O + ob * 32;
         _tile_loadd(0, d, O * 4); _tile_loadd(1, d + 16, O * 4);
         _tile_loadd(2, d + 16 * O, O * 4); _tile_loadd(3, d + 16 * O + 16, O * 4);
         for (int64_t q = q1; q < q2; q += 32) {
-          const bf16* a0 = xt + cb * 32 * Qx + q + off;
-          _tile_loadd(4, a0, Qx * 2);
-          _tile_loadd(5, a0 + 16 * Qx, Qx * 2);
+          const bf16* a0 = xt + ((q1 / QB) * C + cb * 32) * RL + (q - q1) + L.offset(t);
+          _tile_loadd(4, a0, RL * 2);
+          _tile_loadd(5, a0 + 16 * RL, RL * 2);
           const bf16* b0 = gv + (q / 2) * O * 2 + ob * 64;
           _tile_loadd(6, b0, O * 4);
           _tile_loadd(7, b0 + 32, O * 4);
