@@ -82,7 +82,7 @@ def main(argv=None):
     load_before = os.getloadavg()
     image_shape, classes = (8, 8, 1), 10
     peak = matmul_peak("f32")
-    compiled, state, _ = compiled_step("digits_cnn", "f32", args.batch, args.timesteps, image_shape, classes)
+    compiled, state, *_ = compiled_step("digits_cnn", "f32", args.batch, args.timesteps, image_shape, classes)
     state = list(state)
     for _ in range(3):
         *state, value = compiled(*state)

@@ -4,7 +4,10 @@
     python -m benchmarks.step_peak --batch 2 --models vgg16 --precisions f32 --out ''   # smoke
 
 FLOPs of a step: XLA's cost analysis of the compiled step (``compiled.cost_analysis()["flops"]``: the
-forward, the backward and the SGD update as XLA counts them). The peak: the best of several runs of a
+forward, the backward and the SGD update as XLA counts them), plus the products of the convolutions that
+run as jsnn's AMX kernel (bf16 on a CPU with AMX, ``jsnn/conv_kernel.py``), which XLA sees as custom
+calls and does not count: 2 x the multiply-adds of each call, counted from the step's jaxpr as XLA counts a
+convolution's (taps on the padding left out). The peak: the best of several runs of a
 jitted 2048 x 2048 x 2048 matmul, f32 x f32 -> f32 for the f32 rows and bf16 x bf16 -> f32 for the bf16
 rows (``jsnn/precision.py``'s policy), measured right before each network's steps so both see the same
 load. Fraction = (step FLOPs / median step seconds) / peak. No optimisation, only the measurement.
@@ -23,6 +26,7 @@ import optax
 
 import jsnn  # noqa: F401  (jsnn's CPU convolution flag before the first computation)
 from benchmarks.common import shared_machine, write_results
+from jsnn import conv_kernel
 from jsnn.models import get_model
 from jsnn.neuron import LIFConfig
 from jsnn.precision import matmul_policy
@@ -46,9 +50,38 @@ def matmul_peak(precision: str, repeats: int = 5) -> float:
     return 2.0 * PEAK_N ** 3 / best / 1e9
 
 
+def _valid_taps(size: int, k: int, pad: int) -> int:
+    """Over the output positions of one axis (stride 1), the kernel taps that fall inside the input."""
+    return sum(sum(0 <= o + i - pad < size for i in range(k)) for o in range(size + 2 * pad - k + 1))
+
+
+def _kernel_flops(jaxpr) -> float:
+    """2 x the multiply-adds of every AMX convolution call in ``jaxpr`` and the jaxprs inside it, counted as
+    XLA's cost analysis counts a convolution's: only taps that fall inside the input, not on its padding."""
+    total = 0.0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "ffi_call" and eqn.params["target_name"] in conv_kernel.TARGETS.values():
+            first, second = (v.aval.shape for v in eqn.invars)
+            (out,) = (a.shape for a in eqn.params["result_avals"])
+            pad = int(dict(eqn.params["attributes"])["pad"])
+            # forward: x [N,H,W,C], w [kh,kw,..] -> [N,H',W',O]; filter gradient: x, g [N,H',W',O] -> [kh,kw,C,O]
+            if eqn.params["target_name"] == conv_kernel.TARGETS["forward"]:
+                (n, h, w, c), (kh, kw), o = first, second[:2], out[3]
+            else:
+                (n, h, w, c), (kh, kw), o = first, out[:2], out[3]
+            total += 2.0 * n * _valid_taps(h, kh, pad) * _valid_taps(w, kw, pad) * c * o
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    total += _kernel_flops(inner)
+    return total
+
+
 def compiled_step(model_name: str, precision: str, batch: int, timesteps: int, image_shape=(32, 32, 3),
                   classes: int = 100):
-    """(the compiled SGD training step, its first state, compile seconds) of ``model_name`` under ``precision``."""
+    """(the compiled SGD training step, its first state, compile seconds, the products of its AMX convolution
+    calls in FLOPs) of ``model_name`` under ``precision``."""
     model = get_model(model_name, classes, timesteps=timesteps, lif=LIFConfig(surrogate="rectangle"),
                       precision=precision)
     rng = np.random.default_rng(0)
@@ -69,14 +102,17 @@ def compiled_step(model_name: str, precision: str, batch: int, timesteps: int, i
     weights, opt_state = variables.weights, opt.init(variables.weights)
     t0 = time.perf_counter()
     compiled = jax.jit(step).lower(weights, opt_state, variables).compile()
-    return compiled, (weights, opt_state, variables), time.perf_counter() - t0
+    compile_s = time.perf_counter() - t0
+    kernel_flops = _kernel_flops(jax.make_jaxpr(step)(weights, opt_state, variables).jaxpr)
+    return compiled, (weights, opt_state, variables), compile_s, kernel_flops
 
 
 def step_rate(model_name: str, precision: str, batch: int, timesteps: int, steps: int) -> dict:
-    compiled, state, compile_s = compiled_step(model_name, precision, batch, timesteps)
+    compiled, state, compile_s, kernel_flops = compiled_step(model_name, precision, batch, timesteps)
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops = float(cost["flops"])
+    xla_flops = float(cost["flops"])
+    flops = xla_flops + kernel_flops
     jax.block_until_ready(compiled(*state))
     times = []
     for _ in range(steps):
@@ -86,7 +122,8 @@ def step_rate(model_name: str, precision: str, batch: int, timesteps: int, steps
         times.append(time.perf_counter() - t0)
     seconds = float(np.median(times))
     return {"model": model_name, "precision": precision, "batch": batch, "timesteps": timesteps,
-            "step_flops": flops, "compile_s": compile_s, "median_step_s": seconds, "step_times_s": times,
+            "step_flops": flops, "xla_counted_flops": xla_flops, "amx_kernel_flops": kernel_flops,
+            "compile_s": compile_s, "median_step_s": seconds, "step_times_s": times,
             "step_gflops": flops / seconds / 1e9}
 
 

@@ -194,6 +194,20 @@ def test_accuracies(text: str) -> list[float]:
     return [float(a) for a in re.findall(r"test accuracy ([0-9.]+)", text)]
 
 
+def amx_kernel_build_seconds() -> float | None:
+    """Seconds to compile jsnn's AMX convolution kernel from its source (into a fresh folder), or None where
+    it does not apply. bf16 runs load it from the per-user kernel cache (``jsnn/native.py``), built by the first
+    run on a machine: the paired runs' "first run" empties JAX's compilation cache, not that one."""
+    from jsnn import conv_kernel
+
+    if not conv_kernel.cpu_has_amx():
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        t0 = time.perf_counter()
+        conv_kernel.build(folder)
+        return time.perf_counter() - t0
+
+
 def paired(args, argv: list[str]) -> None:
     py = sys.executable
     dataset = DATASET_OF[args.model]
@@ -220,6 +234,7 @@ def paired(args, argv: list[str]) -> None:
             samples["script"].append(timed_child(script, env))
         print(f"pair {pair}: " + ", ".join(f"{n} {v[-1]['wall_s']:.1f} s" for n, v in samples.items()), flush=True)
     load_after = os.getloadavg()
+    kernel_build_s = amx_kernel_build_seconds() if args.bf16 else None
 
     # the phase breakdown: the program's code in a child with the phase clock, cold then warm
     breakdown = {}
@@ -248,7 +263,7 @@ def paired(args, argv: list[str]) -> None:
               "pairs": args.pairs, "rounds": args.rounds,
               "runs": {n: [{k: s[k] for k in ("wall_s", "cpu_s", "peak_mib")} for s in v] for n, v in samples.items()},
               "median": med, "ratio_to_script": ratios, "test_accuracy_per_round": accuracy,
-              "breakdown": breakdown}
+              "breakdown": breakdown, "amx_kernel_build_s": kernel_build_s}
     with open(path + ".json", "w") as f:
         json.dump(record, f, indent=2)
     lines = ["| | wall s | CPU s | peak MiB | wall / script | CPU / script | peak / script |",
