@@ -40,6 +40,8 @@ SHAPES = [
     (32, 32, 32, 128, 256, 1, 2),  # Res-SNN-19's strided 1x1 shortcut
     (256, 8, 8, 32, 64, 3, 1),  # digits_cnn conv1 at the digits preset's step (B = 64, T = 4)
     (256, 4, 4, 64, 128, 3, 1),  # digits_cnn conv2
+    (512, 14, 14, 16, 32, 3, 1),  # dvs_small on MNIST (B = 128, T = 4): 16 channels, padded to 32 in the AMX kernel
+    (512, 7, 7, 32, 64, 3, 1),  # dvs_small's last convolution on MNIST
 ]
 QUICK = [(32, 8, 8, 64, 64, 3, 1), (32, 2, 2, 128, 128, 3, 1)]
 FORMS = {"xla": conv._xla_conv, "im2col": conv._im2col_conv}

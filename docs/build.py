@@ -557,12 +557,13 @@ def speed_library_step(src):
 @generator("speed_precision_conv")
 def speed_precision_conv(src):
     d = src.json("benchmarks/results/precision_conv.json")
-    keys = ("f32_xla", "f32_im2col", "bf16_xla", "bf16_im2col")
-    rows = [[",".join(map(str, r["shape"])), r["output_pixels"]] + [f"{r[k]['gflops']:.0f}" for k in keys]
-            + [r["fastest"]] for r in d["rows"]]
-    return (f"{d['what']}; {d['machine']}; median of {d['repeats']}.\n\n"
+    keys = ("f32_xla", "f32_im2col", "bf16_xla", "bf16_im2col", "bf16_amx")
+    rows = [[",".join(map(str, r["shape"])), r["output_pixels"]]
+            + [f"{r[k]['gflops']:.0f}" if k in r else "–" for k in keys] + [r["fastest"]] for r in d["rows"]]
+    return (f"{d['what']}; {d['machine']}; median of {d['repeats']}; AMX kernel: {d['amx']} "
+            "(– where it does not take the shape).\n\n"
             + table(["N,H,W,Cin,Cout,k,stride", "output pixels", "f32 conv", "f32 im2col", "bf16 conv",
-                     "bf16 im2col", "fastest"], rows))
+                     "bf16 im2col", "bf16 AMX kernel", "fastest"], rows))
 
 
 @generator("speed_precision_digits")

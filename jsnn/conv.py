@@ -36,7 +36,9 @@ variable ``JSNN_CONV_IMPL``, or per call with ``impl=``. Results agree with
 
 Every path computes under a ``precision`` ("f32", "tf32", "bf16": ``jsnn/precision.py``): the
 operands are cast to its dtype, every convolution and matmul, forward and backward, carries its
-XLA precision and returns f32.
+XLA precision and returns f32. Under "bf16", "tuned" and "custom" run a stride-1 convolution above
+the tiny-map limit as ``jsnn.conv_kernel``'s AMX kernel where the CPU has AMX (``_amx_applies``):
+XLA's bf16 convolutions do not reach the CPU's matrix unit.
 """
 from __future__ import annotations
 
@@ -146,9 +148,8 @@ def _filter_grad(x, g, kernel_shape, stride, padding, policy: MatmulPolicy):
 # Output maps of at most this many pixels use the im2col matmul: the crossover measured by
 # benchmarks/conv_layer.py (at 2x2 the matmul wins by far; at 4x4 XLA's convolution is ahead).
 IM2COL_MAX_OUTPUT_PIXELS = 4
-# The same limit serves bf16 operands: the CPU's matrix unit (AMX) runs bf16 matmuls, not bf16
-# convolutions, but the bf16 im2col matmul (patches built, their gradient summed back) showed no
-# consistent gain over the convolution on larger maps (benchmarks/precision_conv.py; docs/speed.md).
+# The same limit serves bf16 operands: at 2x2 the bf16 im2col matmul is ahead of the AMX kernel
+# (jsnn/conv_kernel.py), which takes the larger maps (benchmarks/precision_conv.py; docs/speed.md).
 
 
 def _patches(x, kernel_shape, stride, padding):
@@ -243,12 +244,12 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int, impl: str
     if impl == "xla":
         return _xla_conv(x, kernel, stride, padding, policy)
     stride, padding = int(stride), int(padding)
-    if _amx_applies(x, kernel, stride, padding):
-        return conv_kernel.conv(x, kernel, padding)
     kh, kw = kernel.shape[:2]
     ho, wo = _output_hw(x.shape[1:3], (kh, kw), stride, padding)
     if ho * wo <= IM2COL_MAX_OUTPUT_PIXELS:
         return _im2col_conv(x, kernel, stride, padding, policy)
+    if _amx_applies(x, kernel, stride, padding):
+        return conv_kernel.conv(x, kernel, padding)
     if impl == "custom" or kh == kw == 1:
         return _custom_conv(x, kernel, stride, padding, policy)
     return _xla_conv(x, kernel, stride, padding, policy)

@@ -22,9 +22,11 @@ tap, then by 32 channels, or by pixel chunk for the filter gradient), independen
 count. Values agree with XLA's bf16 convolution to f32 rounding (``tests/test_conv_kernel.py``
 compares with a float64 reference on the same bf16 operands).
 
-Where: the "bf16" precision on the CPU backend, on a CPU with AMX-BF16 and a Linux kernel that
-grants it (``available``), stride 1, input and output channels multiples of 32, ``padding <
-kernel size``. Otherwise ``conv.conv2d`` keeps XLA's convolution. ``JSNN_CONV_AMX=0`` turns it off.
+Channels are padded with zeros to multiples of 32 inside the kernel (the tiles' width), so any count
+computes; ``supports`` takes the shapes where that at most doubles the products
+(``MAX_PADDED_PRODUCTS``). Where: the "bf16" precision on the CPU backend, on a CPU with AMX-BF16 and a
+Linux kernel that grants it (``unavailable``), stride 1, ``padding < kernel size``; ``conv.conv2d``
+decides (``_amx_applies``) and otherwise keeps XLA's convolution. ``JSNN_CONV_AMX=0`` turns it off.
 """
 from __future__ import annotations
 
@@ -120,23 +122,42 @@ struct Layout {
   }
 };
 
-// x [N, H, W, C] -> xp [Q + tail, C] in the layout above, zeros everywhere but the data.
-static void pad_input(const bf16* x, const Layout& L, int64_t C, bf16* xp, int64_t tail, int64_t threads) {
-  const int64_t image = L.Hs * L.R * C, row = L.R * C;
+// x [N, H, W, C] -> xp [Q + tail, Cp] in the layout above (Cp >= C channels a pixel), zeros everywhere but
+// the data.
+static void pad_input(const bf16* x, const Layout& L, int64_t C, int64_t Cp, bf16* xp, int64_t tail,
+                      int64_t threads) {
+  const int64_t image = L.Hs * L.R * Cp, row = L.R * Cp;
   in_parallel(L.N, threads, [&](int64_t a, int64_t b) {
     for (int64_t n = a; n < b; ++n) {
       bf16* img = xp + n * image;
       std::memset(img, 0, L.pad * row * 2);
       for (int64_t h = 0; h < L.H; ++h) {
         bf16* r = img + (h + L.pad) * row;
-        std::memset(r, 0, L.pad * C * 2);
-        std::memcpy(r + L.pad * C, x + (n * L.H + h) * L.W * C, L.W * C * 2);
-        std::memset(r + (L.pad + L.W) * C, 0, (L.R - L.W - L.pad) * C * 2);
+        const bf16* src = x + (n * L.H + h) * L.W * C;
+        std::memset(r, 0, L.pad * Cp * 2);
+        if (C == Cp) {
+          std::memcpy(r + L.pad * Cp, src, L.W * C * 2);
+        } else {
+          for (int64_t w = 0; w < L.W; ++w) {
+            std::memcpy(r + (L.pad + w) * Cp, src + w * C, C * 2);
+            std::memset(r + (L.pad + w) * Cp + C, 0, (Cp - C) * 2);
+          }
+        }
+        std::memset(r + (L.pad + L.W) * Cp, 0, (L.R - L.W - L.pad) * Cp * 2);
       }
       std::memset(img + (L.H + L.pad) * row, 0, (L.Hs - L.H - L.pad) * row * 2);
     }
   });
-  std::memset(xp + L.Q * C, 0, tail * C * 2);
+  std::memset(xp + L.Q * Cp, 0, tail * Cp * 2);
+}
+
+static int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// f32 scratch, kept like `scratch`
+static float* scratch_f32(int64_t n) {
+  thread_local std::vector<float> buffer;
+  if (int64_t(buffer.size()) < n) buffer.resize(n);
+  return buffer.data();
 }
 
 // out [N, Ho, Wo, O] f32 = conv(x [N, H, W, C], w), stride 1. w is HWIO [kh, kw, C, O]; with `flip`,
@@ -145,17 +166,18 @@ static void pad_input(const bf16* x, const Layout& L, int64_t C, bf16* xp, int64
 static void forward(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t C, const bf16* w, int64_t kh,
                     int64_t kw, int64_t O, int64_t pad, bool flip, float* out, int64_t threads) {
   const Layout L(N, H, W, pad, kh, kw);
-  const int64_t T = kh * kw, KC = C / 32, OB = O / 16, blocks = (L.Q + 31) / 32;
+  const int64_t Cp = round_up(C, 32), Op = round_up(O, 32);  // channels padded with zeros to whole tiles
+  const int64_t T = kh * kw, KC = Cp / 32, OB = Op / 16, blocks = (L.Q + 31) / 32;
   const int64_t tail = blocks * 32 - L.Q + L.offset(T - 1) + 1;
-  bf16* xp = scratch(0, (L.Q + tail) * C);
-  pad_input(x, L, C, xp, tail, threads);
-  bf16* wv = scratch(1, T * C * O);  // [t][32 channels][16 outputs]: 16 rows of (output, channel pair)
+  bf16* xp = scratch(0, (L.Q + tail) * Cp);
+  pad_input(x, L, C, Cp, xp, tail, threads);
+  bf16* wv = scratch(1, T * Cp * Op);  // [t][32 channels][16 outputs]: 16 rows of (output, channel pair)
   in_parallel(T, threads, [&](int64_t a, int64_t b) {
     for (int64_t t = a; t < b; ++t) {
       const int64_t tf = (kh - 1 - t / kw) * kw + (kw - 1 - t % kw);
-      for (int64_t c = 0; c < C; ++c)
-        for (int64_t o = 0; o < O; ++o) {
-          const bf16 v = flip ? w[(tf * O + o) * C + c] : w[(t * C + c) * O + o];
+      for (int64_t c = 0; c < Cp; ++c)
+        for (int64_t o = 0; o < Op; ++o) {
+          const bf16 v = (c >= C || o >= O) ? bf16{0} : flip ? w[(tf * O + o) * C + c] : w[(t * C + c) * O + o];
           wv[((t * KC + c / 32) * OB + o / 16) * 512 + ((c % 32) / 2) * 32 + (o % 16) * 2 + c % 2] = v;
         }
     }
@@ -170,11 +192,11 @@ static void forward(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t C, c
       for (int64_t ob = 0; ob < OB; ob += 2) {
         _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
         for (int64_t t = 0; t < T; ++t) {
-          const bf16* rows = xp + (q0 + L.offset(t)) * C;
+          const bf16* rows = xp + (q0 + L.offset(t)) * Cp;
           const bf16* wt = wv + (t * KC * OB + ob) * 512;
           for (int64_t kc = 0; kc < KC; ++kc) {
-            _tile_loadd(4, rows + kc * 32, C * 2);
-            _tile_loadd(5, rows + 16 * C + kc * 32, C * 2);
+            _tile_loadd(4, rows + kc * 32, Cp * 2);
+            _tile_loadd(5, rows + 16 * Cp + kc * 32, Cp * 2);
             _tile_loadd(6, wt + kc * OB * 512, 64);
             _tile_loadd(7, wt + kc * OB * 512 + 512, 64);
             _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7);
@@ -183,12 +205,13 @@ static void forward(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t C, c
         }
         _tile_stored(0, acc[0], 64); _tile_stored(1, acc[1], 64);
         _tile_stored(2, acc[2], 64); _tile_stored(3, acc[3], 64);
+        const int64_t first = std::min<int64_t>(16, O - ob * 16), second = std::min<int64_t>(16, O - ob * 16 - 16);
         for (int64_t r = 0; r < 32; ++r) {
           const int64_t p = pixel[r];
           if (p < 0) continue;
           float* dst = out + p * O + ob * 16;
-          std::memcpy(dst, acc[(r / 16) * 2] + (r % 16) * 16, 64);
-          std::memcpy(dst + 16, acc[(r / 16) * 2 + 1] + (r % 16) * 16, 64);
+          std::memcpy(dst, acc[(r / 16) * 2] + (r % 16) * 16, first * 4);
+          if (second > 0) std::memcpy(dst + 16, acc[(r / 16) * 2 + 1] + (r % 16) * 16, second * 4);
         }
       }
     }
@@ -240,16 +263,18 @@ static void filter_grad(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t 
   constexpr int64_t QB = 1024;
   const int64_t T = kh * kw, Q = (L.Q + 31) / 32 * 32, chunks = (Q + QB - 1) / QB;
   const int64_t halo = (L.offset(T - 1) + 32) / 32 * 32, RL = QB + halo, Qx = chunks * QB + halo;
-  bf16* xp = scratch(0, Qx * C);
-  pad_input(x, L, C, xp, Qx - L.Q, threads);
-  bf16* xt = scratch(1, chunks * C * RL);  // [chunk][C][RL]: tile rows are channels, their 32 values pixels
+  const int64_t Cp = round_up(C, 32), Op = round_up(O, 32);  // channels padded with zeros to whole tiles
+  bf16* xp = scratch(0, Qx * Cp);
+  pad_input(x, L, C, Cp, xp, Qx - L.Q, threads);
+  bf16* xt = scratch(1, chunks * Cp * RL);  // [chunk][Cp][RL]: tile rows are channels, their 32 values pixels
   in_parallel(chunks * (RL / 32), threads, [&](int64_t a, int64_t b) {
     for (int64_t i = a; i < b; ++i) {
       const int64_t k = i / (RL / 32), j = (i % (RL / 32)) * 32;
-      for (int64_t c0 = 0; c0 < C; c0 += 32) transpose32(xp + (k * QB + j) * C + c0, C, xt + (k * C + c0) * RL + j, RL);
+      for (int64_t c0 = 0; c0 < Cp; c0 += 32)
+        transpose32(xp + (k * QB + j) * Cp + c0, Cp, xt + (k * Cp + c0) * RL + j, RL);
     }
   });
-  bf16* gv = scratch(2, Q * O);  // [q/2][O][2]: pixel pairs, zero where a pixel is no output
+  bf16* gv = scratch(2, Q * Op);  // [q/2][Op][2]: pixel pairs, zero where a pixel is no output
   in_parallel(Q / 2, threads, [&](int64_t a, int64_t b) {
     alignas(64) int16_t lo[32], hi[32];
     for (int j = 0; j < 16; ++j) { lo[2 * j] = j; lo[2 * j + 1] = 32 + j; hi[2 * j] = 16 + j; hi[2 * j + 1] = 48 + j; }
@@ -258,42 +283,47 @@ static void filter_grad(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t 
     L.outputs(2 * a, 2 * (b - a), pixel.data());
     for (int64_t pair = a; pair < b; ++pair) {
       const int64_t p0 = pixel[2 * (pair - a)], p1 = pixel[2 * (pair - a) + 1];
-      bf16* dst = gv + pair * O * 2;
-      for (int64_t o = 0; o < O; o += 32) {
-        const __m512i e = p0 < 0 ? zero : _mm512_loadu_si512(g + p0 * O + o);
-        const __m512i f = p1 < 0 ? zero : _mm512_loadu_si512(g + p1 * O + o);
+      bf16* dst = gv + pair * Op * 2;
+      for (int64_t o = 0; o < Op; o += 32) {
+        const __mmask32 m = O - o >= 32 ? ~__mmask32{0} : (__mmask32{1} << (O - o)) - 1;  // outputs past O: 0
+        const __m512i e = p0 < 0 ? zero : _mm512_maskz_loadu_epi16(m, g + p0 * O + o);
+        const __m512i f = p1 < 0 ? zero : _mm512_maskz_loadu_epi16(m, g + p1 * O + o);
         _mm512_storeu_si512(dst + 2 * o, _mm512_permutex2var_epi16(e, ilo, f));
         _mm512_storeu_si512(dst + 2 * o + 32, _mm512_permutex2var_epi16(e, ihi, f));
       }
     }
   });
-  const int64_t CB = C / 32, OB = O / 32;
-  std::fill(dw, dw + T * C * O, 0.0f);
+  const int64_t CB = Cp / 32, OB = Op / 32;
+  float* acc = C == Cp && O == Op ? dw : scratch_f32(T * Cp * Op);  // [kh, kw, Cp, Op]
+  std::fill(acc, acc + T * Cp * Op, 0.0f);
   in_parallel(T * CB * OB, threads, [&](int64_t a, int64_t b) {
     load_tile_config();
     for (int64_t q1 = 0; q1 < Q; q1 += QB) {
       const int64_t q2 = std::min(Q, q1 + QB);
       for (int64_t item = a; item < b; ++item) {
         const int64_t t = item / (CB * OB), cb = (item / OB) % CB, ob = item % OB;
-        float* d = dw + (t * C + cb * 32) * O + ob * 32;
-        _tile_loadd(0, d, O * 4); _tile_loadd(1, d + 16, O * 4);
-        _tile_loadd(2, d + 16 * O, O * 4); _tile_loadd(3, d + 16 * O + 16, O * 4);
+        float* d = acc + (t * Cp + cb * 32) * Op + ob * 32;
+        _tile_loadd(0, d, Op * 4); _tile_loadd(1, d + 16, Op * 4);
+        _tile_loadd(2, d + 16 * Op, Op * 4); _tile_loadd(3, d + 16 * Op + 16, Op * 4);
         for (int64_t q = q1; q < q2; q += 32) {
-          const bf16* a0 = xt + ((q1 / QB) * C + cb * 32) * RL + (q - q1) + L.offset(t);
+          const bf16* a0 = xt + ((q1 / QB) * Cp + cb * 32) * RL + (q - q1) + L.offset(t);
           _tile_loadd(4, a0, RL * 2);
           _tile_loadd(5, a0 + 16 * RL, RL * 2);
-          const bf16* b0 = gv + (q / 2) * O * 2 + ob * 64;
-          _tile_loadd(6, b0, O * 4);
-          _tile_loadd(7, b0 + 32, O * 4);
+          const bf16* b0 = gv + (q / 2) * Op * 2 + ob * 64;
+          _tile_loadd(6, b0, Op * 4);
+          _tile_loadd(7, b0 + 32, Op * 4);
           _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7);
           _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
         }
-        _tile_stored(0, d, O * 4); _tile_stored(1, d + 16, O * 4);
-        _tile_stored(2, d + 16 * O, O * 4); _tile_stored(3, d + 16 * O + 16, O * 4);
+        _tile_stored(0, d, Op * 4); _tile_stored(1, d + 16, Op * 4);
+        _tile_stored(2, d + 16 * Op, Op * 4); _tile_stored(3, d + 16 * Op + 16, Op * 4);
       }
     }
     _tile_release();
   });
+  if (acc != dw)
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t c = 0; c < C; ++c) std::memcpy(dw + (t * C + c) * O, acc + (t * Cp + c) * Op, O * 4);
 }
 
 static ffi::Error Forward(ffi::Buffer<ffi::BF16> x, ffi::Buffer<ffi::BF16> w, ffi::ResultBuffer<ffi::F32> out,
@@ -328,6 +358,9 @@ WHAT = "the AMX convolution kernel"
 TARGETS = {"forward": "jsnn_amx_conv_forward", "filter_grad": "jsnn_amx_conv_filter_grad"}
 _SYMBOLS = {"forward": "JsnnAmxConvForward", "filter_grad": "JsnnAmxConvFilterGrad"}
 CHANNEL_MULTIPLE = 32  # a tile row holds 32 bf16 input channels; outputs go in pairs of 16-column tiles
+# Channels are padded with zeros to CHANNEL_MULTIPLE inside the kernel; a convolution whose padded
+# products exceed its own by more than this factor stays with XLA (e.g. an encoding layer's 1 to 3 inputs).
+MAX_PADDED_PRODUCTS = 2.0
 
 
 def build(cache_dir: str | None = None) -> str:
@@ -366,7 +399,8 @@ def unavailable() -> str | None:
 def supports(x_shape, kernel_shape, stride: int, padding: int) -> bool:
     """Whether the kernels compute this convolution (NHWC ``x_shape``, HWIO ``kernel_shape``)."""
     kh, kw, cin, cout = kernel_shape
-    return (stride == 1 and cin % CHANNEL_MULTIPLE == 0 and cout % CHANNEL_MULTIPLE == 0
+    padded = -(-cin // CHANNEL_MULTIPLE) * -(-cout // CHANNEL_MULTIPLE) * CHANNEL_MULTIPLE ** 2
+    return (stride == 1 and padded <= MAX_PADDED_PRODUCTS * cin * cout
             and 0 <= padding < min(kh, kw) and x_shape[1] + 2 * padding >= kh and x_shape[2] + 2 * padding >= kw)
 
 

@@ -10,9 +10,11 @@ pytestmark = pytest.mark.skipif(conv_kernel.unavailable() is not None,
                                 reason=f"AMX convolution unavailable: {conv_kernel.unavailable()}")
 
 # (N, H, W, Cin, Cout, k, padding): odd sizes, 1x1 and 5x5 kernels, padding below and at k // 2,
-# pixel counts that are not multiples of the 32-pixel blocks
+# pixel counts that are not multiples of the 32-pixel blocks, channel counts that are not multiples of
+# the tiles' 32 (padded with zeros inside the kernel)
 SHAPES = [(2, 8, 8, 32, 64, 3, 1), (3, 5, 7, 64, 32, 3, 1), (2, 6, 6, 32, 96, 1, 0), (1, 9, 9, 32, 64, 5, 2),
-          (2, 8, 8, 32, 32, 3, 0), (1, 3, 4, 64, 64, 3, 2), (5, 2, 2, 32, 32, 3, 1)]
+          (2, 8, 8, 32, 32, 3, 0), (1, 3, 4, 64, 64, 3, 2), (5, 2, 2, 32, 32, 3, 1), (2, 8, 8, 16, 32, 3, 1),
+          (3, 5, 7, 48, 20, 3, 1), (1, 9, 9, 40, 50, 5, 2), (2, 6, 6, 3, 64, 1, 0)]
 
 
 def _bf16_operands(shape, seed=0):
@@ -126,6 +128,11 @@ def test_conv2d_takes_the_kernel_only_for_bf16_shapes_it_supports():
     assert not _custom_call_targets(grad_of("bf16", stride=2), x, kernel)
     assert not _custom_call_targets(grad_of("bf16", impl="xla"), x, kernel)
     assert not _custom_call_targets(grad_of("bf16"), jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 64)))  # Cin 3
+    # channels padded to the tiles' multiple of 32 at most doubles the products: 16 -> 32 runs, 16 -> 16 does not
+    assert _custom_call_targets(grad_of("bf16"), jnp.ones((2, 8, 8, 16)), jnp.ones((3, 3, 16, 32)))
+    assert not _custom_call_targets(grad_of("bf16"), jnp.ones((2, 8, 8, 16)), jnp.ones((3, 3, 16, 16)))
+    # maps of at most IM2COL_MAX_OUTPUT_PIXELS pixels keep the im2col matmul
+    assert not _custom_call_targets(grad_of("bf16"), jnp.ones((2, 2, 2, 32)), kernel)
 
 
 def test_conv2d_bf16_agrees_with_xlas_bf16_convolution():
