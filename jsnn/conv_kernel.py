@@ -7,9 +7,10 @@ operand is laid out transposed. These kernels compute a stride-1 convolution str
 padded input with AMX tiles (``TDPBF16PS``: bf16 products, f32 accumulation), never building patches:
 
   forward          out[q] = sum over taps t, channels c of xpad[q + off_t, c] * w[t, c, o]
-                   over the padded image's flattened pixels q (the "flat" trick: a tap's input is
-                   the output pixel's index shifted by ``i*Wp + j``; rows of the padded width that
-                   are not output pixels are computed and dropped);
+                   over the padded images' flattened pixels q (a tap's input is the output pixel's
+                   index shifted by ``i*R + j``, R the stored row length; images and rows share their
+                   zero borders, and the flat indices that are no output pixel are computed and
+                   dropped: ``Layout`` in the source);
   input gradient   the same kernel on the output gradient, with the spatially flipped, channel-
                    transposed kernel and padding ``k - 1 - padding``;
   filter gradient  dw[t, c, o] = sum over q of xpad[q + off_t, c] * g[q, o], over pixel chunks that
@@ -420,8 +421,9 @@ def _forward(x, kernel, padding: int):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
     """Stride-1 convolution of bf16 NHWC ``x`` with the bf16 HWIO ``kernel`` (``padding`` zeros on every
-    side), f32 result. Its gradients are f32 (the output gradient is rounded to bf16 for the products,
-    as ``conv.conv2d`` does for every bf16 convolution). Call only where ``supports`` and not
+    side), f32 result. The VJP rounds the output gradient to bf16 for its products (as ``conv.conv2d``
+    does for every bf16 convolution), computes both gradients in f32 and returns them in the operands'
+    dtype, as autodiff of XLA's bf16 convolution does. Call only where ``supports`` and not
     ``unavailable()``."""
     return _forward(x, kernel, padding)
 
