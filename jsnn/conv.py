@@ -148,13 +148,10 @@ def _filter_grad(x, g, kernel_shape, stride, padding, policy: MatmulPolicy):
 # Output maps of at most this many pixels use the im2col matmul: the crossover measured by
 # benchmarks/conv_layer.py (at 2x2 the matmul wins by far; at 4x4 XLA's convolution is ahead).
 IM2COL_MAX_OUTPUT_PIXELS = 4
-# The same limit serves bf16 operands. Above it, bf16 convolutions go to the AMX kernel
-# (jsnn/conv_kernel.py), except on maps of at most BF16_IM2COL_MAX_OUTPUT_PIXELS whose patches are at
-# least BF16_IM2COL_MIN_DEPTH deep (kh * kw * Cin): there the bf16 im2col matmul, a long contraction XLA
-# runs on the matrix unit, was ahead of the kernel (4x4 maps of 512 channels; with 64 the kernel led;
-# benchmarks/precision_conv.py, docs/speed.md).
-BF16_IM2COL_MAX_OUTPUT_PIXELS = 16
-BF16_IM2COL_MIN_DEPTH = 2304
+# The same limit serves bf16 operands: at 2x2 the bf16 im2col matmul is ahead of the AMX kernel
+# (jsnn/conv_kernel.py), which takes the larger maps (benchmarks/precision_conv.py; docs/speed.md). On
+# 4x4 maps of 512 channels the im2col matmul timed ahead of the kernel alone, but SNN-VGG-16's and
+# Res-SNN-19's bf16 steps were faster with the kernel there (alternated in one process; not committed).
 
 
 def _patches(x, kernel_shape, stride, padding):
@@ -251,9 +248,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int, impl: str
     stride, padding = int(stride), int(padding)
     kh, kw = kernel.shape[:2]
     ho, wo = _output_hw(x.shape[1:3], (kh, kw), stride, padding)
-    if ho * wo <= IM2COL_MAX_OUTPUT_PIXELS or (
-            x.dtype == jnp.bfloat16 and ho * wo <= BF16_IM2COL_MAX_OUTPUT_PIXELS
-            and kh * kw * kernel.shape[2] >= BF16_IM2COL_MIN_DEPTH):
+    if ho * wo <= IM2COL_MAX_OUTPUT_PIXELS:
         return _im2col_conv(x, kernel, stride, padding, policy)
     if _amx_applies(x, kernel, stride, padding):
         return conv_kernel.conv(x, kernel, padding)
