@@ -608,7 +608,7 @@ def speed_step_peak(src):
              f"{r['step_gflops']:.0f}", f"{r['peak_gflops']:.0f} / {r['peak_after_gflops']:.0f}",
              pct(r["fraction_of_peak"], 0)] for r in d["rows"]]
     return (f"{d['what']}; {_load_line(d)}.\n\n"
-            + table(["network", "precision", "step GFLOP (XLA)", "step s", "step GFLOP/s",
+            + table(["network", "precision", "step GFLOP", "step s", "step GFLOP/s",
                      "matmul peak GFLOP/s (before / after)", "fraction of peak"], rows))
 
 
