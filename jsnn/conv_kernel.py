@@ -46,8 +46,11 @@ SOURCE = r"""
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <algorithm>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <mutex>
 #include <thread>
 #include <vector>
 #include "xla/ffi/api/ffi.h"
@@ -77,19 +80,69 @@ static void load_tile_config() {
   _tile_loadconfig(&cfg);
 }
 
-// Work items [0, n) over `threads` std::threads in contiguous ranges: each item's sums are made by
-// one thread in one order, so results do not depend on the thread count.
+// Worker threads kept for the whole process: a thread made per call costs more than a small
+// convolution (its start, and the kernel setting up its AMX state on its first tile instruction).
+// One call uses them at a time; a call that finds them busy (XLA may run two convolutions at once)
+// runs on its own thread alone. The pool is never destroyed (its threads are detached).
+struct Pool {
+  std::mutex busy, m;
+  std::condition_variable wake, done;
+  std::function<void(int64_t)> job;
+  int64_t parts = 0, pending = 0, generation = 0, workers = 0;
+
+  void ensure(int64_t n) {  // call with m held
+    for (; workers < n; ++workers) {
+      const int64_t index = workers + 1;
+      std::thread([this, index] {
+        int64_t seen = 0;
+        for (;;) {
+          std::function<void(int64_t)> f;
+          {
+            std::unique_lock<std::mutex> lock(m);
+            wake.wait(lock, [&] { return generation != seen; });
+            seen = generation;
+            if (index >= parts) continue;
+            f = job;
+          }
+          f(index);
+          std::lock_guard<std::mutex> lock(m);
+          if (--pending == 0) done.notify_one();
+        }
+      }).detach();
+    }
+  }
+};
+
+static Pool& pool() {
+  static Pool* p = new Pool;
+  return *p;
+}
+
+// Work items [0, n) over `threads` threads in contiguous ranges: each item's sums are made by one
+// thread in one order, so results do not depend on the thread count.
 template <typename F> static void in_parallel(int64_t n, int64_t threads, F f) {
   threads = std::max<int64_t>(1, std::min<int64_t>(threads, n));
   if (threads == 1) return f(int64_t{0}, n);
-  std::vector<std::thread> pool;
+  Pool& p = pool();
+  std::unique_lock<std::mutex> mine(p.busy, std::try_to_lock);
+  if (!mine.owns_lock()) return f(int64_t{0}, n);
   const int64_t per = (n + threads - 1) / threads;
-  for (int64_t i = 1; i < threads; ++i) {
+  std::function<void(int64_t)> part = [&](int64_t i) {
     const int64_t a = i * per, b = std::min(n, a + per);
-    if (a < b) pool.emplace_back([=] { f(a, b); });
+    if (a < b) f(a, b);
+  };
+  {
+    std::lock_guard<std::mutex> lock(p.m);
+    p.ensure(threads - 1);
+    p.job = part;
+    p.parts = threads;
+    p.pending = threads - 1;
+    ++p.generation;
   }
-  f(0, std::min(n, per));
-  for (auto& t : pool) t.join();
+  p.wake.notify_all();
+  part(0);
+  std::unique_lock<std::mutex> lock(p.m);
+  p.done.wait(lock, [&] { return p.pending == 0; });
 }
 
 // Scratch kept by the calling thread across calls (grown, never shrunk): fresh buffers of tens of

@@ -155,3 +155,18 @@ def test_switched_off_by_the_environment(monkeypatch):
         monkeypatch.delenv("JSNN_CONV_AMX")
         conv_kernel._load.cache_clear()
     assert conv_kernel.unavailable() is None
+
+
+def test_calls_from_several_threads_at_once_equal_calls_one_at_a_time():
+    """The worker pool serves one call at a time; a call that finds it busy runs alone (same sums, same order)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    x, kernel = _bf16_operands((4, 16, 16, 32, 64, 3, 1), seed=6)
+    g = jnp.asarray(np.random.default_rng(7).standard_normal((4, 16, 16, 64)), jnp.bfloat16)
+    fwd = jax.jit(lambda x, k: conv_kernel.conv(x, k, 1))
+    dk = jax.jit(lambda x, g: conv_kernel._call("filter_grad", kernel.shape, x, g, pad=1))
+    expected = [np.asarray(fwd(x, kernel)), np.asarray(dk(x, g))]
+    with ThreadPoolExecutor(4) as threads:
+        results = list(threads.map(lambda i: np.asarray(fwd(x, kernel) if i % 2 == 0 else dk(x, g)), range(16)))
+    for i, r in enumerate(results):
+        np.testing.assert_array_equal(r, expected[i % 2])
