@@ -170,3 +170,19 @@ def test_calls_from_several_threads_at_once_equal_calls_one_at_a_time():
         results = list(threads.map(lambda i: np.asarray(fwd(x, kernel) if i % 2 == 0 else dk(x, g)), range(16)))
     for i, r in enumerate(results):
         np.testing.assert_array_equal(r, expected[i % 2])
+
+
+def test_step_peak_counts_the_kernels_products_as_xla_counts_the_convolutions():
+    """benchmarks/step_peak.py adds the kernel calls' products, which XLA's cost analysis does not see, so a
+    bf16 step (its convolutions on the kernel) counts the work XLA counts for the same f32 step."""
+    from benchmarks.step_peak import compiled_step
+
+    def counted(precision):
+        compiled, _, _, kernel_flops = compiled_step("digits_cnn", precision, 2, 2, (8, 8, 1), 10)
+        cost = compiled.cost_analysis()
+        return float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"]), kernel_flops
+
+    f32_xla, f32_kernel = counted("f32")
+    bf16_xla, bf16_kernel = counted("bf16")
+    assert f32_kernel == 0 and bf16_kernel > 0.5 * f32_xla  # the two inner convolutions: most of the work
+    np.testing.assert_allclose(bf16_xla + bf16_kernel, f32_xla, rtol=0.02)
