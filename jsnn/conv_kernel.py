@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import logging
 import os
 
 import jax
@@ -430,19 +431,25 @@ def cpu_has_amx() -> bool:
 
 @functools.lru_cache(maxsize=None)
 def _load() -> str | None:
-    """Builds and registers the kernels once per process; None where they can run, else why not (one line)."""
+    """Builds and registers the kernels once per process; None where they can run, else why not (one line).
+    Where the CPU has AMX but the kernel cannot run (no compiler, a failed build, AMX not granted), it says
+    so once in the log: bf16 convolutions then run as XLA's, correct and slower."""
     if os.environ.get("JSNN_CONV_AMX", "1") == "0":
         return "JSNN_CONV_AMX=0"
     if not cpu_has_amx():
         return "this CPU has no AMX-BF16"
     try:
         library = build()
-    except (native.CompilerMissing, RuntimeError) as e:
-        return str(e)
-    if not ctypes.cdll.LoadLibrary(library).jsnn_amx_ready():
-        return "the operating system did not grant AMX to this process"
-    native.register(library, {target: _SYMBOLS[key] for key, target in TARGETS.items()})
-    return None
+        ready = ctypes.cdll.LoadLibrary(library).jsnn_amx_ready()
+    except (native.CompilerMissing, RuntimeError, OSError) as e:
+        why = str(e).splitlines()[0]
+    else:
+        if ready:
+            native.register(library, {target: _SYMBOLS[key] for key, target in TARGETS.items()})
+            return None
+        why = "the operating system did not grant AMX to this process"
+    logging.getLogger(__name__).warning("bf16 convolutions run as XLA's, not on AMX: %s", why)
+    return why
 
 
 def unavailable() -> str | None:
