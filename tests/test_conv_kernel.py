@@ -224,3 +224,23 @@ def test_step_peak_counts_the_kernels_products_as_xla_counts_the_convolutions():
     bf16_xla, bf16_kernel = counted("bf16")
     assert f32_kernel == 0 and bf16_kernel > 0.5 * f32_xla  # the two inner convolutions: most of the work
     np.testing.assert_allclose(bf16_xla + bf16_kernel, f32_xla, rtol=0.02)
+
+
+@needs_amx
+def test_over_two_devices_the_kernel_runs_on_each_devices_images():
+    """The programs' bf16 train step on a 2-device mesh (tests/scripts/multidevice_amx_conv.py): the kernel runs
+    inside each device's part of the step on its half of the images, and two steps end within bf16 rounding of
+    one device's (not bit for bit: a sum's order moves an f32 gradient, which can move a bf16 rounding)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, os.path.join(root, "tests", "scripts", "multidevice_amx_conv.py")],
+                         env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+                              "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["kernel_batches"] == {"2": [32], "1": [64]}  # T = 4 x 8 images a device, x 16 on one
+    assert result["two_devices_vs_one"] < 5e-3
