@@ -114,8 +114,16 @@ struct Pool {
   }
 };
 
+// The process's pool; a child forked after it started (its threads are not copied by fork) gets its own.
 static Pool& pool() {
-  static Pool* p = new Pool;
+  static Pool* p = nullptr;
+  static pid_t owner = 0;
+  static std::mutex made;
+  std::lock_guard<std::mutex> lock(made);
+  if (p == nullptr || owner != getpid()) {
+    p = new Pool;
+    owner = getpid();
+  }
   return *p;
 }
 

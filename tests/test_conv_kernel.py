@@ -244,3 +244,33 @@ def test_over_two_devices_the_kernel_runs_on_each_devices_images():
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["kernel_batches"] == {"2": [32], "1": [64]}  # T = 4 x 8 images a device, x 16 on one
     assert result["two_devices_vs_one"] < 5e-3
+
+
+@needs_amx
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
+def test_a_forked_child_gets_its_own_worker_threads():
+    """fork copies no threads: a child that calls the kernel after its parent started the pool must not wait for
+    the parent's workers (it makes its own)."""
+    import os
+    import signal
+    import time
+
+    x, kernel = _bf16_operands((4, 16, 16, 32, 64, 3, 1), seed=8)
+    expected = np.asarray(conv_kernel.conv(x, kernel, 1))  # the parent's pool now runs
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: compute, report whether it matches, exit without running the parent's cleanup
+        try:
+            same = np.array_equal(np.asarray(conv_kernel.conv(x, kernel, 1)), expected)
+            os.write(write, b"1" if same else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    deadline = time.monotonic() + 120  # a child waiting for workers it does not have never ends: fail, not hang
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child's kernel call did not return")
+    assert os.read(read, 1) == b"1" and os.WEXITSTATUS(done[1]) == 0
