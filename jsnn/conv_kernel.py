@@ -12,7 +12,7 @@ padded input with AMX tiles (``TDPBF16PS``: bf16 products, f32 accumulation), ne
                    zero borders, and the flat indices that are no output pixel are computed and
                    dropped: ``Layout`` in the source);
   input gradient   the same kernel on the output gradient, with the spatially flipped, channel-
-                   transposed kernel and padding ``k - 1 - padding``;
+                   transposed kernel and padding ``k - 1 - padding`` (one call computes both gradients);
   filter gradient  dw[t, c, o] = sum over q of xpad[q + off_t, c] * g[q, o], over pixel chunks that
                    stay in cache, with the input transposed to [C, q] and the gradient packed in
                    pixel pairs (the layouts the tile product reads).
@@ -407,6 +407,20 @@ static ffi::Error FilterGrad(ffi::Buffer<ffi::BF16> x, ffi::Buffer<ffi::BF16> g,
   return ffi::Error::Success();
 }
 
+// Both gradients in one call: XLA would otherwise run the two calls at once on two of its threads, each
+// then alone on its core without the worker pool (which serves one call at a time).
+static ffi::Error Backward(ffi::Buffer<ffi::BF16> x, ffi::Buffer<ffi::BF16> w, ffi::Buffer<ffi::BF16> g,
+                           ffi::ResultBuffer<ffi::F32> dx, ffi::ResultBuffer<ffi::F32> dw, int64_t pad,
+                           int64_t threads) {
+  if (!amx_granted()) return ffi::Error::Internal("jsnn's AMX convolution: the kernel did not grant AMX");
+  auto xd = x.dimensions(), wd = w.dimensions(), gd = g.dimensions();
+  forward(g.typed_data(), gd[0], gd[1], gd[2], gd[3], w.typed_data(), wd[0], wd[1], xd[3], wd[0] - 1 - pad, true,
+          dx->typed_data(), threads);
+  filter_grad(x.typed_data(), xd[0], xd[1], xd[2], xd[3], g.typed_data(), wd[0], wd[1], wd[3], pad,
+              dw->typed_data(), threads);
+  return ffi::Error::Success();
+}
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JsnnAmxConvForward, Forward,
                               ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::BF16>>().Arg<ffi::Buffer<ffi::BF16>>()
                                   .Ret<ffi::Buffer<ffi::F32>>().Attr<int64_t>("pad").Attr<int64_t>("flip")
@@ -414,12 +428,18 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JsnnAmxConvForward, Forward,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JsnnAmxConvFilterGrad, FilterGrad,
                               ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::BF16>>().Arg<ffi::Buffer<ffi::BF16>>()
                                   .Ret<ffi::Buffer<ffi::F32>>().Attr<int64_t>("pad").Attr<int64_t>("threads"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JsnnAmxConvBackward, Backward,
+                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::BF16>>().Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>().Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>().Attr<int64_t>("pad").Attr<int64_t>("threads"));
 """
 
 FLAGS = (*native.FLAGS, "-mamx-tile", "-mamx-bf16", "-mavx512bf16")
 WHAT = "the AMX convolution kernel"
-TARGETS = {"forward": "jsnn_amx_conv_forward", "filter_grad": "jsnn_amx_conv_filter_grad"}
-_SYMBOLS = {"forward": "JsnnAmxConvForward", "filter_grad": "JsnnAmxConvFilterGrad"}
+TARGETS = {"forward": "jsnn_amx_conv_forward", "filter_grad": "jsnn_amx_conv_filter_grad",
+           "backward": "jsnn_amx_conv_backward"}
+_SYMBOLS = {"forward": "JsnnAmxConvForward", "filter_grad": "JsnnAmxConvFilterGrad",
+            "backward": "JsnnAmxConvBackward"}
 CHANNEL_MULTIPLE = 32  # a tile row holds 32 bf16 input channels; outputs go in pairs of 16-column tiles
 # Channels are padded with zeros to CHANNEL_MULTIPLE inside the kernel; a convolution whose padded
 # products exceed its own by more than this factor stays with XLA (e.g. an encoding layer's 1 to 3 inputs).
@@ -473,10 +493,13 @@ def supports(x_shape, kernel_shape, stride: int, padding: int) -> bool:
             and 0 <= padding < min(kh, kw) and x_shape[1] + 2 * padding >= kh and x_shape[2] + 2 * padding >= kw)
 
 
-def _call(target: str, shape, *args, **attrs):
+def _call(target: str, shapes, *args, **attrs):
+    """The FFI call of ``target`` on ``args``: one f32 result of shape ``shapes``, or one for each of a list of them."""
     attrs = {k: np.int64(v) for k, v in attrs.items()}
-    return jax.ffi.ffi_call(TARGETS[target], jax.ShapeDtypeStruct(shape, jnp.float32),
-                            vmap_method="sequential")(*args, **attrs, threads=np.int64(native.default_threads()))
+    results = ([jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes] if isinstance(shapes, list)
+               else jax.ShapeDtypeStruct(shapes, jnp.float32))
+    return jax.ffi.ffi_call(TARGETS[target], results, vmap_method="sequential")(
+        *args, **attrs, threads=np.int64(native.default_threads()))
 
 
 def _forward(x, kernel, padding: int):
@@ -502,10 +525,7 @@ def _conv_fwd(x, kernel, padding):
 
 def _conv_bwd(padding, res, g):
     x, kernel = res
-    kh, kw, _, _ = kernel.shape
-    g = g.astype(jnp.bfloat16)
-    dx = _call("forward", x.shape, g, kernel, pad=kh - 1 - padding, flip=1)
-    dk = _call("filter_grad", kernel.shape, x, g, pad=padding)
+    dx, dk = _call("backward", [x.shape, kernel.shape], x, kernel, g.astype(jnp.bfloat16), pad=padding)
     return dx.astype(x.dtype), dk.astype(kernel.dtype)
 
 

@@ -77,6 +77,10 @@ def test_forward_and_both_gradients_equal_the_float64_reference(shape):
     dk = jax.jit(lambda x, g: conv_kernel._call("filter_grad", kernel.shape, x, g, pad=padding))(x, g)
     _close(dx, dx_ref)
     _close(dk, dk_ref)
+    # the VJP's one call computes both, the same sums in the same order
+    both = jax.jit(lambda x, k, g: conv_kernel._call("backward", [x.shape, k.shape], x, k, g, pad=padding))
+    for one, alone in zip(both(x, kernel, g), (dx, dk)):
+        np.testing.assert_array_equal(np.asarray(one), np.asarray(alone))
     # the VJP returns exactly those, rounded to the bf16 operands' dtype
     vjp_dx, vjp_dk = jax.jit(jax.grad(lambda x, k: jnp.sum(conv_kernel.conv(x, k, padding) * g.astype(jnp.float32)),
                                       argnums=(0, 1)))(x, kernel)
@@ -125,10 +129,12 @@ def test_conv2d_takes_the_kernel_only_for_bf16_shapes_it_supports():
     kernel = jnp.ones((3, 3, 32, 64))
 
     def grad_of(precision, stride=1, impl=None):
-        return lambda a, k: jax.grad(lambda a, k: jnp.sum(conv.conv2d(a, k, stride, 1, impl=impl, precision=precision)),
-                                     argnums=(0, 1))(a, k)
+        def loss(a, k):  # squared: the gradient needs the forward's output too
+            return jnp.sum(conv.conv2d(a, k, stride, 1, impl=impl, precision=precision) ** 2)
 
-    assert _custom_call_targets(grad_of("bf16"), x, kernel) == set(conv_kernel.TARGETS.values())
+        return lambda a, k: jax.grad(loss, argnums=(0, 1))(a, k)
+
+    assert _custom_call_targets(grad_of("bf16"), x, kernel) == {conv_kernel.TARGETS[t] for t in ("forward", "backward")}
     assert not _custom_call_targets(grad_of("f32"), x, kernel)
     assert not _custom_call_targets(grad_of("bf16", stride=2), x, kernel)
     assert not _custom_call_targets(grad_of("bf16", impl="xla"), x, kernel)
