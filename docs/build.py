@@ -566,6 +566,23 @@ def speed_precision_conv(src):
                      "bf16 im2col", "bf16 AMX kernel", "fastest"], rows))
 
 
+@generator("speed_step_profile")
+def speed_step_profile(src):
+    blocks = []
+    for precision in ("bf16", "f32"):
+        path = f"benchmarks/results/step_profile_dvs_small_{precision}.json"
+        d = src.json(path)
+        rows = [[f"`{r['operation']}`", f"{r['ms_per_step']:.2f}", pct(r["ms_per_step"] / d["wall_ms_per_step"], 0),
+                 f"`{r['shape'].split('{')[0]}`", f"`{r['op_name'].removeprefix('jit(step)/')}`"]
+                for r in d["rows"][:8]]
+        blocks.append(f"{d['model']} at {d['precision']}, B = {d['batch']}, T = {d['timesteps']}, "
+                      f"{'×'.join(map(str, d['image']))}: a step takes {d['wall_ms_per_step']:.1f} ms, of which the "
+                      f"traced operations {d['listed_ms_per_step']:.1f} ms; the eight longest ({_load_line(d)}):\n\n"
+                      + table(["operation", "ms a step", "of the step", "output", "what it computes (XLA's metadata)"],
+                              rows))
+    return "\n\n".join(blocks)
+
+
 @generator("speed_precision_digits")
 def speed_precision_digits(src):
     d = src.json("benchmarks/results/precision_digits.json")
