@@ -64,14 +64,13 @@ def _kernel_flops(jaxpr) -> float:
             first, second = (v.aval.shape for v in eqn.invars[:2])
             out = eqn.params["result_avals"][-1].shape
             pad = int(dict(eqn.params["attributes"])["pad"])
-            # forward: x [N,H,W,C], w [kh,kw,..] -> [N,H',W',O]; filter gradient: x, g [N,H',W',O] -> [kh,kw,C,O];
-            # backward: x, w, g -> (dx, dw), the two gradients' products (each as many as the forward's)
+            # forward: x [N,H,W,C], w [kh,kw,..] -> [N,H',W',O]; backward: x, w, g -> (dx, dw [kh,kw,C,O]),
+            # the two gradients' products (each as many as the forward's)
             if eqn.params["target_name"] == conv_kernel.TARGETS["forward"]:
-                (n, h, w, c), (kh, kw), o, calls = first, second[:2], out[3], 1
+                (n, h, w, c), (kh, kw), o, products = first, second[:2], out[3], 1
             else:
-                (n, h, w, c), (kh, kw), o = first, out[:2], out[3]
-                calls = 2 if eqn.params["target_name"] == conv_kernel.TARGETS["backward"] else 1
-            total += 2.0 * calls * n * _valid_taps(h, kh, pad) * _valid_taps(w, kw, pad) * c * o
+                (n, h, w, c), (kh, kw), o, products = first, out[:2], out[3], 2
+            total += 2.0 * products * n * _valid_taps(h, kh, pad) * _valid_taps(w, kw, pad) * c * o
         for value in eqn.params.values():
             for sub in value if isinstance(value, (tuple, list)) else (value,):
                 inner = getattr(sub, "jaxpr", sub)

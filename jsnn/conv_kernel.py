@@ -155,9 +155,9 @@ template <typename F> static void in_parallel(int64_t n, int64_t threads, F f) {
 }
 
 // Scratch kept by the calling thread across calls (grown, never shrunk): fresh buffers of tens of
-// MB each call would cost page faults comparable to the products.
-static bf16* scratch(int which, int64_t n) {
-  thread_local std::vector<bf16> buffers[3];
+// MB each call would cost page faults comparable to the products. One set per element type.
+template <typename T = bf16> static T* scratch(int which, int64_t n) {
+  thread_local std::vector<T> buffers[3];
   auto& b = buffers[which];
   if (int64_t(b.size()) < n) b.resize(n);
   return b.data();
@@ -215,13 +215,6 @@ static void pad_input(const bf16* x, const Layout& L, int64_t C, int64_t Cp, bf1
 }
 
 static int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
-
-// f32 scratch, kept like `scratch`
-static float* scratch_f32(int64_t n) {
-  thread_local std::vector<float> buffer;
-  if (int64_t(buffer.size()) < n) buffer.resize(n);
-  return buffer.data();
-}
 
 // out [N, Ho, Wo, O] f32 = conv(x [N, H, W, C], w), stride 1. w is HWIO [kh, kw, C, O]; with `flip`,
 // w is the HWIO kernel of the convolution whose input gradient this is ([kh, kw, O, C]) and is read
@@ -357,7 +350,7 @@ static void filter_grad(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t 
     }
   });
   const int64_t CB = Cp / 32, OB = Op / 32;
-  float* acc = C == Cp && O == Op ? dw : scratch_f32(T * Cp * Op);  // [kh, kw, Cp, Op]
+  float* acc = C == Cp && O == Op ? dw : scratch<float>(0, T * Cp * Op);  // [kh, kw, Cp, Op]
   std::fill(acc, acc + T * Cp * Op, 0.0f);
   in_parallel(T * CB * OB, threads, [&](int64_t a, int64_t b) {
     load_tile_config();
@@ -398,15 +391,6 @@ static ffi::Error Forward(ffi::Buffer<ffi::BF16> x, ffi::Buffer<ffi::BF16> w, ff
   return ffi::Error::Success();
 }
 
-static ffi::Error FilterGrad(ffi::Buffer<ffi::BF16> x, ffi::Buffer<ffi::BF16> g, ffi::ResultBuffer<ffi::F32> dw,
-                             int64_t pad, int64_t threads) {
-  if (!amx_granted()) return ffi::Error::Internal("jsnn's AMX convolution: the kernel did not grant AMX");
-  auto xd = x.dimensions(), wd = dw->dimensions();
-  filter_grad(x.typed_data(), xd[0], xd[1], xd[2], xd[3], g.typed_data(), wd[0], wd[1], wd[3], pad,
-              dw->typed_data(), threads);
-  return ffi::Error::Success();
-}
-
 // Both gradients in one call: XLA would otherwise run the two calls at once on two of its threads, each
 // then alone on its core without the worker pool (which serves one call at a time).
 static ffi::Error Backward(ffi::Buffer<ffi::BF16> x, ffi::Buffer<ffi::BF16> w, ffi::Buffer<ffi::BF16> g,
@@ -425,9 +409,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JsnnAmxConvForward, Forward,
                               ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::BF16>>().Arg<ffi::Buffer<ffi::BF16>>()
                                   .Ret<ffi::Buffer<ffi::F32>>().Attr<int64_t>("pad").Attr<int64_t>("flip")
                                   .Attr<int64_t>("threads"));
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JsnnAmxConvFilterGrad, FilterGrad,
-                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::BF16>>().Arg<ffi::Buffer<ffi::BF16>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>().Attr<int64_t>("pad").Attr<int64_t>("threads"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JsnnAmxConvBackward, Backward,
                               ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::BF16>>().Arg<ffi::Buffer<ffi::BF16>>()
                                   .Arg<ffi::Buffer<ffi::BF16>>().Ret<ffi::Buffer<ffi::F32>>()
@@ -436,10 +417,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JsnnAmxConvBackward, Backward,
 
 FLAGS = (*native.FLAGS, "-mamx-tile", "-mamx-bf16", "-mavx512bf16")
 WHAT = "the AMX convolution kernel"
-TARGETS = {"forward": "jsnn_amx_conv_forward", "filter_grad": "jsnn_amx_conv_filter_grad",
-           "backward": "jsnn_amx_conv_backward"}
-_SYMBOLS = {"forward": "JsnnAmxConvForward", "filter_grad": "JsnnAmxConvFilterGrad",
-            "backward": "JsnnAmxConvBackward"}
+TARGETS = {"forward": "jsnn_amx_conv_forward", "backward": "jsnn_amx_conv_backward"}
+_SYMBOLS = {"forward": "JsnnAmxConvForward", "backward": "JsnnAmxConvBackward"}
 CHANNEL_MULTIPLE = 32  # a tile row holds 32 bf16 input channels; outputs go in pairs of 16-column tiles
 # Channels are padded with zeros to CHANNEL_MULTIPLE inside the kernel; a convolution whose padded
 # products exceed its own by more than this factor stays with XLA (e.g. an encoding layer's 1 to 3 inputs).

@@ -72,15 +72,14 @@ def test_forward_and_both_gradients_equal_the_float64_reference(shape):
     g = jnp.asarray(np.random.default_rng(1).standard_normal(out.shape), jnp.bfloat16)
     dx_ref, dk_ref = _reference_grads(x, kernel, padding, g)
     kh = kernel.shape[0]
-    # the kernels' f32 gradients, before the VJP rounds them to the operands' dtype
-    dx = jax.jit(lambda g, k: conv_kernel._call("forward", x.shape, g, k, pad=kh - 1 - padding, flip=1))(g, kernel)
-    dk = jax.jit(lambda x, g: conv_kernel._call("filter_grad", kernel.shape, x, g, pad=padding))(x, g)
+    # the kernels' f32 gradients, before the VJP rounds them to the operands' dtype: the backward call's
+    dx, dk = jax.jit(lambda x, k, g: conv_kernel._call("backward", [x.shape, k.shape], x, k, g, pad=padding))(
+        x, kernel, g)
     _close(dx, dx_ref)
     _close(dk, dk_ref)
-    # the VJP's one call computes both, the same sums in the same order
-    both = jax.jit(lambda x, k, g: conv_kernel._call("backward", [x.shape, k.shape], x, k, g, pad=padding))
-    for one, alone in zip(both(x, kernel, g), (dx, dk)):
-        np.testing.assert_array_equal(np.asarray(one), np.asarray(alone))
+    # its input gradient is the forward kernel on the flipped kernel: the same sums in the same order
+    alone = jax.jit(lambda g, k: conv_kernel._call("forward", x.shape, g, k, pad=kh - 1 - padding, flip=1))(g, kernel)
+    np.testing.assert_array_equal(np.asarray(dx), np.asarray(alone))
     # the VJP returns exactly those, rounded to the bf16 operands' dtype
     vjp_dx, vjp_dk = jax.jit(jax.grad(lambda x, k: jnp.sum(conv_kernel.conv(x, k, padding) * g.astype(jnp.float32)),
                                       argnums=(0, 1)))(x, kernel)
@@ -111,8 +110,8 @@ def test_results_do_not_depend_on_the_thread_count(monkeypatch):
         monkeypatch.setattr(native, "default_threads", lambda: threads)
         f = lambda x, k: jnp.sum(conv_kernel.conv(x, k, 1) * g)  # noqa: E731
         out = conv_kernel.conv(x, kernel, 1)
-        dk = conv_kernel._call("filter_grad", kernel.shape, x, g.astype(jnp.bfloat16), pad=1)
-        return [np.asarray(a) for a in (out, *jax.grad(f, argnums=(0, 1))(x, kernel), dk)]
+        both = conv_kernel._call("backward", [x.shape, kernel.shape], x, kernel, g.astype(jnp.bfloat16), pad=1)
+        return [np.asarray(a) for a in (out, *jax.grad(f, argnums=(0, 1))(x, kernel), *both)]
 
     for one, two in zip(all_three(1), all_three(2)):
         np.testing.assert_array_equal(one, two)
@@ -207,12 +206,17 @@ def test_calls_from_several_threads_at_once_equal_calls_one_at_a_time():
     x, kernel = _bf16_operands((4, 16, 16, 32, 64, 3, 1), seed=6)
     g = jnp.asarray(np.random.default_rng(7).standard_normal((4, 16, 16, 64)), jnp.bfloat16)
     fwd = jax.jit(lambda x, k: conv_kernel.conv(x, k, 1))
-    dk = jax.jit(lambda x, g: conv_kernel._call("filter_grad", kernel.shape, x, g, pad=1))
-    expected = [np.asarray(fwd(x, kernel)), np.asarray(dk(x, g))]
+    bwd = jax.jit(lambda x, k, g: conv_kernel._call("backward", [x.shape, k.shape], x, k, g, pad=1))
+
+    def call(i):  # forward and backward calls alternate
+        return [np.asarray(fwd(x, kernel))] if i % 2 == 0 else [np.asarray(a) for a in bwd(x, kernel, g)]
+
+    expected = [call(0), call(1)]
     with ThreadPoolExecutor(4) as threads:
-        results = list(threads.map(lambda i: np.asarray(fwd(x, kernel) if i % 2 == 0 else dk(x, g)), range(16)))
+        results = list(threads.map(call, range(16)))
     for i, r in enumerate(results):
-        np.testing.assert_array_equal(r, expected[i % 2])
+        for got, want in zip(r, expected[i % 2], strict=True):
+            np.testing.assert_array_equal(got, want)
 
 
 @needs_amx
