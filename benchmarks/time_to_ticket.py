@@ -127,6 +127,12 @@ def child(args) -> dict:
     from jsnn.runs.outputs import RunHooks
     from jsnn.trainer import Trainer
 
+    if args.checkpoints != "auto":  # benchmarks/checkpoint_overlap.py: writes in the background or waited for
+        import functools
+
+        from jsnn import checkpoint
+        checkpoint.Checkpointer.__init__ = functools.partialmethod(checkpoint.Checkpointer.__init__,
+                                                                   background=args.checkpoints == "background")
     xla_flags.configure()  # as the programs do, before JAX starts
     enable_compilation_cache({"JSNN_COMPILATION_CACHE": args.cache})  # as the programs do
     release_after_each_compile()  # as the programs do
@@ -311,6 +317,7 @@ def main():
     p.add_argument("--bf16", action="store_true", help="--paired: also the program at --precision bf16, cold and warm")
     p.add_argument("--cache", default=None, help=argparse.SUPPRESS)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--checkpoints", default="auto", choices=["auto", "background", "wait"], help=argparse.SUPPRESS)
     p.add_argument("--out", default=None)
     args = p.parse_args()
     small = args.model == "digits_cnn"

@@ -5,6 +5,11 @@ needs to continue: rewind point, pruning round, ...) and a JSON dict of
 bookkeeping (epoch, round, the run's signature). Orbax writes each one to a
 temporary directory and renames it into place, so a crash never leaves a
 half-written checkpoint that looks complete; the newest ``keep`` are kept.
+
+With an accelerator, a save returns once the state is copied to host memory and
+orbax writes the files in the background while training goes on; the next save,
+``wait`` or a restore waits for that write first, and a failed write is raised
+there, naming its checkpoint, as a CheckpointError.
 """
 from __future__ import annotations
 
@@ -30,26 +35,63 @@ class CheckpointError(RuntimeError):
 
 
 class Checkpointer:
-    def __init__(self, directory: str, keep: int = 3):
+    def __init__(self, directory: str, keep: int = 3, background: bool | None = None):
+        """``background``: writes go on while training does (``save`` returns first); None: where the
+        computation runs on an accelerator. On the CPU backend a write in the background takes its CPU time
+        from the training steps on the same cores (orbax's write is CPU work, ~40 ms for a small network), so
+        there ``save`` waits for it (benchmarks/results/checkpoint_overlap.json)."""
         self.directory = os.path.abspath(directory)
+        self.background = jax.default_backend() != "cpu" if background is None else background
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
         )
+        self._writing: int | None = None  # the step whose files orbax is still writing
+        self._absl_level: int | None = None
 
     def latest_step(self) -> int | None:
+        self.wait()
         return self._manager.latest_step()
 
     def save(self, step: int, tree: PyTree, meta: dict) -> None:
-        """Writes checkpoint ``step`` and waits for it; a failed write (a full disk, say) is one
-        CheckpointError, and the checkpoints written before stay as they were."""
-        tree = jax.tree.map(np.asarray, tree)  # host copy: device buffers may be donated next step
+        """Writes checkpoint ``step``; in the background (``self.background``) it returns once ``tree`` is copied
+        to host memory (the device buffers may be donated by the next step). A write still in flight is
+        finished first. A failed write (a full disk, say) is one CheckpointError, here or at the next
+        ``save`` / ``wait``, and the checkpoints written before stay as they were."""
+        self.wait()
+        # host copies: device buffers may be donated by the next step (in the background: never a view of one)
+        tree = jax.tree.map(np.array if self.background else np.asarray, tree)
+        with self._errors_as_checkpoint_error(step):
+            self._manager.save(
+                step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta))
+            )
+        self._writing = step
+        if not self.background:
+            self.wait()
+            return
+        # orbax logs a failed background write with a traceback; the error reaches the user once, from wait()
+        logger = logging.getLogger("absl")
+        self._absl_level = logger.level if self._absl_level is None else self._absl_level
+        logger.setLevel(logging.CRITICAL)
+
+    def wait(self) -> None:
+        """Returns once the write in flight (if any) is complete; raises its CheckpointError if it failed."""
+        if self._writing is None:
+            return
+        step, self._writing = self._writing, None
+        try:
+            with self._errors_as_checkpoint_error(step):
+                self._manager.wait_until_finished()
+        finally:
+            if self._absl_level is not None:
+                logging.getLogger("absl").setLevel(self._absl_level)
+                self._absl_level = None
+
+    @contextlib.contextmanager
+    def _errors_as_checkpoint_error(self, step: int):
         try:
             with _orbax_errors_not_logged():
-                self._manager.save(
-                    step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta))
-                )
-                self._manager.wait_until_finished()
+                yield
         except Exception as e:  # orbax wraps the OS error in its own types
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             if "No space left on device" in str(e):
@@ -68,6 +110,7 @@ class Checkpointer:
         Raises CheckpointError, deleting nothing, when the files cannot be read
         or do not belong to this run (other model, shapes or method).
         """
+        self.wait()
         step = self.latest_step() if step is None else step
         where = os.path.join(self.directory, str(step))
         try:

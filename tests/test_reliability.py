@@ -269,7 +269,10 @@ def test_metrics_line_cut_short_is_dropped_on_resume(tmp_path):
 
 
 def program_flags():
-    """train/flags.py, the programs' shared start-up and exit (``run_cleanly``), imported as they import it."""
+    """train/flags.py, the programs' shared start-up and exit (``run_cleanly``), imported as they import it (with
+    train/ on the path, as a program's own folder is: flags imports its neighbour ``starting``)."""
+    if os.path.join(ROOT, "train") not in sys.path:
+        sys.path.insert(0, os.path.join(ROOT, "train"))
     spec = importlib.util.spec_from_file_location("train_flags_for_tests", os.path.join(ROOT, "train", "flags.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -337,3 +340,51 @@ def test_full_disk_keeps_what_was_saved_and_says_so_in_one_line(digits_imp, tmp_
     assert set(trained) == {1}  # round 0 was kept, only round 1 trained again
     assert [r["round"] for r in results["runs"]] == [0, 1] and results["runs"][0] == saved_round_0[0]
     assert os.path.exists(os.path.join(workdir, "tickets", "round_01.npz"))
+
+
+WRITE_FAILS_IN_BACKGROUND = r"""
+import logging, resource, signal, sys
+import numpy as np
+from jsnn.checkpoint import Checkpointer, CheckpointError
+
+directory, how = sys.argv[1], sys.argv[2]
+absl = logging.getLogger("absl")
+absl.setLevel(logging.WARNING)
+ckpt = Checkpointer(directory, background=True)
+first = {"w": np.arange(1000, dtype=np.float32)}
+ckpt.save(1, first, {"n": 1})
+ckpt.wait()
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))  # step 2's random array does not fit, compressed or not
+ckpt.save(2, {"w": np.random.default_rng(0).random(100_000, np.float32)}, {"n": 2})  # returns before writing
+try:
+    if how == "wait":
+        ckpt.wait()
+    else:  # the next save finishes the one in flight first
+        ckpt.save(3, first, {"n": 3})
+    print("no error")
+except CheckpointError as e:
+    print("error:", e)
+resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+print("absl level", absl.level)
+print("latest", ckpt.latest_step())
+tree, meta = Checkpointer(directory).restore(first, {})
+print("restored", meta["n"], bool(np.array_equal(tree["w"], first["w"])))
+"""
+
+
+@pytest.mark.parametrize("how", ["wait", "next save"])
+def test_a_write_that_fails_in_the_background_is_one_error_and_keeps_the_last_checkpoint(tmp_path, how):
+    """Saves in the background (an accelerator's default) return before orbax has written the files. A write that fails
+    there (the file size limit, as a full disk would) is raised at the next wait or save as one
+    CheckpointError naming its checkpoint, prints nothing else, leaves absl's log level as it was, and the
+    checkpoint written before is the newest one and reads back."""
+    out = subprocess.run([sys.executable, "-c", WRITE_FAILS_IN_BACKGROUND, str(tmp_path / "c"), how], env=ENV,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith(f"error: could not write the checkpoint {tmp_path / 'c' / '2'} ("), lines
+    assert "The checkpoints written before are kept" in lines[0]
+    assert lines[1:] == ["absl level 30", "latest 1", "restored 1 True"]
+    assert out.stderr == ""

@@ -100,7 +100,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(small, tmp_path):
     rule, sig = MaskedTraining(), dense_signature(config)
     workdir = str(tmp_path / "run")
     state = fresh_state(trainer)
-    RunCheckpoints(trainer, workdir, sig).save(Position(0, 1), state, {}, {})
+    written = RunCheckpoints(trainer, workdir, sig)
+    written.save(Position(0, 1), state, {}, {})
+    written.wait()  # a save returns before its files are written
     poisoned = state.replace(weights=jax.tree.map(lambda w: w * jnp.nan, state.weights))
     with pytest.raises(TrainingDivergedError, match="last good checkpoint is kept"):
         trainer.train_epochs(poisoned, rule, 1, data_seed=0)
@@ -112,7 +114,9 @@ def test_corrupt_or_foreign_checkpoint_is_a_clear_error_and_deletes_nothing(smal
     sig = dense_signature(config)
     workdir = str(tmp_path / "run")
     state = fresh_state(trainer)
-    RunCheckpoints(trainer, workdir, sig).save(Position(0, 1), state, {}, {})
+    written = RunCheckpoints(trainer, workdir, sig)
+    written.save(Position(0, 1), state, {}, {})
+    written.wait()  # a save returns before its files are written
     with pytest.raises(CheckpointError, match=r"different run \(model digits_cnn -> vgg16\)"):
         RunCheckpoints(trainer, workdir, {**sig, "model": "vgg16"}).restore(state)
     files = sorted(os.path.join(d, f) for d, _, fs in os.walk(workdir) for f in fs)

@@ -238,7 +238,11 @@ class Run:
                     self.checkpoints.save(Position(segment + 1), state, plan.checkpoint_extra(), self._info())
             return results if results is not None else self._write_results()
         finally:
-            release_workdir(self.workdir)
+            try:
+                if self.checkpoints is not None:
+                    self.checkpoints.wait()  # the round's checkpoint after pruning may still be writing
+            finally:
+                release_workdir(self.workdir)
 
     def _execute_parts(self, parts: list[tuple[str, Plan]]) -> dict:
         """Each part a Run of its own in its subdirectory; the trainer is built and WORKDIR claimed (its

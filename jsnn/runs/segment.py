@@ -63,6 +63,10 @@ class RunCheckpoints:
         if self.around_save:
             self.around_save(False, position)
 
+    def wait(self) -> None:
+        """Returns once the last save's files are written (saves return before: ``Checkpointer.save``)."""
+        self.checkpointer.wait()
+
     def restore(self, state: TrainState, extra_like: Callable[[dict], dict] = lambda meta: {}):
         """(state, extra, position, meta) from the newest checkpoint, or None when there is none.
         ``extra_like(meta)`` gives the structure of the extras that checkpoint holds."""
@@ -82,7 +86,8 @@ def train_segment(trainer: Trainer, checkpoints: RunCheckpoints, state: TrainSta
                   on_batch: Callable[[int, int], None] | None = None,
                   learning_rate: Callable[[int], float] | None = None) -> TrainState:
     """Trains segment ``start.segment`` from ``start`` to its end (or until ``on_epoch_end`` says
-    stop), checkpointing as the config says and when a stop signal arrives. Segment k sees the
+    stop), checkpointing as the config says and when a stop signal arrives (each write overlapping the next
+    epoch's steps, all written when it returns or raises). Segment k sees the
     batch orders of epochs k*epochs ..., so every IMP round sees new data orders; ``extra()`` and
     ``info()`` give what each checkpoint stores besides the state; ``optimizer`` is the one the state steps
     with (None: the TrainConfig's) and ``learning_rate`` its schedule, for the log (None: the TrainConfig's)."""
@@ -92,10 +97,13 @@ def train_segment(trainer: Trainer, checkpoints: RunCheckpoints, state: TrainSta
         checkpoints.save(Position(start.segment, epoch, batch), state, extra(),
                          {**info(), "partial_epoch": partial})
 
-    return trainer.train_epochs(state, rule, start.epoch, start_batch=start.batch, partial_epoch=partial_epoch,
-                                data_seed=cfg.seed, epoch_offset=start.segment * cfg.epochs, label=label,
-                                metrics_path=metrics_path, on_epoch_end=on_epoch_end, save=save, on_batch=on_batch,
-                                optimizer=optimizer, learning_rate=learning_rate)
+    try:
+        return trainer.train_epochs(state, rule, start.epoch, start_batch=start.batch, partial_epoch=partial_epoch,
+                                    data_seed=cfg.seed, epoch_offset=start.segment * cfg.epochs, label=label,
+                                    metrics_path=metrics_path, on_epoch_end=on_epoch_end, save=save,
+                                    on_batch=on_batch, optimizer=optimizer, learning_rate=learning_rate)
+    finally:  # the segment's checkpoints are on disk when it ends, whichever way (a stop request: before exit)
+        checkpoints.wait()
 
 
 def describe(position: Position, epochs: int) -> str:
