@@ -24,7 +24,7 @@ from jsnn import batch_split, parallel, platform, preemption
 from jsnn import data as jdata
 from jsnn.checkpoint import Checkpointer
 from jsnn.config import TrainConfig
-from jsnn.efficiency.counting import measure_synops_dataset
+from jsnn.efficiency.counting import accumulates, counted_as_run, measure_synops_dataset, synops_pass
 from jsnn.metrics import append_epoch, is_primary, log, progress
 from jsnn.objective import per_example_loss, predictions, preprocess
 from jsnn.preemption import Preempted
@@ -105,17 +105,23 @@ def make_train_step(model, rule: TrainingRule, optimizer, dataset: jdata.ArrayDa
     return train_step
 
 
-def make_eval_step(model, dataset: jdata.ArrayDataset):
+def make_eval_step(model, dataset: jdata.ArrayDataset, count_synops: bool = False):
     """The step over one test batch, on the variables the forward pass runs on: the state's
     ``forward_variables`` with the masks folded into the kernels (``fold_masks``), computed once
     per evaluation, so edge-popup's top-k masks and every kernel * mask product are not
-    recomputed for every batch."""
+    recomputed for every batch. ``count_synops``: the forward is ``jsnn.efficiency``'s
+    ``synops_pass`` (the same logits), and the step also returns the batch's SynOps counts
+    ("synops"), so an epoch's accuracy and SynOps come from one pass over the test set."""
     def eval_step(variables: Variables, images, labels, valid):
         x = preprocess(images, dataset.mean, dataset.std)
-        logits, _, _ = apply_model(model, variables, x, train=False)
+        if count_synops:
+            logits, counts = synops_pass(model, variables, x, valid)
+        else:
+            logits, _, _ = apply_model(model, variables, x, train=False)
         per_example = per_example_loss(logits, labels)
-        return {"correct": jnp.sum((predictions(logits) == labels) * valid),
-                "loss": jnp.sum(per_example * valid), "count": jnp.sum(valid)}
+        out = {"correct": jnp.sum((predictions(logits) == labels) * valid),
+               "loss": jnp.sum(per_example * valid), "count": jnp.sum(valid)}
+        return {**out, "synops": counts} if count_synops else out
 
     return eval_step
 
@@ -128,8 +134,9 @@ class Trainer:
     model: Any
     dataset: jdata.ArrayDataset
     mesh: Any = None
-    # each evaluated epoch's metrics also hold the network's SynOps per test image (a counting pass over
-    # the test set); the runs set it when they make a cost report (Outputs.cost_report)
+    # each evaluated epoch's metrics also hold the network's SynOps per test image (counted in the evaluation's
+    # pass over the test set at f32, by a pass of its own in bf16); the runs set it when they make a cost report
+    # (Outputs.cost_report)
     count_synops: bool = False
 
     def __post_init__(self):
@@ -141,6 +148,7 @@ class Trainer:
             raise ValueError(f"batch size {self.config.batch_size} exceeds the {n_train} training images")
         self.optimizer = make_optimizer(self.config, self.steps_per_epoch)
         self.jit_cache: dict = {}  # jitted functions by (kind, rule): compiled once each
+        self._last_evaluation: tuple | None = None  # (state, rule, its evaluation)
 
     # -- jitted steps, one compilation per rule ------------------------------------------
     def jitted_steps(self, rule: TrainingRule, optimizer: optax.GradientTransformation | None = None):
@@ -194,15 +202,36 @@ class Trainer:
         return parallel.put_replicated(self.mesh, state)
 
     # -- evaluation -------------------------------------------------------------------------
-    def evaluate(self, state: TrainState, rule: TrainingRule) -> dict:
+    def evaluate(self, state: TrainState, rule: TrainingRule, synops: bool = False) -> dict:
+        """Test accuracy and loss; ``synops``: also ``synops_per_image``, counted in the same pass where the
+        model computes at f32 (``jsnn.efficiency.counted_as_run``), else by ``synops_per_image``'s pass.
+        The same state object evaluated again under the same rule (a segment's last epoch, then its entry in
+        the results) gives the numbers of the first evaluation without another pass."""
+        last = self._last_evaluation
+        if last is not None and last[0] is state and last[1] == rule and (not synops or "synops_per_image" in last[2]):
+            return {k: v for k, v in last[2].items() if synops or k != "synops_per_image"}
+        counted_here = synops and counted_as_run(self.model)
         _, eval_step, forward_variables = self.jitted_steps(rule)
+        if counted_here:
+            eval_step = self.compiled(("eval_synops", rule), lambda: jax.jit(
+                self._split(make_eval_step(self.model, self.dataset, count_synops=True)),
+                in_shardings=(parallel.replicated(self.mesh),) + (parallel.batch_sharded(self.mesh),) * 3,
+                out_shardings=parallel.replicated(self.mesh)))
         variables = forward_variables(state)
-        totals = {"correct": 0.0, "loss": 0.0, "count": 0.0}
+        totals, acs = {"correct": 0.0, "loss": 0.0, "count": 0.0}, 0
         for images, labels, valid in jdata.process_eval_batches(self.dataset, self.config.batch_size):
             out = eval_step(variables, *parallel.put_batch(self.mesh, images, labels, valid))
             for k in totals:
                 totals[k] += float(out[k])
-        return {"test_accuracy": totals["correct"] / totals["count"], "test_loss": totals["loss"] / totals["count"]}
+            if counted_here:
+                acs += accumulates(jax.device_get(out["synops"]))
+        result = {"test_accuracy": totals["correct"] / totals["count"], "test_loss": totals["loss"] / totals["count"]}
+        if counted_here:
+            result["synops_per_image"] = acs / totals["count"]
+        elif synops:
+            result["synops_per_image"] = self.synops_per_image(state, rule)
+        self._last_evaluation = (state, rule, result)  # a state's arrays never change: the object names its values
+        return result
 
     # -- the epoch loop -----------------------------------------------------------------------
     def stop_flags(self) -> jax.Array:
@@ -288,9 +317,7 @@ class Trainer:
                       "sparsity": self.sparsity(state, rule),
                       "images_per_sec": self.steps_per_epoch * cfg.batch_size / seconds, "seconds": seconds}
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-                record.update(self.evaluate(state, rule))
-                if self.count_synops:
-                    record["synops_per_image"] = self.synops_per_image(state, rule)
+                record.update(self.evaluate(state, rule, synops=self.count_synops))
             if metrics_path:
                 append_epoch(metrics_path, record)
             log(_epoch_line(record))

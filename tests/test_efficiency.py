@@ -383,3 +383,43 @@ def test_entries_figure(tmp_path):
     assert (tmp_path / "acc_energy.png").stat().st_size > 0
     assert entries_figure({"IMP": [[{"test_accuracy": 0.8}]]}, str(tmp_path / "none.png")) is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_an_epochs_synops_come_from_the_evaluation_pass_and_equal_the_counting_pass():
+    """A run with a cost report logs each epoch's SynOps per test image. At f32 the evaluation step counts them
+    in its own pass over the test set (one compiled step, ``Trainer.evaluate(synops=True)``); the number is
+    ``measure_synops_dataset``'s, exactly, on a network with half its weights pruned and a test set whose last
+    batch is padded (100 images, batch 64), and the accuracy and loss are the plain evaluation's. A bf16 model's
+    spikes are not the f32 counting model's, so there a pass of its own counts them, at f32. The same state
+    evaluated again gives the same numbers without a pass."""
+    from jsnn import trainer as trainer_module
+    from jsnn.config import TrainConfig
+    from jsnn.models import build_model
+    from jsnn.trainer import Trainer
+    from jsnn.training_rules import MaskedTraining
+    from tests.small_data import digits_subset
+
+    ds = digits_subset(128, 100)
+    rule = MaskedTraining()
+    for precision in ("f32", "bf16"):
+        config = TrainConfig(timesteps=2, epochs=1, batch_size=64, progress=False, precision=precision).resolve("imp")
+        model = build_model(config, ds.num_classes)
+        trainer = Trainer(config, model, ds)
+        variables = init_variables(model, jax.random.key(0), (1, 8, 8, 1))
+        masks = jax.tree.map(lambda m, k: jax.random.bernoulli(k, 0.5, m.shape).astype(m.dtype), variables.masks,
+                             jax.tree.unflatten(jax.tree.structure(variables.masks),
+                                                list(jax.random.split(jax.random.key(1),
+                                                                      len(jax.tree.leaves(variables.masks))))))
+        state = trainer.new_state(variables._replace(masks=masks), {}, rule, 0)
+        plain = trainer.evaluate(state, rule)
+        with_synops = trainer.evaluate(state, rule, synops=True)  # the first evaluation had no SynOps: a pass
+        counted = Variables(state.weights, state.masks, state.bn, state.batch_stats)
+        expected = E.measure_synops_dataset(model, jax.device_get(counted), ds, batch_size=64)
+        assert with_synops["synops_per_image"] == expected > 0, precision
+        assert {k: with_synops[k] for k in plain} == plain
+        assert (("eval_synops", rule) in trainer.jit_cache) == (precision == "f32")
+        # the same state again (a segment's entry after its last epoch): the numbers, without a pass
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(trainer_module.jdata, "process_eval_batches", None)
+            assert trainer.evaluate(state, rule) == plain
+            assert trainer.evaluate(state, rule, synops=True) == with_synops

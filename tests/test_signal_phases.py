@@ -40,7 +40,7 @@ CASES = [
     ("ticket", {"segment": 0}, "ticket_round_0"),
     ("cost_report", {"segment": 0}, "cost_report_round_0"),
     ("results", None, "results_round_0"),
-    ("plots", None, "plots_round_0"),
+    ("plots", None, "plots_at_the_end"),  # a round of seconds is not drawn: the run's end draws (FIGURE_INTERVAL_S)
     ("prune", {"segment": 1}, "prune_to_round_1"),
     ("train", {"segment": 1}, "train_round_1"),
     ("evaluate", {"segment": 1}, "evaluate_last_round"),
@@ -48,7 +48,7 @@ CASES = [
 # these stop inside training: the run must raise Preempted (the others may finish)
 MUST_STOP = {"inside_epoch_2_round_0", "inside_epoch_1_round_1", "between_epochs_round_0", "prepare",
              "train_round_0", "evaluate_round_0", "ticket_round_0", "cost_report_round_0", "results_round_0",
-             "plots_round_0", "prune_to_round_1", "train_round_1", "checkpoint_after_epoch_1",
+             "prune_to_round_1", "train_round_1", "checkpoint_after_epoch_1",
              "checkpoint_after_prune"}
 
 
@@ -125,3 +125,20 @@ def test_sigterm_at_phase_then_rerun_equals_uninterrupted(setup, tmp_path, phase
         assert tickets[k] == reference[1][k], k
     if stopped is None:  # the run finished: the rerun only reads its results
         assert "batch" not in rerun_phases
+
+
+def test_figures_are_drawn_at_the_end_and_after_a_round_only_when_the_last_drawing_is_old(setup, tmp_path,
+                                                                                          monkeypatch):
+    """A run's rounds of seconds are not drawn each time over: one drawing, at the end, after the last
+    round's results. A round ending when the last drawing is FIGURE_INTERVAL_S old is drawn (a real run's
+    rounds: every one), and the end draws again."""
+    from jsnn.runs import run as run_module
+
+    config, options, trainer, _, seen = setup
+    phases = [(n, w.get("segment")) for n, w in seen if n in ("evaluate", "plots")]
+    assert phases == [("evaluate", 0), ("evaluate", 1), ("plots", None)]
+    monkeypatch.setattr(run_module, "FIGURE_INTERVAL_S", 0.0)
+    again = []
+    imp.run(config, options, str(tmp_path / "w"), trainer=trainer, hooks=RunHooks(lambda n, w: again.append(n)))
+    assert [n for n in again if n in ("evaluate", "plots")] == ["evaluate", "plots", "evaluate", "plots"]
+    assert os.path.exists(tmp_path / "w" / "accuracy_vs_sparsity.png")

@@ -56,6 +56,10 @@ def test_eight_devices_equal_one_device():
     assert result["n_leaves"] > 10
     assert result["max_diff"] < 1e-5
     assert "does not divide over 8 devices" in result["indivisible_error"]
+    one, eight = result["evaluation"]["1"], result["evaluation"]["8"]
+    assert one["synops_per_image"] == eight["synops_per_image"] > 0  # integer counts: the same sums
+    assert one["test_accuracy"] == eight["test_accuracy"]
+    assert one["test_loss"] == pytest.approx(eight["test_loss"], rel=1e-5)
 
 
 def test_two_devices_split_every_layers_work(tmp_path):

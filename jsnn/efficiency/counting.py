@@ -255,15 +255,15 @@ def _conv_pairs(xb: jax.Array, kb: jax.Array, stride: int, pad: int) -> jax.Arra
 
 def _synops_pass(model: nn.Module, layers: tuple[Layer, ...], variables: Variables, images: jax.Array,
                  valid: jax.Array):
-    """The pairs ``_counting_pass`` counts, and nothing else: per conv / linear layer its (nonzero input, kept
-    weight) pairs per call and image [rows, B] and which calls see spikes [rows]. The model runs as
+    """The logits and the pairs ``_counting_pass`` counts, and nothing else: per conv / linear layer its (nonzero
+    input, kept weight) pairs per call and image [rows, B] and which calls see spikes [rows]. The model runs as
     ``apply_model`` does (no firing statistics, no membrane potentials kept); a conv's pairs as
     ``_conv_pairs`` counts them."""
     batch = images.shape[0]
     kept = kept_mask(variables)
     valid = valid.astype(jnp.int32)
     described = {layer.name: layer for layer in layers}
-    _, seen = observe(model, variables, images, neurons=False)
+    logits, seen = observe(model, variables, images, neurons=False)
     counts = {}
     for path, call in seen.connections.items():
         layer, x = described[path], call.inputs
@@ -275,12 +275,33 @@ def _synops_pass(model: nn.Module, layers: tuple[Layer, ...], variables: Variabl
         else:
             pairs = jnp.matmul(xb, kb, precision=jax.lax.Precision.HIGHEST).astype(jnp.int32).sum(-1)
         counts[path] = {"pairs": pairs.reshape(-1, batch) * valid[None, :], "binary": _binary_calls(x, batch)}
-    return counts
+    return logits, counts
+
+
+def synops_pass(model: nn.Module, variables: Variables, images: jax.Array, valid: jax.Array):
+    """``(logits [T, B, classes], counts)`` of one batch of the model's input ``images`` [B, ...] (``valid`` [B]:
+    1 for a real image, 0 for padding), for a caller's own jitted step: the evaluation step runs it in place of
+    the model's forward when an epoch's log wants its SynOps (``jsnn.trainer``), so accuracy and SynOps come
+    from one pass. ``accumulates(counts)`` (on the host) is the batch's SynOps. The counts are
+    ``measure_synops``' only when ``model`` computes at f32 (``counted_as_run``)."""
+    return _synops_pass(model, tuple(describe(model, images.shape[1:])), variables, images, valid)
+
+
+def accumulates(counts: dict) -> int:
+    """The synaptic operations (accumulates) of ``synops_pass``' counts of one batch, summed exactly (int64)."""
+    return sum(int(np.sum(np.asarray(c["pairs"])[np.asarray(c["binary"], bool)], dtype=np.int64))
+               for c in counts.values())
+
+
+def counted_as_run(model: nn.Module) -> bool:
+    """Whether the counts of ``model``'s own forward are the cost report's: they are taken at f32
+    (``_counting_model``), so a model computing in bf16 is counted by a pass of its own."""
+    return _counting_model(model) is model
 
 
 @functools.lru_cache(maxsize=8)
 def _synops_counter(model: nn.Module, layers: tuple[Layer, ...]):
-    return jax.jit(functools.partial(_synops_pass, model, layers))
+    return jax.jit(lambda variables, images, valid: _synops_pass(model, layers, variables, images, valid)[1])
 
 
 def measure_synops(model: nn.Module, variables: Variables, images, *, batch_size: int = 128,
@@ -292,10 +313,7 @@ def measure_synops(model: nn.Module, variables: Variables, images, *, batch_size
     images = _checked_images(images, batch_size)
     model = _counting_model(model)
     run = _synops_counter(model, tuple(describe(model, images.shape[1:])))
-    acs = 0
-    for _, _, counts in _batch_outputs(run, variables, images, batch_size, normalize):
-        for c in counts.values():
-            acs += int(np.sum(c["pairs"][np.asarray(c["binary"], bool)], dtype=np.int64))
+    acs = sum(accumulates(counts) for _, _, counts in _batch_outputs(run, variables, images, batch_size, normalize))
     return acs / len(images)
 
 

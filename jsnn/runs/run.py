@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 
 import optax
 
@@ -54,6 +55,12 @@ from jsnn.variables import Variables
 # Not at every epoch: a release makes the next step fault its buffers back in, a cost for nothing when the
 # epochs free and reuse the same buffers (benchmarks/freed_memory.py).
 RELEASE_ENTERING = ("prepare", "evaluate", "cost_report", "prune")
+
+# While a run goes on, its figures are redrawn after a segment only when the last drawing is this old (seconds):
+# a round of a real run takes longer, so each round is drawn; a toy run's rounds of seconds are not drawn each
+# time over (drawing took 0.4 s a round on digits: benchmarks/results/time_to_ticket_digits.json). A run's end
+# always draws them.
+FIGURE_INTERVAL_S = 60.0
 
 
 class Plan:
@@ -185,6 +192,7 @@ class Run:
         self.metrics_path = os.path.join(workdir, METRICS)
         self.checkpoints: RunCheckpoints | None = None
         self._current: tuple[str, dict] = ("prepare", {})
+        self._figures_drawn_at, self._figures_due = time.monotonic(), False
 
     @property
     def dataset(self):
@@ -236,7 +244,11 @@ class Run:
                     self._phase("prune", segment=segment + 1)
                     state = plan.next_segment(self, state, segment + 1)
                     self.checkpoints.save(Position(segment + 1), state, plan.checkpoint_extra(), self._info())
-            return results if results is not None else self._write_results()
+            if results is None:
+                return self._write_results()
+            if self._figures_due:
+                self._draw(results)
+            return results
         finally:
             try:
                 if self.checkpoints is not None:
@@ -326,24 +338,31 @@ class Run:
             self._phase("cost_report", segment=segment)
             entry["efficiency"] = ticket_cost(self.config, self.dataset.num_classes, state, rule, self.dataset)
         self.entries = [e for e in self.entries if _segment_of(e) != segment] + [entry]
-        results = self._write_results()
+        results = self._write_results(final=segment + 1 == plan.segments)
         log(f"{entry['label']}: sparsity {entry['sparsity']:.4f} test accuracy {entry['test_accuracy']:.4f}")
         return results
 
-    def _write_results(self) -> dict:
+    def _write_results(self, final: bool = True) -> dict:
         plan = self.plan
         return self._record({"method": plan.name, "label": plan.label, **plan.results_fields(),
-                             "runs": sorted(self.entries, key=_segment_of), "signature": plan.signature})
+                             "runs": sorted(self.entries, key=_segment_of), "signature": plan.signature}, final)
 
-    def _record(self, results: dict) -> dict:
-        """Writes results.json and draws the plan's figures (when the caller wants plots)."""
-        plan = self.plan
+    def _record(self, results: dict, final: bool = True) -> dict:
+        """Writes results.json and draws the plan's figures (when the caller wants plots): at the run's end
+        (``final``), or when the last drawing is FIGURE_INTERVAL_S old; else they are due at the end."""
         self._phase("results")
         write_json(os.path.join(self.workdir, RESULTS), results)
         if self.outputs.plots:
-            self._phase("plots")
-            plan.figures(self, results)
+            if final or time.monotonic() - self._figures_drawn_at >= FIGURE_INTERVAL_S:
+                self._draw(results)
+            else:
+                self._figures_due = True
         return results
+
+    def _draw(self, results: dict) -> None:
+        self._phase("plots")
+        self.plan.figures(self, results)
+        self._figures_drawn_at, self._figures_due = time.monotonic(), False
 
     def metrics(self) -> list[dict]:
         return read_jsonl(self.metrics_path)

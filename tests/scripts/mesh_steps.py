@@ -39,6 +39,15 @@ def two_steps(config, ds, model, devices: int, compiled_text: bool = False):
     return (values, text) if compiled_text else values
 
 
+def evaluation(config, ds, model, devices: int) -> dict:
+    """The test accuracy, loss and SynOps per image (counted in the evaluation's pass) of the initial network on
+    the first ``devices`` devices."""
+    rule = MaskedTraining()
+    trainer = Trainer(config, model, ds, mesh=data_mesh(jax.devices()[:devices]))
+    state = trainer.new_state(init_variables(model, jax.random.key(0), (1, 8, 8, 1)), {}, rule, seed=0)
+    return trainer.evaluate(state, rule, synops=True)
+
+
 def differences(a, b) -> list[float]:
     """The largest absolute difference of each leaf of two runs' values."""
     return jax.tree.leaves(jax.tree.map(lambda x, y: float(np.max(np.abs(x - y))), a, b))
