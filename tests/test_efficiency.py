@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from jsnn import efficiency as E
-from jsnn.efficiency import counting
 from jsnn.layers import ConvBN, MaskedDense
 from jsnn.models import get_model
 from jsnn.models.vgg import VGG16_PLAN
@@ -222,22 +221,19 @@ def test_counts_match_numpy_loops(name):
         keep = w != 0
         if isinstance(module, ConvBN):
             pairs = _pairs_loop(x, keep, module.stride, module.kernel_size // 2)
+            unpruned = _pairs_loop(x, np.ones_like(keep), module.stride, module.kernel_size // 2)
         else:
             pairs = int(((x != 0).astype(np.int64) @ keep.astype(np.int64)).sum())
+            unpruned = int((x != 0).sum()) * keep.shape[-1]
         spiking = bool(np.all(np.isin(x, (0.0, 1.0))))
         row = by_name[path]
         assert (row["acs"], row["macs"]) == ((pairs, 0) if spiking else (0, pairs)), path
         assert row["kept_weights"] == int(keep.sum())
+        assert row["unpruned_ops_per_image"] == unpruned / n, path  # every weight kept, the ticket's inputs
         acs, macs = acs + row["acs"], macs + row["macs"]
     assert r["totals"]["synops"] == acs and r["totals"]["macs"] == macs
-    # the SynOps-only pass (each epoch's log): the same count, by the fan-out-weighted single-channel count and by
-    # the full one it falls back to where a window's count could leave f32's exact integers
+    # the SynOps-only pass (each epoch's log): the same count
     assert E.measure_synops(model, variables, images, batch_size=2) == acs / n
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(counting, "_F32_EXACT", 0)
-        counting._synops_counter.cache_clear()
-        assert E.measure_synops(model, variables, images, batch_size=2) == acs / n
-    counting._synops_counter.cache_clear()
     # the encoding sees the image (MACs, once); Res-SNN-19's fc1 sees an average pool (MACs, T times)
     first = r["layers"][0]
     assert first["input"] == "real" and first["runs_per_image"] == 1

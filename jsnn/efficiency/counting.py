@@ -202,9 +202,9 @@ def _counting_pass(model: nn.Module, layers: tuple[Layer, ...], variables: Varia
         if layer.kind == "conv":
             k, s, pad, cout = layer.kernel_size, layer.stride, layer.padding, layer.out_shape[-1]
             pairs = _conv_pairs(xb, kb, s, pad)
-            # every weight kept: (nonzero inputs in each window) * C_out
-            window = _conv_count(xb.sum(-1, keepdims=True), jnp.ones((k, k, 1, 1), jnp.float32), s, pad)
-            unpruned = window.astype(jnp.int32).sum((1, 2, 3)) * cout
+            # every weight kept: each nonzero input feeds C_out weights at every window that holds it
+            covering = _fan_out(jnp.ones((k, k, 1, 1), jnp.float32), xb.shape[1:3] + (1,), s, pad)
+            unpruned = _weighted_count(xb.sum(-1, keepdims=True), covering) * cout
         else:
             pairs = jnp.matmul(xb, kb, precision=jax.lax.Precision.HIGHEST).astype(jnp.int32).sum(-1)
             unpruned = xb.sum(-1).astype(jnp.int32) * layer.out_shape[-1]
@@ -239,18 +239,28 @@ def _binary_calls(x: jax.Array, batch: int) -> jax.Array:
     return jnp.all(((x == 0) | (x == 1) | (x == -1)).reshape(-1, batch, x[0].size), axis=(1, 2))
 
 
-# a per-position count of the fan-out-weighted pass below is at most k*k*C_in*C_out: f32 holds it exactly below 2^24
-_F32_EXACT = 2 ** 24
+def _fan_out(kernel_counts: jax.Array, in_shape: tuple, stride: int, pad: int) -> jax.Array:
+    """[H, W, C_in] int32: for each input value, the (output position, kept weight) pairs it feeds in a
+    convolution whose kept weights per tap and input channel are ``kernel_counts`` [k, k, C_in, 1] (the kept
+    mask summed over its output channels). It is the gradient of the sum of ``_conv_count`` over every output
+    with respect to its input, which does not depend on the input: the sum over the output positions whose
+    window holds the value (so zero padding and a stride's skipped rows feed nothing) of the kept weights at
+    the tap it meets. Each value is at most k*k*C_out, an exact integer in f32."""
+    x0 = jnp.zeros((1,) + tuple(in_shape), jnp.float32)
+    out, pull = jax.vjp(lambda x: _conv_count(x, kernel_counts, stride, pad), x0)
+    return pull(jnp.ones_like(out))[0][0].astype(jnp.int32)
+
+
+def _weighted_count(xb: jax.Array, fan_out: jax.Array) -> jax.Array:
+    """Each example's sum of its nonzero inputs' fan-out [N], int32: a convolution's count, without one."""
+    return jnp.sum(xb.astype(jnp.int32) * fan_out[None], axis=(1, 2, 3))
 
 
 def _conv_pairs(xb: jax.Array, kb: jax.Array, stride: int, pad: int) -> jax.Array:
-    """(nonzero input, kept weight) pairs of each example's conv call [N], int32: one single-channel convolution
-    of the binarised input ``xb`` with the kept mask ``kb`` summed over the output channels (each window's nonzero
-    inputs weighted by how many kept weights leave them), which is the per-output-channel count summed, exactly,
-    while a window's count stays below 2^24 (f32's exact integers); else that full count."""
-    if math.prod(kb.shape) < _F32_EXACT:
-        return _conv_count(xb, kb.sum(-1, keepdims=True), stride, pad).astype(jnp.int32).sum((1, 2, 3))
-    return _conv_count(xb, kb, stride, pad).astype(jnp.int32).sum((1, 2, 3))
+    """(nonzero input, kept weight) pairs of each example's conv call [N], int32: each nonzero input of the
+    binarised input ``xb`` weighted by how many kept weights of the mask ``kb`` leave it towards an output
+    position (``_fan_out``), summed; the per-output-channel count of the convolution, summed, exactly."""
+    return _weighted_count(xb, _fan_out(kb.sum(-1, keepdims=True), xb.shape[1:], stride, pad))
 
 
 def _synops_pass(model: nn.Module, layers: tuple[Layer, ...], variables: Variables, images: jax.Array,
