@@ -38,8 +38,8 @@ class Checkpointer:
     def __init__(self, directory: str, keep: int = 3, background: bool | None = None):
         """``background``: writes go on while training does (``save`` returns first); None: where the
         computation runs on an accelerator. On the CPU backend a write in the background takes its CPU time
-        from the training steps on the same cores (orbax's write is CPU work, ~40 ms for a small network), so
-        there ``save`` waits for it (benchmarks/results/checkpoint_overlap.json)."""
+        from the training steps on the same cores (orbax's write is CPU work, little of it waiting on the disk),
+        so there ``save`` waits for it (benchmarks/results/checkpoint_overlap.json)."""
         self.directory = os.path.abspath(directory)
         self.background = jax.default_backend() != "cpu" if background is None else background
         self._manager = ocp.CheckpointManager(

@@ -58,7 +58,7 @@ RELEASE_ENTERING = ("prepare", "evaluate", "cost_report", "prune")
 
 # While a run goes on, its figures are redrawn after a segment only when the last drawing is this old (seconds):
 # a round of a real run takes longer, so each round is drawn; a toy run's rounds of seconds are not drawn each
-# time over (drawing took 0.4 s a round on digits: benchmarks/results/time_to_ticket_digits.json). A run's end
+# time over (the figures' share of a digits run: benchmarks/results/time_to_ticket_digits*.json). A run's end
 # always draws them.
 FIGURE_INTERVAL_S = 60.0
 
