@@ -218,13 +218,22 @@ def _counting_pass(model: nn.Module, layers: tuple[Layer, ...], variables: Varia
         u, s = call.potentials.reshape(t_steps, batch, -1), call.spikes.reshape(t_steps, batch, -1)
         h = lif_reset(u, s, lif.decay, lif.threshold, lif.reset_value, lif.reset)  # the potential each step keeps
         n = u.shape[-1]
-        changed = jnp.concatenate([jnp.full((1, batch), n, jnp.int32),
-                                   (h[1:] != h[:-1]).astype(jnp.int32).sum(-1)])
+        changed = jnp.concatenate([jnp.full((1, batch), n, jnp.int32), _count_true(h[1:] != h[:-1])])
         if path in gates:  # the spikes the layer emits: a gated-off neuron's never leave it
             s = s * (gates[path].reshape(-1) != 0)
-        neurons[path] = {"spikes": s.astype(jnp.int32).sum(-1) * valid[None, :],
+        neurons[path] = {"spikes": _count_true(s != 0) * valid[None, :],
                          "membrane_updates": changed * valid[None, :]}
     return logits, connections, neurons
+
+
+def _count_true(flags: jax.Array) -> jax.Array:
+    """How many of each row's flags are set [..., N] -> [...], int32: as a product with a ones vector, which XLA's
+    CPU backend computes in one pass (a sum over the last axis it split into a windowed reduction over a stored
+    int32 copy); exact in f32 while a row is shorter than 2^24."""
+    if flags.shape[-1] >= 2 ** 24:
+        return flags.astype(jnp.int32).sum(-1)
+    ones = jnp.ones(flags.shape[-1], jnp.float32)
+    return jnp.matmul(flags.astype(jnp.float32), ones, precision=jax.lax.Precision.HIGHEST).astype(jnp.int32)
 
 
 def _check_call(layer: Layer, call) -> None:
