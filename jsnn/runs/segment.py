@@ -40,9 +40,10 @@ class RunCheckpoints:
     besides it (``extra``, e.g. IMP's rewind point) and bookkeeping, addressed by Position."""
 
     def __init__(self, trainer: Trainer, workdir: str, signature: dict,
-                 around_save: Callable[[bool, Position], None] | None = None):
+                 around_save: Callable[[bool, Position], None] | None = None, background: bool | None = None):
+        """``background``: ``Checkpointer``'s (None: writes go on in the background off the CPU backend)."""
         cfg = trainer.config
-        self.checkpointer = Checkpointer(os.path.join(workdir, CHECKPOINTS), cfg.keep_checkpoints)
+        self.checkpointer = Checkpointer(os.path.join(workdir, CHECKPOINTS), cfg.keep_checkpoints, background)
         self.signature, self.epochs, self.steps = signature, cfg.epochs, trainer.steps_per_epoch
         self.around_save = around_save  # called with (True, position) before a save, (False, position) after
 
