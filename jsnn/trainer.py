@@ -162,12 +162,17 @@ class Trainer:
             train = jax.jit(self._split(make_train_step(self.model, rule, optimizer, self.dataset,
                                                         self.dataset.augment)),
                             in_shardings=(repl, batch, batch, batch), out_shardings=(repl, repl), donate_argnums=0)
-            evaluate = jax.jit(self._split(make_eval_step(self.model, self.dataset)),
-                               in_shardings=(repl, batch, batch, batch), out_shardings=repl)
+            evaluate = self._jit_eval_step(count_synops=False)
             forward = jax.jit(lambda state: fold_masks(state.forward_variables(rule)), in_shardings=repl,
                               out_shardings=repl)
             self.jit_cache[key] = (train, evaluate, forward)
         return self.jit_cache[key]
+
+    def _jit_eval_step(self, count_synops: bool) -> Callable:
+        """``make_eval_step``'s step jitted over the mesh: variables replicated, the batch split."""
+        repl, batch = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
+        return jax.jit(self._split(make_eval_step(self.model, self.dataset, count_synops)),
+                       in_shardings=(repl, batch, batch, batch), out_shardings=repl)
 
     def _split(self, step: Callable) -> Callable:
         """``step`` with the model run on each device's part of the batch while it is traced (``jsnn.batch_split``:
@@ -213,10 +218,7 @@ class Trainer:
         counted_here = synops and counted_as_run(self.model)
         _, eval_step, forward_variables = self.jitted_steps(rule)
         if counted_here:
-            eval_step = self.compiled(("eval_synops", rule), lambda: jax.jit(
-                self._split(make_eval_step(self.model, self.dataset, count_synops=True)),
-                in_shardings=(parallel.replicated(self.mesh),) + (parallel.batch_sharded(self.mesh),) * 3,
-                out_shardings=parallel.replicated(self.mesh)))
+            eval_step = self.compiled(("eval_synops", rule), lambda: self._jit_eval_step(count_synops=True))
         variables = forward_variables(state)
         totals, acs = {"correct": 0.0, "loss": 0.0, "count": 0.0}, 0
         for images, labels, valid in jdata.process_eval_batches(self.dataset, self.config.batch_size):
