@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -124,7 +124,15 @@ def _gate_spikes(module: nn.Module, spikes: jax.Array) -> jax.Array:
 
 
 def _batch_norm(module: nn.Module, x: jax.Array, train: bool, bn: "BNConfig") -> jax.Array:
-    """BatchNorm over every axis but the last, with variables in ``module``'s own scope.
+    """BatchNorm over every axis but the last, with variables in ``module``'s own scope (``_bn_deferred``,
+    applied)."""
+    out = _bn_deferred(module, x, train, bn)
+    return out.apply() if isinstance(out, Affine) else out
+
+
+def _bn_deferred(module: nn.Module, x: jax.Array, train: bool, bn: "BNConfig"):
+    """BatchNorm over every axis but the last, with variables in ``module``'s own scope, as ``Affine``: ``x`` and
+    the per-channel map the statistics give (``x`` itself while initializing).
 
     On folded input [T*B, H, W, C] the statistics are over (T, B, H, W)
     jointly (what folding T into the batch gives; the default). PyTorch semantics, as in Kim et al.'s code:
@@ -158,11 +166,31 @@ def _batch_norm(module: nn.Module, x: jax.Array, train: bool, bn: "BNConfig") ->
             running_var.value = (1 - m) * running_var.value + m * var * (n / max(n - 1, 1))
     else:
         mean, var = running_mean.value, running_var.value
+    scale_x, shift = _bn_map(mean, var, scale if bn.affine else None, bias if bn.affine else None, bn, x.dtype)
+    return Affine(x, scale_x, shift)
+
+
+def _bn_map(mean, var, scale, bias, bn: "BNConfig", dtype) -> tuple[jax.Array, jax.Array]:
+    """BatchNorm as a per-channel map x * a + b: (a, b) from the statistics and (if affine) scale and bias."""
     inv = jax.lax.rsqrt(var + bn.epsilon)
-    if bn.affine:
-        # one fused multiply-add over the activation instead of two passes
-        return x * (inv * scale).astype(x.dtype) + (bias - mean * inv * scale).astype(x.dtype)
-    return x * inv.astype(x.dtype) - (mean * inv).astype(x.dtype)
+    if scale is not None:
+        return (inv * scale).astype(dtype), (bias - mean * inv * scale).astype(dtype)
+    return inv.astype(dtype), -(mean * inv).astype(dtype)
+
+
+class Affine(NamedTuple):
+    """A conv's output before its BatchNorm's per-channel map (``ConvBN(..., defer_bn=True)``): the LIF layer it
+    feeds computes ``currents * scale + shift`` itself (``jsnn.neuron.lif_time_major``'s ``affine``), so where
+    that layer runs as the C++ kernel BatchNorm's output is never written out."""
+
+    currents: jax.Array
+    scale: jax.Array
+    shift: jax.Array
+
+    def apply(self) -> jax.Array:
+        # one pass over the activation: XLA's CPU backend contracts it into a fused multiply-add, as the kernel
+        # computes it
+        return self.currents * self.scale + self.shift
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,7 +221,10 @@ class ConvBN(nn.Module):
     precision: str = "f32"  # of the convolution (jsnn/precision.py); its result, BN and the LIF are f32
 
     @nn.compact
-    def __call__(self, x, train: bool):
+    def __call__(self, x, train: bool, defer_bn: bool = False):
+        """The conv's output after BatchNorm; with ``defer_bn``, as ``Affine``: the conv's output and BatchNorm's
+        per-channel map, for the one LIF layer it feeds to apply (``jsnn.models.common.spike_with_stats``).
+        Code that intercepts this call to read its output asks for the array (``defer_bn=False``)."""
         if x.ndim != 4:
             raise ValueError(f"ConvBN expects NHWC input [N, H, W, C], got shape {x.shape}")
         _record_input_rate(self, x)
@@ -201,7 +232,8 @@ class ConvBN(nn.Module):
         kernel = _masked_kernel(self, (k, k, x.shape[-1], self.features))
         pad = k // 2
         y = conv2d(x, kernel, self.stride, pad, precision=self.precision)
-        return _batch_norm(self, y, train, self.bn)
+        out = _bn_deferred(self, y, train, self.bn)
+        return out.apply() if isinstance(out, Affine) and not defer_bn else out
 
     def record_potential(self, potentials: jax.Array) -> None:
         _record_potential(self, potentials)
@@ -235,9 +267,13 @@ class MaskedDense(nn.Module):
         return _gate_spikes(self, spikes)
 
 
-def lif_folded(x: jax.Array, timesteps: int, config: LIFConfig, return_potential: bool = False):
-    """LIF on folded currents [T*B, ...]: unfold, scan over time, fold back."""
-    out = lif_time_major(unfold_time(x, timesteps), config, return_potential)
+def lif_folded(x: jax.Array | Affine, timesteps: int, config: LIFConfig, return_potential: bool = False):
+    """LIF on folded currents [T*B, ...] (or ``Affine`` ones, whose map the LIF layer applies): unfold, scan over
+    time, fold back."""
+    if isinstance(x, Affine):
+        out = lif_time_major(unfold_time(x.currents, timesteps), config, return_potential, (x.scale, x.shift))
+    else:
+        out = lif_time_major(unfold_time(x, timesteps), config, return_potential)
     if return_potential:
         return fold_time(out[0]), fold_time(out[1])
     return fold_time(out)

@@ -79,19 +79,31 @@ template <typename F> static void in_parallel(int64_t n, int64_t t, int64_t thre
   for (auto& th : pool) th.join();
 }
 
-template <bool HARD, bool WRITE_U>
-static void forward(const Params& p, const float* x, float* s, float* u, int64_t T, int64_t N, int64_t a,
-                    int64_t b) {
+// The input X[t] is the currents as given, or (AFFINE) their per-channel affine map x * scale[c] + shift[c] over
+// the last axis (C channels): an eval-mode BatchNorm folded into the kernel, so its output is never written out.
+// One fused multiply-add, as XLA's CPU backend computes BatchNorm's x * A + B.
+template <bool HARD, bool WRITE_U, bool AFFINE>
+static void forward(const Params& p, const float* x, const float* scale, const float* shift, int64_t C, float* s,
+                    float* u, int64_t T, int64_t N, int64_t a, int64_t b) {
   alignas(64) float h[BLOCK];
+  alignas(64) float sc[AFFINE ? BLOCK : 1];
+  alignas(64) float sh[AFFINE ? BLOCK : 1];
   for (int64_t n0 = a; n0 < b; n0 += BLOCK) {
     const int64_t m = std::min(BLOCK, b - n0);
     for (int64_t i = 0; i < m; ++i) h[i] = 0.0f;
+    if (AFFINE) {
+      for (int64_t i = 0, c = n0 % C; i < m; ++i, c = c + 1 == C ? 0 : c + 1) {
+        sc[i] = scale[c];
+        sh[i] = shift[c];
+      }
+    }
     for (int64_t t = 0; t < T; ++t) {
       const float* xt = x + t * N + n0;
       float* st = s + t * N + n0;
       float* ut = WRITE_U ? u + t * N + n0 : nullptr;
       for (int64_t i = 0; i < m; ++i) {
-        const float uu = h[i] + xt[i];
+        const float xi = AFFINE ? std::fma(xt[i], sc[i], sh[i]) : xt[i];
+        const float uu = h[i] + xi;
         const float ss = (uu - p.vth) >= 0.0f ? 1.0f : 0.0f;
         st[i] = ss;
         if (WRITE_U) ut[i] = uu;
@@ -131,12 +143,21 @@ static Params params(float decay, float vth, float reset_value, int64_t hard, in
   return Params{decay, vth, reset_value, c1, c2, hard, detach, family, threads};
 }
 
-static void run_forward(const Params& p, const float* x, float* s, float* u, int64_t T, int64_t N) {
+template <bool AFFINE>
+static void forward_for(const Params& p, const float* x, const float* scale, const float* shift, int64_t C, float* s,
+                        float* u, int64_t T, int64_t N, int64_t a, int64_t b) {
+  if (p.hard && u) forward<true, true, AFFINE>(p, x, scale, shift, C, s, u, T, N, a, b);
+  else if (p.hard) forward<true, false, AFFINE>(p, x, scale, shift, C, s, u, T, N, a, b);
+  else if (u) forward<false, true, AFFINE>(p, x, scale, shift, C, s, u, T, N, a, b);
+  else forward<false, false, AFFINE>(p, x, scale, shift, C, s, u, T, N, a, b);
+}
+
+// scale, shift: nullptr for the currents as given
+static void run_forward(const Params& p, const float* x, const float* scale, const float* shift, int64_t C, float* s,
+                        float* u, int64_t T, int64_t N) {
   in_parallel(N, T, p.threads, [&](int64_t a, int64_t b) {
-    if (p.hard && u) forward<true, true>(p, x, s, u, T, N, a, b);
-    else if (p.hard) forward<true, false>(p, x, s, u, T, N, a, b);
-    else if (u) forward<false, true>(p, x, s, u, T, N, a, b);
-    else forward<false, false>(p, x, s, u, T, N, a, b);
+    if (scale) forward_for<true>(p, x, scale, shift, C, s, u, T, N, a, b);
+    else forward_for<false>(p, x, scale, shift, C, s, u, T, N, a, b);
   });
 }
 
@@ -169,15 +190,36 @@ static int64_t steps(const ffi::Buffer<ffi::F32>& x) { return x.dimensions()[0];
 
 static ffi::Error Spikes(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> s, LIF_ATTRS) {
   const int64_t T = steps(x), N = x.element_count() / std::max<int64_t>(T, 1);
-  run_forward(LIF_PARAMS, x.typed_data(), s->typed_data(), nullptr, T, N);
+  run_forward(LIF_PARAMS, x.typed_data(), nullptr, nullptr, 1, s->typed_data(), nullptr, T, N);
   return ffi::Error::Success();
 }
 
 static ffi::Error SpikesAndPotentials(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> s,
                                       ffi::ResultBuffer<ffi::F32> u, LIF_ATTRS) {
   const int64_t T = steps(x), N = x.element_count() / std::max<int64_t>(T, 1);
-  run_forward(LIF_PARAMS, x.typed_data(), s->typed_data(), u->typed_data(), T, N);
+  run_forward(LIF_PARAMS, x.typed_data(), nullptr, nullptr, 1, s->typed_data(), u->typed_data(), T, N);
   return ffi::Error::Success();
+}
+
+// scale and shift: one value per channel of x's last axis (C), checked against it
+static ffi::Error AffineForward(ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::F32>& scale, ffi::Buffer<ffi::F32>& shift,
+                               float* s, float* u, const Params& p) {
+  const int64_t T = steps(x), N = x.element_count() / std::max<int64_t>(T, 1), C = scale.element_count();
+  if (x.dimensions().size() < 2 || x.dimensions().back() != C || shift.element_count() != C)
+    return ffi::Error::InvalidArgument("the LIF kernel's scale and shift need one value per channel (last axis)");
+  run_forward(p, x.typed_data(), scale.typed_data(), shift.typed_data(), C, s, u, T, N);
+  return ffi::Error::Success();
+}
+
+static ffi::Error AffineSpikes(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::F32> shift,
+                               ffi::ResultBuffer<ffi::F32> s, LIF_ATTRS) {
+  return AffineForward(x, scale, shift, s->typed_data(), nullptr, LIF_PARAMS);
+}
+
+static ffi::Error AffineSpikesAndPotentials(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale,
+                                            ffi::Buffer<ffi::F32> shift, ffi::ResultBuffer<ffi::F32> s,
+                                            ffi::ResultBuffer<ffi::F32> u, LIF_ATTRS) {
+  return AffineForward(x, scale, shift, s->typed_data(), u->typed_data(), LIF_PARAMS);
 }
 
 static ffi::Error Backward(ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> gs, ffi::ResultBuffer<ffi::F32> gx,
@@ -200,6 +242,13 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JsnnLifSpikes, Spikes,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JsnnLifSpikesAndPotentials, SpikesAndPotentials,
                               ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>() LIF_BIND_ATTRS);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JsnnLifAffineSpikes, AffineSpikes,
+                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>().Ret<ffi::Buffer<ffi::F32>>() LIF_BIND_ATTRS);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JsnnLifAffineSpikesAndPotentials, AffineSpikesAndPotentials,
+                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>().Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>() LIF_BIND_ATTRS);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JsnnLifBackward, Backward,
                               ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>() LIF_BIND_ATTRS);
@@ -212,8 +261,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JsnnLifBackwardWithPotentials, BackwardWithPotenti
 FLAGS = (*native.FLAGS, "-ffp-contract=off")
 WHAT = "the LIF kernel"
 TARGETS = {"spikes": "jsnn_lif_spikes", "spikes_and_potentials": "jsnn_lif_spikes_and_potentials",
+           "affine_spikes": "jsnn_lif_affine_spikes",
+           "affine_spikes_and_potentials": "jsnn_lif_affine_spikes_and_potentials",
            "backward": "jsnn_lif_backward", "backward_with_potentials": "jsnn_lif_backward_with_potentials"}
 _SYMBOLS = {"spikes": "JsnnLifSpikes", "spikes_and_potentials": "JsnnLifSpikesAndPotentials",
+            "affine_spikes": "JsnnLifAffineSpikes", "affine_spikes_and_potentials": "JsnnLifAffineSpikesAndPotentials",
             "backward": "JsnnLifBackward", "backward_with_potentials": "JsnnLifBackwardWithPotentials"}
 SURROGATES = ("atan", "rectangle", "triangle")  # family index = position
 
@@ -225,7 +277,7 @@ def build(cache_dir: str | None = None) -> str:
 
 @functools.lru_cache(maxsize=None)
 def load() -> None:
-    """Builds (if needed) and registers the four FFI targets with XLA's CPU backend, once per process."""
+    """Builds (if needed) and registers the FFI targets with XLA's CPU backend, once per process."""
     native.register(build(), {target: _SYMBOLS[key] for key, target in TARGETS.items()})
 
 
@@ -325,12 +377,50 @@ def _lif(config):
         return (call("backward_with_potentials", (u, *g), 1),)
 
     lif_with_potentials.defvjp(fwd_with_potentials, bwd_with_potentials)
-    return lif, lif_with_potentials
+
+    # The layer's input z = x * scale + shift over the last axis (a BatchNorm folded in): the kernel's backward
+    # gives dL/dz, and the affine map's own VJP is written here for XLA to fuse with BatchNorm's backward pass.
+    def affine_vjp(x, scale, gz):
+        axes = tuple(range(gz.ndim - 1))
+        return gz * scale, jnp.sum(gz * x, axes), jnp.sum(gz, axes)
+
+    @jax.custom_vjp
+    def lif_affine(x, scale, shift):
+        return call("affine_spikes", (x, scale, shift), 1)
+
+    def fwd_affine(x, scale, shift):
+        s, u = call("affine_spikes_and_potentials", (x, scale, shift), 2)
+        return s, (u, x, scale)
+
+    def bwd_affine(res, g):
+        u, x, scale = res
+        return affine_vjp(x, scale, call("backward", (u, g), 1))
+
+    lif_affine.defvjp(fwd_affine, bwd_affine)
+
+    @jax.custom_vjp
+    def lif_affine_with_potentials(x, scale, shift):
+        return call("affine_spikes_and_potentials", (x, scale, shift), 2)
+
+    def fwd_affine_with_potentials(x, scale, shift):
+        s, u = call("affine_spikes_and_potentials", (x, scale, shift), 2)
+        return (s, u), (u, x, scale)
+
+    def bwd_affine_with_potentials(res, g):
+        u, x, scale = res
+        return affine_vjp(x, scale, call("backward_with_potentials", (u, *g), 1))
+
+    lif_affine_with_potentials.defvjp(fwd_affine_with_potentials, bwd_affine_with_potentials)
+    return lif, lif_with_potentials, lif_affine, lif_affine_with_potentials
 
 
-def lif_spikes(currents: jax.Array, config, return_potential: bool = False):
+def lif_spikes(currents: jax.Array, config, return_potential: bool = False, affine=None):
     """Spikes ``[T, ...]`` of a LIF layer over f32 currents ``[T, ...]``, differentiable (surrogate VJP);
-    with ``return_potential``, ``(spikes, potentials U)`` (U differentiable too)."""
+    with ``return_potential``, ``(spikes, potentials U)`` (U differentiable too).
+
+    ``affine``: ``(scale, shift)``, one f32 value per channel of the last axis: the layer's input is then
+    ``currents * scale + shift`` (a BatchNorm's, ``jsnn.layers.Affine``), computed inside the kernel instead
+    of written out first; differentiable in all three."""
     reason = supports(config)
     if reason:
         raise ValueError(reason)
@@ -340,4 +430,15 @@ def lif_spikes(currents: jax.Array, config, return_potential: bool = False):
         raise ValueError(f"the LIF kernel runs on the CPU only, and JAX computes on {jax.default_backend()}: "
                          "leave JSNN_LIF_IMPL unset (auto) or set it to scan")
     load()
-    return _lif(config)[1 if return_potential else 0](currents)
+    kernels = _lif(config)
+    if affine is None:
+        return kernels[1 if return_potential else 0](currents)
+    scale, shift = (jnp.asarray(a, np.float32) for a in affine)
+    if currents.ndim < 2 or scale.shape != currents.shape[-1:] or shift.shape != currents.shape[-1:]:
+        raise ValueError(f"the LIF kernel's scale and shift need one value per channel of the currents' last axis "
+                         f"({currents.shape}), got {scale.shape} and {shift.shape}")
+    if jax.device_count() > 1 and batch_split.axis() is None:
+        # split over devices by XLA's partitioner (``_partitioned``), whose rule covers operands of the currents'
+        # shape only: the map is applied first, as XLA computes BatchNorm's (one fused multiply-add)
+        return kernels[1 if return_potential else 0](currents * scale + shift)
+    return kernels[3 if return_potential else 2](currents, scale, shift)

@@ -124,7 +124,7 @@ def use_kernel(currents: jax.Array, config: LIFConfig) -> bool:
 
 
 def lif_time_major(
-    currents: jax.Array, config: LIFConfig = LIFConfig(), return_potential: bool = False
+    currents: jax.Array, config: LIFConfig = LIFConfig(), return_potential: bool = False, affine=None
 ):
     """Runs a LIF layer over time.
 
@@ -133,6 +133,9 @@ def lif_time_major(
       config: LIF parameters.
       return_potential: also return the membrane potentials U ``[T, B, ...]``
         (Eq. 2, before reset), needed for firing statistics.
+      affine: ``(scale, shift)`` over the last axis, or None: the input is then ``currents * scale + shift``
+        (a BatchNorm's map, ``jsnn.layers.Affine``), which the C++ kernel computes as it reads the currents
+        and the scan as one fused pass before it.
 
     Returns:
       spikes ``[T, B, ...]`` with values in {0, 1} (same dtype as ``currents``),
@@ -146,7 +149,9 @@ def lif_time_major(
         raise ValueError(f"LIF input has T = {currents.shape[0]} timesteps; need T >= 1")
 
     if use_kernel(currents, config):
-        return lif_kernel.lif_spikes(currents, config, return_potential)
+        return lif_kernel.lif_spikes(currents, config, return_potential, affine)
+    if affine is not None:
+        currents = currents * affine[0] + affine[1]
     spike = make_spike_fn(config.surrogate.name, config.surrogate.param)
     v_th = config.threshold
 

@@ -140,6 +140,8 @@ def _capture(model, variables, images):
         seen = {}
 
         def grab(next_fun, args, kwargs, context):
+            if isinstance(context.module, ConvBN) and context.method_name == "__call__":
+                kwargs = {**kwargs, "defer_bn": False}  # the output with BatchNorm's map applied
             out = next_fun(*args, **kwargs)
             if isinstance(context.module, (ConvBN, MaskedDense)) and context.method_name == "__call__":
                 path = "/".join(context.module.scope.path)

@@ -84,6 +84,44 @@ def test_with_the_potentials_returned_both_equal_the_scan_and_both_carry_gradien
     _grad_close(_kernel(monkeypatch, jax.grad(loss), x), _scan(monkeypatch, jax.grad(loss), x))
 
 
+@pytest.mark.parametrize("config", CONFIGS[:4], ids=lambda c: f"{c.surrogate.name}-{c.reset}-detach{c.detach_reset}")
+def test_a_batchnorm_map_computed_in_the_kernel_equals_it_applied_first(monkeypatch, config):
+    """``affine``: the layer's input x * scale + shift per channel (last axis). 13 channels over 15 blocks of
+    neurons (N = 59,163, split over two threads): each block starts at another channel. Spikes and potentials
+    equal the scan's over the map XLA computes first; gradients in x, scale and shift agree."""
+    x = jax.random.normal(jax.random.key(8), (5, 3, 37, 41, 13))
+    scale = jax.random.uniform(jax.random.key(9), (13,), minval=0.3, maxval=2.0)
+    shift = 0.5 * jax.random.normal(jax.random.key(10), (13,))
+    ws, wu = jnp.cos(3.0 * x), jnp.sin(2.0 * x)
+
+    def layer(x, scale, shift):
+        return lif_time_major(x, config, return_potential=True, affine=(scale, shift))
+
+    def loss(x, scale, shift):
+        s, u = layer(x, scale, shift)
+        return jnp.sum(s * ws) + jnp.sum(u * wu)
+
+    def spikes_loss(x, scale, shift):
+        return jnp.sum(lif_time_major(x, config, affine=(scale, shift)) * ws)
+
+    monkeypatch.setenv("JSNN_LIF_IMPL", "kernel")
+    assert "jsnn_lif_affine_spikes_and_potentials" in str(jax.make_jaxpr(layer)(x, scale, shift))
+    (s, u), (rs, ru) = _kernel(monkeypatch, layer, x, scale, shift), _scan(monkeypatch, layer, x, scale, shift)
+    assert 0.05 < float(rs.mean()) < 0.5
+    np.testing.assert_array_equal(s, rs)
+    np.testing.assert_array_equal(u, ru)
+    np.testing.assert_array_equal(_kernel(monkeypatch, lambda *a: lif_time_major(a[0], config, affine=a[1:]),
+                                          x, scale, shift), rs)
+    for f in (loss, spikes_loss):
+        got = _kernel(monkeypatch, jax.grad(f, argnums=(0, 1, 2)), x, scale, shift)
+        ref = _scan(monkeypatch, jax.grad(f, argnums=(0, 1, 2)), x, scale, shift)
+        for g, r in zip(got, ref):
+            # the per-channel sums add up 10^5 terms in another order
+            assert np.max(np.abs(np.asarray(g) - np.asarray(r))) <= 1e-5 * np.max(np.abs(np.asarray(r)))
+    with pytest.raises(ValueError, match="one value per channel"):
+        lif_kernel.lif_spikes(x, config, affine=(scale[:12], shift[:12]))
+
+
 def test_many_blocks_over_two_threads_and_one_timestep(monkeypatch):
     """N = 40,000 neurons (10 blocks) over T = 4 splits over two threads; T = 1 is a single step."""
     config = LIFConfig()
@@ -116,12 +154,21 @@ def test_a_models_training_step_agrees_with_the_scan(monkeypatch):
         return jnp.mean(jax.nn.log_softmax(logits.mean(0))[:, 3]), logits
 
     monkeypatch.setenv("JSNN_LIF_IMPL", "auto")  # at T = 16 on one CPU device, auto picks the kernel
-    assert _uses_kernel(loss, variables.weights)
+    # each of the three LIF layers computes its conv's BatchNorm map in the kernel, forward and backward
+    step = str(jax.make_jaxpr(jax.grad(lambda w: loss(w)[0]))(variables.weights))
+    assert step.count("jsnn_lif_affine_spikes_and_potentials") == 3 and step.count("jsnn_lif_backward") == 3
     (_, logits), grads = _kernel(monkeypatch, jax.value_and_grad(loss, has_aux=True), variables.weights)
     (_, ref_logits), ref_grads = _scan(monkeypatch, jax.value_and_grad(loss, has_aux=True), variables.weights)
     np.testing.assert_array_equal(logits, ref_logits)
     for g, r in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(ref_grads)):
         assert np.max(np.abs(np.asarray(g) - np.asarray(r))) <= 1e-5 * np.max(np.abs(np.asarray(r)))
+    # evaluation (BatchNorm's running statistics): the forward pass alone, the map in the kernel, the same logits
+    def evaluate(variables):
+        return apply_model(model, variables, images, train=False)[0]
+
+    monkeypatch.setenv("JSNN_LIF_IMPL", "auto")
+    assert str(jax.make_jaxpr(evaluate)(variables)).count("jsnn_lif_affine_spikes") == 3
+    np.testing.assert_array_equal(_kernel(monkeypatch, evaluate, variables), _scan(monkeypatch, evaluate, variables))
 
 
 def test_auto_picks_the_kernel_only_where_it_pays_and_is_safe(monkeypatch):

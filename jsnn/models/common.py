@@ -6,14 +6,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jsnn.layers import STATS, BNConfig, ConvBN, MaskedDense, fold_time, lif_folded
+from jsnn.layers import STATS, Affine, BNConfig, ConvBN, MaskedDense, fold_time, lif_folded
 from jsnn.models.description import check_frame_count
 from jsnn.neuron import LIFConfig
 
 
-def spike_with_stats(layer: nn.Module, currents: jax.Array, timesteps: int, lif: LIFConfig,
+def spike_with_stats(layer: nn.Module, currents: jax.Array | Affine, timesteps: int, lif: LIFConfig,
                      *feeding: nn.Module) -> jax.Array:
-    """LIF over folded currents [T*B, ...]; when statistics are being collected,
+    """LIF over folded currents [T*B, ...] (``Affine``: a conv's output with its BatchNorm's map, which the LIF layer
+    applies: ``ConvBN(..., defer_bn=True)``, for the one LIF it feeds); when statistics are being collected,
     the membrane potentials are recorded in the scope of every layer in ``feeding``
     (the layers whose outputs were summed into ``currents``). ``jsnn.models.observe``
     watches those ``record_potential`` calls to see each LIF layer run. The spikes of a LIF fed by one layer
@@ -41,8 +42,9 @@ def avg_pool(x: jax.Array, window: int) -> jax.Array:
     return nn.avg_pool(x, (window, window), (window, window))
 
 
-def encode(layer: ConvBN, images: jax.Array, timesteps: int, train: bool) -> jax.Array:
-    """The first conv + BN on the network's input, as currents folded [T*B, ...] (time-major).
+def encode(layer: ConvBN, images: jax.Array, timesteps: int, train: bool) -> Affine | jax.Array:
+    """The first conv + BN on the network's input, as currents folded [T*B, ...] (time-major), BN's map left to the
+    LIF layer they feed (``Affine``; the array itself while initializing).
 
     Static images [B, H, W, C] (direct encoding): the conv sees the real-valued image once; its
     output is repeated over T. Event frames [B, T, H, W, C]: the conv sees frame t at step t (the
@@ -50,10 +52,12 @@ def encode(layer: ConvBN, images: jax.Array, timesteps: int, train: bool) -> jax
     its BN's statistics span T*B frames; T must be the model's."""
     if images.ndim == 5:
         check_frame_count(images.shape[1], timesteps)
-        return layer(fold_time(jnp.swapaxes(images, 0, 1)), train)
+        return layer(fold_time(jnp.swapaxes(images, 0, 1)), train, defer_bn=True)
     if images.ndim != 4:
         raise ValueError(f"images must be NHWC [B, H, W, C], or event frames [B, T, H, W, C], got shape {images.shape}")
-    x = layer(images, train)
+    x = layer(images, train, defer_bn=True)
+    if isinstance(x, Affine):
+        return x._replace(currents=fold_time(jnp.broadcast_to(x.currents, (timesteps,) + x.currents.shape)))
     return fold_time(jnp.broadcast_to(x, (timesteps,) + x.shape))
 
 

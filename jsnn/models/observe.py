@@ -66,6 +66,8 @@ def observe(model: nn.Module, variables: Variables, images: jax.Array, train: bo
     potentials_seen: list = []
 
     def watch(next_fun, args, kwargs, context):
+        if isinstance(context.module, ConvBN) and context.method_name == "__call__":
+            kwargs = {**kwargs, "defer_bn": False}  # its output as the array (BatchNorm's map applied)
         out = next_fun(*args, **kwargs)
         module = context.module
         if not isinstance(module, (ConvBN, MaskedDense)):

@@ -34,7 +34,7 @@ class SpikingBasicBlock(nn.Module):
                           name=name)
 
         conv1, conv2 = conv_bn("conv1", self.stride), conv_bn("conv2")
-        h = spike_with_stats(self, conv1(x, train), T, self.lif, conv1)
+        h = spike_with_stats(self, conv1(x, train, defer_bn=True), T, self.lif, conv1)
         out = conv2(h, train)
         feeding = [conv2]
         if self.stride != 1 or x.shape[-1] != self.features:

@@ -60,11 +60,11 @@ class SEWBasicBlock(nn.Module):
                           name=name)
 
         conv1, conv2 = conv_bn("conv1", self.stride), conv_bn("conv2")
-        h = spike_with_stats(self, conv1(x, train), T, self.lif, conv1)
-        out = spike_with_stats(self, conv2(h, train), T, self.lif, conv2)
+        h = spike_with_stats(self, conv1(x, train, defer_bn=True), T, self.lif, conv1)
+        out = spike_with_stats(self, conv2(h, train, defer_bn=True), T, self.lif, conv2)
         if _changes_shape(self.stride, x.shape[-1], self.features):
             downsample = conv_bn("downsample", self.stride, kernel_size=1)
-            identity = spike_with_stats(self, downsample(x, train), T, self.lif, downsample)
+            identity = spike_with_stats(self, downsample(x, train, defer_bn=True), T, self.lif, downsample)
         else:
             identity = x
         return out + identity  # ADD: spike counts, no neuron after the join

@@ -58,7 +58,7 @@ class SpikingVGG(SpikingModel):
                 continue
             layer = self.conv_bn(self.channels(item), name=f"conv{n}", input_is_spikes=x is not None)
             n += 1
-            currents = encode(layer, images, T, train) if x is None else layer(x, train)
+            currents = encode(layer, images, T, train) if x is None else layer(x, train, defer_bn=True)
             x = spike_with_stats(self, currents, T, self.lif, layer)
         x = x.reshape((x.shape[0], -1))
         for i, features in enumerate(self.hidden):
