@@ -43,8 +43,8 @@ def avg_pool(x: jax.Array, window: int) -> jax.Array:
 
 
 def encode(layer: ConvBN, images: jax.Array, timesteps: int, train: bool) -> Affine | jax.Array:
-    """The first conv + BN on the network's input, as currents folded [T*B, ...] (time-major), BN's map left to the
-    LIF layer they feed (``Affine``; the array itself while initializing).
+    """The first conv + BN on the network's input, as currents folded [T*B, ...] (time-major); for event frames BN's
+    map is left to the LIF layer they feed (``Affine``).
 
     Static images [B, H, W, C] (direct encoding): the conv sees the real-valued image once; its
     output is repeated over T. Event frames [B, T, H, W, C]: the conv sees frame t at step t (the
@@ -55,9 +55,8 @@ def encode(layer: ConvBN, images: jax.Array, timesteps: int, train: bool) -> Aff
         return layer(fold_time(jnp.swapaxes(images, 0, 1)), train, defer_bn=True)
     if images.ndim != 4:
         raise ValueError(f"images must be NHWC [B, H, W, C], or event frames [B, T, H, W, C], got shape {images.shape}")
-    x = layer(images, train, defer_bn=True)
-    if isinstance(x, Affine):
-        return x._replace(currents=fold_time(jnp.broadcast_to(x.currents, (timesteps,) + x.currents.shape)))
+    # BN on the B images, then repeated over T: XLA writes the T copies in the pass that applies BN's map
+    x = layer(images, train)
     return fold_time(jnp.broadcast_to(x, (timesteps,) + x.shape))
 
 
