@@ -538,6 +538,17 @@ def speed_lif_unroll(src):
                   "unrolled fwd+bwd ms", "loop fwd+bwd ms", "kernel fwd+bwd ms", "jsnn runs"], rows)
 
 
+@generator("speed_bn_lif")
+def speed_bn_lif(src):
+    d = src.json("benchmarks/results/bn_lif.json")
+    m = d["machine"]
+    rows = [[r["T"], r["mode"], f"{r['megabytes']:.0f}", f"{r['bn_relu_ms']:.1f}", f"{r['bn_then_kernel_ms']:.1f}",
+             f"{r['bn_in_kernel_ms']:.1f}", ratio(r["kernel_saving"])] for r in d["rows"]]
+    return (f"{m['cpu']}, {m['threads_used']} cores; the median of 3 alternated rounds.\n\n"
+            + table(["T", "mode", "MB of currents", "BN + ReLU ms", "BN, then the kernel ms",
+                     "BN's map in the kernel ms", "then / in"], rows))
+
+
 def _load_line(d):
     before, after = d["load_average_before"][0], d["load_average_after"][0]
     return f"{d['machine']}; 1-minute load average {before:.1f} before, {after:.1f} after"
