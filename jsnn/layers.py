@@ -28,7 +28,7 @@ import numpy as np
 
 from jsnn import batch_split
 from jsnn.conv import conv2d
-from jsnn.neuron import LIFConfig, lif_time_major
+from jsnn.neuron import LIFConfig, lif_time_major, use_kernel
 from jsnn.precision import matmul
 
 WEIGHTS, MASKS, BN, BATCH_STATS, STATS, GATES = "weights", "masks", "bn", "batch_stats", "stats", "gates"
@@ -271,7 +271,11 @@ def lif_folded(x: jax.Array | Affine, timesteps: int, config: LIFConfig, return_
     """LIF on folded currents [T*B, ...] (or ``Affine`` ones, whose map the LIF layer applies): unfold, scan over
     time, fold back."""
     if isinstance(x, Affine):
-        out = lif_time_major(unfold_time(x.currents, timesteps), config, return_potential, (x.scale, x.shift))
+        currents = unfold_time(x.currents, timesteps)
+        if use_kernel(currents, config):
+            out = lif_time_major(currents, config, return_potential, (x.scale, x.shift))
+        else:  # the map on the folded currents, as BatchNorm computes it: XLA fuses and rounds it as it did before
+            out = lif_time_major(unfold_time(x.apply(), timesteps), config, return_potential)
     else:
         out = lif_time_major(unfold_time(x, timesteps), config, return_potential)
     if return_potential:

@@ -17,6 +17,10 @@ multiply-adds into FMAs (which ones depends on its fusion; it does so in the ata
 ``1 + y*y``). ``tests/test_lif_kernel.py`` checks both against the scan for every supported
 configuration.
 
+A layer fed by a conv can be given the conv's output and its BatchNorm's per-channel map instead of BatchNorm's
+output (``lif_spikes(..., affine=(scale, shift))``; ``jsnn.layers.Affine``): the forward pass then computes
+X[t] = x * scale + shift as it reads the currents, and BatchNorm's output is never written out.
+
 Supported: f32 currents, hard or soft reset, with or without ``detach_reset``, and the surrogate
 families written here (``SURROGATES``: atan, rectangle, triangle; the sigmoid's logistic is XLA's own
 approximation and stays on the scan). The neurons are split over ``jsnn.native.default_threads()``
@@ -79,9 +83,9 @@ template <typename F> static void in_parallel(int64_t n, int64_t t, int64_t thre
   for (auto& th : pool) th.join();
 }
 
-// The input X[t] is the currents as given, or (AFFINE) their per-channel affine map x * scale[c] + shift[c] over
-// the last axis (C channels): an eval-mode BatchNorm folded into the kernel, so its output is never written out.
-// One fused multiply-add, as XLA's CPU backend computes BatchNorm's x * A + B.
+// The input X[t] is the currents as given, or (AFFINE) their per-channel map x * scale[c] + shift[c] over the
+// last axis (C channels): the BatchNorm that precedes the layer, so that its output is never written out. One
+// fused multiply-add, as XLA's CPU backend computes BatchNorm's x * A + B.
 template <bool HARD, bool WRITE_U, bool AFFINE>
 static void forward(const Params& p, const float* x, const float* scale, const float* shift, int64_t C, float* s,
                     float* u, int64_t T, int64_t N, int64_t a, int64_t b) {
