@@ -134,8 +134,10 @@ def lif_time_major(
       return_potential: also return the membrane potentials U ``[T, B, ...]``
         (Eq. 2, before reset), needed for firing statistics.
       affine: ``(scale, shift)`` over the last axis, or None: the input is then ``currents * scale + shift``
-        (a BatchNorm's map, ``jsnn.layers.Affine``), which the C++ kernel computes as it reads the currents
-        and the scan as one fused pass before it.
+        (a BatchNorm's map, ``jsnn.layers.Affine``), which the C++ kernel computes as it reads the currents (a
+        fused multiply-add) and the scan before it (where XLA may fuse it into the scan and round the product
+        and the sum apart: ``jsnn.layers.lif_folded`` applies it to the folded currents instead, as BatchNorm
+        does, when the kernel does not run).
 
     Returns:
       spikes ``[T, B, ...]`` with values in {0, 1} (same dtype as ``currents``),
