@@ -342,7 +342,9 @@ def _partitioned(ffi, n_in: int, n_out: int, ndim: int):
 
 
 @functools.lru_cache(maxsize=None)
-def _lif(config):
+def _lif(config, with_potentials: bool, affine: bool):
+    """The layer for ``config`` as a differentiable function of its currents ``x`` (``affine``: of ``x, scale,
+    shift``, the input being x * scale + shift), returning the spikes (``with_potentials``: and U)."""
     attrs = _attributes(config)
 
     def call(target, args, n_out):
@@ -356,66 +358,30 @@ def _lif(config):
             return ffi(*args)
         return _partitioned(ffi, len(args), n_out, args[0].ndim)(*args)
 
-    @jax.custom_vjp
-    def lif(x):
-        return call("spikes", (x,), 1)
-
-    def fwd(x):
-        s, u = call("spikes_and_potentials", (x,), 2)
-        return s, u
-
-    def bwd(u, g):
-        return (call("backward", (u, g), 1),)
-
-    lif.defvjp(fwd, bwd)
+    prefix = "affine_" if affine else ""
+    forward = prefix + "spikes_and_potentials"  # what the backward pass needs: U
+    backward = "backward_with_potentials" if with_potentials else "backward"
 
     @jax.custom_vjp
-    def lif_with_potentials(x):
-        return call("spikes_and_potentials", (x,), 2)
+    def layer(*args):
+        return call(forward, args, 2) if with_potentials else call(prefix + "spikes", args, 1)
 
-    def fwd_with_potentials(x):
-        s, u = call("spikes_and_potentials", (x,), 2)
-        return (s, u), u
+    def fwd(*args):
+        s, u = call(forward, args, 2)
+        # U, the kernel's one residual; the map's VJP also reads x and scale
+        return ((s, u) if with_potentials else s), (u, *args[:2]) if affine else (u,)
 
-    def bwd_with_potentials(u, g):
-        return (call("backward_with_potentials", (u, *g), 1),)
-
-    lif_with_potentials.defvjp(fwd_with_potentials, bwd_with_potentials)
-
-    # The layer's input z = x * scale + shift over the last axis (a BatchNorm folded in): the kernel's backward
-    # gives dL/dz, and the affine map's own VJP is written here for XLA to fuse with BatchNorm's backward pass.
-    def affine_vjp(x, scale, gz):
+    def bwd(res, g):
+        gz = call(backward, (res[0], *g) if with_potentials else (res[0], g), 1)  # dL/d(the layer's input)
+        if not affine:
+            return (gz,)
+        # the map's VJP, written here for XLA to fuse with BatchNorm's backward pass
+        _, x, scale = res
         axes = tuple(range(gz.ndim - 1))
         return gz * scale, jnp.sum(gz * x, axes), jnp.sum(gz, axes)
 
-    @jax.custom_vjp
-    def lif_affine(x, scale, shift):
-        return call("affine_spikes", (x, scale, shift), 1)
-
-    def fwd_affine(x, scale, shift):
-        s, u = call("affine_spikes_and_potentials", (x, scale, shift), 2)
-        return s, (u, x, scale)
-
-    def bwd_affine(res, g):
-        u, x, scale = res
-        return affine_vjp(x, scale, call("backward", (u, g), 1))
-
-    lif_affine.defvjp(fwd_affine, bwd_affine)
-
-    @jax.custom_vjp
-    def lif_affine_with_potentials(x, scale, shift):
-        return call("affine_spikes_and_potentials", (x, scale, shift), 2)
-
-    def fwd_affine_with_potentials(x, scale, shift):
-        s, u = call("affine_spikes_and_potentials", (x, scale, shift), 2)
-        return (s, u), (u, x, scale)
-
-    def bwd_affine_with_potentials(res, g):
-        u, x, scale = res
-        return affine_vjp(x, scale, call("backward_with_potentials", (u, *g), 1))
-
-    lif_affine_with_potentials.defvjp(fwd_affine_with_potentials, bwd_affine_with_potentials)
-    return lif, lif_with_potentials, lif_affine, lif_affine_with_potentials
+    layer.defvjp(fwd, bwd)
+    return layer
 
 
 def lif_spikes(currents: jax.Array, config, return_potential: bool = False, affine=None):
@@ -434,9 +400,8 @@ def lif_spikes(currents: jax.Array, config, return_potential: bool = False, affi
         raise ValueError(f"the LIF kernel runs on the CPU only, and JAX computes on {jax.default_backend()}: "
                          "leave JSNN_LIF_IMPL unset (auto) or set it to scan")
     load()
-    kernels = _lif(config)
     if affine is None:
-        return kernels[1 if return_potential else 0](currents)
+        return _lif(config, return_potential, False)(currents)
     scale, shift = (jnp.asarray(a, np.float32) for a in affine)
     if currents.ndim < 2 or scale.shape != currents.shape[-1:] or shift.shape != currents.shape[-1:]:
         raise ValueError(f"the LIF kernel's scale and shift need one value per channel of the currents' last axis "
@@ -444,5 +409,5 @@ def lif_spikes(currents: jax.Array, config, return_potential: bool = False, affi
     if jax.device_count() > 1 and batch_split.axis() is None:
         # split over devices by XLA's partitioner (``_partitioned``), whose rule covers operands of the currents'
         # shape only: the map is applied first, as XLA computes BatchNorm's (one fused multiply-add)
-        return kernels[1 if return_potential else 0](currents * scale + shift)
-    return kernels[3 if return_potential else 2](currents, scale, shift)
+        return _lif(config, return_potential, False)(currents * scale + shift)
+    return _lif(config, return_potential, True)(currents, scale, shift)
