@@ -1,5 +1,5 @@
 """Which convolutions gain from bf16 on this CPU, and in which form: XLA's convolution, one im2col matmul,
-or (bf16 only) jsnn's AMX kernel.
+or (bf16 only) jsnn's kernel (AMX, or AVX512-BF16 on a CPU without AMX).
 
     python -m benchmarks.precision_conv            # the CIFAR-shape layers of SNN-VGG and Res-SNN-19
     python -m benchmarks.precision_conv --quick    # two shapes, for a smoke test
@@ -8,9 +8,10 @@ For every layer shape (spike input of N = 32 images, one timestep of a B = 32 ba
 sizes) it times forward+backward (input and kernel gradients) of the same convolution four ways:
 XLA's convolution and the im2col matmul (``jsnn.conv``'s tiny-map path), each with f32 and with
 bf16 operands (f32 accumulation and result, ``jsnn/precision.py``), and with bf16 operands on the CPU's
-matrix unit (``jsnn.conv_kernel``, where the CPU has AMX and the shape is one it supports).
-``jsnn/conv.py``'s im2col limit (``IM2COL_MAX_OUTPUT_PIXELS``) and its choice of the AMX kernel for
-bf16 are read from this table.
+matrix unit or bf16 dot products (``jsnn.conv_kernel``, where the CPU has AMX or AVX512-BF16 and the
+shape is one it supports; the column is named "amx" for either build, and ``kernel`` in the results says
+which ran). ``jsnn/conv.py``'s im2col limit (``IM2COL_MAX_OUTPUT_PIXELS``) and its choice of the kernel
+for bf16 are read from this table.
 Results: benchmarks/results/precision_conv.{json,md}.
 """
 from __future__ import annotations
@@ -94,6 +95,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="two small shapes (smoke test); writes no results")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--out", default=RESULTS, help="results path without extension")
     args = p.parse_args(argv)
     load_before = os.getloadavg()
     rows = [bench_shape(s, args.repeats) for s in (QUICK if args.quick else SHAPES)]
@@ -107,11 +109,11 @@ def main(argv=None):
               "machine": shared_machine("compare ratios within one run"),
               "load_average_before": load_before, "load_average_after": os.getloadavg(),
               "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""), "repeats": args.repeats,
-              "amx": conv_kernel.unavailable() or "available", "rows": rows}
+              "amx": conv_kernel.unavailable() or "available", "kernel": conv_kernel.cpu_variant(), "rows": rows}
     if args.quick:
         print("\n".join(lines))
         return record
-    write_results(RESULTS, record, lines)
+    write_results(args.out, record, lines)
     return record
 
 

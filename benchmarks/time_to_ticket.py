@@ -201,16 +201,18 @@ def test_accuracies(text: str) -> list[float]:
 
 
 def amx_kernel_build_seconds() -> float | None:
-    """Seconds to compile jsnn's AMX convolution kernel from its source (into a fresh folder), or None where
-    it does not apply. bf16 runs load it from the per-user kernel cache (``jsnn/native.py``), built by the first
-    run on a machine: the paired runs' "first run" empties JAX's compilation cache, not that one."""
+    """Seconds to compile jsnn's bf16 convolution kernel (the AMX or the AVX512-BF16 build, whichever this CPU
+    runs) from its source (into a fresh folder), or None where it does not apply. bf16 runs load it from the
+    per-user kernel cache (``jsnn/native.py``), built by the first run on a machine: the paired runs' "first
+    run" empties JAX's compilation cache, not that one."""
     from jsnn import conv_kernel
 
-    if not conv_kernel.cpu_has_amx():
+    variant = conv_kernel.cpu_variant()
+    if variant is None:
         return None
     with tempfile.TemporaryDirectory() as folder:
         t0 = time.perf_counter()
-        conv_kernel.build(folder)
+        conv_kernel.build(folder, variant)
         return time.perf_counter() - t0
 
 

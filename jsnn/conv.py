@@ -37,8 +37,8 @@ variable ``JSNN_CONV_IMPL``, or per call with ``impl=``. Results agree with
 Every path computes under a ``precision`` ("f32", "tf32", "bf16": ``jsnn/precision.py``): the
 operands are cast to its dtype, every convolution and matmul, forward and backward, carries its
 XLA precision and returns f32. Under "bf16", "tuned" and "custom" run a stride-1 convolution above
-the tiny-map limit as ``jsnn.conv_kernel``'s AMX kernel where the CPU has AMX (``_amx_applies``):
-XLA's bf16 convolutions do not reach the CPU's matrix unit.
+the tiny-map limit as ``jsnn.conv_kernel``'s kernel where the CPU has AMX or AVX512-BF16
+(``_amx_applies``): XLA's bf16 convolutions run at about the f32 rate on both.
 """
 from __future__ import annotations
 
@@ -223,9 +223,10 @@ _custom_conv.defvjp(_custom_fwd, _custom_bwd)
 
 
 def _amx_applies(x, kernel, stride: int, padding: int) -> bool:
-    """Whether a bf16 convolution runs as ``jsnn.conv_kernel``'s AMX kernel: on the CPU backend, on one
+    """Whether a bf16 convolution runs as ``jsnn.conv_kernel``'s kernel: on the CPU backend, on one
     device or inside the trainer's per-device body (a custom call has no rule to split a batch-sharded
-    convolution over devices), for the shapes it supports, on a CPU and system that grant AMX."""
+    convolution over devices), for the shapes it supports, on a CPU with AMX (granted by the system) or
+    AVX512-BF16."""
     return (x.dtype == jnp.bfloat16 and jax.default_backend() == "cpu"
             and (jax.device_count() == 1 or batch_split.axis() is not None)
             and conv_kernel.supports(x.shape, kernel.shape, stride, padding)

@@ -1,10 +1,13 @@
-"""bf16 convolutions on the CPU's matrix unit (Intel AMX) as C++ kernels through ``jax.ffi``.
+"""bf16 convolutions on the CPU's matrix unit (Intel AMX), or its AVX512-BF16 dot products, as C++ kernels
+through ``jax.ffi``.
 
 XLA's CPU convolutions do not reach AMX: in bf16 they run at about the f32 rate, while a bf16 matmul
-runs several times faster (docs/speed.md, "Precision"). An im2col matmul would reach it, but XLA builds
-the patches slowly, and the filter gradient's product over the long pixel axis is slow unless its
-operand is laid out transposed. These kernels compute a stride-1 convolution straight from the
-padded input with AMX tiles (``TDPBF16PS``: bf16 products, f32 accumulation), never building patches:
+runs several times faster (docs/speed.md, "Precision"). The same holds on a CPU without AMX whose vector
+units multiply bf16 pairs (``VDPBF16PS``, e.g. AMD Zen 4), at about twice the f32 rate there. An im2col
+matmul would reach either, but XLA builds the patches slowly, and the filter gradient's product over the
+long pixel axis is slow unless its operand is laid out transposed. These kernels compute a stride-1
+convolution straight from the padded input with AMX tiles (``TDPBF16PS``: bf16 products, f32
+accumulation), never building patches:
 
   forward          out[q] = sum over taps t, channels c of xpad[q + off_t, c] * w[t, c, o]
                    over the padded images' flattened pixels q (a tap's input is the output pixel's
@@ -17,6 +20,11 @@ padded input with AMX tiles (``TDPBF16PS``: bf16 products, f32 accumulation), ne
                    stay in cache, with the input transposed to [C, q] and the gradient packed in
                    pixel pairs (the layouts the tile product reads).
 
+The AVX512-BF16 build (``cpu_variant``, compiled with ``JSNN_DPBF16``) keeps these layouts and loops and
+makes each tile product from vector registers (``dp_rows``: 8 rows x 32 outputs of accumulators); its
+forward pass reads each output pixel's input rows at their own addresses, so it computes only the output
+pixels, not the flat indices the tiles' fixed stride would drop.
+
 Operands are bf16 (``conv.conv2d`` casts them under the "bf16" precision), results f32. Every
 output element is a sum of exact bf16 x bf16 products accumulated in f32 in a fixed order (by
 tap, then by 32 channels, or by pixel chunk for the filter gradient), independent of the thread
@@ -26,8 +34,9 @@ compares with a float64 reference on the same bf16 operands).
 Channels are padded with zeros to multiples of 32 inside the kernel (the tiles' width), so any count
 computes; ``supports`` takes the shapes where that at most doubles the products
 (``MAX_PADDED_PRODUCTS``). Where: the "bf16" precision on the CPU backend, on a CPU with AMX-BF16 and a
-Linux kernel that grants it (``unavailable``), stride 1, ``padding < kernel size``; ``conv.conv2d``
-decides (``_amx_applies``) and otherwise keeps XLA's convolution. ``JSNN_CONV_AMX=0`` turns it off.
+Linux kernel that grants it, or with AVX512-BF16 (``unavailable``), stride 1, ``padding < kernel size``;
+``conv.conv2d`` decides (``_amx_applies``) and otherwise keeps XLA's convolution. ``JSNN_CONV_AMX=0`` turns
+either build off.
 """
 from __future__ import annotations
 
@@ -59,14 +68,60 @@ SOURCE = r"""
 namespace ffi = xla::ffi;
 using bf16 = uint16_t;
 
+#ifdef JSNN_DPBF16
+// The AVX512-BF16 build (a CPU without AMX): the same loops, their products made by VDPBF16PS on
+// vector registers instead of tiles (dp_rows below); no state to ask the kernel for.
+static bool amx_granted() { return true; }
+#define TILE_CONFIG()
+#define TILE_RELEASE()
+
+// acc[m][h] (16 f32 outputs each) += sum over `pairs` pairs kk of the bf16 pair at a + m * lda + 2 kk
+// (broadcast) times the 16 (output, pair) values at b_h + kk * ldb: the rows of a 16 x 32 AMX tile
+// product, M of them at a time. Each VDPBF16PS adds two exact bf16 x bf16 products to f32.
+template <int M>
+static inline void dp_rows(__m512 (&acc)[M][2], const bf16* a, int64_t lda, const bf16* b0, const bf16* b1,
+                           int64_t ldb, int64_t pairs) {
+  for (int64_t kk = 0; kk < pairs; ++kk) {
+    const __m512bh w0 = (__m512bh)_mm512_loadu_si512(b0 + kk * ldb);
+    const __m512bh w1 = (__m512bh)_mm512_loadu_si512(b1 + kk * ldb);
+    for (int m = 0; m < M; ++m) {
+      int32_t v;
+      std::memcpy(&v, a + m * lda + 2 * kk, 4);
+      const __m512bh x = (__m512bh)_mm512_set1_epi32(v);
+      acc[m][0] = _mm512_dpbf16_ps(acc[m][0], x, w0);
+      acc[m][1] = _mm512_dpbf16_ps(acc[m][1], x, w1);
+    }
+  }
+}
+// The same with each of the M rows at its own address a[m] (output pixels read straight from the
+// padded input, skipping the flat indices that are no output pixel).
+template <int M>
+static inline void dp_gather(__m512 (&acc)[M][2], const bf16* const (&a)[M], const bf16* b0, const bf16* b1,
+                             int64_t ldb, int64_t pairs) {
+  for (int64_t kk = 0; kk < pairs; ++kk) {
+    const __m512bh w0 = (__m512bh)_mm512_loadu_si512(b0 + kk * ldb);
+    const __m512bh w1 = (__m512bh)_mm512_loadu_si512(b1 + kk * ldb);
+    for (int m = 0; m < M; ++m) {
+      int32_t v;
+      std::memcpy(&v, a[m] + 2 * kk, 4);
+      const __m512bh x = (__m512bh)_mm512_set1_epi32(v);
+      acc[m][0] = _mm512_dpbf16_ps(acc[m][0], x, w0);
+      acc[m][1] = _mm512_dpbf16_ps(acc[m][1], x, w1);
+    }
+  }
+}
+constexpr int DP_ROWS = 8;  // 8 rows x 2 registers of accumulators, two of weights: 18 of the 32 registers
+#else
 // Asks Linux for the AMX tile state (ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA), once per process.
 static bool amx_granted() {
   static const bool ok = syscall(SYS_arch_prctl, 0x1023, 18) == 0;
   return ok;
 }
+#endif
 
 extern "C" int jsnn_amx_ready() { return amx_granted() ? 1 : 0; }
 
+#ifndef JSNN_DPBF16
 struct TileConfig {
   uint8_t palette_id = 1, start_row = 0, reserved[14] = {0};
   uint16_t colsb[16] = {0};
@@ -80,6 +135,9 @@ static void load_tile_config() {
   for (int i = 0; i < 8; ++i) { cfg.colsb[i] = 64; cfg.rows[i] = 16; }
   _tile_loadconfig(&cfg);
 }
+#define TILE_CONFIG() load_tile_config()
+#define TILE_RELEASE() _tile_release()
+#endif
 
 // Worker threads kept for the whole process: a thread made per call costs more than a small
 // convolution (its start, and the kernel setting up its AMX state on its first tile instruction).
@@ -238,8 +296,43 @@ static void forward(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t C, c
         }
     }
   });
+#ifdef JSNN_DPBF16
+  // Vector registers need no fixed stride between rows: each output pixel reads its own input rows, so
+  // only the N * Ho * Wo output pixels are computed (the flat layout's dropped indices are not).
+  const int64_t P = N * L.Ho * L.Wo;
+  in_parallel((P + DP_ROWS - 1) / DP_ROWS, threads, [&](int64_t a, int64_t b) {
+    for (int64_t blk = a; blk < b; ++blk) {
+      const int64_t p0 = blk * DP_ROWS, count = std::min<int64_t>(DP_ROWS, P - p0);
+      int64_t q[DP_ROWS];  // each output pixel's flat index (the last one repeated past the end)
+      for (int64_t m = 0; m < DP_ROWS; ++m) {
+        const int64_t p = p0 + std::min(m, count - 1), n = p / (L.Ho * L.Wo), h = (p / L.Wo) % L.Ho;
+        q[m] = n * L.Hs * L.R + h * L.R + p % L.Wo;
+      }
+      for (int64_t ob = 0; ob < OB; ob += 2) {
+        __m512 c[DP_ROWS][2];
+        for (auto& row : c) row[0] = row[1] = _mm512_setzero_ps();
+        for (int64_t t = 0; t < T; ++t) {
+          const bf16* wt = wv + (t * KC * OB + ob) * 512;
+          for (int64_t kc = 0; kc < KC; ++kc) {
+            const bf16* rows[DP_ROWS];
+            for (int64_t m = 0; m < DP_ROWS; ++m) rows[m] = xp + (q[m] + L.offset(t)) * Cp + kc * 32;
+            dp_gather(c, rows, wt + kc * OB * 512, wt + kc * OB * 512 + 512, 32, 16);
+          }
+        }
+        const int64_t first = std::min<int64_t>(16, O - ob * 16), second = std::min<int64_t>(16, O - ob * 16 - 16);
+        const __mmask16 m0 = first >= 16 ? 0xFFFF : (__mmask16(1) << first) - 1;
+        const __mmask16 m1 = second >= 16 ? 0xFFFF : second <= 0 ? 0 : (__mmask16(1) << second) - 1;
+        for (int64_t m = 0; m < count; ++m) {
+          float* dst = out + (p0 + m) * O + ob * 16;
+          _mm512_mask_storeu_ps(dst, m0, c[m][0]);
+          if (m1) _mm512_mask_storeu_ps(dst + 16, m1, c[m][1]);
+        }
+      }
+    }
+  });
+#else
   in_parallel(blocks, threads, [&](int64_t a, int64_t b) {
-    load_tile_config();
+    TILE_CONFIG();
     alignas(64) float acc[4][256];
     int64_t pixel[32];
     for (int64_t blk = a; blk < b; ++blk) {
@@ -271,8 +364,9 @@ static void forward(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t C, c
         }
       }
     }
-    _tile_release();
+    TILE_RELEASE();
   });
+#endif
 }
 
 // dst (32 rows, stride dst_stride) = the transpose of src (32 rows of 32 values, stride src_stride):
@@ -353,12 +447,30 @@ static void filter_grad(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t 
   float* acc = C == Cp && O == Op ? dw : scratch<float>(0, T * Cp * Op);  // [kh, kw, Cp, Op]
   std::fill(acc, acc + T * Cp * Op, 0.0f);
   in_parallel(T * CB * OB, threads, [&](int64_t a, int64_t b) {
-    load_tile_config();
+    TILE_CONFIG();
     for (int64_t q1 = 0; q1 < Q; q1 += QB) {
       const int64_t q2 = std::min(Q, q1 + QB);
       for (int64_t item = a; item < b; ++item) {
         const int64_t t = item / (CB * OB), cb = (item / OB) % CB, ob = item % OB;
         float* d = acc + (t * Cp + cb * 32) * Op + ob * 32;
+#ifdef JSNN_DPBF16
+        for (int64_t r0 = 0; r0 < 32; r0 += DP_ROWS) {  // DP_ROWS channels x 32 outputs of dw at a time
+          __m512 c[DP_ROWS][2];
+          for (int64_t m = 0; m < DP_ROWS; ++m) {
+            c[m][0] = _mm512_loadu_ps(d + (r0 + m) * Op);
+            c[m][1] = _mm512_loadu_ps(d + (r0 + m) * Op + 16);
+          }
+          for (int64_t q = q1; q < q2; q += 32) {
+            const bf16* a0 = xt + ((q1 / QB) * Cp + cb * 32 + r0) * RL + (q - q1) + L.offset(t);
+            const bf16* b0 = gv + (q / 2) * Op * 2 + ob * 64;
+            dp_rows(c, a0, RL, b0, b0 + 32, Op * 2, 16);
+          }
+          for (int64_t m = 0; m < DP_ROWS; ++m) {
+            _mm512_storeu_ps(d + (r0 + m) * Op, c[m][0]);
+            _mm512_storeu_ps(d + (r0 + m) * Op + 16, c[m][1]);
+          }
+        }
+#else
         _tile_loadd(0, d, Op * 4); _tile_loadd(1, d + 16, Op * 4);
         _tile_loadd(2, d + 16 * Op, Op * 4); _tile_loadd(3, d + 16 * Op + 16, Op * 4);
         for (int64_t q = q1; q < q2; q += 32) {
@@ -373,9 +485,10 @@ static void filter_grad(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t 
         }
         _tile_stored(0, d, Op * 4); _tile_stored(1, d + 16, Op * 4);
         _tile_stored(2, d + 16 * Op, Op * 4); _tile_stored(3, d + 16 * Op + 16, Op * 4);
+#endif
       }
     }
-    _tile_release();
+    TILE_RELEASE();
   });
   if (acc != dw)
     for (int64_t t = 0; t < T; ++t)
@@ -415,8 +528,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JsnnAmxConvBackward, Backward,
                                   .Ret<ffi::Buffer<ffi::F32>>().Attr<int64_t>("pad").Attr<int64_t>("threads"));
 """
 
-FLAGS = (*native.FLAGS, "-mamx-tile", "-mamx-bf16", "-mavx512bf16")
-WHAT = "the AMX convolution kernel"
+# The kernels' two builds: AMX tiles, or AVX512-BF16's VDPBF16PS on vector registers (the same loops and
+# layouts, for a CPU with bf16 dot products and no AMX, e.g. AMD Zen 4)
+FLAGS = {"amx": (*native.FLAGS, "-mamx-tile", "-mamx-bf16", "-mavx512bf16"),
+         "avx512_bf16": (*native.FLAGS, "-mavx512bf16", "-DJSNN_DPBF16")}
+WHAT = "the bf16 convolution kernel"
 TARGETS = {"forward": "jsnn_amx_conv_forward", "backward": "jsnn_amx_conv_backward"}
 _SYMBOLS = {"forward": "JsnnAmxConvForward", "backward": "JsnnAmxConvBackward"}
 CHANNEL_MULTIPLE = 32  # a tile row holds 32 bf16 input channels; outputs go in pairs of 16-column tiles
@@ -425,28 +541,40 @@ CHANNEL_MULTIPLE = 32  # a tile row holds 32 bf16 input channels; outputs go in 
 MAX_PADDED_PRODUCTS = 2.0
 
 
-def build(cache_dir: str | None = None) -> str:
-    """Compiles the kernel (once per source, flags, compiler and CPU) and returns the shared library's path."""
-    return native.build("amx_conv", SOURCE, FLAGS, cache_dir or native.cache_dir("amx_conv"), WHAT)
-
-
 def cpu_has_amx() -> bool:
     """Whether this CPU reports AMX tiles with bf16 products (/proc/cpuinfo)."""
     features = native.cpu_features().split()
     return "amx_tile" in features and "amx_bf16" in features
 
 
+def cpu_has_avx512_bf16() -> bool:
+    """Whether this CPU reports AVX-512's bf16 dot products (VDPBF16PS; /proc/cpuinfo)."""
+    return "avx512_bf16" in native.cpu_features().split()
+
+
+def cpu_variant() -> str | None:
+    """The kernel build this CPU runs: "amx", else "avx512_bf16", else None."""
+    return "amx" if cpu_has_amx() else "avx512_bf16" if cpu_has_avx512_bf16() else None
+
+
+def build(cache_dir: str | None = None, variant: str = "amx") -> str:
+    """Compiles the kernel (once per source, flags, compiler and CPU) and returns the shared library's path."""
+    name = f"{variant}_conv"
+    return native.build(name, SOURCE, FLAGS[variant], cache_dir or native.cache_dir(name), WHAT)
+
+
 @functools.lru_cache(maxsize=None)
 def _load() -> str | None:
     """Builds and registers the kernels once per process; None where they can run, else why not (one line).
-    Where the CPU has AMX but the kernel cannot run (no compiler, a failed build, AMX not granted), it says
-    so once in the log: bf16 convolutions then run as XLA's, correct and slower."""
+    Where the CPU has bf16 products but the kernel cannot run (no compiler, a failed build, AMX not granted),
+    it says so once in the log: bf16 convolutions then run as XLA's, correct and slower."""
     if os.environ.get("JSNN_CONV_AMX", "1") == "0":
         return "JSNN_CONV_AMX=0"
-    if not cpu_has_amx():
-        return "this CPU has no AMX-BF16"
+    variant = cpu_variant()
+    if variant is None:
+        return "this CPU has neither AMX-BF16 nor AVX512-BF16"
     try:
-        library = build()
+        library = build(variant=variant)
         ready = ctypes.cdll.LoadLibrary(library).jsnn_amx_ready()
     except (native.CompilerMissing, RuntimeError, OSError) as e:
         why = str(e).splitlines()[0]
@@ -455,7 +583,7 @@ def _load() -> str | None:
             native.register(library, {target: _SYMBOLS[key] for key, target in TARGETS.items()})
             return None
         why = "the operating system did not grant AMX to this process"
-    logging.getLogger(__name__).warning("bf16 convolutions run as XLA's, not on AMX: %s", why)
+    logging.getLogger(__name__).warning("bf16 convolutions run as XLA's, not on jsnn's %s kernel: %s", variant, why)
     return why
 
 

@@ -1,4 +1,5 @@
-"""jsnn.conv_kernel: the AMX bf16 convolution against a float64 NumPy reference on the same bf16 operands."""
+"""jsnn.conv_kernel: the bf16 convolution kernel (the AMX build, or the AVX512-BF16 build on a CPU without AMX)
+against a float64 NumPy reference on the same bf16 operands."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,9 +7,10 @@ import pytest
 
 from jsnn import conv, conv_kernel, native
 
-# the tests that run the kernel need a CPU with AMX; the fallbacks at the end run everywhere
-needs_amx = pytest.mark.skipif(conv_kernel.unavailable() is not None,
-                               reason=f"AMX convolution unavailable: {conv_kernel.unavailable()}")
+# the tests that run the kernel need a CPU with AMX or AVX512-BF16 (whichever build this CPU runs);
+# the fallbacks at the end run everywhere
+needs_kernel = pytest.mark.skipif(conv_kernel.unavailable() is not None,
+                                  reason=f"bf16 convolution kernel unavailable: {conv_kernel.unavailable()}")
 
 # (N, H, W, Cin, Cout, k, padding): odd sizes, 1x1 and 5x5 kernels, padding below and at k // 2,
 # pixel counts that are not multiples of the 32-pixel blocks, channel counts that are not multiples of
@@ -62,7 +64,7 @@ def _close(actual, expected, rtol=2e-6):
     np.testing.assert_array_less(np.abs(actual - expected).max() / scale, rtol)
 
 
-@needs_amx
+@needs_kernel
 @pytest.mark.parametrize("shape", SHAPES)
 def test_forward_and_both_gradients_equal_the_float64_reference(shape):
     x, kernel = _bf16_operands(shape)
@@ -88,7 +90,7 @@ def test_forward_and_both_gradients_equal_the_float64_reference(shape):
     np.testing.assert_array_equal(np.asarray(vjp_dk), np.asarray(dk.astype(jnp.bfloat16)))
 
 
-@needs_amx
+@needs_kernel
 def test_on_spikes_it_is_the_f32_convolution_of_the_rounded_weights():
     """Spikes are exact in bf16 and so is each product: only the f32 sums' order may differ from XLA's f32 conv."""
     rng = np.random.default_rng(2)
@@ -101,7 +103,7 @@ def test_on_spikes_it_is_the_f32_convolution_of_the_rounded_weights():
     _close(amx, np.asarray(f32, np.float64), rtol=1e-6)
 
 
-@needs_amx
+@needs_kernel
 def test_results_do_not_depend_on_the_thread_count(monkeypatch):
     x, kernel = _bf16_operands((3, 16, 16, 64, 64, 3, 1), seed=3)
     g = jnp.asarray(np.random.default_rng(4).standard_normal((3, 16, 16, 64)), jnp.float32)
@@ -122,7 +124,7 @@ def _custom_call_targets(fn, *args):
     return {t for t in conv_kernel.TARGETS.values() if t in text}
 
 
-@needs_amx
+@needs_kernel
 def test_conv2d_takes_the_kernel_only_for_bf16_shapes_it_supports():
     x = jnp.ones((2, 8, 8, 32))
     kernel = jnp.ones((3, 3, 32, 64))
@@ -146,7 +148,7 @@ def test_conv2d_takes_the_kernel_only_for_bf16_shapes_it_supports():
     assert _custom_call_targets(grad_of("bf16"), jnp.ones((2, 4, 4, 256)), jnp.ones((3, 3, 256, 64)))
 
 
-@needs_amx
+@needs_kernel
 def test_conv2d_bf16_agrees_with_xlas_bf16_convolution():
     x, kernel = _bf16_operands((2, 8, 8, 32, 64, 3, 1), seed=5)
     x, kernel = x.astype(jnp.float32), kernel.astype(jnp.float32)
@@ -172,33 +174,38 @@ def test_switched_off_by_the_environment(monkeypatch):
         conv_kernel._load.cache_clear()
 
 
-def test_fallback_without_amx_or_without_a_compiler(monkeypatch, caplog):
-    """A CPU without AMX keeps XLA's convolutions and says nothing; one with AMX whose kernel cannot be built
-    says why in one log line, and keeps them too (runs on every CPU)."""
+def test_fallback_without_bf16_products_or_without_a_compiler(monkeypatch, caplog):
+    """A CPU with neither AMX nor AVX512-BF16 keeps XLA's convolutions and says nothing; one with either whose
+    kernel cannot be built says why in one log line, and keeps them too (runs on every CPU)."""
     try:
         monkeypatch.setattr(conv_kernel, "cpu_has_amx", lambda: False)
+        monkeypatch.setattr(conv_kernel, "cpu_has_avx512_bf16", lambda: False)
         conv_kernel._load.cache_clear()
         with caplog.at_level("WARNING", logger="jsnn.conv_kernel"):
-            assert conv_kernel.unavailable() == "this CPU has no AMX-BF16" and not _bf16_conv_targets()
+            assert conv_kernel.unavailable() == "this CPU has neither AMX-BF16 nor AVX512-BF16"
+            assert not _bf16_conv_targets()
         assert not caplog.records
 
         def no_compiler(*args, **kwargs):
-            raise native.CompilerMissing("the AMX convolution kernel needs a C++ compiler: none was found")
+            raise native.CompilerMissing("the bf16 convolution kernel needs a C++ compiler: none was found")
 
-        monkeypatch.setattr(conv_kernel, "cpu_has_amx", lambda: True)
         monkeypatch.setattr(conv_kernel, "build", no_compiler)
-        conv_kernel._load.cache_clear()
-        with caplog.at_level("WARNING", logger="jsnn.conv_kernel"):
-            assert "needs a C++ compiler" in conv_kernel.unavailable() and not _bf16_conv_targets()
-        assert [r.getMessage() for r in caplog.records] == [
-            "bf16 convolutions run as XLA's, not on AMX: "
-            "the AMX convolution kernel needs a C++ compiler: none was found"]
+        for amx, variant in ((True, "amx"), (False, "avx512_bf16")):
+            monkeypatch.setattr(conv_kernel, "cpu_has_amx", lambda: amx)
+            monkeypatch.setattr(conv_kernel, "cpu_has_avx512_bf16", lambda: True)
+            conv_kernel._load.cache_clear()
+            caplog.clear()
+            with caplog.at_level("WARNING", logger="jsnn.conv_kernel"):
+                assert "needs a C++ compiler" in conv_kernel.unavailable() and not _bf16_conv_targets()
+            assert [r.getMessage() for r in caplog.records] == [
+                f"bf16 convolutions run as XLA's, not on jsnn's {variant} kernel: "
+                "the bf16 convolution kernel needs a C++ compiler: none was found"]
     finally:
         monkeypatch.undo()
         conv_kernel._load.cache_clear()
 
 
-@needs_amx
+@needs_kernel
 def test_calls_from_several_threads_at_once_equal_calls_one_at_a_time():
     """The worker pool serves one call at a time; a call that finds it busy runs alone (same sums, same order)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -219,7 +226,7 @@ def test_calls_from_several_threads_at_once_equal_calls_one_at_a_time():
             np.testing.assert_array_equal(got, want)
 
 
-@needs_amx
+@needs_kernel
 def test_step_peak_counts_the_kernels_products_as_xla_counts_the_convolutions():
     """benchmarks/step_peak.py adds the kernel calls' products, which XLA's cost analysis does not see, so a
     bf16 step (its convolutions on the kernel) counts the work XLA counts for the same f32 step."""
@@ -236,7 +243,7 @@ def test_step_peak_counts_the_kernels_products_as_xla_counts_the_convolutions():
     np.testing.assert_allclose(bf16_xla + bf16_kernel, f32_xla, rtol=0.02)
 
 
-@needs_amx
+@needs_kernel
 def test_over_two_devices_the_kernel_runs_on_each_devices_images():
     """The programs' bf16 train step on a 2-device mesh (tests/scripts/multidevice_amx_conv.py): the kernel runs
     inside each device's part of the step on its half of the images, and two steps end within bf16 rounding of
@@ -256,7 +263,7 @@ def test_over_two_devices_the_kernel_runs_on_each_devices_images():
     assert result["two_devices_vs_one"] < 5e-3
 
 
-@needs_amx
+@needs_kernel
 @pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
 def test_a_forked_child_gets_its_own_worker_threads():
     """fork copies no threads: a child that calls the kernel after its parent started the pool must not wait for
