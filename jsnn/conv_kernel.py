@@ -110,7 +110,26 @@ static inline void dp_gather(__m512 (&acc)[M][2], const bf16* const (&a)[M], con
     }
   }
 }
+// The same with the pairs' addresses read from a table: a + qoff[kk] + m * lda (the filter gradient's
+// pixel pairs, which lie side by side within an output row but jump from one row to the next).
+template <int M>
+static inline void dp_pairs(__m512 (&acc)[M][2], const bf16* a, int64_t lda, const int64_t* qoff, const bf16* b,
+                            int64_t ldb, int64_t pairs) {
+  for (int64_t kk = 0; kk < pairs; ++kk) {
+    const __m512bh w0 = (__m512bh)_mm512_loadu_si512(b + kk * ldb);
+    const __m512bh w1 = (__m512bh)_mm512_loadu_si512(b + kk * ldb + 32);
+    const bf16* ak = a + qoff[kk];
+    for (int m = 0; m < M; ++m) {
+      int32_t v;
+      std::memcpy(&v, ak + m * lda, 4);
+      const __m512bh x = (__m512bh)_mm512_set1_epi32(v);
+      acc[m][0] = _mm512_dpbf16_ps(acc[m][0], x, w0);
+      acc[m][1] = _mm512_dpbf16_ps(acc[m][1], x, w1);
+    }
+  }
+}
 constexpr int DP_ROWS = 8;  // 8 rows x 2 registers of accumulators, two of weights: 18 of the 32 registers
+constexpr int DP_PIXELS = 8;  // output pixels a block of the forward pass
 #else
 // Asks Linux for the AMX tile state (ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA), once per process.
 static bool amx_granted() {
@@ -300,22 +319,22 @@ static void forward(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t C, c
   // Vector registers need no fixed stride between rows: each output pixel reads its own input rows, so
   // only the N * Ho * Wo output pixels are computed (the flat layout's dropped indices are not).
   const int64_t P = N * L.Ho * L.Wo;
-  in_parallel((P + DP_ROWS - 1) / DP_ROWS, threads, [&](int64_t a, int64_t b) {
+  in_parallel((P + DP_PIXELS - 1) / DP_PIXELS, threads, [&](int64_t a, int64_t b) {
     for (int64_t blk = a; blk < b; ++blk) {
-      const int64_t p0 = blk * DP_ROWS, count = std::min<int64_t>(DP_ROWS, P - p0);
-      int64_t q[DP_ROWS];  // each output pixel's flat index (the last one repeated past the end)
-      for (int64_t m = 0; m < DP_ROWS; ++m) {
+      const int64_t p0 = blk * DP_PIXELS, count = std::min<int64_t>(DP_PIXELS, P - p0);
+      int64_t q[DP_PIXELS];  // each output pixel's flat index (the last one repeated past the end)
+      for (int64_t m = 0; m < DP_PIXELS; ++m) {
         const int64_t p = p0 + std::min(m, count - 1), n = p / (L.Ho * L.Wo), h = (p / L.Wo) % L.Ho;
         q[m] = n * L.Hs * L.R + h * L.R + p % L.Wo;
       }
       for (int64_t ob = 0; ob < OB; ob += 2) {
-        __m512 c[DP_ROWS][2];
+        __m512 c[DP_PIXELS][2];
         for (auto& row : c) row[0] = row[1] = _mm512_setzero_ps();
         for (int64_t t = 0; t < T; ++t) {
           const bf16* wt = wv + (t * KC * OB + ob) * 512;
           for (int64_t kc = 0; kc < KC; ++kc) {
-            const bf16* rows[DP_ROWS];
-            for (int64_t m = 0; m < DP_ROWS; ++m) rows[m] = xp + (q[m] + L.offset(t)) * Cp + kc * 32;
+            const bf16* rows[DP_PIXELS];
+            for (int64_t m = 0; m < DP_PIXELS; ++m) rows[m] = xp + (q[m] + L.offset(t)) * Cp + kc * 32;
             dp_gather(c, rows, wt + kc * OB * 512, wt + kc * OB * 512 + 512, 32, 16);
           }
         }
@@ -403,9 +422,81 @@ static inline void transpose32(const bf16* src, int64_t src_stride, bf16* dst, i
 
 // dw [kh, kw, C, O] f32 = sum over output pixels of the tap's input window^T g: x [N, H, W, C],
 // g [N, Ho, Wo, O], stride 1.
+#ifdef JSNN_DPBF16
+// dw as filter_grad below computes it, for output rows of even width (the AVX512-BF16 build): the sum runs
+// over the output pixels' pairs (2j, 2j + 1) only, which lie side by side in a row of the padded input, so no
+// flat index that is no output pixel is multiplied (the tiles' fixed stride needs them). The input is
+// transposed whole to xt [Cp][LX]; the gradient is g itself in pixel pairs.
+static void filter_grad_pairs(const bf16* x, const Layout& L, int64_t C, const bf16* g, int64_t O, float* dw,
+                              int64_t threads) {
+  const int64_t T = L.kh * L.kw, pairs = L.N * L.Ho * L.Wo / 2;
+  const int64_t Cp = round_up(C, 32), Op = round_up(O, 32), CB = Cp / 32, OB = Op / 32;
+  const int64_t Qx = round_up(L.Q + L.offset(T - 1) + 2, 32), LX = Qx + 32;  // LX: no large power of two
+  bf16* xp = scratch(0, Qx * Cp);
+  pad_input(x, L, C, Cp, xp, Qx - L.Q, threads);
+  bf16* xt = scratch(1, Cp * LX);
+  in_parallel(Qx / 32, threads, [&](int64_t a, int64_t b) {
+    for (int64_t i = a; i < b; ++i)
+      for (int64_t c0 = 0; c0 < Cp; c0 += 32) transpose32(xp + i * 32 * Cp + c0, Cp, xt + c0 * LX + i * 32, LX);
+  });
+  std::vector<int64_t> qoff(pairs);  // pair j's first pixel's flat index
+  for (int64_t j = 0; j < pairs; ++j) {
+    const int64_t p = 2 * j, n = p / (L.Ho * L.Wo), h = (p / L.Wo) % L.Ho;
+    qoff[j] = n * L.Hs * L.R + h * L.R + p % L.Wo;
+  }
+  bf16* gv = scratch(2, pairs * Op * 2);  // [pair][Op][2]
+  in_parallel(pairs, threads, [&](int64_t a, int64_t b) {
+    alignas(64) int16_t lo[32], hi[32];
+    for (int j = 0; j < 16; ++j) { lo[2 * j] = j; lo[2 * j + 1] = 32 + j; hi[2 * j] = 16 + j; hi[2 * j + 1] = 48 + j; }
+    const __m512i ilo = _mm512_load_si512(lo), ihi = _mm512_load_si512(hi);
+    for (int64_t pair = a; pair < b; ++pair) {
+      bf16* dst = gv + pair * Op * 2;
+      for (int64_t o = 0; o < Op; o += 32) {
+        const __mmask32 m = O - o >= 32 ? ~__mmask32{0} : (__mmask32{1} << (O - o)) - 1;  // outputs past O: 0
+        const __m512i e = _mm512_maskz_loadu_epi16(m, g + 2 * pair * O + o);
+        const __m512i f = _mm512_maskz_loadu_epi16(m, g + (2 * pair + 1) * O + o);
+        _mm512_storeu_si512(dst + 2 * o, _mm512_permutex2var_epi16(e, ilo, f));
+        _mm512_storeu_si512(dst + 2 * o + 32, _mm512_permutex2var_epi16(e, ihi, f));
+      }
+    }
+  });
+  float* acc = C == Cp && O == Op ? dw : scratch<float>(0, T * Cp * Op);  // [kh, kw, Cp, Op]
+  std::fill(acc, acc + T * Cp * Op, 0.0f);
+  constexpr int64_t JB = 512;  // pixel pairs a chunk: its slices of xt and gv stay in L2 for every work item
+  in_parallel(T * CB * OB, threads, [&](int64_t a, int64_t b) {
+    for (int64_t j1 = 0; j1 < pairs; j1 += JB) {
+      const int64_t count = std::min(pairs, j1 + JB) - j1;
+      for (int64_t item = a; item < b; ++item) {
+        const int64_t t = item / (CB * OB), cb = (item / OB) % CB, ob = item % OB;
+        float* d = acc + (t * Cp + cb * 32) * Op + ob * 32;
+        for (int64_t r0 = 0; r0 < 32; r0 += DP_ROWS) {
+          __m512 c[DP_ROWS][2];
+          for (int64_t m = 0; m < DP_ROWS; ++m) {
+            c[m][0] = _mm512_loadu_ps(d + (r0 + m) * Op);
+            c[m][1] = _mm512_loadu_ps(d + (r0 + m) * Op + 16);
+          }
+          dp_pairs(c, xt + (cb * 32 + r0) * LX + L.offset(t), LX, qoff.data() + j1, gv + j1 * Op * 2 + ob * 64,
+                   Op * 2, count);
+          for (int64_t m = 0; m < DP_ROWS; ++m) {
+            _mm512_storeu_ps(d + (r0 + m) * Op, c[m][0]);
+            _mm512_storeu_ps(d + (r0 + m) * Op + 16, c[m][1]);
+          }
+        }
+      }
+    }
+  });
+  if (acc != dw)
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t c = 0; c < C; ++c) std::memcpy(dw + (t * C + c) * O, acc + (t * Cp + c) * Op, O * 4);
+}
+#endif
+
 static void filter_grad(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t C, const bf16* g, int64_t kh,
                         int64_t kw, int64_t O, int64_t pad, float* dw, int64_t threads) {
   const Layout L(N, H, W, pad, kh, kw);
+#ifdef JSNN_DPBF16
+  if (L.Wo % 2 == 0) return filter_grad_pairs(x, L, C, g, O, dw, threads);
+#endif
   // Pixels a chunk: a chunk's slice of xt and gv stays in L2 while every work item reads it. xt holds
   // each chunk as its own [C][QB + halo] block (the halo: the pixels the taps reach past the chunk),
   // so a tile's 16 channel rows lie 2 (QB + halo) bytes apart, not a whole image's pixels apart
