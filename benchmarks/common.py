@@ -142,6 +142,11 @@ def shared_machine(how_to_read: str) -> str:
     import platform
 
     cpu = platform.processor() or platform.machine()
+    try:  # the processor's name (Linux); platform.processor() says only "x86_64" there
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
     return f"{cpu}, {os.cpu_count()} cores, shared with other jobs ({how_to_read})"
 
 
