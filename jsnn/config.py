@@ -165,8 +165,8 @@ RESETS = ("hard", "soft")  # jsnn.neuron's reset rules
 
 # Settings that change how a run is driven and observed, never its results: they may differ
 # between an interrupted run and its resumption. (data_dir: where the same dataset lives.)
-RUN_CONTROL = frozenset({"data_dir", "checkpoint_every", "checkpoint_every_steps", "keep_checkpoints",
-                         "eval_every", "progress"})
+RUN_CONTROL = frozenset({"data_dir", "checkpoint_every", "checkpoint_every_steps", "checkpoint_min_seconds",
+                         "keep_checkpoints", "eval_every", "progress"})
 
 
 def dataset_family(dataset: str) -> str:
@@ -290,6 +290,10 @@ class TrainConfig:
     checkpoint_every: int = setting(1, "epochs", group=RUN)
     checkpoint_every_steps: int = setting(0, "also checkpoint every N steps inside an epoch, for long epochs "
                                           "(0: epoch ends only)", group=RUN)
+    checkpoint_min_seconds: float = setting(30.0, "skip a periodic checkpoint (--checkpoint-every, "
+                                            "--checkpoint-every-steps) when the last was written less than S "
+                                            "seconds before; a segment's end and a stop signal always write (0: "
+                                            "every one)", group=RUN)
     keep_checkpoints: int = setting(3, group=RUN)
     eval_every: int = setting(1, "epochs between test evaluations (the last epoch always)", group=RUN)
     progress: bool = setting(True, "no progress bars", group=RUN, flag="--no-progress")
@@ -371,6 +375,9 @@ class TrainConfig:
             (self.checkpoint_every >= 1, f"--checkpoint-every must be >= 1, got {self.checkpoint_every}"),
             (self.checkpoint_every_steps >= 0,
              f"--checkpoint-every-steps must be >= 0 (0: epoch ends only), got {self.checkpoint_every_steps}"),
+            (self.checkpoint_min_seconds >= 0,
+             f"--checkpoint-min-seconds must be >= 0 (0: every periodic checkpoint), "
+             f"got {self.checkpoint_min_seconds}"),
             (self.keep_checkpoints >= 1, f"--keep-checkpoints must be >= 1, got {self.keep_checkpoints}"),
             (self.eval_every >= 1, f"--eval-every must be >= 1, got {self.eval_every}"),
         ]

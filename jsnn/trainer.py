@@ -33,6 +33,7 @@ from jsnn.training_rules import TrainingRule
 from jsnn.variables import Variables, apply_model, fold_masks
 
 PyTree = Any
+_clock = time.monotonic  # when the last checkpoint was written (a test advances its own)
 
 
 class TrainingDivergedError(RuntimeError):
@@ -259,9 +260,10 @@ class Trainer:
         ``on_epoch_end(state, epochs_done)`` runs after each epoch; a truthy return
         ends training there. ``save(state, epoch, batch, partial_epoch)`` writes a
         checkpoint at that position: after every ``checkpoint_every``-th epoch and
-        the last (batch 0 of the next epoch), every ``checkpoint_every_steps`` steps,
-        and when a stop was requested (preemption.py), after which ``Preempted`` is
-        raised. Raises TrainingDivergedError on a non-finite loss, before anything
+        every ``checkpoint_every_steps`` steps, unless the last write (or this call's
+        start) was less than ``checkpoint_min_seconds`` before; always after the last
+        epoch (batch 0 of the next) and when a stop was requested (preemption.py),
+        after which ``Preempted`` is raised. Raises TrainingDivergedError on a non-finite loss, before anything
         of that epoch is saved. ``on_batch(epoch, batches_done)`` runs after each
         train step is dispatched (``epoch`` counts from 0, as ``start_epoch``). The step updates with
         ``optimizer`` (None: the TrainConfig's), which must be the one the state was made with; the log's
@@ -272,6 +274,13 @@ class Trainer:
         schedule = learning_rate or learning_rate_schedule(cfg, self.steps_per_epoch)
         label = label or {}
         every_steps = cfg.checkpoint_every_steps
+        # periodic writes at most every checkpoint_min_seconds: a write costs tens of ms of the cores the steps
+        # use, and a short epoch would spend a tenth of its time on it (docs/reliability.md)
+        last_write = _clock()
+
+        def periodic_due() -> bool:
+            return _clock() - last_write >= cfg.checkpoint_min_seconds
+
         for epoch in range(start_epoch, cfg.epochs):
             first = start_batch if epoch == start_epoch else 0
             done_before = (partial_epoch or {}) if epoch == start_epoch and first else {}
@@ -302,11 +311,13 @@ class Trainer:
                 done = i + 1
                 if on_batch:
                     on_batch(epoch, done)
-                if done < self.steps_per_epoch and (stop or (every_steps and done % every_steps == 0)):
+                if done < self.steps_per_epoch and (stop or (every_steps and done % every_steps == 0
+                                                             and periodic_due())):
                     so_far = partial()
                     self._check_finite(np.asarray(so_far["loss"]), label, epoch)
                     if save:
                         save(state, epoch, done, so_far)
+                        last_write = _clock()
                     if stop:
                         raise self._preempted(label, epoch, done)
             stop = pending is not None and bool(pending["stop"])
@@ -325,8 +336,9 @@ class Trainer:
             log(_epoch_line(record))
             finished = bool(on_epoch_end(state, epoch + 1)) if on_epoch_end else False
             last = finished or epoch + 1 == cfg.epochs
-            if save and (stop or last or (epoch + 1) % cfg.checkpoint_every == 0):
+            if save and (stop or last or ((epoch + 1) % cfg.checkpoint_every == 0 and periodic_due())):
                 save(state, epoch + 1, 0, {})
+                last_write = _clock()
             if stop and not last:
                 raise self._preempted(label, epoch + 1, 0)
             if finished:

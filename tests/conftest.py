@@ -38,7 +38,7 @@ jax.config.update("jax_default_matmul_precision", "highest")
 from jsnn.config import TrainConfig  # noqa: E402  (after the XLA flag: these import jsnn.trainer)
 from jsnn.models import build_model  # noqa: E402
 from jsnn.trainer import Trainer  # noqa: E402
-from tests.small_data import digits_subset, small_digits  # noqa: E402
+from tests.small_data import EVERY_CHECKPOINT, digits_subset, small_digits  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +54,7 @@ def digits_sparse_training():
     a checkpoint every step: shared by test_sparse_training and test_energy, so its steps compile once."""
     ds = digits_subset(192, 64)
     config = TrainConfig(timesteps=2, epochs=2, batch_size=64, progress=False,
-                         checkpoint_every_steps=1).resolve("sparse_training")
+                         checkpoint_every_steps=1, **EVERY_CHECKPOINT).resolve("sparse_training")
     return config, ds, Trainer(config, build_model(config, ds.num_classes), ds)
 
 

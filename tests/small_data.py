@@ -33,6 +33,9 @@ def digits_subset(n_train: int, n_test: int):
 # 256 training and 128 test images, T = 2, batch 64 (4 steps per epoch), 2 epochs: the settings of
 # test_imp, test_edge_popup, test_patterns and test_registry
 SMALL_DIGITS = dict(n_train=256, n_test=128, timesteps=2, epochs=2, batch_size=64)
+# The tests' runs last seconds: every periodic checkpoint is written (the default writes at most one every 30 s),
+# so that an interruption after any epoch resumes from it. tests/test_training.py tests the default.
+EVERY_CHECKPOINT = dict(checkpoint_min_seconds=0.0)
 
 
 def small_digits(method: str):
@@ -40,7 +43,7 @@ def small_digits(method: str):
     "dense", ...): a new Trainer; conftest.py's session fixtures share one."""
     ds = digits_subset(SMALL_DIGITS["n_train"], SMALL_DIGITS["n_test"])
     config = TrainConfig(timesteps=SMALL_DIGITS["timesteps"], epochs=SMALL_DIGITS["epochs"],
-                         batch_size=SMALL_DIGITS["batch_size"], progress=False).resolve(method)
+                         batch_size=SMALL_DIGITS["batch_size"], progress=False, **EVERY_CHECKPOINT).resolve(method)
     model = build_model(config, ds.num_classes)
     return ds, config, model, Trainer(config, model, ds)
 

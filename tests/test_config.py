@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import importlib
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -51,6 +52,7 @@ TODAY = {
     ("--workdir",): ("workdir", None),
     ("--checkpoint-every",): ("checkpoint_every", 1),
     ("--checkpoint-every-steps",): ("checkpoint_every_steps", 0),
+    ("--checkpoint-min-seconds",): ("checkpoint_min_seconds", 30.0),
     ("--keep-checkpoints",): ("keep_checkpoints", 3),
     ("--eval-every",): ("eval_every", 1),
     ("--no-progress",): ("progress", True),
@@ -73,7 +75,8 @@ FLAT = {"dataset": "digits", "data_dir": None, "model": "digits_cnn", "timesteps
         "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0005, "schedule": "cosine", "seed": 0, "surrogate": "atan",
         "surrogate_width": None, "decay": 0.25, "threshold": 1.0, "reset": "soft", "detach_reset": True,
         "remat": False, "bn_affine": True, "weight_init": "kaiming_normal", "width": 1.0, "checkpoint_every": 1,
-        "checkpoint_every_steps": 0, "keep_checkpoints": 3, "eval_every": 1, "progress": False}
+        "checkpoint_every_steps": 0, "checkpoint_min_seconds": 30.0, "keep_checkpoints": 3, "eval_every": 1,
+        "progress": False}
 
 
 def training_parser(default_dataset="digits"):
@@ -312,3 +315,15 @@ def test_program_choices_come_from_the_registries(monkeypatch):
     assert (args.criterion, args.scope) == ("my_criterion", "my_scope")
     by_dest = {a.dest: a for a in program("edge_popup").parser()._actions}
     assert list(by_dest["distribution"].choices) == sorted(distributions.SHAPE_DENSITIES)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("checkpoint_min_seconds", -1.0, "--checkpoint-min-seconds must be >= 0"),
+    ("checkpoint_every_steps", -2, "--checkpoint-every-steps must be >= 0"),
+    ("checkpoint_every", 0, "--checkpoint-every must be >= 1"),
+])
+def test_checkpoint_cadences_are_checked(field, value, message):
+    config = dataclasses.replace(TrainConfig(), epochs=1, batch_size=1, timesteps=1, lr=0.1)
+    config.validate()
+    with pytest.raises(ValueError, match=re.escape(message)):
+        dataclasses.replace(config, **{field: value}).validate()

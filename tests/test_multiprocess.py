@@ -173,7 +173,7 @@ def test_preempted_two_process_run_resumes_to_the_same_result(runs, tmp_path):
     # a checkpoint every 2 steps: the step count to signal at, and each later step waits for a write,
     # so the signal lands well before the epoch ends
     quiet = ("--no-plots",)  # not under test here
-    procs = launch(2, 2, workdir, flags=("--checkpoint-every-steps", "2", *quiet))
+    procs = launch(2, 2, workdir, flags=("--checkpoint-every-steps", "2", "--checkpoint-min-seconds", "0", *quiet))
     at = STEPS_PER_EPOCH + 4  # orbax's step number of that checkpoint; renamed into place once written
 
     def written() -> list[int]:

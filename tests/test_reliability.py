@@ -172,8 +172,8 @@ def test_resume_with_another_setting_names_it_and_changes_nothing(small, tmp_pat
     # every TrainConfig field that can change results is in the signature
     settings = {f.name for f in dataclasses.fields(TrainConfig) if f.name != "lif"} | {
         f.name for f in dataclasses.fields(LIFSettings)}  # the neuron's settings nested in TrainConfig.lif
-    run_control = {"data_dir", "checkpoint_every", "checkpoint_every_steps", "keep_checkpoints", "eval_every",
-                   "progress"}
+    run_control = {"data_dir", "checkpoint_every", "checkpoint_every_steps", "checkpoint_min_seconds",
+                   "keep_checkpoints", "eval_every", "progress"}
     # the event-frame settings (and the frames they resolve to) only where the data are events: an
     # image run's signature, and so its workdir files, are as before they existed
     # the precision only where it is not f32: an f32 run's signature is as before --precision existed

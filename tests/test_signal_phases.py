@@ -21,7 +21,7 @@ from jsnn.runs import imp
 from jsnn.runs.outputs import PHASES, RunHooks
 from jsnn.trainer import Trainer
 from tests.outcomes import run_outcome
-from tests.small_data import digits_subset
+from tests.small_data import EVERY_CHECKPOINT, digits_subset
 
 ROUNDS = 2
 
@@ -58,7 +58,7 @@ def setup(tmp_path_factory):
     the uninterrupted run's results and tickets."""
     ds = digits_subset(320, 64)
     config = TrainConfig(dataset="digits", epochs=2, timesteps=2, width=0.25, batch_size=32,
-                         progress=False).resolve("imp")
+                         progress=False, **EVERY_CHECKPOINT).resolve("imp")
     trainer = Trainer(config, build_model(config, ds.num_classes), ds)
     options = imp.IMPOptions(rounds=ROUNDS).resolve(config)
     reference_dir = str(tmp_path_factory.mktemp("reference"))

@@ -23,7 +23,7 @@ from jsnn.training_rules import MaskedTraining
 from jsnn.variables import init_variables
 from tests.outcomes import crash_after_checkpoint, ticket_accuracy
 from tests.programs import run_together
-from tests.small_data import digits_subset
+from tests.small_data import EVERY_CHECKPOINT, digits_subset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -33,7 +33,8 @@ ENV = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPAT
 def small():
     """A dense digits setup on 256 training images, T = 2: one compilation for the whole module."""
     ds = digits_subset(256, 128)
-    config = TrainConfig(dataset="digits", epochs=3, timesteps=2, batch_size=32, progress=False).resolve("dense")
+    config = TrainConfig(dataset="digits", epochs=3, timesteps=2, batch_size=32, progress=False,
+                         **EVERY_CHECKPOINT).resolve("dense")
     model = build_model(config, ds.num_classes)
     return config, Trainer(config, model, ds)
 
@@ -97,6 +98,39 @@ def test_interrupted_run_resumes_to_identical_results(small, tmp_path):
     straight = [json.loads(line) for line in open(tmp_path / "straight" / "metrics.jsonl")]
     assert [r["test_accuracy"] for r in records] == [r["test_accuracy"] for r in straight]
     assert {"loss", "train_accuracy", "test_accuracy", "learning_rate", "sparsity", "images_per_sec"} <= set(records[0])
+
+
+def test_periodic_checkpoints_at_most_every_checkpoint_min_seconds(small, monkeypatch):
+    """An epoch's checkpoint is skipped while the last write (or the segment's start) is less than
+    checkpoint_min_seconds old; the segment's last epoch always writes; 0 writes after every epoch."""
+    import copy
+    import dataclasses
+
+    import jsnn.trainer
+
+    config, trainer = small
+    rule = MaskedTraining()
+    now = [0.0]
+
+    def clock():  # each reading 12 s after the one before
+        now[0] += 12.0
+        return now[0]
+
+    def saved(min_seconds, epochs):
+        run = copy.copy(trainer)  # its compiled steps shared
+        run.config = dataclasses.replace(config, epochs=epochs, checkpoint_min_seconds=min_seconds)
+        positions = []
+        run.train_epochs(fresh_state(trainer), rule, 0, data_seed=0,  # the steps donate the state they take
+                         save=lambda s, epoch, batch, partial: positions.append(epoch))
+        return positions
+
+    monkeypatch.setattr(jsnn.trainer, "_clock", clock)
+    assert TrainConfig().checkpoint_min_seconds == 30.0
+    # start 12; epoch ends at 24, 36 (younger than 30 s: skipped), 48 (written; the write read at 60),
+    # 72, 84 (skipped), and the last epoch
+    assert saved(30.0, 6) == [3, 6]
+    assert saved(30.0, 2) == [2]
+    assert saved(0.0, 3) == [1, 2, 3]
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(small, tmp_path):
