@@ -56,6 +56,7 @@ SOURCE = r"""
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
@@ -204,18 +205,20 @@ static Pool& pool() {
   return *p;
 }
 
-// Work items [0, n) over `threads` threads in contiguous ranges: each item's sums are made by one
-// thread in one order, so results do not depend on the thread count.
+// Work items [0, n) over `threads` threads in contiguous ranges of about n / (4 threads) items, each
+// thread taking the next range when done with one: a thread slowed by other work (XLA runs other
+// operations beside the call) takes fewer ranges. Each item's sums are made by one thread in one order,
+// so results do not depend on the thread count or on which thread took the item.
 template <typename F> static void in_parallel(int64_t n, int64_t threads, F f) {
   threads = std::max<int64_t>(1, std::min<int64_t>(threads, n));
   if (threads == 1) return f(int64_t{0}, n);
   Pool& p = pool();
   std::unique_lock<std::mutex> mine(p.busy, std::try_to_lock);
   if (!mine.owns_lock()) return f(int64_t{0}, n);
-  const int64_t per = (n + threads - 1) / threads;
-  std::function<void(int64_t)> part = [&](int64_t i) {
-    const int64_t a = i * per, b = std::min(n, a + per);
-    if (a < b) f(a, b);
+  const int64_t grain = std::max<int64_t>(1, n / (4 * threads));
+  std::atomic<int64_t> next{0};
+  std::function<void(int64_t)> part = [&](int64_t) {
+    for (int64_t a; (a = next.fetch_add(grain)) < n;) f(a, std::min(n, a + grain));
   };
   {
     std::lock_guard<std::mutex> lock(p.m);
