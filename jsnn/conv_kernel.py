@@ -96,18 +96,19 @@ static inline void dp_rows(__m512 (&acc)[M][2], const bf16* a, int64_t lda, cons
 }
 // The same with each of the M rows at its own address a[m] (output pixels read straight from the
 // padded input, skipping the flat indices that are no output pixel).
-template <int M>
+// With W = 1 only the first 16 outputs (the last block of an output count that is no multiple of 32).
+template <int M, int W = 2>
 static inline void dp_gather(__m512 (&acc)[M][2], const bf16* const (&a)[M], const bf16* b0, const bf16* b1,
                              int64_t ldb, int64_t pairs) {
   for (int64_t kk = 0; kk < pairs; ++kk) {
     const __m512bh w0 = (__m512bh)_mm512_loadu_si512(b0 + kk * ldb);
-    const __m512bh w1 = (__m512bh)_mm512_loadu_si512(b1 + kk * ldb);
+    const __m512bh w1 = W == 2 ? (__m512bh)_mm512_loadu_si512(b1 + kk * ldb) : w0;
     for (int m = 0; m < M; ++m) {
       int32_t v;
       std::memcpy(&v, a[m] + 2 * kk, 4);
       const __m512bh x = (__m512bh)_mm512_set1_epi32(v);
       acc[m][0] = _mm512_dpbf16_ps(acc[m][0], x, w0);
-      acc[m][1] = _mm512_dpbf16_ps(acc[m][1], x, w1);
+      if (W == 2) acc[m][1] = _mm512_dpbf16_ps(acc[m][1], x, w1);
     }
   }
 }
@@ -338,7 +339,12 @@ static void forward(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t C, c
           for (int64_t kc = 0; kc < KC; ++kc) {
             const bf16* rows[DP_PIXELS];
             for (int64_t m = 0; m < DP_PIXELS; ++m) rows[m] = xp + (q[m] + L.offset(t)) * Cp + kc * 32;
-            dp_gather(c, rows, wt + kc * OB * 512, wt + kc * OB * 512 + 512, 32, 16);
+            // the channel pairs that hold an input channel: the zeros padding C to 32 are not multiplied
+            const int64_t pairs = std::min<int64_t>(16, (C - kc * 32 + 1) / 2);
+            if (O - ob * 16 > 16)
+              dp_gather(c, rows, wt + kc * OB * 512, wt + kc * OB * 512 + 512, 32, pairs);
+            else  // outputs past O: not computed
+              dp_gather<DP_PIXELS, 1>(c, rows, wt + kc * OB * 512, nullptr, 32, pairs);
           }
         }
         const int64_t first = std::min<int64_t>(16, O - ob * 16), second = std::min<int64_t>(16, O - ob * 16 - 16);
@@ -472,7 +478,7 @@ static void filter_grad_pairs(const bf16* x, const Layout& L, int64_t C, const b
       for (int64_t item = a; item < b; ++item) {
         const int64_t t = item / (CB * OB), cb = (item / OB) % CB, ob = item % OB;
         float* d = acc + (t * Cp + cb * 32) * Op + ob * 32;
-        for (int64_t r0 = 0; r0 < 32; r0 += DP_ROWS) {
+        for (int64_t r0 = 0; r0 < 32 && cb * 32 + r0 < C; r0 += DP_ROWS) {  // rows past C: no input channel
           __m512 c[DP_ROWS][2];
           for (int64_t m = 0; m < DP_ROWS; ++m) {
             c[m][0] = _mm512_loadu_ps(d + (r0 + m) * Op);
@@ -548,7 +554,7 @@ static void filter_grad(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t 
         const int64_t t = item / (CB * OB), cb = (item / OB) % CB, ob = item % OB;
         float* d = acc + (t * Cp + cb * 32) * Op + ob * 32;
 #ifdef JSNN_DPBF16
-        for (int64_t r0 = 0; r0 < 32; r0 += DP_ROWS) {  // DP_ROWS channels x 32 outputs of dw at a time
+        for (int64_t r0 = 0; r0 < 32 && cb * 32 + r0 < C; r0 += DP_ROWS) {  // DP_ROWS channels x 32 outputs
           __m512 c[DP_ROWS][2];
           for (int64_t m = 0; m < DP_ROWS; ++m) {
             c[m][0] = _mm512_loadu_ps(d + (r0 + m) * Op);
