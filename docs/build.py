@@ -565,16 +565,27 @@ def speed_library_step(src):
                      "infer vs before"], rows))
 
 
-@generator("speed_precision_conv")
-def speed_precision_conv(src):
-    d = src.json("benchmarks/results/precision_conv.json")
+def _precision_conv(src, path):
+    d = src.json(path)
     keys = ("f32_xla", "f32_im2col", "bf16_xla", "bf16_im2col", "bf16_amx")
+    build = {"amx": "AMX", "avx512_bf16": "AVX512-BF16"}.get(d.get("kernel") or "amx")
     rows = [[",".join(map(str, r["shape"])), r["output_pixels"]]
-            + [f"{r[k]['gflops']:.0f}" if k in r else "–" for k in keys] + [r["fastest"]] for r in d["rows"]]
-    return (f"{d['what']}; {d['machine']}; median of {d['repeats']}; AMX kernel: {d['amx']} "
+            + [f"{r[k]['gflops']:.0f}" if k in r else "–" for k in keys]
+            + [r["fastest"].replace("bf16_amx", "bf16_kernel")] for r in d["rows"]]
+    return (f"{d['what']}; {d['machine']}; median of {d['repeats']}; jsnn's kernel ({build} build): {d['amx']} "
             "(– where it does not take the shape).\n\n"
             + table(["N,H,W,Cin,Cout,k,stride", "output pixels", "f32 conv", "f32 im2col", "bf16 conv",
-                     "bf16 im2col", "bf16 AMX kernel", "fastest"], rows))
+                     "bf16 im2col", f"bf16 kernel ({build})", "fastest"], rows))
+
+
+@generator("speed_precision_conv")
+def speed_precision_conv(src):
+    return _precision_conv(src, "benchmarks/results/precision_conv.json")
+
+
+@generator("speed_precision_conv_epyc")
+def speed_precision_conv_epyc(src):
+    return _precision_conv(src, "benchmarks/results/precision_conv_epyc.json")
 
 
 @generator("speed_step_profile")
@@ -596,7 +607,16 @@ def speed_step_profile(src):
 
 @generator("speed_precision_digits")
 def speed_precision_digits(src):
-    d = src.json("benchmarks/results/precision_digits.json")
+    return _precision_digits(src, "benchmarks/results/precision_digits.json")
+
+
+@generator("speed_precision_digits_epyc")
+def speed_precision_digits_epyc(src):
+    return _precision_digits(src, "benchmarks/results/precision_digits_epyc.json")
+
+
+def _precision_digits(src, path):
+    d = src.json(path)
     summary = d["summary"]
     precisions = [p for p in ("f32", "bf16") if p in summary]
     rows = []
@@ -622,7 +642,16 @@ def speed_precision_digits(src):
 
 @generator("speed_precision_step")
 def speed_precision_step(src):
-    d = src.json("benchmarks/results/precision_step.json")
+    return _precision_step(src, "benchmarks/results/precision_step.json")
+
+
+@generator("speed_precision_step_epyc")
+def speed_precision_step_epyc(src):
+    return _precision_step(src, "benchmarks/results/precision_step_epyc.json")
+
+
+def _precision_step(src, path):
+    d = src.json(path)
     rows = [[r["model"], r["batch"], r["timesteps"], "×".join(map(str, r["image_shape"])), f"{r['f32_step_s']:.3f}",
              f"{r['bf16_step_s']:.3f}", ratio(r["bf16_speedup"])] for r in d["rows"]]
     return (f"{d['what']}; {_load_line(d)}.\n\n"

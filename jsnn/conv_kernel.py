@@ -429,8 +429,6 @@ static inline void transpose32(const bf16* src, int64_t src_stride, bf16* dst, i
   for (int i = 0; i < 32; ++i) _mm512_storeu_si512(dst + i * dst_stride, r[i]);
 }
 
-// dw [kh, kw, C, O] f32 = sum over output pixels of the tap's input window^T g: x [N, H, W, C],
-// g [N, Ho, Wo, O], stride 1.
 #ifdef JSNN_DPBF16
 // dw as filter_grad below computes it, for output rows of even width (the AVX512-BF16 build): the sum runs
 // over the output pixels' pairs (2j, 2j + 1) only, which lie side by side in a row of the padded input, so no
@@ -500,6 +498,8 @@ static void filter_grad_pairs(const bf16* x, const Layout& L, int64_t C, const b
 }
 #endif
 
+// dw [kh, kw, C, O] f32 = sum over output pixels of the tap's input window^T g: x [N, H, W, C],
+// g [N, Ho, Wo, O], stride 1.
 static void filter_grad(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t C, const bf16* g, int64_t kh,
                         int64_t kw, int64_t O, int64_t pad, float* dw, int64_t threads) {
   const Layout L(N, H, W, pad, kh, kw);
