@@ -136,18 +136,22 @@ def git_commit() -> str:
     return out.stdout.strip() or "unknown"
 
 
+def cpu_name() -> str:
+    """The processor's name: /proc/cpuinfo's model name (Linux, where platform.processor() says only "x86_64"),
+    else what platform says."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine() or "unknown CPU"
+
+
 def shared_machine(how_to_read: str) -> str:
     """The machine a benchmark ran on, as its results record it: CPU, cores, and how to read timings taken while
     other jobs shared it."""
-    import platform
-
-    cpu = platform.processor() or platform.machine()
-    try:  # the processor's name (Linux); platform.processor() says only "x86_64" there
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, shared with other jobs ({how_to_read})"
+    return f"{cpu_name()}, {os.cpu_count()} cores, shared with other jobs ({how_to_read})"
 
 
 def write_results(path: str | None, record: dict, markdown_lines: list[str]) -> None:

@@ -187,14 +187,8 @@ def noise_probe(threads: int, repeats: int = 20) -> dict:
 
 
 def machine_info(threads: int) -> dict:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads_used": threads, "python": platform.python_version(),
-            "platform": platform.platform()}
+    return {"cpu": common.cpu_name(), "cores": os.cpu_count(), "threads_used": threads,
+            "python": platform.python_version(), "platform": platform.platform()}
 
 
 # ---------------------------------------------------------------------------- reporting
