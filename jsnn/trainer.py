@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 
 from jsnn import batch_split, parallel, platform, preemption
 from jsnn import data as jdata
@@ -279,7 +280,12 @@ class Trainer:
         last_write = _clock()
 
         def periodic_due() -> bool:
-            return _clock() - last_write >= cfg.checkpoint_min_seconds
+            if cfg.checkpoint_min_seconds <= 0:
+                return True
+            due = _clock() - last_write >= cfg.checkpoint_min_seconds
+            if jax.process_count() > 1:  # a save is collective: every process takes process 0's decision
+                due = bool(multihost_utils.broadcast_one_to_all(np.asarray(due)))
+            return due
 
         for epoch in range(start_epoch, cfg.epochs):
             first = start_batch if epoch == start_epoch else 0

@@ -131,6 +131,18 @@ def test_periodic_checkpoints_at_most_every_checkpoint_min_seconds(small, monkey
     assert saved(30.0, 6) == [3, 6]
     assert saved(30.0, 2) == [2]
     assert saved(0.0, 3) == [1, 2, 3]
+    # over several processes each takes process 0's decision, which it broadcasts (orbax's save is collective):
+    # here process 0 finds no periodic write due, whatever this process's clock says
+    decisions = []
+
+    def process_0_says_no(due):
+        decisions.append(bool(due))
+        return np.asarray(False)
+
+    monkeypatch.setattr(jsnn.trainer.jax, "process_count", lambda: 2)
+    monkeypatch.setattr(jsnn.trainer.multihost_utils, "broadcast_one_to_all", process_0_says_no)
+    assert saved(30.0, 6) == [6]
+    assert decisions == [False, False, True, True, True]  # this process's own: due from the third epoch's end
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(small, tmp_path):
