@@ -291,3 +291,28 @@ def test_a_forked_child_gets_its_own_worker_threads():
         os.waitpid(pid, 0)
         pytest.fail("the forked child's kernel call did not return")
     assert os.read(read, 1) == b"1" and os.WEXITSTATUS(done[1]) == 0
+
+
+@pytest.mark.parametrize("variant, cpu", [("amx", "sapphirerapids"), ("avx512_bf16", "cooperlake")])
+def test_each_build_compiles_for_a_cpu_that_has_it(variant, cpu, tmp_path):
+    """A machine runs one build: the other is compiled here (not run) for a CPU that has it, so an edit that
+    breaks the build this machine does not run fails on it too (x86 with a C++ compiler)."""
+    import platform
+    import shutil
+    import subprocess
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("x86 builds")
+    try:
+        cxx = native.find_compiler()
+    except native.CompilerMissing as e:
+        pytest.skip(str(e))
+    flags = [f"-march={cpu}" if f == "-march=native" else f for f in conv_kernel.FLAGS[variant]]
+    source = tmp_path / "kernel.cc"
+    source.write_text(conv_kernel.SOURCE)
+    out = subprocess.run([*cxx, *flags, f"-I{jax.ffi.include_dir()}", str(source), "-o", str(tmp_path / "k.so")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    if shutil.which("nm"):  # the symbols the loader registers (not loaded: it may hold instructions this CPU lacks)
+        symbols = subprocess.run(["nm", "-D", str(tmp_path / "k.so")], capture_output=True, text=True).stdout
+        assert all(s in symbols for s in ("JsnnAmxConvForward", "JsnnAmxConvBackward", "jsnn_amx_ready"))
