@@ -660,7 +660,16 @@ def _precision_step(src, path):
 
 @generator("speed_step_peak")
 def speed_step_peak(src):
-    d = src.json("benchmarks/results/step_peak.json")
+    return _step_peak(src, "benchmarks/results/step_peak.json")
+
+
+@generator("speed_step_peak_epyc")
+def speed_step_peak_epyc(src):
+    return _step_peak(src, "benchmarks/results/step_peak_epyc.json")
+
+
+def _step_peak(src, path):
+    d = src.json(path)
     rows = [[r["model"], r["precision"], f"{r['step_flops'] / 1e9:.0f}", f"{r['median_step_s']:.2f}",
              f"{r['step_gflops']:.0f}", f"{r['peak_gflops']:.0f} / {r['peak_after_gflops']:.0f}",
              pct(r["fraction_of_peak"], 0)] for r in d["rows"]]
