@@ -64,6 +64,17 @@ def generator(name):
     return register
 
 
+def _each_machine(name: str, stem: str):
+    """Registers one table builder ``fn(src, path)`` twice: as NAME from benchmarks/results/STEM.json (the Xeon's
+    run) and as NAME_epyc from STEM_epyc.json (the same benchmark on the AMD EPYC)."""
+    def register(fn):
+        for suffix in ("", "_epyc"):
+            GENERATORS[name + suffix] = functools.partial(fn, path=f"benchmarks/results/{stem}{suffix}.json")
+        return fn
+
+    return register
+
+
 class Sources:
     """The files one block reads; listed at the block's end."""
 
@@ -565,6 +576,7 @@ def speed_library_step(src):
                      "infer vs before"], rows))
 
 
+@_each_machine("speed_precision_conv", "precision_conv")
 def _precision_conv(src, path):
     d = src.json(path)
     keys = ("f32_xla", "f32_im2col", "bf16_xla", "bf16_im2col", "bf16_amx")
@@ -576,16 +588,6 @@ def _precision_conv(src, path):
             "(– where it does not take the shape).\n\n"
             + table(["N,H,W,Cin,Cout,k,stride", "output pixels", "f32 conv", "f32 im2col", "bf16 conv",
                      "bf16 im2col", f"bf16 kernel ({build})", "fastest"], rows))
-
-
-@generator("speed_precision_conv")
-def speed_precision_conv(src):
-    return _precision_conv(src, "benchmarks/results/precision_conv.json")
-
-
-@generator("speed_precision_conv_epyc")
-def speed_precision_conv_epyc(src):
-    return _precision_conv(src, "benchmarks/results/precision_conv_epyc.json")
 
 
 @generator("speed_step_profile")
@@ -605,16 +607,7 @@ def speed_step_profile(src):
     return "\n\n".join(blocks)
 
 
-@generator("speed_precision_digits")
-def speed_precision_digits(src):
-    return _precision_digits(src, "benchmarks/results/precision_digits.json")
-
-
-@generator("speed_precision_digits_epyc")
-def speed_precision_digits_epyc(src):
-    return _precision_digits(src, "benchmarks/results/precision_digits_epyc.json")
-
-
+@_each_machine("speed_precision_digits", "precision_digits")
 def _precision_digits(src, path):
     d = src.json(path)
     summary = d["summary"]
@@ -640,16 +633,7 @@ def _precision_digits(src, path):
             + table(["seed", "precision", "wall s", "training img/s (median over epochs)"], speed))
 
 
-@generator("speed_precision_step")
-def speed_precision_step(src):
-    return _precision_step(src, "benchmarks/results/precision_step.json")
-
-
-@generator("speed_precision_step_epyc")
-def speed_precision_step_epyc(src):
-    return _precision_step(src, "benchmarks/results/precision_step_epyc.json")
-
-
+@_each_machine("speed_precision_step", "precision_step")
 def _precision_step(src, path):
     d = src.json(path)
     rows = [[r["model"], r["batch"], r["timesteps"], "×".join(map(str, r["image_shape"])), f"{r['f32_step_s']:.3f}",
@@ -658,16 +642,7 @@ def _precision_step(src, path):
             + table(["network", "batch", "T", "image", "f32 step s", "bf16 step s", "bf16 speed-up"], rows))
 
 
-@generator("speed_step_peak")
-def speed_step_peak(src):
-    return _step_peak(src, "benchmarks/results/step_peak.json")
-
-
-@generator("speed_step_peak_epyc")
-def speed_step_peak_epyc(src):
-    return _step_peak(src, "benchmarks/results/step_peak_epyc.json")
-
-
+@_each_machine("speed_step_peak", "step_peak")
 def _step_peak(src, path):
     d = src.json(path)
     rows = [[r["model"], r["precision"], f"{r['step_flops'] / 1e9:.0f}", f"{r['median_step_s']:.2f}",

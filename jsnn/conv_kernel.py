@@ -21,7 +21,7 @@ accumulation), never building patches:
                    pixel pairs (the layouts the tile product reads).
 
 The AVX512-BF16 build (``cpu_variant``, compiled with ``JSNN_DPBF16``) keeps these layouts and loops and
-makes each tile product from vector registers (``dp_rows``: 8 rows x 32 outputs of accumulators); its
+makes each tile product from vector registers (``dp``: 8 rows x 32 outputs of accumulators); its
 forward pass reads each output pixel's input rows at their own addresses, so it computes only the output
 pixels, not the flat indices the tiles' fixed stride would drop.
 
@@ -71,62 +71,28 @@ using bf16 = uint16_t;
 
 #ifdef JSNN_DPBF16
 // The AVX512-BF16 build (a CPU without AMX): the same loops, their products made by VDPBF16PS on
-// vector registers instead of tiles (dp_rows below); no state to ask the kernel for.
+// vector registers instead of tiles (dp below); no state to ask the kernel for.
 static bool amx_granted() { return true; }
 #define TILE_CONFIG()
 #define TILE_RELEASE()
 
-// acc[m][h] (16 f32 outputs each) += sum over `pairs` pairs kk of the bf16 pair at a + m * lda + 2 kk
-// (broadcast) times the 16 (output, pair) values at b_h + kk * ldb: the rows of a 16 x 32 AMX tile
-// product, M of them at a time. Each VDPBF16PS adds two exact bf16 x bf16 products to f32.
-template <int M>
-static inline void dp_rows(__m512 (&acc)[M][2], const bf16* a, int64_t lda, const bf16* b0, const bf16* b1,
-                           int64_t ldb, int64_t pairs) {
-  for (int64_t kk = 0; kk < pairs; ++kk) {
-    const __m512bh w0 = (__m512bh)_mm512_loadu_si512(b0 + kk * ldb);
-    const __m512bh w1 = (__m512bh)_mm512_loadu_si512(b1 + kk * ldb);
-    for (int m = 0; m < M; ++m) {
-      int32_t v;
-      std::memcpy(&v, a + m * lda + 2 * kk, 4);
-      const __m512bh x = (__m512bh)_mm512_set1_epi32(v);
-      acc[m][0] = _mm512_dpbf16_ps(acc[m][0], x, w0);
-      acc[m][1] = _mm512_dpbf16_ps(acc[m][1], x, w1);
-    }
-  }
-}
-// The same with each of the M rows at its own address a[m] (output pixels read straight from the
-// padded input, skipping the flat indices that are no output pixel).
-// With W = 1 only the first 16 outputs (the last block of an output count that is no multiple of 32).
-template <int M, int W = 2>
-static inline void dp_gather(__m512 (&acc)[M][2], const bf16* const (&a)[M], const bf16* b0, const bf16* b1,
-                             int64_t ldb, int64_t pairs) {
+// acc[m][h] (16 f32 outputs each) += sum over `pairs` pairs kk of the bf16 pair at pair(m, kk) (broadcast)
+// times the 16 (output, pair) values at b_h + kk * ldb: the rows of a 16 x 32 AMX tile product, M of them at a
+// time. Each VDPBF16PS adds two exact bf16 x bf16 products to f32. With W = 1 only the first 16 outputs (the
+// last block of an output count that is no multiple of 32). `pair` says where the rows lie: a fixed stride
+// (the tiles' layout), each row at its own address (output pixels read straight from the padded input), or
+// the pairs' addresses from a table (the filter gradient's pixel pairs, which jump from one row to the next).
+template <int M, int W = 2, typename Pair>
+static inline void dp(__m512 (&acc)[M][2], Pair pair, const bf16* b0, const bf16* b1, int64_t ldb, int64_t pairs) {
   for (int64_t kk = 0; kk < pairs; ++kk) {
     const __m512bh w0 = (__m512bh)_mm512_loadu_si512(b0 + kk * ldb);
     const __m512bh w1 = W == 2 ? (__m512bh)_mm512_loadu_si512(b1 + kk * ldb) : w0;
     for (int m = 0; m < M; ++m) {
       int32_t v;
-      std::memcpy(&v, a[m] + 2 * kk, 4);
+      std::memcpy(&v, pair(m, kk), 4);
       const __m512bh x = (__m512bh)_mm512_set1_epi32(v);
       acc[m][0] = _mm512_dpbf16_ps(acc[m][0], x, w0);
       if (W == 2) acc[m][1] = _mm512_dpbf16_ps(acc[m][1], x, w1);
-    }
-  }
-}
-// The same with the pairs' addresses read from a table: a + qoff[kk] + m * lda (the filter gradient's
-// pixel pairs, which lie side by side within an output row but jump from one row to the next).
-template <int M>
-static inline void dp_pairs(__m512 (&acc)[M][2], const bf16* a, int64_t lda, const int64_t* qoff, const bf16* b,
-                            int64_t ldb, int64_t pairs) {
-  for (int64_t kk = 0; kk < pairs; ++kk) {
-    const __m512bh w0 = (__m512bh)_mm512_loadu_si512(b + kk * ldb);
-    const __m512bh w1 = (__m512bh)_mm512_loadu_si512(b + kk * ldb + 32);
-    const bf16* ak = a + qoff[kk];
-    for (int m = 0; m < M; ++m) {
-      int32_t v;
-      std::memcpy(&v, ak + m * lda, 4);
-      const __m512bh x = (__m512bh)_mm512_set1_epi32(v);
-      acc[m][0] = _mm512_dpbf16_ps(acc[m][0], x, w0);
-      acc[m][1] = _mm512_dpbf16_ps(acc[m][1], x, w1);
     }
   }
 }
@@ -341,10 +307,11 @@ static void forward(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t C, c
             for (int64_t m = 0; m < DP_PIXELS; ++m) rows[m] = xp + (q[m] + L.offset(t)) * Cp + kc * 32;
             // the channel pairs that hold an input channel: the zeros padding C to 32 are not multiplied
             const int64_t pairs = std::min<int64_t>(16, (C - kc * 32 + 1) / 2);
+            const auto at = [&](int m, int64_t kk) { return rows[m] + 2 * kk; };
             if (O - ob * 16 > 16)
-              dp_gather(c, rows, wt + kc * OB * 512, wt + kc * OB * 512 + 512, 32, pairs);
+              dp(c, at, wt + kc * OB * 512, wt + kc * OB * 512 + 512, 32, pairs);
             else  // outputs past O: not computed
-              dp_gather<DP_PIXELS, 1>(c, rows, wt + kc * OB * 512, nullptr, 32, pairs);
+              dp<DP_PIXELS, 1>(c, at, wt + kc * OB * 512, nullptr, 32, pairs);
           }
         }
         const int64_t first = std::min<int64_t>(16, O - ob * 16), second = std::min<int64_t>(16, O - ob * 16 - 16);
@@ -482,8 +449,10 @@ static void filter_grad_pairs(const bf16* x, const Layout& L, int64_t C, const b
             c[m][0] = _mm512_loadu_ps(d + (r0 + m) * Op);
             c[m][1] = _mm512_loadu_ps(d + (r0 + m) * Op + 16);
           }
-          dp_pairs(c, xt + (cb * 32 + r0) * LX + L.offset(t), LX, qoff.data() + j1, gv + j1 * Op * 2 + ob * 64,
-                   Op * 2, count);
+          const bf16* a0 = xt + (cb * 32 + r0) * LX + L.offset(t);
+          const int64_t* q = qoff.data() + j1;
+          const bf16* b0 = gv + j1 * Op * 2 + ob * 64;
+          dp(c, [&](int m, int64_t kk) { return a0 + q[kk] + m * LX; }, b0, b0 + 32, Op * 2, count);
           for (int64_t m = 0; m < DP_ROWS; ++m) {
             _mm512_storeu_ps(d + (r0 + m) * Op, c[m][0]);
             _mm512_storeu_ps(d + (r0 + m) * Op + 16, c[m][1]);
@@ -563,7 +532,7 @@ static void filter_grad(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t 
           for (int64_t q = q1; q < q2; q += 32) {
             const bf16* a0 = xt + ((q1 / QB) * Cp + cb * 32 + r0) * RL + (q - q1) + L.offset(t);
             const bf16* b0 = gv + (q / 2) * Op * 2 + ob * 64;
-            dp_rows(c, a0, RL, b0, b0 + 32, Op * 2, 16);
+            dp(c, [&](int m, int64_t kk) { return a0 + m * RL + 2 * kk; }, b0, b0 + 32, Op * 2, 16);
           }
           for (int64_t m = 0; m < DP_ROWS; ++m) {
             _mm512_storeu_ps(d + (r0 + m) * Op, c[m][0]);
