@@ -886,6 +886,35 @@ def sparse_crossover(src):
     return head + "\n\n" + table(["layer", "formulation"] + [f"rate {pct(r, 0)}" for r in rates], rows)
 
 
+@generator("event_conv")
+def event_conv(src):
+    d = src.json("benchmarks/results/event_conv.json")
+    densities = [r["density"] for r in d["layers"][0]["rows"]]
+
+    def wins_up_to(rows, key):
+        best = None
+        for r in sorted(rows, key=lambda r: r["density"]):
+            if r[key] <= 1.0:
+                break
+            best = r["density"]
+        return "never" if best is None else pct(best, 0)
+
+    rows = []
+    for layer in d["layers"]:
+        n, h, w, cin, cout = layer["shape"]
+        cells = [f"{ratio(r['forward_speedup'])} / {ratio(r['filter_grad_speedup'])}" for r in layer["rows"]]
+        rows.append([layer["layer"], f"{n}×{h}×{w}, {cin} → {cout}", *cells,
+                     wins_up_to(layer["rows"], "forward_speedup"), wins_up_to(layer["rows"], "filter_grad_speedup")])
+    head = (f"At {d['commit']} on {d['machine']}; jax {d['jax']}. XLA's f32 time over the kernel's (minimum of "
+            f"{d['repeats']} alternated calls), forward / filter gradient, by the input's density (Bernoulli "
+            f"spikes), 3×3 kernels, padding 1; every result within {d['largest_rel_error']:.0e} of XLA's (relative "
+            f"to its largest value). `conv.conv2d` takes the forward kernel up to "
+            f"{pct(d['forward_max_density'], 0)} and the filter gradient's up to "
+            f"{pct(d['filter_grad_max_density'], 0)} density, decided per call:")
+    return head + "\n\n" + table(["layer", "images × map, channels", *[pct(x, 0) for x in densities],
+                                   "forward wins up to", "filter gradient wins up to"], rows)
+
+
 @generator("sparse_ticket")
 def sparse_ticket(src):
     d = src.json("benchmarks/results/sparse_ticket.json")

@@ -34,6 +34,12 @@ no device). Override it for the whole process with
 variable ``JSNN_CONV_IMPL``, or per call with ``impl=``. Results agree with
 "xla" to floating-point rounding (summation order).
 
+Under "tuned" and "custom", an f32 stride-1 convolution whose input is spikes (``input_is_spikes``: every
+``ConvBN`` but the encoding layer) runs event-driven on the CPU (``jsnn.event_conv``: the forward pass and the
+filter gradient visit only the input's nonzeros; the input gradient stays XLA's), each pass only where the
+call's input is sparse enough for it to win (``event_conv.FORWARD_MAX_DENSITY``, ``FILTER_GRAD_MAX_DENSITY``,
+decided per call by ``lax.cond``); results agree with XLA's to f32 rounding (summation order).
+
 Every path computes under a ``precision`` ("f32", "tf32", "bf16": ``jsnn/precision.py``): the
 operands are cast to its dtype, every convolution and matmul, forward and backward, carries its
 XLA precision and returns f32. Under "bf16", "tuned" and "custom" run a stride-1 convolution above
@@ -48,7 +54,7 @@ import os
 import jax
 import jax.numpy as jnp
 
-from jsnn import batch_split, conv_kernel
+from jsnn import batch_split, conv_kernel, event_conv
 from jsnn.precision import MatmulPolicy, matmul_policy
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
@@ -222,24 +228,83 @@ def _custom_bwd(stride, padding, policy, res, g):
 _custom_conv.defvjp(_custom_fwd, _custom_bwd)
 
 
+def _sparse_enough(x, max_density: float):
+    """Whether at most ``max_density`` of ``x``'s values are nonzero (a traced bool)."""
+    return jnp.count_nonzero(x) <= int(max_density * x.size)
+
+
+def _event_forward(x, kernel, padding):
+    """The event-driven forward pass where ``x`` is sparse enough for it to win, else XLA's convolution."""
+    return jax.lax.cond(_sparse_enough(x, event_conv.FORWARD_MAX_DENSITY),
+                        lambda: event_conv.forward(x, kernel, padding),
+                        lambda: _xla_conv(x, kernel, 1, padding, matmul_policy("f32")))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _event_conv(x, kernel, padding):
+    return _event_forward(x, kernel, padding)
+
+
+def _event_fwd(x, kernel, padding):
+    return _event_forward(x, kernel, padding), (x, kernel)
+
+
+def _xla_filter_grad(x, g, padding):
+    """d conv / d kernel of a stride-1 convolution, as XLA's own transpose rule computes it, written as a
+    convolution in the standard layouts (the images' batch as input channels, the channels as batch). Inside a
+    ``lax.cond`` branch XLA's CPU backend compiles the transpose rule's own form as a naive loop (hundreds of
+    times slower); this form keeps its fast convolution and the same values."""
+    out = jax.lax.conv_general_dilated(
+        jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(g, (1, 2, 0, 3)), (1, 1), [(padding, padding)] * 2,
+        dimension_numbers=_DIMS, precision=matmul_policy("f32").precision, preferred_element_type=jnp.float32)
+    return jnp.transpose(out, (1, 2, 0, 3))  # [C, KH, KW, O] -> HWIO
+
+
+def _event_bwd(padding, res, g):
+    x, kernel = res
+    # the input gradient of dense g is a dense convolution: XLA's, by its own transpose rule (the values
+    # the "xla" path computes); the filter gradient event-driven where x is sparse enough, else XLA's
+    _, input_vjp = jax.vjp(lambda x_: _xla_conv(x_, kernel, 1, padding, matmul_policy("f32")), x)
+    dk = jax.lax.cond(_sparse_enough(x, event_conv.FILTER_GRAD_MAX_DENSITY),
+                      lambda: event_conv.filter_grad(x, g, kernel.shape, padding),
+                      lambda: _xla_filter_grad(x, g, padding))
+    return input_vjp(g)[0], dk
+
+
+_event_conv.defvjp(_event_fwd, _event_bwd)
+
+
+def _on_this_cpu() -> bool:
+    """Whether a custom call can run here: the CPU backend, on one device or inside the trainer's per-device
+    body (a custom call has no rule to split a batch-sharded convolution over devices)."""
+    return jax.default_backend() == "cpu" and (jax.device_count() == 1 or batch_split.axis() is not None)
+
+
+def _event_applies(x, kernel, stride: int, padding: int) -> bool:
+    """Whether an f32 convolution of spikes runs event-driven (``jsnn.event_conv``): where a custom call can
+    run, for the shapes the kernels support, where they could be built."""
+    return (x.dtype == jnp.float32 and _on_this_cpu() and event_conv.supports(x.shape, kernel.shape, stride, padding)
+            and event_conv.unavailable() is None)
+
+
 def _amx_applies(x, kernel, stride: int, padding: int) -> bool:
     """Whether a bf16 convolution runs as ``jsnn.conv_kernel``'s kernel: on the CPU backend, on one
     device or inside the trainer's per-device body (a custom call has no rule to split a batch-sharded
     convolution over devices), for the shapes it supports, on a CPU with AMX (granted by the system) or
     AVX512-BF16."""
-    return (x.dtype == jnp.bfloat16 and jax.default_backend() == "cpu"
-            and (jax.device_count() == 1 or batch_split.axis() is not None)
-            and conv_kernel.supports(x.shape, kernel.shape, stride, padding)
+    return (x.dtype == jnp.bfloat16 and _on_this_cpu() and conv_kernel.supports(x.shape, kernel.shape, stride, padding)
             and conv_kernel.unavailable() is None)
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int, impl: str | None = None,
-           precision: str = "f32") -> jax.Array:
+           precision: str = "f32", input_is_spikes: bool = False) -> jax.Array:
     """2-D convolution, NHWC input ``x`` [N, H, W, C], HWIO ``kernel``, ``padding`` zeros on every side.
 
     ``impl``: "xla", "tuned" or "custom" (see the module docstring); None picks
     ``default_impl()`` for the backend being traced for. ``precision``: "f32", "tf32" or "bf16"
     (``jsnn/precision.py``: the operands' dtype and XLA's precision; the result is f32).
+    ``input_is_spikes``: ``x`` is mostly zeros (a spiking layer's input); under "tuned" and "custom" an f32
+    convolution of it then runs event-driven where ``_event_applies``.
     """
     impl = default_impl() if impl is None else _check_impl(impl)
     policy = matmul_policy(precision)
@@ -253,6 +318,8 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int, impl: str
         return _im2col_conv(x, kernel, stride, padding, policy)
     if _amx_applies(x, kernel, stride, padding):
         return conv_kernel.conv(x, kernel, padding)
+    if input_is_spikes and _event_applies(x, kernel, stride, padding):
+        return _event_conv(x, kernel, padding)
     if impl == "custom" or kh == kw == 1:
         return _custom_conv(x, kernel, stride, padding, policy)
     return _xla_conv(x, kernel, stride, padding, policy)

@@ -231,7 +231,7 @@ class ConvBN(nn.Module):
         k = self.kernel_size
         kernel = _masked_kernel(self, (k, k, x.shape[-1], self.features))
         pad = k // 2
-        y = conv2d(x, kernel, self.stride, pad, precision=self.precision)
+        y = conv2d(x, kernel, self.stride, pad, precision=self.precision, input_is_spikes=self.input_is_spikes)
         out = _bn_deferred(self, y, train, self.bn)
         return out.apply() if isinstance(out, Affine) and not defer_bn else out
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from jsnn import conv, conv_kernel, native
+from tests.reference import assert_close, conv_reference, conv_reference_grads
 
 # the tests that run the kernel need a CPU with AMX or AVX512-BF16 (whichever build this CPU runs);
 # the fallbacks at the end run everywhere
@@ -28,57 +29,21 @@ def _bf16_operands(shape, seed=0):
     return x, kernel
 
 
-def _reference_conv(x, kernel, padding):
-    """float64 loop over the taps: out[n, h, w, o] = sum_{i, j, c} xpad[n, h + i, w + j, c] kernel[i, j, c, o]."""
-    x = np.asarray(x, np.float64)
-    kernel = np.asarray(kernel, np.float64)
-    kh, kw = kernel.shape[:2]
-    xp = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    ho, wo = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
-    out = np.zeros((x.shape[0], ho, wo, kernel.shape[3]))
-    for i in range(kh):
-        for j in range(kw):
-            out += np.einsum("nhwc,co->nhwo", xp[:, i:i + ho, j:j + wo], kernel[i, j])
-    return out
-
-
-def _reference_grads(x, kernel, padding, g):
-    """d<out, g>/dx and /dkernel of the reference, in float64 (the loop's adjoint, written out)."""
-    x64, k64, g64 = (np.asarray(a, np.float64) for a in (x, kernel, g))
-    kh, kw = k64.shape[:2]
-    xp = np.pad(x64, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    ho, wo = g64.shape[1:3]
-    dxp, dk = np.zeros_like(xp), np.zeros_like(k64)
-    for i in range(kh):
-        for j in range(kw):
-            dxp[:, i:i + ho, j:j + wo] += np.einsum("nhwo,co->nhwc", g64, k64[i, j])
-            dk[i, j] = np.einsum("nhwc,nhwo->co", xp[:, i:i + ho, j:j + wo], g64)
-    h, w = x64.shape[1:3]
-    return dxp[:, padding:padding + h, padding:padding + w], dk
-
-
-def _close(actual, expected, rtol=2e-6):
-    """Within f32 accumulation's rounding of the largest value (each product is exact; only the f32 sums round)."""
-    actual = np.asarray(actual, np.float64)
-    scale = max(np.abs(expected).max(), 1e-30)
-    np.testing.assert_array_less(np.abs(actual - expected).max() / scale, rtol)
-
-
 @needs_kernel
 @pytest.mark.parametrize("shape", SHAPES)
 def test_forward_and_both_gradients_equal_the_float64_reference(shape):
     x, kernel = _bf16_operands(shape)
     padding = shape[-1]
     out = jax.jit(conv_kernel.conv, static_argnums=2)(x, kernel, padding)
-    _close(out, _reference_conv(x, kernel, padding))
+    assert_close(out, conv_reference(x, kernel, padding))
     g = jnp.asarray(np.random.default_rng(1).standard_normal(out.shape), jnp.bfloat16)
-    dx_ref, dk_ref = _reference_grads(x, kernel, padding, g)
+    dx_ref, dk_ref = conv_reference_grads(x, kernel, padding, g)
     kh = kernel.shape[0]
     # the kernels' f32 gradients, before the VJP rounds them to the operands' dtype: the backward call's
     dx, dk = jax.jit(lambda x, k, g: conv_kernel._call("backward", [x.shape, k.shape], x, k, g, pad=padding))(
         x, kernel, g)
-    _close(dx, dx_ref)
-    _close(dk, dk_ref)
+    assert_close(dx, dx_ref)
+    assert_close(dk, dk_ref)
     # its input gradient is the forward kernel on the flipped kernel: the same sums in the same order
     alone = jax.jit(lambda g, k: conv_kernel._call("forward", x.shape, g, k, pad=kh - 1 - padding, flip=1))(g, kernel)
     np.testing.assert_array_equal(np.asarray(dx), np.asarray(alone))
@@ -100,7 +65,7 @@ def test_on_spikes_it_is_the_f32_convolution_of_the_rounded_weights():
     f32 = jax.lax.conv_general_dilated(spikes, rounded, (1, 1), [(1, 1), (1, 1)], dimension_numbers=conv._DIMS,
                                        precision="highest")
     amx = conv_kernel.conv(jnp.asarray(spikes, jnp.bfloat16), jnp.asarray(kernel, jnp.bfloat16), 1)
-    _close(amx, np.asarray(f32, np.float64), rtol=1e-6)
+    assert_close(amx, np.asarray(f32, np.float64), rtol=1e-6)
 
 
 @needs_kernel
@@ -154,7 +119,7 @@ def test_conv2d_bf16_agrees_with_xlas_bf16_convolution():
     x, kernel = x.astype(jnp.float32), kernel.astype(jnp.float32)
     amx = conv.conv2d(x, kernel, 1, 1, precision="bf16")
     xla = conv.conv2d(x, kernel, 1, 1, impl="xla", precision="bf16")
-    _close(amx, np.asarray(xla, np.float64), rtol=1e-5)
+    assert_close(amx, np.asarray(xla, np.float64), rtol=1e-5)
 
 
 def _bf16_conv_targets():

@@ -238,6 +238,10 @@ def test_over_two_devices_the_kernel_runs_on_each_devices_images_and_equals_one_
     kernel runs (auto) on each device's half of the batch, and gives one device's values."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {k: v for k, v in os.environ.items() if k != "JSNN_LIF_IMPL"}
+    # XLA's convolutions on both meshes: the event-driven ones run on the 2-device mesh only (a custom call
+    # needs the trainer's per-device body), and their filter gradient's other summation order flips a spike
+    # somewhere in two T = 16 steps (a loss 0.004 apart): the same convolutions isolate the LIF kernel
+    env["JSNN_EVENT_CONV"] = "0"
     out = subprocess.run([sys.executable, os.path.join(root, "tests", "scripts", "multidevice_lif_kernel.py")],
                          env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"},
                          capture_output=True, text=True, timeout=300)

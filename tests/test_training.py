@@ -65,10 +65,13 @@ def test_eight_devices_equal_one_device():
 
 def test_two_devices_split_every_layers_work(tmp_path):
     """benchmarks/data_parallel_split.py in a 2-device process: in the compiled train step each device's
-    convolutions over images (forward and input gradient) run on half the images one device's do."""
+    convolutions over images (forward and input gradient) run on half the images one device's do. XLA's
+    convolutions only: the event-driven ones run on the 2-device mesh alone in such a process (split likewise:
+    tests/test_event_conv.py)."""
     out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "data_parallel_split.py"), "--timesteps",
                           "4", "--out", str(tmp_path / "split")],
-                         env={**ENV, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"},
+                         env={**ENV, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu",
+                              "JSNN_EVENT_CONV": "0"},
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     one, two = json.loads((tmp_path / "split.json").read_text())["rows"]

@@ -15,8 +15,9 @@ of ``sparse_layers``; pass its result to ``predict_sparse`` to reuse it.
 
 When it pays (measured per layer, random spikes and masks, batch x T = 160): at firing rates of
 5-10 % in most layers of a 90-99 % sparse ticket; at 20 % firing the full-row format loses to the
-dense conv on 4x4 and 8x8 maps. Training and the encoding conv are untouched (dense). Linear
-layers stay dense. No VJP: inference only. The kernel runs on the CPU only: on a GPU or TPU backend
+dense conv on 4x4 and 8x8 maps. The encoding conv and linear layers stay dense. No VJP: inference
+only (training's spike convolutions run event-driven through ``jsnn.event_conv`` instead, forward and filter
+gradient, without the ELL format: ``conv.conv2d``). The kernel runs on the CPU only: on a GPU or TPU backend
 ``predict_sparse`` computes every conv densely (``apply_model``), the same predictions.
 """
 from __future__ import annotations
