@@ -68,6 +68,7 @@ SOURCE = r"""
 
 namespace ffi = xla::ffi;
 using bf16 = uint16_t;
+""" + native.XLA_PARALLEL + r"""
 
 #ifdef JSNN_DPBF16
 // The AVX512-BF16 build (a CPU without AMX): the same loops, their products made by VDPBF16PS on
@@ -126,7 +127,6 @@ static void load_tile_config() {
 #define TILE_RELEASE() _tile_release()
 #endif
 
-""" + native.THREAD_POOL + r"""
 // Scratch kept by the calling thread across calls (grown, never shrunk): fresh buffers of tens of
 // MB each call would cost page faults comparable to the products. One set per element type.
 template <typename T = bf16> static T* scratch(int which, int64_t n) {
@@ -161,9 +161,9 @@ struct Layout {
 // x [N, H, W, C] -> xp [Q + tail, Cp] in the layout above (Cp >= C channels a pixel), zeros everywhere but
 // the data.
 static void pad_input(const bf16* x, const Layout& L, int64_t C, int64_t Cp, bf16* xp, int64_t tail,
-                      int64_t threads) {
+                      ffi::ThreadPool& pool) {
   const int64_t image = L.Hs * L.R * Cp, row = L.R * Cp;
-  in_parallel(L.N, threads, [&](int64_t a, int64_t b) {
+  in_parallel(pool, L.N, [&](int64_t a, int64_t b) {
     for (int64_t n = a; n < b; ++n) {
       bf16* img = xp + n * image;
       std::memset(img, 0, L.pad * row * 2);
@@ -193,15 +193,15 @@ static int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 // w is the HWIO kernel of the convolution whose input gradient this is ([kh, kw, O, C]) and is read
 // flipped and transposed: w'[i, j, c, o] = w[kh-1-i, kw-1-j, o, c].
 static void forward(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t C, const bf16* w, int64_t kh,
-                    int64_t kw, int64_t O, int64_t pad, bool flip, float* out, int64_t threads) {
+                    int64_t kw, int64_t O, int64_t pad, bool flip, float* out, ffi::ThreadPool& pool) {
   const Layout L(N, H, W, pad, kh, kw);
   const int64_t Cp = round_up(C, 32), Op = round_up(O, 32);  // channels padded with zeros to whole tiles
   const int64_t T = kh * kw, KC = Cp / 32, OB = Op / 16, blocks = (L.Q + 31) / 32;
   const int64_t tail = blocks * 32 - L.Q + L.offset(T - 1) + 1;
   bf16* xp = scratch(0, (L.Q + tail) * Cp);
-  pad_input(x, L, C, Cp, xp, tail, threads);
+  pad_input(x, L, C, Cp, xp, tail, pool);
   bf16* wv = scratch(1, T * Cp * Op);  // [t][32 channels][16 outputs]: 16 rows of (output, channel pair)
-  in_parallel(T, threads, [&](int64_t a, int64_t b) {
+  in_parallel(pool, T, [&](int64_t a, int64_t b) {
     for (int64_t t = a; t < b; ++t) {
       const int64_t tf = (kh - 1 - t / kw) * kw + (kw - 1 - t % kw);
       for (int64_t c = 0; c < Cp; ++c)
@@ -215,7 +215,7 @@ static void forward(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t C, c
   // Vector registers need no fixed stride between rows: each output pixel reads its own input rows, so
   // only the N * Ho * Wo output pixels are computed (the flat layout's dropped indices are not).
   const int64_t P = N * L.Ho * L.Wo;
-  in_parallel((P + DP_PIXELS - 1) / DP_PIXELS, threads, [&](int64_t a, int64_t b) {
+  in_parallel(pool, (P + DP_PIXELS - 1) / DP_PIXELS, [&](int64_t a, int64_t b) {
     for (int64_t blk = a; blk < b; ++blk) {
       const int64_t p0 = blk * DP_PIXELS, count = std::min<int64_t>(DP_PIXELS, P - p0);
       int64_t q[DP_PIXELS];  // each output pixel's flat index (the last one repeated past the end)
@@ -252,7 +252,7 @@ static void forward(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t C, c
     }
   });
 #else
-  in_parallel(blocks, threads, [&](int64_t a, int64_t b) {
+  in_parallel(pool, blocks, [&](int64_t a, int64_t b) {
     TILE_CONFIG();
     alignas(64) float acc[4][256];
     int64_t pixel[32];
@@ -328,14 +328,14 @@ static inline void transpose32(const bf16* src, int64_t src_stride, bf16* dst, i
 // flat index that is no output pixel is multiplied (the tiles' fixed stride needs them). The input is
 // transposed whole to xt [Cp][LX]; the gradient is g itself in pixel pairs.
 static void filter_grad_pairs(const bf16* x, const Layout& L, int64_t C, const bf16* g, int64_t O, float* dw,
-                              int64_t threads) {
+                              ffi::ThreadPool& pool) {
   const int64_t T = L.kh * L.kw, pairs = L.N * L.Ho * L.Wo / 2;
   const int64_t Cp = round_up(C, 32), Op = round_up(O, 32), CB = Cp / 32, OB = Op / 32;
   const int64_t Qx = round_up(L.Q + L.offset(T - 1) + 2, 32), LX = Qx + 32;  // LX: no large power of two
   bf16* xp = scratch(0, Qx * Cp);
-  pad_input(x, L, C, Cp, xp, Qx - L.Q, threads);
+  pad_input(x, L, C, Cp, xp, Qx - L.Q, pool);
   bf16* xt = scratch(1, Cp * LX);
-  in_parallel(Qx / 32, threads, [&](int64_t a, int64_t b) {
+  in_parallel(pool, Qx / 32, [&](int64_t a, int64_t b) {
     for (int64_t i = a; i < b; ++i)
       for (int64_t c0 = 0; c0 < Cp; c0 += 32) transpose32(xp + i * 32 * Cp + c0, Cp, xt + c0 * LX + i * 32, LX);
   });
@@ -345,7 +345,7 @@ static void filter_grad_pairs(const bf16* x, const Layout& L, int64_t C, const b
     qoff[j] = n * L.Hs * L.R + h * L.R + p % L.Wo;
   }
   bf16* gv = scratch(2, pairs * Op * 2);  // [pair][Op][2]
-  in_parallel(pairs, threads, [&](int64_t a, int64_t b) {
+  in_parallel(pool, pairs, [&](int64_t a, int64_t b) {
     alignas(64) int16_t lo[32], hi[32];
     for (int j = 0; j < 16; ++j) { lo[2 * j] = j; lo[2 * j + 1] = 32 + j; hi[2 * j] = 16 + j; hi[2 * j + 1] = 48 + j; }
     const __m512i ilo = _mm512_load_si512(lo), ihi = _mm512_load_si512(hi);
@@ -363,7 +363,7 @@ static void filter_grad_pairs(const bf16* x, const Layout& L, int64_t C, const b
   float* acc = C == Cp && O == Op ? dw : scratch<float>(0, T * Cp * Op);  // [kh, kw, Cp, Op]
   std::fill(acc, acc + T * Cp * Op, 0.0f);
   constexpr int64_t JB = 512;  // pixel pairs a chunk: its slices of xt and gv stay in L2 for every work item
-  in_parallel(T * CB * OB, threads, [&](int64_t a, int64_t b) {
+  in_parallel(pool, T * CB * OB, [&](int64_t a, int64_t b) {
     for (int64_t j1 = 0; j1 < pairs; j1 += JB) {
       const int64_t count = std::min(pairs, j1 + JB) - j1;
       for (int64_t item = a; item < b; ++item) {
@@ -396,10 +396,10 @@ static void filter_grad_pairs(const bf16* x, const Layout& L, int64_t C, const b
 // dw [kh, kw, C, O] f32 = sum over output pixels of the tap's input window^T g: x [N, H, W, C],
 // g [N, Ho, Wo, O], stride 1.
 static void filter_grad(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t C, const bf16* g, int64_t kh,
-                        int64_t kw, int64_t O, int64_t pad, float* dw, int64_t threads) {
+                        int64_t kw, int64_t O, int64_t pad, float* dw, ffi::ThreadPool& pool) {
   const Layout L(N, H, W, pad, kh, kw);
 #ifdef JSNN_DPBF16
-  if (L.Wo % 2 == 0) return filter_grad_pairs(x, L, C, g, O, dw, threads);
+  if (L.Wo % 2 == 0) return filter_grad_pairs(x, L, C, g, O, dw, pool);
 #endif
   // Pixels a chunk: a chunk's slice of xt and gv stays in L2 while every work item reads it. xt holds
   // each chunk as its own [C][QB + halo] block (the halo: the pixels the taps reach past the chunk),
@@ -410,9 +410,9 @@ static void filter_grad(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t 
   const int64_t halo = (L.offset(T - 1) + 32) / 32 * 32, RL = QB + halo, Qx = chunks * QB + halo;
   const int64_t Cp = round_up(C, 32), Op = round_up(O, 32);  // channels padded with zeros to whole tiles
   bf16* xp = scratch(0, Qx * Cp);
-  pad_input(x, L, C, Cp, xp, Qx - L.Q, threads);
+  pad_input(x, L, C, Cp, xp, Qx - L.Q, pool);
   bf16* xt = scratch(1, chunks * Cp * RL);  // [chunk][Cp][RL]: tile rows are channels, their 32 values pixels
-  in_parallel(chunks * (RL / 32), threads, [&](int64_t a, int64_t b) {
+  in_parallel(pool, chunks * (RL / 32), [&](int64_t a, int64_t b) {
     for (int64_t i = a; i < b; ++i) {
       const int64_t k = i / (RL / 32), j = (i % (RL / 32)) * 32;
       for (int64_t c0 = 0; c0 < Cp; c0 += 32)
@@ -420,7 +420,7 @@ static void filter_grad(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t 
     }
   });
   bf16* gv = scratch(2, Q * Op);  // [q/2][Op][2]: pixel pairs, zero where a pixel is no output
-  in_parallel(Q / 2, threads, [&](int64_t a, int64_t b) {
+  in_parallel(pool, Q / 2, [&](int64_t a, int64_t b) {
     alignas(64) int16_t lo[32], hi[32];
     for (int j = 0; j < 16; ++j) { lo[2 * j] = j; lo[2 * j + 1] = 32 + j; hi[2 * j] = 16 + j; hi[2 * j + 1] = 48 + j; }
     const __m512i ilo = _mm512_load_si512(lo), ihi = _mm512_load_si512(hi), zero = _mm512_setzero_si512();
@@ -441,7 +441,7 @@ static void filter_grad(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t 
   const int64_t CB = Cp / 32, OB = Op / 32;
   float* acc = C == Cp && O == Op ? dw : scratch<float>(0, T * Cp * Op);  // [kh, kw, Cp, Op]
   std::fill(acc, acc + T * Cp * Op, 0.0f);
-  in_parallel(T * CB * OB, threads, [&](int64_t a, int64_t b) {
+  in_parallel(pool, T * CB * OB, [&](int64_t a, int64_t b) {
     TILE_CONFIG();
     for (int64_t q1 = 0; q1 < Q; q1 += QB) {
       const int64_t q2 = std::min(Q, q1 + QB);
@@ -490,37 +490,36 @@ static void filter_grad(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t 
       for (int64_t c = 0; c < C; ++c) std::memcpy(dw + (t * C + c) * O, acc + (t * Cp + c) * Op, O * 4);
 }
 
-static ffi::Error Forward(ffi::Buffer<ffi::BF16> x, ffi::Buffer<ffi::BF16> w, ffi::ResultBuffer<ffi::F32> out,
-                          int64_t pad, int64_t flip, int64_t threads) {
+static ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::BF16> x, ffi::Buffer<ffi::BF16> w,
+                          ffi::ResultBuffer<ffi::F32> out, int64_t pad, int64_t flip) {
   if (!amx_granted()) return ffi::Error::Internal("jsnn's AMX convolution: the kernel did not grant AMX");
   auto xd = x.dimensions(), wd = w.dimensions(), od = out->dimensions();
   forward(x.typed_data(), xd[0], xd[1], xd[2], xd[3], w.typed_data(), wd[0], wd[1], od[3], pad, flip != 0,
-          out->typed_data(), threads);
+          out->typed_data(), pool);
   return ffi::Error::Success();
 }
 
-// Both gradients in one call: XLA would otherwise run the two calls at once on two of its threads, each
-// then alone on its core without the worker pool (which serves one call at a time).
-static ffi::Error Backward(ffi::Buffer<ffi::BF16> x, ffi::Buffer<ffi::BF16> w, ffi::Buffer<ffi::BF16> g,
-                           ffi::ResultBuffer<ffi::F32> dx, ffi::ResultBuffer<ffi::F32> dw, int64_t pad,
-                           int64_t threads) {
+// Both gradients in one call, one after the other, each split over XLA's whole pool.
+static ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::BF16> x, ffi::Buffer<ffi::BF16> w,
+                           ffi::Buffer<ffi::BF16> g, ffi::ResultBuffer<ffi::F32> dx, ffi::ResultBuffer<ffi::F32> dw,
+                           int64_t pad) {
   if (!amx_granted()) return ffi::Error::Internal("jsnn's AMX convolution: the kernel did not grant AMX");
   auto xd = x.dimensions(), wd = w.dimensions(), gd = g.dimensions();
   forward(g.typed_data(), gd[0], gd[1], gd[2], gd[3], w.typed_data(), wd[0], wd[1], xd[3], wd[0] - 1 - pad, true,
-          dx->typed_data(), threads);
+          dx->typed_data(), pool);
   filter_grad(x.typed_data(), xd[0], xd[1], xd[2], xd[3], g.typed_data(), wd[0], wd[1], wd[3], pad,
-              dw->typed_data(), threads);
+              dw->typed_data(), pool);
   return ffi::Error::Success();
 }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JsnnAmxConvForward, Forward,
-                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::BF16>>().Arg<ffi::Buffer<ffi::BF16>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>().Attr<int64_t>("pad").Attr<int64_t>("flip")
-                                  .Attr<int64_t>("threads"));
+                              ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>().Ret<ffi::Buffer<ffi::F32>>().Attr<int64_t>("pad")
+                                  .Attr<int64_t>("flip"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JsnnAmxConvBackward, Backward,
-                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::BF16>>().Arg<ffi::Buffer<ffi::BF16>>()
-                                  .Arg<ffi::Buffer<ffi::BF16>>().Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>().Attr<int64_t>("pad").Attr<int64_t>("threads"));
+                              ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>().Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>().Ret<ffi::Buffer<ffi::F32>>().Attr<int64_t>("pad"));
 """
 
 # The kernels' two builds: AMX tiles, or AVX512-BF16's VDPBF16PS on vector registers (the same loops and
@@ -600,8 +599,7 @@ def _call(target: str, shapes, *args, **attrs):
     attrs = {k: np.int64(v) for k, v in attrs.items()}
     results = ([jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes] if isinstance(shapes, list)
                else jax.ShapeDtypeStruct(shapes, jnp.float32))
-    return jax.ffi.ffi_call(TARGETS[target], results, vmap_method="sequential")(
-        *args, **attrs, threads=np.int64(native.default_threads()))
+    return jax.ffi.ffi_call(TARGETS[target], results, vmap_method="sequential")(*args, **attrs)
 
 
 def _forward(x, kernel, padding: int):

@@ -20,9 +20,10 @@ does at the rate of its dense products; ``benchmarks/event_conv.py`` measures wh
 Values: every product is exact for a 0/1 input (the weight itself); outputs and weight gradients are the
 dense convolution's sums in another order, so they agree with XLA's f32 convolution to f32 rounding
 (``tests/test_event_conv.py`` compares with a float64 reference). Any input computes correctly (a
-nonzero value v multiplies its weight row); only its speed depends on the zeros. Each output element is
-summed by one thread in one fixed order (events by pixel then channel; chunks in order), so results do not
-depend on the thread count.
+nonzero value v multiplies its weight row); only its speed depends on the zeros. The work is split over
+XLA's own CPU thread pool (``ffi::ThreadPool``: no threads of the kernels' own compete with XLA's operations
+running beside them); each output element is summed by one thread in one fixed order (events by pixel then
+channel; chunks in order), so results do not depend on the thread count.
 
 Compiled on first use by ``jsnn.native`` (cached per source, compiler, flags and CPU); where it cannot be
 built (no compiler) ``unavailable`` says why in one line, logged once, and ``conv.conv2d`` keeps XLA's
@@ -47,9 +48,9 @@ SOURCE = r"""
 #include <immintrin.h>
 #endif
 #include "xla/ffi/api/ffi.h"
-""" + native.THREAD_POOL + r"""
-namespace ffi = xla::ffi;
 
+namespace ffi = xla::ffi;
+""" + native.XLA_PARALLEL + r"""
 // 16 floats; GCC and clang lower it to one AVX-512 register, two AVX2 or four SSE registers.
 typedef float v16 __attribute__((vector_size(64)));
 typedef float v16u __attribute__((vector_size(64), aligned(4)));  // unaligned loads and stores
@@ -177,10 +178,10 @@ static const float* padded_rows(const float* w, const Shape& s) {
   return wp;
 }
 
-static void forward(const float* x, const float* w_in, float* y, const Shape& s, int64_t threads) {
+static void forward(const float* x, const float* w_in, float* y, const Shape& s, ffi::ThreadPool& pool) {
   const float* w = padded_rows(w_in, s);
   const int64_t pixels = s.H * s.W;
-  in_parallel(s.N, threads, [&](int64_t a, int64_t b) {
+  in_parallel(pool, s.N, [&](int64_t a, int64_t b) {
     int32_t* start = scratch<int32_t>(0, pixels + 1);
     int32_t* chan = scratch<int32_t>(1, pixels * s.C + 16);
     float* val = scratch<float>(2, pixels * s.C + 16);
@@ -281,7 +282,7 @@ static void filter_block(const Shape& s, const GradLayout& L, const ChannelEvent
     }
 }
 
-static void filter_grad(const float* x, const float* g, float* dw, const Shape& s, int64_t threads) {
+static void filter_grad(const float* x, const float* g, float* dw, const Shape& s, ffi::ThreadPool& pool) {
   const GradLayout L(s);
   // Images a chunk: its padded output gradient about 256 KiB (a core's cache keeps it while every channel reads it).
   const int64_t image_floats = L.Hp * L.Wp * s.O;
@@ -290,7 +291,7 @@ static void filter_grad(const float* x, const float* g, float* dw, const Shape& 
   std::vector<ChannelEvents> events(chunks);
   // rows past the last image's: a vector load at a row's last output block reads up to Op - O floats beyond it
   float* gp = scratch<float>(4, s.N * image_floats + 16);
-  in_parallel(chunks, threads, [&](int64_t a, int64_t b) {
+  in_parallel(pool, chunks, [&](int64_t a, int64_t b) {
     for (int64_t k = a; k < b; ++k) {
       const int64_t first = k * per_chunk, images = std::min(per_chunk, s.N - first);
       events_by_channel(x + first * s.H * s.W * s.C, s, L, images, events[k]);
@@ -299,7 +300,7 @@ static void filter_grad(const float* x, const float* g, float* dw, const Shape& 
   });
   std::memset(dw, 0, s.KH * s.KW * s.C * s.O * sizeof(float));
   // channels in ranges over the threads; each range walks every chunk (chunk outermost: its gradient stays cached)
-  in_parallel(s.C, threads, [&](int64_t a, int64_t b) {
+  in_parallel(pool, s.C, [&](int64_t a, int64_t b) {
     for (int64_t k = 0; k < chunks; ++k) {
       const float* gk = gp + k * per_chunk * image_floats;
       for (int64_t c = a; c < b; ++c)
@@ -307,35 +308,35 @@ static void filter_grad(const float* x, const float* g, float* dw, const Shape& 
           filter_block<decltype(nv)::value>(s, L, events[k], c, gk, o0, dw);
         });
     }
-  }, (s.C + threads - 1) / threads);
+  }, (s.C + pool.num_threads() - 1) / std::max<int64_t>(1, pool.num_threads()));
 }
 
-static ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y,
-                          int64_t pad, int64_t threads) {
+static ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                          ffi::ResultBuffer<ffi::F32> y, int64_t pad) {
   auto xd = x.dimensions(), wd = w.dimensions();
   if (xd.size() != 4 || wd.size() != 4 || xd[3] != wd[2])
     return ffi::Error::InvalidArgument("expected NHWC input and an HWIO kernel of its channels");
   forward(x.typed_data(), w.typed_data(), y->typed_data(), Shape(xd[0], xd[1], xd[2], xd[3], wd[0], wd[1], wd[3], pad),
-          threads);
+          pool);
   return ffi::Error::Success();
 }
 
-static ffi::Error FilterGrad(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g, ffi::ResultBuffer<ffi::F32> dw,
-                             int64_t pad, int64_t threads) {
+static ffi::Error FilterGrad(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g,
+                             ffi::ResultBuffer<ffi::F32> dw, int64_t pad) {
   auto xd = x.dimensions(), dd = dw->dimensions();
   if (xd.size() != 4 || dd.size() != 4 || xd[3] != dd[2])
     return ffi::Error::InvalidArgument("expected NHWC input and an HWIO kernel of its channels");
   filter_grad(x.typed_data(), g.typed_data(), dw->typed_data(),
-              Shape(xd[0], xd[1], xd[2], xd[3], dd[0], dd[1], dd[3], pad), threads);
+              Shape(xd[0], xd[1], xd[2], xd[3], dd[0], dd[1], dd[3], pad), pool);
   return ffi::Error::Success();
 }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JsnnEventConvForward, Forward,
-                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>().Attr<int64_t>("pad").Attr<int64_t>("threads"));
+                              ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>().Ret<ffi::Buffer<ffi::F32>>().Attr<int64_t>("pad"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JsnnEventConvFilterGrad, FilterGrad,
-                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>().Attr<int64_t>("pad").Attr<int64_t>("threads"));
+                              ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>().Ret<ffi::Buffer<ffi::F32>>().Attr<int64_t>("pad"));
 """
 
 WHAT = "the event-driven training convolution"
@@ -383,8 +384,7 @@ def supports(x_shape, kernel_shape, stride: int, padding: int) -> bool:
 
 def _call(target: str, shape, *args, padding: int):
     result = jax.ShapeDtypeStruct(shape, jnp.float32)
-    return jax.ffi.ffi_call(TARGETS[target], result, vmap_method="sequential")(
-        *args, pad=np.int64(padding), threads=np.int64(native.default_threads()))
+    return jax.ffi.ffi_call(TARGETS[target], result, vmap_method="sequential")(*args, pad=np.int64(padding))
 
 
 def forward(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:

@@ -24,95 +24,54 @@ import jax
 
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread")
 
-# A pool of worker threads and ``in_parallel`` (C++), shared by the kernels that split a call's work over
-# the cores: a source includes it after its own #includes.
-THREAD_POOL = r"""
-#include <sys/types.h>
-#include <unistd.h>
+
+# ``in_parallel`` (C++): a kernel's work split over XLA's own CPU thread pool (``ffi::ThreadPool``, which a
+# handler binds with ``.Ctx<ffi::ThreadPool>()``). Included after "xla/ffi/api/ffi.h" and ``namespace ffi``.
+XLA_PARALLEL = r"""
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <functional>
+#include <memory>
 #include <mutex>
-#include <thread>
 
-// Worker threads kept for the whole process: a thread made per call costs more than a small
-// convolution (its start; for the AMX kernel also its AMX state set up on its first tile instruction).
-// One call uses them at a time; a call that finds them busy (XLA may run two convolutions at once)
-// runs on its own thread alone. The pool is never destroyed (its threads are detached).
-struct Pool {
-  std::mutex busy, m;
-  std::condition_variable wake, done;
-  std::function<void(int64_t)> job;
-  int64_t parts = 0, pending = 0, generation = 0, workers = 0;
-
-  void ensure(int64_t n) {  // call with m held
-    for (; workers < n; ++workers) {
-      const int64_t index = workers + 1;
-      std::thread([this, index] {
-        int64_t seen = 0;
-        for (;;) {
-          std::function<void(int64_t)> f;
-          {
-            std::unique_lock<std::mutex> lock(m);
-            wake.wait(lock, [&] { return generation != seen; });
-            seen = generation;
-            if (index >= parts) continue;
-            f = job;
-          }
-          f(index);
-          std::lock_guard<std::mutex> lock(m);
-          if (--pending == 0) done.notify_one();
-        }
-      }).detach();
-    }
-  }
+// Work items [0, n) in ranges of `grain` over XLA's own intra-op threads (the pool XLA's convolutions and
+// fusions run on): the kernels add no threads that would compete with XLA's for the cores. The calling thread
+// works too; a helper that starts after every range is taken returns at once, and the caller waits only for
+// helpers already working (never for one still queued behind other work: no deadlock when every thread of the
+// pool is inside such a call). Each item is computed whole by one thread, so results do not depend on which.
+struct Helpers {
+  std::atomic<int64_t> next{0};
+  std::mutex m;
+  std::condition_variable done;
+  int64_t working = 0;
+  bool closed = false;
 };
 
-// The process's pool; a child forked after it started (its threads are not copied by fork) gets its own.
-static Pool& pool() {
-  static Pool* p = nullptr;
-  static pid_t owner = 0;
-  static std::mutex made;
-  std::lock_guard<std::mutex> lock(made);
-  if (p == nullptr || owner != getpid()) {
-    p = new Pool;
-    owner = getpid();
-  }
-  return *p;
-}
-
-// Work items [0, n) over `threads` threads in contiguous ranges of `grain` items (0: about n / (4 threads)),
-// each thread taking the next range when done with one: a thread slowed by other work (XLA runs other
-// operations beside the call) takes fewer ranges. Each item's sums are made by one thread in one order,
-// so results do not depend on the thread count or on which thread took the item.
-template <typename F> static void in_parallel(int64_t n, int64_t threads, F f, int64_t grain = 0) {
-  threads = std::max<int64_t>(1, std::min<int64_t>(threads, n));
-  if (threads == 1) return f(int64_t{0}, n);
-  Pool& p = pool();
-  std::unique_lock<std::mutex> mine(p.busy, std::try_to_lock);
-  if (!mine.owns_lock()) return f(int64_t{0}, n);
+template <typename F> static void in_parallel(ffi::ThreadPool& pool, int64_t n, F f, int64_t grain = 0) {
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), n));
   if (grain <= 0) grain = std::max<int64_t>(1, n / (4 * threads));
-  std::atomic<int64_t> next{0};
-  std::function<void(int64_t)> part = [&](int64_t) {
-    for (int64_t a; (a = next.fetch_add(grain)) < n;) f(a, std::min(n, a + grain));
+  auto h = std::make_shared<Helpers>();
+  auto work = [h, n, grain, &f] {
+    for (int64_t a; (a = h->next.fetch_add(grain)) < n;) f(a, std::min(n, a + grain));
   };
-  {
-    std::lock_guard<std::mutex> lock(p.m);
-    p.ensure(threads - 1);
-    p.job = part;
-    p.parts = threads;
-    p.pending = threads - 1;
-    ++p.generation;
-  }
-  p.wake.notify_all();
-  part(0);
-  std::unique_lock<std::mutex> lock(p.m);
-  p.done.wait(lock, [&] { return p.pending == 0; });
+  for (int64_t t = 1; t < threads; ++t)
+    pool.Schedule([h, work] {
+      {
+        std::lock_guard<std::mutex> lock(h->m);
+        if (h->closed) return;
+        ++h->working;
+      }
+      work();
+      std::lock_guard<std::mutex> lock(h->m);
+      if (--h->working == 0) h->done.notify_all();
+    });
+  work();
+  std::unique_lock<std::mutex> lock(h->m);
+  h->closed = true;
+  h->done.wait(lock, [&] { return h->working == 0; });
 }
 """
-
 
 class CompilerMissing(RuntimeError):
     """No C++ compiler to build a kernel with."""

@@ -1,5 +1,9 @@
 """jsnn.conv_kernel: the bf16 convolution kernel (the AMX build, or the AVX512-BF16 build on a CPU without AMX)
 against a float64 NumPy reference on the same bf16 operands."""
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -68,20 +72,39 @@ def test_on_spikes_it_is_the_f32_convolution_of_the_rounded_weights():
     assert_close(amx, np.asarray(f32, np.float64), rtol=1e-6)
 
 
+_ON_CPUS = """
+import hashlib, os, sys
+os.sched_setaffinity(0, {int(c) for c in sys.argv[1].split(",")})  # before jax sizes its thread pool
+import jax, jax.numpy as jnp, numpy as np
+from jsnn import conv_kernel
+rng = np.random.default_rng(3)
+x = jnp.asarray(rng.standard_normal((3, 16, 16, 64)), jnp.bfloat16)
+w = jnp.asarray(rng.standard_normal((3, 3, 64, 64)), jnp.bfloat16)
+g = jnp.asarray(rng.standard_normal((3, 16, 16, 64)), jnp.float32)
+assert conv_kernel.unavailable() is None
+f = lambda x, k: jnp.sum(conv_kernel.conv(x, k, 1) * g)
+out = [conv_kernel.conv(x, w, 1), *jax.grad(f, argnums=(0, 1))(x, w),
+       *conv_kernel._call("backward", [x.shape, w.shape], x, w, g.astype(jnp.bfloat16), pad=1)]
+print(len(os.sched_getaffinity(0)), hashlib.sha256(b"".join(np.asarray(a).tobytes() for a in out)).hexdigest())
+"""
+
+
 @needs_kernel
-def test_results_do_not_depend_on_the_thread_count(monkeypatch):
-    x, kernel = _bf16_operands((3, 16, 16, 64, 64, 3, 1), seed=3)
-    g = jnp.asarray(np.random.default_rng(4).standard_normal((3, 16, 16, 64)), jnp.float32)
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs two CPUs to pin a process to one of them")
+def test_results_do_not_depend_on_the_thread_count():
+    """The kernels split their work over XLA's own thread pool, sized by the CPUs the process may use: pinned to
+    one CPU and on two, the same bits (forward, both gradients through the VJP, the backward call's f32 ones)."""
+    cpus = sorted(os.sched_getaffinity(0))
 
-    def all_three(threads):
-        monkeypatch.setattr(native, "default_threads", lambda: threads)
-        f = lambda x, k: jnp.sum(conv_kernel.conv(x, k, 1) * g)  # noqa: E731
-        out = conv_kernel.conv(x, kernel, 1)
-        both = conv_kernel._call("backward", [x.shape, kernel.shape], x, kernel, g.astype(jnp.bfloat16), pad=1)
-        return [np.asarray(a) for a in (out, *jax.grad(f, argnums=(0, 1))(x, kernel), *both)]
+    def run(which):
+        out = subprocess.run([sys.executable, "-c", _ON_CPUS, ",".join(map(str, which))], capture_output=True,
+                             text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout.split()
 
-    for one, two in zip(all_three(1), all_three(2)):
-        np.testing.assert_array_equal(one, two)
+    one, two = run(cpus[:1]), run(cpus[:2])
+    assert (one[0], two[0]) == ("1", "2") and one[1] == two[1]
 
 
 def _custom_call_targets(fn, *args):
@@ -214,9 +237,6 @@ def test_over_two_devices_the_kernel_runs_on_each_devices_images():
     inside each device's part of the step on its half of the images, and two steps end within bf16 rounding of
     one device's (not bit for bit: a sum's order moves an f32 gradient, which can move a bf16 rounding)."""
     import json
-    import os
-    import subprocess
-    import sys
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run([sys.executable, os.path.join(root, "tests", "scripts", "multidevice_amx_conv.py")],
@@ -230,10 +250,9 @@ def test_over_two_devices_the_kernel_runs_on_each_devices_images():
 
 @needs_kernel
 @pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")
-def test_a_forked_child_gets_its_own_worker_threads():
-    """fork copies no threads: a child that calls the kernel after its parent started the pool must not wait for
-    the parent's workers (it makes its own)."""
-    import os
+def test_a_forked_child_computes_without_its_parents_threads():
+    """fork copies no threads: a child that calls the kernel after its parent's calls must not wait for helpers
+    that never start (the caller does the work no helper took)."""
     import signal
     import time
 
@@ -264,7 +283,6 @@ def test_each_build_compiles_for_a_cpu_that_has_it(variant, cpu, tmp_path):
     breaks the build this machine does not run fails on it too (x86 with a C++ compiler)."""
     import platform
     import shutil
-    import subprocess
 
     if platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("x86 builds")

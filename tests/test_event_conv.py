@@ -1,6 +1,9 @@
 """jsnn.event_conv: the event-driven forward pass and filter gradient of a convolution of spikes, against a
 float64 NumPy reference, and conv.conv2d's use of them (the VJP, the density rule, the fallback)."""
 import logging
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -65,17 +68,37 @@ def test_any_nonzero_value_multiplies_its_weights():
     assert_close(event_conv.filter_grad(x, g, kernel.shape, 1), conv_reference_grads(x, kernel, 1, g)[1], rtol=4e-6)
 
 
+_ON_CPUS = """
+import hashlib, os, sys
+os.sched_setaffinity(0, {int(c) for c in sys.argv[1].split(",")})  # before jax sizes its thread pool
+import jax, jax.numpy as jnp, numpy as np
+from jsnn import event_conv
+rng = np.random.default_rng(3)
+x = jnp.asarray((rng.random((7, 9, 9, 32)) < 0.2).astype(np.float32))
+w = jnp.asarray(rng.standard_normal((3, 3, 32, 48)), jnp.float32)
+g = jnp.asarray(rng.standard_normal((7, 9, 9, 48)), jnp.float32)
+assert event_conv.unavailable() is None
+out = [np.asarray(event_conv.forward(x, w, 1)), np.asarray(event_conv.filter_grad(x, g, w.shape, 1))]
+print(len(os.sched_getaffinity(0)), hashlib.sha256(b"".join(a.tobytes() for a in out)).hexdigest())
+"""
+
+
 @needs_kernel
-def test_results_do_not_depend_on_the_thread_count(monkeypatch):
-    x, kernel = _operands((7, 9, 9, 32, 48, 3, 1), 0.2, seed=3)
-    g = jnp.asarray(np.random.default_rng(4).standard_normal((7, 9, 9, 48)), jnp.float32)
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs two CPUs to pin a process to one of them")
+def test_results_do_not_depend_on_the_thread_count():
+    """The kernels split their work over XLA's own thread pool, sized by the CPUs the process may use: pinned to
+    one CPU and on two, the same bits."""
+    cpus = sorted(os.sched_getaffinity(0))
 
-    def both(threads):
-        monkeypatch.setattr(native, "default_threads", lambda: threads)
-        return [np.asarray(event_conv.forward(x, kernel, 1)), np.asarray(event_conv.filter_grad(x, g, kernel.shape, 1))]
+    def run(which):
+        out = subprocess.run([sys.executable, "-c", _ON_CPUS, ",".join(map(str, which))], capture_output=True,
+                             text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout.split()
 
-    for one, other in zip(both(1), both(3)):
-        np.testing.assert_array_equal(one, other)
+    one, two = run(cpus[:1]), run(cpus[:2])
+    assert (one[0], two[0]) == ("1", "2") and one[1] == two[1]
 
 
 def _custom_call_targets(fn, *args):
@@ -181,9 +204,6 @@ def test_over_two_devices_the_kernels_run_on_each_devices_images():
     inside each device's part of the step on its half of the images, and two steps end within f32 rounding of
     one device's (the filter gradient's sums are split between the devices)."""
     import json
-    import os
-    import subprocess
-    import sys
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run([sys.executable, os.path.join(root, "tests", "scripts", "multidevice_event_conv.py")],
