@@ -84,12 +84,12 @@ def crossover(rows: list[dict], key: str) -> str:
     return "never" if best is None else f"{best:.0%}"
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="one shape, two densities")
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--out", default=RESULTS, help="results path without extension ('' prints only)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     why = event_conv.unavailable()
     if why is not None:
         raise SystemExit(f"the event-driven convolution cannot run here: {why}")

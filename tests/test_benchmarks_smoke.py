@@ -85,3 +85,17 @@ def test_programs_step_computes_the_benchmarks_network():
     for ours, theirs in ((state.weights, bare.weights), (state.bn, bare.bn), (state.batch_stats, bare.batch_stats)):
         for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_event_conv_quick_run_and_its_crossover(tmp_path):
+    from benchmarks import event_conv as bench
+
+    bench.main(["--quick", "--repeats", "1", "--out", str(tmp_path / "ev")])
+    data = json.loads((tmp_path / "ev.json").read_text())
+    rows = data["layers"][0]["rows"]
+    assert [r["density"] for r in rows] == [0.15, 0.6] and data["largest_rel_error"] < 1e-5
+    assert all(r["event_forward_ms"] > 0 and r["xla_filter_grad_ms"] > 0 for r in rows)
+    # the highest density up to which the kernel won at every density
+    won = lambda *speedups: [{"density": d, "s": s} for d, s in zip((0.1, 0.3, 0.5), speedups)]  # noqa: E731
+    assert [bench.crossover(won(*s), "s") for s in ((2, 1.5, 1.2), (2, 0.9, 1.2), (0.9, 2, 2))] == ["50%", "10%",
+                                                                                                    "never"]
