@@ -83,6 +83,8 @@ template <typename F> static void over_blocks(int64_t Op, F f) {
 // Sets of accumulators that alternate between events, so that consecutive adds into one register do not
 // wait for each other (four independent chains at least).
 template <int NV> constexpr int sets() { return NV >= 4 ? 1 : 4 / NV; }
+// (forward_block and filter_block each write out their own accumulation loop: as one helper holding the
+// accumulators in a struct, the kernels ran slower in `benchmarks/event_conv.py --quick`, alternated with these.)
 
 // The nonzero inputs of `pixels` pixels of C channels at x, in rows of `row` pixels: entries start[p] ..
 // start[p + 1] of (index, value), the index (p % row) * C + channel (with row = W: where the event's weight

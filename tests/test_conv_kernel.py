@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from jsnn import conv, conv_kernel, native
+from tests.programs import CAN_PIN_TWO_CPUS, output_on_one_and_two_cpus
 from tests.reference import assert_close, conv_reference, conv_reference_grads
 
 # the tests that run the kernel need a CPU with AMX or AVX512-BF16 (whichever build this CPU runs);
@@ -72,9 +73,8 @@ def test_on_spikes_it_is_the_f32_convolution_of_the_rounded_weights():
     assert_close(amx, np.asarray(f32, np.float64), rtol=1e-6)
 
 
-_ON_CPUS = """
-import hashlib, os, sys
-os.sched_setaffinity(0, {int(c) for c in sys.argv[1].split(",")})  # before jax sizes its thread pool
+_BITS = """
+import hashlib
 import jax, jax.numpy as jnp, numpy as np
 from jsnn import conv_kernel
 rng = np.random.default_rng(3)
@@ -90,20 +90,11 @@ print(len(os.sched_getaffinity(0)), hashlib.sha256(b"".join(np.asarray(a).tobyte
 
 
 @needs_kernel
-@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
-                    reason="needs two CPUs to pin a process to one of them")
+@pytest.mark.skipif(not CAN_PIN_TWO_CPUS, reason="needs two CPUs to pin a process to one of them")
 def test_results_do_not_depend_on_the_thread_count():
     """The kernels split their work over XLA's own thread pool, sized by the CPUs the process may use: pinned to
     one CPU and on two, the same bits (forward, both gradients through the VJP, the backward call's f32 ones)."""
-    cpus = sorted(os.sched_getaffinity(0))
-
-    def run(which):
-        out = subprocess.run([sys.executable, "-c", _ON_CPUS, ",".join(map(str, which))], capture_output=True,
-                             text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
-        assert out.returncode == 0, out.stderr[-2000:]
-        return out.stdout.split()
-
-    one, two = run(cpus[:1]), run(cpus[:2])
+    one, two = (out.split() for out in output_on_one_and_two_cpus(_BITS))
     assert (one[0], two[0]) == ("1", "2") and one[1] == two[1]
 
 
