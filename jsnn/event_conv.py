@@ -1,7 +1,8 @@
 """Event-driven convolution for training: the forward pass and the filter gradient of a stride-1
 convolution whose input is mostly zeros (spikes), as C++ kernels through ``jax.ffi``.
 
-A spiking layer's input is its previous layer's spikes: 10-30 % of its values are 1, the rest 0. A dense
+A spiking layer's input is its previous layer's spikes: a minority of its values are 1 (a trained digits
+network: about 18 % into its first spiking convolution, 41 % after a max pool), the rest 0. A dense
 convolution multiplies every zero; these kernels visit only the nonzero inputs ("events"):
 
   forward          y[n, p, :] = sum over taps (i, j) and the events (c, v) of input pixel p + (i, j) - pad
@@ -379,9 +380,9 @@ def unavailable() -> str | None:
 def supports(x_shape, kernel_shape, stride: int, padding: int) -> bool:
     """Whether the kernels compute this convolution (NHWC ``x_shape``, HWIO ``kernel_shape``)."""
     kh, kw, _, _ = kernel_shape
-    n, h, w, c = x_shape
+    _, h, w, c = x_shape
     return (stride == 1 and 0 <= padding < min(kh, kw) and h * w * c < 2 ** 31  # one image's events: int32
-            and x_shape[1] + 2 * padding >= kh and x_shape[2] + 2 * padding >= kw)
+            and h + 2 * padding >= kh and w + 2 * padding >= kw)
 
 
 def _call(target: str, shape, *args, padding: int):
