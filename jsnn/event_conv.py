@@ -250,10 +250,49 @@ static void events_by_channel(const float* x, const Shape& s, const GradLayout& 
       }
 }
 
-// dw[i, j, c, o0 : o0 + 16 NV] += this chunk's sum for channel c, every tap; gp: the chunk's padded gradient.
+// dw[i, j, c, o0 : o0 + 16 NV] += this chunk's sum for channel c at taps (i, j0 .. j0 + J - 1), one pass over the
+// channel's events: an event meets tap (i, j0 + t) at the padded gradient's row t before the one it meets at
+// (i, j0), so one address serves the J taps. gp: the chunk's padded gradient.
+template <int NV, int J>
+static void filter_taps(const Shape& s, const GradLayout& L, const ChannelEvents& ev, int64_t c, const float* gp,
+                        int64_t o0, int64_t i, int64_t j0, float* dw) {
+  const int64_t e0 = ev.cstart[c], e1 = ev.cstart[c + 1];
+  const int32_t* where = ev.where.data();
+  const float* val = ev.val.data();
+  const int64_t width = std::min<int64_t>(16 * NV, s.O - o0), shift = i * L.Wp + j0;
+  v16 acc[J][NV];
+  for (int t = 0; t < J; ++t)
+    for (int q = 0; q < NV; ++q) acc[t][q] = v16{};
+  for (int64_t e = e0; e < e1; ++e) {
+    const float* r = gp + (where[e] - shift) * s.O + o0;
+    const float v = val[e];
+    for (int t = 0; t < J; ++t)
+      for (int q = 0; q < NV; ++q) acc[t][q] += v * load(r - t * s.O + 16 * q);
+  }
+  for (int t = 0; t < J; ++t) {
+    alignas(64) float tmp[16 * NV];
+    for (int q = 0; q < NV; ++q) *(v16*)(tmp + 16 * q) = acc[t][q];
+    float* out = dw + ((i * s.KW + j0 + t) * s.C + c) * s.O + o0;
+    for (int64_t o = 0; o < width; ++o) out[o] += tmp[o];
+  }
+}
+
+// Every tap of channel c. Up to 64 outputs: three taps of a kernel row a pass (then two, one), sharing an event's
+// address and loads among the taps; 128 outputs: one tap a pass, in this loop (3 x 8 accumulators and their loads
+// do not fit the registers). Measured with benchmarks/event_conv.py's shapes, alternated with one tap a pass
+// everywhere: faster on 16-32 outputs, the same on 64; on blocks of 128, filter_taps<8, 1> ran slower than this loop.
 template <int NV>
 static void filter_block(const Shape& s, const GradLayout& L, const ChannelEvents& ev, int64_t c, const float* gp,
                          int64_t o0, float* dw) {
+  if constexpr (NV <= 4) {
+    for (int64_t i = 0; i < s.KH; ++i) {
+      int64_t j = 0;
+      for (; j + 3 <= s.KW; j += 3) filter_taps<NV, 3>(s, L, ev, c, gp, o0, i, j, dw);
+      if (s.KW - j == 2) filter_taps<NV, 2>(s, L, ev, c, gp, o0, i, j, dw);
+      if (s.KW - j == 1) filter_taps<NV, 1>(s, L, ev, c, gp, o0, i, j, dw);
+    }
+    return;
+  }
   constexpr int S = sets<NV>();
   const int64_t e0 = ev.cstart[c], e1 = ev.cstart[c + 1];
   const int32_t* where = ev.where.data();
