@@ -2,6 +2,7 @@
 core), so independent commands started together finish in about half the time on two cores."""
 import os
 import subprocess
+import sys
 import threading
 import time
 
@@ -67,8 +68,6 @@ def _send(proc: subprocess.Popen, signum: int, every: float | None) -> None:
     threading.Thread(target=repeat, daemon=True).start()
 
 
-
-
 # A script's first argument: the CPUs to pin it to ("0,1"), applied before it imports jax (which sizes XLA's
 # thread pool by the CPUs the process may use)
 PIN_TO_CPUS = "import os, sys\nos.sched_setaffinity(0, {int(c) for c in sys.argv[1].split(',')})\n"
@@ -77,8 +76,6 @@ CAN_PIN_TWO_CPUS = hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity
 
 def output_on_one_and_two_cpus(script: str) -> tuple[str, str]:
     """``script``'s stdout pinned to one CPU and to two (both at once; ``PIN_TO_CPUS`` is put before it)."""
-    import sys
-
     cpus = sorted(os.sched_getaffinity(0))
     done = run_together([[sys.executable, "-c", PIN_TO_CPUS + script, ",".join(map(str, which))]
                          for which in (cpus[:1], cpus[:2])], envs=[{**os.environ, "JAX_PLATFORMS": "cpu"}] * 2)
