@@ -1,5 +1,6 @@
 """Programs started by the tests, several at once: each spends most of its time importing (one
 core), so independent commands started together finish in about half the time on two cores."""
+import json
 import os
 import subprocess
 import sys
@@ -82,3 +83,14 @@ def output_on_one_and_two_cpus(script: str) -> tuple[str, str]:
     for out in done:
         assert out.returncode == 0, out.stderr[-2000:]
     return done[0].stdout, done[1].stdout
+
+
+def two_device_script(name: str, env: dict | None = None) -> dict:
+    """What ``tests/scripts/<name>`` prints as its last line (JSON), run in a process of two CPU devices
+    (``env``: the environment, this process's by default)."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts", name)
+    out = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=300,
+                         env={**(os.environ if env is None else env),
+                              "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])

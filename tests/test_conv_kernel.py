@@ -2,7 +2,6 @@
 against a float64 NumPy reference on the same bf16 operands."""
 import os
 import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 
 from jsnn import conv, conv_kernel, native
-from tests.programs import CAN_PIN_TWO_CPUS, output_on_one_and_two_cpus
+from tests.programs import CAN_PIN_TWO_CPUS, output_on_one_and_two_cpus, two_device_script
 from tests.reference import assert_close, conv_reference, conv_reference_grads
 
 # the tests that run the kernel need a CPU with AMX or AVX512-BF16 (whichever build this CPU runs);
@@ -227,14 +226,7 @@ def test_over_two_devices_the_kernel_runs_on_each_devices_images():
     """The programs' bf16 train step on a 2-device mesh (tests/scripts/multidevice_amx_conv.py): the kernel runs
     inside each device's part of the step on its half of the images, and two steps end within bf16 rounding of
     one device's (not bit for bit: a sum's order moves an f32 gradient, which can move a bf16 rounding)."""
-    import json
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, os.path.join(root, "tests", "scripts", "multidevice_amx_conv.py")],
-                         env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-                              "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = two_device_script("multidevice_amx_conv.py")
     assert result["kernel_batches"] == {"2": [32], "1": [64]}  # T = 4 x 8 images a device, x 16 on one
     assert result["two_devices_vs_one"] < 5e-3
 

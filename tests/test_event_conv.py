@@ -1,9 +1,6 @@
 """jsnn.event_conv: the event-driven forward pass and filter gradient of a convolution of spikes, against a
 float64 NumPy reference, and conv.conv2d's use of them (the VJP, the density rule, the fallback)."""
 import logging
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +8,7 @@ import numpy as np
 import pytest
 
 from jsnn import conv, event_conv, native
-from tests.programs import CAN_PIN_TWO_CPUS, output_on_one_and_two_cpus
+from tests.programs import CAN_PIN_TWO_CPUS, output_on_one_and_two_cpus, two_device_script
 from tests.reference import assert_close, conv_reference, conv_reference_grads
 
 needs_kernel = pytest.mark.skipif(event_conv.unavailable() is not None,
@@ -194,14 +191,7 @@ def test_over_two_devices_the_kernels_run_on_each_devices_images():
     """The programs' f32 train step on a 2-device mesh (tests/scripts/multidevice_event_conv.py): both kernels run
     inside each device's part of the step on its half of the images, and two steps end within f32 rounding of
     one device's (the filter gradient's sums are split between the devices)."""
-    import json
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, os.path.join(root, "tests", "scripts", "multidevice_event_conv.py")],
-                         env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-                              "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = two_device_script("multidevice_event_conv.py")
     # T = 4 x 8 images a device, x 16 on one
     assert result["kernel_batches"] == {"forward/2": [32], "filter_grad/2": [32], "forward/1": [64],
                                         "filter_grad/1": [64]}

@@ -2,7 +2,6 @@
 
 The reference is the scan (``JSNN_LIF_IMPL=scan``), differentiated by JAX's autodiff: an independent
 derivation of the backward pass the kernel writes out by hand."""
-import json
 import logging
 import os
 import subprocess
@@ -18,6 +17,7 @@ from jsnn.models import get_model
 from jsnn.neuron import LIFConfig, lif_time_major
 from jsnn.surrogate import Surrogate
 from jsnn.variables import apply_model, init_variables
+from tests.programs import two_device_script
 
 
 # JSNN_LIF_IMPL is read where a function is traced, and JAX keeps one trace per function: each call jits a new
@@ -236,17 +236,12 @@ def test_the_kernel_refuses_what_it_cannot_compute_in_one_line(monkeypatch):
 def test_over_two_devices_the_kernel_runs_on_each_devices_images_and_equals_one_device():
     """The programs' train step at T = 16 on a 2-device mesh (tests/scripts/multidevice_lif_kernel.py): the
     kernel runs (auto) on each device's half of the batch, and gives one device's values."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {k: v for k, v in os.environ.items() if k != "JSNN_LIF_IMPL"}
     # XLA's convolutions on both meshes: the event-driven ones run on the 2-device mesh only (a custom call
     # needs the trainer's per-device body), and their filter gradient's other summation order flips a spike
     # somewhere in two T = 16 steps (a loss 0.004 apart): the same convolutions isolate the LIF kernel
     env["JSNN_EVENT_CONV"] = "0"
-    out = subprocess.run([sys.executable, os.path.join(root, "tests", "scripts", "multidevice_lif_kernel.py")],
-                         env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"},
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = two_device_script("multidevice_lif_kernel.py", env)
     assert result["kernel_batches"] == {"auto/1": [16], "auto/2": [8], "scan/2": []}
     assert result["two_devices_vs_one"] < 1e-5 and result["kernel_vs_scan"] < 1e-5
 

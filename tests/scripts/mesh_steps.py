@@ -1,9 +1,12 @@
 """What the multi-device scripts share: jsnn's dense digits setup, two of the programs' train steps on the
 first n devices, and the largest difference between two such runs. Imported by the scripts beside it (run
 as files, they find it on their own directory's path) after they configure XLA."""
+import contextlib
+
 import jax
 import numpy as np
 
+from jsnn import conv
 from jsnn.config import TrainConfig
 from jsnn.data import load_dataset
 from jsnn.models import build_model
@@ -51,3 +54,16 @@ def evaluation(config, ds, model, devices: int) -> dict:
 def differences(a, b) -> list[float]:
     """The largest absolute difference of each leaf of two runs' values."""
     return jax.tree.leaves(jax.tree.map(lambda x, y: float(np.max(np.abs(x - y))), a, b))
+
+
+@contextlib.contextmanager
+def custom_calls_on_one_device():
+    """Inside: jsnn's convolution kernels run on a one-device mesh of this several-device process, as in a 1-device
+    process (``conv.conv2d`` otherwise keeps XLA's convolution outside the trainer's per-device body when the
+    process has several devices: a custom call has no rule to split a batch-sharded convolution)."""
+    rule = conv._on_this_cpu
+    conv._on_this_cpu = lambda: jax.default_backend() == "cpu"
+    try:
+        yield
+    finally:
+        conv._on_this_cpu = rule

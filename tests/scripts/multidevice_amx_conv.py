@@ -12,10 +12,8 @@ from jsnn import xla_flags
 
 xla_flags.configure()  # as the programs run (before jax.device_count starts the backend)
 assert jax.device_count() == 2, jax.devices()
-import jax.numpy as jnp  # noqa: E402
-from mesh_steps import differences, digits, two_steps  # noqa: E402  (after XLA is configured)
+from mesh_steps import custom_calls_on_one_device, differences, digits, two_steps  # noqa: E402  (after XLA is configured)
 
-from jsnn import conv, conv_kernel  # noqa: E402
 from jsnn.models import build_model  # noqa: E402
 
 config, ds, _ = digits(timesteps=4)
@@ -23,14 +21,8 @@ config = dataclasses.replace(config, precision="bf16")
 model = build_model(config, ds.num_classes)
 out, hlo = {}, {}
 out[2], hlo[2] = two_steps(config, ds, model, 2, compiled_text=True)
-# one device of this 2-device process: conv2d keeps XLA's convolution there (a process with several devices
-# runs the kernel only inside the trainer's per-device body); let it take the kernel, as a 1-device process does
-everywhere = conv._amx_applies
-conv._amx_applies = lambda x, kernel, stride, padding: (
-    x.dtype == jnp.bfloat16 and conv_kernel.supports(x.shape, kernel.shape, stride, padding)
-    and conv_kernel.unavailable() is None)
-out[1], hlo[1] = two_steps(config, ds, model, 1, compiled_text=True)
-conv._amx_applies = everywhere
+with custom_calls_on_one_device():  # one device of this process: the kernels, as a 1-device process runs them
+    out[1], hlo[1] = two_steps(config, ds, model, 1, compiled_text=True)
 
 
 def kernel_batches(text):

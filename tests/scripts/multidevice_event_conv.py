@@ -11,22 +11,15 @@ from jsnn import xla_flags
 
 xla_flags.configure()  # as the programs run (before jax.device_count starts the backend)
 assert jax.device_count() == 2, jax.devices()
-import jax.numpy as jnp  # noqa: E402
-from mesh_steps import differences, digits, two_steps  # noqa: E402  (after XLA is configured)
+from mesh_steps import custom_calls_on_one_device, differences, digits, two_steps  # noqa: E402  (after XLA is configured)
 
-from jsnn import conv, event_conv  # noqa: E402
+from jsnn import event_conv  # noqa: E402
 
 config, ds, model = digits(timesteps=4)
 out, hlo = {}, {}
 out[2], hlo[2] = two_steps(config, ds, model, 2, compiled_text=True)
-# one device of this 2-device process: conv2d keeps XLA's convolution there (a process with several devices
-# runs the kernels only inside the trainer's per-device body); let it take them, as a 1-device process does
-everywhere = conv._event_applies
-conv._event_applies = lambda x, kernel, stride, padding: (
-    x.dtype == jnp.float32 and event_conv.supports(x.shape, kernel.shape, stride, padding)
-    and event_conv.unavailable() is None)
-out[1], hlo[1] = two_steps(config, ds, model, 1, compiled_text=True)
-conv._event_applies = everywhere
+with custom_calls_on_one_device():  # one device of this process: the kernels, as a 1-device process runs them
+    out[1], hlo[1] = two_steps(config, ds, model, 1, compiled_text=True)
 
 
 def kernel_batches(text, target):
