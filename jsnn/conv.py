@@ -228,25 +228,27 @@ def _custom_bwd(stride, padding, policy, res, g):
 _custom_conv.defvjp(_custom_fwd, _custom_bwd)
 
 
-def _sparse_enough(x, max_density: float):
-    """Whether at most ``max_density`` of ``x``'s values are nonzero (a traced bool)."""
-    return jnp.count_nonzero(x) <= int(max_density * x.size)
+def _sparse_enough(nonzeros, x, max_density: float):
+    """Whether at most ``max_density`` of ``x``'s values are nonzero, given their count (a traced bool)."""
+    return nonzeros <= int(max_density * x.size)
 
 
-def _event_forward(x, kernel, padding):
-    """The event-driven forward pass where ``x`` is sparse enough for it to win, else XLA's convolution."""
-    return jax.lax.cond(_sparse_enough(x, event_conv.FORWARD_MAX_DENSITY),
+def _event_forward(x, kernel, padding, nonzeros):
+    """The event-driven forward pass where ``x`` (``nonzeros`` of it) is sparse enough for it to win, else XLA's
+    convolution."""
+    return jax.lax.cond(_sparse_enough(nonzeros, x, event_conv.FORWARD_MAX_DENSITY),
                         lambda: event_conv.forward(x, kernel, padding),
                         lambda: _xla_conv(x, kernel, 1, padding, matmul_policy("f32")))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _event_conv(x, kernel, padding):
-    return _event_forward(x, kernel, padding)
+    return _event_forward(x, kernel, padding, jnp.count_nonzero(x))
 
 
 def _event_fwd(x, kernel, padding):
-    return _event_forward(x, kernel, padding), (x, kernel)
+    nonzeros = jnp.count_nonzero(x)  # counted once: the backward pass's rule reads it too
+    return _event_forward(x, kernel, padding, nonzeros), (x, kernel, nonzeros)
 
 
 def _xla_filter_grad(x, g, padding):
@@ -261,11 +263,11 @@ def _xla_filter_grad(x, g, padding):
 
 
 def _event_bwd(padding, res, g):
-    x, kernel = res
+    x, kernel, nonzeros = res
     # the input gradient of dense g is a dense convolution: XLA's, by its own transpose rule (the values
     # the "xla" path computes); the filter gradient event-driven where x is sparse enough, else XLA's
     _, input_vjp = jax.vjp(lambda x_: _xla_conv(x_, kernel, 1, padding, matmul_policy("f32")), x)
-    dk = jax.lax.cond(_sparse_enough(x, event_conv.FILTER_GRAD_MAX_DENSITY),
+    dk = jax.lax.cond(_sparse_enough(nonzeros, x, event_conv.FILTER_GRAD_MAX_DENSITY),
                       lambda: event_conv.filter_grad(x, g, kernel.shape, padding),
                       lambda: _xla_filter_grad(x, g, padding))
     return input_vjp(g)[0], dk
