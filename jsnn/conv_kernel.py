@@ -127,15 +127,6 @@ static void load_tile_config() {
 #define TILE_RELEASE() _tile_release()
 #endif
 
-// Scratch kept by the calling thread across calls (grown, never shrunk): fresh buffers of tens of
-// MB each call would cost page faults comparable to the products. One set per element type.
-template <typename T = bf16> static T* scratch(int which, int64_t n) {
-  thread_local std::vector<T> buffers[3];
-  auto& b = buffers[which];
-  if (int64_t(b.size()) < n) b.resize(n);
-  return b.data();
-}
-
 // Where each pixel sits in the flat buffers the tiles read. Every image is stored as Hs rows of R
 // pixels: `pad` zero rows and columns before its data, and as many after as the taps reach past it
 // (max(pad, k - 1 - pad)); the zeros after one row (image) are those before the next, since a tap's
@@ -198,9 +189,9 @@ static void forward(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t C, c
   const int64_t Cp = round_up(C, 32), Op = round_up(O, 32);  // channels padded with zeros to whole tiles
   const int64_t T = kh * kw, KC = Cp / 32, OB = Op / 16, blocks = (L.Q + 31) / 32;
   const int64_t tail = blocks * 32 - L.Q + L.offset(T - 1) + 1;
-  bf16* xp = scratch(0, (L.Q + tail) * Cp);
+  bf16* xp = scratch<bf16>(0, (L.Q + tail) * Cp);
   pad_input(x, L, C, Cp, xp, tail, pool);
-  bf16* wv = scratch(1, T * Cp * Op);  // [t][32 channels][16 outputs]: 16 rows of (output, channel pair)
+  bf16* wv = scratch<bf16>(1, T * Cp * Op);  // [t][32 channels][16 outputs]: 16 rows of (output, channel pair)
   in_parallel(pool, T, [&](int64_t a, int64_t b) {
     for (int64_t t = a; t < b; ++t) {
       const int64_t tf = (kh - 1 - t / kw) * kw + (kw - 1 - t % kw);
@@ -332,9 +323,9 @@ static void filter_grad_pairs(const bf16* x, const Layout& L, int64_t C, const b
   const int64_t T = L.kh * L.kw, pairs = L.N * L.Ho * L.Wo / 2;
   const int64_t Cp = round_up(C, 32), Op = round_up(O, 32), CB = Cp / 32, OB = Op / 32;
   const int64_t Qx = round_up(L.Q + L.offset(T - 1) + 2, 32), LX = Qx + 32;  // LX: no large power of two
-  bf16* xp = scratch(0, Qx * Cp);
+  bf16* xp = scratch<bf16>(0, Qx * Cp);
   pad_input(x, L, C, Cp, xp, Qx - L.Q, pool);
-  bf16* xt = scratch(1, Cp * LX);
+  bf16* xt = scratch<bf16>(1, Cp * LX);
   in_parallel(pool, Qx / 32, [&](int64_t a, int64_t b) {
     for (int64_t i = a; i < b; ++i)
       for (int64_t c0 = 0; c0 < Cp; c0 += 32) transpose32(xp + i * 32 * Cp + c0, Cp, xt + c0 * LX + i * 32, LX);
@@ -344,7 +335,7 @@ static void filter_grad_pairs(const bf16* x, const Layout& L, int64_t C, const b
     const int64_t p = 2 * j, n = p / (L.Ho * L.Wo), h = (p / L.Wo) % L.Ho;
     qoff[j] = n * L.Hs * L.R + h * L.R + p % L.Wo;
   }
-  bf16* gv = scratch(2, pairs * Op * 2);  // [pair][Op][2]
+  bf16* gv = scratch<bf16>(2, pairs * Op * 2);  // [pair][Op][2]
   in_parallel(pool, pairs, [&](int64_t a, int64_t b) {
     alignas(64) int16_t lo[32], hi[32];
     for (int j = 0; j < 16; ++j) { lo[2 * j] = j; lo[2 * j + 1] = 32 + j; hi[2 * j] = 16 + j; hi[2 * j + 1] = 48 + j; }
@@ -409,9 +400,9 @@ static void filter_grad(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t 
   const int64_t T = kh * kw, Q = (L.Q + 31) / 32 * 32, chunks = (Q + QB - 1) / QB;
   const int64_t halo = (L.offset(T - 1) + 32) / 32 * 32, RL = QB + halo, Qx = chunks * QB + halo;
   const int64_t Cp = round_up(C, 32), Op = round_up(O, 32);  // channels padded with zeros to whole tiles
-  bf16* xp = scratch(0, Qx * Cp);
+  bf16* xp = scratch<bf16>(0, Qx * Cp);
   pad_input(x, L, C, Cp, xp, Qx - L.Q, pool);
-  bf16* xt = scratch(1, chunks * Cp * RL);  // [chunk][Cp][RL]: tile rows are channels, their 32 values pixels
+  bf16* xt = scratch<bf16>(1, chunks * Cp * RL);  // [chunk][Cp][RL]: tile rows are channels, their 32 values pixels
   in_parallel(pool, chunks * (RL / 32), [&](int64_t a, int64_t b) {
     for (int64_t i = a; i < b; ++i) {
       const int64_t k = i / (RL / 32), j = (i % (RL / 32)) * 32;
@@ -419,7 +410,7 @@ static void filter_grad(const bf16* x, int64_t N, int64_t H, int64_t W, int64_t 
         transpose32(xp + (k * QB + j) * Cp + c0, Cp, xt + (k * Cp + c0) * RL + j, RL);
     }
   });
-  bf16* gv = scratch(2, Q * Op);  // [q/2][Op][2]: pixel pairs, zero where a pixel is no output
+  bf16* gv = scratch<bf16>(2, Q * Op);  // [q/2][Op][2]: pixel pairs, zero where a pixel is no output
   in_parallel(pool, Q / 2, [&](int64_t a, int64_t b) {
     alignas(64) int16_t lo[32], hi[32];
     for (int j = 0; j < 16; ++j) { lo[2 * j] = j; lo[2 * j + 1] = 32 + j; hi[2 * j] = 16 + j; hi[2 * j + 1] = 48 + j; }

@@ -57,14 +57,6 @@ typedef float v16 __attribute__((vector_size(64)));
 typedef float v16u __attribute__((vector_size(64), aligned(4)));  // unaligned loads and stores
 static inline v16 load(const float* p) { return *(const v16u*)p; }
 
-// Scratch kept by the calling thread across calls (grown, never shrunk).
-template <typename T> static T* scratch(int which, int64_t n) {
-  thread_local std::vector<T> buffers[5];
-  auto& b = buffers[which];
-  if (int64_t(b.size()) < n) b.resize(n);
-  return b.data();
-}
-
 struct Shape {
   int64_t N, H, W, C, KH, KW, O, pad, Ho, Wo, Op;  // Op: O rounded up to 16 (weight rows' stride)
   Shape(int64_t N_, int64_t H_, int64_t W_, int64_t C_, int64_t KH_, int64_t KW_, int64_t O_, int64_t pad_)

@@ -26,7 +26,8 @@ FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread")
 
 
 # ``in_parallel`` (C++): a kernel's work split over XLA's own CPU thread pool (``ffi::ThreadPool``, which a
-# handler binds with ``.Ctx<ffi::ThreadPool>()``). Included after "xla/ffi/api/ffi.h" and ``namespace ffi``.
+# handler binds with ``.Ctx<ffi::ThreadPool>()``), and ``scratch``, the buffers each thread keeps. Included after
+# "xla/ffi/api/ffi.h" and ``namespace ffi``.
 XLA_PARALLEL = r"""
 #include <algorithm>
 #include <atomic>
@@ -34,6 +35,16 @@ XLA_PARALLEL = r"""
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <vector>
+
+// Scratch kept by the calling thread across calls (grown, never shrunk): fresh buffers of tens of MB each
+// call would cost page faults comparable to the products. Five of each element type.
+template <typename T> static T* scratch(int which, int64_t n) {
+  thread_local std::vector<T> buffers[5];
+  auto& b = buffers[which];
+  if (int64_t(b.size()) < n) b.resize(n);
+  return b.data();
+}
 
 // Work items [0, n) in ranges of `grain` over XLA's own intra-op threads (the pool XLA's convolutions and
 // fusions run on): the kernels add no threads that would compete with XLA's for the cores. The calling thread
