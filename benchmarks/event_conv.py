@@ -74,14 +74,18 @@ def measure(n: int, side: int, cin: int, cout: int, density: float, repeats: int
             "forward_rel_error": errors[0], "filter_grad_rel_error": errors[1]}
 
 
-def crossover(rows: list[dict], key: str) -> str:
-    """The highest measured density up to which the kernel won at every density (or "never")."""
+def crossover(rows: list[dict], key: str) -> float | None:
+    """The highest measured density up to which the kernel won at every density (None: not at the lowest)."""
     best = None
     for row in sorted(rows, key=lambda r: r["density"]):
         if row[key] <= 1.0:
             break
         best = row["density"]
-    return "never" if best is None else f"{best:.0%}"
+    return best
+
+
+def _density(d: float | None) -> str:
+    return "never" if d is None else f"{d:.0%}"
 
 
 def main(argv=None):
@@ -97,7 +101,9 @@ def main(argv=None):
     layers = []
     for name, n, side, cin, cout in shapes:
         rows = [measure(n, side, cin, cout, d, args.repeats) for d in densities]
-        layers.append({"layer": name, "shape": [n, side, side, cin, cout], "rows": rows})
+        layers.append({"layer": name, "shape": [n, side, side, cin, cout], "rows": rows,
+                       "forward_wins_up_to": crossover(rows, "forward_speedup"),
+                       "filter_grad_wins_up_to": crossover(rows, "filter_grad_speedup")})
         print(name, " ".join(f"{r['density']:.2f}: {r['forward_speedup']:.2f}/{r['filter_grad_speedup']:.2f}"
                              for r in rows), flush=True)
     worst = max(max(r["forward_rel_error"], r["filter_grad_rel_error"]) for L in layers for r in L["rows"])
@@ -117,8 +123,8 @@ def main(argv=None):
              "|---|---|" + "---:|" * len(densities) + "---:|---:|"]
     for L in layers:
         cells = " | ".join(f"{r['forward_speedup']:.2f} / {r['filter_grad_speedup']:.2f}" for r in L["rows"])
-        lines.append(f"| {L['layer']} | {L['shape']} | {cells} | {crossover(L['rows'], 'forward_speedup')} | "
-                     f"{crossover(L['rows'], 'filter_grad_speedup')} |")
+        lines.append(f"| {L['layer']} | {L['shape']} | {cells} | {_density(L['forward_wins_up_to'])} | "
+                     f"{_density(L['filter_grad_wins_up_to'])} |")
     lines += ["", f"conv.conv2d runs the forward kernel up to {event_conv.FORWARD_MAX_DENSITY:.0%} and the filter "
               f"gradient's up to {event_conv.FILTER_GRAD_MAX_DENSITY:.0%} density (decided per call from the input)."]
     write_results(args.out, record, lines)

@@ -891,20 +891,15 @@ def event_conv(src):
     d = src.json("benchmarks/results/event_conv.json")
     densities = [r["density"] for r in d["layers"][0]["rows"]]
 
-    def wins_up_to(rows, key):
-        best = None
-        for r in sorted(rows, key=lambda r: r["density"]):
-            if r[key] <= 1.0:
-                break
-            best = r["density"]
-        return "never" if best is None else pct(best, 0)
+    def wins_up_to(density):  # the benchmark's crossover: the highest density up to which the kernel always won
+        return "never" if density is None else pct(density, 0)
 
     rows = []
     for layer in d["layers"]:
         n, h, w, cin, cout = layer["shape"]
         cells = [f"{ratio(r['forward_speedup'])} / {ratio(r['filter_grad_speedup'])}" for r in layer["rows"]]
         rows.append([layer["layer"], f"{n}×{h}×{w}, {cin} → {cout}", *cells,
-                     wins_up_to(layer["rows"], "forward_speedup"), wins_up_to(layer["rows"], "filter_grad_speedup")])
+                     wins_up_to(layer["forward_wins_up_to"]), wins_up_to(layer["filter_grad_wins_up_to"])])
     head = (f"At {d['commit']} on {d['machine']}; jax {d['jax']}. XLA's f32 time over the kernel's (minimum of "
             f"{d['repeats']} alternated calls), forward / filter gradient, by the input's density (Bernoulli "
             f"spikes), 3×3 kernels, padding 1; every result within {d['largest_rel_error']:.0e} of XLA's (relative "

@@ -97,5 +97,5 @@ def test_event_conv_quick_run_and_its_crossover(tmp_path):
     assert all(r["event_forward_ms"] > 0 and r["xla_filter_grad_ms"] > 0 for r in rows)
     # the highest density up to which the kernel won at every density
     won = lambda *speedups: [{"density": d, "s": s} for d, s in zip((0.1, 0.3, 0.5), speedups)]  # noqa: E731
-    assert [bench.crossover(won(*s), "s") for s in ((2, 1.5, 1.2), (2, 0.9, 1.2), (0.9, 2, 2))] == ["50%", "10%",
-                                                                                                    "never"]
+    assert [bench.crossover(won(*s), "s") for s in ((2, 1.5, 1.2), (2, 0.9, 1.2), (0.9, 2, 2))] == [0.5, 0.1, None]
+    assert data["layers"][0]["forward_wins_up_to"] == bench.crossover(rows, "forward_speedup")
