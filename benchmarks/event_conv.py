@@ -1,5 +1,6 @@
 """Where the event-driven convolution (``jsnn/event_conv.py``) beats XLA's f32 convolution, by layer shape and
-input density: the forward pass and the filter gradient, each against XLA's own.
+input density: the forward pass and the filter gradient, each against XLA's own; and where it beats jsnn's bf16
+kernel (``jsnn/conv_kernel.py``, on a CPU with AMX or AVX512-BF16), which the "bf16" precision runs instead.
 
     python -m benchmarks.event_conv            # the digits, MNIST and SNN-VGG layers, densities 5-80 %
     python -m benchmarks.event_conv --quick    # one shape, two densities (a smoke test)
@@ -10,7 +11,9 @@ weights are Gaussian. Each pair of calls is alternated (XLA's, the kernel's) and
 is kept: the machine is shared, and the minimum is the least disturbed call. Every kernel result is checked
 against XLA's (largest difference over the largest value). ``event_conv.FORWARD_MAX_DENSITY`` and
 ``FILTER_GRAD_MAX_DENSITY`` (the densities up to which ``conv.conv2d`` takes each kernel) are read from this
-table. Results: benchmarks/results/event_conv.{json,md}.
+table. The bf16 rows time the bf16 kernel's forward pass against the event-driven one on the same bf16-rounded
+weights, and its backward call (both gradients) against its input gradient alone plus the event-driven filter
+gradient: ``event_conv.BF16_FORWARD_MAX_DENSITY`` is read from them. Results: benchmarks/results/event_conv.{json,md}.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ import numpy as np
 
 import jsnn  # noqa: F401  (jsnn's CPU convolution flag, as the programs run)
 from benchmarks.common import git_commit, shared_machine, write_results
-from jsnn import conv, event_conv
+from jsnn import conv, conv_kernel, event_conv
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "event_conv")
 
@@ -67,11 +70,29 @@ def measure(n: int, side: int, cin: int, cout: int, density: float, repeats: int
         errors.append(float(jnp.max(jnp.abs(ours - theirs)) / jnp.max(jnp.abs(theirs))))
     t = _alternated_minimum([lambda: xla_forward(x, kernel), lambda: forward(x, kernel),
                              lambda: xla_filter(x, g), lambda: filter_grad(x, g)], repeats)
-    return {"density": density, "measured_density": float(jnp.mean(x != 0)),
-            "xla_forward_ms": 1e3 * t[0], "event_forward_ms": 1e3 * t[1],
-            "xla_filter_grad_ms": 1e3 * t[2], "event_filter_grad_ms": 1e3 * t[3],
-            "forward_speedup": t[0] / t[1], "filter_grad_speedup": t[2] / t[3],
-            "forward_rel_error": errors[0], "filter_grad_rel_error": errors[1]}
+    row = {"density": density, "measured_density": float(jnp.mean(x != 0)),
+           "xla_forward_ms": 1e3 * t[0], "event_forward_ms": 1e3 * t[1],
+           "xla_filter_grad_ms": 1e3 * t[2], "event_filter_grad_ms": 1e3 * t[3],
+           "forward_speedup": t[0] / t[1], "filter_grad_speedup": t[2] / t[3],
+           "forward_rel_error": errors[0], "filter_grad_rel_error": errors[1]}
+    return {**row, **measure_bf16(x, kernel, g, repeats)} if conv_kernel.unavailable() is None else row
+
+
+def measure_bf16(x, kernel, g, repeats: int) -> dict:
+    """The event-driven kernels against jsnn's bf16 kernel on the same bf16 weights and output gradient."""
+    xb, kb, gb = x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16), g.astype(jnp.bfloat16)
+    forward = jax.jit(lambda x, k: event_conv.forward(x, k.astype(jnp.float32), 1))
+    bf16_forward = jax.jit(lambda x, k: conv_kernel.forward(x, k, 1))
+    gradients = jax.jit(lambda x, k, g: conv_kernel.gradients(x, k, g, 1))
+    split = jax.jit(lambda x, xb, k, g: (conv_kernel.input_grad(g, k, x.shape, 1),
+                                         event_conv.filter_grad(x, g.astype(jnp.float32), k.shape, 1)))
+    ours, theirs = forward(x, kb), bf16_forward(xb, kb)
+    error = float(jnp.max(jnp.abs(ours - theirs)) / jnp.max(jnp.abs(theirs)))
+    t = _alternated_minimum([lambda: bf16_forward(xb, kb), lambda: forward(x, kb),
+                             lambda: gradients(xb, kb, gb), lambda: split(x, xb, kb, gb)], repeats)
+    return {"bf16_forward_ms": 1e3 * t[0], "event_forward_bf16_weights_ms": 1e3 * t[1],
+            "bf16_gradients_ms": 1e3 * t[2], "bf16_input_grad_plus_event_filter_grad_ms": 1e3 * t[3],
+            "bf16_forward_speedup": t[0] / t[1], "bf16_backward_speedup": t[2] / t[3], "bf16_forward_rel_error": error}
 
 
 def crossover(rows: list[dict], key: str) -> float | None:
@@ -103,7 +124,10 @@ def main(argv=None):
         rows = [measure(n, side, cin, cout, d, args.repeats) for d in densities]
         layers.append({"layer": name, "shape": [n, side, side, cin, cout], "rows": rows,
                        "forward_wins_up_to": crossover(rows, "forward_speedup"),
-                       "filter_grad_wins_up_to": crossover(rows, "filter_grad_speedup")})
+                       "filter_grad_wins_up_to": crossover(rows, "filter_grad_speedup"),
+                       **({"bf16_forward_wins_up_to": crossover(rows, "bf16_forward_speedup"),
+                           "bf16_backward_wins_up_to": crossover(rows, "bf16_backward_speedup")}
+                          if "bf16_forward_speedup" in rows[0] else {})})
         print(name, " ".join(f"{r['density']:.2f}: {r['forward_speedup']:.2f}/{r['filter_grad_speedup']:.2f}"
                              for r in rows), flush=True)
     worst = max(max(r["forward_rel_error"], r["filter_grad_rel_error"]) for L in layers for r in L["rows"])
@@ -111,6 +135,7 @@ def main(argv=None):
               "jax": jax.__version__, "threads": os.cpu_count(), "repeats": args.repeats,
               "forward_max_density": event_conv.FORWARD_MAX_DENSITY,
               "filter_grad_max_density": event_conv.FILTER_GRAD_MAX_DENSITY,
+              "bf16_forward_max_density": event_conv.BF16_FORWARD_MAX_DENSITY,
               "largest_rel_error": worst, "layers": layers}
     lines = [f"`python -m benchmarks.event_conv` at {record['commit']} on {record['machine']}; jax {jax.__version__}.",
              "",
@@ -127,6 +152,18 @@ def main(argv=None):
                      f"{_density(L['filter_grad_wins_up_to'])} |")
     lines += ["", f"conv.conv2d runs the forward kernel up to {event_conv.FORWARD_MAX_DENSITY:.0%} and the filter "
               f"gradient's up to {event_conv.FILTER_GRAD_MAX_DENSITY:.0%} density (decided per call from the input)."]
+    if "bf16_forward_wins_up_to" in layers[0]:
+        lines += ["", "Against jsnn's bf16 kernel (its time / the event-driven one's, on the same bf16 weights): the "
+                  "forward pass / the backward call (both gradients) against its input gradient plus the event-driven "
+                  "filter gradient.", "",
+                  "| layer | " + " | ".join(f"{d:.0%}" for d in densities)
+                  + " | forward wins up to | backward wins up to |", "|---|" + "---:|" * len(densities) + "---:|---:|"]
+        for L in layers:
+            cells = " | ".join(f"{r['bf16_forward_speedup']:.2f} / {r['bf16_backward_speedup']:.2f}" for r in L["rows"])
+            lines.append(f"| {L['layer']} | {cells} | {_density(L['bf16_forward_wins_up_to'])} | "
+                         f"{_density(L['bf16_backward_wins_up_to'])} |")
+        lines += ["", f"Under bf16, conv.conv2d runs the forward kernel up to "
+                  f"{event_conv.BF16_FORWARD_MAX_DENSITY:.0%} density and keeps the bf16 kernel's backward call."]
     write_results(args.out, record, lines)
 
 

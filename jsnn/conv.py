@@ -276,6 +276,39 @@ def _event_bwd(padding, res, g):
 _event_conv.defvjp(_event_fwd, _event_bwd)
 
 
+# The bf16 convolution of spikes: the same event-driven kernels where they beat jsnn's bf16 kernel
+# (``conv_kernel``, AMX or AVX512-BF16, about twice XLA's f32 rate), which computes the rest. Spikes are exact in
+# bf16 and the kernels add f32 copies of the bf16 weights' rows in f32, so every product is the bf16
+# convolution's; only the order of the f32 sums differs. The filter gradient stays the bf16 kernel's: it
+# computes both gradients in one call, and the event-driven filter gradient plus its input gradient alone
+# timed no faster at the densities where the forward pass wins (benchmarks/event_conv.py, bf16 rows).
+def _event_bf16_forward(x, kernel, padding, nonzeros):
+    return jax.lax.cond(_sparse_enough(nonzeros, x, event_conv.BF16_FORWARD_MAX_DENSITY),
+                        lambda: event_conv.forward(x.astype(jnp.float32), kernel.astype(jnp.float32), padding),
+                        lambda: conv_kernel.forward(x.astype(jnp.bfloat16), kernel, padding))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _event_conv_bf16(x, kernel, padding):
+    return _event_bf16_forward(x, kernel, padding, jnp.count_nonzero(x))
+
+
+def _event_bf16_fwd(x, kernel, padding):
+    return _event_bf16_forward(x, kernel, padding, jnp.count_nonzero(x)), (x, kernel)
+
+
+def _event_bf16_bwd(padding, res, g):
+    x, kernel = res
+    xb = x.astype(jnp.bfloat16)
+    dx, dk = conv_kernel.gradients(xb, kernel, g.astype(jnp.bfloat16), padding)
+    # as conv_kernel.conv's VJP returns them: in the bf16 operands' dtype (what autodiff of XLA's bf16 convolution
+    # gives), then in x's own
+    return dx.astype(jnp.bfloat16).astype(x.dtype), dk.astype(kernel.dtype)
+
+
+_event_conv_bf16.defvjp(_event_bf16_fwd, _event_bf16_bwd)
+
+
 def _on_this_cpu() -> bool:
     """Whether a custom call can run here: the CPU backend, on one device or inside the trainer's per-device
     body (a custom call has no rule to split a batch-sharded convolution over devices)."""
@@ -283,9 +316,9 @@ def _on_this_cpu() -> bool:
 
 
 def _event_applies(x, kernel, stride: int, padding: int) -> bool:
-    """Whether an f32 convolution of spikes runs event-driven (``jsnn.event_conv``): where a custom call can
-    run, for the shapes the kernels support, where they could be built."""
-    return (x.dtype == jnp.float32 and _on_this_cpu() and event_conv.supports(x.shape, kernel.shape, stride, padding)
+    """Whether a convolution of spikes can run event-driven (``jsnn.event_conv``): where a custom call can run,
+    for the shapes the kernels support, where they could be built."""
+    return (_on_this_cpu() and event_conv.supports(x.shape, kernel.shape, stride, padding)
             and event_conv.unavailable() is None)
 
 
@@ -310,6 +343,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int, impl: str
     """
     impl = default_impl() if impl is None else _check_impl(impl)
     policy = matmul_policy(precision)
+    spikes = x  # the event-driven kernels read spikes in their own (f32) dtype: exact, no bf16 copy made
     x, kernel = x.astype(policy.operand_dtype), kernel.astype(policy.operand_dtype)
     if impl == "xla":
         return _xla_conv(x, kernel, stride, padding, policy)
@@ -319,8 +353,10 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int, padding: int, impl: str
     if ho * wo <= IM2COL_MAX_OUTPUT_PIXELS:
         return _im2col_conv(x, kernel, stride, padding, policy)
     if _amx_applies(x, kernel, stride, padding):
+        if input_is_spikes and _event_applies(x, kernel, stride, padding):
+            return _event_conv_bf16(spikes, kernel, padding)
         return conv_kernel.conv(x, kernel, padding)
-    if input_is_spikes and _event_applies(x, kernel, stride, padding):
+    if input_is_spikes and x.dtype == jnp.float32 and _event_applies(x, kernel, stride, padding):
         return _event_conv(x, kernel, padding)
     if impl == "custom" or kh == kw == 1:
         return _custom_conv(x, kernel, stride, padding, policy)

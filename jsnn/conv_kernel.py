@@ -581,7 +581,8 @@ def supports(x_shape, kernel_shape, stride: int, padding: int) -> bool:
     """Whether the kernels compute this convolution (NHWC ``x_shape``, HWIO ``kernel_shape``)."""
     kh, kw, cin, cout = kernel_shape
     padded = -(-cin // CHANNEL_MULTIPLE) * -(-cout // CHANNEL_MULTIPLE) * CHANNEL_MULTIPLE ** 2
-    return (stride == 1 and padded <= MAX_PADDED_PRODUCTS * cin * cout
+    # square kernels only: the input gradient is the forward kernel with one padding, kh - 1 - padding, on both axes
+    return (stride == 1 and kh == kw and padded <= MAX_PADDED_PRODUCTS * cin * cout
             and 0 <= padding < min(kh, kw) and x_shape[1] + 2 * padding >= kh and x_shape[2] + 2 * padding >= kw)
 
 
@@ -593,11 +594,24 @@ def _call(target: str, shapes, *args, **attrs):
     return jax.ffi.ffi_call(TARGETS[target], results, vmap_method="sequential")(*args, **attrs)
 
 
-def _forward(x, kernel, padding: int):
+def forward(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
+    """The convolution itself (no VJP): bf16 ``x`` and ``kernel``, f32 result."""
     n, h, w, _ = x.shape
     kh, kw, _, cout = kernel.shape
     out = (n, h + 2 * padding - kh + 1, w + 2 * padding - kw + 1, cout)
     return _call("forward", out, x, kernel, pad=padding, flip=0)
+
+
+def input_grad(g: jax.Array, kernel: jax.Array, x_shape, padding: int) -> jax.Array:
+    """The gradient of ``conv(x, kernel, padding)`` with respect to ``x`` (of shape ``x_shape``) for the bf16
+    output gradient ``g``, f32: the forward kernel on ``g`` with the flipped, transposed ``kernel`` (what the
+    backward call computes first)."""
+    return _call("forward", tuple(x_shape), g, kernel, pad=kernel.shape[0] - 1 - padding, flip=1)
+
+
+def gradients(x: jax.Array, kernel: jax.Array, g: jax.Array, padding: int) -> tuple[jax.Array, jax.Array]:
+    """Both gradients of ``conv(x, kernel, padding)`` for the bf16 output gradient ``g``, f32, in one call."""
+    return tuple(_call("backward", [x.shape, kernel.shape], x, kernel, g, pad=padding))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -607,16 +621,16 @@ def conv(x: jax.Array, kernel: jax.Array, padding: int) -> jax.Array:
     does for every bf16 convolution), computes both gradients in f32 and returns them in the operands'
     dtype, as autodiff of XLA's bf16 convolution does. Call only where ``supports`` and not
     ``unavailable()``."""
-    return _forward(x, kernel, padding)
+    return forward(x, kernel, padding)
 
 
 def _conv_fwd(x, kernel, padding):
-    return _forward(x, kernel, padding), (x, kernel)
+    return forward(x, kernel, padding), (x, kernel)
 
 
 def _conv_bwd(padding, res, g):
     x, kernel = res
-    dx, dk = _call("backward", [x.shape, kernel.shape], x, kernel, g.astype(jnp.bfloat16), pad=padding)
+    dx, dk = gradients(x, kernel, g.astype(jnp.bfloat16), padding)
     return dx.astype(x.dtype), dk.astype(kernel.dtype)
 
 

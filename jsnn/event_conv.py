@@ -381,6 +381,10 @@ _SYMBOLS = {"forward": "JsnnEventConvForward", "filter_grad": "JsnnEventConvFilt
 # per call from the input's nonzeros.
 FORWARD_MAX_DENSITY = 0.5
 FILTER_GRAD_MAX_DENSITY = 0.4
+# Under the "bf16" precision the dense alternative is jsnn's bf16 kernel (conv_kernel: AMX or AVX512-BF16), about
+# twice XLA's f32 rate: the forward kernel wins at lower densities only, and its backward call stays the bf16
+# kernel's (benchmarks/event_conv.py's bf16 rows).
+BF16_FORWARD_MAX_DENSITY = 0.3
 
 
 def build(cache_dir: str | None = None) -> str:

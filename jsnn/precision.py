@@ -78,6 +78,22 @@ def _backend_kind(backend: str) -> str:
 _USER_F32 = MatmulPolicy(jnp.float32, None)  # f32 products at the precision the user gave JAX
 
 
+# XLA's CPU backend compiles jsnn's f32 programs at LLVM optimisation level 1 instead of its default 3: the code it
+# generates itself (fused element-wise operations) runs as fast there, the convolutions and matmuls are library
+# calls it does not touch, and the training step compiles in about three quarters of the time (a first run waits
+# for it). Under bf16 the step ran about a tenth slower at level 1, so bf16 keeps the default
+# (benchmarks/compile_level.py). Other backends: not measured, XLA's default.
+CPU_F32_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+
+
+def compiler_options(precision: str = "f32", backend: str | None = None) -> dict:
+    """``jax.jit``'s ``compiler_options`` for a program computing under ``precision`` on ``backend`` (default:
+    JAX's default backend); jsnn's trainer and cost passes compile with them."""
+    if check_precision(precision) in ("f32", "tf32") and _backend_kind(backend or jax.default_backend()) == "cpu":
+        return dict(CPU_F32_COMPILER_OPTIONS)
+    return {}
+
+
 def matmul_policy(precision: str = "f32", backend: str | None = None) -> MatmulPolicy:
     """The policy for ``precision`` on ``backend`` (default: the backend being traced for).
 

@@ -28,6 +28,7 @@ from jsnn.config import TrainConfig
 from jsnn.efficiency.counting import accumulates, counted_as_run, measure_synops_dataset, synops_pass
 from jsnn.metrics import append_epoch, is_primary, log, progress
 from jsnn.objective import per_example_loss, predictions, preprocess
+from jsnn.precision import compiler_options
 from jsnn.preemption import Preempted
 from jsnn.sparsity.masks import sparsity_of
 from jsnn.training_rules import TrainingRule
@@ -161,12 +162,14 @@ class Trainer:
         key = ("steps", rule) if optimizer is self.optimizer else ("steps", rule, optimizer)
         if key not in self.jit_cache:
             repl, batch = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
+            options = compiler_options(self.config.precision)
             train = jax.jit(self._split(make_train_step(self.model, rule, optimizer, self.dataset,
                                                         self.dataset.augment)),
-                            in_shardings=(repl, batch, batch, batch), out_shardings=(repl, repl), donate_argnums=0)
+                            in_shardings=(repl, batch, batch, batch), out_shardings=(repl, repl), donate_argnums=0,
+                            compiler_options=options)
             evaluate = self._jit_eval_step(count_synops=False)
             forward = jax.jit(lambda state: fold_masks(state.forward_variables(rule)), in_shardings=repl,
-                              out_shardings=repl)
+                              out_shardings=repl, compiler_options=options)
             self.jit_cache[key] = (train, evaluate, forward)
         return self.jit_cache[key]
 
@@ -174,7 +177,8 @@ class Trainer:
         """``make_eval_step``'s step jitted over the mesh: variables replicated, the batch split."""
         repl, batch = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
         return jax.jit(self._split(make_eval_step(self.model, self.dataset, count_synops)),
-                       in_shardings=(repl, batch, batch, batch), out_shardings=repl)
+                       in_shardings=(repl, batch, batch, batch), out_shardings=repl,
+                       compiler_options=compiler_options(self.config.precision))
 
     def _split(self, step: Callable) -> Callable:
         """``step`` with the model run on each device's part of the batch while it is traced (``jsnn.batch_split``:

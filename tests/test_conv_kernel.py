@@ -124,6 +124,9 @@ def test_conv2d_takes_the_kernel_only_for_bf16_shapes_it_supports():
     # maps of at most IM2COL_MAX_OUTPUT_PIXELS pixels keep the im2col matmul; 4x4 maps take the kernel
     assert not _custom_call_targets(grad_of("bf16"), jnp.ones((2, 2, 2, 32)), kernel)
     assert _custom_call_targets(grad_of("bf16"), jnp.ones((2, 4, 4, 256)), jnp.ones((3, 3, 256, 64)))
+    # non-square kernels stay XLA's: the kernel's input gradient pads both axes alike
+    assert not conv_kernel.supports((2, 8, 8, 32), (3, 1, 32, 64), 1, 0)
+    assert conv_kernel.supports((2, 8, 8, 32), (3, 3, 32, 64), 1, 0)
 
 
 @needs_kernel

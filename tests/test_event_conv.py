@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jsnn import conv, event_conv, native
+from jsnn import conv, conv_kernel, event_conv, native
 from tests.programs import CAN_PIN_TWO_CPUS, output_on_one_and_two_cpus, two_device_script
 from tests.reference import assert_close, conv_reference, conv_reference_grads
 
@@ -100,8 +100,12 @@ def _loss(impl=None, input_is_spikes=True, stride=1):
     return loss
 
 
+needs_bf16_kernel = pytest.mark.skipif(conv_kernel.unavailable() is not None,
+                                       reason=f"bf16 convolution kernel unavailable: {conv_kernel.unavailable()}")
+
+
 @needs_kernel
-def test_conv2d_runs_event_driven_only_for_f32_spikes_under_the_cpu_paths():
+def test_conv2d_runs_event_driven_only_for_spikes_under_the_cpu_paths():
     x, kernel = jnp.ones((2, 8, 8, 32)), jnp.ones((3, 3, 32, 64))
     grad = lambda loss: jax.grad(loss, argnums=(0, 1))  # noqa: E731
     assert _custom_call_targets(grad(_loss()), x, kernel) == {"forward", "filter_grad"}
@@ -110,8 +114,41 @@ def test_conv2d_runs_event_driven_only_for_f32_spikes_under_the_cpu_paths():
     assert not _custom_call_targets(grad(_loss(impl="xla")), x, kernel)
     assert not _custom_call_targets(grad(_loss(stride=2)), x, kernel)
     assert not _custom_call_targets(grad(_loss()), jnp.ones((2, 2, 2, 32)), kernel)  # the tiny-map im2col
-    bf16 = lambda x, k: jnp.sum(conv.conv2d(x, k, 1, 1, precision="bf16", input_is_spikes=True))  # noqa: E731
-    assert not _custom_call_targets(jax.grad(bf16), x, kernel)
+    # bf16: the forward pass beside jsnn's bf16 kernel where that runs (its backward call stays), else XLA's
+    bf16 = lambda x, k: jnp.sum(conv.conv2d(x, k, 1, 1, precision="bf16", input_is_spikes=True) ** 2)  # noqa: E731
+    expected = {"forward"} if conv_kernel.unavailable() is None else set()
+    assert _custom_call_targets(grad(bf16), x, kernel) == expected
+
+
+@needs_kernel
+@needs_bf16_kernel
+@pytest.mark.parametrize("density", [0.1, 0.6])  # the event-driven forward pass; the bf16 kernel's
+def test_bf16_spikes_compute_the_bf16_kernels_values_and_gradients(density):
+    """Under bf16 the event-driven forward pass adds the bf16-rounded weights' rows in f32: the bf16 convolution's
+    products, summed in another order; the gradients are the bf16 kernel's own, bit for bit."""
+    shape = (4, 8, 8, 32, 48, 3, 1)
+    x, kernel = _operands(shape, density, seed=3)
+    g = jnp.asarray(np.random.default_rng(4).standard_normal((4, 8, 8, 48)), jnp.float32)
+    out, vjp = jax.vjp(lambda a, k: conv.conv2d(a, k, 1, 1, precision="bf16", input_is_spikes=True), x, kernel)
+    dense_out, dense_vjp = jax.vjp(lambda a, k: conv.conv2d(a, k, 1, 1, precision="bf16"), x, kernel)
+    rounded = np.asarray(kernel.astype(jnp.bfloat16).astype(jnp.float32))
+    assert_close(out, conv_reference(x, rounded, 1))
+    assert_close(dense_out, conv_reference(x, rounded, 1))
+    for ours, theirs in zip(vjp(g), dense_vjp(g)):
+        assert ours.dtype == theirs.dtype == jnp.float32
+        np.testing.assert_array_equal(ours, theirs)
+
+
+@needs_kernel
+@needs_bf16_kernel
+def test_bf16_density_rule_picks_the_forward_kernel_below_its_threshold(monkeypatch):
+    shape = (2, 10, 10, 32, 32, 3, 1)
+    monkeypatch.setattr(event_conv, "forward", lambda x, k, p: jnp.full(
+        (x.shape[0], x.shape[1] + 2 * p - k.shape[0] + 1, x.shape[2] + 2 * p - k.shape[1] + 1, k.shape[3]), 7.0))
+    for density in (event_conv.BF16_FORWARD_MAX_DENSITY - 0.1, event_conv.BF16_FORWARD_MAX_DENSITY + 0.1):
+        x, kernel = _operands(shape, density, seed=12)
+        out = conv.conv2d(x, kernel, 1, 1, precision="bf16", input_is_spikes=True)
+        assert bool(np.all(np.asarray(out) == 7.0)) == (float(jnp.mean(x != 0)) <= event_conv.BF16_FORWARD_MAX_DENSITY)
 
 
 @needs_kernel

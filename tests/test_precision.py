@@ -203,3 +203,51 @@ def test_models_pass_the_precision_to_every_layer_and_the_cost_report_counts_in_
     a, b = (measure(m, variables, images, batch_size=3) for m in (f32, bf16))
     for key in ("synops_per_image", "activation_sparsity", "firing_rate"):
         assert a[key] == b[key]
+
+
+def test_compiler_options_lower_xlas_cpu_level_for_f32_programs_only():
+    level1 = {"xla_backend_optimization_level": 1}
+    assert precision.compiler_options("f32", "cpu") == precision.compiler_options("tf32", "cpu") == level1
+    assert precision.compiler_options("bf16", "cpu") == {}  # measured slower there (benchmarks/compile_level.py)
+    assert precision.compiler_options("f32", "cuda") == precision.compiler_options("f32", "tpu") == {}
+    with pytest.raises(ValueError, match="unknown precision"):
+        precision.compiler_options("fp8", "cpu")
+
+
+@pytest.mark.parametrize("setting", ["f32", "bf16"])
+def test_the_trainers_programs_compile_with_the_precisions_options(setting, monkeypatch):
+    """Every program the trainer jits (train, evaluation with and without SynOps, masks folded) carries the options
+    of its run's precision; the cost report's counting pass those of f32, where it counts."""
+    from jsnn import trainer as trainer_module
+    from jsnn.efficiency import counting
+    from jsnn.training_rules import MaskedTraining
+
+    seen = []
+    real_jit = jax.jit
+
+    def recording_jit(fn=None, **kwargs):
+        seen.append(kwargs.get("compiler_options"))
+        return real_jit(fn, **kwargs)
+
+    for module in (trainer_module, counting):
+        monkeypatch.setattr(module.jax, "jit", recording_jit)
+    ds, config, model, trainer = small_digits_with(precision=setting)
+    rule = MaskedTraining()
+    trainer.jitted_steps(rule)
+    trainer._jit_eval_step(count_synops=True)
+    expected = precision.compiler_options(setting)
+    assert len(seen) == 4 and all(options == expected for options in seen)
+    seen.clear()
+    counting._counter.cache_clear()
+    counting._counter(counting._counting_model(model), ())
+    assert seen == [precision.compiler_options("f32")]
+
+
+def small_digits_with(**changes):
+    from jsnn.models import build_model
+    from jsnn.trainer import Trainer
+
+    ds, config, _, _ = small_data.small_digits("imp")
+    config = dataclasses.replace(config, **changes)
+    model = build_model(config, ds.num_classes)
+    return ds, config, model, Trainer(config, model, ds)

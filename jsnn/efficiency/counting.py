@@ -74,6 +74,7 @@ from jsnn.models.description import Layer, describe
 from jsnn.models.observe import observe
 from jsnn.neuron import lif_reset
 from jsnn.objective import preprocess
+from jsnn.precision import compiler_options
 from jsnn.variables import Variables
 
 # Horowitz, "Computing's energy problem", ISSCC 2014, 45 nm: 32-bit float add 0.9 pJ,
@@ -320,7 +321,8 @@ def counted_as_run(model: nn.Module) -> bool:
 
 @functools.lru_cache(maxsize=8)
 def _synops_counter(model: nn.Module, layers: tuple[Layer, ...]):
-    return jax.jit(lambda variables, images, valid: _synops_pass(model, layers, variables, images, valid)[1])
+    return jax.jit(lambda variables, images, valid: _synops_pass(model, layers, variables, images, valid)[1],
+                   compiler_options=compiler_options())  # counted at f32 (_counting_model)
 
 
 def measure_synops(model: nn.Module, variables: Variables, images, *, batch_size: int = 128,
@@ -344,7 +346,7 @@ def _counter(model: nn.Module, layers: tuple[Layer, ...]):
         logits, connections, neurons = _counting_pass(model, layers, variables, images, valid)
         return jnp.argmax(logits.mean(0), -1), connections, neurons
 
-    return jax.jit(run)
+    return jax.jit(run, compiler_options=compiler_options())  # counted at f32 (_counting_model)
 
 
 def footprint(variables: Variables) -> dict:

@@ -21,6 +21,7 @@ import numpy as np
 from jsnn import data as jdata
 from jsnn import parallel
 from jsnn.objective import preprocess, spike_loss
+from jsnn.precision import compiler_options
 from jsnn.variables import apply_model, kernels
 
 PyTree = Any
@@ -72,7 +73,7 @@ def collect_statistics(trainer, state, rule, num_batches: int, seed: int = 0) ->
     step = trainer.compiled(("statistics", rule), lambda: jax.jit(
         make_stats_step(trainer.model, rule, trainer.dataset),
         in_shardings=(parallel.replicated(trainer.mesh), parallel.batch_sharded(trainer.mesh)),
-        out_shardings=parallel.replicated(trainer.mesh)))
+        out_shardings=parallel.replicated(trainer.mesh), compiler_options=compiler_options(trainer.config.precision)))
     d = trainer.dataset
     totals: dict[str, dict[str, np.ndarray]] = {}
     batches = jdata.train_batches(d.train_images, d.train_labels, trainer.config.batch_size, seed, epoch=0)
@@ -112,7 +113,7 @@ def collect_gradients(trainer, state, rule, num_batches: int, seed: int = 0) -> 
     step = trainer.compiled(("gradients", rule), lambda: jax.jit(
         make_gradient_step(trainer.model, rule, trainer.dataset),
         in_shardings=(parallel.replicated(trainer.mesh), batch, batch),
-        out_shardings=parallel.replicated(trainer.mesh)))
+        out_shardings=parallel.replicated(trainer.mesh), compiler_options=compiler_options(trainer.config.precision)))
     d = trainer.dataset
     total, n = None, 0
     for i, (images, labels) in enumerate(jdata.train_batches(d.train_images, d.train_labels,
@@ -140,7 +141,7 @@ def recalibrate_batch_stats(trainer, state, rule, num_batches: int | None = None
 
     step = trainer.compiled(("recalibrate", rule), lambda: jax.jit(
         batch_stats_step, in_shardings=(parallel.replicated(trainer.mesh), parallel.batch_sharded(trainer.mesh)),
-        out_shardings=parallel.replicated(trainer.mesh)))
+        out_shardings=parallel.replicated(trainer.mesh), compiler_options=compiler_options(trainer.config.precision)))
     d = trainer.dataset
     total, n = None, 0
     for i, (images, _) in enumerate(jdata.train_batches(d.train_images, d.train_labels, trainer.config.batch_size,
