@@ -4,8 +4,8 @@
     python -m benchmarks.compile_level --cases digits --precisions f32 --repeats 2 --out ''   # smoke
 
 A first run of a program waits for XLA to compile it: on digits the training step alone takes about as
-long to compile as a hundred steps take to run. ``xla_backend_optimization_level`` (3 in the compile options jaxlib makes)
-sets how hard LLVM optimises the code XLA generates for the fused element-wise operations; the
+long to compile as a hundred steps take to run. ``xla_backend_optimization_level`` (3 in the compile options
+jaxlib makes) sets how hard LLVM optimises the code XLA generates for the fused element-wise operations; the
 convolutions and matmuls are library calls it does not touch. For each case (a network, its batch, T and
 image shape) and precision, this compiles the SGD training step
 (``benchmarks/step_peak.py``'s step on random data, the LIF of jsnn.neuron) at XLA's default level and at level 1
@@ -27,7 +27,7 @@ import numpy as np
 import optax
 
 import jsnn  # noqa: F401  (jsnn's CPU convolution flag before the first computation)
-from benchmarks.common import shared_machine, write_results
+from benchmarks.common import git_commit, shared_machine, write_results
 from jsnn.models import get_model
 from jsnn.neuron import LIFConfig
 from jsnn.variables import apply_model, init_variables
@@ -102,9 +102,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     jax.config.update("jax_enable_compilation_cache", False)
     load_before = os.getloadavg()
+    record_machine = shared_machine("alternated in one process; compare within a row")
     rows = [r for case in args.cases.split(",") for precision in args.precisions.split(",")
             for r in measure(case, precision, args.steps, args.repeats)]
-    lines = [f"`python -m benchmarks.compile_level {' '.join(argv or [])}`".replace(" `", "`"), "",
+    lines = [f"`python -m benchmarks.compile_level {' '.join(argv or [])}`".replace(" `", "`")
+             + f" at {git_commit()} on {record_machine}; jax {jax.__version__}.", "",
              "Compilation of the SGD training step (persistent cache off) and its step time (median / minimum of "
              f"{args.repeats} alternated runs of {args.steps} steps) at XLA's default CPU optimisation level and at "
              "level 1.", "",
@@ -115,7 +117,8 @@ def main(argv=None):
                      f"{a['step_ms_median']:.1f} / {b['step_ms_median']:.1f} | {b['compile_s'] / a['compile_s']:.2f} | "
                      f"{b['step_ms_median'] / a['step_ms_median']:.2f} |")
     record = {"command": "python -m benchmarks.compile_level " + " ".join(argv or []),
-              "machine": shared_machine("alternated in one process; compare within a row"), "jax": jax.__version__,
+              "machine": shared_machine("alternated in one process; compare within a row"), "commit": git_commit(),
+              "jax": jax.__version__,
               "load_average_before": load_before, "load_average_after": os.getloadavg(), "rows": rows}
     write_results(args.out, record, lines)
     return record

@@ -906,8 +906,21 @@ def event_conv(src):
             f"to its largest value). `conv.conv2d` takes the forward kernel up to "
             f"{pct(d['forward_max_density'], 0)} and the filter gradient's up to "
             f"{pct(d['filter_grad_max_density'], 0)} density, decided per call:")
-    return head + "\n\n" + table(["layer", "images × map, channels", *[pct(x, 0) for x in densities],
-                                   "forward wins up to", "filter gradient wins up to"], rows)
+    out = head + "\n\n" + table(["layer", "images × map, channels", *[pct(x, 0) for x in densities],
+                                  "forward wins up to", "filter gradient wins up to"], rows)
+    if "bf16_forward_speedup" not in d["layers"][0]["rows"][0]:
+        return out
+    bf16_rows = [[layer["layer"], *[f"{ratio(r['bf16_forward_speedup'])} / {ratio(r['bf16_backward_speedup'])}"
+                                    for r in layer["rows"]],
+                  wins_up_to(layer["bf16_forward_wins_up_to"]), wins_up_to(layer["bf16_backward_wins_up_to"])]
+                 for layer in d["layers"]]
+    return (out + "\n\nAgainst jsnn's bf16 kernel (the \"bf16\" precision's convolution on this CPU), on the same "
+            "bf16-rounded weights: its forward time over the event-driven one's / its backward call (both gradients) "
+            "over its input gradient alone plus the event-driven filter gradient. `conv.conv2d` takes the bf16 "
+            f"forward kernel up to {pct(d['bf16_forward_max_density'], 0)} density and keeps the bf16 kernel's "
+            "backward call:\n\n"
+            + table(["layer", *[pct(x, 0) for x in densities], "forward wins up to", "backward wins up to"],
+                    bf16_rows))
 
 
 @generator("sparse_ticket")

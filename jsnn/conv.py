@@ -38,7 +38,9 @@ Under "tuned" and "custom", an f32 stride-1 convolution whose input is spikes (`
 ``ConvBN`` but the encoding layer) runs event-driven on the CPU (``jsnn.event_conv``: the forward pass and the
 filter gradient visit only the input's nonzeros; the input gradient stays XLA's), each pass only where the
 call's input is sparse enough for it to win (``event_conv.FORWARD_MAX_DENSITY``, ``FILTER_GRAD_MAX_DENSITY``,
-decided per call by ``lax.cond``); results agree with XLA's to f32 rounding (summation order).
+decided per call by ``lax.cond``); results agree with XLA's to f32 rounding (summation order). Under "bf16" the
+forward pass of such a convolution runs event-driven beside jsnn's bf16 kernel, below
+``event_conv.BF16_FORWARD_MAX_DENSITY``; its gradients stay the bf16 kernel's.
 
 Every path computes under a ``precision`` ("f32", "tf32", "bf16": ``jsnn/precision.py``): the
 operands are cast to its dtype, every convolution and matmul, forward and backward, carries its
@@ -279,9 +281,9 @@ _event_conv.defvjp(_event_fwd, _event_bwd)
 # The bf16 convolution of spikes: the same event-driven kernels where they beat jsnn's bf16 kernel
 # (``conv_kernel``, AMX or AVX512-BF16, about twice XLA's f32 rate), which computes the rest. Spikes are exact in
 # bf16 and the kernels add f32 copies of the bf16 weights' rows in f32, so every product is the bf16
-# convolution's; only the order of the f32 sums differs. The filter gradient stays the bf16 kernel's: it
-# computes both gradients in one call, and the event-driven filter gradient plus its input gradient alone
-# timed no faster at the densities where the forward pass wins (benchmarks/event_conv.py, bf16 rows).
+# convolution's; only the order of the f32 sums differs. The gradients stay the bf16 kernel's, both in one call:
+# its input gradient alone plus the event-driven filter gradient won only at 5-15 % density, and not by much
+# (benchmarks/event_conv.py, bf16 rows).
 def _event_bf16_forward(x, kernel, padding, nonzeros):
     return jax.lax.cond(_sparse_enough(nonzeros, x, event_conv.BF16_FORWARD_MAX_DENSITY),
                         lambda: event_conv.forward(x.astype(jnp.float32), kernel.astype(jnp.float32), padding),

@@ -76,13 +76,15 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientT
 
 
 def create_state(variables: Variables, scores: PyTree, rule: TrainingRule,
-                 optimizer: optax.GradientTransformation, seed: int) -> TrainState:
+                 optimizer: optax.GradientTransformation, seed: int,
+                 init_optimizer: Callable[[PyTree], PyTree] | None = None) -> TrainState:
+    """The first state; ``init_optimizer``: ``optimizer.init`` (the default), or the same function jitted."""
     state = TrainState(
         step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(jax.random.key(seed)),
         weights=variables.weights, masks=variables.masks, scores=scores, bn=variables.bn,
         batch_stats=variables.batch_stats, opt_state=None,
     )
-    return state.replace(opt_state=optimizer.init(state.trainable(rule)))
+    return state.replace(opt_state=(init_optimizer or optimizer.init)(state.trainable(rule)))
 
 
 def make_train_step(model, rule: TrainingRule, optimizer, dataset: jdata.ArrayDataset, augment: jdata.AugmentConfig):
@@ -198,18 +200,24 @@ class Trainer:
             self.jit_cache[key] = build()
         return self.jit_cache[key]
 
+    def _init_optimizer(self, optimizer: optax.GradientTransformation) -> Callable[[PyTree], PyTree]:
+        """``optimizer.init`` jitted, once per trainer and optimizer: one program for the whole state, not an eager
+        one per parameter shape (each compiled, or read from the cache, at a run's start)."""
+        return self.compiled(("init_optimizer", optimizer), lambda: jax.jit(optimizer.init))
+
     def new_state(self, variables: Variables, scores: PyTree, rule: TrainingRule, seed: int,
                   optimizer: optax.GradientTransformation | None = None) -> TrainState:
         """The first state; ``optimizer`` None: the TrainConfig's."""
         optimizer = self.optimizer if optimizer is None else optimizer
-        return parallel.put_replicated(self.mesh, create_state(variables, scores, rule, optimizer, seed))
+        return parallel.put_replicated(self.mesh, create_state(variables, scores, rule, optimizer, seed,
+                                                               self._init_optimizer(optimizer)))
 
     def fresh_optimizer(self, state: TrainState, rule: TrainingRule, seed: int,
                         optimizer: optax.GradientTransformation | None = None) -> TrainState:
         """Same variables, a new optimizer, schedule and augmentation stream (a new IMP round)."""
         optimizer = self.optimizer if optimizer is None else optimizer
         state = state.replace(step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(jax.random.key(seed)),
-                              opt_state=optimizer.init(state.trainable(rule)))
+                              opt_state=self._init_optimizer(optimizer)(state.trainable(rule)))
         return parallel.put_replicated(self.mesh, state)
 
     # -- evaluation -------------------------------------------------------------------------
@@ -276,7 +284,9 @@ class Trainer:
         """
         train_step = self.jitted_steps(rule, optimizer)[0]
         cfg, d = self.config, self.dataset
-        schedule = learning_rate or learning_rate_schedule(cfg, self.steps_per_epoch)
+        # the log's learning rate, jitted once: the schedule's arithmetic run eagerly compiles a program per operation
+        schedule = self.compiled(("learning_rate", learning_rate),
+                                 lambda: jax.jit(learning_rate or learning_rate_schedule(cfg, self.steps_per_epoch)))
         label = label or {}
         every_steps = cfg.checkpoint_every_steps
         # periodic writes at most every checkpoint_min_seconds: a write costs tens of ms of the cores the steps
