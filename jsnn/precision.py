@@ -81,7 +81,7 @@ _USER_F32 = MatmulPolicy(jnp.float32, None)  # f32 products at the precision the
 # XLA's CPU backend compiles jsnn's f32 programs at LLVM optimisation level 1 instead of its default 3: the code it
 # generates itself (fused element-wise operations) runs as fast there, the convolutions and matmuls are library
 # calls it does not touch, and the training step compiles in about three quarters of the time (a first run waits
-# for it). Under bf16 the step ran about a tenth slower at level 1, so bf16 keeps the default
+# for it). Under bf16 the step ran up to a tenth slower at level 1, so bf16 keeps the default
 # (benchmarks/compile_level.py). Other backends: not measured, XLA's default.
 CPU_F32_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 
