@@ -176,13 +176,13 @@ def child(args) -> dict:
             "devices": jax.device_count(), "config": config.to_dict()}
 
 
-def timed_child(cmd: list[str], env: dict) -> dict:
-    """Runs ``cmd`` to its end: wall seconds, CPU seconds (user + system) and peak RSS (MiB) of that child
-    alone (``os.wait4``'s rusage, which ``resource.getrusage(RUSAGE_CHILDREN)`` sums over all children),
+def timed_child(cmd: list[str], env: dict, cwd: str = ROOT) -> dict:
+    """Runs ``cmd`` in ``cwd`` to its end: wall seconds, CPU seconds (user + system) and peak RSS (MiB) of that
+    child alone (``os.wait4``'s rusage, which ``resource.getrusage(RUSAGE_CHILDREN)`` sums over all children),
     and its output."""
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
