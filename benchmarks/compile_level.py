@@ -8,7 +8,7 @@ long to compile as a hundred steps take to run. ``xla_backend_optimization_level
 jaxlib makes) sets how hard LLVM optimises the code XLA generates for the fused element-wise operations; the
 convolutions and matmuls are library calls it does not touch. For each case (a network, its batch, T and
 image shape) and precision, this compiles the SGD training step
-(``benchmarks/step_peak.py``'s step on random data, the LIF of jsnn.neuron) at XLA's default level and at level 1
+(``benchmarks/step_peak.py``'s: random images, the rectangle surrogate) at XLA's default level and at level 1
 (``jax.jit``'s ``compiler_options``, persistent cache off), twice each, alternated (the faster compilation kept),
 then times ``--steps`` steps of each, alternated ``--repeats`` times (the median and the minimum per step).
 ``jsnn.precision.compiler_options`` applies level 1 where this says it pays.
@@ -22,15 +22,10 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
 
 import jsnn  # noqa: F401  (jsnn's CPU convolution flag before the first computation)
+from benchmarks import step_peak
 from benchmarks.common import git_commit, shared_machine, write_results
-from jsnn.models import get_model
-from jsnn.neuron import LIFConfig
-from jsnn.variables import apply_model, init_variables
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "compile_level")
 # name -> (model, batch, T, image shape): the digits and MNIST presets' networks, and the small SNN-VGG at CIFAR's
@@ -40,29 +35,12 @@ LEVELS = (None, 1)  # None: XLA's default
 
 
 def compiled_step(case: str, precision: str, level: int | None):
-    """(the compiled SGD step of ``case`` at ``level``, its first state, compile seconds)."""
+    """(the compiled SGD step of ``case`` at ``level``, its first state, compile seconds): step_peak.py's step."""
     name, batch, timesteps, shape = CASES[case]
-    model = get_model(name, 10, timesteps=timesteps, lif=LIFConfig(), precision=precision)
-    rng = np.random.default_rng(0)
-    images = jnp.asarray(rng.normal(size=(batch,) + shape).astype(np.float32))
-    labels = jnp.asarray(rng.integers(0, 10, batch))
-    variables = init_variables(model, jax.random.key(0), images.shape)
-    opt = optax.sgd(0.1, momentum=0.9)
-
-    def loss(weights, variables):
-        logits, stats, _ = apply_model(model, variables._replace(weights=weights), images, train=True)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels[None]).mean(), stats
-
-    def step(weights, opt_state, variables):
-        (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(weights, variables)
-        changes, opt_state = opt.update(grads, opt_state, weights)
-        return optax.apply_updates(weights, changes), opt_state, variables._replace(batch_stats=stats), value
-
     options = {} if level is None else {"xla_backend_optimization_level": level}
-    state = (variables.weights, opt.init(variables.weights), variables)
-    t0 = time.perf_counter()
-    compiled = jax.jit(step, compiler_options=options).lower(*state).compile()
-    return compiled, state, time.perf_counter() - t0
+    compiled, state, compile_s, _ = step_peak.compiled_step(name, precision, batch, timesteps, shape, classes=10,
+                                                            compiler_options=options)
+    return compiled, state, compile_s
 
 
 def measure(case: str, precision: str, steps: int, repeats: int) -> list[dict]:

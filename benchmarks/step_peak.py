@@ -80,9 +80,9 @@ def _kernel_flops(jaxpr) -> float:
 
 
 def compiled_step(model_name: str, precision: str, batch: int, timesteps: int, image_shape=(32, 32, 3),
-                  classes: int = 100):
+                  classes: int = 100, compiler_options: dict | None = None):
     """(the compiled SGD training step, its first state, compile seconds, the products of its AMX convolution
-    calls in FLOPs) of ``model_name`` under ``precision``."""
+    calls in FLOPs) of ``model_name`` under ``precision``, compiled with ``jax.jit``'s ``compiler_options``."""
     model = get_model(model_name, classes, timesteps=timesteps, lif=LIFConfig(surrogate="rectangle"),
                       precision=precision)
     rng = np.random.default_rng(0)
@@ -102,7 +102,7 @@ def compiled_step(model_name: str, precision: str, batch: int, timesteps: int, i
 
     weights, opt_state = variables.weights, opt.init(variables.weights)
     t0 = time.perf_counter()
-    compiled = jax.jit(step).lower(weights, opt_state, variables).compile()
+    compiled = jax.jit(step, compiler_options=compiler_options).lower(weights, opt_state, variables).compile()
     compile_s = time.perf_counter() - t0
     kernel_flops = _kernel_flops(jax.make_jaxpr(step)(weights, opt_state, variables).jaxpr)
     return compiled, (weights, opt_state, variables), compile_s, kernel_flops
