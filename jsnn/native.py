@@ -84,6 +84,7 @@ template <typename F> static void in_parallel(ffi::ThreadPool& pool, int64_t n, 
 }
 """
 
+
 class CompilerMissing(RuntimeError):
     """No C++ compiler to build a kernel with."""
 
