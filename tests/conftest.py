@@ -41,6 +41,12 @@ from jsnn.trainer import Trainer  # noqa: E402
 from tests.small_data import EVERY_CHECKPOINT, digits_subset, small_digits  # noqa: E402
 
 
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker more than the cores this process may use (up to addopts' 4): many tests start
+    programs and wait for them, and the spare worker keeps the cores busy meanwhile."""
+    return len(os.sched_getaffinity(0)) + 1
+
+
 @pytest.fixture(scope="session")
 def digits_imp():
     """The small digits setup for IMP (tests/small_data.py): (dataset, config, model, Trainer), one

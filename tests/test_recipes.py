@@ -45,7 +45,10 @@ RECIPES = {
     "edge_popup_cifar100_vgg16.py": ("edge_popup", "edge_popup", [], 100, (32, 32, 3)),
 }
 SLIVER = 1 / 32  # width of the network that takes the real step
-REDUCED = {"shi_energy_imagenet_sew_resnet18.py": (32, 32, 3)}  # the real step's image where the recipe's is big
+REAL_STEP_T = 2  # its timesteps: the recipes' 4 to 10 unrolled over T only multiply the step's tracing
+# the real step's image where the recipe's is big, and its event frames (one per timestep)
+REDUCED = {"shi_energy_imagenet_sew_resnet18.py": (32, 32, 3),
+           "shi_energy_cifar10dvs_vggsnn.py": (REAL_STEP_T, 48, 48, 2)}
 
 
 def _program(name):
@@ -159,7 +162,7 @@ def test_recipe_loads_and_takes_one_step(name):
     if method == "shi":  # the paper's settings of the method itself
         assert (options.penalty_lambda, options.mask_lr, options.mask_init, options.beta0, options.beta1) == (
             values.penalty_lambda, values.mask_lr, values.mask_init, values.beta0, values.beta1)
-    small = dataclasses.replace(config, width=SLIVER, batch_size=2, progress=False)
+    small = dataclasses.replace(config, width=SLIVER, batch_size=2, timesteps=REAL_STEP_T, progress=False)
     dataset = _made_up(small, classes, REDUCED.get(name, image_shape))
     model = build_model(small, classes)
     plan = (shi_run.ShiPlan if method == "shi" else energy_run.EnergyPlan)(small, options)
