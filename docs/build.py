@@ -513,7 +513,15 @@ def _per_t_rows(rec, cell):
 
 @generator("speed_long_t")
 def speed_long_t(src):
-    d = src.json("benchmarks/results/scaling_t_long.json")
+    return _long_t(src.json("benchmarks/results/scaling_t_long.json"))
+
+
+@generator("speed_long_t_epyc")
+def speed_long_t_epyc(src):
+    return _long_t(src.json("benchmarks/results/scaling_t_long_epyc.json"))
+
+
+def _long_t(d) -> str:
     rec = _records(d)
     ts, rows = _per_t_rows(rec, lambda rate, t, mode: f"**{rate('dense') / rate('jsnn'):.2f}** "
                                                       f"(scan: {rate('dense') / rate('jsnn_scan'):.2f})")
