@@ -31,7 +31,7 @@ from jsnn.objective import per_example_loss, predictions, preprocess
 from jsnn.precision import compiler_options
 from jsnn.preemption import Preempted
 from jsnn.sparsity.masks import sparsity_of
-from jsnn.training_rules import TrainingRule
+from jsnn.training_rules import TrainingRule, masks_in_use
 from jsnn.variables import Variables, apply_model, fold_masks
 
 PyTree = Any
@@ -384,14 +384,14 @@ class Trainer:
         """SynOps per test image of the network as it stands: the cost report's exact count
         (``jsnn.efficiency``) over the whole test set, at the run's batch size, by the pass that counts
         only the SynOps (an epoch's log wants this one number, not the whole report)."""
-        variables = Variables(state.weights, rule.effective_masks(state.masks, state.scores), state.bn,
+        variables = Variables(state.weights, masks_in_use(rule, state.masks, state.scores), state.bn,
                               state.batch_stats, rule.effective_gates(state.scores))
         return measure_synops_dataset(self.model, jax.device_get(variables), self.dataset,
                                       batch_size=self.config.batch_size)
 
     def sparsity(self, state: TrainState, rule: TrainingRule) -> float:
         """Measured fraction of maskable weights that are zero in the forward pass."""
-        return sparsity_of(rule.effective_masks(state.masks, state.scores))
+        return sparsity_of(masks_in_use(rule, state.masks, state.scores))
 
 
 def _describe(label: dict) -> str:

@@ -25,6 +25,7 @@ name in jsnn/runs/registry.py, is the whole run; its plan, jsnn/runs/run.py, say
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from typing import Any
 
@@ -183,3 +184,18 @@ class TrainingRule(typing.Protocol):
     def update_masks(self, state, grads: dict, step, key): ...
 
     def effective_gates(self, scores) -> PyTree: ...
+
+
+def masks_in_use(rule: TrainingRule, masks, scores) -> PyTree:
+    """``rule.effective_masks(masks, scores)`` called from the host (an epoch's logged sparsity, a ticket, a cost
+    count): one compiled program per rule and shapes where the masks come from scores (edge-popup's top-k, the
+    energy and Shi searches' gates), which, called eagerly, compiled each layer's operations apart at every run's
+    start; the masks themselves where a rule has no scores."""
+    if not jax.tree.leaves(scores):
+        return rule.effective_masks(masks, scores)
+    return _effective_masks(rule, masks, scores)
+
+
+@functools.partial(jax.jit, static_argnums=0)  # a rule is hashable (TrainingRule)
+def _effective_masks(rule: TrainingRule, masks, scores) -> PyTree:
+    return rule.effective_masks(masks, scores)

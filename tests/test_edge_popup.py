@@ -10,6 +10,7 @@ import functools
 import json
 import os
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,7 +25,7 @@ from jsnn.runs.outputs import Outputs
 from jsnn.runs.tickets import level_dir
 from jsnn.sparsity.masks import count_kept, keep_count, keep_largest
 from jsnn.sparsity.score_masks import init_scores, masks_from_scores, top_k_mask
-from jsnn.training_rules import EdgePopup, MaskedTraining
+from jsnn.training_rules import EdgePopup, MaskedTraining, _effective_masks, masks_in_use
 from jsnn.variables import apply_model, init_variables, kernels, named_kernels
 from tests.outcomes import crash_after_checkpoint, run_outcome, untimed
 
@@ -156,6 +157,19 @@ def test_effective_masks_per_layer_counts(setup, sparsity):
     got = {n: int(np.asarray(m).sum()) for n, m in named_kernels(masks_dense).items()}
     assert got["conv0"] == sizes["conv0"] and got["fc"] == sizes["fc"]
     assert got["conv1"] == round((1 - sparsity) * sizes["conv1"])
+
+
+def test_masks_in_use_are_the_rules_masks_from_one_program(setup):
+    """The host's call (a log's sparsity, a ticket) gives the masks the rule's own code gives, bit for bit, from one
+    compiled program per rule and shapes; a rule without scores hands its masks back as they are."""
+    ds, config, model, _ = setup
+    variables, scores, rule = fresh(ds, config, model, 0.37)  # a level no other test compiles
+    programs = _effective_masks._cache_size()
+    got = masks_in_use(rule, None, scores)
+    chex.assert_trees_all_equal(got, rule.effective_masks(None, scores))
+    masks_in_use(rule, None, jax.tree.map(jnp.negative, scores))  # other scores, the same program
+    assert _effective_masks._cache_size() == programs + 1
+    assert masks_in_use(MaskedTraining(), variables.masks, {}) is variables.masks
 
 
 def test_sparsity_means_fraction_removed():

@@ -7,6 +7,7 @@ import importlib.util
 import os
 import sys
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,6 +25,7 @@ from jsnn.runs.sparse_training import sparse_optimizer
 from jsnn.runs.workdir import RunMismatchError
 from jsnn.sparsity import energy_training, gated_synops
 from jsnn.ticket import load_ticket
+from jsnn.training_rules import masks_in_use
 from jsnn.variables import by_name, from_names, init_variables, kernels
 
 
@@ -314,6 +316,9 @@ def test_the_dual_step_moves_lambda_toward_the_target_and_the_logits_learn(small
     config, ds, base = small
     (images, labels), = batches(base, 1)
     trainer, rule, groups, state = search_state(config, base, 100.0)
+    # the masks the host reads (the log's sparsity, the ticket): the rule's own, from its compiled program
+    chex.assert_trees_all_equal(masks_in_use(rule, state.masks, state.scores),
+                                rule.effective_masks(state.masks, state.scores))
     step = trainer.jitted_steps(rule)[0]
     # every neuron gate near 0 (logits -5, beta 5: sigma = 1.4e-11): S far under the target
     silent = state.replace(scores={**state.scores, "neurons": jax.tree.map(lambda x: x - 5.1,

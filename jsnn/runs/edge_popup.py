@@ -29,7 +29,7 @@ from jsnn.sparsity.masks import check_sparsity, layer_sparsity_of, sparsity_of
 from jsnn.sparsity.score_masks import init_scores
 from jsnn.sparsity.stats import recalibrate_batch_stats
 from jsnn.trainer import Trainer
-from jsnn.training_rules import EdgePopup, MaskedTraining
+from jsnn.training_rules import EdgePopup, MaskedTraining, masks_in_use
 from jsnn.variables import init_variables, kernels, named_kernels
 
 NAME, LABEL = "edge_popup", "edge-popup"
@@ -162,7 +162,7 @@ class EdgePopupLevel(Plan):
                         for a, b in zip(jax.tree.leaves(state.weights), jax.tree.leaves(self.initial_weights)))
         if not unchanged:  # edge-popup must never train the weights; fail loudly if it did
             raise AssertionError("edge-popup changed the frozen weights")
-        masks = self.rule.effective_masks(state.masks, state.scores)
+        masks = masks_in_use(self.rule, state.masks, state.scores)
         check_level_pattern(self.rule, masks)  # the ticket keeps the pattern
         return {"sparsity_target": self.sparsity, "sparsity": sparsity_of(masks),
                 "layer_sparsity": layer_sparsity_of(masks), "weights_unchanged": unchanged,
@@ -186,7 +186,7 @@ class RandomFloor(EdgePopupLevel):
         variables = init_variables(run.model, key_weights, (1,) + run.dataset.image_shape)
         search = edge_popup_rule(run.model, variables.weights, self.sparsity, self.options)
         key = jax.random.fold_in(jax.random.key(self.config.seed + RESEED), int(round(self.sparsity * 1e6)))
-        masks = search.effective_masks(None, init_scores(key, kernels(variables.weights)))
+        masks = masks_in_use(search, None, init_scores(key, kernels(variables.weights)))
         check_level_pattern(search, masks)
         return run.new_state(variables._replace(masks=masks), {}, self.rule)
 

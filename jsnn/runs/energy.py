@@ -54,6 +54,7 @@ from jsnn.runs.sparse_training import OPTIMIZERS, shared_optimizer, with_optimiz
 from jsnn.sparsity import energy_training, gated_synops
 from jsnn.sparsity.masks import layer_sparsity_of, sparsity_of
 from jsnn.trainer import TrainState
+from jsnn.training_rules import masks_in_use
 from jsnn.variables import Variables, by_name, from_names, init_variables
 
 GROUP = "energy budget"
@@ -152,7 +153,7 @@ class EnergyPlan(SearchThenFinetune):
     # -- training -----------------------------------------------------------------------------------
     def search_epoch_end(self, state: TrainState, done: int) -> None:
         nu = float(np.asarray(state.scores["log_lambda"]))
-        kept = 1.0 - sparsity_of(self.search.effective_masks(state.masks, state.scores))
+        kept = 1.0 - sparsity_of(masks_in_use(self.search, state.masks, state.scores))
         log(f"search epoch {done}: lambda {np.exp(nu):.4g}, connections kept {kept:.4f}")
 
     def after_finetune(self, run: Run, state: TrainState) -> TrainState:
@@ -237,7 +238,7 @@ class EnergyPlan(SearchThenFinetune):
     # -- results ------------------------------------------------------------------------------------
     def entry(self, run: Run, state: TrainState, segment: int) -> dict:
         rule = self.current_rule()
-        masks = jax.device_get(rule.effective_masks(state.masks, state.scores))
+        masks = jax.device_get(masks_in_use(rule, state.masks, state.scores))
         removed = gated_synops.removed_channels(masks, run.model, run.dataset.image_shape)
         nu = float(np.asarray(state.scores["log_lambda"]))
         out = {"round": segment, "phase": SEGMENTS[segment], "sparsity": sparsity_of(masks),

@@ -41,6 +41,7 @@ from jsnn.runs.tickets import variables_of
 from jsnn.sparsity import connection_penalty, shi_training
 from jsnn.sparsity.masks import layer_sparsity_of, sparsity_of
 from jsnn.trainer import TrainState
+from jsnn.training_rules import masks_in_use
 from jsnn.variables import by_name, init_variables
 
 GROUP = "Shi et al. mask learning"
@@ -132,7 +133,7 @@ class ShiPlan(SearchThenFinetune):
         return run.new_state(v, logits, self.search)
 
     def search_epoch_end(self, state: TrainState, done: int) -> None:
-        kept = 1.0 - sparsity_of(self.search.effective_masks(state.masks, state.scores))
+        kept = 1.0 - sparsity_of(masks_in_use(self.search, state.masks, state.scores))
         neurons = neuron_counts(by_name(jax.device_get(self.search.effective_gates(state.scores))))
         alive = sum(c["kept"] for c in neurons.values()) / max(1, sum(c["neurons"] for c in neurons.values()))
         log(f"search epoch {done}: weights kept {kept:.4f}, neurons kept {alive:.4f} (m > 0)")
@@ -140,7 +141,7 @@ class ShiPlan(SearchThenFinetune):
     def next_segment(self, run: Run, state: TrainState, segment: int) -> TrainState:
         """The switch: masks m > 0 fixed, pruned weights and their moments zeroed (the gates stay the logits'
         m_n > 0, frozen from here on)."""
-        masks = jax.device_get(self.search.effective_masks(state.masks, state.scores))
+        masks = jax.device_get(masks_in_use(self.search, state.masks, state.scores))
         self.segment = 1
         return switch_state(state, masks, run.trainer.mesh)
 

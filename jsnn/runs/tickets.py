@@ -15,6 +15,7 @@ import os
 from jsnn.efficiency import ticket_entry
 from jsnn.metrics import is_primary
 from jsnn.ticket import TicketError, save_ticket
+from jsnn.training_rules import masks_in_use
 from jsnn.variables import Variables
 
 TICKET_FILE = "ticket.npz"
@@ -68,7 +69,7 @@ def select_ticket(workdir: str, level: float | None = None, round_index: int | N
 def variables_of(state, rule) -> Variables:
     """The variables a trained state's forward pass runs on (masks, and per-neuron gates, as the training
     rule applies them)."""
-    return Variables(state.weights, rule.effective_masks(state.masks, state.scores), state.bn,
+    return Variables(state.weights, masks_in_use(rule, state.masks, state.scores), state.bn,
                      state.batch_stats, rule.effective_gates(state.scores))
 
 
