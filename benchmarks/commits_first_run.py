@@ -2,13 +2,15 @@
 the whole run, where single runs are too noisy to compare across sessions.
 
     python benchmarks/commits_first_run.py OLD NEW [--pairs 3]
+    python benchmarks/commits_first_run.py OLD NEW --program edge_popup    # README's main job instead
 
-Checks both commits out into temporary git worktrees and, per pair, runs in each (OLD first)
-``train/imp.py --dataset digits --rounds 3`` in a fresh workdir with an empty compilation cache (first run), then
-again with the cache it filled (warm), each in its own process, with that worktree's ``jsnn`` first on the path
-(``PYTHONPATH``). For each: wall time, CPU time and peak RSS (the child's own ``os.wait4``), and each round's
-test accuracy (the same numbers at both commits say the change left a run's values alone). The medians over the
-pairs and NEW's over OLD's. Results: benchmarks/results/commits_first_run.{json,md} (``--out``).
+Checks both commits out into temporary git worktrees and, per pair, runs in each (OLD first) ``train/imp.py
+--dataset digits --rounds 3`` (or ``train/edge_popup.py``, README's main job) in a fresh workdir with an empty
+compilation cache (first run), then again with the cache it filled (warm), each in its own process, with that
+worktree's ``jsnn`` first on the path (``PYTHONPATH``). For each: wall time, CPU time and peak RSS (the child's own
+``os.wait4``), and each round's test accuracy (the same numbers at both commits say the change left a run's values
+alone). The medians over the pairs and NEW's over OLD's. Results: benchmarks/results/commits_first_run.{json,md}
+(``--out``).
 """
 from __future__ import annotations
 
@@ -26,6 +28,9 @@ from benchmarks.common import shared_machine, write_results  # noqa: E402
 from benchmarks.time_to_ticket import test_accuracies, timed_child  # noqa: E402
 
 RUNS = ("first run (cache empty)", "cache warm")
+# the program a user runs, with its arguments (``--rounds`` is IMP's)
+PROGRAMS = {"imp": lambda rounds: ["train/imp.py", "--dataset", "digits", "--rounds", str(rounds)],
+            "edge_popup": lambda rounds: ["train/edge_popup.py"]}
 
 
 def resolve(commit: str) -> str:
@@ -35,15 +40,14 @@ def resolve(commit: str) -> str:
     return out.stdout.strip()
 
 
-def run_pair(tree: str, rounds: int) -> dict:
+def run_pair(tree: str, program: list[str]) -> dict:
     """The first run and the warm rerun at the worktree ``tree``."""
     env = {**os.environ, "PYTHONPATH": tree}
     out = {}
     with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as work:
         env["JSNN_COMPILATION_CACHE"] = cache
         for k, name in enumerate(RUNS):
-            cmd = [sys.executable, "train/imp.py", "--dataset", "digits", "--rounds", str(rounds),
-                   "--workdir", os.path.join(work, str(k))]
+            cmd = [sys.executable, *program, "--workdir", os.path.join(work, str(k))]
             r = timed_child(cmd, env, cwd=tree)
             out[name] = {"wall_s": r["wall_s"], "cpu_s": r["cpu_s"], "peak_mib": r["peak_mib"],
                          "test_accuracy_per_round": test_accuracies(r["output"])}
@@ -56,6 +60,7 @@ def main(argv=None):
     p.add_argument("new")
     p.add_argument("--pairs", type=int, default=3)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--program", choices=sorted(PROGRAMS), default="imp")
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "commits_first_run"))
     args = p.parse_args(argv)
     commits = {"old": resolve(args.old), "new": resolve(args.new)}
@@ -69,7 +74,7 @@ def main(argv=None):
         try:
             for pair in range(args.pairs):
                 for side in commits:
-                    for name, r in run_pair(paths[side], args.rounds).items():
+                    for name, r in run_pair(paths[side], PROGRAMS[args.program](args.rounds)).items():
                         samples[side][name].append(r)
                     print(f"pair {pair}: {commits[side]} " + ", ".join(
                         f"{name} {samples[side][name][-1]['wall_s']:.1f} s" for name in RUNS), flush=True)
@@ -82,9 +87,10 @@ def main(argv=None):
              for name in RUNS}
     record = {"command": "python benchmarks/commits_first_run.py " + " ".join(argv or sys.argv[1:]),
               "machine": shared_machine("alternated pairs; compare within this file"), "commits": commits,
-              "pairs": args.pairs, "rounds": args.rounds, "load_average_before": load_before,
+              "pairs": args.pairs, "program": " ".join(PROGRAMS[args.program](args.rounds)),
+              "rounds": args.rounds, "load_average_before": load_before,
               "load_average_after": os.getloadavg(), "runs": samples, "median": median, "ratio_new_to_old": ratio}
-    lines = [f"`train/imp.py --dataset digits --rounds {args.rounds}` at {commits['old']} (old) and {commits['new']} "
+    lines = [f"`{record['program']}` at {commits['old']} (old) and {commits['new']} "
              f"(new), alternated, {args.pairs} pair(s); {record['machine']}. Median wall s, CPU s, peak MiB "
              "(min-max of wall in brackets).", "",
              "| run | old wall s | new wall s | new / old wall | old CPU s | new CPU s | old peak MiB | new peak MiB |",
