@@ -95,7 +95,7 @@ def main(argv=None):
                      f"{a['step_ms_median']:.1f} / {b['step_ms_median']:.1f} | {b['compile_s'] / a['compile_s']:.2f} | "
                      f"{b['step_ms_median'] / a['step_ms_median']:.2f} |")
     record = {"command": "python -m benchmarks.compile_level " + " ".join(argv or []),
-              "machine": shared_machine("alternated in one process; compare within a row"), "commit": git_commit(),
+              "machine": record_machine, "commit": git_commit(),
               "jax": jax.__version__,
               "load_average_before": load_before, "load_average_after": os.getloadavg(), "rows": rows}
     write_results(args.out, record, lines)

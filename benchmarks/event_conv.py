@@ -84,12 +84,12 @@ def measure_bf16(x, kernel, g, repeats: int) -> dict:
     forward = jax.jit(lambda x, k: event_conv.forward(x, k.astype(jnp.float32), 1))
     bf16_forward = jax.jit(lambda x, k: conv_kernel.forward(x, k, 1))
     gradients = jax.jit(lambda x, k, g: conv_kernel.gradients(x, k, g, 1))
-    split = jax.jit(lambda x, xb, k, g: (conv_kernel.input_grad(g, k, x.shape, 1),
-                                         event_conv.filter_grad(x, g.astype(jnp.float32), k.shape, 1)))
+    split = jax.jit(lambda x, k, g: (conv_kernel.input_grad(g, k, x.shape, 1),
+                                     event_conv.filter_grad(x, g.astype(jnp.float32), k.shape, 1)))
     ours, theirs = forward(x, kb), bf16_forward(xb, kb)
     error = float(jnp.max(jnp.abs(ours - theirs)) / jnp.max(jnp.abs(theirs)))
     t = _alternated_minimum([lambda: bf16_forward(xb, kb), lambda: forward(x, kb),
-                             lambda: gradients(xb, kb, gb), lambda: split(x, xb, kb, gb)], repeats)
+                             lambda: gradients(xb, kb, gb), lambda: split(x, kb, gb)], repeats)
     return {"bf16_forward_ms": 1e3 * t[0], "event_forward_bf16_weights_ms": 1e3 * t[1],
             "bf16_gradients_ms": 1e3 * t[2], "bf16_input_grad_plus_event_filter_grad_ms": 1e3 * t[3],
             "bf16_forward_speedup": t[0] / t[1], "bf16_backward_speedup": t[2] / t[3], "bf16_forward_rel_error": error}
@@ -107,6 +107,46 @@ def crossover(rows: list[dict], key: str) -> float | None:
 
 def _density(d: float | None) -> str:
     return "never" if d is None else f"{d:.0%}"
+
+
+def _speedup_table(layers: list[dict], speedups: tuple[str, str], wins: tuple[str, str], wins_header: str,
+                   shapes: bool) -> list[str]:
+    """A markdown table of each layer's two speed-ups (``speedups``' keys) by density, then the densities up to
+    which each wins (``wins``' keys); ``shapes`` adds the layer's shape column."""
+    densities = [r["density"] for r in layers[0]["rows"]]
+    lines = ["| layer | " + ("[N, H, W, Cin, Cout] | " if shapes else "") + " | ".join(f"{d:.0%}" for d in densities)
+             + f" | {wins_header} |", "|---|" + ("---|" if shapes else "") + "---:|" * len(densities) + "---:|---:|"]
+    for L in layers:
+        cells = " | ".join(f"{r[speedups[0]]:.2f} / {r[speedups[1]]:.2f}" for r in L["rows"])
+        lines.append(f"| {L['layer']} | " + (f"{L['shape']} | " if shapes else "")
+                     + f"{cells} | {_density(L[wins[0]])} | {_density(L[wins[1]])} |")
+    return lines
+
+
+def markdown(record: dict) -> list[str]:
+    """The results file's text, from its record."""
+    layers = record["layers"]
+    lines = [f"`python -m benchmarks.event_conv` at {record['commit']} on {record['machine']}; jax {record['jax']}.",
+             "",
+             "The event-driven kernels' speed-up over XLA's f32 convolution (XLA's time / the kernel's, minimum of "
+             f"{record['repeats']} alternated calls), forward / filter gradient, by input density (Bernoulli spikes); "
+             f"3x3 kernels, padding 1. Largest difference from XLA's result: {record['largest_rel_error']:.1e} of the "
+             "largest value.", ""]
+    lines += _speedup_table(layers, ("forward_speedup", "filter_grad_speedup"),
+                            ("forward_wins_up_to", "filter_grad_wins_up_to"),
+                            "forward wins up to | filter gradient wins up to", shapes=True)
+    lines += ["", f"conv.conv2d runs the forward kernel up to {record['forward_max_density']:.0%} and the filter "
+              f"gradient's up to {record['filter_grad_max_density']:.0%} density (decided per call from the input)."]
+    if "bf16_forward_wins_up_to" in layers[0]:
+        lines += ["", "Against jsnn's bf16 kernel (its time / the event-driven one's, on the same bf16 weights): the "
+                  "forward pass / the backward call (both gradients) against its input gradient plus the event-driven "
+                  "filter gradient.", ""]
+        lines += _speedup_table(layers, ("bf16_forward_speedup", "bf16_backward_speedup"),
+                                ("bf16_forward_wins_up_to", "bf16_backward_wins_up_to"),
+                                "forward wins up to | backward wins up to", shapes=False)
+        lines += ["", f"Under bf16, conv.conv2d runs the forward kernel up to "
+                  f"{record['bf16_forward_max_density']:.0%} density and keeps the bf16 kernel's backward call."]
+    return lines
 
 
 def main(argv=None):
@@ -137,34 +177,7 @@ def main(argv=None):
               "filter_grad_max_density": event_conv.FILTER_GRAD_MAX_DENSITY,
               "bf16_forward_max_density": event_conv.BF16_FORWARD_MAX_DENSITY,
               "largest_rel_error": worst, "layers": layers}
-    lines = [f"`python -m benchmarks.event_conv` at {record['commit']} on {record['machine']}; jax {jax.__version__}.",
-             "",
-             "The event-driven kernels' speed-up over XLA's f32 convolution (XLA's time / the kernel's, minimum of "
-             f"{args.repeats} alternated calls), forward / filter gradient, by input density (Bernoulli spikes); "
-             f"3x3 kernels, padding 1. Largest difference from XLA's result: {worst:.1e} of the largest value.",
-             "",
-             "| layer | [N, H, W, Cin, Cout] | " + " | ".join(f"{d:.0%}" for d in densities)
-             + " | forward wins up to | filter gradient wins up to |",
-             "|---|---|" + "---:|" * len(densities) + "---:|---:|"]
-    for L in layers:
-        cells = " | ".join(f"{r['forward_speedup']:.2f} / {r['filter_grad_speedup']:.2f}" for r in L["rows"])
-        lines.append(f"| {L['layer']} | {L['shape']} | {cells} | {_density(L['forward_wins_up_to'])} | "
-                     f"{_density(L['filter_grad_wins_up_to'])} |")
-    lines += ["", f"conv.conv2d runs the forward kernel up to {event_conv.FORWARD_MAX_DENSITY:.0%} and the filter "
-              f"gradient's up to {event_conv.FILTER_GRAD_MAX_DENSITY:.0%} density (decided per call from the input)."]
-    if "bf16_forward_wins_up_to" in layers[0]:
-        lines += ["", "Against jsnn's bf16 kernel (its time / the event-driven one's, on the same bf16 weights): the "
-                  "forward pass / the backward call (both gradients) against its input gradient plus the event-driven "
-                  "filter gradient.", "",
-                  "| layer | " + " | ".join(f"{d:.0%}" for d in densities)
-                  + " | forward wins up to | backward wins up to |", "|---|" + "---:|" * len(densities) + "---:|---:|"]
-        for L in layers:
-            cells = " | ".join(f"{r['bf16_forward_speedup']:.2f} / {r['bf16_backward_speedup']:.2f}" for r in L["rows"])
-            lines.append(f"| {L['layer']} | {cells} | {_density(L['bf16_forward_wins_up_to'])} | "
-                         f"{_density(L['bf16_backward_wins_up_to'])} |")
-        lines += ["", f"Under bf16, conv.conv2d runs the forward kernel up to "
-                  f"{event_conv.BF16_FORWARD_MAX_DENSITY:.0%} density and keeps the bf16 kernel's backward call."]
-    write_results(args.out, record, lines)
+    write_results(args.out, record, markdown(record))
 
 
 if __name__ == "__main__":
